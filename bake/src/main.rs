@@ -1,0 +1,28 @@
+//! `bake`: bake a hardened AMI with Packer and roll it across an Auto Scaling Group with a
+//! watched, reversible instance refresh. See `bake --help` and the README.
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = bake::cli::Cli::parse();
+    bake_common::logging::init(cli.global.log_format, cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return bake::exit::Exit::Internal.into();
+        }
+    };
+    match runtime.block_on(bake::run(cli)) {
+        Ok(code) => code.into(),
+        Err(err) => {
+            bake::exit::log_error_chain(&err);
+            bake::exit::Exit::from_error(&err).into()
+        }
+    }
+}

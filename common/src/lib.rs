@@ -1,0 +1,13 @@
+//! bake-common: the little that `bake` and `bake-agent` share.
+//!
+//! - [`aws`]: one `SdkConfig` built from the SDK's standard chain (region, profile, credentials,
+//!   `AWS_ENDPOINT_URL` and its per-service variants), and the clients both binaries use;
+//! - [`duration`]: humantime strings (`"30s"`, `"14d"`) in config files;
+//! - [`logging`]: the `tracing` subscriber, readable on a terminal or JSON for machines;
+//! - [`version`]: the version string with the git commit, for `--version`.
+#![warn(missing_docs)]
+
+pub mod aws;
+pub mod duration;
+pub mod logging;
+pub mod version;

@@ -1,0 +1,1 @@
+//! The emulator answers the SDK calls the binaries make.

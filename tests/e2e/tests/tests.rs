@@ -1,0 +1,3 @@
+//! Integration tests against the local AWS emulator (one emulator per test).
+
+mod emulator;

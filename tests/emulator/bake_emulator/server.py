@@ -1,0 +1,61 @@
+"""Serve moto with bake's extension on 127.0.0.1.
+
+Usage: python -m bake_emulator.server [--host 127.0.0.1] [--port 0]
+
+Port 0 picks a free port. The first line on stdout is always
+``listening on http://HOST:PORT`` once the server accepts connections, so a parent
+process can read the endpoint without racing for a port.
+"""
+
+import argparse
+import os
+import signal
+import sys
+
+from werkzeug.serving import make_server
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+from . import autoscaling, cloudwatch_cbor
+
+
+def build_app():
+    """The WSGI application: moto's dispatcher with the extension installed."""
+    autoscaling.install()
+    app = DomainDispatcherApplication(create_backend_app)
+    return cloudwatch_cbor.wrap(app)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        parser.error("the emulator only listens on loopback")
+
+    app = build_app()
+    server = make_server(args.host, args.port, app, threaded=True)
+    port = server.socket.getsockname()[1]
+    # moto builds some URLs (presigned, queue URLs) from MOTO_PORT.
+    os.environ["MOTO_PORT"] = str(port)
+
+    def stop(_signum, _frame):
+        # serve_forever checks this flag; raising from here would leave threads behind.
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"listening on http://{args.host}:{port}", flush=True)
+    try:
+        server.serve_forever()
+    except SystemExit:
+        pass
+    finally:
+        autoscaling.shutdown()
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
