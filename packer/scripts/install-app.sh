@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs what Packer uploaded to /tmp/bake: the app release (a tarball or a directory) into
+# /opt/app, bake-agent into /usr/local/bin, the systemd units, and the baked agent config.
+# Runs as root on the build instance before harden.sh. Idempotent.
+set -euo pipefail
+umask 022
+export DEBIAN_FRONTEND=noninteractive LC_ALL=C
+src=${BAKE_UPLOAD_DIR:-/tmp/bake}
+log() { printf 'install-app: %s\n' "$*" >&2; }
+
+for f in "$src/bake-agent" "$src/agent.toml" "$src/systemd/bake-agent.service"; do
+  [[ -e $f ]] || { log "missing upload $f"; exit 1; }
+done
+
+# The app's own unprivileged user: owns nothing under /opt/app (the code is read-only to it),
+# only its log directory; bake-agent drops to it before starting the app and its jobs.
+if ! getent passwd app >/dev/null; then
+  useradd --system --user-group --home-dir /opt/app --no-create-home --shell /usr/sbin/nologin app
+fi
+
+log "app release"
+rm -rf /opt/app.new
+install -d -m 0755 /opt/app.new
+if [[ -f "$src/app-release.tar.gz" ]]; then
+  tar -xf "$src/app-release.tar.gz" -C /opt/app.new --no-same-owner
+elif [[ -d "$src/app-release" ]]; then
+  cp -a "$src/app-release/." /opt/app.new/
+else
+  log "no app release uploaded (app-release.tar.gz or app-release/)"; exit 1
+fi
+chown -R root:app /opt/app.new
+chmod -R u=rwX,g=rX,o= /opt/app.new
+rm -rf /opt/app
+mv /opt/app.new /opt/app
+install -d -m 0750 -o app -g app /var/log/app
+
+log "packages the agent uses"
+if command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq
+  # nfs-common: mount.nfs for EFS over NFS 4.1 (no rpcbind needed, it is masked by harden.sh).
+  apt-get install -y -qq --no-install-recommends nfs-common ca-certificates >/dev/null
+else
+  # Amazon Linux ships the EFS mount helper (TLS in transit).
+  dnf -y -q install nfs-utils amazon-efs-utils
+fi
+
+log "bake-agent"
+install -m 0755 -o root -g root "$src/bake-agent" /usr/local/bin/bake-agent
+install -d -m 0755 /etc/bake
+install -m 0640 -o root -g root "$src/agent.toml" /etc/bake/agent.toml
+# The EFS mount point (R3); the agent mounts it at boot.
+install -d -m 0755 /mnt/uploads
+
+log "systemd units"
+for unit in "$src"/systemd/*.service "$src"/systemd/*.timer; do
+  install -m 0644 -o root -g root "$unit" "/etc/systemd/system/$(basename "$unit")"
+done
+# The units' Documentation= link.
+install -D -m 0644 "$src/deploy.md" /usr/share/doc/bake/deploy.md
+systemctl enable bake-agent.service bake-user-stats.timer bake-agent-reap.timer
+rm -rf "$src"
