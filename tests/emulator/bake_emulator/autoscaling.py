@@ -451,7 +451,6 @@ class Refresh:
         self.wait_since: float | None = None
         self.wait_for_transitioning = True
         self.rollback_details: dict[str, Any] | None = None
-        self.last_percentage = 0
 
     # -- progress ------------------------------------------------------------------------------
 
@@ -467,8 +466,6 @@ class Refresh:
     def describe(self) -> dict[str, Any]:
         pct = self.percentage() if self.status != "Pending" else 0
         todo = self.instances_to_update() if self.status != "Pending" else None
-        if self.status in ACTIVE_STATUSES or self.status in ("Successful",):
-            self.last_percentage = pct
         out: dict[str, Any] = {
             "InstanceRefreshId": self.id,
             "AutoScalingGroupName": self.group_name,
@@ -853,9 +850,10 @@ def _tick() -> float:
                 continue
             due = refresh.step(group, now)
             next_due = _min(next_due, due)
-            if refresh.status in ACTIVE_STATUSES and due is None:
-                # Waiting on something else (a lifecycle action, a scale-in): poll gently.
-                next_due = _min(next_due, now + min(IDLE_WAIT_SECS, max(_delay(1), 0.01)))
+            if refresh.status in ACTIVE_STATUSES and refresh.prefs.get("AlarmSpecification"):
+                # CloudWatch does not tell us when an alarm changes state: look every emulated
+                # second (at least 20 ms apart). Everything else wakes us through _cond.
+                next_due = _min(next_due, now + min(IDLE_WAIT_SECS, max(_delay(1), 0.02)))
 
     while _dirty:
         group = _dirty.pop()
