@@ -15,6 +15,7 @@ import time
 
 import botocore.exceptions
 import pytest
+from conftest import AutoScalingHelper
 
 LAUNCH = "autoscaling:EC2_INSTANCE_LAUNCHING"
 
@@ -168,3 +169,16 @@ def test_instances_record_the_concrete_launch_template_version(asg_helper):
     assert h.ec2_image(old["InstanceId"]) == h.V2_IMAGE
     assert h.ec2_image(new) == "ami-0aa0aa0a"
     assert h.group(g)["LaunchTemplate"]["Version"] == "$Latest"
+
+
+def test_without_time_scale_delays_are_real_seconds(emulator_factory):
+    """BAKE_EMULATOR_TIME_SCALE unset: a 1-second heartbeat timeout takes one real second."""
+    h = AutoScalingHelper(emulator_factory(time_scale=None), "realtime")
+    # AWS's minimum HeartbeatTimeout is 30 s; the emulator accepts 1 s to keep this test short.
+    g = h.create_group("lc-realtime", 1, hooks=[("launch", "launch", 1, "ABANDON")])
+    (first,) = h.ids(g, "Pending:Wait")
+    start = time.monotonic()
+    time.sleep(0.6)
+    assert h.ids(g, "Pending:Wait") == [first]
+    h.wait_for("the 1 s timeout", lambda: h.ec2_state(first) == "terminated", timeout=10)
+    assert 0.9 <= time.monotonic() - start < 5

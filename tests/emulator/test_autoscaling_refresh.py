@@ -149,10 +149,8 @@ def test_max_healthy_above_100_launches_before_terminating(asg_helper):
     assert {h.ec2_state(i) for i in old} == {"terminated"}
 
 
-def test_instance_warmup_delays_the_next_replacement(emulator_factory):
-    from conftest import AutoScalingHelper
-
-    h = AutoScalingHelper(emulator_factory(time_scale=0.01), "warmup")
+def test_instance_warmup_delays_the_next_replacement(asg_helper):
+    h = asg_helper
     g = h.create_group("rf-warmup", 2)
     began = time.monotonic()
     rid = start(h, g, InstanceWarmup=50)  # 0.5 s per instance, one at a time

@@ -71,6 +71,8 @@ _stop = threading.Event()
 _thread: threading.Thread | None = None
 _installed = False
 _scale = 1.0
+# Set by _wake(); a change made by the background thread itself cannot be seen through notify().
+_woken = False
 
 # InstanceRefresh records, oldest first, per (account, region, group name).
 _refreshes: dict[tuple[str, str, str], list[Refresh]] = {}
@@ -93,6 +95,13 @@ def _time_scale() -> float:
             f"BAKE_EMULATOR_TIME_SCALE: {raw!r} is not a positive number (e.g. 0.01)"
         )
     return value
+
+
+def _wake() -> None:
+    """Something changed: the background thread looks again at once (caller holds the lock)."""
+    global _woken
+    _woken = True
+    _cond.notify_all()
 
 
 def _delay(secs: float) -> float:
@@ -326,7 +335,7 @@ def _launch(group: Any, count: int, config: Config | None = None) -> list[Any]:
                 _actions[action.token] = action
             launched.append(state)
     _refresh_load_balancers(group)
-    _cond.notify_all()
+    _wake()
     return launched
 
 
@@ -357,7 +366,7 @@ def _begin_terminate(state: Any, run_hooks: bool = True) -> None:
             action = LifecycleAction(hook, state, group)
             _actions[action.token] = action
         _refresh_load_balancers(group)
-        _cond.notify_all()
+        _wake()
     else:
         _finish_terminate(state)
 
@@ -376,7 +385,7 @@ def _finish_terminate(state: Any) -> None:
         _log(f"terminating {state.instance_id}: {exc}")
     _refresh_load_balancers(group)
     _dirty.add(group)
-    _cond.notify_all()
+    _wake()
 
 
 def _reconcile(group: Any) -> None:
@@ -865,14 +874,16 @@ def _tick() -> float:
 
 
 def _run() -> None:
+    global _woken
     with _cond:
         while not _stop.is_set():
+            _woken = False
             try:
                 wait = _tick()
             except Exception:
                 _log("background step failed:\n" + traceback.format_exc())
                 wait = IDLE_WAIT_SECS
-            if wait > 0 and not _dirty:
+            if wait > 0 and not _dirty and not _woken:
                 _cond.wait(timeout=wait)
 
 
@@ -896,7 +907,7 @@ def _complete(action: LifecycleAction, result: str) -> None:
         else:
             # ABANDON on terminate: the instance terminates, remaining hooks are skipped.
             _finish_terminate(state)
-    _cond.notify_all()
+    _wake()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1003,7 +1014,7 @@ def _locked(fn: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
             finally:
-                _cond.notify_all()
+                _wake()
 
     wrapper.__name__ = getattr(fn, "__name__", "wrapper")
     wrapper.__doc__ = getattr(fn, "__doc__", None)
@@ -1187,7 +1198,7 @@ def start_instance_refresh(self: Any) -> ActionResult:
     refresh = Refresh(backend, group, prefs, echo)
     refresh.target = desired or Config.of_group(group)
     _refreshes.setdefault(_key(backend, group.name), []).append(refresh)
-    _cond.notify_all()
+    _wake()
     return ActionResult({"InstanceRefreshId": refresh.id})
 
 
@@ -1233,7 +1244,7 @@ def cancel_instance_refresh(self: Any) -> ActionResult:
     refresh.wait_for_transitioning = True if wait is None else _bool(wait)
     refresh.status = "Cancelling"
     refresh.status_reason = "Cancelling the instance refresh."
-    _cond.notify_all()
+    _wake()
     return ActionResult({"InstanceRefreshId": refresh.id})
 
 
@@ -1261,7 +1272,7 @@ def rollback_instance_refresh(self: Any) -> ActionResult:
     if refresh.status == "Pending":
         refresh.start(group)
     refresh.begin_rollback(group, "Rollback started by a RollbackInstanceRefresh request.")
-    _cond.notify_all()
+    _wake()
     return ActionResult({"InstanceRefreshId": refresh.id})
 
 
@@ -1304,7 +1315,7 @@ def complete_lifecycle_action(self: Any) -> ActionResult:
 def record_lifecycle_action_heartbeat(self: Any) -> ActionResult:
     action = _find_action(self)
     action.heartbeat()
-    _cond.notify_all()
+    _wake()
     return EmptyResult()
 
 
