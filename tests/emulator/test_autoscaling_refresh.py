@@ -477,3 +477,35 @@ def test_query_protocol_xml_shape(asg_helper):
     assert status == 400 and root.tag.endswith("ErrorResponse")
     assert root.find(f"{ns}Error/{ns}Code").text == "InstanceRefreshInProgress"
     assert root.find(f"{ns}Error/{ns}Type").text == "Sender"
+
+
+def test_scale_in_protected_instances_wait_or_are_ignored(asg_helper):
+    h = asg_helper
+    g = h.create_group("rf-protected", 2)
+    protected, plain = h.ids(g)
+    h.asg.set_instance_protection(
+        AutoScalingGroupName=g, InstanceIds=[protected], ProtectedFromScaleIn=True
+    )
+    # Default (CLI/SDK) is Wait: the refresh waits for the protection to be removed.
+    rid = start(h, g)
+    r = h.wait_for(
+        "a wait on the protected instance",
+        lambda: (lambda r: r if protected in (r.get("StatusReason") or "") else None)(
+            h.refresh(g, rid)
+        ),
+    )
+    assert r["Status"] == "InProgress" and r["InstancesToUpdate"] == 1
+    assert plain not in h.ids(g)
+    h.asg.set_instance_protection(
+        AutoScalingGroupName=g, InstanceIds=[protected], ProtectedFromScaleIn=False
+    )
+    h.wait_status(g, rid, "Successful")
+    assert protected not in h.ids(g)
+
+    # Ignore: protected instances are left as they are.
+    (keep,) = h.ids(g)[:1]
+    h.asg.set_instance_protection(AutoScalingGroupName=g, InstanceIds=[keep], ProtectedFromScaleIn=True)
+    rid = start(h, g, version="1", ScaleInProtectedInstances="Ignore")
+    h.wait_status(g, rid, "Successful")
+    assert keep in h.ids(g)
+    assert sorted(v for v in versions(h, g)) == ["1", "2"]
