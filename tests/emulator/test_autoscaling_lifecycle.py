@@ -182,3 +182,24 @@ def test_without_time_scale_delays_are_real_seconds(emulator_factory):
     assert h.ids(g, "Pending:Wait") == [first]
     h.wait_for("the 1 s timeout", lambda: h.ec2_state(first) == "terminated", timeout=10)
     assert 0.9 <= time.monotonic() - start < 5
+
+
+def test_deleting_a_group_ends_its_instances_hooks_and_refresh(asg_helper):
+    h = asg_helper
+    hooks = [("launch", "launch", 30000, "ABANDON"), ("bye", "terminate", 30000, "ABANDON")]
+    g = h.create_group("lc-delete", 2, hooks=hooks)
+    ids = h.ids(g)
+    for i in ids:
+        h.complete(g, "launch", i)
+    rid = h.asg.start_instance_refresh(
+        AutoScalingGroupName=g, DesiredConfiguration={"LaunchTemplate": h.lt("2")}
+    )["InstanceRefreshId"]
+    h.wait_for("a refresh replacement", lambda: h.ids(g, "Terminating:Wait"))
+    h.asg.delete_auto_scaling_group(AutoScalingGroupName=g, ForceDelete=True)
+    assert h.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[g])["AutoScalingGroups"] == []
+    assert {h.ec2_state(i) for i in ids} == {"terminated"}
+    assert h.refresh(g, rid)["Status"] == "Cancelled"
+    # A new group of the same name starts clean: the old hooks went with the old group.
+    h.create_group(g, 1)
+    assert len(h.ids(g, "InService")) == 1
+    assert h.asg.describe_lifecycle_hooks(AutoScalingGroupName=g)["LifecycleHooks"] == []

@@ -841,7 +841,12 @@ def _tick() -> float:
         if action.token not in _actions:
             continue
         state, group = action.state, action.group
-        if state not in group.instance_states:
+        backend = group.autoscaling_backend
+        if (
+            state not in group.instance_states
+            or backend.autoscaling_groups.get(group.name) is not group
+        ):
+            # The instance or its group is gone (deleted, moto reset): nothing left to decide.
             _actions.pop(action.token, None)
             continue
         if now >= action.due():
@@ -997,6 +1002,11 @@ def _backend_delete_group(self: Any, group_name: str) -> None:
             if action.group is group:
                 _actions.pop(action.token, None)
         _dirty.discard(group)
+        # AWS deletes a group's lifecycle hooks with it; moto keeps them for the next group of
+        # the same name.
+        for key, hook in list(self.lifecycle_hooks.items()):
+            if hook.auto_scaling_group_name == group_name:
+                del self.lifecycle_hooks[key]
 
 
 def _backend_delete_lifecycle_hook(self: Any, as_name: str, name: str) -> None:
