@@ -509,3 +509,51 @@ def test_scale_in_protected_instances_wait_or_are_ignored(asg_helper):
     h.wait_status(g, rid, "Successful")
     assert keep in h.ids(g)
     assert sorted(v for v in versions(h, g)) == ["1", "2"]
+
+
+def test_concurrent_clients_during_a_refresh(asg_helper):
+    """moto's server is threaded: parallel reads and writes must not break a running refresh."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    h = asg_helper
+    g = h.create_group("rf-concurrent", 6)
+    rid = start(h, g, MinHealthyPercentage=50, InstanceWarmup=5)
+
+    def hammer(n):
+        asg = h.emu.client("autoscaling")
+        ec2 = h.emu.client("ec2")
+        for _ in range(15):
+            asg.describe_auto_scaling_groups(AutoScalingGroupNames=[g])
+            asg.describe_auto_scaling_instances()
+            asg.describe_instance_refreshes(AutoScalingGroupName=g)
+            ec2.describe_instances()
+            if n == 0:
+                asg.set_desired_capacity(AutoScalingGroupName=g, DesiredCapacity=6)
+        return n
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert sorted(pool.map(hammer, range(4))) == [0, 1, 2, 3]
+    h.wait_status(g, rid, "Successful")
+    assert versions(h, g) == ["2"] * 6
+
+
+def test_refresh_whose_launch_template_disappears_fails_cleanly(asg_helper):
+    h = asg_helper
+    g = hooked_group(h, "rf-lt-gone", 2)
+    other = h.ec2.create_launch_template(
+        LaunchTemplateName=f"{h.prefix}-gone", LaunchTemplateData={"ImageId": h.V2_IMAGE}
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    rid = h.asg.start_instance_refresh(
+        AutoScalingGroupName=g,
+        DesiredConfiguration={"LaunchTemplate": {"LaunchTemplateId": other, "Version": "1"}},
+        Preferences={"InstanceWarmup": 0},
+    )["InstanceRefreshId"]
+    h.wait_for("a replacement", lambda: h.ids(g, "Pending:Wait"))
+    h.ec2.delete_launch_template(LaunchTemplateId=other)
+    continue_all(h, g)
+    r = h.wait_status(g, rid, "Failed", "Successful")
+    # The first replacement may finish; the next launch cannot: the refresh fails with a reason.
+    assert r["Status"] == "Failed" and r["StatusReason"]
+    # The group is still usable afterwards.
+    rid2 = start(h, g, version="1")
+    h.wait_for("a v1 refresh", lambda: continue_all(h, g) or h.refresh(g, rid2)["Status"] == "Successful")

@@ -850,7 +850,11 @@ def _tick() -> float:
             _actions.pop(action.token, None)
             continue
         if now >= action.due():
-            _complete(action, action.default_result)
+            try:
+                _complete(action, action.default_result)
+            except Exception:
+                _log("lifecycle action timeout failed:\n" + traceback.format_exc())
+                _actions.pop(action.token, None)
         else:
             next_due = _min(next_due, action.due())
 
@@ -862,7 +866,14 @@ def _tick() -> float:
             if group is None:
                 refresh.finish("Cancelled", "The Auto Scaling group was deleted.")
                 continue
-            due = refresh.step(group, now)
+            try:
+                due = refresh.step(group, now)
+            except Exception as exc:
+                # A broken refresh (say, its launch template was deleted) ends as AWS would end
+                # it, Failed with a reason, instead of failing again on every step.
+                _log(f"refresh {refresh.id} failed:\n" + traceback.format_exc())
+                refresh.finish("Failed", f"The instance refresh could not continue: {exc}")
+                continue
             next_due = _min(next_due, due)
             if refresh.status in ACTIVE_STATUSES and refresh.prefs.get("AlarmSpecification"):
                 # CloudWatch does not tell us when an alarm changes state: look every emulated
@@ -1413,6 +1424,14 @@ def install() -> None:
         # One lock for Auto Scaling and EC2 requests and the background thread: they share state.
         Response.call_action = _locked(Response.call_action)
         ec2_responses.EC2Response.call_action = _locked(ec2_responses.EC2Response.call_action)
+        # Target registration happens from the background thread too.
+        from moto.elb import responses as elb_responses
+        from moto.elbv2 import responses as elbv2_responses
+
+        elb_responses.ELBResponse.call_action = _locked(elb_responses.ELBResponse.call_action)
+        elbv2_responses.ELBV2Response.call_action = _locked(
+            elbv2_responses.ELBV2Response.call_action
+        )
 
         _stop.clear()
         _thread = threading.Thread(target=_run, name="bake-autoscaling", daemon=True)
