@@ -98,10 +98,14 @@ def _time_scale() -> float:
 
 
 def _wake() -> None:
-    """Something changed: the background thread looks again at once (caller holds the lock)."""
+    """Something changed: the background thread looks again at once.
+
+    Takes the (reentrant) lock itself: moto's CloudFormation creates groups through
+    FakeAutoScalingGroup.__init__ -> set_desired_capacity without holding it."""
     global _woken
-    _woken = True
-    _cond.notify_all()
+    with _cond:
+        _woken = True
+        _cond.notify_all()
 
 
 def _delay(secs: float) -> float:
