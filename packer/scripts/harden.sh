@@ -34,16 +34,13 @@ write() {
   mv -f "$tmp" "$file"
 }
 
-# set_kv FILE KEY VALUE: "KEY VALUE" in a whitespace-separated config (login.defs), replacing any
-# existing (possibly commented) line for KEY.
+# set_kv FILE KEY VALUE: exactly one "KEY<TAB>VALUE" line in a whitespace-separated config
+# (login.defs): every active KEY line is dropped, comments are kept, the new line is appended.
 set_kv() {
   local file=$1 key=$2 value=$3
   touch "$file"
-  if grep -Eq "^[#[:space:]]*${key}[[:space:]]" "$file"; then
-    sed -i -E "s|^[#[:space:]]*${key}[[:space:]].*|${key}\t${value}|" "$file"
-  else
-    printf '%s\t%s\n' "$key" "$value" >>"$file"
-  fi
+  sed -i -E "/^[[:space:]]*${key}[[:space:]]/d" "$file"
+  printf '%s\t%s\n' "$key" "$value" >>"$file"
 }
 
 # ---------------------------------------------------------------- packages
@@ -52,14 +49,21 @@ if [[ "${BAKE_HARDEN_PACKAGES:-1}" == 1 ]]; then
   if [[ $pkg == apt ]]; then
     # auditd: audit trail (CIS 4.1); acct + sysstat: process and resource accounting;
     # libpam-pwquality: password strength; libpam-tmpdir: per-user $TMPDIR; aide: file integrity;
-    # chkrootkit: malware scan; debsums/apt-show-versions/needrestart/apt-listchanges: package
+    # usbguard: no USB device is authorised (an EC2 instance has none); chkrootkit: malware scan; debsums/apt-show-versions/needrestart/apt-listchanges: package
     # verification and patch visibility; nftables: host firewall; apparmor: MAC (CIS 1.6);
     # systemd-timesyncd: time sync (CIS 2.1); rsyslog: local log files the agent ships;
     # unattended-upgrades is deliberately NOT installed: the image is immutable, patches arrive
     # as a new AMI.
+    # Security updates at build time: the image is the only way patches reach the fleet.
+    if ! grep -rqs -- '-security' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      codename=$(sed -n 's/^VERSION_CODENAME=//p' /etc/os-release)
+      echo "deb http://deb.debian.org/debian-security ${codename}-security main" \
+        >/etc/apt/sources.list.d/debian-security.list
+    fi
     apt-get update -qq
+    apt-get dist-upgrade -y -qq >/dev/null
     apt-get install -y -qq --no-install-recommends \
-      auditd audispd-plugins acct sysstat libpam-pwquality libpam-tmpdir aide aide-common \
+      usbguard auditd audispd-plugins acct sysstat libpam-pwquality libpam-tmpdir aide aide-common \
       chkrootkit debsums apt-show-versions needrestart apt-listchanges nftables apparmor \
       apparmor-utils systemd-timesyncd rsyslog logrotate ca-certificates >/dev/null
     # Unused services and packages (CIS 2.2): none of these is needed by the app or the agent.
@@ -94,7 +98,7 @@ log "services"
 # systemctl enable/disable/mask work offline (in a chroot or before first boot); a missing unit
 # is not an error because the package lists above differ between distributions.
 svc() { systemctl "$@" >/dev/null 2>&1 || true; }
-for s in auditd acct psacct sysstat nftables apparmor systemd-timesyncd chronyd rsyslog; do
+for s in auditd acct psacct sysstat nftables apparmor systemd-timesyncd chronyd rsyslog usbguard; do
   svc enable "$s.service"
 done
 # sshd is not used (Session Manager is the only way in): masked so nothing can start it.
@@ -164,11 +168,11 @@ kernel.core_uses_pid = 1
 CONF
 # CIS 1.1.1 and 3.4: file systems and protocols nothing here uses; USB and FireWire storage.
 {
-  echo "# Not used on a bake instance (CIS 1.1.1, 3.4); 'install … /bin/false' also stops"
+  echo "# Not used on a bake instance (CIS 1.1.1, 3.4); 'install … /bin/true' also stops"
   echo "# loading on demand, 'blacklist' stops loading by alias."
   for m in cramfs freevxfs jffs2 hfs hfsplus squashfs udf dccp sctp rds tipc usb-storage \
            firewire-core firewire-ohci firewire-sbp2 bluetooth; do
-    printf 'install %s /bin/false\nblacklist %s\n' "$m" "$m"
+    printf 'install %s /bin/true\nblacklist %s\n' "$m" "$m"
   done
 } | write /etc/modprobe.d/60-bake-hardening.conf 0644
 
@@ -211,6 +215,7 @@ CONF
 write /etc/profile.d/60-bake-hardening.sh 0644 <<'CONF'
 # Set by the bake image hardening.
 umask 027
+ulimit -c 0
 TMOUT=900
 readonly TMOUT
 export TMOUT
@@ -223,8 +228,10 @@ fi
 # root has no password login; the app runs as its own user.
 if command -v passwd >/dev/null 2>&1; then passwd -l root >/dev/null; fi
 # Login banners (CIS 1.7): no OS details.
-banner='Authorized uses only. All activity may be monitored and reported.
-Unauthorized access is prohibited and may lead to prosecution.'
+banner='WARNING: this system is restricted to authorized users of its owner.
+All access and activity is logged, monitored and recorded, and may be given to law
+enforcement as evidence. Unauthorized use is prohibited and subject to criminal and
+civil penalties. By continuing you consent to these terms and to the security policy.'
 printf '%s\n' "$banner" | write /etc/issue 0644
 printf '%s\n' "$banner" | write /etc/issue.net 0644
 printf '%s\n' "$banner" | write /etc/motd 0644
@@ -296,6 +303,14 @@ RULES
   fi
 fi
 
+# ---------------------------------------------------------------- USB
+if [[ -d /etc/usbguard ]]; then
+  # No rules = every USB device is blocked (ImplicitPolicyTarget=block); EC2 has no USB bus.
+  : | write /etc/usbguard/rules.conf 0600
+  sed -i -E 's/^ImplicitPolicyTarget=.*/ImplicitPolicyTarget=block/; s/^PresentDevicePolicy=.*/PresentDevicePolicy=apply-policy/' \
+    /etc/usbguard/usbguard-daemon.conf
+fi
+
 # ---------------------------------------------------------------- time, logs
 if [[ -d /etc/systemd ]]; then
   write /etc/systemd/timesyncd.conf.d/60-bake.conf 0644 <<'CONF'
@@ -352,7 +367,7 @@ done
 # cron/at restricted to root (CIS 5.1.8-5.1.9).
 for f in cron at; do
   rm -f "/etc/$f.deny"
-  printf 'root\n' | write "/etc/$f.allow" 0640
+  printf 'root\n' | write "/etc/$f.allow" 0600
 done
 chmod 0644 /etc/passwd /etc/group
 chmod 0640 /etc/shadow /etc/gshadow 2>/dev/null || true
@@ -368,7 +383,14 @@ done
 # World-writable files outside /tmp-like dirs get their w bit dropped (CIS 6.1.10).
 find / -xdev -type f -perm -0002 -not -path '/proc/*' -not -path '/sys/*' -exec chmod o-w {} + 2>/dev/null || true
 
-# ---------------------------------------------------------------- file integrity
+# ---------------------------------------------------------------- accounting, file integrity
+if [[ -f /etc/default/sysstat ]]; then
+  sed -i -E 's/^ENABLED=.*/ENABLED="true"/' /etc/default/sysstat
+fi
+if [[ -f /etc/aide/aide.conf ]]; then
+  # SHA-512 for the file-integrity database instead of the distribution's default group.
+  sed -i -E 's/^Checksums[[:space:]]*=.*/Checksums = sha512/' /etc/aide/aide.conf
+fi
 if command -v aideinit >/dev/null 2>&1 && [[ "${BAKE_HARDEN_AIDE_INIT:-0}" == 1 ]]; then
   # Initialising the AIDE database hashes every file (minutes); done last on the build instance.
   aideinit -y -f >/dev/null
