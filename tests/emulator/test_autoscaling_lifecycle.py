@@ -203,3 +203,28 @@ def test_deleting_a_group_ends_its_instances_hooks_and_refresh(asg_helper):
     h.create_group(g, 1)
     assert len(h.ids(g, "InService")) == 1
     assert h.asg.describe_lifecycle_hooks(AutoScalingGroupName=g)["LifecycleHooks"] == []
+
+
+def test_launch_configuration_groups_launch_scale_and_refresh(asg_helper):
+    h = asg_helper
+    h.asg.create_launch_configuration(
+        LaunchConfigurationName="lc-legacy", ImageId=h.V1_IMAGE, InstanceType="t3.micro"
+    )
+    h.asg.create_auto_scaling_group(
+        AutoScalingGroupName="lc-legacy",
+        LaunchConfigurationName="lc-legacy",
+        MinSize=0,
+        MaxSize=4,
+        DesiredCapacity=2,
+        AvailabilityZones=["us-east-1a"],
+    )
+    old = h.ids("lc-legacy", "InService")
+    assert len(old) == 2
+    assert {i["LaunchConfigurationName"] for i in h.instances("lc-legacy")} == {"lc-legacy"}
+    rid = h.asg.start_instance_refresh(
+        AutoScalingGroupName="lc-legacy", Preferences={"InstanceWarmup": 0}
+    )["InstanceRefreshId"]
+    h.wait_status("lc-legacy", rid, "Successful")
+    new = h.ids("lc-legacy", "InService")
+    assert len(new) == 2 and not set(new) & set(old)
+    assert {h.ec2_image(i) for i in new} == {h.V1_IMAGE}

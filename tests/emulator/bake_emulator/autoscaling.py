@@ -35,7 +35,7 @@ from typing import Any
 
 from moto.autoscaling import models as as_models
 from moto.autoscaling import responses as as_responses
-from moto.autoscaling.exceptions import AutoscalingClientError, ValidationError
+from moto.autoscaling.exceptions import ValidationError
 from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult, EmptyResult
 from moto.ec2 import responses as ec2_responses
@@ -400,7 +400,7 @@ def _reconcile(group: Any) -> None:
     ):
         return
     desired = group.desired_capacity or 0
-    live = [s for s in group.instance_states if _is_live(s) and not s_draining(s)]
+    live = [s for s in group.instance_states if _is_live(s) and not _draining(s)]
     delta = desired - len(live)
     if delta > 0:
         _launch(group, delta)
@@ -420,7 +420,7 @@ def _reconcile(group: Any) -> None:
             _begin_terminate(state)
 
 
-def s_draining(state: Any) -> bool:
+def _draining(state: Any) -> bool:
     """An instance kept running only until its refresh replacement is ready (not counted)."""
     return bool(getattr(state, "bake_draining", False))
 
@@ -738,7 +738,7 @@ class Refresh:
                 continue
             if s.instance_id in in_flight_new:
                 continue
-            if s_draining(s):
+            if _draining(s):
                 # Counted until its replacement is ready.
                 healthy += 1
                 continue
@@ -1455,4 +1455,4 @@ def shutdown() -> None:
     _thread = None
 
 
-__all__ = ["install", "shutdown", "AutoscalingClientError"]
+__all__ = ["install", "shutdown"]
