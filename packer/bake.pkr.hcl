@@ -46,6 +46,12 @@ variable "subnet_id" {
   description = "Subnet of the build instance (needs outbound HTTPS to SSM); empty = default VPC."
 }
 
+variable "iam_instance_profile" {
+  type        = string
+  default     = ""
+  description = "Instance profile of the build instance (iam.yaml's BuildInstanceProfileName); empty = Packer creates a temporary one (needs IAM write permissions)."
+}
+
 variable "kms_key_id" {
   type        = string
   default     = ""
@@ -60,7 +66,7 @@ variable "volume_size_gib" {
 variable "communicator" {
   type        = string
   default     = "ssh"
-  description = "ssh (tunnelled through Session Manager: no inbound port) or none (emulator: no provisioning)."
+  description = "ssh (tunnelled through Session Manager: no inbound port) or none (the emulator: provisioners skipped, no Session Manager)."
 }
 
 variable "ssh_interface" {
@@ -201,34 +207,39 @@ source "amazon-ebs" "bake" {
     }
   }
 
-  # No inbound SSH: the communicator runs over a Session Manager port forward. The temporary
-  # instance profile allows only what the SSM agent needs to register and open the tunnel.
+  # No inbound SSH: the communicator runs over a Session Manager port forward. The instance
+  # profile (iam.yaml's build profile, or a temporary one) allows only what the SSM agent needs
+  # to register and open the tunnel.
   communicator            = var.communicator
-  ssh_interface           = var.ssh_interface
+  ssh_interface           = var.communicator == "none" ? "" : var.ssh_interface
   ssh_username            = local.base[var.base_os].user
   ssh_timeout             = "15m"
   pause_before_ssm        = "30s"
   temporary_key_pair_type = "ed25519"
   # Debian's AMIs have no SSM agent: install it at first boot (AL2023 ships it).
-  user_data_file = var.base_os == "debian-12" ? "${path.root}/files/ssm-agent-userdata.sh" : ""
-  temporary_iam_instance_profile_policy_document {
-    Version = "2012-10-17"
-    Statement {
-      Effect = "Allow"
-      Action = [
-        "ssm:UpdateInstanceInformation",
-        "ssmmessages:CreateControlChannel",
-        "ssmmessages:CreateDataChannel",
-        "ssmmessages:OpenControlChannel",
-        "ssmmessages:OpenDataChannel",
-        "ec2messages:AcknowledgeMessage",
-        "ec2messages:DeleteMessage",
-        "ec2messages:FailMessage",
-        "ec2messages:GetEndpoint",
-        "ec2messages:GetMessages",
-        "ec2messages:SendReply",
-      ]
-      Resource = ["*"]
+  user_data_file       = var.base_os == "debian-12" ? "${path.root}/files/ssm-agent-userdata.sh" : ""
+  iam_instance_profile = var.iam_instance_profile
+  dynamic "temporary_iam_instance_profile_policy_document" {
+    for_each = var.iam_instance_profile == "" ? [1] : []
+    content {
+      Version = "2012-10-17"
+      Statement {
+        Effect = "Allow"
+        Action = [
+          "ssm:UpdateInstanceInformation",
+          "ssmmessages:CreateControlChannel",
+          "ssmmessages:CreateDataChannel",
+          "ssmmessages:OpenControlChannel",
+          "ssmmessages:OpenDataChannel",
+          "ec2messages:AcknowledgeMessage",
+          "ec2messages:DeleteMessage",
+          "ec2messages:FailMessage",
+          "ec2messages:GetEndpoint",
+          "ec2messages:GetMessages",
+          "ec2messages:SendReply",
+        ]
+        Resource = ["*"]
+      }
     }
   }
 
@@ -246,44 +257,54 @@ source "amazon-ebs" "bake" {
     delete_on_termination = true
   }
 
-  tags          = local.tags
-  snapshot_tags = local.tags
-  run_tags      = merge(local.tags, { "Name" = "bake-build-${var.app_version}" })
+  # Empty provenance values (a build outside `bake`) are left out rather than tagged "".
+  tags          = { for k, v in local.tags : k => v if v != "" }
+  snapshot_tags = { for k, v in local.tags : k => v if v != "" }
+  run_tags      = merge({ for k, v in local.tags : k => v if v != "" }, { "Name" = "bake-build-${var.app_version}" })
 }
 
 build {
   sources = ["source.amazon-ebs.bake"]
 
+  # With communicator = "none" (the emulator) there is no machine to provision: every
+  # provisioner is skipped and the build just registers the image.
   provisioner "shell" {
+    except = var.communicator == "none" ? ["amazon-ebs.bake"] : []
     inline = ["install -d -m 0700 /tmp/bake"]
   }
 
   provisioner "file" {
+    except      = var.communicator == "none" ? ["amazon-ebs.bake"] : []
     source      = local.app_source
     destination = local.app_dest
   }
 
   provisioner "file" {
+    except      = var.communicator == "none" ? ["amazon-ebs.bake"] : []
     source      = var.agent_binary
     destination = "/tmp/bake/bake-agent"
   }
 
   provisioner "file" {
+    except      = var.communicator == "none" ? ["amazon-ebs.bake"] : []
     source      = "${path.root}/../systemd/"
     destination = "/tmp/bake/systemd"
   }
 
   provisioner "file" {
+    except      = var.communicator == "none" ? ["amazon-ebs.bake"] : []
     source      = "${path.root}/../docs/deploy.md"
     destination = "/tmp/bake/deploy.md"
   }
 
   provisioner "file" {
+    except      = var.communicator == "none" ? ["amazon-ebs.bake"] : []
     source      = var.agent_config == "" ? "${path.root}/files/agent.toml" : var.agent_config
     destination = "/tmp/bake/agent.toml"
   }
 
   provisioner "shell" {
+    except          = var.communicator == "none" ? ["amazon-ebs.bake"] : []
     execute_command = "sudo -n env {{ .Vars }} bash '{{ .Path }}'"
     scripts = [
       "${path.root}/scripts/install-app.sh",
