@@ -40,14 +40,16 @@ if command -v apt-get >/dev/null 2>&1; then
   # nfs-common: mount.nfs for EFS over NFS 4.1 (no rpcbind needed, it is masked by harden.sh).
   apt-get install -y -qq --no-install-recommends nfs-common ca-certificates >/dev/null
 else
-  # Amazon Linux ships the EFS mount helper (TLS in transit).
+  # Amazon Linux ships the EFS mount helper (TLS in transit, access points). Debian does not
+  # package it: there the agent mounts over NFS 4.1 (see docs/deploy.md, EFS on Debian).
   dnf -y -q install nfs-utils amazon-efs-utils
 fi
 
 log "bake-agent"
 install -m 0755 -o root -g root "$src/bake-agent" /usr/local/bin/bake-agent
 install -d -m 0755 /etc/bake
-install -m 0640 -o root -g root "$src/agent.toml" /etc/bake/agent.toml
+# Group app: `bake-agent job` (bake-user-stats.service) runs as the app user and reads it too.
+install -m 0640 -o root -g app "$src/agent.toml" /etc/bake/agent.toml
 # The EFS mount point (R3); the agent mounts it at boot.
 install -d -m 0755 /mnt/uploads
 
