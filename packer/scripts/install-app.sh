@@ -14,8 +14,11 @@ done
 
 # The app's own unprivileged user: owns nothing under /opt/app (the code is read-only to it),
 # only its log directory; bake-agent drops to it before starting the app and its jobs.
+# uid/gid 10000 in every image: the EFS access point's POSIX user (cloudformation/data.yaml), and
+# without an access point the owner of the uploads, the same on every instance and image.
+if ! getent group app >/dev/null; then groupadd --system --gid 10000 app; fi
 if ! getent passwd app >/dev/null; then
-  useradd --system --user-group --home-dir /opt/app --no-create-home --shell /usr/sbin/nologin app
+  useradd --system --uid 10000 --gid app --home-dir /opt/app --no-create-home --shell /usr/sbin/nologin app
 fi
 
 log "app release"

@@ -15,7 +15,7 @@ SAMPLE = {
     "AppPort": "8080",
     "HealthCheckPath": "/healthz",
     "FileSystemId": "fs-0123456789abcdef0",
-    "AccessPointId": "fsap-0123456789abcdef0",
+    "AccessPointLine": 'access_point = "fsap-0123456789abcdef0"',
 }
 
 
