@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use bake_common::logging::LogFormat;
 use clap::{Args, Parser, Subcommand};
 
+use crate::lease::Period;
+
 /// Makes an instance of a bake AMI a healthy member of its fleet.
 #[derive(Debug, Parser)]
 #[command(name = "bake-agent", version = bake_common::clap_version!(), rename_all = "kebab-case",
@@ -34,8 +36,41 @@ pub struct Global {
 /// `bake-agent` commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Validate the configuration file and explain errors by key.
-    Check,
+    /// The daemon (systemd's `bake-agent.service`): identity, secrets, mounts, supervise the app,
+    /// lifecycle hooks, drain on termination.
+    Run,
+    /// Validate the configuration file (and a userdata file) and explain errors by key.
+    Check {
+        /// Also lay this userdata file over the configuration, as the instance would.
+        #[arg(long)]
+        userdata: Option<PathBuf>,
+    },
+    /// Run CMD only on the one instance of the fleet that wins this period's lease.
+    Job {
+        /// Job name (letters, digits, '.', '_', '-'), part of the lease path.
+        name: String,
+        /// Lease period: one run per ISO week, UTC day or UTC hour.
+        #[arg(long, value_enum, default_value_t = Period::Weekly)]
+        period: Period,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Delete expired uploads: files by mtime, then empty directories; never follows symlinks.
+    Reap {
+        /// The upload directory.
+        dir: PathBuf,
+        /// Age limit, e.g. `14d`.
+        #[arg(long, value_parser = parse_age)]
+        older_than: std::time::Duration,
+        /// Report what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    bake_common::duration::parse("--older-than", s).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -46,5 +81,18 @@ mod tests {
     #[test]
     fn test_cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn test_job_takes_command_after_dashes() {
+        let c = Cli::try_parse_from(["bake-agent", "job", "stats", "--period", "daily", "--", "rake", "-x"]).unwrap();
+        match c.command {
+            Command::Job { name, period, cmd } => {
+                assert_eq!((name.as_str(), period), ("stats", Period::Daily));
+                assert_eq!(cmd, vec!["rake".to_owned(), "-x".to_owned()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["bake-agent", "reap", "/x", "--older-than", "5x"]).is_err());
     }
 }

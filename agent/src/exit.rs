@@ -1,26 +1,39 @@
-//! The one list of `bake-agent`'s exit codes. Also in `--help` and the README.
+//! The one list of `bake-agent`'s exit codes. Also in `--help` and docs/agent.md.
 
 /// Exit codes of `bake-agent`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Exit {
-    /// Success.
+    /// Success (also: `run` drained after termination or SIGTERM; `job` lost the lease).
     Ok = 0,
-    /// An unexpected internal error.
+    /// An unexpected internal error; `reap`: some entries could not be removed.
     Internal = 1,
     /// Bad command line, configuration (agent.toml, userdata) or input.
     Config = 2,
     /// An AWS API call failed (after retries), or a named resource does not exist.
     Aws = 3,
+    /// The instance metadata service is unreachable or incomplete.
+    Imds = 4,
+    /// Secrets could not be loaded (missing path, access denied, name collision): the app was not started.
+    Secrets = 5,
+    /// The EFS file system could not be mounted.
+    Mount = 6,
+    /// The app could not be started.
+    App = 7,
 }
 
 /// Text for `--help`.
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
-  0  success
-  1  internal error
-  2  bad command line or configuration
-  3  AWS error (API call failed or resource not found)";
+  0  success (run: drained after termination or SIGTERM; job: lease lost, nothing run)
+  1  internal error (reap: some entries could not be removed)
+  2  bad command line or configuration (agent.toml, userdata)
+  3  AWS error (API call failed or resource not found)
+  4  instance metadata service unreachable or incomplete
+  5  secrets could not be loaded; the app was not started
+  6  EFS mount failed
+  7  the app could not be started
+  job: once CMD ran, its own exit code (128+N when killed by signal N)";
 
 impl From<Exit> for std::process::ExitCode {
     fn from(e: Exit) -> Self {
@@ -36,6 +49,11 @@ pub struct Coded {
     pub code: Exit,
     /// What went wrong.
     pub message: String,
+}
+
+/// Wraps any error with the exit code it should produce.
+pub fn coded(code: Exit, err: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(Coded { code, message: err.to_string() })
 }
 
 impl Exit {

@@ -1,31 +1,84 @@
 //! `bake-agent`: makes an instance of a bake AMI a healthy member of its fleet.
 //!
-//! Configuration: `/etc/bake/agent.toml` (`--config`). Exit codes: [`exit::Exit`].
+//! `bake-agent run` (under systemd) boots the instance into the fleet: identity from IMDSv2,
+//! secrets from SSM into the app's environment, the EFS mount, the supervised app, readiness →
+//! launch lifecycle hook, and on termination a drain and the terminate hook. `job` runs a command
+//! on one instance of the fleet per period; `reap` deletes expired uploads; `check` validates the
+//! configuration.
+//!
+//! Configuration: `/etc/bake/agent.toml` (`--config`) with userdata TOML laid over it; see
+//! docs/agent.md. Exit codes: [`exit::Exit`].
 
 /// Command line.
 pub mod cli;
+/// `agent.toml` + userdata → validated settings.
+pub mod config;
+/// The `run` daemon: boot sequence, readiness, rotation, drain.
+pub mod daemon;
 /// Exit codes and error reporting.
 pub mod exit;
+/// Identity: instance id, region, AZ, group.
+pub mod identity;
+/// IMDSv2 client.
+pub mod imds;
+/// `job`: run once per fleet per period.
+pub mod job;
+/// Fleet leases in SSM.
+pub mod lease;
+/// Lifecycle hooks and the termination watch.
+pub mod lifecycle;
 /// Log shipping to CloudWatch Logs.
 pub mod logs;
+/// EFS mount.
+pub mod mount;
+/// sd_notify.
+pub mod notify;
+/// Readiness probe.
+pub mod readiness;
+/// `reap`: expired uploads.
+pub mod reap;
+/// Secrets from SSM Parameter Store.
+pub mod secrets;
+/// The app's supervisor.
+pub mod supervisor;
 
-use anyhow::Context;
+use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
-use crate::exit::{Coded, Exit};
+use crate::config::Settings;
+use crate::exit::{coded, Exit};
 
 /// Runs one command to its end.
-pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = &cli.global.config;
     match cli.command {
-        Command::Check => {
-            let path = &cli.global.config;
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Coded { code: Exit::Config, message: format!("cannot read '{}': {e}", path.display()) })?;
-            let _: toml::Table = toml::from_str(&text)
-                .map_err(|e| Coded { code: Exit::Config, message: format!("{}: {e}", path.display()) })
-                .context("checking the configuration")?;
-            println!("{}: ok", path.display());
-            Ok(Exit::Ok)
+        Command::Run => Ok(daemon::run(config).await?.into()),
+        Command::Check { userdata } => {
+            let ud = match &userdata {
+                Some(p) => Some(std::fs::read_to_string(p).map_err(|e| coded(Exit::Config, format!("cannot read '{}': {e}", p.display())))?),
+                None => None,
+            };
+            let s = Settings::load(config, ud.as_deref()).map_err(|e| coded(Exit::Config, e))?;
+            let what = match &s.app {
+                Some(a) => format!("app {:?}", a.command),
+                None => "no app".to_owned(),
+            };
+            println!(
+                "{}{}: ok ({what}; secrets: {}; efs: {}; readiness: {})",
+                config.display(),
+                if userdata.is_some() { " + userdata" } else { "" },
+                s.secrets.as_ref().map_or("none", |x| x.path.as_str()),
+                s.efs.as_ref().map_or("none", |x| x.file_system_id.as_str()),
+                if s.readiness.is_some() { "probe" } else { "none" },
+            );
+            Ok(Exit::Ok.into())
+        }
+        Command::Job { name, period, cmd } => job::run(config, &name, period, &cmd).await,
+        Command::Reap { dir, older_than, dry_run } => {
+            let r = reap::reap(&dir, older_than, dry_run, std::time::SystemTime::now()).map_err(|e| coded(Exit::Config, e))?;
+            let verb = if dry_run { "would remove" } else { "removed" };
+            println!("{verb} {} files ({} bytes) and {} empty directories under {}; {} errors", r.files, r.bytes, r.dirs, dir.display(), r.errors);
+            Ok(if r.errors > 0 { Exit::Internal } else { Exit::Ok }.into())
         }
     }
 }

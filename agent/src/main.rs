@@ -1,5 +1,5 @@
 //! `bake-agent`: makes an instance of a bake AMI a healthy member of its fleet.
-//! See `bake-agent --help` and the README.
+//! See `bake-agent --help` and docs/agent.md (configuration, exit codes).
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -7,6 +7,8 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = bake_agent::cli::Cli::parse();
     bake_common::logging::init(cli.global.log_format, cli.global.verbose);
+    // A current-thread runtime: the agent is I/O bound, stays small (idle RSS), and the app is
+    // always forked from the main thread (see the parent-death signal in supervisor::process).
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -15,7 +17,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(bake_agent::run(cli)) {
-        Ok(code) => code.into(),
+        Ok(code) => code,
         Err(err) => {
             bake_agent::exit::log_error_chain(&err);
             bake_agent::exit::Exit::from_error(&err).into()

@@ -3,10 +3,14 @@
 //! - [`emulator`]: starts the local AWS emulator (moto + bake's extension) on a free loopback
 //!   port, one per caller, and stops it when dropped, also when a test panics.
 //! - [`paths`]: the repository, the built binaries.
+//! - [`imds`]: the hand-written instance metadata (IMDSv2) stand-in, one per simulated instance.
 
 /// The local AWS emulator.
 pub mod emulator;
 /// Paths in the repository and the target directory.
 pub mod paths;
+/// The hand-written instance metadata (IMDSv2) stand-in.
+pub mod imds;
 
 pub use emulator::Emulator;
+pub use imds::{Imds, ImdsState};

@@ -1,0 +1,324 @@
+//! `bake-agent run`: the boot sequence and the life of the agent, each step logged with its
+//! duration (DESIGN.md, `bake-agent`).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use aws_sdk_autoscaling::operation::start_instance_refresh::StartInstanceRefreshError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{OnChange, Settings};
+use crate::exit::{coded, Exit};
+use crate::identity::{self, Identity};
+use crate::imds::Imds;
+use crate::lease;
+use crate::lifecycle::{self, Target, Termination};
+use crate::logs::AppOutput;
+use crate::mount;
+use crate::notify;
+use crate::readiness;
+use crate::secrets::{self, SecretEnv};
+use crate::supervisor::{self, process, SupervisorHandle};
+
+fn ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Identity and config, as every command that needs the instance loads them.
+pub struct Boot {
+    /// The instance.
+    pub identity: Identity,
+    /// Validated settings.
+    pub settings: Settings,
+    /// AWS clients.
+    pub aws: bake_common::aws::Aws,
+    /// The metadata client.
+    pub imds: Imds,
+}
+
+impl std::fmt::Debug for Boot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Boot").field("identity", &self.identity).finish_non_exhaustive()
+    }
+}
+
+/// Step 1 and the config: IMDS identity, userdata overlay, AWS clients, group name.
+pub async fn boot(config: &Path) -> anyhow::Result<Boot> {
+    let t = Instant::now();
+    let imds = Imds::from_env();
+    let mut identity = identity::from_imds(&imds).await.map_err(|e| coded(Exit::Imds, e))?;
+    let userdata = imds.user_data().await.map_err(|e| coded(Exit::Imds, e))?;
+    let settings = Settings::load(config, userdata.as_deref()).map_err(|e| coded(Exit::Config, e))?;
+    let mut aws_settings = settings.aws.clone();
+    if aws_settings.region.is_none() {
+        aws_settings.region = Some(identity.region.clone());
+    }
+    let aws = bake_common::aws::Aws::load(&aws_settings).await;
+    identity::resolve_group(&mut identity, &settings.identity, &imds, &aws.asg)
+        .await
+        .map_err(|e| coded(Exit::Aws, e))?;
+    tracing::info!(step = "identity", instance_id = %identity.instance_id, region = %identity.region,
+        az = %identity.availability_zone, asg = ?identity.asg_name, elapsed_ms = ms(t), "boot step done");
+    Ok(Boot { identity, settings, aws, imds })
+}
+
+/// Where log shipping gets flushed before the instance goes away. The log shipper (issue 6)
+/// fills this in: flush `output` and the file sources within a deadline.
+async fn flush_logs(_output: &AppOutput) {}
+
+/// Runs the daemon until SIGTERM/SIGINT (exit 0 after a graceful stop) or termination (drain,
+/// complete the terminate hook, exit 0).
+pub async fn run(config: &Path) -> anyhow::Result<Exit> {
+    let boot_start = Instant::now();
+    let Boot { identity, settings, aws, imds } = boot(config).await?;
+    let Some(app) = settings.app.clone() else {
+        return Err(coded(Exit::Config, format!("{}: app.command: missing (the app to supervise)", config.display())));
+    };
+    let run_as = match &app.user {
+        Some(u) => Some(process::RunAs::resolve(u, app.group.as_deref()).map_err(|e| coded(Exit::Config, e))?),
+        None => None,
+    };
+    let target = identity.asg_name.as_ref().map(|g| Target { asg: aws.asg.clone(), group: g.clone(), instance_id: identity.instance_id.clone() });
+
+    // 2. Secrets: fail closed.
+    let mut secret_env = SecretEnv::default();
+    if let Some(s) = &settings.secrets {
+        let t = Instant::now();
+        secret_env = secrets::fetch(&aws.ssm, &s.path).await.map_err(|e| coded(Exit::Secrets, e))?;
+        if let Some(file) = &s.env_file {
+            let owner = run_as.as_ref().map(|r| (r.uid.as_raw(), r.gid.as_raw()));
+            secrets::write_env_file(file, &secret_env, owner).map_err(|e| coded(Exit::Secrets, e))?;
+        }
+        tracing::info!(step = "secrets", count = secret_env.vars.len(), path = %s.path, elapsed_ms = ms(t), "boot step done");
+    }
+
+    // 3. Mounts.
+    if let Some(efs) = &settings.efs {
+        let t = Instant::now();
+        let helper = Path::new(mount::EFS_HELPER).exists();
+        let spec = mount::spec(efs, &identity.region, helper).map_err(|e| coded(Exit::Config, e))?;
+        let fresh = mount::ensure_mounted(&spec, &mount::CommandMounter, efs.timeout, mount::system_resolve)
+            .await
+            .map_err(|e| coded(Exit::Mount, e))?;
+        tracing::info!(step = "mount", target = %spec.target.display(), fstype = %spec.fstype, already = !fresh, elapsed_ms = ms(t), "boot step done");
+    }
+
+    // 4. Supervise.
+    let t = Instant::now();
+    let spec = process::AppSpec {
+        command: app.command.clone(),
+        env: app.env.clone(),
+        secrets: secret_env.vars.clone(),
+        working_dir: app.working_dir.clone(),
+        run_as,
+        stop_signal: app.stop_signal,
+        stop_timeout: app.stop_timeout,
+    };
+    process::become_subreaper();
+    let output = AppOutput::passthrough();
+    let crash_hook: Option<supervisor::CrashLoopHook> = match (&target, settings.supervise.mark_unhealthy) {
+        (Some(tg), true) => {
+            let tg = tg.clone();
+            Some(Arc::new(move || {
+                let tg = tg.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = tg.mark_unhealthy().await {
+                        tracing::error!(error = %e, "cannot mark the instance Unhealthy");
+                    }
+                });
+            }))
+        }
+        _ => None,
+    };
+    let (handle, sup_task) = supervisor::start(spec.clone(), settings.supervise, output.clone(), crash_hook).map_err(|e| coded(Exit::App, e))?;
+    tracing::info!(step = "supervise", elapsed_ms = ms(t), "boot step done");
+
+    // Issue 6 starts here: log shipping (files + `output`) and the metrics publisher, which reads
+    // `handle.restarts` (an Arc<AtomicU64>) for the app-restarts metric.
+
+    // 5. Readiness → launch hook, sd_notify READY.
+    let ready_task = tokio::spawn(readiness_and_launch_hook(settings.clone(), target.clone()));
+    if let Some(interval) = notify::watchdog_ping_interval() {
+        tokio::spawn(notify::watchdog(interval));
+    }
+
+    // Secret rotation.
+    if let (Some(s), Some(poll)) = (settings.secrets.clone(), settings.secrets.as_ref().and_then(|s| s.poll_interval)) {
+        let rot = Rotation { ssm: aws.ssm.clone(), settings: s, lease_prefix: settings.lease.prefix.clone(), target: target.clone(), identity: identity.clone(), handle: handle.clone(), spec: spec.clone(), poll, baseline: secret_env.versions.clone() };
+        tokio::spawn(rot.run());
+    }
+    tracing::info!(elapsed_ms = ms(boot_start), "agent up");
+
+    // 6. Until SIGTERM or termination.
+    let mut sigterm = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let why = tokio::select! {
+        _ = sigterm.recv() => None,
+        _ = sigint.recv() => None,
+        t = lifecycle::watch_termination(&imds, settings.lifecycle.poll_interval, settings.lifecycle.spot) => Some(t),
+    };
+    ready_task.abort();
+    notify::notify("STOPPING=1");
+    match &why {
+        None => tracing::info!("signal received; stopping the app"),
+        Some(Termination::Terminated) => tracing::info!("instance is terminating; draining"),
+        Some(Termination::Spot(n)) => tracing::info!(notice = %n, "spot interruption notice; draining"),
+    }
+    let t = Instant::now();
+    handle.stop().await;
+    let _ = sup_task.await;
+    flush_logs(&output).await;
+    tracing::info!(step = "drain", elapsed_ms = ms(t), "app stopped, logs flushed");
+    if why.is_some() {
+        if let Some(tg) = &target {
+            match tg.hook(settings.lifecycle.terminate_hook.as_deref(), lifecycle::TERMINATING).await {
+                Ok(Some(hook)) => {
+                    if let Err(e) = tg.complete(&hook, "CONTINUE").await {
+                        tracing::warn!(error = %e, "cannot complete the terminate hook");
+                    }
+                }
+                Ok(None) => tracing::info!("the group has no terminate hook"),
+                Err(e) => tracing::warn!(error = %e, "cannot find the terminate hook"),
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+async fn readiness_and_launch_hook(settings: Settings, target: Option<Target>) {
+    let hook = match &target {
+        Some(tg) => match tg.hook(settings.readiness.as_ref().and_then(|r| r.launch_hook.as_deref()), lifecycle::LAUNCHING).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot find the launch hook");
+                None
+            }
+        },
+        None => None,
+    };
+    let t = Instant::now();
+    let ready = match &settings.readiness {
+        Some(r) => {
+            let beat = || async {
+                if let (Some(tg), Some(h)) = (&target, &hook) {
+                    tg.heartbeat(h).await;
+                }
+            };
+            readiness::wait_ready(&r.probe, r.interval, r.timeout, r.heartbeat_interval, beat).await
+        }
+        None => true,
+    };
+    if ready {
+        tracing::info!(step = "readiness", elapsed_ms = ms(t), "app is ready");
+        notify::notify("READY=1");
+    }
+    if let (Some(tg), Some(h)) = (&target, &hook) {
+        let result = if ready { "CONTINUE" } else { "ABANDON" };
+        if let Err(e) = tg.complete(h, result).await {
+            // No pending action (the instance was already InService, e.g. an agent restart).
+            tracing::warn!(error = %e, "cannot complete the launch hook");
+        }
+    }
+}
+
+struct Rotation {
+    ssm: aws_sdk_ssm::Client,
+    settings: crate::config::SecretsSettings,
+    lease_prefix: String,
+    target: Option<Target>,
+    identity: Identity,
+    handle: SupervisorHandle,
+    spec: process::AppSpec,
+    poll: Duration,
+    baseline: std::collections::BTreeMap<String, i64>,
+}
+
+impl Rotation {
+    async fn run(mut self) {
+        loop {
+            tokio::time::sleep(self.poll).await;
+            let now = match secrets::versions(&self.ssm, &self.settings.path).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot poll secret versions");
+                    continue;
+                }
+            };
+            let changed = secrets::changed(&self.baseline, &now);
+            if changed.is_empty() {
+                continue;
+            }
+            tracing::info!(?changed, on_change = ?self.settings.on_change, "secrets changed");
+            match self.settings.on_change {
+                OnChange::Ignore => {}
+                OnChange::Restart => match secrets::fetch(&self.ssm, &self.settings.path).await {
+                    Ok(env) => {
+                        if let Some(file) = &self.settings.env_file {
+                            let owner = self.spec.run_as.as_ref().map(|r| (r.uid.as_raw(), r.gid.as_raw()));
+                            if let Err(e) = secrets::write_env_file(file, &env, owner) {
+                                tracing::error!(error = %e, "cannot rewrite the env file");
+                            }
+                        }
+                        self.spec.secrets = env.vars;
+                        self.handle.restart(Some(self.spec.clone())).await;
+                    }
+                    Err(e) => {
+                        // Keep the app running on its old values; retry at the next poll.
+                        tracing::error!(error = %e, "cannot read the rotated secrets; app keeps the old ones");
+                        continue;
+                    }
+                },
+                OnChange::Rollout => {
+                    if let Err(e) = self.rollout(&now).await {
+                        tracing::error!(error = %e, "secret rollout failed; retrying at the next poll");
+                        continue;
+                    }
+                }
+            }
+            self.baseline = now;
+        }
+    }
+
+    async fn rollout(&self, versions: &std::collections::BTreeMap<String, i64>) -> anyhow::Result<()> {
+        let Some(tg) = &self.target else {
+            tracing::warn!("secrets changed but the instance is in no group; nothing to roll out");
+            return Ok(());
+        };
+        let path = lease::job_path(&self.lease_prefix, &tg.group, "secrets-rollout", &secrets::versions_id(versions));
+        match lease::acquire(&self.ssm, &path, &self.identity.instance_id).await? {
+            lease::Outcome::Lost(holder) => {
+                tracing::info!(lease = %path, holder = ?holder.map(|h| h.instance_id), "another instance rolls this change out");
+                Ok(())
+            }
+            lease::Outcome::Won => {
+                tracing::info!(lease = %path, "won the rollout lease; starting an instance refresh");
+                start_refresh(tg, self.poll).await
+            }
+        }
+    }
+}
+
+/// StartInstanceRefresh on the instance's own group; a refresh in progress is waited for (polled
+/// every `poll`, at most 6 hours), then ours starts.
+async fn start_refresh(tg: &Target, poll: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(6 * 3600);
+    loop {
+        match tg.asg.start_instance_refresh().auto_scaling_group_name(&tg.group).send().await {
+            Ok(out) => {
+                tracing::info!(group = %tg.group, refresh = ?out.instance_refresh_id(), "instance refresh started");
+                return Ok(());
+            }
+            Err(e) if matches!(e.as_service_error(), Some(StartInstanceRefreshError::InstanceRefreshInProgressFault(_))) => {
+                if Instant::now() > deadline {
+                    anyhow::bail!("an instance refresh of '{}' has been in progress for 6 hours", tg.group);
+                }
+                tracing::info!(group = %tg.group, "an instance refresh is in progress; waiting for it");
+                tokio::time::sleep(poll).await;
+            }
+            Err(e) => anyhow::bail!("StartInstanceRefresh on '{}': {}", tg.group, DisplayErrorContext(&e)),
+        }
+    }
+}

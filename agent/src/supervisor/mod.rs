@@ -1,0 +1,350 @@
+//! Supervisor: keeps the app running.
+//!
+//! Policy ([`on_exit`], pure): the first exit after a stable run restarts at once; the next ones
+//! wait `backoff_initial`, doubling up to `backoff_max`; a run of `stable_after` resets it.
+//! `crash_loop_count` exits within `crash_loop_window` make a crash loop, reported once (the agent
+//! then marks the instance Unhealthy so the ASG replaces it) while restarts go on with backoff.
+//!
+//! Mechanics: respawn first, record after: on an exit the decision is a few comparisons in
+//! memory, the (prebuilt) command is spawned again, and only then are counters, logs and the
+//! crash-loop report done. Any exit counts, also status 0: the app is meant to run forever.
+
+/// Spawning, signals, subreaper.
+pub mod process;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::SuperviseSettings;
+use crate::logs::AppOutput;
+use crate::supervisor::process::{AppSpec, ProcessError};
+
+/// Restart state: consecutive quick exits and the recent exit times.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    policy: SuperviseSettings,
+    /// Exits since the last stable run.
+    consecutive: u32,
+    /// When the current run started.
+    started: Instant,
+    /// Exit times within the crash-loop window.
+    exits: VecDeque<Instant>,
+    /// A crash loop was reported already (reported once per agent run).
+    reported: bool,
+}
+
+/// What to do after the app exited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Restart after `delay` (zero: at once).
+    Restart {
+        /// How long to wait first.
+        delay: Duration,
+    },
+    /// Restart after `delay`, and report a crash loop (first time only).
+    RestartAndReportCrashLoop {
+        /// How long to wait first.
+        delay: Duration,
+    },
+}
+
+impl Decision {
+    /// The delay before the restart.
+    #[must_use]
+    pub fn delay(self) -> Duration {
+        match self {
+            Decision::Restart { delay } | Decision::RestartAndReportCrashLoop { delay } => delay,
+        }
+    }
+}
+
+impl Backoff {
+    /// Fresh state for an app started at `now`.
+    #[must_use]
+    pub fn new(policy: SuperviseSettings, now: Instant) -> Self {
+        Self { policy, consecutive: 0, started: now, exits: VecDeque::new(), reported: false }
+    }
+
+    /// The app was (re)started at `now`.
+    pub fn started(&mut self, now: Instant) {
+        self.started = now;
+    }
+
+    /// Exits since the last stable run.
+    #[must_use]
+    pub fn consecutive(&self) -> u32 {
+        self.consecutive
+    }
+}
+
+/// The restart policy: see the module docs.
+pub fn on_exit(b: &mut Backoff, now: Instant) -> Decision {
+    if now.saturating_duration_since(b.started) >= b.policy.stable_after {
+        b.consecutive = 0;
+    }
+    b.consecutive = b.consecutive.saturating_add(1);
+    let delay = if b.consecutive <= 1 {
+        Duration::ZERO
+    } else {
+        let factor = 1u32 << (b.consecutive - 2).min(20);
+        b.policy.backoff_initial.saturating_mul(factor).min(b.policy.backoff_max)
+    };
+    while b.exits.front().is_some_and(|t| now.saturating_duration_since(*t) >= b.policy.crash_loop_window) {
+        b.exits.pop_front();
+    }
+    b.exits.push_back(now);
+    if !b.reported && b.exits.len() >= b.policy.crash_loop_count as usize {
+        b.reported = true;
+        return Decision::RestartAndReportCrashLoop { delay };
+    }
+    Decision::Restart { delay }
+}
+
+/// Requests to a running supervisor.
+#[derive(Debug)]
+pub enum Control {
+    /// Stop the app gracefully and end the supervisor.
+    Stop(oneshot::Sender<()>),
+    /// Stop the app gracefully and start it again, with a new spec if given (rotated secrets).
+    Restart(Option<Box<AppSpec>>, oneshot::Sender<()>),
+}
+
+/// The app's state as others see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppState {
+    /// Running with this pid.
+    Running(u32),
+    /// Waiting for the restart delay.
+    BackingOff,
+    /// Stopped for good.
+    Stopped,
+}
+
+/// Talks to a running supervisor. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SupervisorHandle {
+    tx: mpsc::Sender<Control>,
+    /// Restarts since the agent started, for the metrics publisher (app restarts metric).
+    pub restarts: Arc<AtomicU64>,
+    /// The app's state.
+    pub state: watch::Receiver<AppState>,
+}
+
+impl SupervisorHandle {
+    /// Stops the app gracefully; returns when it is down.
+    pub async fn stop(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Control::Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Restarts the app gracefully, optionally with a new spec; returns once it was started again.
+    pub async fn restart(&self, spec: Option<AppSpec>) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Control::Restart(spec.map(Box::new), tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Called (in a task of its own) when a crash loop is detected.
+pub type CrashLoopHook = Arc<dyn Fn() + Send + Sync>;
+
+/// Starts the app and supervises it in a background task. Errors only if the first start fails.
+pub fn start(
+    spec: AppSpec,
+    policy: SuperviseSettings,
+    output: AppOutput,
+    on_crash_loop: Option<CrashLoopHook>,
+) -> Result<(SupervisorHandle, tokio::task::JoinHandle<()>), ProcessError> {
+    let managed = Arc::new(AtomicI32::new(0));
+    let mut cmd = process::command(&spec);
+    let mut child = process::spawn(&mut cmd, &spec.command[0])?;
+    let pid = child.id().unwrap_or(0);
+    managed.store(i32::try_from(pid).unwrap_or(0), Ordering::SeqCst);
+    output.attach(child.stdout.take(), child.stderr.take());
+    tracing::info!(pid, program = %spec.command[0], "app started");
+    let (tx, rx) = mpsc::channel(4);
+    let (state_tx, state_rx) = watch::channel(AppState::Running(pid));
+    let restarts = Arc::new(AtomicU64::new(0));
+    tokio::spawn(process::reap_orphans(managed.clone()));
+    let sup = Supervisor { spec, cmd, policy, output, on_crash_loop, restarts: restarts.clone(), state: state_tx, managed };
+    let task = tokio::spawn(sup.run(child, rx));
+    Ok((SupervisorHandle { tx, restarts, state: state_rx }, task))
+}
+
+struct Supervisor {
+    spec: AppSpec,
+    cmd: tokio::process::Command,
+    policy: SuperviseSettings,
+    output: AppOutput,
+    on_crash_loop: Option<CrashLoopHook>,
+    restarts: Arc<AtomicU64>,
+    state: watch::Sender<AppState>,
+    managed: Arc<AtomicI32>,
+}
+
+impl Supervisor {
+    fn respawn(&mut self) -> Option<tokio::process::Child> {
+        match process::spawn(&mut self.cmd, &self.spec.command[0]) {
+            Ok(mut child) => {
+                let pid = child.id().unwrap_or(0);
+                self.managed.store(i32::try_from(pid).unwrap_or(0), Ordering::SeqCst);
+                self.output.attach(child.stdout.take(), child.stderr.take());
+                self.state.send_replace(AppState::Running(pid));
+                Some(child)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot restart the app");
+                None
+            }
+        }
+    }
+
+    async fn run(mut self, first: tokio::process::Child, mut rx: mpsc::Receiver<Control>) {
+        let mut backoff = Backoff::new(self.policy, Instant::now());
+        let mut child = Some(first);
+        loop {
+            // Wait for an exit (or a failed spawn, which counts as one) or a request.
+            let exit = match child.as_mut() {
+                Some(c) => {
+                    tokio::select! {
+                        status = c.wait() => Some(status),
+                        ctl = rx.recv() => { if self.control(ctl, &mut child, &mut backoff).await { return; } None }
+                    }
+                }
+                None => Some(Err(std::io::Error::other("spawn failed"))),
+            };
+            let Some(status) = exit else { continue };
+            let now = Instant::now();
+            let old_pid = child.as_ref().and_then(tokio::process::Child::id);
+            let decision = on_exit(&mut backoff, now);
+            let delay = decision.delay();
+            if delay.is_zero() {
+                // Respawn first: stragglers of the old group go, then the new process starts.
+                if let Some(pid) = old_pid { process::signal_group(pid, nix::sys::signal::Signal::SIGKILL) }
+                child = self.respawn();
+            } else {
+                if let Some(pid) = old_pid { process::signal_group(pid, nix::sys::signal::Signal::SIGKILL) }
+                self.state.send_replace(AppState::BackingOff);
+                child = None;
+                tracing::warn!(status = ?status.as_ref().ok(), delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), consecutive = backoff.consecutive(), "app exited; restarting after backoff");
+                let sleep = tokio::time::sleep(delay);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        () = &mut sleep => break,
+                        ctl = rx.recv() => { if self.control(ctl, &mut child, &mut backoff).await { return; } if child.is_some() { break; } }
+                    }
+                }
+                if child.is_none() {
+                    child = self.respawn();
+                }
+            }
+            backoff.started(Instant::now());
+            // Record after the respawn.
+            let n = self.restarts.fetch_add(1, Ordering::SeqCst) + 1;
+            if delay.is_zero() {
+                tracing::warn!(status = ?status.as_ref().ok(), restarts = n, "app exited; restarted at once");
+            }
+            if matches!(decision, Decision::RestartAndReportCrashLoop { .. }) {
+                tracing::error!(restarts = n, count = self.policy.crash_loop_count, window_s = self.policy.crash_loop_window.as_secs(), "app is in a crash loop");
+                if let Some(hook) = &self.on_crash_loop {
+                    hook();
+                }
+            }
+        }
+    }
+
+    /// Handles a request; `true` when the supervisor must end.
+    async fn control(&mut self, ctl: Option<Control>, child: &mut Option<tokio::process::Child>, backoff: &mut Backoff) -> bool {
+        match ctl {
+            None => {
+                // Every handle dropped: stop the app and end.
+                if let Some(c) = child.as_mut() {
+                    process::stop(c, self.spec.stop_signal, self.spec.stop_timeout).await;
+                }
+                self.state.send_replace(AppState::Stopped);
+                true
+            }
+            Some(Control::Stop(done)) => {
+                if let Some(c) = child.as_mut() {
+                    let status = process::stop(c, self.spec.stop_signal, self.spec.stop_timeout).await;
+                    tracing::info!(?status, "app stopped");
+                }
+                self.state.send_replace(AppState::Stopped);
+                let _ = done.send(());
+                true
+            }
+            Some(Control::Restart(spec, done)) => {
+                if let Some(c) = child.as_mut() {
+                    process::stop(c, self.spec.stop_signal, self.spec.stop_timeout).await;
+                }
+                if let Some(spec) = spec {
+                    self.spec = *spec;
+                    self.cmd = process::command(&self.spec);
+                }
+                *child = self.respawn();
+                backoff.started(Instant::now());
+                tracing::info!("app restarted on request");
+                let _ = done.send(());
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> SuperviseSettings {
+        SuperviseSettings {
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            stable_after: Duration::from_secs(10),
+            crash_loop_count: 4,
+            crash_loop_window: Duration::from_secs(5),
+            mark_unhealthy: true,
+        }
+    }
+
+    #[test]
+    fn test_state_machine_happy_path() {
+        let t0 = Instant::now();
+        let mut b = Backoff::new(policy(), t0);
+        // A crash after a long run: restart at once.
+        let t = t0 + Duration::from_secs(100);
+        assert_eq!(on_exit(&mut b, t), Decision::Restart { delay: Duration::ZERO });
+        b.started(t);
+        // Quick crashes: 100ms, 200ms, then the 4th in the window is a crash loop (reported once).
+        assert_eq!(on_exit(&mut b, t + Duration::from_millis(10)), Decision::Restart { delay: Duration::from_millis(100) });
+        assert_eq!(on_exit(&mut b, t + Duration::from_millis(200)), Decision::Restart { delay: Duration::from_millis(200) });
+        assert_eq!(on_exit(&mut b, t + Duration::from_millis(500)), Decision::RestartAndReportCrashLoop { delay: Duration::from_millis(400) });
+        assert_eq!(on_exit(&mut b, t + Duration::from_millis(1000)), Decision::Restart { delay: Duration::from_millis(800) });
+        // Capped at backoff_max.
+        assert_eq!(on_exit(&mut b, t + Duration::from_millis(2000)), Decision::Restart { delay: Duration::from_secs(1) });
+        assert_eq!(on_exit(&mut b, t + Duration::from_millis(3000)).delay(), Duration::from_secs(1));
+        // A stable run resets the backoff.
+        let later = t + Duration::from_secs(60);
+        b.started(later);
+        assert_eq!(on_exit(&mut b, later + Duration::from_secs(10)), Decision::Restart { delay: Duration::ZERO });
+    }
+
+    #[test]
+    fn test_crash_loop_needs_count_within_window() {
+        let t0 = Instant::now();
+        let mut b = Backoff::new(policy(), t0);
+        // Exits 2s apart: never 4 within 5s.
+        for i in 1..10u64 {
+            let t = t0 + Duration::from_secs(2 * i);
+            assert!(matches!(on_exit(&mut b, t), Decision::Restart { .. }), "exit {i}");
+            b.started(t);
+        }
+    }
+}

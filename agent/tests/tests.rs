@@ -1,0 +1,18 @@
+//! Integration tests of the agent core: the real `bake-agent` binary against the local AWS
+//! emulator and the hand-written IMDS stand-in (`bake_e2e::Imds`). One test binary, topic modules.
+
+#[path = "agent/util.rs"]
+mod util;
+
+#[path = "agent/config.rs"]
+mod config;
+#[path = "agent/lease.rs"]
+mod lease;
+#[path = "agent/lifecycle.rs"]
+mod lifecycle;
+#[path = "agent/reap.rs"]
+mod reap;
+#[path = "agent/secrets.rs"]
+mod secrets;
+#[path = "agent/supervise.rs"]
+mod supervise;

@@ -1,0 +1,121 @@
+#!/usr/bin/env node
+// Sample app in the spirit of Phoenix (seed 002): a small HTTP server, no npm dependencies.
+//
+// Environment:
+//   PORT                  port to listen on (default 3000), on HOST (default 127.0.0.1)
+//   APP_VERSION           answered by GET / (default "dev")
+//   DB_CONNECTION_STRING  the database; only whether it is set is reported (never its value)
+//   UPLOAD_DIR            where uploads go (default ./uploads)
+//   READY_DELAY_MS        /health answers 503 until this long after start (default 0)
+//   NEVER_READY=1         /health never answers 200 (tests of ABANDON and rollback)
+//   CRASH_ON_START=1      exit(1) at once (crash-loop tests)
+//
+// Routes:
+//   GET  /                 "app <version>"
+//   GET  /health           200 "ok" once ready, else 503
+//   GET  /crash            exits the process (status 1), as Phoenix's does
+//   GET  /generatecert     burns CPU for GENERATECERT_MS (default 3000) ms, then answers
+//   PUT|POST /upload/NAME  streams the body to UPLOAD_DIR/NAME
+//   GET  /download/NAME    streams UPLOAD_DIR/NAME back
+//   GET  /env/NAME         whether env variable NAME is set (yes/no; never the value)
+'use strict';
+const http = require('http');
+const fs = require('fs');
+const path = require('path');
+const crypto = require('crypto');
+
+if (process.env.CRASH_ON_START === '1') {
+  console.error('CRASH_ON_START=1: exiting');
+  process.exit(1);
+}
+
+const port = parseInt(process.env.PORT || '3000', 10);
+const host = process.env.HOST || '127.0.0.1';
+const version = process.env.APP_VERSION || 'dev';
+const uploadDir = process.env.UPLOAD_DIR || path.join(process.cwd(), 'uploads');
+const readyAt = Date.now() + parseInt(process.env.READY_DELAY_MS || '0', 10);
+const neverReady = process.env.NEVER_READY === '1';
+const certMs = parseInt(process.env.GENERATECERT_MS || '3000', 10);
+
+function safeName(name) {
+  // One path component: no traversal out of UPLOAD_DIR.
+  const n = decodeURIComponent(name || '');
+  if (!n || n === '.' || n === '..' || n.includes('/') || n.includes('\0')) return null;
+  return n;
+}
+
+function send(res, code, body) {
+  res.writeHead(code, { 'content-type': 'text/plain' });
+  res.end(body + '\n');
+}
+
+const server = http.createServer((req, res) => {
+  const url = new URL(req.url, 'http://x');
+  const p = url.pathname;
+  if (req.method === 'GET' && p === '/') return send(res, 200, `app ${version}`);
+  if (req.method === 'GET' && p === '/health') {
+    if (neverReady || Date.now() < readyAt) return send(res, 503, 'not ready');
+    return send(res, 200, 'ok');
+  }
+  if (req.method === 'GET' && p === '/crash') {
+    console.error('GET /crash: exiting');
+    res.writeHead(500, { connection: 'close' });
+    res.end('crashing\n', () => process.exit(1));
+    return;
+  }
+  if (req.method === 'GET' && p === '/generatecert') {
+    const end = Date.now() + certMs;
+    let n = 0;
+    while (Date.now() < end) {
+      crypto.createHash('sha256').update(String(n++)).digest();
+    }
+    return send(res, 200, `generated after ${n} hashes`);
+  }
+  if (req.method === 'GET' && p.startsWith('/env/')) {
+    const name = p.slice('/env/'.length);
+    return send(res, 200, process.env[name] !== undefined ? 'yes' : 'no');
+  }
+  if ((req.method === 'PUT' || req.method === 'POST') && p.startsWith('/upload/')) {
+    const name = safeName(p.slice('/upload/'.length));
+    if (!name) return send(res, 400, 'bad name');
+    fs.mkdirSync(uploadDir, { recursive: true });
+    const tmp = path.join(uploadDir, `.${name}.part-${process.pid}`);
+    const out = fs.createWriteStream(tmp);
+    let bytes = 0;
+    req.on('data', (c) => { bytes += c.length; });
+    req.pipe(out);
+    out.on('finish', () => {
+      fs.rename(tmp, path.join(uploadDir, name), (err) => {
+        if (err) return send(res, 500, 'cannot store');
+        send(res, 201, `stored ${bytes} bytes`);
+      });
+    });
+    out.on('error', () => send(res, 500, 'cannot store'));
+    req.on('error', () => { out.destroy(); fs.rm(tmp, () => {}); });
+    return;
+  }
+  if (req.method === 'GET' && p.startsWith('/download/')) {
+    const name = safeName(p.slice('/download/'.length));
+    if (!name) return send(res, 400, 'bad name');
+    const file = path.join(uploadDir, name);
+    fs.stat(file, (err, st) => {
+      if (err || !st.isFile()) return send(res, 404, 'not found');
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': st.size });
+      fs.createReadStream(file).pipe(res);
+    });
+    return;
+  }
+  send(res, 404, 'not found');
+});
+
+server.listen(port, host, () => {
+  console.log(`app ${version} listening on ${host}:${port} (db configured: ${process.env.DB_CONNECTION_STRING ? 'yes' : 'no'})`);
+});
+
+for (const sig of ['SIGTERM', 'SIGINT']) {
+  process.on(sig, () => {
+    console.log(`${sig}: closing`);
+    server.close(() => process.exit(0));
+    setTimeout(() => process.exit(0), 2000).unref();
+  });
+}
