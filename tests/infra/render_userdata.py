@@ -13,7 +13,7 @@ SAMPLE = {
     "EnvName": "prod",
     "AppCommand": '["/opt/app/bin/start"]',
     "AppPort": "8080",
-    "HealthCheckPath": "/healthz",
+    "HealthCheckPath": "/health",
     "FileSystemId": "fs-0123456789abcdef0",
     "AccessPointLine": 'access_point = "fsap-0123456789abcdef0"',
 }
