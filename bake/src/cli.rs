@@ -46,12 +46,80 @@ pub enum Output {
 /// `bake` commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// The fleet: instances, AMI, launch template version, health, lifecycle state.
+    /// Bake an AMI with Packer (or reuse one built from the same inputs); prints its id.
+    Build(BuildArgs),
+    /// Build (or take --ami), make it the launch template's default and roll it out with an
+    /// instance refresh, watched to the end.
+    Release(ReleaseArgs),
+    /// The fleet: instances, AMI, launch template version, health, lifecycle state, AZ, and the
+    /// current or last instance refresh.
     Status {
-        /// Auto Scaling Group name (default: from the config).
+        /// Watch the refresh in progress to its end (exit code as for `release`).
         #[arg(long)]
-        asg: Option<String>,
+        watch: bool,
+        /// Stop watching after this long (e.g. "30m"; default refresh.timeout).
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
     },
+    /// Roll back the refresh in progress, or release the previous image again.
+    Rollback(WatchArgs),
+    /// Deregister old bake-made AMIs and delete their snapshots (never the newest K nor any in use).
+    Prune {
+        /// Keep the newest K (default prune.keep, 5).
+        #[arg(long)]
+        keep: Option<u32>,
+        /// Only say what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check bake.toml and the Packer template (`packer validate`) without touching AWS.
+    Validate,
+}
+
+/// Options of `bake build`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct BuildArgs {
+    /// Build even if an AMI with the same inputs hash exists.
+    #[arg(long)]
+    pub force: bool,
+    /// The app release to bake (overrides app.release).
+    #[arg(long)]
+    pub app_release: Option<String>,
+}
+
+/// Options for watching a refresh.
+#[derive(Debug, Args, Clone, Default)]
+pub struct WatchArgs {
+    /// Start the refresh and return at once.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Stop watching after this long (e.g. "30m"; default refresh.timeout); the refresh goes on.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Ctrl-C cancels the refresh instead of detaching from it.
+    #[arg(long)]
+    pub cancel_on_interrupt: bool,
+}
+
+/// Options of `bake release`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ReleaseArgs {
+    /// Release this AMI instead of building one.
+    #[arg(long, value_name = "ID")]
+    pub ami: Option<String>,
+    /// Build options.
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Watch options.
+    #[command(flatten)]
+    pub watch: WatchArgs,
+    /// If a refresh is in progress, wait for it to end, then release.
+    #[arg(long)]
+    pub wait_for_current: bool,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("\"{s}\" is not a duration ({e}); examples: \"90s\", \"30m\""))
 }
 
 #[cfg(test)]

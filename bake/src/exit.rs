@@ -12,6 +12,20 @@ pub enum Exit {
     Config = 2,
     /// An AWS API call failed (after retries), or a named resource does not exist.
     Aws = 3,
+    /// The Packer build failed.
+    Build = 4,
+    /// The instance refresh ended `Failed`.
+    RefreshFailed = 5,
+    /// The instance refresh was rolled back (`RollbackSuccessful` or `RollbackFailed`).
+    RolledBack = 6,
+    /// The instance refresh was cancelled.
+    Cancelled = 7,
+    /// Watching timed out (`--timeout`); the refresh goes on.
+    TimedOut = 8,
+    /// Another instance refresh is already in progress on the group.
+    InProgress = 9,
+    /// Interrupted (Ctrl-C): a build was stopped and cleaned up, or watching was detached.
+    Interrupted = 130,
 }
 
 /// Text for `--help`.
@@ -20,7 +34,14 @@ Exit codes:
   0  success
   1  internal error
   2  bad command line or configuration
-  3  AWS error (API call failed or resource not found)";
+  3  AWS error (API call failed or resource not found)
+  4  Packer build failed
+  5  instance refresh failed
+  6  instance refresh rolled back
+  7  instance refresh cancelled
+  8  timed out waiting for the instance refresh (it goes on)
+  9  an instance refresh is already in progress
+  130 interrupted (build stopped and cleaned up, or watching detached)";
 
 impl From<Exit> for std::process::ExitCode {
     fn from(e: Exit) -> Self {
@@ -38,12 +59,21 @@ pub struct Coded {
     pub message: String,
 }
 
+/// Shorthand for an error with an exit code.
+pub fn coded(code: Exit, message: impl Into<String>) -> anyhow::Error {
+    Coded { code, message: message.into() }.into()
+}
+
 impl Exit {
     /// The code for an error chain: the first [`Coded`] in it, else [`Exit::Internal`].
     #[must_use]
     pub fn from_error(err: &anyhow::Error) -> Self {
         err.chain()
-            .find_map(|e| e.downcast_ref::<Coded>().map(|c| c.code))
+            .find_map(|e| {
+                e.downcast_ref::<Coded>().map(|c| c.code).or_else(|| {
+                    e.downcast_ref::<crate::config::ConfigError>().map(|_| Exit::Config)
+                })
+            })
             .unwrap_or(Exit::Internal)
     }
 }

@@ -1,73 +1,150 @@
 //! `bake`: bake hardened AMIs with Packer and roll them out with watched, reversible instance
 //! refreshes.
 //!
-//! Configuration: `bake.toml` (`--config`). Exit codes: [`exit::Exit`].
+//! Configuration: `bake.toml` (`--config`, schema in `docs/bake.md`). Results go to stdout (text
+//! or `--output json`), progress and logs to stderr. Exit codes: [`exit::Exit`].
 
+/// AMIs: inputs hash, provenance tags, bake cache, prune helpers.
+pub mod ami;
+/// `bake build`.
+pub mod build;
 /// Command line.
 pub mod cli;
+/// `bake.toml`.
+pub mod config;
 /// Exit codes and error reporting.
 pub mod exit;
+/// Progress on stderr, results on stdout.
+pub mod output;
+/// Running Packer.
+pub mod packer;
+/// `bake prune`.
+pub mod prune;
+/// The instance refresh state machine and poller.
+pub mod refresh;
+/// `bake release`.
+pub mod release;
+/// `bake rollback`.
+pub mod rollback;
+/// `bake status`.
+pub mod status;
+/// Resolving `[target]`.
+pub mod targets;
 
-use anyhow::Context;
-use bake_common::aws::{Aws, AwsSettings};
+use bake_common::aws::Aws;
 
-use crate::cli::{Cli, Command, Output};
-use crate::exit::{Coded, Exit};
+use crate::cli::{Cli, Command, WatchArgs};
+use crate::config::Settings;
+use crate::exit::Exit;
+use crate::release::{ReleaseOptions, ReleaseReport};
+
+fn release_text(r: &ReleaseReport) -> String {
+    let mut s = format!(
+        "{}: {} on {} (launch template {} v{} → v{})",
+        r.result, r.image_id, r.auto_scaling_group, r.launch_template_id, r.previous_version, r.version
+    );
+    if !r.instance_refresh_id.is_empty() {
+        s.push_str(&format!(", instance refresh {}", r.instance_refresh_id));
+    }
+    if let Some(snap) = &r.refresh {
+        s.push_str(&format!(": {}", snap.describe()));
+    }
+    if r.restored_default {
+        s.push_str(&format!("; default version set back to v{}", r.previous_version));
+    }
+    s
+}
+
+fn watch_opts(w: &WatchArgs) -> ReleaseOptions {
+    ReleaseOptions {
+        no_wait: w.no_wait,
+        timeout: w.timeout,
+        cancel_on_interrupt: w.cancel_on_interrupt,
+        ..ReleaseOptions::default()
+    }
+}
 
 /// Runs one command to its end.
 pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let settings = Settings::load(&cli.global.config)?;
+    let output = cli.global.output;
+    if let Command::Validate = cli.command {
+        let mut checks = vec![format!("{}: valid", settings.path.display())];
+        if settings.packer.is_some() {
+            checks.push(build::validate(&settings).await?);
+        }
+        let json = serde_json::json!({ "valid": true, "checks": checks });
+        output::emit(output, &json, &checks.join("\n"));
+        return Ok(Exit::Ok);
+    }
+    let aws = Aws::load(&settings.aws).await;
     match cli.command {
-        Command::Status { asg } => {
-            let aws = Aws::load(&AwsSettings::default()).await;
-            let Some(asg) = asg else {
-                return Err(Coded { code: Exit::Config, message: "no Auto Scaling Group: pass --asg".into() }.into());
+        Command::Validate => unreachable!("handled above"),
+        Command::Build(b) => {
+            let r = build::build(&aws, &settings, &build::BuildOptions { force: b.force, app_release: b.app_release }).await?;
+            let text = if r.reused {
+                format!("{} (reused: same inputs hash {})", r.image_id, r.inputs_hash)
+            } else {
+                r.image_id.clone()
             };
-            let out = aws
-                .asg
-                .describe_auto_scaling_groups()
-                .auto_scaling_group_names(&asg)
-                .send()
-                .await
-                .map_err(|e| Coded {
-                    code: Exit::Aws,
-                    message: format!(
-                        "describing auto scaling group '{asg}': {}",
-                        aws_smithy_types::error::display::DisplayErrorContext(&e)
-                    ),
-                })?;
-            let group = out
-                .auto_scaling_groups()
-                .first()
-                .ok_or_else(|| Coded { code: Exit::Aws, message: format!("auto scaling group '{asg}' not found") })
-                .context("reading the fleet")?;
-            let rows: Vec<serde_json::Value> = group
-                .instances()
-                .iter()
-                .map(|i| {
-                    serde_json::json!({
-                        "instance_id": i.instance_id(),
-                        "availability_zone": i.availability_zone(),
-                        "lifecycle_state": i.lifecycle_state().map(|s| s.as_str()),
-                        "health_status": i.health_status(),
-                        "launch_template_version": i.launch_template().and_then(|t| t.version()),
-                    })
-                })
-                .collect();
-            match cli.global.output {
-                Output::Json => println!("{}", serde_json::json!({ "asg": asg, "instances": rows })),
-                Output::Text => {
-                    for r in &rows {
-                        println!(
-                            "{}\t{}\t{}\t{}\tv{}",
-                            r["instance_id"].as_str().unwrap_or("-"),
-                            r["availability_zone"].as_str().unwrap_or("-"),
-                            r["lifecycle_state"].as_str().unwrap_or("-"),
-                            r["health_status"].as_str().unwrap_or("-"),
-                            r["launch_template_version"].as_str().unwrap_or("-"),
-                        );
-                    }
+            output::emit(output, &serde_json::to_value(&r)?, &text);
+            Ok(Exit::Ok)
+        }
+        Command::Release(a) => {
+            let t = targets::resolve(&aws, settings.target()?).await?;
+            let opts = ReleaseOptions {
+                ami: a.ami,
+                build: build::BuildOptions { force: a.build.force, app_release: a.build.app_release },
+                wait_for_current: a.wait_for_current,
+                ..watch_opts(&a.watch)
+            };
+            let (report, code) = release::release(&aws, &settings, &t, &opts).await?;
+            output::emit(output, &serde_json::to_value(&report)?, &release_text(&report));
+            Ok(code)
+        }
+        Command::Rollback(w) => {
+            let t = targets::resolve(&aws, settings.target()?).await?;
+            let (report, code) = rollback::rollback(&aws, &settings, &t, &watch_opts(&w)).await?;
+            output::emit(output, &serde_json::to_value(&report)?, &release_text(&report));
+            Ok(code)
+        }
+        Command::Status { watch, timeout } => {
+            let t = targets::resolve(&aws, settings.target()?).await?;
+            let mut code = Exit::Ok;
+            let mut watched = None;
+            if watch {
+                if let Some(current) = release::active_refresh(&aws, &t.auto_scaling_group).await? {
+                    let mut report = ReleaseReport::default();
+                    let wopts = release::watch_options(&settings, timeout, false);
+                    code = release::watch_into(&aws, &t.auto_scaling_group, &current.id, wopts, &mut report).await?;
+                    watched = Some(report);
                 }
             }
+            let fleet = status::fleet(&aws, &t).await?;
+            let mut json = serde_json::to_value(&fleet)?;
+            if let Some(w) = watched {
+                json["watch"] = serde_json::json!({ "result": w.result, "polls": w.polls, "watch_secs": w.watch_secs });
+            }
+            output::emit(output, &json, &status::render(&fleet));
+            Ok(code)
+        }
+        Command::Prune { keep, dry_run } => {
+            let t = match &settings.target {
+                Some(target) => Some(targets::resolve(&aws, target).await?),
+                None => None,
+            };
+            let keep = keep.unwrap_or(settings.prune_keep) as usize;
+            let plan = prune::prune(&aws, t.as_ref(), keep, dry_run).await?;
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            let text: Vec<String> = plan
+                .iter()
+                .map(|p| match &p.kept_because {
+                    Some(why) => format!("kept\t{}\t{}\t{why}", p.image_id, p.created),
+                    None => format!("{verb}\t{}\t{}\tsnapshots {}", p.image_id, p.created, p.snapshots.join(",")),
+                })
+                .collect();
+            let json = serde_json::json!({ "dry_run": dry_run, "keep": keep, "images": plan });
+            output::emit(output, &json, &text.join("\n"));
             Ok(Exit::Ok)
         }
     }

@@ -1,0 +1,540 @@
+//! `bake.toml`: raw (every field optional, unknown keys rejected) → [`Settings`] (validated).
+//!
+//! Relative paths in the file are relative to the directory of the file. Every error names the
+//! file and the dotted key path, e.g. `bake.toml: refresh.instance_warmup: "5x" is not a duration`.
+//! The schema with defaults is documented in `docs/bake.md` and `examples/bake.toml`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bake_common::aws::AwsSettings;
+use serde::Deserialize;
+
+/// Default lower bound of healthy capacity during a refresh, in percent (AWS's default).
+pub const DEFAULT_MIN_HEALTHY_PERCENTAGE: i32 = 90;
+/// Default poll interval while watching a refresh (the first; it backs off from there).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// Default longest poll interval while watching a refresh.
+pub const DEFAULT_MAX_POLL_INTERVAL: Duration = Duration::from_secs(30);
+/// Default time `bake release` waits for a refresh before giving up watching (exit 8).
+pub const DEFAULT_REFRESH_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
+/// Default number of AMIs `bake prune` keeps.
+pub const DEFAULT_PRUNE_KEEP: u32 = 5;
+
+/// A bad `bake.toml`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read '{path}': {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a value of the wrong type.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file name.
+        file: String,
+        /// toml's message (names the key and line).
+        message: String,
+    },
+    /// A value that parses but is not acceptable.
+    #[error("{file}: {key}: {message}")]
+    Invalid {
+        /// The file name.
+        file: String,
+        /// The dotted key path.
+        key: String,
+        /// What was expected.
+        message: String,
+    },
+}
+
+/// `bake.toml` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[aws]`: region, profile, endpoint_url, max_attempts.
+    pub aws: Option<AwsSettings>,
+    /// `[target]`: what to release to.
+    pub target: Option<RawTarget>,
+    /// `[packer]`: how to build the AMI.
+    pub packer: Option<RawPacker>,
+    /// `[app]`: the application release baked in.
+    pub app: Option<RawApp>,
+    /// `[refresh]`: instance refresh preferences.
+    pub refresh: Option<RawRefresh>,
+    /// `[prune]`: AMI retention.
+    pub prune: Option<RawPrune>,
+}
+
+/// `[target]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    /// CloudFormation stack whose outputs name the targets.
+    pub stack: Option<String>,
+    /// Auto Scaling Group name.
+    pub auto_scaling_group: Option<String>,
+    /// Launch template id (`lt-…`) or name.
+    pub launch_template: Option<String>,
+}
+
+/// `[packer]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPacker {
+    /// Template directory or single `.pkr.hcl` file.
+    pub template: Option<PathBuf>,
+    /// The `packer` executable.
+    pub binary: Option<PathBuf>,
+    /// The agent binary baked in.
+    pub agent_binary: Option<PathBuf>,
+    /// More `-var` values.
+    pub variables: Option<BTreeMap<String, toml::Value>>,
+    /// Longest time a build may take.
+    pub timeout: Option<String>,
+}
+
+/// `[app]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApp {
+    /// What the template installs (`app_release` variable): a version, URL or path.
+    pub release: Option<String>,
+    /// Version tagged on the AMI as `bake:app-version`.
+    pub version: Option<String>,
+}
+
+/// `[refresh]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRefresh {
+    /// Percent of desired capacity that must stay healthy.
+    pub min_healthy_percentage: Option<i64>,
+    /// Percent of desired capacity the group may grow to while replacing.
+    pub max_healthy_percentage: Option<i64>,
+    /// Time a new instance needs before it counts.
+    pub instance_warmup: Option<String>,
+    /// Percentages at which the refresh pauses.
+    pub checkpoint_percentages: Option<Vec<i64>>,
+    /// Pause at each checkpoint.
+    pub checkpoint_delay: Option<String>,
+    /// Skip instances already on the desired configuration.
+    pub skip_matching: Option<bool>,
+    /// Let AWS roll back a failed refresh.
+    pub auto_rollback: Option<bool>,
+    /// CloudWatch alarms that fail the refresh.
+    pub alarms: Option<Vec<String>>,
+    /// Time to wait after the last replacement before `Successful`.
+    pub bake_time: Option<String>,
+    /// Longest time `bake release` watches.
+    pub timeout: Option<String>,
+    /// First poll interval.
+    pub poll_interval: Option<String>,
+    /// Longest poll interval.
+    pub max_poll_interval: Option<String>,
+}
+
+/// `[prune]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrune {
+    /// Newest bake-made AMIs to keep.
+    pub keep: Option<i64>,
+}
+
+/// Where releases go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Names given in `bake.toml`.
+    Direct {
+        /// Auto Scaling Group name.
+        auto_scaling_group: String,
+        /// Launch template id or name; `None`: the group's own.
+        launch_template: Option<String>,
+    },
+    /// Read from a CloudFormation stack's outputs `AutoScalingGroupName` and `LaunchTemplateId`.
+    Stack(String),
+}
+
+/// `[packer]`, validated.
+#[derive(Clone, Debug)]
+pub struct PackerSettings {
+    /// Template directory or file (absolute).
+    pub template: PathBuf,
+    /// The `packer` executable (default `packer` on `PATH`).
+    pub binary: PathBuf,
+    /// The agent binary (absolute), hashed and passed as `agent_binary`.
+    pub agent_binary: Option<PathBuf>,
+    /// Extra variables, as strings.
+    pub variables: BTreeMap<String, String>,
+    /// Longest build.
+    pub timeout: Option<Duration>,
+}
+
+/// `[refresh]`, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefreshSettings {
+    /// Percent, 0–100. Default 90.
+    pub min_healthy_percentage: i32,
+    /// Percent, 100–200. Default: AWS's (unset).
+    pub max_healthy_percentage: Option<i32>,
+    /// Default: the group's own warm-up.
+    pub instance_warmup: Option<Duration>,
+    /// Ascending, 1–100.
+    pub checkpoint_percentages: Vec<i32>,
+    /// Default: AWS's (1 h when checkpoints are set).
+    pub checkpoint_delay: Option<Duration>,
+    /// Default true.
+    pub skip_matching: bool,
+    /// Default true.
+    pub auto_rollback: bool,
+    /// Default none.
+    pub alarms: Vec<String>,
+    /// Default: none.
+    pub bake_time: Option<Duration>,
+    /// Default 2 h.
+    pub timeout: Duration,
+    /// Default 5 s.
+    pub poll_interval: Duration,
+    /// Default 30 s.
+    pub max_poll_interval: Duration,
+}
+
+/// `bake.toml`, validated.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// AWS overrides.
+    pub aws: AwsSettings,
+    /// Where releases go; `None` when the file has no `[target]` (build/validate need none).
+    pub target: Option<Target>,
+    /// How to build; `None` when the file has no `[packer]` (release then needs `--ami`).
+    pub packer: Option<PackerSettings>,
+    /// `app_release` variable.
+    pub app_release: Option<String>,
+    /// `bake:app-version` tag.
+    pub app_version: Option<String>,
+    /// Refresh preferences.
+    pub refresh: RefreshSettings,
+    /// Default of `bake prune --keep`.
+    pub prune_keep: u32,
+}
+
+impl Settings {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = std::fs::canonicalize(&base).unwrap_or(base);
+        Self::parse(&text, path, &base)
+    }
+
+    /// Parses `text` (the content of `path`), resolving relative paths against `base`.
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.clone(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        Validator { file, base }.settings(raw, path)
+    }
+
+    /// The `[packer]` section, or an error naming it.
+    pub fn packer(&self) -> Result<&PackerSettings, ConfigError> {
+        self.packer.as_ref().ok_or_else(|| ConfigError::Invalid {
+            file: self.path.display().to_string(),
+            key: "packer".into(),
+            message: "missing: building an AMI needs [packer] template = \"…\"".into(),
+        })
+    }
+
+    /// The `[target]` section, or an error naming it.
+    pub fn target(&self) -> Result<&Target, ConfigError> {
+        self.target.as_ref().ok_or_else(|| ConfigError::Invalid {
+            file: self.path.display().to_string(),
+            key: "target".into(),
+            message: "missing: set target.stack or target.auto_scaling_group".into(),
+        })
+    }
+}
+
+struct Validator<'a> {
+    file: String,
+    base: &'a Path,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { file: self.file.clone(), key: key.into(), message: message.into() }
+    }
+
+    fn duration(&self, key: &str, v: Option<String>) -> Result<Option<Duration>, ConfigError> {
+        v.map(|s| {
+            bake_common::duration::parse(key, &s).map_err(|e| ConfigError::Invalid {
+                file: self.file.clone(),
+                key: key.into(),
+                message: e.to_string().trim_start_matches(&format!("{key}: ")).to_owned(),
+            })
+        })
+        .transpose()
+    }
+
+    fn percent(&self, key: &str, v: i64, lo: i64, hi: i64) -> Result<i32, ConfigError> {
+        if (lo..=hi).contains(&v) {
+            i32::try_from(v).map_err(|_| self.invalid(key, "out of range"))
+        } else {
+            Err(self.invalid(key, format!("{v} is not a percentage between {lo} and {hi}")))
+        }
+    }
+
+    fn non_empty(&self, key: &str, v: Option<String>) -> Result<Option<String>, ConfigError> {
+        match v {
+            Some(s) if s.trim().is_empty() => Err(self.invalid(key, "must not be empty")),
+            other => Ok(other),
+        }
+    }
+
+    fn path(&self, p: PathBuf) -> PathBuf {
+        if p.is_absolute() {
+            p
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn settings(&self, raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
+        let target = raw.target.map(|t| self.target(t)).transpose()?;
+        let packer = raw.packer.map(|p| self.packer(p)).transpose()?;
+        let app = raw.app.unwrap_or_default();
+        let refresh = self.refresh(raw.refresh.unwrap_or_default())?;
+        let prune_keep = match raw.prune.and_then(|p| p.keep) {
+            None => DEFAULT_PRUNE_KEEP,
+            Some(k) if k >= 1 => u32::try_from(k).map_err(|_| self.invalid("prune.keep", "too large"))?,
+            Some(k) => return Err(self.invalid("prune.keep", format!("{k}: must be at least 1"))),
+        };
+        if let Some(aws) = &raw.aws {
+            if let Some(u) = &aws.endpoint_url {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    return Err(self.invalid("aws.endpoint_url", format!("\"{u}\" is not an http(s) URL")));
+                }
+            }
+        }
+        Ok(Settings {
+            path: path.to_path_buf(),
+            aws: raw.aws.unwrap_or_default(),
+            target,
+            packer,
+            app_release: self.non_empty("app.release", app.release)?,
+            app_version: self.non_empty("app.version", app.version)?,
+            refresh,
+            prune_keep,
+        })
+    }
+
+    fn target(&self, t: RawTarget) -> Result<Target, ConfigError> {
+        let stack = self.non_empty("target.stack", t.stack)?;
+        let asg = self.non_empty("target.auto_scaling_group", t.auto_scaling_group)?;
+        let lt = self.non_empty("target.launch_template", t.launch_template)?;
+        match (stack, asg) {
+            (Some(s), None) => {
+                if lt.is_some() {
+                    return Err(self.invalid(
+                        "target.launch_template",
+                        "not allowed with target.stack (the stack's LaunchTemplateId output names it)",
+                    ));
+                }
+                Ok(Target::Stack(s))
+            }
+            (None, Some(a)) => Ok(Target::Direct { auto_scaling_group: a, launch_template: lt }),
+            (Some(_), Some(_)) => Err(self.invalid(
+                "target.auto_scaling_group",
+                "give either target.stack or target.auto_scaling_group, not both",
+            )),
+            (None, None) => Err(self.invalid("target", "set target.stack or target.auto_scaling_group")),
+        }
+    }
+
+    fn packer(&self, p: RawPacker) -> Result<PackerSettings, ConfigError> {
+        let template = p
+            .template
+            .ok_or_else(|| self.invalid("packer.template", "missing: a template directory or .pkr.hcl file"))?;
+        let mut variables = BTreeMap::new();
+        for (k, v) in p.variables.unwrap_or_default() {
+            let key = format!("packer.variables.{k}");
+            if crate::packer::RESERVED_VARIABLES.contains(&k.as_str()) {
+                return Err(self.invalid(&key, "set by bake itself; remove it"));
+            }
+            let s = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(self.invalid(&key, format!("expected a string, number or boolean, got {}", other.type_str())))
+                }
+            };
+            variables.insert(k, s);
+        }
+        Ok(PackerSettings {
+            template: self.path(template),
+            binary: p.binary.map_or_else(|| PathBuf::from("packer"), |b| {
+                if b.components().count() > 1 {
+                    self.path(b)
+                } else {
+                    b
+                }
+            }),
+            agent_binary: p.agent_binary.map(|a| self.path(a)),
+            variables,
+            timeout: self.duration("packer.timeout", p.timeout)?,
+        })
+    }
+
+    fn refresh(&self, r: RawRefresh) -> Result<RefreshSettings, ConfigError> {
+        let min = r
+            .min_healthy_percentage
+            .map(|v| self.percent("refresh.min_healthy_percentage", v, 0, 100))
+            .transpose()?
+            .unwrap_or(DEFAULT_MIN_HEALTHY_PERCENTAGE);
+        let max = r
+            .max_healthy_percentage
+            .map(|v| self.percent("refresh.max_healthy_percentage", v, 100, 200))
+            .transpose()?;
+        if let Some(max) = max {
+            // AWS: the difference may be at most 100.
+            if max - min > 100 {
+                return Err(self.invalid(
+                    "refresh.max_healthy_percentage",
+                    format!("{max} is more than 100 above refresh.min_healthy_percentage ({min})"),
+                ));
+            }
+        }
+        let mut checkpoints = Vec::new();
+        for (i, c) in r.checkpoint_percentages.unwrap_or_default().into_iter().enumerate() {
+            let key = format!("refresh.checkpoint_percentages[{i}]");
+            let c = self.percent(&key, c, 1, 100)?;
+            if checkpoints.last().is_some_and(|&l| l >= c) {
+                return Err(self.invalid(&key, format!("{c}: checkpoints must be in ascending order")));
+            }
+            checkpoints.push(c);
+        }
+        let checkpoint_delay = self.duration("refresh.checkpoint_delay", r.checkpoint_delay)?;
+        if checkpoint_delay.is_some() && checkpoints.is_empty() {
+            return Err(self.invalid("refresh.checkpoint_delay", "needs refresh.checkpoint_percentages"));
+        }
+        let alarms = r.alarms.unwrap_or_default();
+        for (i, a) in alarms.iter().enumerate() {
+            if a.trim().is_empty() {
+                return Err(self.invalid(&format!("refresh.alarms[{i}]"), "must not be empty"));
+            }
+        }
+        let auto_rollback = r.auto_rollback.unwrap_or(true);
+        if !alarms.is_empty() && !auto_rollback {
+            // AWS rejects alarm specifications without auto rollback.
+            return Err(self.invalid("refresh.alarms", "needs refresh.auto_rollback = true"));
+        }
+        let poll_interval =
+            self.duration("refresh.poll_interval", r.poll_interval)?.unwrap_or(DEFAULT_POLL_INTERVAL);
+        let max_poll_interval = self
+            .duration("refresh.max_poll_interval", r.max_poll_interval)?
+            .unwrap_or(DEFAULT_MAX_POLL_INTERVAL.max(poll_interval));
+        if poll_interval.is_zero() {
+            return Err(self.invalid("refresh.poll_interval", "must be more than 0s"));
+        }
+        if max_poll_interval < poll_interval {
+            return Err(self.invalid("refresh.max_poll_interval", "must not be less than refresh.poll_interval"));
+        }
+        let warmup = self.duration("refresh.instance_warmup", r.instance_warmup)?;
+        let bake_time = self.duration("refresh.bake_time", r.bake_time)?;
+        for (key, d) in [("refresh.instance_warmup", warmup), ("refresh.checkpoint_delay", checkpoint_delay), ("refresh.bake_time", bake_time)] {
+            if d.is_some_and(|d| i32::try_from(d.as_secs()).is_err()) {
+                return Err(self.invalid(key, "too long"));
+            }
+        }
+        Ok(RefreshSettings {
+            min_healthy_percentage: min,
+            max_healthy_percentage: max,
+            instance_warmup: warmup,
+            checkpoint_percentages: checkpoints,
+            checkpoint_delay,
+            skip_matching: r.skip_matching.unwrap_or(true),
+            auto_rollback,
+            alarms,
+            bake_time,
+            timeout: self.duration("refresh.timeout", r.timeout)?.unwrap_or(DEFAULT_REFRESH_TIMEOUT),
+            poll_interval,
+            max_poll_interval,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, ConfigError> {
+        Settings::parse(text, Path::new("bake.toml"), Path::new("/cfg"))
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn test_full_example_parses() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/bake.toml"))
+            .expect("examples/bake.toml exists");
+        let s = parse(&text).expect("example is valid");
+        assert!(s.packer.is_some());
+        assert!(s.target.is_some());
+    }
+
+    #[test]
+    fn test_defaults_and_relative_paths() {
+        let s = parse("[packer]\ntemplate = \"packer\"\nagent_binary = \"/bin/agent\"\n[target]\nauto_scaling_group = \"web\"\n").unwrap();
+        let p = s.packer.unwrap();
+        assert_eq!(p.template, PathBuf::from("/cfg/packer"));
+        assert_eq!(p.agent_binary, Some(PathBuf::from("/bin/agent")));
+        assert_eq!(p.binary, PathBuf::from("packer"));
+        assert_eq!(s.refresh.min_healthy_percentage, 90);
+        assert!(s.refresh.skip_matching && s.refresh.auto_rollback);
+        assert_eq!(s.prune_keep, DEFAULT_PRUNE_KEEP);
+        assert_eq!(
+            s.target,
+            Some(Target::Direct { auto_scaling_group: "web".into(), launch_template: None })
+        );
+    }
+
+    #[test]
+    fn test_errors_name_the_key() {
+        assert!(err("[refresh]\ninstance_warmup = \"5x\"").starts_with("bake.toml: refresh.instance_warmup: \"5x\" is not a duration"));
+        assert!(err("[refresh]\nmin_healthy_percentage = 120").contains("refresh.min_healthy_percentage: 120 is not a percentage"));
+        assert!(err("[refresh]\ncheckpoint_percentages = [50, 20]").contains("refresh.checkpoint_percentages[1]"));
+        assert!(err("[target]\nstack = \"a\"\nauto_scaling_group = \"b\"").contains("target.auto_scaling_group"));
+        assert!(err("[target]\n").contains("bake.toml: target: set"));
+        assert!(err("[packer]\nbinary = \"p\"").contains("packer.template: missing"));
+        assert!(err("[packer]\ntemplate = \"p\"\n[packer.variables]\nbake_version = \"x\"").contains("packer.variables.bake_version"));
+        assert!(err("[prune]\nkeep = 0").contains("prune.keep"));
+        assert!(err("[refresh]\nalarms = [\"a\"]\nauto_rollback = false").contains("refresh.alarms"));
+    }
+
+    #[test]
+    fn test_unknown_key_is_named() {
+        let e = err("[refresh]\nmin_healthy = 3");
+        assert!(e.starts_with("bake.toml: "), "{e}");
+        assert!(e.contains("min_healthy"), "{e}");
+    }
+}

@@ -1,0 +1,127 @@
+//! Progress on stderr (an indicatif spinner/bar on a terminal, plain timestamped lines
+//! otherwise) and results on stdout (text or one JSON document).
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant, SystemTime};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::cli::Output;
+
+/// Progress of one long step (a build, a refresh), on stderr.
+#[derive(Debug)]
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    prefix: &'static str,
+    started: Instant,
+    last_line: std::sync::Mutex<String>,
+}
+
+impl Progress {
+    /// A spinner with the current step on a terminal, plain lines otherwise.
+    #[must_use]
+    pub fn spinner(prefix: &'static str) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {wide_msg}")
+                    .expect("static template is valid"),
+            );
+            b.set_prefix(prefix);
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        });
+        Self::new(bar, prefix)
+    }
+
+    /// A percentage bar on a terminal, plain lines otherwise.
+    #[must_use]
+    pub fn percent(prefix: &'static str) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = ProgressBar::with_draw_target(Some(100), ProgressDrawTarget::stderr());
+            b.set_style(
+                ProgressStyle::with_template("{prefix} [{elapsed}] [{bar:30}] {pos:>3}% {wide_msg}")
+                    .expect("static template is valid")
+                    .progress_chars("=> "),
+            );
+            b.set_prefix(prefix);
+            b.enable_steady_tick(Duration::from_millis(500));
+            b
+        });
+        Self::new(bar, prefix)
+    }
+
+    fn new(bar: Option<ProgressBar>, prefix: &'static str) -> Self {
+        Self { bar, prefix, started: Instant::now(), last_line: std::sync::Mutex::new(String::new()) }
+    }
+
+    /// Time since this progress started.
+    #[must_use]
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The current step; printed as a line when not on a terminal (repeats suppressed).
+    pub fn step(&self, message: &str) {
+        match &self.bar {
+            Some(b) => b.set_message(message.to_owned()),
+            None => self.line(message),
+        }
+    }
+
+    /// Sets the percentage (bars only) and the step message.
+    pub fn position(&self, percent: u64, message: &str) {
+        if let Some(b) = &self.bar {
+            b.set_position(percent.min(100));
+        }
+        self.step(message);
+    }
+
+    /// A line that stays (above the bar on a terminal).
+    pub fn note(&self, message: &str) {
+        match &self.bar {
+            Some(b) => b.println(format!("{} {message}", self.prefix)),
+            None => self.line(message),
+        }
+    }
+
+    fn line(&self, message: &str) {
+        let mut last = self.last_line.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *last == message {
+            return;
+        }
+        message.clone_into(&mut last);
+        eprintln!("{} {}: {message}", humantime::format_rfc3339_seconds(SystemTime::now()), self.prefix);
+    }
+
+    /// Removes the spinner/bar.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Writes a command's result on stdout: `json` as one document, or `text` for people.
+pub fn emit(output: Output, json: &serde_json::Value, text: &str) {
+    match output {
+        Output::Json => println!("{json}"),
+        Output::Text => {
+            if !text.is_empty() {
+                println!("{}", text.trim_end());
+            }
+        }
+    }
+}
+
+/// Formats a duration to whole seconds for people (`1m 5s`).
+#[must_use]
+pub fn secs(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}

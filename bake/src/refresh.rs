@@ -1,0 +1,403 @@
+//! Watching an instance refresh: a pure state machine ([`next`]) fed with
+//! `DescribeInstanceRefreshes` output, a pure poll schedule ([`Backoff`]) and a thin poller
+//! ([`watch`]) that does the I/O.
+//!
+//! Polling: one `DescribeInstanceRefreshes` call per poll, starting at `refresh.poll_interval`
+//! (5 s), growing ×1.5 per unchanged poll up to `refresh.max_poll_interval` (30 s), back to the
+//! start on any change: 2–12 calls a minute, far below Auto Scaling's API rate limits.
+
+use std::time::Duration;
+
+use aws_sdk_autoscaling::operation::describe_instance_refreshes::DescribeInstanceRefreshesOutput;
+use aws_sdk_autoscaling::types::InstanceRefreshStatus;
+use aws_smithy_types::error::display::DisplayErrorContext;
+
+use crate::output::Progress;
+
+/// What one `DescribeInstanceRefreshes` says about the watched refresh.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Snapshot {
+    /// The refresh id.
+    pub id: String,
+    /// AWS's status (`Pending`, `InProgress`, `Baking`, `Successful`, …).
+    pub status: String,
+    /// Percent of instances replaced.
+    pub percentage: Option<i32>,
+    /// Instances still to replace.
+    pub instances_to_update: Option<i32>,
+    /// AWS's status reason.
+    pub reason: Option<String>,
+}
+
+impl Snapshot {
+    /// One line for people: `InProgress 50%, 1 instance left: reason`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let mut s = self.status.clone();
+        if let Some(p) = self.percentage {
+            s.push_str(&format!(" {p}%"));
+        }
+        if let Some(n) = self.instances_to_update {
+            s.push_str(&format!(", {n} instance{} left", if n == 1 { "" } else { "s" }));
+        }
+        if let Some(r) = self.reason.as_deref().filter(|r| !r.is_empty()) {
+            s.push_str(&format!(": {r}"));
+        }
+        s
+    }
+}
+
+/// How a refresh ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// `Successful`.
+    Successful,
+    /// `Failed`.
+    Failed,
+    /// `Cancelled`.
+    Cancelled,
+    /// `RollbackSuccessful`.
+    RolledBack,
+    /// `RollbackFailed`.
+    RollbackFailed,
+}
+
+impl Outcome {
+    /// The exit code for this outcome.
+    #[must_use]
+    pub fn exit(self) -> crate::exit::Exit {
+        use crate::exit::Exit;
+        match self {
+            Outcome::Successful => Exit::Ok,
+            Outcome::Failed => Exit::RefreshFailed,
+            Outcome::Cancelled => Exit::Cancelled,
+            Outcome::RolledBack | Outcome::RollbackFailed => Exit::RolledBack,
+        }
+    }
+}
+
+/// What the watcher knows between polls.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchState {
+    /// The watched refresh.
+    pub id: String,
+    /// The previous snapshot.
+    pub last: Option<Snapshot>,
+}
+
+/// What to do after a poll.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Still going: report `snapshot` (if `changed`) and poll again.
+    Wait {
+        /// The current snapshot.
+        snapshot: Snapshot,
+        /// Whether it differs from the previous one.
+        changed: bool,
+    },
+    /// Finished.
+    Done {
+        /// How.
+        outcome: Outcome,
+        /// The final snapshot.
+        snapshot: Snapshot,
+    },
+    /// The refresh is not in the output (AWS keeps refreshes for a while; a wrong id).
+    Missing,
+}
+
+/// Whether `status` means the refresh is still running.
+#[must_use]
+pub fn is_active(status: &str) -> bool {
+    matches!(status, "Pending" | "InProgress" | "Cancelling" | "RollbackInProgress" | "Baking")
+}
+
+/// The state machine: given what AWS said, what next.
+#[must_use]
+pub fn next(state: &WatchState, out: &DescribeInstanceRefreshesOutput) -> Action {
+    let Some(r) = out.instance_refreshes().iter().find(|r| r.instance_refresh_id() == Some(state.id.as_str())) else {
+        return Action::Missing;
+    };
+    let status = r.status().map_or_else(|| "Unknown".to_owned(), |s| s.as_str().to_owned());
+    // During a rollback AWS reports the rollback's own progress.
+    let rolling_back = matches!(r.status(), Some(InstanceRefreshStatus::RollbackInProgress));
+    let rb = r.rollback_details();
+    let snapshot = Snapshot {
+        id: state.id.clone(),
+        status,
+        percentage: if rolling_back { rb.and_then(|d| d.percentage_complete_on_rollback()) } else { r.percentage_complete() },
+        instances_to_update: if rolling_back {
+            rb.and_then(|d| d.instances_to_update_on_rollback())
+        } else {
+            r.instances_to_update()
+        },
+        reason: r.status_reason().map(ToOwned::to_owned).or_else(|| rb.and_then(|d| d.rollback_reason()).map(ToOwned::to_owned)),
+    };
+    let outcome = match r.status() {
+        Some(InstanceRefreshStatus::Successful) => Some(Outcome::Successful),
+        Some(InstanceRefreshStatus::Failed) => Some(Outcome::Failed),
+        Some(InstanceRefreshStatus::Cancelled) => Some(Outcome::Cancelled),
+        Some(InstanceRefreshStatus::RollbackSuccessful) => Some(Outcome::RolledBack),
+        Some(InstanceRefreshStatus::RollbackFailed) => Some(Outcome::RollbackFailed),
+        _ => None,
+    };
+    match outcome {
+        Some(outcome) => Action::Done { outcome, snapshot },
+        None => {
+            let changed = state.last.as_ref() != Some(&snapshot);
+            Action::Wait { snapshot, changed }
+        }
+    }
+}
+
+/// The poll schedule: `min` after a change, ×1.5 per unchanged poll, at most `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    /// Starts at `min`.
+    #[must_use]
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self { min, max: max.max(min), current: min }
+    }
+
+    /// The delay before the next poll.
+    pub fn next_delay(&mut self, changed: bool) -> Duration {
+        if changed {
+            self.current = self.min;
+        } else {
+            self.current = (self.current * 3 / 2).min(self.max);
+        }
+        self.current
+    }
+}
+
+/// Errors while watching.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// `DescribeInstanceRefreshes` failed.
+    #[error("describing instance refreshes of '{asg}': {message}")]
+    Describe {
+        /// The group.
+        asg: String,
+        /// The SDK error.
+        message: String,
+    },
+    /// `CancelInstanceRefresh` failed.
+    #[error("cancelling the instance refresh of '{asg}': {message}")]
+    Cancel {
+        /// The group.
+        asg: String,
+        /// The SDK error.
+        message: String,
+    },
+    /// The refresh is not listed.
+    #[error("instance refresh {id} of '{asg}' not found")]
+    Missing {
+        /// The group.
+        asg: String,
+        /// The refresh.
+        id: String,
+    },
+}
+
+/// Watch options.
+#[derive(Clone, Copy, Debug)]
+pub struct WatchOptions {
+    /// Give up watching after this long.
+    pub timeout: Duration,
+    /// First poll interval.
+    pub poll_interval: Duration,
+    /// Longest poll interval.
+    pub max_poll_interval: Duration,
+    /// Ctrl-C cancels the refresh instead of detaching.
+    pub cancel_on_interrupt: bool,
+}
+
+/// How watching ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchEnd {
+    /// The refresh finished.
+    Finished(Outcome, Snapshot),
+    /// `timeout` passed; the refresh goes on.
+    TimedOut(Option<Snapshot>),
+    /// Ctrl-C: stopped watching; the refresh goes on.
+    Detached(Option<Snapshot>),
+}
+
+/// A watch's result and its cost.
+#[derive(Clone, Debug)]
+pub struct Watched {
+    /// How it ended.
+    pub end: WatchEnd,
+    /// `DescribeInstanceRefreshes` calls made.
+    pub polls: u32,
+    /// Time watched.
+    pub elapsed: Duration,
+}
+
+/// Polls refresh `id` of `asg` until it ends, `timeout` passes or Ctrl-C.
+pub async fn watch(
+    asg_client: &aws_sdk_autoscaling::Client,
+    asg: &str,
+    id: &str,
+    opts: WatchOptions,
+    progress: &Progress,
+) -> Result<Watched, RefreshError> {
+    let started = tokio::time::Instant::now();
+    let deadline = started + opts.timeout;
+    let mut state = WatchState { id: id.to_owned(), last: None };
+    let mut backoff = Backoff::new(opts.poll_interval, opts.max_poll_interval);
+    let mut polls = 0u32;
+    let mut cancelled = false;
+    let done = |end, polls| Watched { end, polls, elapsed: started.elapsed() };
+    loop {
+        polls += 1;
+        let out = asg_client
+            .describe_instance_refreshes()
+            .auto_scaling_group_name(asg)
+            .instance_refresh_ids(id)
+            .send()
+            .await
+            .map_err(|e| RefreshError::Describe { asg: asg.to_owned(), message: DisplayErrorContext(&e).to_string() })?;
+        let delay = match next(&state, &out) {
+            Action::Missing => return Err(RefreshError::Missing { asg: asg.to_owned(), id: id.to_owned() }),
+            Action::Done { outcome, snapshot } => {
+                progress.position(u64::try_from(snapshot.percentage.unwrap_or(0)).unwrap_or(0), &snapshot.describe());
+                return Ok(done(WatchEnd::Finished(outcome, snapshot), polls));
+            }
+            Action::Wait { snapshot, changed } => {
+                if changed {
+                    let pct = u64::try_from(snapshot.percentage.unwrap_or(0)).unwrap_or(0);
+                    progress.position(pct, &format!("{} [{} elapsed]", snapshot.describe(), crate::output::secs(started.elapsed())));
+                    tracing::debug!(refresh = id, status = %snapshot.status, "refresh progress");
+                }
+                state.last = Some(snapshot);
+                backoff.next_delay(changed)
+            }
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(done(WatchEnd::TimedOut(state.last), polls));
+        }
+        let wake = (tokio::time::Instant::now() + delay).min(deadline);
+        tokio::select! {
+            () = tokio::time::sleep_until(wake) => {}
+            _ = tokio::signal::ctrl_c() => {
+                if opts.cancel_on_interrupt && !cancelled {
+                    progress.note(&format!("interrupted: cancelling instance refresh {id} (Ctrl-C again to stop watching)"));
+                    asg_client
+                        .cancel_instance_refresh()
+                        .auto_scaling_group_name(asg)
+                        .send()
+                        .await
+                        .map_err(|e| RefreshError::Cancel { asg: asg.to_owned(), message: DisplayErrorContext(&e).to_string() })?;
+                    cancelled = true;
+                } else {
+                    return Ok(done(WatchEnd::Detached(state.last), polls));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_autoscaling::types::{InstanceRefresh, RollbackDetails};
+
+    fn out(id: &str, status: InstanceRefreshStatus, pct: i32, left: i32, reason: Option<&str>) -> DescribeInstanceRefreshesOutput {
+        let r = InstanceRefresh::builder()
+            .instance_refresh_id(id)
+            .status(status)
+            .percentage_complete(pct)
+            .instances_to_update(left)
+            .set_status_reason(reason.map(ToOwned::to_owned))
+            .build();
+        DescribeInstanceRefreshesOutput::builder().instance_refreshes(r).build()
+    }
+
+    #[test]
+    fn test_state_machine_happy_path() {
+        let mut s = WatchState { id: "r1".into(), last: None };
+        let a = next(&s, &out("r1", InstanceRefreshStatus::Pending, 0, 2, None));
+        let Action::Wait { snapshot, changed: true } = a else { panic!("{a:?}") };
+        s.last = Some(snapshot);
+        // The same again: unchanged.
+        let a = next(&s, &out("r1", InstanceRefreshStatus::Pending, 0, 2, None));
+        assert!(matches!(a, Action::Wait { changed: false, .. }), "{a:?}");
+        let a = next(&s, &out("r1", InstanceRefreshStatus::InProgress, 50, 1, None));
+        let Action::Wait { snapshot, changed: true } = a else { panic!("{a:?}") };
+        assert_eq!(snapshot.describe(), "InProgress 50%, 1 instance left");
+        s.last = Some(snapshot);
+        let a = next(&s, &out("r1", InstanceRefreshStatus::Baking, 100, 0, None));
+        assert!(matches!(a, Action::Wait { changed: true, .. }), "{a:?}");
+        let a = next(&s, &out("r1", InstanceRefreshStatus::Successful, 100, 0, None));
+        assert!(matches!(a, Action::Done { outcome: Outcome::Successful, .. }), "{a:?}");
+    }
+
+    #[test]
+    fn test_state_machine_failures_keep_reason() {
+        let s = WatchState { id: "r1".into(), last: None };
+        let a = next(&s, &out("r1", InstanceRefreshStatus::Failed, 50, 1, Some("instances failed to launch")));
+        let Action::Done { outcome: Outcome::Failed, snapshot } = a else { panic!("{a:?}") };
+        assert_eq!(snapshot.reason.as_deref(), Some("instances failed to launch"));
+        assert_eq!(Outcome::Failed.exit(), crate::exit::Exit::RefreshFailed);
+        let a = next(&s, &out("r1", InstanceRefreshStatus::RollbackSuccessful, 0, 0, Some("alarm")));
+        assert!(matches!(a, Action::Done { outcome: Outcome::RolledBack, .. }), "{a:?}");
+        let a = next(&s, &out("r1", InstanceRefreshStatus::RollbackFailed, 0, 0, None));
+        assert!(matches!(a, Action::Done { outcome: Outcome::RollbackFailed, .. }), "{a:?}");
+        let a = next(&s, &out("r1", InstanceRefreshStatus::Cancelled, 0, 0, None));
+        assert!(matches!(a, Action::Done { outcome: Outcome::Cancelled, .. }), "{a:?}");
+        assert_eq!(Outcome::Cancelled.exit(), crate::exit::Exit::Cancelled);
+    }
+
+    #[test]
+    fn test_state_machine_rollback_progress_and_missing() {
+        let s = WatchState { id: "r1".into(), last: None };
+        let r = InstanceRefresh::builder()
+            .instance_refresh_id("r1")
+            .status(InstanceRefreshStatus::RollbackInProgress)
+            .percentage_complete(50)
+            .rollback_details(
+                RollbackDetails::builder()
+                    .percentage_complete_on_rollback(30)
+                    .instances_to_update_on_rollback(2)
+                    .rollback_reason("failed health checks")
+                    .build(),
+            )
+            .build();
+        let o = DescribeInstanceRefreshesOutput::builder().instance_refreshes(r).build();
+        let Action::Wait { snapshot, .. } = next(&s, &o) else { panic!() };
+        assert_eq!(snapshot.percentage, Some(30));
+        assert_eq!(snapshot.instances_to_update, Some(2));
+        assert_eq!(snapshot.reason.as_deref(), Some("failed health checks"));
+        assert_eq!(next(&s, &out("other", InstanceRefreshStatus::InProgress, 0, 0, None)), Action::Missing);
+        assert_eq!(next(&s, &DescribeInstanceRefreshesOutput::builder().build()), Action::Missing);
+    }
+
+    #[test]
+    fn test_backoff_grows_and_resets() {
+        let mut b = Backoff::new(Duration::from_secs(2), Duration::from_secs(5));
+        assert_eq!(b.next_delay(true), Duration::from_secs(2));
+        assert_eq!(b.next_delay(false), Duration::from_secs(3));
+        assert_eq!(b.next_delay(false), Duration::from_millis(4500));
+        assert_eq!(b.next_delay(false), Duration::from_secs(5));
+        assert_eq!(b.next_delay(false), Duration::from_secs(5));
+        assert_eq!(b.next_delay(true), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn test_active_statuses() {
+        for s in ["Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking"] {
+            assert!(is_active(s), "{s}");
+        }
+        for s in ["Successful", "Failed", "Cancelled", "RollbackSuccessful", "RollbackFailed"] {
+            assert!(!is_active(s), "{s}");
+        }
+    }
+}

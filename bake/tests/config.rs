@@ -1,0 +1,58 @@
+//! Bad configuration, unknown stacks, `bake validate`.
+
+use crate::util::World;
+
+#[test]
+fn test_bad_configs_name_the_key() {
+    let w = World::new("config-bad");
+    let cases: &[(&str, &str)] = &[
+        ("[refresh]\ninstance_warmup = \"soon\"\n", "refresh.instance_warmup"),
+        ("[refresh]\nmin_healthy_percentage = 101\n", "refresh.min_healthy_percentage"),
+        ("[target]\nstack = \"a\"\nauto_scaling_group = \"b\"\n", "target.auto_scaling_group"),
+        ("[target]\nasg = \"b\"\n", "asg"),
+        ("[packer]\nagent_binary = \"x\"\n", "packer.template"),
+        ("[prune]\nkeep = -1\n", "prune.keep"),
+    ];
+    for (text, key) in cases {
+        w.write_raw_config(text);
+        let r = w.bake(&["validate"]).expect(2);
+        assert!(r.stderr.contains(key), "{text:?} -> {}", r.stderr);
+        assert!(r.stderr.contains("bake.toml"), "{text:?} -> {}", r.stderr);
+    }
+    // A command that needs a section the file lacks.
+    w.write_raw_config("[aws]\nregion = \"us-east-1\"\n");
+    let r = w.bake(&["release", "--ami", "ami-1"]).expect(2);
+    assert!(r.stderr.contains("target"), "{}", r.stderr);
+    // A missing file.
+    let r = w.bake(&["--config", "nope.toml", "status"]).expect(2);
+    assert!(r.stderr.contains("nope.toml"), "{}", r.stderr);
+}
+
+#[test]
+fn test_unknown_stack_and_group_are_clear_errors() {
+    let w = World::new("config-stack");
+    w.write_raw_config("[target]\nstack = \"no-such-stack\"\n");
+    let r = w.bake(&["status", "-o", "json"]).expect(3);
+    assert!(r.stderr.contains("target.stack: CloudFormation stack 'no-such-stack' does not exist"), "{}", r.stderr);
+    assert!(r.stdout.is_empty(), "{r:?}");
+    w.write_raw_config("[target]\nauto_scaling_group = \"no-such-group\"\n");
+    let r = w.bake(&["status"]).expect(3);
+    assert!(r.stderr.contains("auto scaling group 'no-such-group' does not exist"), "{}", r.stderr);
+}
+
+#[test]
+fn test_validate_runs_packer_validate_without_aws() {
+    let w = World::new("config-validate");
+    // No AWS: an endpoint nobody listens on would make any call fail.
+    let text = std::fs::read_to_string(w.path("bake.toml")).unwrap();
+    w.write_raw_config(&format!("[aws]\nendpoint_url = \"http://127.0.0.1:9\"\nregion = \"us-east-1\"\n{text}"));
+    let r = w.bake(&["validate", "-o", "json"]).expect(0);
+    let j = r.json();
+    assert_eq!(j["valid"], true);
+    assert!(j["checks"][1].as_str().unwrap().contains("packer 1."), "{j}");
+    // A broken template is a config error with Packer's message.
+    std::fs::write(w.path("packer/broken.pkr.hcl"), "source \"amazon-ebs\" \"x\" {\n  nonsense = 1\n}\n").unwrap();
+    let r = w.bake(&["validate"]).expect(2);
+    assert!(r.stderr.contains("packer validate failed"), "{}", r.stderr);
+    assert!(r.stderr.contains("nonsense"), "{}", r.stderr);
+}

@@ -1,0 +1,152 @@
+//! `bake release`, `status`, `rollback` against the emulator's instance refresh.
+
+use std::time::Duration;
+
+use aws_sdk_autoscaling::types::{DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences};
+
+use crate::util::{World, BASE_AMI};
+
+#[test]
+fn test_build_release_successful_every_instance_on_new_version() {
+    let w = World::new("release-ok");
+    let lt = w.fleet(BASE_AMI, 2);
+    let before: Vec<_> = w.instances().into_iter().map(|i| i.0).collect();
+    assert_eq!(before.len(), 2);
+    let r = w.bake(&["release", "-o", "json"]).expect(0);
+    let j = r.json();
+    assert_eq!(j["result"], "successful", "{j}");
+    assert_eq!(j["previous_version"], 1);
+    assert_eq!(j["version"], 2);
+    assert_eq!(j["reused"], false);
+    let ami = j["image_id"].as_str().unwrap().to_owned();
+    assert_eq!(w.lt_versions(&lt).0, 2, "the new version is the default");
+    let now = w.instances();
+    assert_eq!(now.len(), 2, "{now:?}");
+    for (id, version, state) in &now {
+        assert_eq!(version, "2", "{id} on the new version");
+        assert_eq!(state, "InService");
+        assert!(!before.contains(id), "{id} was replaced");
+    }
+    // Status shows the fleet on the new AMI and the finished refresh.
+    let s = w.bake(&["status", "-o", "json"]).expect(0).json();
+    let instances = s["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 2);
+    assert!(instances.iter().all(|i| i["image_id"] == ami.as_str() && i["launch_template_version"] == "2"), "{s}");
+    assert_eq!(s["refresh"]["status"], "Successful");
+    assert_eq!(s["default_version"], 2);
+    // Text status for people.
+    let t = w.bake(&["status"]).expect(0);
+    assert!(t.stdout.contains("InService") && t.stdout.contains(&ami), "{}", t.stdout);
+
+    // Rollback without a refresh in progress releases the previous image again.
+    let rb = w.bake(&["rollback", "-o", "json"]).expect(0).json();
+    assert_eq!(rb["image_id"], BASE_AMI, "{rb}");
+    assert_eq!(rb["result"], "successful");
+    assert!(w.instances().iter().all(|i| i.1 == "3"));
+}
+
+#[test]
+fn test_release_with_failing_replacements_rolls_back() {
+    let w = World::new("release-fail");
+    let lt = w.fleet(BASE_AMI, 2);
+    let ami = w.build(&[]);
+    // From now on launches wait for a lifecycle action nobody completes: ABANDON on timeout.
+    w.rt.block_on(async {
+        w.aws
+            .asg
+            .put_lifecycle_hook()
+            .auto_scaling_group_name(w.asg())
+            .lifecycle_hook_name("never-ready")
+            .lifecycle_transition("autoscaling:EC2_INSTANCE_LAUNCHING")
+            .heartbeat_timeout(30)
+            .default_result("ABANDON")
+            .send()
+            .await
+            .unwrap();
+    });
+    let r = w.bake(&["release", "--ami", &ami, "-o", "json"]);
+    assert_eq!(r.code, 6, "rolled back: {r:#?}");
+    let j = r.json();
+    assert!(j["result"] == "rolled_back" || j["result"] == "rollback_failed", "{j}");
+    let reason = j["refresh"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("failed to launch or to become healthy"), "AWS's reason: {j}");
+    assert!(r.stderr.contains("failed to launch or to become healthy"), "{}", r.stderr);
+    assert_eq!(j["restored_default"], true);
+    assert_eq!(w.lt_versions(&lt).0, 1, "the previous default is back");
+}
+
+fn start_slow_refresh(w: &World, lt: &str) -> String {
+    w.rt.block_on(async {
+        // A checkpoint at 50 % with an hour's delay (36 s at the emulator's time scale) keeps it running.
+        let out = w
+            .aws
+            .asg
+            .start_instance_refresh()
+            .auto_scaling_group_name(w.asg())
+            .desired_configuration(
+                DesiredConfiguration::builder()
+                    .launch_template(LaunchTemplateSpecification::builder().launch_template_id(lt).version("1").build())
+                    .build(),
+            )
+            .preferences(
+                RefreshPreferences::builder()
+                    .skip_matching(false)
+                    .min_healthy_percentage(50)
+                    .checkpoint_percentages(50)
+                    .checkpoint_percentages(100)
+                    .checkpoint_delay(3600)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        out.instance_refresh_id().unwrap().to_owned()
+    })
+}
+
+#[test]
+fn test_release_while_a_refresh_is_running_is_a_clear_error() {
+    let w = World::new("release-busy");
+    let lt = w.fleet(BASE_AMI, 2);
+    let id = start_slow_refresh(&w, &lt);
+    let r = w.bake(&["release", "--ami", BASE_AMI]).expect(9);
+    assert!(r.stderr.contains(&id), "names the refresh: {}", r.stderr);
+    assert!(r.stderr.contains("bake status --watch"), "{}", r.stderr);
+    assert!(r.stderr.contains("--wait-for-current"), "{}", r.stderr);
+    assert_eq!(w.lt_versions(&lt), (1, 1), "nothing changed");
+    // Status shows it as the current refresh.
+    let s = w.bake(&["status", "-o", "json"]).expect(0).json();
+    assert_eq!(s["refresh"]["id"], id.as_str());
+    // Rollback rolls the running refresh back and watches it.
+    let rb = w.bake(&["rollback", "-o", "json"]).expect(0).json();
+    assert_eq!(rb["instance_refresh_id"], id.as_str());
+    assert_eq!(rb["result"], "rolled_back", "{rb}");
+}
+
+#[test]
+fn test_release_no_wait_then_status_watch_and_timeout() {
+    let w = World::new("release-nowait");
+    let lt = w.fleet(BASE_AMI, 2);
+    // Checkpoints make the refresh take a while (2 x 36 s at the emulator's scale).
+    let text = std::fs::read_to_string(w.path("bake.toml")).unwrap()
+        + "checkpoint_percentages = [50]\ncheckpoint_delay = \"1h\"\n";
+    w.write_raw_config(&text);
+    let r = w.bake(&["release", "--ami", BASE_AMI, "--no-wait", "-o", "json"]).expect(0);
+    let j = r.json();
+    assert_eq!(j["result"], "started");
+    let id = j["instance_refresh_id"].as_str().unwrap().to_owned();
+    assert_eq!(w.lt_versions(&lt).0, 2);
+    // Watching with a short timeout: exit 8, the refresh goes on.
+    let t = w.bake(&["status", "--watch", "--timeout", "1s", "-o", "json"]).expect(8);
+    assert_eq!(t.json()["watch"]["result"], "timed_out");
+    assert!(t.stderr.contains("bake status --watch"), "{}", t.stderr);
+    // Another release now is refused.
+    w.bake(&["release", "--ami", BASE_AMI]).expect(9);
+    // --wait-for-current waits for it, then releases.
+    let started = std::time::Instant::now();
+    let r = w.bake(&["release", "--ami", BASE_AMI, "--wait-for-current", "-o", "json"]).expect(0);
+    let j = r.json();
+    assert_ne!(j["instance_refresh_id"], id.as_str());
+    assert!(started.elapsed() > Duration::from_secs(1));
+    assert_eq!(w.lt_versions(&lt).0, 3);
+}
