@@ -51,7 +51,10 @@ impl Emulator {
         BufReader::new(stdout)
             .read_line(&mut line)
             .context("reading the emulator's endpoint")?;
-        let mut emu = Self { url: String::new(), child };
+        let mut emu = Self {
+            url: String::new(),
+            child,
+        };
         let Some(url) = line.trim().strip_prefix("listening on ") else {
             bail!("emulator did not start (said {line:?})");
         };
@@ -122,7 +125,9 @@ impl Drop for Emulator {
         let pid = self.child.id();
         // SIGTERM to the group; moto exits at once. Then make sure. The "--" matters: procps-ng
         // kill reads a bare "-PID" after a signal option as another signal and signals nobody.
-        let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pid}")]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{pid}")])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
@@ -130,7 +135,9 @@ impl Drop for Emulator {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .status();
         let _ = self.child.wait();
     }
 }
