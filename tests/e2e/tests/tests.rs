@@ -2,3 +2,4 @@
 
 mod cloudwatch_cbor;
 mod emulator;
+mod packer;
