@@ -29,6 +29,8 @@ pub mod lease;
 pub mod lifecycle;
 /// Log shipping to CloudWatch Logs.
 pub mod logs;
+/// Instance metrics (CPU peaks, memory, disk, restarts, log shipping) to CloudWatch.
+pub mod metrics;
 /// EFS mount.
 pub mod mount;
 /// sd_notify.
@@ -55,7 +57,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run => Ok(daemon::run(config).await?.into()),
         Command::Check { userdata } => {
             let ud = match &userdata {
-                Some(p) => Some(std::fs::read_to_string(p).map_err(|e| coded(Exit::Config, format!("cannot read '{}': {e}", p.display())))?),
+                Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+                    coded(Exit::Config, format!("cannot read '{}': {e}", p.display()))
+                })?),
                 None => None,
             };
             let s = Settings::load(config, ud.as_deref()).map_err(|e| coded(Exit::Config, e))?;
@@ -66,19 +70,44 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!(
                 "{}{}: ok ({what}; secrets: {}; efs: {}; readiness: {})",
                 config.display(),
-                if userdata.is_some() { " + userdata" } else { "" },
+                if userdata.is_some() {
+                    " + userdata"
+                } else {
+                    ""
+                },
                 s.secrets.as_ref().map_or("none", |x| x.path.as_str()),
                 s.efs.as_ref().map_or("none", |x| x.file_system_id.as_str()),
-                if s.readiness.is_some() { "probe" } else { "none" },
+                if s.readiness.is_some() {
+                    "probe"
+                } else {
+                    "none"
+                },
             );
             Ok(Exit::Ok.into())
         }
         Command::Job { name, period, cmd } => job::run(config, &name, period, &cmd).await,
-        Command::Reap { dir, older_than, dry_run } => {
-            let r = reap::reap(&dir, older_than, dry_run, std::time::SystemTime::now()).map_err(|e| coded(Exit::Config, e))?;
+        Command::Reap {
+            dir,
+            older_than,
+            dry_run,
+        } => {
+            let r = reap::reap(&dir, older_than, dry_run, std::time::SystemTime::now())
+                .map_err(|e| coded(Exit::Config, e))?;
             let verb = if dry_run { "would remove" } else { "removed" };
-            println!("{verb} {} files ({} bytes) and {} empty directories under {}; {} errors", r.files, r.bytes, r.dirs, dir.display(), r.errors);
-            Ok(if r.errors > 0 { Exit::Internal } else { Exit::Ok }.into())
+            println!(
+                "{verb} {} files ({} bytes) and {} empty directories under {}; {} errors",
+                r.files,
+                r.bytes,
+                r.dirs,
+                dir.display(),
+                r.errors
+            );
+            Ok(if r.errors > 0 {
+                Exit::Internal
+            } else {
+                Exit::Ok
+            }
+            .into())
         }
     }
 }

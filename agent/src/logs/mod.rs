@@ -1,7 +1,520 @@
-//! Log shipping: the app's stdout/stderr and configured files to CloudWatch Logs.
+//! Log shipping: the app's stdout/stderr and configured files to CloudWatch Logs, at least once.
+//!
+//! # Wiring it into the agent (for `run`'s boot sequence)
+//! ```ignore
+//! // agent.toml has a `[logs]` table deserialized as `logs::LogsConfig` (deny_unknown_fields);
+//! // `bake-agent check` calls `cfg.logs.validate()?` (errors name the key, e.g.
+//! // `logs.files[0].multiline_start: …`).
+//! let (app_output, shipper) = logs::Shipper::start(aws.logs.clone(), &cfg.logs, &identity.instance_id)?;
+//! // Hand `app_output` (cheap to clone) to the supervisor: it calls
+//! // `app_output.attach(child.stdout.take(), child.stderr.take())` for every process it starts.
+//! let restarts = Arc::new(AtomicU64::new(0)); // the supervisor increments it on every restart
+//! let metrics = metrics::start(aws.cw.clone(), &cfg.metrics, &instance_id, asg_name.as_deref(),
+//!                              restarts.clone(), Some(shipper.stats()));
+//! // Draining / SIGTERM, after the app stopped (its pipes are closed):
+//! shipper.shutdown(Duration::from_secs(10)).await; // sends what was read, within the deadline
+//! metrics.shutdown().await;
+//! // Before completing the terminate lifecycle hook while the app keeps running:
+//! shipper.flush(Duration::from_secs(5)).await;
+//! ```
+//! The shipper needs a Tokio runtime (current-thread is fine): senders are tasks; each source
+//! also gets one plain thread that reads its files, so file I/O never blocks the runtime.
+//!
+//! Layout: [`tail`] reads files into batches, [`batch`] keeps every PutLogEvents limit,
+//! [`ship`] sends and retries, [`checkpoint`] remembers what was acknowledged, [`spool`] puts
+//! stdout/stderr on disk first. See docs/logs.md.
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+pub mod batch;
+pub mod checkpoint;
+pub mod ship;
+pub mod spool;
+pub mod tail;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
 use tokio::process::{ChildStderr, ChildStdout};
+use tokio::sync::{mpsc, watch};
+
+use self::checkpoint::Checkpoints;
+use self::spool::SpoolWriter;
+use self::tail::{Control, Tailer};
+
+/// Default directory for checkpoints and the stdout/stderr spool.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/bake-agent/logs";
+/// Default retention of created log groups, in days (R9: 7-day log backups).
+pub const DEFAULT_RETENTION_DAYS: u32 = 7;
+/// Default size limit of each of the stdout and stderr spools, in MiB.
+pub const DEFAULT_SPOOL_MAX_MIB: u64 = 64;
+/// Default time between looks for new data and new files.
+pub const DEFAULT_POLL: Duration = Duration::from_millis(250);
+/// Retention values CloudWatch Logs accepts, in days.
+pub const RETENTION_DAYS: &[u32] = &[
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
+/// `[logs]` in agent.toml. Every field is optional; without `app` and `files` nothing is shipped.
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Checkpoints and spool. Default [`DEFAULT_STATE_DIR`].
+    pub state_dir: Option<PathBuf>,
+    /// Retention of the log groups the agent creates, in days (one of [`RETENTION_DAYS`]).
+    /// Default 7. Existing groups get it set too.
+    pub retention_days: Option<u32>,
+    /// How often files are looked at for new lines and the globs for new files (humantime).
+    /// Default `"250ms"`.
+    pub poll_interval: Option<String>,
+    /// Size limit of each of the stdout and stderr spools, in MiB. Default 64.
+    pub spool_max_mib: Option<u64>,
+    /// The app's stdout and stderr.
+    pub app: Option<AppLogsConfig>,
+    /// Log files, each glob to one stream.
+    #[serde(default)]
+    pub files: Vec<FileLogsConfig>,
+}
+
+/// `[logs.app]`: where the supervised app's output goes.
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppLogsConfig {
+    /// Log group, e.g. `/bake/app`.
+    pub log_group: String,
+    /// Stream for stdout. `{instance_id}` is replaced. Default `{instance_id}/stdout`.
+    pub stdout_stream: Option<String>,
+    /// Stream for stderr. Default `{instance_id}/stderr`.
+    pub stderr_stream: Option<String>,
+    /// Regex that starts a new event; other lines join the previous one (stack traces).
+    pub multiline_start: Option<String>,
+    /// chrono `strftime` format of a timestamp at the start of each event, e.g.
+    /// `%Y-%m-%dT%H:%M:%S%.f%z` (UTC when it has no offset). Default: the time it was read.
+    pub timestamp_format: Option<String>,
+}
+
+/// `[[logs.files]]`: files matching a glob, shipped to one stream.
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLogsConfig {
+    /// Glob, e.g. `/var/log/app/*.log`. It must also match rotated names if files are
+    /// rotated by rename while the agent may be down (e.g. `app*.log` for `app-1.log`).
+    pub path: String,
+    /// Log group.
+    pub log_group: String,
+    /// Log stream; `{instance_id}` is replaced.
+    pub log_stream: String,
+    /// Retention for this group, in days. Default: `logs.retention_days`.
+    pub retention_days: Option<u32>,
+    /// See [`AppLogsConfig::multiline_start`].
+    pub multiline_start: Option<String>,
+    /// See [`AppLogsConfig::timestamp_format`].
+    pub timestamp_format: Option<String>,
+}
+
+/// A configuration value that cannot work, named by its key.
+#[derive(Debug, thiserror::Error)]
+pub enum LogsError {
+    /// A bad value.
+    #[error("{key}: {message}")]
+    Config {
+        /// Key path, e.g. `logs.files[0].path`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The state directory or a checkpoint cannot be used.
+    #[error("log state: {0}")]
+    State(String),
+}
+
+fn bad(key: impl Into<String>, message: impl Into<String>) -> LogsError {
+    LogsError::Config {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Replaces `{instance_id}`; any other `{…}` is an error.
+fn template(key: &str, value: &str, instance_id: &str) -> Result<String, LogsError> {
+    let out = value.replace("{instance_id}", instance_id);
+    if out.contains('{') || out.contains('}') {
+        return Err(bad(
+            key,
+            format!("{value:?}: only {{instance_id}} can be templated"),
+        ));
+    }
+    if out.is_empty() || out.len() > 512 || out.contains(':') || out.contains('*') {
+        return Err(bad(
+            key,
+            format!("{value:?} is not a valid log stream or group name"),
+        ));
+    }
+    Ok(out)
+}
+
+/// One source, resolved: a glob to one stream.
+#[derive(Debug)]
+pub struct SourceSpec {
+    /// Name used in logs and for the checkpoint file.
+    pub name: String,
+    /// Glob of the files.
+    pub pattern: String,
+    /// Files are spool segments (ordered by name, deleted once shipped).
+    pub spool: bool,
+    /// Log group.
+    pub group: String,
+    /// Log stream.
+    pub stream: String,
+    /// Retention for the group.
+    pub retention_days: Option<u32>,
+    /// Multiline start pattern.
+    pub multiline_start: Option<regex::Regex>,
+    /// Timestamp format.
+    pub timestamp_format: Option<String>,
+    /// Poll interval.
+    pub poll: Duration,
+}
+
+struct Resolved {
+    state_dir: PathBuf,
+    spool_max_bytes: u64,
+    app: Option<(SourceSpec, SourceSpec)>,
+    files: Vec<SourceSpec>,
+}
+
+impl LogsConfig {
+    /// Checks every value, naming the key of the first bad one.
+    ///
+    /// # Errors
+    /// [`LogsError::Config`] with the key path.
+    pub fn validate(&self) -> Result<(), LogsError> {
+        self.resolve("i-0123456789abcdef0").map(|_| ())
+    }
+
+    fn resolve(&self, instance_id: &str) -> Result<Resolved, LogsError> {
+        let state_dir = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        if !state_dir.is_absolute() {
+            return Err(bad(
+                "logs.state_dir",
+                format!("{:?} is not an absolute path", state_dir.display()),
+            ));
+        }
+        let retention = |key: &str, v: Option<u32>| match v {
+            Some(d) if !RETENTION_DAYS.contains(&d) => Err(bad(
+                key,
+                format!("{d} is not a retention CloudWatch Logs accepts ({RETENTION_DAYS:?})"),
+            )),
+            v => Ok(v),
+        };
+        let default_retention =
+            retention("logs.retention_days", self.retention_days)?.or(Some(DEFAULT_RETENTION_DAYS));
+        let poll = match &self.poll_interval {
+            None => DEFAULT_POLL,
+            Some(s) => humantime::parse_duration(s).map_err(|e| {
+                bad(
+                    "logs.poll_interval",
+                    format!("{s:?} is not a duration: {e}"),
+                )
+            })?,
+        };
+        if poll.is_zero() || poll > Duration::from_secs(60) {
+            return Err(bad("logs.poll_interval", "must be between 1ms and 60s"));
+        }
+        let spool_mib = self.spool_max_mib.unwrap_or(DEFAULT_SPOOL_MAX_MIB);
+        if spool_mib == 0 {
+            return Err(bad("logs.spool_max_mib", "must be at least 1"));
+        }
+        let regex = |key: String, v: &Option<String>| {
+            v.as_deref()
+                .map(|r| regex::Regex::new(r).map_err(|e| bad(key, format!("invalid regex: {e}"))))
+                .transpose()
+        };
+        let ts_format = |key: String, v: &Option<String>| {
+            if let Some(f) = v {
+                let items: Vec<_> = chrono::format::StrftimeItems::new(f).collect();
+                if items
+                    .iter()
+                    .any(|i| matches!(i, chrono::format::Item::Error))
+                    || items.is_empty()
+                {
+                    return Err(bad(key, format!("{f:?} is not a strftime format")));
+                }
+            }
+            Ok(v.clone())
+        };
+        let app = match &self.app {
+            None => None,
+            Some(a) => {
+                let group = template("logs.app.log_group", &a.log_group, instance_id)?;
+                let ml = regex("logs.app.multiline_start".into(), &a.multiline_start)?;
+                let tf = ts_format("logs.app.timestamp_format".into(), &a.timestamp_format)?;
+                let mut pair = Vec::new();
+                for (which, stream, default) in [
+                    ("stdout", &a.stdout_stream, "{instance_id}/stdout"),
+                    ("stderr", &a.stderr_stream, "{instance_id}/stderr"),
+                ] {
+                    let key = format!("logs.app.{which}_stream");
+                    let stream = template(&key, stream.as_deref().unwrap_or(default), instance_id)?;
+                    let dir = state_dir.join("spool").join(which);
+                    pair.push(SourceSpec {
+                        name: format!("app-{which}"),
+                        pattern: SpoolWriter::pattern(&dir),
+                        spool: true,
+                        group: group.clone(),
+                        stream,
+                        retention_days: default_retention,
+                        multiline_start: ml.clone(),
+                        timestamp_format: tf.clone(),
+                        poll,
+                    });
+                }
+                let err = pair.pop().expect("two");
+                let out = pair.pop().expect("two");
+                Some((out, err))
+            }
+        };
+        let mut files = Vec::new();
+        for (i, f) in self.files.iter().enumerate() {
+            let key = |k: &str| format!("logs.files[{i}].{k}");
+            if !f.path.starts_with('/') {
+                return Err(bad(
+                    key("path"),
+                    format!("{:?} is not an absolute path", f.path),
+                ));
+            }
+            glob::Pattern::new(&f.path)
+                .map_err(|e| bad(key("path"), format!("invalid glob: {e}")))?;
+            let group = template(&key("log_group"), &f.log_group, instance_id)?;
+            let stream = template(&key("log_stream"), &f.log_stream, instance_id)?;
+            // The checkpoint file name: stable for the same glob and destination.
+            let name = format!(
+                "file-{:016x}",
+                fnv1a(format!("{}\n{group}\n{stream}", f.path).as_bytes())
+            );
+            files.push(SourceSpec {
+                name,
+                pattern: f.path.clone(),
+                spool: false,
+                group,
+                stream,
+                retention_days: retention(&key("retention_days"), f.retention_days)?
+                    .or(default_retention),
+                multiline_start: regex(key("multiline_start"), &f.multiline_start)?,
+                timestamp_format: ts_format(key("timestamp_format"), &f.timestamp_format)?,
+                poll,
+            });
+        }
+        Ok(Resolved {
+            state_dir,
+            spool_max_bytes: spool_mib * 1024 * 1024,
+            app,
+            files,
+        })
+    }
+}
+
+/// 64-bit FNV-1a: a stable name for a source's checkpoint (not security relevant).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Shipping counters, read by the metrics publisher. All cumulative except `lag_ms`.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// Events acknowledged by CloudWatch (rejected ones included).
+    pub events_shipped: AtomicU64,
+    /// Bytes acknowledged, counted as CloudWatch does (message + 26 per event).
+    pub bytes_shipped: AtomicU64,
+    /// PutLogEvents requests that succeeded.
+    pub requests: AtomicU64,
+    /// Failed attempts that were retried.
+    pub retries: AtomicU64,
+    /// Events CloudWatch refused (`rejectedLogEventsInfo`, or an invalid batch).
+    pub rejected_events: AtomicU64,
+    /// Lines of app output dropped because the spool was full.
+    pub dropped_events: AtomicU64,
+    /// Bytes of app output dropped because the spool was full.
+    pub dropped_bytes: AtomicU64,
+    /// Events sent with the read time because theirs was too old or too far ahead.
+    pub retimed_events: AtomicU64,
+    /// Lines longer than an event can be, sent as several events.
+    pub split_events: AtomicU64,
+    /// Milliseconds from reading the last acknowledged batch's first line to its acknowledgement.
+    pub lag_ms: AtomicU64,
+}
+
+/// Starts log shipping.
+#[derive(Debug)]
+pub struct Shipper;
+
+struct Running {
+    control: Arc<Control>,
+    thread: std::thread::JoinHandle<()>,
+    sender: tokio::task::JoinHandle<()>,
+    acked: watch::Receiver<u64>,
+}
+
+/// Controls running log shipping: flush, shutdown, stats.
+pub struct ShipperHandle {
+    sources: Vec<Running>,
+    stats: Arc<LogStats>,
+    next_gen: AtomicU64,
+}
+
+impl std::fmt::Debug for ShipperHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShipperHandle")
+            .field("sources", &self.sources.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shipper {
+    /// Validates `cfg`, creates the state directory, and starts one reader thread and one sender
+    /// task per source (the app's stdout, its stderr, each `[[logs.files]]`). Must be called
+    /// within a Tokio runtime. Returns the seam for the supervisor and the handle.
+    ///
+    /// # Errors
+    /// A bad config value (by key) or an unusable state directory or checkpoint.
+    pub fn start(
+        client: aws_sdk_cloudwatchlogs::Client,
+        cfg: &LogsConfig,
+        instance_id: &str,
+    ) -> Result<(AppOutput, ShipperHandle), LogsError> {
+        let resolved = cfg.resolve(instance_id)?;
+        let stats = Arc::new(LogStats::default());
+        let state =
+            |e: std::io::Error, p: &Path| LogsError::State(format!("'{}': {e}", p.display()));
+        let cp_dir = resolved.state_dir.join("checkpoints");
+        std::fs::create_dir_all(&cp_dir).map_err(|e| state(e, &cp_dir))?;
+        let mut specs = Vec::new();
+        let mut app = AppOutput::passthrough();
+        if let Some((out, err)) = resolved.app {
+            let open = |spec: &SourceSpec| {
+                let dir = resolved
+                    .state_dir
+                    .join("spool")
+                    .join(spec.name.trim_start_matches("app-"));
+                SpoolWriter::open(&dir, resolved.spool_max_bytes, stats.clone())
+                    .map_err(|e| state(e, &dir))
+            };
+            app = AppOutput {
+                spools: Some(Arc::new(Spools {
+                    stdout: Mutex::new(open(&out)?),
+                    stderr: Mutex::new(open(&err)?),
+                })),
+            };
+            specs.push(out);
+            specs.push(err);
+        }
+        specs.extend(resolved.files);
+        let mut sources = Vec::new();
+        for spec in specs {
+            let spec = Arc::new(spec);
+            let cp_path = cp_dir.join(format!("{}.json", spec.name));
+            let checkpoints =
+                Checkpoints::load(&cp_path).map_err(|e| LogsError::State(e.to_string()))?;
+            let start: HashMap<_, _> = checkpoints.files().into_iter().collect();
+            // Capacity 1: one batch queued while one is in flight bounds memory to ~3 MiB/source.
+            let (tx, rx) = mpsc::channel(1);
+            let (acked_tx, acked) = watch::channel(0);
+            let control = Arc::new(Control::default());
+            let tailer = Tailer::new(spec.clone(), start, tx, stats.clone(), control.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("logs-{}", spec.name))
+                .spawn(move || tailer.run())
+                .map_err(|e| LogsError::State(format!("starting a reader thread: {e}")))?;
+            let sender = tokio::spawn(ship::run(
+                client.clone(),
+                spec.clone(),
+                rx,
+                checkpoints,
+                stats.clone(),
+                acked_tx,
+            ));
+            tracing::info!(source = %spec.name, pattern = %spec.pattern, group = %spec.group, stream = %spec.stream, "shipping logs");
+            sources.push(Running {
+                control,
+                thread,
+                sender,
+                acked,
+            });
+        }
+        Ok((
+            app,
+            ShipperHandle {
+                sources,
+                stats,
+                next_gen: AtomicU64::new(1),
+            },
+        ))
+    }
+}
+
+impl ShipperHandle {
+    /// The shipping counters (for metrics).
+    #[must_use]
+    pub fn stats(&self) -> Arc<LogStats> {
+        self.stats.clone()
+    }
+
+    /// Sends everything read so far (multiline events included) and waits until CloudWatch
+    /// acknowledged it, at most `deadline`. Returns whether everything was acknowledged.
+    pub async fn flush(&self, deadline: Duration) -> bool {
+        let gen = self.next_gen.fetch_add(1, Ordering::AcqRel);
+        for s in &self.sources {
+            s.control.flush_gen.fetch_max(gen, Ordering::AcqRel);
+        }
+        let wait = async {
+            for s in &self.sources {
+                let mut rx = s.acked.clone();
+                if rx.wait_for(|g| *g >= gen).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(deadline, wait).await.unwrap_or(false)
+    }
+
+    /// Reads what is left, sends it, writes the checkpoints and stops, within `deadline`.
+    /// Call it after the app stopped. Whatever is not acknowledged by then is sent again by the
+    /// next agent (at-least-once). Returns whether everything was acknowledged in time.
+    pub async fn shutdown(self, deadline: Duration) -> bool {
+        for s in &self.sources {
+            s.control.stop.store(true, Ordering::Release);
+        }
+        let all = async {
+            for s in self.sources {
+                let _ = s.sender.await;
+                let _ = tokio::task::spawn_blocking(move || s.thread.join()).await;
+            }
+        };
+        let done = tokio::time::timeout(deadline, all).await.is_ok();
+        if !done {
+            tracing::warn!(
+                deadline_ms = deadline.as_millis(),
+                "log shipping did not finish before the deadline; the rest is sent after restart"
+            );
+        }
+        done
+    }
+}
+
+#[derive(Debug)]
+struct Spools {
+    stdout: Mutex<SpoolWriter>,
+    stderr: Mutex<SpoolWriter>,
+}
 
 /// Where the supervisor hands the app's stdout and stderr. Cheap to clone.
 ///
@@ -9,7 +522,7 @@ use tokio::process::{ChildStderr, ChildStdout};
 /// reading happens in background tasks, so a restart never waits on log shipping.
 #[derive(Clone, Debug, Default)]
 pub struct AppOutput {
-    _private: (),
+    spools: Option<Arc<Spools>>,
 }
 
 impl AppOutput {
@@ -19,23 +532,120 @@ impl AppOutput {
         Self::default()
     }
 
-    /// Takes a started process's pipes and consumes them in the background.
+    /// Takes a started process's pipes and consumes them in the background: into the spool
+    /// when shipping, else to the agent's stderr.
     pub fn attach(&self, stdout: Option<ChildStdout>, stderr: Option<ChildStderr>) {
-        if let Some(out) = stdout {
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(out).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    eprintln!("app: {line}");
+        match &self.spools {
+            Some(spools) => {
+                if let Some(out) = stdout {
+                    let spools = spools.clone();
+                    tokio::spawn(drain(out, move |chunk| {
+                        let mut w = spools
+                            .stdout
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        match chunk {
+                            Some(c) => w.write(c),
+                            None => w.end_of_stream(),
+                        }
+                    }));
                 }
-            });
-        }
-        if let Some(err) = stderr {
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(err).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    eprintln!("app[stderr]: {line}");
+                if let Some(err) = stderr {
+                    let spools = spools.clone();
+                    tokio::spawn(drain(err, move |chunk| {
+                        let mut w = spools
+                            .stderr
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        match chunk {
+                            Some(c) => w.write(c),
+                            None => w.end_of_stream(),
+                        }
+                    }));
                 }
-            });
+            }
+            None => {
+                if let Some(out) = stdout {
+                    tokio::spawn(drain(out, |chunk| passthrough_write("app", chunk)));
+                }
+                if let Some(err) = stderr {
+                    tokio::spawn(drain(err, |chunk| passthrough_write("app[stderr]", chunk)));
+                }
+            }
         }
+    }
+}
+
+fn passthrough_write(prefix: &str, chunk: Option<&[u8]>) {
+    if let Some(c) = chunk {
+        for line in String::from_utf8_lossy(c).lines() {
+            eprintln!("{prefix}: {line}");
+        }
+    }
+}
+
+/// Reads a pipe in chunks until EOF, then calls `sink(None)`.
+async fn drain<R: tokio::io::AsyncRead + Unpin>(mut pipe: R, mut sink: impl FnMut(Option<&[u8]>)) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => sink(Some(&buf[..n])),
+        }
+    }
+    sink(None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> Result<LogsConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn test_unknown_key_is_named() {
+        let e = cfg("state_dri = \"/x\"").unwrap_err();
+        assert!(e.contains("state_dri"), "{e}");
+    }
+
+    #[test]
+    fn test_validate_names_keys() {
+        let c = cfg(
+            "[[files]]\npath = \"/var/log/*.log\"\nlog_group = \"g\"\nlog_stream = \"{host}\"\n",
+        )
+        .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("logs.files[0].log_stream:"), "{e}");
+        let c = cfg("[app]\nlog_group = \"g\"\nmultiline_start = \"(\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("logs.app.multiline_start: invalid regex"),
+            "{e}"
+        );
+        let c = cfg("retention_days = 8").unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("logs.retention_days:"));
+        let c = cfg("[[files]]\npath = \"rel/*.log\"\nlog_group = \"g\"\nlog_stream = \"s\"\n")
+            .unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("logs.files[0].path:"));
+    }
+
+    #[test]
+    fn test_templates_instance_id() {
+        let c = cfg("[app]\nlog_group = \"/bake/app\"\n").unwrap();
+        let r = c.resolve("i-1").unwrap();
+        let (out, err) = r.app.unwrap();
+        assert_eq!(out.stream, "i-1/stdout");
+        assert_eq!(err.stream, "i-1/stderr");
+        assert_eq!(out.retention_days, Some(DEFAULT_RETENTION_DAYS));
     }
 }

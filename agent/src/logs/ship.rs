@@ -1,0 +1,291 @@
+//! Sending batches with PutLogEvents, one request in flight per stream, and checkpointing
+//! after each acknowledgement.
+//!
+//! Why one in flight: CloudWatch Logs no longer checks sequence tokens, so parallel requests
+//! to one stream would be accepted, but their events could then be stored out of order, and a
+//! failed request behind a successful later one would leave a checkpoint that cannot say what
+//! was acknowledged. With one request at a time a checkpoint is just "everything before this
+//! offset", and the stream keeps file order. The tailer fills the next batch while a request is
+//! in flight, so the rate is bounded by one request round trip per ~1 MiB batch per stream.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_cloudwatchlogs::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_cloudwatchlogs::types::RejectedLogEventsInfo;
+use aws_sdk_cloudwatchlogs::Client;
+use tokio::sync::{mpsc, watch};
+
+use super::checkpoint::Checkpoints;
+use super::tail::Work;
+use super::{LogStats, SourceSpec};
+
+/// First retry delay.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// Longest retry delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(20);
+/// Checkpoints are written at most this often while data flows (and always on flush/stop).
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Exponential backoff with full jitter: attempt n waits a random time in
+/// [0, min(20 s, 100 ms * 2^n)], i.e. up to 0.1 s, 0.2 s, 0.4 s, … 20 s
+/// (<https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/>).
+#[derive(Debug, Default)]
+pub struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let cap = BACKOFF_BASE
+            .saturating_mul(1 << self.attempt.min(16))
+            .min(BACKOFF_MAX);
+        self.attempt += 1;
+        let ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(fastrand::u64(ms / 10..=ms))
+    }
+}
+
+/// Events CloudWatch refused in one request, per `rejectedLogEventsInfo`.
+#[must_use]
+pub fn rejected_count(info: &RejectedLogEventsInfo, events: usize) -> usize {
+    // Too old / expired are a prefix of the batch (indexes 0..=end), too new a suffix.
+    let old_end = [
+        info.too_old_log_event_end_index(),
+        info.expired_log_event_end_index(),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .map_or(0, |e| usize::try_from(e + 1).unwrap_or(0));
+    let new_start = info
+        .too_new_log_event_start_index()
+        .map_or(events, |s| usize::try_from(s).unwrap_or(events));
+    (old_end.min(events) + events.saturating_sub(new_start)).min(events)
+}
+
+/// Creates the group (with retention) and the stream if missing. Idempotent.
+async fn ensure(client: &Client, spec: &SourceSpec) -> Result<(), String> {
+    let exists = |code: Option<&str>| code == Some("ResourceAlreadyExistsException");
+    match client
+        .create_log_group()
+        .log_group_name(&spec.group)
+        .send()
+        .await
+    {
+        Ok(_) => tracing::info!(group = %spec.group, "created log group"),
+        Err(e) if exists(e.code()) => {}
+        Err(e) => {
+            return Err(format!(
+                "creating log group '{}': {}",
+                spec.group,
+                DisplayErrorContext(&e)
+            ))
+        }
+    }
+    if let Some(days) = spec.retention_days {
+        client
+            .put_retention_policy()
+            .log_group_name(&spec.group)
+            .retention_in_days(i32::try_from(days).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "setting retention of log group '{}': {}",
+                    spec.group,
+                    DisplayErrorContext(&e)
+                )
+            })?;
+    }
+    match client
+        .create_log_stream()
+        .log_group_name(&spec.group)
+        .log_stream_name(&spec.stream)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if exists(e.code()) => Ok(()),
+        Err(e) => Err(format!(
+            "creating log stream '{}' in '{}': {}",
+            spec.stream,
+            spec.group,
+            DisplayErrorContext(&e)
+        )),
+    }
+}
+
+/// Sends one batch until CloudWatch takes it (or rejects it as invalid). Never gives up on
+/// throttling, 5xx, timeouts or connection errors: the caller bounds it with a deadline.
+async fn put(client: &Client, spec: &SourceSpec, work: &Work, stats: &LogStats, ready: &mut bool) {
+    let mut backoff = Backoff::default();
+    loop {
+        if !*ready {
+            match ensure(client, spec).await {
+                Ok(()) => *ready = true,
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(group = %spec.group, stream = %spec.stream, error = %e, retry_in_ms = delay.as_millis(), "log destination not ready");
+                    stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+            }
+        }
+        let n = work.batch.len();
+        let res = client
+            .put_log_events()
+            .log_group_name(&spec.group)
+            .log_stream_name(&spec.stream)
+            .set_log_events(Some(work.batch.to_input()))
+            .send()
+            .await;
+        match res {
+            Ok(out) => {
+                if let Some(info) = out.rejected_log_events_info() {
+                    let rejected = rejected_count(info, n);
+                    stats
+                        .rejected_events
+                        .fetch_add(rejected as u64, Ordering::Relaxed);
+                    tracing::warn!(group = %spec.group, stream = %spec.stream, rejected, info = ?info, "CloudWatch rejected log events");
+                }
+                return;
+            }
+            Err(e) => match e.code() {
+                Some("ResourceNotFoundException") => {
+                    tracing::warn!(group = %spec.group, stream = %spec.stream, "log group or stream gone, creating it again");
+                    *ready = false;
+                }
+                Some("DataAlreadyAcceptedException") => return,
+                Some("InvalidParameterException") => {
+                    // Cannot happen with batches built within the limits; never loop on it.
+                    stats.rejected_events.fetch_add(n as u64, Ordering::Relaxed);
+                    tracing::error!(group = %spec.group, stream = %spec.stream, events = n, error = %DisplayErrorContext(&e), "CloudWatch refused a batch as invalid, dropped it");
+                    return;
+                }
+                _ => {
+                    // Throttling, 5xx, timeouts, connection resets, expired credentials: wait.
+                    let delay = backoff.next_delay();
+                    stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(group = %spec.group, stream = %spec.stream, error = %DisplayErrorContext(&e), retry_in_ms = delay.as_millis(), "PutLogEvents failed, retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            },
+        }
+    }
+}
+
+/// Sends the tailer's batches in order until the tailer hangs up.
+pub async fn run(
+    client: Client,
+    spec: Arc<SourceSpec>,
+    mut rx: mpsc::Receiver<Work>,
+    mut checkpoints: Checkpoints,
+    stats: Arc<LogStats>,
+    acked_gen: watch::Sender<u64>,
+) {
+    let mut ready = false;
+    let mut last_save = Instant::now();
+    loop {
+        let work = match tokio::time::timeout(CHECKPOINT_EVERY, rx.recv()).await {
+            Ok(Some(work)) => work,
+            Ok(None) => break,
+            Err(_idle) => {
+                if checkpoints.is_dirty() {
+                    if let Err(e) = checkpoints.save() {
+                        tracing::error!(error = %e, "writing log checkpoint");
+                    }
+                    last_save = Instant::now();
+                }
+                continue;
+            }
+        };
+        if !work.batch.is_empty() {
+            put(&client, &spec, &work, &stats, &mut ready).await;
+            stats.requests.fetch_add(1, Ordering::Relaxed);
+            stats
+                .events_shipped
+                .fetch_add(work.batch.len() as u64, Ordering::Relaxed);
+            stats
+                .bytes_shipped
+                .fetch_add(work.batch.bytes() as u64, Ordering::Relaxed);
+            if let Some(t) = work.batch.first_read {
+                stats.lag_ms.store(
+                    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+            }
+        }
+        for id in &work.truncated {
+            checkpoints.set(*id, 0);
+        }
+        for (id, offset) in &work.batch.offsets {
+            checkpoints.advance(*id, *offset);
+        }
+        let finished = !work.batch.finished.is_empty();
+        if spec.spool {
+            for (_, path) in &work.batch.finished {
+                if let Err(e) = std::fs::remove_file(path) {
+                    tracing::warn!(path = %path.display(), error = %e, "removing shipped spool segment");
+                }
+            }
+        }
+        for (id, _) in &work.batch.finished {
+            checkpoints.forget(*id);
+        }
+        let urgent = finished || work.flush_gen > 0;
+        if checkpoints.is_dirty() && (urgent || last_save.elapsed() >= CHECKPOINT_EVERY) {
+            if let Err(e) = checkpoints.save() {
+                tracing::error!(error = %e, "writing log checkpoint");
+            }
+            last_save = Instant::now();
+        }
+        if work.flush_gen > 0 {
+            acked_gen.send_if_modified(|g| {
+                let newer = work.flush_gen > *g;
+                *g = (*g).max(work.flush_gen);
+                newer
+            });
+        }
+    }
+    if checkpoints.is_dirty() {
+        if let Err(e) = checkpoints.save() {
+            tracing::error!(error = %e, "writing log checkpoint");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_rejected_count() {
+        let info = RejectedLogEventsInfo::builder()
+            .too_old_log_event_end_index(2)
+            .too_new_log_event_start_index(8)
+            .build();
+        assert_eq!(rejected_count(&info, 10), 3 + 2);
+        let info = RejectedLogEventsInfo::builder()
+            .expired_log_event_end_index(9)
+            .build();
+        assert_eq!(rejected_count(&info, 10), 10);
+        assert_eq!(
+            rejected_count(&RejectedLogEventsInfo::builder().build(), 10),
+            0
+        );
+    }
+
+    #[test]
+    fn test_backoff_grows_and_caps() {
+        let mut b = Backoff::default();
+        let first = b.next_delay();
+        assert!(first <= BACKOFF_BASE);
+        for _ in 0..40 {
+            assert!(b.next_delay() <= BACKOFF_MAX);
+        }
+    }
+}

@@ -1,0 +1,572 @@
+//! Reading one source's files into batches, on a thread of its own.
+//!
+//! Files are known by (device, inode), never by name, so a file renamed by rotation is the same
+//! file and one re-created under the old name is a new one. Each discovery round globs the
+//! source's pattern; a file no longer matched (renamed away, deleted) is read to its end through
+//! the descriptor still open, then closed. A file whose size drops below the read position was
+//! truncated in place (copytruncate) and is read again from 0. Files of one source go to one
+//! stream in discovery order: the oldest first, each to its end before the next, so a rotated
+//! file's last lines come before the new file's first ones.
+//!
+//! Reading is 256 KiB at a time, lines are found with `memchr` and copied once, straight into the
+//! batch's single buffer; a full batch goes to the sender over a channel of capacity 1, which is
+//! the back-pressure: while CloudWatch is slow or away, files simply wait on disk.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+
+use super::batch::{split_message, Batch, Clock, FileId, Stamp, MAX_MESSAGE_BYTES, SPLIT_MARKER};
+use super::{LogStats, SourceSpec};
+
+/// Bytes read from a file at a time.
+pub const READ_CHUNK_BYTES: usize = 256 * 1024;
+/// A line without a newline is cut into an event once it is this long (bounded memory).
+pub const MAX_LINE_BYTES: usize = 4 * MAX_MESSAGE_BYTES;
+/// How long a multiline event waits for a continuation line before it is sent.
+pub const MULTILINE_FLUSH: Duration = Duration::from_secs(1);
+/// Per round, bytes read from one file before the others get a turn.
+const ROUND_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A batch on its way to the sender, with what it acknowledges.
+#[derive(Debug)]
+pub struct Work {
+    /// The events and the offsets they reach.
+    pub batch: Batch,
+    /// Files truncated in place: their checkpoint goes back to 0 before `batch.offsets` apply.
+    pub truncated: Vec<FileId>,
+    /// The flush generation this batch completes (see [`super::ShipperHandle::flush`]).
+    pub flush_gen: u64,
+}
+
+/// Controls shared between the handle and a tailer thread.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// Send what is there and stop.
+    pub stop: AtomicBool,
+    /// Highest flush generation requested.
+    pub flush_gen: AtomicU64,
+}
+
+struct Pending {
+    claimed_ms: i64,
+    text: String,
+    end: u64,
+    since: Instant,
+}
+
+struct Tracked {
+    id: FileId,
+    path: PathBuf,
+    file: File,
+    /// Bytes of the file consumed (up to the end of `carry`'s start).
+    offset: u64,
+    /// The start of a line whose newline has not been read yet.
+    carry: Vec<u8>,
+    pending: Option<Pending>,
+    /// No longer matched by the pattern (renamed away or deleted).
+    gone: bool,
+}
+
+/// Builds batches from lines: timestamps, multiline joining, splitting, back-pressure.
+struct Emitter {
+    spec: Arc<SourceSpec>,
+    clock: Clock,
+    batch: Batch,
+    truncated: Vec<FileId>,
+    tx: mpsc::Sender<Work>,
+    stats: Arc<LogStats>,
+    now_ms: i64,
+    read_at: Instant,
+    closed: bool,
+}
+
+fn epoch_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Emitter {
+    fn send(&mut self, flush_gen: u64) {
+        let batch = std::mem::replace(&mut self.batch, Batch::with_capacity(64 * 1024));
+        let work = Work {
+            batch,
+            truncated: std::mem::take(&mut self.truncated),
+            flush_gen,
+        };
+        if self.tx.blocking_send(work).is_err() {
+            self.closed = true;
+        }
+    }
+
+    /// The claimed time of a line: parsed with the source's format, else the read time.
+    fn claimed(&self, line: &str) -> i64 {
+        if let Some(fmt) = &self.spec.timestamp_format {
+            if let Ok((dt, _)) = chrono::DateTime::parse_and_remainder(line, fmt) {
+                return dt.timestamp_millis();
+            }
+            if let Ok((dt, _)) = chrono::NaiveDateTime::parse_and_remainder(line, fmt) {
+                return dt.and_utc().timestamp_millis();
+            }
+        }
+        self.now_ms
+    }
+
+    fn emit(&mut self, claimed_ms: i64, text: &str, id: FileId, end: u64) {
+        let pieces = split_message(text);
+        if pieces.len() > 1 {
+            self.stats.split_events.fetch_add(1, Ordering::Relaxed);
+        }
+        let last = pieces.len() - 1;
+        for (i, piece) in pieces.into_iter().enumerate() {
+            if piece.is_empty() {
+                // CloudWatch rejects empty messages; the offset still moves past the line.
+                continue;
+            }
+            let (ts, how) = self.clock.stamp(claimed_ms, self.now_ms);
+            if how == Stamp::Retimed {
+                self.stats.retimed_events.fetch_add(1, Ordering::Relaxed);
+            }
+            let marked;
+            let msg = if i < last {
+                marked = format!("{piece}{SPLIT_MARKER}");
+                marked.as_str()
+            } else {
+                piece
+            };
+            if self.batch.is_empty() {
+                self.batch.first_read = Some(self.read_at);
+            }
+            if self.batch.push(ts, msg).is_err() {
+                self.send(0);
+                self.batch.first_read = Some(self.read_at);
+                self.batch
+                    .push(ts, msg)
+                    .expect("an empty batch takes any valid event");
+            }
+        }
+        self.batch.reach(id, end);
+    }
+
+    /// One complete line of file `t` ending at file offset `end`.
+    fn line(&mut self, t: &mut Tracked, raw: &[u8], end: u64) {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let text = String::from_utf8_lossy(raw);
+        let Some(start) = self.spec.multiline_start.as_ref() else {
+            let claimed = self.claimed(&text);
+            self.emit(claimed, &text, t.id, end);
+            return;
+        };
+        if start.is_match(&text) || t.pending.is_none() {
+            if let Some(p) = t.pending.take() {
+                self.emit(p.claimed_ms, &p.text, t.id, p.end);
+            }
+            t.pending = Some(Pending {
+                claimed_ms: self.claimed(&text),
+                text: text.into_owned(),
+                end,
+                since: Instant::now(),
+            });
+        } else if let Some(p) = t.pending.as_mut() {
+            if p.text.len() < MAX_LINE_BYTES {
+                p.text.push('\n');
+                p.text.push_str(&text);
+            }
+            p.end = end;
+        }
+    }
+
+    fn flush_pending(&mut self, t: &mut Tracked, older_than: Option<Duration>) {
+        let due = match (&t.pending, older_than) {
+            (Some(p), Some(age)) => p.since.elapsed() >= age,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if due {
+            let p = t.pending.take().expect("checked");
+            self.emit(p.claimed_ms, &p.text, t.id, p.end);
+        }
+    }
+}
+
+/// One source's reader. Runs on its own thread until told to stop.
+pub struct Tailer {
+    files: Vec<Tracked>,
+    /// Acknowledged offsets at start (checkpoint), by file.
+    start_offsets: HashMap<FileId, u64>,
+    /// Files read to the end and handed over; ignored if the pattern still matches them.
+    done: HashSet<FileId>,
+    emitter: Emitter,
+    control: Arc<Control>,
+    buf: Vec<u8>,
+    poll: Duration,
+}
+
+impl std::fmt::Debug for Tailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tailer")
+            .field("source", &self.emitter.spec.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tailer {
+    /// A tailer for `spec`, resuming from `start_offsets`, sending to `tx`.
+    #[must_use]
+    pub fn new(
+        spec: Arc<SourceSpec>,
+        start_offsets: HashMap<FileId, u64>,
+        tx: mpsc::Sender<Work>,
+        stats: Arc<LogStats>,
+        control: Arc<Control>,
+    ) -> Self {
+        let poll = spec.poll;
+        Self {
+            files: Vec::new(),
+            start_offsets,
+            done: HashSet::new(),
+            emitter: Emitter {
+                clock: Clock::new(spec.retention_days),
+                spec,
+                batch: Batch::with_capacity(64 * 1024),
+                truncated: Vec::new(),
+                tx,
+                stats,
+                now_ms: epoch_ms(SystemTime::now()),
+                read_at: Instant::now(),
+                closed: false,
+            },
+            control,
+            buf: vec![0; READ_CHUNK_BYTES],
+            poll,
+        }
+    }
+
+    /// Globs the pattern: opens new files, marks vanished ones.
+    fn discover(&mut self) {
+        let spec = &self.emitter.spec;
+        let Ok(paths) = glob::glob(&spec.pattern) else {
+            return;
+        };
+        let mut seen = HashSet::new();
+        let mut new = Vec::new();
+        for path in paths.flatten() {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let id = FileId {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            };
+            seen.insert(id);
+            if let Some(t) = self.files.iter_mut().find(|t| t.id == id) {
+                t.path = path;
+            } else if !self.done.contains(&id) {
+                new.push((meta.modified().ok(), path));
+            }
+        }
+        for t in &mut self.files {
+            t.gone = !seen.contains(&t.id);
+        }
+        self.done.retain(|id| seen.contains(id));
+        // Spool segments are named in write order; other files go oldest first.
+        if spec.spool {
+            new.sort_by(|a, b| a.1.cmp(&b.1));
+        } else {
+            new.sort();
+        }
+        for (_, path) in new {
+            let Ok(mut file) = File::open(&path) else {
+                continue;
+            };
+            let Ok(meta) = file.metadata() else { continue };
+            let id = FileId {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            };
+            if self.files.iter().any(|t| t.id == id) || self.done.contains(&id) {
+                continue;
+            }
+            let mut offset = self.start_offsets.remove(&id).unwrap_or(0);
+            if offset > meta.len() {
+                // Truncated while the agent was away.
+                offset = 0;
+                self.emitter.truncated.push(id);
+            }
+            if file.seek(SeekFrom::Start(offset)).is_err() {
+                continue;
+            }
+            tracing::debug!(source = %spec.name, path = %path.display(), offset, "tailing");
+            self.files.push(Tracked {
+                id,
+                path,
+                file,
+                offset,
+                carry: Vec::new(),
+                pending: None,
+                gone: false,
+            });
+        }
+    }
+
+    /// Reads file `i` up to its end or [`ROUND_BYTES`]; returns the bytes read.
+    fn read_file(&mut self, i: usize) -> u64 {
+        let mut total = 0u64;
+        let t = &mut self.files[i];
+        let em = &mut self.emitter;
+        while total < ROUND_BYTES && !em.closed {
+            let n = match t.file.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(path = %t.path.display(), error = %e, "reading log file");
+                    break;
+                }
+            };
+            total += n as u64;
+            em.now_ms = epoch_ms(SystemTime::now());
+            em.read_at = Instant::now();
+            let chunk = &self.buf[..n];
+            // Position in the file of chunk[0].
+            let base = t.offset + t.carry.len() as u64;
+            let mut start = 0usize;
+            for nl in memchr::memchr_iter(b'\n', chunk) {
+                let end = base + nl as u64 + 1;
+                if t.carry.is_empty() {
+                    em.line(t, &chunk[start..nl], end);
+                } else {
+                    let mut line = std::mem::take(&mut t.carry);
+                    line.extend_from_slice(&chunk[start..nl]);
+                    em.line(t, &line, end);
+                    line.clear();
+                    t.carry = line;
+                }
+                start = nl + 1;
+            }
+            if start > 0 {
+                // The carry (if any) went into the first line.
+                t.offset = base + start as u64;
+            }
+            t.carry.extend_from_slice(&chunk[start..]);
+            if t.carry.len() >= MAX_LINE_BYTES {
+                // A "line" this long without a newline: ship it as it is (split).
+                let line = std::mem::take(&mut t.carry);
+                let end = t.offset + line.len() as u64;
+                em.line(t, &line, end);
+                t.offset = end;
+            }
+        }
+        total
+    }
+
+    /// Truncated in place (copytruncate): start again at 0.
+    fn check_truncated(&mut self, i: usize) {
+        let t = &mut self.files[i];
+        let size = t.file.metadata().map_or(u64::MAX, |m| m.len());
+        let read_to = t.offset + t.carry.len() as u64;
+        if size < read_to && t.file.seek(SeekFrom::Start(0)).is_ok() {
+            tracing::info!(path = %t.path.display(), size, read_to, "log file truncated, reading from its start");
+            self.emitter.flush_pending(t, None);
+            t.offset = 0;
+            t.carry.clear();
+            self.emitter.truncated.push(t.id);
+        }
+    }
+
+    /// Whether file `i` (at its end) will never grow again.
+    fn finished(&self, i: usize) -> bool {
+        let t = &self.files[i];
+        if self.emitter.spec.spool {
+            // The writer never touches a segment again once a newer one exists.
+            return self.files[i + 1..].iter().any(|o| o.path > t.path) || t.gone;
+        }
+        t.gone || t.file.metadata().map_or(true, |m| m.nlink() == 0)
+    }
+
+    fn close(&mut self, i: usize) {
+        let mut t = self.files.remove(i);
+        self.emitter.flush_pending(&mut t, None);
+        if !t.carry.is_empty() {
+            // A last line without a newline in a file that will not grow: ship it.
+            let line = std::mem::take(&mut t.carry);
+            let end = t.offset + line.len() as u64;
+            self.emitter.line(&mut t, &line, end);
+            self.emitter.flush_pending(&mut t, None);
+            t.offset = end;
+        }
+        self.emitter.batch.reach(t.id, t.offset);
+        self.emitter.batch.finished.push((t.id, t.path.clone()));
+        self.done.insert(t.id);
+        tracing::debug!(path = %t.path.display(), "finished log file");
+    }
+
+    /// Runs until [`Control::stop`]; sends everything read before returning.
+    pub fn run(mut self) {
+        let discover_every = self.poll.max(Duration::from_millis(100));
+        let mut last_discover: Option<Instant> = None;
+        let mut sent_gen = 0u64;
+        loop {
+            let stopping = self.control.stop.load(Ordering::Acquire);
+            if last_discover.is_none_or(|t| t.elapsed() >= discover_every) {
+                self.discover();
+                last_discover = Some(Instant::now());
+            }
+            let mut progressed = 0u64;
+            let mut i = 0;
+            while i < self.files.len() {
+                let n = self.read_file(i);
+                progressed += n;
+                if n == 0 {
+                    self.check_truncated(i);
+                    if self.finished(i) && self.read_file(i) == 0 {
+                        self.close(i);
+                        continue;
+                    }
+                }
+                i += 1;
+            }
+            if self.emitter.closed {
+                return;
+            }
+            let want_gen = self.control.flush_gen.load(Ordering::Acquire);
+            let flushing = want_gen > sent_gen || stopping;
+            let age = if flushing {
+                None
+            } else {
+                Some(MULTILINE_FLUSH)
+            };
+            for t in &mut self.files {
+                self.emitter.flush_pending(t, age);
+            }
+            if progressed == 0 || flushing {
+                if !self.emitter.batch.is_void()
+                    || !self.emitter.truncated.is_empty()
+                    || want_gen > sent_gen
+                {
+                    self.emitter.send(want_gen);
+                    sent_gen = want_gen;
+                }
+                if stopping {
+                    return;
+                }
+                if progressed == 0 {
+                    std::thread::sleep(self.poll.min(Duration::from_millis(100)));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(pattern: String, multiline: Option<&str>) -> Arc<SourceSpec> {
+        Arc::new(SourceSpec {
+            name: "t".into(),
+            pattern,
+            spool: false,
+            group: "g".into(),
+            stream: "s".into(),
+            retention_days: Some(7),
+            multiline_start: multiline.map(|r| regex::Regex::new(r).unwrap()),
+            timestamp_format: None,
+            poll: Duration::from_millis(20),
+        })
+    }
+
+    /// Receives batches until `want` messages arrived (or 10 s), acknowledging nothing.
+    async fn collect(rx: &mut mpsc::Receiver<Work>, got: &mut Vec<String>, want: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.len() < want && Instant::now() < deadline {
+            if let Ok(Some(w)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+                got.extend(w.batch.iter().map(|(_, m)| m.to_owned()));
+            }
+        }
+    }
+
+    fn append(path: &std::path::Path, text: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn test_multiline_rename_rotation_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        append(&log, "1 a\n  at x\n  at y\n2 b\r\n");
+        let (tx, mut rx) = mpsc::channel(1);
+        let control = Arc::new(Control::default());
+        let pattern = format!("{}/app*.log", dir.path().display());
+        let tailer = Tailer::new(
+            spec(pattern, Some(r"^\d")),
+            HashMap::new(),
+            tx,
+            Arc::new(LogStats::default()),
+            control.clone(),
+        );
+        let thread = std::thread::spawn(move || tailer.run());
+        let mut got = Vec::new();
+        // "2 b" waits for a continuation until MULTILINE_FLUSH.
+        collect(&mut rx, &mut got, 2).await;
+        assert_eq!(got, vec!["1 a\n  at x\n  at y", "2 b"]);
+        // Rename rotation: the old file's last line comes before the new file's first.
+        append(&log, "3 c\n");
+        std::fs::rename(&log, dir.path().join("app-1.log")).unwrap();
+        append(&log, "4 d\n");
+        collect(&mut rx, &mut got, 4).await;
+        assert_eq!(got[2..], ["3 c", "4 d"]);
+        // copytruncate: the file shrinks, it is read from the start again.
+        std::fs::write(&log, "5\n").unwrap();
+        collect(&mut rx, &mut got, 5).await;
+        assert_eq!(got[4..], ["5"]);
+        control.stop.store(true, Ordering::Release);
+        while rx.recv().await.is_some() {}
+        thread.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn test_resumes_from_checkpoint_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        append(&log, "old\nnew\n");
+        let meta = std::fs::metadata(&log).unwrap();
+        let id = FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        let (tx, mut rx) = mpsc::channel(1);
+        let control = Arc::new(Control::default());
+        let start = HashMap::from([(id, 4)]);
+        let tailer = Tailer::new(
+            spec(log.display().to_string(), None),
+            start,
+            tx,
+            Arc::new(LogStats::default()),
+            control.clone(),
+        );
+        let thread = std::thread::spawn(move || tailer.run());
+        let mut got = Vec::new();
+        collect(&mut rx, &mut got, 1).await;
+        assert_eq!(got, vec!["new"]);
+        control.stop.store(true, Ordering::Release);
+        while rx.recv().await.is_some() {}
+        thread.join().unwrap();
+    }
+}

@@ -1,0 +1,486 @@
+//! Instance metrics to CloudWatch: CPU peaks (R10), memory, disk, app restarts, log shipping.
+//!
+//! CPU is sampled from `/proc/stat` every second. Each publish interval (default 60 s) sends one
+//! `CPUUtilization` datum per dimension set as a *statistic set* (min, max, sum, sample count of
+//! the one-second samples) with `StorageResolution = 1`, so a one-second peak shows as the
+//! interval's Maximum and a high-resolution alarm can fire on it. Everything goes in one
+//! `PutMetricData` call per interval to the namespace [`DEFAULT_NAMESPACE`].
+//!
+//! Metric names (what alarms in cloudformation/ use), all with dimensions
+//! `InstanceId` + `AutoScalingGroupName`:
+//! - `CPUUtilization` (Percent, high resolution, statistic set); also published with
+//!   `AutoScalingGroupName` alone, so one alarm covers the whole fleet (Maximum over instances);
+//! - `MemoryUtilization`, `DiskUtilization` (Percent);
+//! - `AppRestarts`, `RejectedLogEvents`, `DroppedLogEvents` (Count, per interval);
+//! - `LogShippingLag` (Milliseconds: read → acknowledged, last batch).
+//!
+//! When the instance has no ASG name, `AutoScalingGroupName` is left out.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_cloudwatch::error::DisplayErrorContext;
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit, StatisticSet};
+
+use crate::logs::LogStats;
+
+/// Namespace of every metric.
+pub const DEFAULT_NAMESPACE: &str = "Bake/Agent";
+/// Name of the CPU metric.
+pub const CPU_METRIC: &str = "CPUUtilization";
+/// Default time between two PutMetricData calls.
+pub const DEFAULT_PUBLISH_INTERVAL: Duration = Duration::from_secs(60);
+/// CPU sampling period.
+pub const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
+/// Unsent data kept for the next attempt when CloudWatch is away (datums).
+const MAX_BACKLOG: usize = 500;
+
+/// `[metrics]` in agent.toml.
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Publish at all. Default true.
+    pub enabled: Option<bool>,
+    /// Namespace. Default `Bake/Agent`.
+    pub namespace: Option<String>,
+    /// Time between two PutMetricData calls (humantime, 1s..=5m). Default `"60s"`.
+    pub publish_interval: Option<String>,
+    /// File system whose usage is `DiskUtilization`. Default `/`.
+    pub disk_path: Option<PathBuf>,
+}
+
+/// A bad `[metrics]` value, named by key.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct MetricsError {
+    /// Key path, e.g. `metrics.publish_interval`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+struct Settings {
+    namespace: String,
+    interval: Duration,
+    disk_path: PathBuf,
+}
+
+impl MetricsConfig {
+    /// Checks every value.
+    ///
+    /// # Errors
+    /// [`MetricsError`] naming the key.
+    pub fn validate(&self) -> Result<(), MetricsError> {
+        self.settings().map(|_| ())
+    }
+
+    /// Whether metrics are published.
+    #[must_use]
+    pub fn enabled(&self) -> bool {
+        self.enabled.unwrap_or(true)
+    }
+
+    fn settings(&self) -> Result<Settings, MetricsError> {
+        let bad = |key: &str, message: String| MetricsError {
+            key: key.into(),
+            message,
+        };
+        let interval = match &self.publish_interval {
+            None => DEFAULT_PUBLISH_INTERVAL,
+            Some(s) => humantime::parse_duration(s).map_err(|e| {
+                bad(
+                    "metrics.publish_interval",
+                    format!("{s:?} is not a duration: {e}"),
+                )
+            })?,
+        };
+        if interval < Duration::from_secs(1) || interval > Duration::from_secs(300) {
+            return Err(bad(
+                "metrics.publish_interval",
+                "must be between 1s and 5m".into(),
+            ));
+        }
+        let namespace = self
+            .namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+        if namespace.is_empty() || namespace.len() > 255 || namespace.starts_with("AWS/") {
+            return Err(bad(
+                "metrics.namespace",
+                format!("{namespace:?} is not a namespace of our own"),
+            ));
+        }
+        let disk_path = self.disk_path.clone().unwrap_or_else(|| PathBuf::from("/"));
+        Ok(Settings {
+            namespace,
+            interval,
+            disk_path,
+        })
+    }
+}
+
+/// Cumulative CPU times from the first line of `/proc/stat`, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CpuTimes {
+    /// All time.
+    pub total: u64,
+    /// Idle and iowait time.
+    pub idle: u64,
+}
+
+/// Parses the aggregate `cpu` line of `/proc/stat`.
+#[must_use]
+pub fn parse_proc_stat(text: &str) -> Option<CpuTimes> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map_while(|f| f.parse().ok())
+        .collect();
+    if v.len() < 4 {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal [guest guest_nice: already in user/nice]
+    let total = v.iter().take(8).sum();
+    let idle = v[3] + v.get(4).copied().unwrap_or(0);
+    Some(CpuTimes { total, idle })
+}
+
+/// Busy percentage between two samples.
+#[must_use]
+#[allow(clippy::cast_precision_loss)] // tick counts are far below 2^52
+pub fn cpu_percent(before: CpuTimes, after: CpuTimes) -> Option<f64> {
+    let total = after.total.checked_sub(before.total)?;
+    let idle = after.idle.checked_sub(before.idle)?;
+    if total == 0 {
+        return None;
+    }
+    Some((total.saturating_sub(idle)) as f64 * 100.0 / total as f64)
+}
+
+/// Used memory percentage from `/proc/meminfo` (MemTotal − MemAvailable).
+#[must_use]
+#[allow(clippy::cast_precision_loss)]
+pub fn memory_percent(meminfo: &str) -> Option<f64> {
+    let field = |name: &str| {
+        meminfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let total = field("MemTotal:")?;
+    let avail = field("MemAvailable:")?;
+    (total > 0).then(|| (total.saturating_sub(avail)) as f64 * 100.0 / total as f64)
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn disk_percent(path: &std::path::Path) -> Option<f64> {
+    let s = nix::sys::statvfs::statvfs(path).ok()?;
+    let blocks = u64::from(s.blocks());
+    let free = u64::from(s.blocks_free());
+    let avail = u64::from(s.blocks_available());
+    let used = blocks.saturating_sub(free);
+    // As df computes it: used / (used + available to unprivileged users).
+    (used + avail > 0).then(|| used as f64 * 100.0 / (used + avail) as f64)
+}
+
+/// Min/max/sum/count of one interval's samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stats {
+    /// Smallest sample.
+    pub min: f64,
+    /// Largest sample.
+    pub max: f64,
+    /// Sum of samples.
+    pub sum: f64,
+    /// Number of samples.
+    pub count: u32,
+}
+
+impl Stats {
+    fn add(acc: Option<Self>, v: f64) -> Self {
+        match acc {
+            None => Self {
+                min: v,
+                max: v,
+                sum: v,
+                count: 1,
+            },
+            Some(s) => Self {
+                min: s.min.min(v),
+                max: s.max.max(v),
+                sum: s.sum + v,
+                count: s.count + 1,
+            },
+        }
+    }
+}
+
+/// Running publisher.
+#[derive(Debug)]
+pub struct MetricsHandle {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl MetricsHandle {
+    /// Publishes what was sampled and stops.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}
+
+struct Publisher {
+    client: aws_sdk_cloudwatch::Client,
+    settings: Settings,
+    dims: Vec<Dimension>,
+    fleet_dims: Option<Vec<Dimension>>,
+    restarts: Arc<AtomicU64>,
+    log_stats: Option<Arc<LogStats>>,
+    last_restarts: u64,
+    last_rejected: u64,
+    last_dropped: u64,
+    backlog: Vec<MetricDatum>,
+}
+
+fn dim(name: &str, value: &str) -> Dimension {
+    Dimension::builder().name(name).value(value).build()
+}
+
+impl Publisher {
+    fn datum(&self, name: &str, unit: StandardUnit, value: f64, at: DateTime) -> MetricDatum {
+        MetricDatum::builder()
+            .metric_name(name)
+            .set_dimensions(Some(self.dims.clone()))
+            .unit(unit)
+            .value(value)
+            .timestamp(at)
+            .build()
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    async fn publish(&mut self, cpu: Option<Stats>) {
+        let at = DateTime::from(SystemTime::now());
+        let mut data = Vec::new();
+        if let Some(s) = cpu {
+            let set = StatisticSet::builder()
+                .minimum(s.min)
+                .maximum(s.max)
+                .sum(s.sum)
+                .sample_count(f64::from(s.count))
+                .build();
+            for dims in std::iter::once(&self.dims).chain(self.fleet_dims.as_ref()) {
+                data.push(
+                    MetricDatum::builder()
+                        .metric_name(CPU_METRIC)
+                        .set_dimensions(Some(dims.clone()))
+                        .unit(StandardUnit::Percent)
+                        .statistic_values(set.clone())
+                        .storage_resolution(1)
+                        .timestamp(at)
+                        .build(),
+                );
+            }
+        }
+        if let Some(m) = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .as_deref()
+            .and_then(memory_percent)
+        {
+            data.push(self.datum("MemoryUtilization", StandardUnit::Percent, m, at));
+        }
+        if let Some(d) = disk_percent(&self.settings.disk_path) {
+            data.push(self.datum("DiskUtilization", StandardUnit::Percent, d, at));
+        }
+        let restarts = self.restarts.load(Ordering::Relaxed);
+        data.push(self.datum(
+            "AppRestarts",
+            StandardUnit::Count,
+            (restarts - self.last_restarts.min(restarts)) as f64,
+            at,
+        ));
+        self.last_restarts = restarts;
+        if let Some(ls) = &self.log_stats {
+            let rejected = ls.rejected_events.load(Ordering::Relaxed);
+            let dropped = ls.dropped_events.load(Ordering::Relaxed);
+            let lag = ls.lag_ms.load(Ordering::Relaxed) as f64;
+            let r = (rejected - self.last_rejected.min(rejected)) as f64;
+            let d = (dropped - self.last_dropped.min(dropped)) as f64;
+            data.push(self.datum("RejectedLogEvents", StandardUnit::Count, r, at));
+            data.push(self.datum("DroppedLogEvents", StandardUnit::Count, d, at));
+            data.push(self.datum("LogShippingLag", StandardUnit::Milliseconds, lag, at));
+            self.last_rejected = rejected;
+            self.last_dropped = dropped;
+        }
+        self.backlog.extend(data);
+        // PutMetricData takes up to 1000 datums per call; the backlog is bounded well below.
+        let excess = self.backlog.len().saturating_sub(MAX_BACKLOG);
+        self.backlog.drain(..excess);
+        let res = self
+            .client
+            .put_metric_data()
+            .namespace(&self.settings.namespace)
+            .set_metric_data(Some(self.backlog.clone()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => self.backlog.clear(),
+            Err(e) => {
+                tracing::warn!(namespace = %self.settings.namespace, kept = self.backlog.len(), error = %DisplayErrorContext(&e), "PutMetricData failed, keeping the data for the next interval")
+            }
+        }
+    }
+}
+
+/// Starts sampling and publishing; call within a Tokio runtime. `restarts` is the supervisor's
+/// restart counter (cumulative); `log_stats` comes from [`crate::logs::ShipperHandle::stats`].
+///
+/// # Errors
+/// A bad `[metrics]` value.
+pub fn start(
+    client: aws_sdk_cloudwatch::Client,
+    cfg: &MetricsConfig,
+    instance_id: &str,
+    asg_name: Option<&str>,
+    restarts: Arc<AtomicU64>,
+    log_stats: Option<Arc<LogStats>>,
+) -> Result<MetricsHandle, MetricsError> {
+    let settings = cfg.settings()?;
+    if !cfg.enabled() {
+        return Ok(MetricsHandle {
+            stop: None,
+            task: None,
+        });
+    }
+    let mut dims = vec![dim("InstanceId", instance_id)];
+    let fleet_dims = asg_name.map(|a| vec![dim("AutoScalingGroupName", a)]);
+    if let Some(a) = asg_name {
+        dims.push(dim("AutoScalingGroupName", a));
+    }
+    let last_restarts = restarts.load(Ordering::Relaxed);
+    let mut publisher = Publisher {
+        client,
+        settings,
+        dims,
+        fleet_dims,
+        restarts,
+        log_stats,
+        last_restarts,
+        last_rejected: 0,
+        last_dropped: 0,
+        backlog: Vec::new(),
+    };
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let read = || {
+            std::fs::read_to_string("/proc/stat")
+                .ok()
+                .as_deref()
+                .and_then(parse_proc_stat)
+        };
+        let mut prev = read();
+        let mut cpu: Option<Stats> = None;
+        let mut sample = tokio::time::interval(SAMPLE_PERIOD);
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut publish = tokio::time::interval(publisher.settings.interval);
+        publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        publish.tick().await; // the first tick is immediate
+        loop {
+            tokio::select! {
+                _ = sample.tick() => {
+                    let now = read();
+                    if let (Some(a), Some(b)) = (prev, now) {
+                        if let Some(p) = cpu_percent(a, b) {
+                            cpu = Some(Stats::add(cpu, p));
+                        }
+                    }
+                    prev = now;
+                }
+                _ = publish.tick() => publisher.publish(cpu.take()).await,
+                _ = &mut stop_rx => {
+                    publisher.publish(cpu.take()).await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(MetricsHandle {
+        stop: Some(stop_tx),
+        task: Some(task),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_cpu_percent_from_proc_stat() {
+        let a = parse_proc_stat("cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 1 2 3 4\n").unwrap();
+        let b = parse_proc_stat("cpu  250 0 150 900 100 0 0 0 0 0\n").unwrap();
+        assert_eq!(
+            a,
+            CpuTimes {
+                total: 1000,
+                idle: 800
+            }
+        );
+        // +200 busy, +200 idle/iowait of +400.
+        assert_eq!(cpu_percent(a, b), Some(50.0));
+        assert_eq!(cpu_percent(b, a), None);
+        assert!(parse_proc_stat("intr 1 2").is_none());
+    }
+
+    #[test]
+    fn test_memory_percent() {
+        let m = "MemTotal:       1000 kB\nMemFree:  10 kB\nMemAvailable:    250 kB\n";
+        assert_eq!(memory_percent(m), Some(75.0));
+    }
+
+    #[test]
+    fn test_stats_keep_the_peak() {
+        let s = [3.0, 97.0, 5.0]
+            .into_iter()
+            .fold(None, |acc, v| Some(Stats::add(acc, v)))
+            .unwrap();
+        assert_eq!(
+            s,
+            Stats {
+                min: 3.0,
+                max: 97.0,
+                sum: 105.0,
+                count: 3
+            }
+        );
+    }
+
+    #[test]
+    fn test_config_names_keys() {
+        let c: MetricsConfig = toml::from_str("publish_interval = \"0s\"").unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("metrics.publish_interval:"));
+        assert!(toml::from_str::<MetricsConfig>("intervall = 1")
+            .unwrap_err()
+            .to_string()
+            .contains("intervall"));
+    }
+
+    #[test]
+    fn test_real_proc_is_readable() {
+        let text = std::fs::read_to_string("/proc/stat").unwrap();
+        assert!(parse_proc_stat(&text).is_some());
+        assert!(disk_percent(std::path::Path::new("/")).is_some());
+    }
+}
