@@ -418,7 +418,12 @@ impl Tailer {
         let mut sent_gen = 0u64;
         loop {
             let stopping = self.control.stop.load(Ordering::Acquire);
-            if last_discover.is_none_or(|t| t.elapsed() >= discover_every) {
+            // A flush covers files created before it was asked for: look for them first.
+            let flush_asked = self.control.flush_gen.load(Ordering::Acquire) > sent_gen;
+            if flush_asked
+                || stopping
+                || last_discover.is_none_or(|t| t.elapsed() >= discover_every)
+            {
                 self.discover();
                 last_discover = Some(Instant::now());
             }
