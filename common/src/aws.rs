@@ -100,14 +100,22 @@ mod tests {
             ..AwsSettings::default()
         };
         let conf = sdk_config(&s).await;
-        assert_eq!(conf.region().map(ToString::to_string).as_deref(), Some("eu-central-1"));
+        assert_eq!(
+            conf.region().map(ToString::to_string).as_deref(),
+            Some("eu-central-1")
+        );
         assert_eq!(conf.endpoint_url(), Some("http://127.0.0.1:1"));
-        assert_eq!(conf.retry_config().map(|r| r.max_attempts()), Some(DEFAULT_MAX_ATTEMPTS));
+        assert_eq!(
+            conf.retry_config().map(|r| r.max_attempts()),
+            Some(DEFAULT_MAX_ATTEMPTS)
+        );
     }
 
     #[test]
     fn test_settings_reject_unknown_keys() {
-        let e = toml::from_str::<AwsSettings>("regoin = \"x\"").unwrap_err().to_string();
+        let e = toml::from_str::<AwsSettings>("regoin = \"x\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("regoin"), "{e}");
     }
 }

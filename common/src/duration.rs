@@ -31,8 +31,11 @@ pub mod serde_humantime {
     /// Deserializes a humantime string.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim())
-            .map_err(|e| D::Error::custom(format!("\"{s}\" is not a duration ({e}); examples: \"500ms\", \"30s\", \"5m\", \"14d\"")))
+        humantime::parse_duration(s.trim()).map_err(|e| {
+            D::Error::custom(format!(
+                "\"{s}\" is not a duration ({e}); examples: \"500ms\", \"30s\", \"5m\", \"14d\""
+            ))
+        })
     }
 
     /// Serializes as a humantime string.
@@ -79,7 +82,12 @@ mod tests {
 
     #[test]
     fn test_parse_error_names_key_and_value() {
-        let e = parse("supervise.restart_backoff", "5x").unwrap_err().to_string();
-        assert!(e.starts_with("supervise.restart_backoff: \"5x\" is not a duration"), "{e}");
+        let e = parse("supervise.restart_backoff", "5x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("supervise.restart_backoff: \"5x\" is not a duration"),
+            "{e}"
+        );
     }
 }

@@ -8,7 +8,12 @@ use bake_e2e::Emulator;
 
 /// An image moto knows out of the box (its bundled AMI list).
 async fn any_image(aws: &bake_common::aws::Aws) -> String {
-    let images = aws.ec2.describe_images().send().await.expect("DescribeImages");
+    let images = aws
+        .ec2
+        .describe_images()
+        .send()
+        .await
+        .expect("DescribeImages");
     images
         .images()
         .iter()
@@ -118,7 +123,11 @@ async fn test_launch_template_and_auto_scaling_group() {
         .create_launch_template_version()
         .launch_template_id(&lt_id)
         .source_version("1")
-        .launch_template_data(RequestLaunchTemplateData::builder().image_id(&image).build())
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .image_id(&image)
+                .build(),
+        )
         .send()
         .await
         .unwrap();
@@ -179,8 +188,14 @@ async fn test_ssm_parameters_by_path_decrypted_and_paginated() {
         }
     }
     values.sort();
-    assert_eq!(values, (0..7).map(|i| format!("secret-{i}")).collect::<Vec<_>>());
-    assert!(pages >= 3, "7 parameters at 3 a page take 3 pages, got {pages}");
+    assert_eq!(
+        values,
+        (0..7).map(|i| format!("secret-{i}")).collect::<Vec<_>>()
+    );
+    assert!(
+        pages >= 3,
+        "7 parameters at 3 a page take 3 pages, got {pages}"
+    );
 
     // Create-only PutParameter: the fleet lease primitive.
     let second = aws
@@ -201,7 +216,12 @@ async fn test_ssm_parameters_by_path_decrypted_and_paginated() {
 async fn test_cloudwatch_logs_round_trip() {
     let emu = Emulator::start().unwrap();
     let aws = emu.aws().await;
-    aws.logs.create_log_group().log_group_name("/bake/e2e").send().await.unwrap();
+    aws.logs
+        .create_log_group()
+        .log_group_name("/bake/e2e")
+        .send()
+        .await
+        .unwrap();
     aws.logs
         .put_retention_policy()
         .log_group_name("/bake/e2e")
@@ -283,6 +303,11 @@ async fn test_cloudformation_stack_outputs() {
     let outputs = stacks.stacks()[0].outputs();
     assert_eq!(outputs[0].output_key(), Some("ParamName"));
     assert_eq!(outputs[0].output_value(), Some("/bake/e2e/cfn"));
-    let missing = aws.cfn.describe_stacks().stack_name("no-such-stack").send().await;
+    let missing = aws
+        .cfn
+        .describe_stacks()
+        .stack_name("no-such-stack")
+        .send()
+        .await;
     assert!(missing.is_err());
 }

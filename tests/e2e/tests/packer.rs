@@ -10,7 +10,10 @@ async fn test_packer_build_against_emulator() {
     let aws = emu.aws().await;
     let source = aws.ec2.describe_images().send().await.unwrap();
     let source_ami = source.images()[0].image_id().unwrap().to_owned();
-    let template = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/packer/minimal.pkr.hcl");
+    let template = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/packer/minimal.pkr.hcl"
+    );
     let work = tempfile::tempdir().unwrap();
 
     let out = Command::new("packer")
@@ -27,7 +30,11 @@ async fn test_packer_build_against_emulator() {
         .output()
         .expect("packer is installed (make setup installs Debian's)");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "packer failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "packer failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Machine-readable artifact line: TIMESTAMP,BUILD,artifact,0,id,REGION:AMI
     let ami = stdout
@@ -38,7 +45,10 @@ async fn test_packer_build_against_emulator() {
         })
         .next()
         .expect("an artifact id line");
-    let ami = ami.strip_prefix("us-east-1:").expect("region-prefixed id").to_owned();
+    let ami = ami
+        .strip_prefix("us-east-1:")
+        .expect("region-prefixed id")
+        .to_owned();
 
     let images = aws
         .ec2
@@ -53,7 +63,11 @@ async fn test_packer_build_against_emulator() {
         .send()
         .await
         .unwrap();
-    let found: Vec<&str> = images.images().iter().filter_map(|i| i.image_id()).collect();
+    let found: Vec<&str> = images
+        .images()
+        .iter()
+        .filter_map(|i| i.image_id())
+        .collect();
     assert_eq!(found, vec![ami.as_str()]);
     assert_eq!(images.images()[0].name(), Some("bake-e2e-minimal"));
 
@@ -61,7 +75,9 @@ async fn test_packer_build_against_emulator() {
     // and security group are gone.
     let keys = aws.ec2.describe_key_pairs().send().await.unwrap();
     assert!(
-        keys.key_pairs().iter().all(|k| !k.key_name().unwrap_or_default().starts_with("packer")),
+        keys.key_pairs()
+            .iter()
+            .all(|k| !k.key_name().unwrap_or_default().starts_with("packer")),
         "{:?}",
         keys.key_pairs()
     );
