@@ -180,9 +180,9 @@ pub fn memory_percent(meminfo: &str) -> Option<f64> {
 #[allow(clippy::cast_precision_loss)]
 fn disk_percent(path: &std::path::Path) -> Option<f64> {
     let s = nix::sys::statvfs::statvfs(path).ok()?;
-    let blocks = u64::from(s.blocks());
-    let free = u64::from(s.blocks_free());
-    let avail = u64::from(s.blocks_available());
+    let blocks = s.blocks();
+    let free = s.blocks_free();
+    let avail = s.blocks_available();
     let used = blocks.saturating_sub(free);
     // As df computes it: used / (used + available to unprivileged users).
     (used + avail > 0).then(|| used as f64 * 100.0 / (used + avail) as f64)
