@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub instances_to_update: Option<i32>,
     /// AWS's status reason.
     pub reason: Option<String>,
+    /// Why AWS rolled back (`RollbackDetails.RollbackReason`): the failure's own reason.
+    pub rollback_reason: Option<String>,
 }
 
 impl Snapshot {
@@ -42,6 +44,9 @@ impl Snapshot {
         }
         if let Some(r) = self.reason.as_deref().filter(|r| !r.is_empty()) {
             s.push_str(&format!(": {r}"));
+        }
+        if let Some(r) = self.rollback_reason.as_deref().filter(|r| !r.is_empty() && Some(*r) != self.reason.as_deref()) {
+            s.push_str(&format!(" (rolled back because: {r})"));
         }
         s
     }
@@ -133,6 +138,7 @@ pub fn next(state: &WatchState, out: &DescribeInstanceRefreshesOutput) -> Action
             r.instances_to_update()
         },
         reason: r.status_reason().map(ToOwned::to_owned).or_else(|| rb.and_then(|d| d.rollback_reason()).map(ToOwned::to_owned)),
+        rollback_reason: rb.and_then(|d| d.rollback_reason()).map(ToOwned::to_owned),
     };
     let outcome = match r.status() {
         Some(InstanceRefreshStatus::Successful) => Some(Outcome::Successful),

@@ -286,6 +286,16 @@ pub async fn release(aws: &Aws, settings: &Settings, t: &Targets, opts: &Release
             _ => tracing::info!("instance refresh {} ended {}", current.id, scratch.result),
         }
     }
+    if settings.refresh.auto_rollback {
+        // AWS rejects AutoRollback for groups on $Default/$Latest; say so before changing anything.
+        let group = crate::targets::describe_group(aws, asg).await?;
+        if let Some(v) = group.launch_template().and_then(|l| l.version()).filter(|v| v.starts_with('$')) {
+            return Err(coded(
+                Exit::Config,
+                format!("refresh.auto_rollback: auto scaling group '{asg}' launches from launch template version {v}, and AWS rolls back only groups on a numbered version: give the group a version number (CloudFormation: !GetAtt LaunchTemplate.LatestVersionNumber) or set refresh.auto_rollback = false"),
+            ));
+        }
+    }
     let (image_id, reused) = match &opts.ami {
         Some(ami) => {
             crate::ami::describe(&aws.ec2, ami).await.map_err(|e| coded(Exit::Aws, format!("--ami: {e}")))?;

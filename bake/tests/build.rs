@@ -56,7 +56,7 @@ fn test_interrupted_build_leaves_nothing_behind() {
         "[packer.variables]\nsleep_secs = \"60\"\n",
     );
     w.write_raw_config(&text);
-    let mut child = w
+    let child = w
         .command(&["build"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -51,7 +51,7 @@ fn test_validate_runs_packer_validate_without_aws() {
     assert_eq!(j["valid"], true);
     assert!(j["checks"][1].as_str().unwrap().contains("packer 1."), "{j}");
     // A broken template is a config error with Packer's message.
-    std::fs::write(w.path("packer/broken.pkr.hcl"), "source \"amazon-ebs\" \"x\" {\n  nonsense = 1\n}\n").unwrap();
+    std::fs::write(w.path("packer/broken.pkr.hcl"), "build {\n  sources = [\"source.amazon-ebs.nonsense\"]\n}\n").unwrap();
     let r = w.bake(&["validate"]).expect(2);
     assert!(r.stderr.contains("packer validate failed"), "{}", r.stderr);
     assert!(r.stderr.contains("nonsense"), "{}", r.stderr);

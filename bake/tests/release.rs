@@ -68,7 +68,7 @@ fn test_release_with_failing_replacements_rolls_back() {
     assert_eq!(r.code, 6, "rolled back: {r:#?}");
     let j = r.json();
     assert!(j["result"] == "rolled_back" || j["result"] == "rollback_failed", "{j}");
-    let reason = j["refresh"]["reason"].as_str().unwrap_or_default();
+    let reason = format!("{} {}", j["refresh"]["reason"], j["refresh"]["rollback_reason"]);
     assert!(reason.contains("failed to launch or to become healthy"), "AWS's reason: {j}");
     assert!(r.stderr.contains("failed to launch or to become healthy"), "{}", r.stderr);
     assert_eq!(j["restored_default"], true);

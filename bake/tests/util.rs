@@ -145,7 +145,7 @@ timeout = "2m"
         Run::from(self.command(args).output().expect("bake runs"))
     }
 
-    /// A launch template (image `image`) and a group of `capacity` on it over two AZs, without
+    /// A launch template (image `image`) and a group of `capacity` on its version 1 over two AZs, without
     /// lifecycle hooks (the emulated instances have no agent to answer them).
     pub fn fleet(&self, image: &str, capacity: i32) -> String {
         self.rt.block_on(async {
@@ -170,7 +170,8 @@ timeout = "2m"
                 .create_auto_scaling_group()
                 .auto_scaling_group_name(self.asg())
                 .launch_template(
-                    LaunchTemplateSpecification::builder().launch_template_id(&lt_id).version("$Default").build(),
+                    // A numbered version: AWS supports auto rollback only then.
+                    LaunchTemplateSpecification::builder().launch_template_id(&lt_id).version("1").build(),
                 )
                 .min_size(capacity)
                 .max_size(capacity * 2)
