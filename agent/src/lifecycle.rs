@@ -46,15 +46,28 @@ pub struct Target {
 }
 
 impl Target {
-    fn err<E>(&self, call: &'static str, e: &aws_sdk_autoscaling::error::SdkError<E>) -> LifecycleError
+    fn err<E>(
+        &self,
+        call: &'static str,
+        e: &aws_sdk_autoscaling::error::SdkError<E>,
+    ) -> LifecycleError
     where
         E: std::error::Error + 'static,
     {
-        LifecycleError::Call { call, asg: self.group.clone(), instance_id: self.instance_id.clone(), message: DisplayErrorContext(e).to_string() }
+        LifecycleError::Call {
+            call,
+            asg: self.group.clone(),
+            instance_id: self.instance_id.clone(),
+            message: DisplayErrorContext(e).to_string(),
+        }
     }
 
     /// `configured`, or the group's first hook for `transition` (DescribeLifecycleHooks).
-    pub async fn hook(&self, configured: Option<&str>, transition: &str) -> Result<Option<String>, LifecycleError> {
+    pub async fn hook(
+        &self,
+        configured: Option<&str>,
+        transition: &str,
+    ) -> Result<Option<String>, LifecycleError> {
         if let Some(h) = configured {
             return Ok(Some(h.to_owned()));
         }
@@ -98,8 +111,10 @@ impl Target {
             .send()
             .await;
         match r {
-            Ok(_) => tracing::debug!(hook, "lifecycle heartbeat"),
-            Err(e) => tracing::warn!(hook, error = %DisplayErrorContext(&e), "lifecycle heartbeat failed"),
+            Ok(_) => tracing::info!(hook, "lifecycle heartbeat sent"),
+            Err(e) => {
+                tracing::warn!(hook, error = %DisplayErrorContext(&e), "lifecycle heartbeat failed")
+            }
         }
     }
 

@@ -280,7 +280,7 @@ mod tests {
         assert_eq!(d, vec![250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn test_dns_retried_until_resolves_or_budget() {
         let calls = AtomicU32::new(0);
         let n = resolve_with_retry("x", Duration::from_secs(60), |_| {

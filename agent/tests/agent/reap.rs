@@ -7,7 +7,7 @@ use crate::util::AGENT;
 fn age(path: &std::path::Path, days: u64) {
     let t = SystemTime::now() - Duration::from_secs(days * 86_400);
     let ts = nix::sys::time::TimeSpec::from(t.duration_since(SystemTime::UNIX_EPOCH).unwrap());
-    nix::sys::stat::utimensat(None, path, &ts, &ts, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
+    nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, path, &ts, &ts, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
 }
 
 #[test]

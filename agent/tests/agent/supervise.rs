@@ -26,11 +26,20 @@ fn test_crash_restarts_at_once_then_backs_off() {
         (v.len() >= 5).then_some(v)
     });
     assert_eq!(a.terminate(Duration::from_secs(10)), Some(0));
-    let gaps: Vec<u128> = lines.windows(2).map(|w| (w[1] - w[0]) / 1_000_000).collect();
+    let gaps: Vec<u128> = lines
+        .windows(2)
+        .map(|w| (w[1] - w[0]) / 1_000_000)
+        .collect();
     // 1st restart at once (the 50 ms run + process start), then 300 ms, 600 ms, 600 ms (capped).
     assert!(gaps[0] < 300, "first restart should be immediate: {gaps:?}");
-    assert!(gaps[1] >= 330 && gaps[1] < 900, "second waits backoff_initial: {gaps:?}");
-    assert!(gaps[2] >= 630 && gaps[3] >= 630 && gaps[3] < 1500, "then doubles, capped: {gaps:?}");
+    assert!(
+        gaps[1] >= 330 && gaps[1] < 900,
+        "second waits backoff_initial: {gaps:?}"
+    );
+    assert!(
+        gaps[2] >= 630 && gaps[3] >= 630 && gaps[3] < 1500,
+        "then doubles, capped: {gaps:?}"
+    );
     assert!(a.stderr().contains("restarted at once"), "{}", a.stderr());
 }
 
@@ -38,11 +47,19 @@ fn test_crash_restarts_at_once_then_backs_off() {
 fn test_sigterm_stops_app_gracefully_and_exits_0() {
     let t = TestDir::new();
     let got = t.path("got-term");
-    let script = format!("trap 'echo term > {}; exit 0' TERM; while :; do sleep 0.05; done", got.display());
+    let script = format!(
+        "trap 'echo term > {}; exit 0' TERM; while :; do sleep 0.05; done",
+        got.display()
+    );
     let cfg = standalone(&t, &script, "");
     let md = imds("i-0term");
     let mut a = Running::spawn(agent(&cfg, None, Some(&md)));
-    wait_for("the app", Duration::from_secs(20), || children_of(a.pid()).iter().any(|(_, s)| *s != 'Z').then_some(()));
+    wait_for("the app", Duration::from_secs(20), || {
+        children_of(a.pid())
+            .iter()
+            .any(|(_, s)| *s != 'Z')
+            .then_some(())
+    });
     assert_eq!(a.terminate(Duration::from_secs(10)), Some(0));
     assert_eq!(std::fs::read_to_string(&got).unwrap().trim(), "term");
 }
@@ -52,30 +69,49 @@ fn test_stop_timeout_kills_the_whole_group() {
     let t = TestDir::new();
     let pidfile = t.path("grandchild");
     // Ignores SIGTERM; its background grandchild too.
-    let script = format!("trap '' TERM; sleep 300 & echo $! > {}; wait", pidfile.display());
+    let script = format!(
+        "trap '' TERM; sleep 300 & echo $! > {}; wait",
+        pidfile.display()
+    );
     let cfg = standalone(&t, &script, "");
     let md = imds("i-0kill");
     let mut a = Running::spawn(agent(&cfg, None, Some(&md)));
-    let gc: i32 = wait_for("the grandchild", Duration::from_secs(20), || std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse().ok()));
+    let gc: i32 = wait_for("the grandchild", Duration::from_secs(20), || {
+        std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    });
     assert!(crate::util::alive(gc));
     let t0 = std::time::Instant::now();
     assert_eq!(a.terminate(Duration::from_secs(10)), Some(0));
-    assert!(t0.elapsed() >= Duration::from_millis(900), "waited the stop timeout");
-    wait_for("the grandchild to die", Duration::from_secs(5), || (!crate::util::alive(gc)).then_some(()));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "waited the stop timeout"
+    );
+    wait_for("the grandchild to die", Duration::from_secs(5), || {
+        (!crate::util::alive(gc)).then_some(())
+    });
 }
 
 #[test]
 fn test_orphaned_grandchildren_are_reaped() {
     let t = TestDir::new();
     // The subshell forks a short sleep and exits: the sleep is orphaned to the agent (subreaper).
-    let cfg = standalone(&t, "(sleep 0.2 &); exec sleep 300", "");
+    let cfg = standalone(&t, "(sleep 1 &); exec sleep 300", "");
     let md = imds("i-0orphan");
     let mut a = Running::spawn(agent(&cfg, None, Some(&md)));
     // The orphan shows up as the agent's child, then is reaped (never stays a zombie).
-    wait_for("the orphan to be re-parented", Duration::from_secs(20), || (children_of(a.pid()).len() >= 2).then_some(()));
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_for(
+        "the orphan to be re-parented",
+        Duration::from_secs(20),
+        || (children_of(a.pid()).len() >= 2).then_some(()),
+    );
+    std::thread::sleep(Duration::from_millis(2500));
     let kids = children_of(a.pid());
-    assert!(kids.iter().all(|(_, s)| *s != 'Z'), "zombies left: {kids:?}");
+    assert!(
+        kids.iter().all(|(_, s)| *s != 'Z'),
+        "zombies left: {kids:?}"
+    );
     assert_eq!(kids.len(), 1, "only the app remains: {kids:?}");
     assert_eq!(a.terminate(Duration::from_secs(10)), Some(0));
 }
@@ -95,14 +131,18 @@ fn test_crash_loop_marks_instance_unhealthy() {
     let md = imds(&id);
     let mut a = Running::spawn(agent(&cfg, Some(&emu), Some(&md)));
     // The emulator terminates an Unhealthy instance and launches a replacement, like AWS.
-    let seen = wait_for("the instance to be marked Unhealthy", Duration::from_secs(30), || {
-        match rt.block_on(state_of(&aws, "crashloop", &id)) {
-            Some((_, health)) if health.eq_ignore_ascii_case("unhealthy") => Some("Unhealthy".to_owned()),
+    let seen = wait_for(
+        "the instance to be marked Unhealthy",
+        Duration::from_secs(30),
+        || match rt.block_on(state_of(&aws, "crashloop", &id)) {
+            Some((_, health)) if health.eq_ignore_ascii_case("unhealthy") => {
+                Some("Unhealthy".to_owned())
+            }
             Some((state, _)) if state.starts_with("Terminat") => Some(state),
             None => Some("replaced".to_owned()),
             _ => None,
-        }
-    });
+        },
+    );
     eprintln!("instance {id}: {seen}");
     assert!(a.stderr().contains("crash loop"), "{}", a.stderr());
     assert!(a.stderr().contains("marked Unhealthy"), "{}", a.stderr());
