@@ -4,13 +4,16 @@
 //!   port, one per caller, and stops it when dropped, also when a test panics.
 //! - [`paths`]: the repository, the built binaries.
 //! - [`imds`]: the hand-written instance metadata (IMDSv2) stand-in, one per simulated instance.
+//! - [`fleet`]: the local fleet (agents, apps, haproxy) playing out an emulated Auto Scaling group.
 
 /// The local AWS emulator.
 pub mod emulator;
-/// Paths in the repository and the target directory.
-pub mod paths;
+/// The local fleet: simulated instances of the emulator's Auto Scaling group, haproxy, load.
+pub mod fleet;
 /// The hand-written instance metadata (IMDSv2) stand-in.
 pub mod imds;
+/// Paths in the repository and the target directory.
+pub mod paths;
 
 pub use emulator::Emulator;
 pub use imds::{Imds, ImdsState};

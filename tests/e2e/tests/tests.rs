@@ -2,4 +2,5 @@
 
 mod cloudwatch_cbor;
 mod emulator;
+mod fleet;
 mod packer;
