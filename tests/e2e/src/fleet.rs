@@ -978,7 +978,8 @@ fn dechunk(mut rest: &str) -> String {
             break;
         }
         out.push_str(&after[..n]);
-        rest = after[n..].strip_prefix("\r\n").unwrap_or(&after[n..]);
+        let tail = &after[n..];
+        rest = tail.strip_prefix("\r\n").unwrap_or(tail);
     }
     out
 }

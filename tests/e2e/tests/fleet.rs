@@ -220,6 +220,18 @@ fn test_release_under_load_has_zero_failed_requests() {
             .all(|i| i.version == "2" && !before.contains(&i.id)),
         "{now:?}"
     );
+    // Each replacement went in service only once its app answered: the agent completes the
+    // launch hook after its readiness probe, and haproxy only has instances in service.
+    for i in &now {
+        let log = std::fs::read_to_string(&i.log).unwrap();
+        let ready = log
+            .find("app is ready")
+            .unwrap_or_else(|| panic!("{}: {log}", i.id));
+        let completed = log
+            .find("lifecycle action completed")
+            .unwrap_or_else(|| panic!("{}: {log}", i.id));
+        assert!(ready < completed, "{}: {log}", i.id);
+    }
     assert!(stats.ok > 50, "{stats:?}");
     assert_eq!(
         stats.failed, 0,
@@ -314,6 +326,10 @@ fn test_never_ready_release_rolls_back() {
             .unwrap_or_default()
             .is_empty(),
         "{json}"
+    );
+    assert!(
+        stderr.contains("failed to launch or to become healthy"),
+        "the reason is printed: {stderr}"
     );
     assert_eq!(stats.failed, 0, "{stats:?}");
     assert!(

@@ -2,5 +2,6 @@
 
 mod cloudwatch_cbor;
 mod emulator;
+#[cfg(test)]
 mod fleet;
 mod packer;
