@@ -52,7 +52,7 @@ class Imds(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_PUT(self):
-        self._send(200, b"bench-token")
+        self._send(200, b"bench-token", {"x-aws-ec2-metadata-token-ttl-seconds": "21600"})
 
     def do_GET(self):
         body = {
@@ -62,8 +62,10 @@ class Imds(http.server.BaseHTTPRequestHandler):
         }.get(self.path)
         self._send(200 if body else 404, body or b"")
 
-    def _send(self, code, body):
+    def _send(self, code, body, headers=None):
         self.send_response(code)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -140,9 +142,9 @@ def main():
         f.write(APP_C)
     subprocess.run(["cc", "-O2", "-o", app, app + ".c"], check=True)
 
-    # 1. The bare shell loop.
+    # 1. The bare shell loop (its "Killed" notices go to /dev/null).
     port = free_port()
-    loop = subprocess.Popen(["/bin/sh", "-c", f"while true; do {app}; done"],
+    loop = subprocess.Popen(["/bin/sh", "-c", f"while true; do {app}; done"], stderr=subprocess.DEVNULL,
                             env={"PORT": str(port), "PATH": "/usr/bin:/bin"}, start_new_session=True)
     try:
         shell = measure(port, args.kills)
@@ -169,7 +171,8 @@ mark_unhealthy = false
     env = {"PATH": "/usr/bin:/bin", "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{imds.server_port}/",
            "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_REGION": "us-east-1",
            "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "RUST_LOG": "error"}
-    agent = subprocess.Popen([args.agent, "--config", cfg, "run"], env=env, stderr=subprocess.DEVNULL)
+    log = open(os.path.join(tmp, "agent.log"), "w")
+    agent = subprocess.Popen([args.agent, "--config", cfg, "run"], env=env, stderr=log)
     try:
         time.sleep(0.5)
         ask_pid(port)

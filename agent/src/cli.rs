@@ -23,7 +23,13 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Baked-in configuration file (userdata TOML is laid over it).
-    #[arg(long, short = 'c', global = true, default_value = "/etc/bake/agent.toml", env = "BAKE_AGENT_CONFIG")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        default_value = "/etc/bake/agent.toml",
+        env = "BAKE_AGENT_CONFIG"
+    )]
     pub config: PathBuf,
     /// More log output (-v debug, -vv trace, -vvv also the AWS SDK's).
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
@@ -85,7 +91,17 @@ mod tests {
 
     #[test]
     fn test_job_takes_command_after_dashes() {
-        let c = Cli::try_parse_from(["bake-agent", "job", "stats", "--period", "daily", "--", "rake", "-x"]).unwrap();
+        let c = Cli::try_parse_from([
+            "bake-agent",
+            "job",
+            "stats",
+            "--period",
+            "daily",
+            "--",
+            "rake",
+            "-x",
+        ])
+        .unwrap();
         match c.command {
             Command::Job { name, period, cmd } => {
                 assert_eq!((name.as_str(), period), ("stats", Period::Daily));

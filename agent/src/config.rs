@@ -417,7 +417,10 @@ pub fn userdata_not_toml(text: &str) -> Option<&'static str> {
     let t = text.trim_start();
     if t.starts_with("#!") {
         Some("a script (#!)")
-    } else if t.starts_with("#cloud-config") || t.starts_with("#include") || t.starts_with("#cloud-boothook") {
+    } else if t.starts_with("#cloud-config")
+        || t.starts_with("#include")
+        || t.starts_with("#cloud-boothook")
+    {
         Some("cloud-init directives")
     } else if t.starts_with("Content-Type:") || t.starts_with("MIME-Version:") {
         Some("MIME multipart")
@@ -491,13 +494,14 @@ impl Settings {
                 }
             }
         }
-        let raw: RawConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse {
-                origin: origin.clone(),
-                key: ".".into(),
-                message: e.message().to_owned(),
-            })?;
+        let raw: RawConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin: origin.clone(),
+                    key: ".".into(),
+                    message: e.message().to_owned(),
+                })?;
         Self::validate(raw, &origin)
     }
 
@@ -518,19 +522,34 @@ impl Settings {
         let s = raw.supervise.unwrap_or_default();
         let defaults = SuperviseSettings::default();
         let supervise = SuperviseSettings {
-            backoff_initial: v.dur("supervise.backoff_initial", s.backoff_initial, defaults.backoff_initial)?,
+            backoff_initial: v.dur(
+                "supervise.backoff_initial",
+                s.backoff_initial,
+                defaults.backoff_initial,
+            )?,
             backoff_max: v.dur("supervise.backoff_max", s.backoff_max, defaults.backoff_max)?,
-            stable_after: v.dur("supervise.stable_after", s.stable_after, defaults.stable_after)?,
+            stable_after: v.dur(
+                "supervise.stable_after",
+                s.stable_after,
+                defaults.stable_after,
+            )?,
             crash_loop_count: match s.crash_loop_count {
                 Some(0) => return Err(v.err("supervise.crash_loop_count", "must be at least 1")),
                 Some(n) => n,
                 None => defaults.crash_loop_count,
             },
-            crash_loop_window: v.dur("supervise.crash_loop_window", s.crash_loop_window, defaults.crash_loop_window)?,
+            crash_loop_window: v.dur(
+                "supervise.crash_loop_window",
+                s.crash_loop_window,
+                defaults.crash_loop_window,
+            )?,
             mark_unhealthy: s.mark_unhealthy.unwrap_or(true),
         };
         if supervise.backoff_max < supervise.backoff_initial {
-            return Err(v.err("supervise.backoff_max", "must not be less than supervise.backoff_initial"));
+            return Err(v.err(
+                "supervise.backoff_max",
+                "must not be less than supervise.backoff_initial",
+            ));
         }
         let secrets = match raw.secrets {
             Some(s) => Some(v.secrets(s)?),
@@ -547,11 +566,20 @@ impl Settings {
         let l = raw.lifecycle.unwrap_or_default();
         let lifecycle = LifecycleSettings {
             terminate_hook: l.terminate_hook,
-            poll_interval: v.positive("lifecycle.poll_interval", l.poll_interval, DEFAULT_TERMINATION_POLL)?,
+            poll_interval: v.positive(
+                "lifecycle.poll_interval",
+                l.poll_interval,
+                DEFAULT_TERMINATION_POLL,
+            )?,
             spot: l.spot.unwrap_or(true),
         };
-        let prefix = raw.lease.and_then(|l| l.prefix).unwrap_or_else(|| DEFAULT_LEASE_PREFIX.into());
-        let lease = LeaseSettings { prefix: v.ssm_path("lease.prefix", &prefix)? };
+        let prefix = raw
+            .lease
+            .and_then(|l| l.prefix)
+            .unwrap_or_else(|| DEFAULT_LEASE_PREFIX.into());
+        let lease = LeaseSettings {
+            prefix: v.ssm_path("lease.prefix", &prefix)?,
+        };
         Ok(Settings {
             aws: raw.aws.unwrap_or_default(),
             identity: IdentitySettings {
@@ -578,17 +606,39 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid { origin: self.origin.to_owned(), key: key.to_owned(), message: message.into() }
-    }
-
-    fn dur(&self, key: &str, value: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
-        match value {
-            None => Ok(default),
-            Some(s) => bake_common::duration::parse(key, &s).map_err(|e| self.err(key, format!("\"{}\" is not a duration (examples: \"500ms\", \"30s\", \"5m\"): {}", e.value, e.reason))),
+        ConfigError::Invalid {
+            origin: self.origin.to_owned(),
+            key: key.to_owned(),
+            message: message.into(),
         }
     }
 
-    fn positive(&self, key: &str, value: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    fn dur(
+        &self,
+        key: &str,
+        value: Option<String>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(s) => bake_common::duration::parse(key, &s).map_err(|e| {
+                self.err(
+                    key,
+                    format!(
+                        "\"{}\" is not a duration (examples: \"500ms\", \"30s\", \"5m\"): {}",
+                        e.value, e.reason
+                    ),
+                )
+            }),
+        }
+    }
+
+    fn positive(
+        &self,
+        key: &str,
+        value: Option<String>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         let d = self.dur(key, value, default)?;
         if d.is_zero() {
             return Err(self.err(key, "must be greater than zero"));
@@ -599,10 +649,19 @@ impl Validator<'_> {
     fn ssm_path(&self, key: &str, path: &str) -> Result<String, ConfigError> {
         let trimmed = path.trim_end_matches('/');
         if !trimmed.starts_with('/') || trimmed.len() < 2 {
-            return Err(self.err(key, format!("\"{path}\" is not an SSM path like \"/app/prod\"")));
+            return Err(self.err(
+                key,
+                format!("\"{path}\" is not an SSM path like \"/app/prod\""),
+            ));
         }
-        if let Some(c) = trimmed.chars().find(|c| !(c.is_ascii_alphanumeric() || "/_.-".contains(*c))) {
-            return Err(self.err(key, format!("\"{path}\": character {c:?} is not allowed in an SSM parameter name")));
+        if let Some(c) = trimmed
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "/_.-".contains(*c)))
+        {
+            return Err(self.err(
+                key,
+                format!("\"{path}\": character {c:?} is not allowed in an SSM parameter name"),
+            ));
         }
         Ok(trimmed.to_owned())
     }
@@ -615,14 +674,26 @@ impl Validator<'_> {
         let env = a.env.unwrap_or_default();
         for k in env.keys() {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
-                return Err(self.err(&format!("app.env.{k}"), "not a valid environment variable name"));
+                return Err(self.err(
+                    &format!("app.env.{k}"),
+                    "not a valid environment variable name",
+                ));
             }
         }
         let stop_signal = match a.stop_signal {
             None => Signal::SIGTERM,
             Some(s) => {
-                let name = if s.starts_with("SIG") { s.clone() } else { format!("SIG{s}") };
-                name.parse::<Signal>().map_err(|_| self.err("app.stop_signal", format!("\"{s}\" is not a signal name (e.g. \"SIGTERM\")")))?
+                let name = if s.starts_with("SIG") {
+                    s.clone()
+                } else {
+                    format!("SIG{s}")
+                };
+                name.parse::<Signal>().map_err(|_| {
+                    self.err(
+                        "app.stop_signal",
+                        format!("\"{s}\" is not a signal name (e.g. \"SIGTERM\")"),
+                    )
+                })?
             }
         };
         Ok(AppSettings {
@@ -638,7 +709,10 @@ impl Validator<'_> {
 
     fn secrets(&self, s: RawSecrets) -> Result<SecretsSettings, ConfigError> {
         let Some(path) = s.path else {
-            return Err(self.err("secrets.path", "missing: the SSM path prefix, e.g. \"/app/prod\""));
+            return Err(self.err(
+                "secrets.path",
+                "missing: the SSM path prefix, e.g. \"/app/prod\"",
+            ));
         };
         let poll = self.dur("secrets.poll_interval", s.poll_interval, Duration::ZERO)?;
         let on_change = match s.on_change.as_deref() {
@@ -646,7 +720,10 @@ impl Validator<'_> {
             Some("restart") => OnChange::Restart,
             Some("ignore") => OnChange::Ignore,
             Some(other) => {
-                return Err(self.err("secrets.on_change", format!("\"{other}\": expected \"restart\", \"rollout\" or \"ignore\"")))
+                return Err(self.err(
+                    "secrets.on_change",
+                    format!("\"{other}\": expected \"restart\", \"rollout\" or \"ignore\""),
+                ))
             }
         };
         Ok(SecretsSettings {
@@ -659,20 +736,32 @@ impl Validator<'_> {
 
     fn efs(&self, e: RawEfs) -> Result<EfsSettings, ConfigError> {
         let Some(fs) = e.file_system_id else {
-            return Err(self.err("efs.file_system_id", "missing: the file system id, e.g. \"fs-0123456789abcdef0\""));
+            return Err(self.err(
+                "efs.file_system_id",
+                "missing: the file system id, e.g. \"fs-0123456789abcdef0\"",
+            ));
         };
         let id_ok = |id: &str, prefix: &str| {
-            id.strip_prefix(prefix).is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()))
+            id.strip_prefix(prefix)
+                .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()))
         };
         if !id_ok(&fs, "fs-") {
-            return Err(self.err("efs.file_system_id", format!("\"{fs}\" is not a file system id (fs-<hex>)")));
+            return Err(self.err(
+                "efs.file_system_id",
+                format!("\"{fs}\" is not a file system id (fs-<hex>)"),
+            ));
         }
         if let Some(ap) = &e.access_point {
             if !id_ok(ap, "fsap-") {
-                return Err(self.err("efs.access_point", format!("\"{ap}\" is not an access point id (fsap-<hex>)")));
+                return Err(self.err(
+                    "efs.access_point",
+                    format!("\"{ap}\" is not an access point id (fsap-<hex>)"),
+                ));
             }
         }
-        let mount_point = e.mount_point.unwrap_or_else(|| PathBuf::from(DEFAULT_MOUNT_POINT));
+        let mount_point = e
+            .mount_point
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_MOUNT_POINT));
         if !mount_point.is_absolute() {
             return Err(self.err("efs.mount_point", "must be an absolute path"));
         }
@@ -694,14 +783,19 @@ impl Validator<'_> {
             interval: self.positive("readiness.interval", r.interval, DEFAULT_PROBE_INTERVAL)?,
             timeout: self.positive("readiness.timeout", r.timeout, DEFAULT_READY_TIMEOUT)?,
             launch_hook: r.launch_hook,
-            heartbeat_interval: self.positive("readiness.heartbeat_interval", r.heartbeat_interval, DEFAULT_HEARTBEAT_INTERVAL)?,
+            heartbeat_interval: self.positive(
+                "readiness.heartbeat_interval",
+                r.heartbeat_interval,
+                DEFAULT_HEARTBEAT_INTERVAL,
+            )?,
         }))
     }
 }
 
 /// `http://host:port/path` or `tcp://host:port`.
 pub fn parse_probe(p: &str) -> Result<Probe, String> {
-    let bad = || format!("\"{p}\": expected \"http://127.0.0.1:PORT/PATH\" or \"tcp://127.0.0.1:PORT\"");
+    let bad =
+        || format!("\"{p}\": expected \"http://127.0.0.1:PORT/PATH\" or \"tcp://127.0.0.1:PORT\"");
     if let Some(rest) = p.strip_prefix("http://") {
         let (addr, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -710,12 +804,17 @@ pub fn parse_probe(p: &str) -> Result<Probe, String> {
         if !addr.contains(':') || addr.ends_with(':') {
             return Err(bad());
         }
-        Ok(Probe::Http { addr: addr.to_owned(), path: path.to_owned() })
+        Ok(Probe::Http {
+            addr: addr.to_owned(),
+            path: path.to_owned(),
+        })
     } else if let Some(addr) = p.strip_prefix("tcp://") {
         if !addr.contains(':') || addr.contains('/') || addr.ends_with(':') {
             return Err(bad());
         }
-        Ok(Probe::Tcp { addr: addr.to_owned() })
+        Ok(Probe::Tcp {
+            addr: addr.to_owned(),
+        })
     } else {
         Err(bad())
     }
@@ -755,35 +854,73 @@ mod tests {
 
     #[test]
     fn test_script_userdata_is_ignored() {
-        for ud in ["#!/bin/bash\necho hi\n", "#cloud-config\npackages: []\n", "Content-Type: multipart/mixed; boundary=x\n", ""] {
-            assert!(load_str("[app]\ncommand = [\"/bin/true\"]\n", Some(ud)).is_ok(), "{ud}");
+        for ud in [
+            "#!/bin/bash\necho hi\n",
+            "#cloud-config\npackages: []\n",
+            "Content-Type: multipart/mixed; boundary=x\n",
+            "",
+        ] {
+            assert!(
+                load_str("[app]\ncommand = [\"/bin/true\"]\n", Some(ud)).is_ok(),
+                "{ud}"
+            );
         }
     }
 
     #[test]
     fn test_bad_userdata_toml_names_userdata_and_key() {
-        let e = load_str("[app]\ncommand = [\"/bin/true\"]\n", Some("[supervise]\ncrash_loop_cont = 3\n")).unwrap_err().to_string();
+        let e = load_str(
+            "[app]\ncommand = [\"/bin/true\"]\n",
+            Some("[supervise]\ncrash_loop_cont = 3\n"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("userdata: supervise"), "{e}");
         assert!(e.contains("crash_loop_cont"), "{e}");
-        let e = load_str("[app]\ncommand = [\"/bin/true\"]\n", Some("this is = = not toml")).unwrap_err().to_string();
+        let e = load_str(
+            "[app]\ncommand = [\"/bin/true\"]\n",
+            Some("this is = = not toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("userdata: ."), "{e}");
     }
 
     #[test]
     fn test_errors_name_file_and_key() {
-        let e = load_str("[supervise]\ncrash_loop_count = \"x\"\n", None).unwrap_err().to_string();
-        assert!(e.contains("agent.toml: supervise.crash_loop_count: "), "{e}");
-        let e = load_str("[supervise]\nbackoff_max = \"5x\"\n", None).unwrap_err().to_string();
-        assert!(e.contains("agent.toml: supervise.backoff_max: \"5x\" is not a duration"), "{e}");
-        let e = load_str("[secrets]\npath = \"app/prod\"\n", None).unwrap_err().to_string();
+        let e = load_str("[supervise]\ncrash_loop_count = \"x\"\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("agent.toml: supervise.crash_loop_count: "),
+            "{e}"
+        );
+        let e = load_str("[supervise]\nbackoff_max = \"5x\"\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("agent.toml: supervise.backoff_max: \"5x\" is not a duration"),
+            "{e}"
+        );
+        let e = load_str("[secrets]\npath = \"app/prod\"\n", None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("secrets.path"), "{e}");
-        let e = load_str("[secrets]\npath = \"/a\"\non_change = \"reboot\"\n", None).unwrap_err().to_string();
+        let e = load_str("[secrets]\npath = \"/a\"\non_change = \"reboot\"\n", None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("secrets.on_change: \"reboot\""), "{e}");
-        let e = load_str("[efs]\nfile_system_id = \"vol-1\"\n", None).unwrap_err().to_string();
+        let e = load_str("[efs]\nfile_system_id = \"vol-1\"\n", None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("efs.file_system_id"), "{e}");
-        let e = load_str("[app]\ncommand = []\n", None).unwrap_err().to_string();
+        let e = load_str("[app]\ncommand = []\n", None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("app.command"), "{e}");
-        let e = load_str("[app]\ncommand = [\"x\"]\nstop_signal = \"SIGFOO\"\n", None).unwrap_err().to_string();
+        let e = load_str("[app]\ncommand = [\"x\"]\nstop_signal = \"SIGFOO\"\n", None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("app.stop_signal"), "{e}");
     }
 
@@ -791,9 +928,17 @@ mod tests {
     fn test_probe_parsing() {
         assert_eq!(
             parse_probe("http://127.0.0.1:3000/health").unwrap(),
-            Probe::Http { addr: "127.0.0.1:3000".into(), path: "/health".into() }
+            Probe::Http {
+                addr: "127.0.0.1:3000".into(),
+                path: "/health".into()
+            }
         );
-        assert_eq!(parse_probe("tcp://127.0.0.1:22").unwrap(), Probe::Tcp { addr: "127.0.0.1:22".into() });
+        assert_eq!(
+            parse_probe("tcp://127.0.0.1:22").unwrap(),
+            Probe::Tcp {
+                addr: "127.0.0.1:22".into()
+            }
+        );
         assert!(parse_probe("https://x:1/").is_err());
         assert!(parse_probe("tcp://x").is_err());
     }

@@ -41,7 +41,9 @@ pub struct Boot {
 
 impl std::fmt::Debug for Boot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Boot").field("identity", &self.identity).finish_non_exhaustive()
+        f.debug_struct("Boot")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
     }
 }
 
@@ -49,9 +51,12 @@ impl std::fmt::Debug for Boot {
 pub async fn boot(config: &Path) -> anyhow::Result<Boot> {
     let t = Instant::now();
     let imds = Imds::from_env();
-    let mut identity = identity::from_imds(&imds).await.map_err(|e| coded(Exit::Imds, e))?;
+    let mut identity = identity::from_imds(&imds)
+        .await
+        .map_err(|e| coded(Exit::Imds, e))?;
     let userdata = imds.user_data().await.map_err(|e| coded(Exit::Imds, e))?;
-    let settings = Settings::load(config, userdata.as_deref()).map_err(|e| coded(Exit::Config, e))?;
+    let settings =
+        Settings::load(config, userdata.as_deref()).map_err(|e| coded(Exit::Config, e))?;
     let mut aws_settings = settings.aws.clone();
     if aws_settings.region.is_none() {
         aws_settings.region = Some(identity.region.clone());
@@ -62,7 +67,12 @@ pub async fn boot(config: &Path) -> anyhow::Result<Boot> {
         .map_err(|e| coded(Exit::Aws, e))?;
     tracing::info!(step = "identity", instance_id = %identity.instance_id, region = %identity.region,
         az = %identity.availability_zone, asg = ?identity.asg_name, elapsed_ms = ms(t), "boot step done");
-    Ok(Boot { identity, settings, aws, imds })
+    Ok(Boot {
+        identity,
+        settings,
+        aws,
+        imds,
+    })
 }
 
 /// Where log shipping gets flushed before the instance goes away. The log shipper (issue 6)
@@ -73,24 +83,44 @@ async fn flush_logs(_output: &AppOutput) {}
 /// complete the terminate hook, exit 0).
 pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     let boot_start = Instant::now();
-    let Boot { identity, settings, aws, imds } = boot(config).await?;
+    let Boot {
+        identity,
+        settings,
+        aws,
+        imds,
+    } = boot(config).await?;
     let Some(app) = settings.app.clone() else {
-        return Err(coded(Exit::Config, format!("{}: app.command: missing (the app to supervise)", config.display())));
+        return Err(coded(
+            Exit::Config,
+            format!(
+                "{}: app.command: missing (the app to supervise)",
+                config.display()
+            ),
+        ));
     };
     let run_as = match &app.user {
-        Some(u) => Some(process::RunAs::resolve(u, app.group.as_deref()).map_err(|e| coded(Exit::Config, e))?),
+        Some(u) => Some(
+            process::RunAs::resolve(u, app.group.as_deref()).map_err(|e| coded(Exit::Config, e))?,
+        ),
         None => None,
     };
-    let target = identity.asg_name.as_ref().map(|g| Target { asg: aws.asg.clone(), group: g.clone(), instance_id: identity.instance_id.clone() });
+    let target = identity.asg_name.as_ref().map(|g| Target {
+        asg: aws.asg.clone(),
+        group: g.clone(),
+        instance_id: identity.instance_id.clone(),
+    });
 
     // 2. Secrets: fail closed.
     let mut secret_env = SecretEnv::default();
     if let Some(s) = &settings.secrets {
         let t = Instant::now();
-        secret_env = secrets::fetch(&aws.ssm, &s.path).await.map_err(|e| coded(Exit::Secrets, e))?;
+        secret_env = secrets::fetch(&aws.ssm, &s.path)
+            .await
+            .map_err(|e| coded(Exit::Secrets, e))?;
         if let Some(file) = &s.env_file {
             let owner = run_as.as_ref().map(|r| (r.uid.as_raw(), r.gid.as_raw()));
-            secrets::write_env_file(file, &secret_env, owner).map_err(|e| coded(Exit::Secrets, e))?;
+            secrets::write_env_file(file, &secret_env, owner)
+                .map_err(|e| coded(Exit::Secrets, e))?;
         }
         tracing::info!(step = "secrets", count = secret_env.vars.len(), path = %s.path, elapsed_ms = ms(t), "boot step done");
     }
@@ -99,10 +129,16 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     if let Some(efs) = &settings.efs {
         let t = Instant::now();
         let helper = Path::new(mount::EFS_HELPER).exists();
-        let spec = mount::spec(efs, &identity.region, helper).map_err(|e| coded(Exit::Config, e))?;
-        let fresh = mount::ensure_mounted(&spec, &mount::CommandMounter, efs.timeout, mount::system_resolve)
-            .await
-            .map_err(|e| coded(Exit::Mount, e))?;
+        let spec =
+            mount::spec(efs, &identity.region, helper).map_err(|e| coded(Exit::Config, e))?;
+        let fresh = mount::ensure_mounted(
+            &spec,
+            &mount::CommandMounter,
+            efs.timeout,
+            mount::system_resolve,
+        )
+        .await
+        .map_err(|e| coded(Exit::Mount, e))?;
         tracing::info!(step = "mount", target = %spec.target.display(), fstype = %spec.fstype, already = !fresh, elapsed_ms = ms(t), "boot step done");
     }
 
@@ -119,21 +155,24 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     };
     process::become_subreaper();
     let output = AppOutput::passthrough();
-    let crash_hook: Option<supervisor::CrashLoopHook> = match (&target, settings.supervise.mark_unhealthy) {
-        (Some(tg), true) => {
-            let tg = tg.clone();
-            Some(Arc::new(move || {
+    let crash_hook: Option<supervisor::CrashLoopHook> =
+        match (&target, settings.supervise.mark_unhealthy) {
+            (Some(tg), true) => {
                 let tg = tg.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = tg.mark_unhealthy().await {
-                        tracing::error!(error = %e, "cannot mark the instance Unhealthy");
-                    }
-                });
-            }))
-        }
-        _ => None,
-    };
-    let (handle, sup_task) = supervisor::start(spec.clone(), settings.supervise, output.clone(), crash_hook).map_err(|e| coded(Exit::App, e))?;
+                Some(Arc::new(move || {
+                    let tg = tg.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = tg.mark_unhealthy().await {
+                            tracing::error!(error = %e, "cannot mark the instance Unhealthy");
+                        }
+                    });
+                }))
+            }
+            _ => None,
+        };
+    let (handle, sup_task) =
+        supervisor::start(spec.clone(), settings.supervise, output.clone(), crash_hook)
+            .map_err(|e| coded(Exit::App, e))?;
     tracing::info!(step = "supervise", elapsed_ms = ms(t), "boot step done");
 
     // Issue 6 starts here: log shipping (files + `output`) and the metrics publisher, which reads
@@ -146,8 +185,21 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     }
 
     // Secret rotation.
-    if let (Some(s), Some(poll)) = (settings.secrets.clone(), settings.secrets.as_ref().and_then(|s| s.poll_interval)) {
-        let rot = Rotation { ssm: aws.ssm.clone(), settings: s, lease_prefix: settings.lease.prefix.clone(), target: target.clone(), identity: identity.clone(), handle: handle.clone(), spec: spec.clone(), poll, baseline: secret_env.versions.clone() };
+    if let (Some(s), Some(poll)) = (
+        settings.secrets.clone(),
+        settings.secrets.as_ref().and_then(|s| s.poll_interval),
+    ) {
+        let rot = Rotation {
+            ssm: aws.ssm.clone(),
+            settings: s,
+            lease_prefix: settings.lease.prefix.clone(),
+            target: target.clone(),
+            identity: identity.clone(),
+            handle: handle.clone(),
+            spec: spec.clone(),
+            poll,
+            baseline: secret_env.versions.clone(),
+        };
         tokio::spawn(rot.run());
     }
     tracing::info!(elapsed_ms = ms(boot_start), "agent up");
@@ -165,16 +217,28 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     match &why {
         None => tracing::info!("signal received; stopping the app"),
         Some(Termination::Terminated) => tracing::info!("instance is terminating; draining"),
-        Some(Termination::Spot(n)) => tracing::info!(notice = %n, "spot interruption notice; draining"),
+        Some(Termination::Spot(n)) => {
+            tracing::info!(notice = %n, "spot interruption notice; draining")
+        }
     }
     let t = Instant::now();
     handle.stop().await;
     let _ = sup_task.await;
     flush_logs(&output).await;
-    tracing::info!(step = "drain", elapsed_ms = ms(t), "app stopped, logs flushed");
+    tracing::info!(
+        step = "drain",
+        elapsed_ms = ms(t),
+        "app stopped, logs flushed"
+    );
     if why.is_some() {
         if let Some(tg) = &target {
-            match tg.hook(settings.lifecycle.terminate_hook.as_deref(), lifecycle::TERMINATING).await {
+            match tg
+                .hook(
+                    settings.lifecycle.terminate_hook.as_deref(),
+                    lifecycle::TERMINATING,
+                )
+                .await
+            {
                 Ok(Some(hook)) => {
                     if let Err(e) = tg.complete(&hook, "CONTINUE").await {
                         tracing::warn!(error = %e, "cannot complete the terminate hook");
@@ -190,7 +254,16 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
 
 async fn readiness_and_launch_hook(settings: Settings, target: Option<Target>) {
     let hook = match &target {
-        Some(tg) => match tg.hook(settings.readiness.as_ref().and_then(|r| r.launch_hook.as_deref()), lifecycle::LAUNCHING).await {
+        Some(tg) => match tg
+            .hook(
+                settings
+                    .readiness
+                    .as_ref()
+                    .and_then(|r| r.launch_hook.as_deref()),
+                lifecycle::LAUNCHING,
+            )
+            .await
+        {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot find the launch hook");
@@ -257,7 +330,11 @@ impl Rotation {
                 OnChange::Restart => match secrets::fetch(&self.ssm, &self.settings.path).await {
                     Ok(env) => {
                         if let Some(file) = &self.settings.env_file {
-                            let owner = self.spec.run_as.as_ref().map(|r| (r.uid.as_raw(), r.gid.as_raw()));
+                            let owner = self
+                                .spec
+                                .run_as
+                                .as_ref()
+                                .map(|r| (r.uid.as_raw(), r.gid.as_raw()));
                             if let Err(e) = secrets::write_env_file(file, &env, owner) {
                                 tracing::error!(error = %e, "cannot rewrite the env file");
                             }
@@ -282,12 +359,20 @@ impl Rotation {
         }
     }
 
-    async fn rollout(&self, versions: &std::collections::BTreeMap<String, i64>) -> anyhow::Result<()> {
+    async fn rollout(
+        &self,
+        versions: &std::collections::BTreeMap<String, i64>,
+    ) -> anyhow::Result<()> {
         let Some(tg) = &self.target else {
             tracing::warn!("secrets changed but the instance is in no group; nothing to roll out");
             return Ok(());
         };
-        let path = lease::job_path(&self.lease_prefix, &tg.group, "secrets-rollout", &secrets::versions_id(versions));
+        let path = lease::job_path(
+            &self.lease_prefix,
+            &tg.group,
+            "secrets-rollout",
+            &secrets::versions_id(versions),
+        );
         match lease::acquire(&self.ssm, &path, &self.identity.instance_id).await? {
             lease::Outcome::Lost(holder) => {
                 tracing::info!(lease = %path, holder = ?holder.map(|h| h.instance_id), "another instance rolls this change out");
@@ -306,19 +391,37 @@ impl Rotation {
 async fn start_refresh(tg: &Target, poll: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(6 * 3600);
     loop {
-        match tg.asg.start_instance_refresh().auto_scaling_group_name(&tg.group).send().await {
+        match tg
+            .asg
+            .start_instance_refresh()
+            .auto_scaling_group_name(&tg.group)
+            .send()
+            .await
+        {
             Ok(out) => {
                 tracing::info!(group = %tg.group, refresh = ?out.instance_refresh_id(), "instance refresh started");
                 return Ok(());
             }
-            Err(e) if matches!(e.as_service_error(), Some(StartInstanceRefreshError::InstanceRefreshInProgressFault(_))) => {
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(StartInstanceRefreshError::InstanceRefreshInProgressFault(_))
+                ) =>
+            {
                 if Instant::now() > deadline {
-                    anyhow::bail!("an instance refresh of '{}' has been in progress for 6 hours", tg.group);
+                    anyhow::bail!(
+                        "an instance refresh of '{}' has been in progress for 6 hours",
+                        tg.group
+                    );
                 }
                 tracing::info!(group = %tg.group, "an instance refresh is in progress; waiting for it");
                 tokio::time::sleep(poll).await;
             }
-            Err(e) => anyhow::bail!("StartInstanceRefresh on '{}': {}", tg.group, DisplayErrorContext(&e)),
+            Err(e) => anyhow::bail!(
+                "StartInstanceRefresh on '{}': {}",
+                tg.group,
+                DisplayErrorContext(&e)
+            ),
         }
     }
 }

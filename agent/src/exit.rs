@@ -53,7 +53,10 @@ pub struct Coded {
 
 /// Wraps any error with the exit code it should produce.
 pub fn coded(code: Exit, err: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::Error::new(Coded { code, message: err.to_string() })
+    anyhow::Error::new(Coded {
+        code,
+        message: err.to_string(),
+    })
 }
 
 impl Exit {

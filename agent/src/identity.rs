@@ -10,7 +10,7 @@ use crate::imds::{Imds, ImdsClientError};
 pub enum IdentityError {
     /// Metadata could not be read.
     #[error(transparent)]
-    Imds(#[from] ImdsClientError),
+    Imds(Box<ImdsClientError>),
     /// DescribeAutoScalingInstances failed.
     #[error("DescribeAutoScalingInstances for {instance_id}: {message}")]
     Describe {
@@ -25,6 +25,12 @@ pub enum IdentityError {
         /// The instance.
         instance_id: String,
     },
+}
+
+impl From<ImdsClientError> for IdentityError {
+    fn from(e: ImdsClientError) -> Self {
+        Self::Imds(Box::new(e))
+    }
 }
 
 /// The instance's identity.
@@ -43,13 +49,22 @@ pub struct Identity {
 /// Instance id, region and AZ from IMDS (the group is resolved later, once AWS clients exist).
 pub async fn from_imds(imds: &Imds) -> Result<Identity, IdentityError> {
     let instance_id = imds.get("/latest/meta-data/instance-id").await?;
-    let availability_zone = imds.get("/latest/meta-data/placement/availability-zone").await?;
+    let availability_zone = imds
+        .get("/latest/meta-data/placement/availability-zone")
+        .await?;
     let region = match imds.get_opt("/latest/meta-data/placement/region").await? {
         Some(r) => r,
         // Older metadata versions lack placement/region: the AZ minus its letter.
-        None => availability_zone.trim_end_matches(|c: char| c.is_ascii_alphabetic()).to_owned(),
+        None => availability_zone
+            .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+            .to_owned(),
     };
-    Ok(Identity { instance_id, region, availability_zone, asg_name: None })
+    Ok(Identity {
+        instance_id,
+        region,
+        availability_zone,
+        asg_name: None,
+    })
 }
 
 /// The group name: config, then the IMDS tag `aws:autoscaling:groupName` (only present when the
@@ -69,7 +84,10 @@ pub async fn resolve_group(
         return Ok(());
     }
     if settings.imds_tags {
-        if let Some(name) = imds.get_opt("/latest/meta-data/tags/instance/aws:autoscaling:groupName").await? {
+        if let Some(name) = imds
+            .get_opt("/latest/meta-data/tags/instance/aws:autoscaling:groupName")
+            .await?
+        {
             id.asg_name = Some(name);
             return Ok(());
         }
@@ -83,11 +101,17 @@ pub async fn resolve_group(
             instance_id: id.instance_id.clone(),
             message: DisplayErrorContext(&e).to_string(),
         })?;
-    match out.auto_scaling_instances().first().and_then(|i| i.auto_scaling_group_name()) {
+    match out
+        .auto_scaling_instances()
+        .first()
+        .and_then(|i| i.auto_scaling_group_name())
+    {
         Some(name) => {
             id.asg_name = Some(name.to_owned());
             Ok(())
         }
-        None => Err(IdentityError::NoGroup { instance_id: id.instance_id.clone() }),
+        None => Err(IdentityError::NoGroup {
+            instance_id: id.instance_id.clone(),
+        }),
     }
 }

@@ -45,7 +45,10 @@ impl Imds {
         match self.client.get(path).await {
             Ok(v) => Ok(Some(v.as_ref().to_owned())),
             Err(ImdsError::ErrorResponse(r)) if r.response().status().as_u16() == 404 => Ok(None),
-            Err(source) => Err(ImdsClientError::Get { path: path.to_owned(), source }),
+            Err(source) => Err(ImdsClientError::Get {
+                path: path.to_owned(),
+                source,
+            }),
         }
     }
 
@@ -53,7 +56,10 @@ impl Imds {
     pub async fn get(&self, path: &str) -> Result<String, ImdsClientError> {
         match self.client.get(path).await {
             Ok(v) => Ok(v.as_ref().to_owned()),
-            Err(source) => Err(ImdsClientError::Get { path: path.to_owned(), source }),
+            Err(source) => Err(ImdsClientError::Get {
+                path: path.to_owned(),
+                source,
+            }),
         }
     }
 
@@ -64,7 +70,8 @@ impl Imds {
 
     /// `autoscaling/target-lifecycle-state` (`InService`, `Terminated`, `Warmed:*`), if present.
     pub async fn target_lifecycle_state(&self) -> Result<Option<String>, ImdsClientError> {
-        self.get_opt("/latest/meta-data/autoscaling/target-lifecycle-state").await
+        self.get_opt("/latest/meta-data/autoscaling/target-lifecycle-state")
+            .await
     }
 
     /// The spot interruption notice (`{"action": "terminate", "time": …}`), if any.

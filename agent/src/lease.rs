@@ -88,7 +88,9 @@ pub fn period_id(period: Period, secs: i64) -> String {
 /// Seconds since the epoch now.
 #[must_use]
 pub fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// RFC 3339 UTC, seconds precision.
@@ -96,12 +98,21 @@ pub fn now_secs() -> i64 {
 pub fn rfc3339(secs: i64) -> String {
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", s / 3600, s % 3600 / 60, s % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
 }
 
 /// Checks a path component.
 pub fn check_name(name: &str) -> Result<(), LeaseError> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
         return Err(LeaseError::BadName(name.to_owned()));
     }
     Ok(())
@@ -126,8 +137,15 @@ pub enum Outcome {
 }
 
 /// Tries to create the lease parameter at `path` for `instance_id`.
-pub async fn acquire(ssm: &aws_sdk_ssm::Client, path: &str, instance_id: &str) -> Result<Outcome, LeaseError> {
-    let holder = Holder { instance_id: instance_id.to_owned(), started_at: rfc3339(now_secs()) };
+pub async fn acquire(
+    ssm: &aws_sdk_ssm::Client,
+    path: &str,
+    instance_id: &str,
+) -> Result<Outcome, LeaseError> {
+    let holder = Holder {
+        instance_id: instance_id.to_owned(),
+        started_at: rfc3339(now_secs()),
+    };
     let value = serde_json::to_string(&holder).expect("a struct of strings serializes");
     let res = ssm
         .put_parameter()
@@ -140,14 +158,22 @@ pub async fn acquire(ssm: &aws_sdk_ssm::Client, path: &str, instance_id: &str) -
         .await;
     match res {
         Ok(_) => Ok(Outcome::Won),
-        Err(e) if matches!(e.as_service_error(), Some(PutParameterError::ParameterAlreadyExists(_))) => {
+        Err(e)
+            if matches!(
+                e.as_service_error(),
+                Some(PutParameterError::ParameterAlreadyExists(_))
+            ) =>
+        {
             let current = ssm.get_parameter().name(path).send().await.ok();
             let holder = current
                 .and_then(|o| o.parameter().and_then(|p| p.value().map(ToOwned::to_owned)))
                 .and_then(|v| serde_json::from_str::<Holder>(&v).ok());
             Ok(Outcome::Lost(holder))
         }
-        Err(e) => Err(LeaseError::Put { path: path.to_owned(), message: DisplayErrorContext(&e).to_string() }),
+        Err(e) => Err(LeaseError::Put {
+            path: path.to_owned(),
+            message: DisplayErrorContext(&e).to_string(),
+        }),
     }
 }
 

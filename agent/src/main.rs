@@ -9,7 +9,10 @@ fn main() -> ExitCode {
     bake_common::logging::init(cli.global.log_format, cli.global.verbose);
     // A current-thread runtime: the agent is I/O bound, stays small (idle RSS), and the app is
     // always forked from the main thread (see the parent-death signal in supervisor::process).
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -14,7 +14,15 @@ use std::time::{Duration, Instant};
 use crate::config::EfsSettings;
 
 /// AWS's recommended NFS options for EFS.
-pub const NFS_OPTIONS: &[&str] = &["nfsvers=4.1", "rsize=1048576", "wsize=1048576", "hard", "timeo=600", "retrans=2", "noresvport"];
+pub const NFS_OPTIONS: &[&str] = &[
+    "nfsvers=4.1",
+    "rsize=1048576",
+    "wsize=1048576",
+    "hard",
+    "timeo=600",
+    "retrans=2",
+    "noresvport",
+];
 
 /// Where the efs mount helper lives when amazon-efs-utils is installed.
 pub const EFS_HELPER: &str = "/sbin/mount.efs";
@@ -78,7 +86,13 @@ pub fn spec(efs: &EfsSettings, region: &str, helper: bool) -> Result<MountSpec, 
         if let Some(ap) = &efs.access_point {
             options.push(format!("accesspoint={ap}"));
         }
-        Ok(MountSpec { source: format!("{}:/", efs.file_system_id), fstype: "efs".into(), options, target: efs.mount_point.clone(), dns_name })
+        Ok(MountSpec {
+            source: format!("{}:/", efs.file_system_id),
+            fstype: "efs".into(),
+            options,
+            target: efs.mount_point.clone(),
+            dns_name,
+        })
     } else {
         if let Some(ap) = &efs.access_point {
             return Err(MountError::AccessPointNeedsHelper(ap.clone()));
@@ -110,7 +124,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -132,15 +149,26 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
             let mut post = post.split(' ');
             let fstype = post.next()?;
             let source = post.next().unwrap_or("");
-            Some(MountEntry { mount_point: PathBuf::from(unescape(mount_point)), fstype: fstype.to_owned(), source: unescape(source) })
+            Some(MountEntry {
+                mount_point: PathBuf::from(unescape(mount_point)),
+                fstype: fstype.to_owned(),
+                source: unescape(source),
+            })
         })
         .collect()
 }
 
 /// What is mounted at `target` now (the last, i.e. topmost, mount), if anything.
 pub fn mounted_at(target: &Path) -> Result<Option<MountEntry>, MountError> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| MountError::Io { what: "reading /proc/self/mountinfo".into(), source })?;
-    Ok(parse_mountinfo(&text).into_iter().rev().find(|m| m.mount_point == target))
+    let text =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| MountError::Io {
+            what: "reading /proc/self/mountinfo".into(),
+            source,
+        })?;
+    Ok(parse_mountinfo(&text)
+        .into_iter()
+        .rev()
+        .find(|m| m.mount_point == target))
 }
 
 /// Does the mount. Production: [`CommandMounter`]; tests: a tmpfs.
@@ -165,14 +193,22 @@ impl Mounter for CommandMounter {
             .arg(&spec.target)
             .output()
             .await
-            .map_err(|e| MountError::Mount { source_spec: spec.source.clone(), target: spec.target.clone(), message: format!("running mount: {e}") })?;
+            .map_err(|e| MountError::Mount {
+                source_spec: spec.source.clone(),
+                target: spec.target.clone(),
+                message: format!("running mount: {e}"),
+            })?;
         if out.status.success() {
             Ok(())
         } else {
             Err(MountError::Mount {
                 source_spec: spec.source.clone(),
                 target: spec.target.clone(),
-                message: format!("mount exited with {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+                message: format!(
+                    "mount exited with {}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
             })
         }
     }
@@ -185,7 +221,11 @@ pub fn dns_delay(attempt: u32) -> Duration {
 }
 
 /// Calls `resolve` until it succeeds or `budget` is spent, sleeping [`dns_delay`] in between.
-pub async fn resolve_with_retry<F, Fut>(name: &str, budget: Duration, mut resolve: F) -> Result<u32, MountError>
+pub async fn resolve_with_retry<F, Fut>(
+    name: &str,
+    budget: Duration,
+    mut resolve: F,
+) -> Result<u32, MountError>
 where
     F: FnMut(String) -> Fut,
     Fut: Future<Output = std::io::Result<()>>,
@@ -201,7 +241,11 @@ where
         };
         let delay = dns_delay(attempt);
         if start.elapsed() + delay > budget {
-            return Err(MountError::Dns { name: name.to_owned(), secs: budget.as_secs(), last: err });
+            return Err(MountError::Dns {
+                name: name.to_owned(),
+                secs: budget.as_secs(),
+                last: err,
+            });
         }
         tracing::warn!(name, attempt, error = %err, "mount target does not resolve yet; retrying");
         tokio::time::sleep(delay).await;
@@ -212,12 +256,20 @@ where
 /// Resolves with the system resolver (port 2049, NFS).
 pub async fn system_resolve(name: String) -> std::io::Result<()> {
     let mut addrs = tokio::net::lookup_host((name.as_str(), 2049)).await?;
-    addrs.next().map(|_| ()).ok_or_else(|| std::io::Error::other("no addresses"))
+    addrs
+        .next()
+        .map(|_| ())
+        .ok_or_else(|| std::io::Error::other("no addresses"))
 }
 
 /// Mounts `spec` unless already mounted: mountinfo check, DNS retry, mkdir, mount, verify.
 /// Returns `false` when it was already mounted.
-pub async fn ensure_mounted<M, F, Fut>(spec: &MountSpec, mounter: &M, budget: Duration, resolve: F) -> Result<bool, MountError>
+pub async fn ensure_mounted<M, F, Fut>(
+    spec: &MountSpec,
+    mounter: &M,
+    budget: Duration,
+    resolve: F,
+) -> Result<bool, MountError>
 where
     M: Mounter,
     F: FnMut(String) -> Fut,
@@ -230,10 +282,17 @@ where
         return Ok(false);
     }
     resolve_with_retry(&spec.dns_name, budget, resolve).await?;
-    std::fs::create_dir_all(&spec.target).map_err(|source| MountError::Io { what: format!("creating {}", spec.target.display()), source })?;
+    std::fs::create_dir_all(&spec.target).map_err(|source| MountError::Io {
+        what: format!("creating {}", spec.target.display()),
+        source,
+    })?;
     mounter.mount(spec).await?;
     if mounted_at(&spec.target)?.is_none() {
-        return Err(MountError::Mount { source_spec: spec.source.clone(), target: spec.target.clone(), message: "mount reported success but nothing is mounted there".into() });
+        return Err(MountError::Mount {
+            source_spec: spec.source.clone(),
+            target: spec.target.clone(),
+            message: "mount reported success but nothing is mounted there".into(),
+        });
     }
     Ok(true)
 }
@@ -244,7 +303,12 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn efs(ap: Option<&str>) -> EfsSettings {
-        EfsSettings { file_system_id: "fs-0abc".into(), access_point: ap.map(Into::into), mount_point: "/mnt/efs".into(), timeout: Duration::from_secs(1) }
+        EfsSettings {
+            file_system_id: "fs-0abc".into(),
+            access_point: ap.map(Into::into),
+            mount_point: "/mnt/efs".into(),
+            timeout: Duration::from_secs(1),
+        }
     }
 
     #[test]
@@ -252,15 +316,24 @@ mod tests {
         let s = spec(&efs(None), "eu-west-1", false).unwrap();
         assert_eq!(s.fstype, "nfs4");
         assert_eq!(s.source, "fs-0abc.efs.eu-west-1.amazonaws.com:/");
-        assert_eq!(s.options.join(","), "nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport");
-        assert!(spec(&efs(Some("fsap-1")), "eu-west-1", false).unwrap_err().to_string().contains("fsap-1"));
+        assert_eq!(
+            s.options.join(","),
+            "nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport"
+        );
+        assert!(spec(&efs(Some("fsap-1")), "eu-west-1", false)
+            .unwrap_err()
+            .to_string()
+            .contains("fsap-1"));
     }
 
     #[test]
     fn test_efs_helper_options() {
         let s = spec(&efs(Some("fsap-01")), "us-east-1", true).unwrap();
         assert_eq!((s.fstype.as_str(), s.source.as_str()), ("efs", "fs-0abc:/"));
-        assert_eq!(s.options, vec!["tls".to_owned(), "accesspoint=fsap-01".to_owned()]);
+        assert_eq!(
+            s.options,
+            vec!["tls".to_owned(), "accesspoint=fsap-01".to_owned()]
+        );
         assert_eq!(s.dns_name, "fs-0abc.efs.us-east-1.amazonaws.com");
     }
 
@@ -276,7 +349,9 @@ mod tests {
 
     #[test]
     fn test_dns_delays() {
-        let d: Vec<u64> = (0..8).map(|a| u64::try_from(dns_delay(a).as_millis()).unwrap()).collect();
+        let d: Vec<u64> = (0..8)
+            .map(|a| u64::try_from(dns_delay(a).as_millis()).unwrap())
+            .collect();
         assert_eq!(d, vec![250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
     }
 
@@ -285,21 +360,44 @@ mod tests {
         let calls = AtomicU32::new(0);
         let n = resolve_with_retry("x", Duration::from_secs(60), |_| {
             let c = calls.fetch_add(1, Ordering::SeqCst);
-            async move { if c < 3 { Err(std::io::Error::other("NXDOMAIN")) } else { Ok(()) } }
+            async move {
+                if c < 3 {
+                    Err(std::io::Error::other("NXDOMAIN"))
+                } else {
+                    Ok(())
+                }
+            }
         })
         .await
         .unwrap();
         assert_eq!(n, 3);
-        let e = resolve_with_retry("fs-1.efs", Duration::from_secs(2), |_| async { Err(std::io::Error::other("NXDOMAIN")) }).await.unwrap_err();
-        assert!(e.to_string().contains("fs-1.efs") && e.to_string().contains("NXDOMAIN"), "{e}");
+        let e = resolve_with_retry("fs-1.efs", Duration::from_secs(2), |_| async {
+            Err(std::io::Error::other("NXDOMAIN"))
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("fs-1.efs") && e.to_string().contains("NXDOMAIN"),
+            "{e}"
+        );
     }
 
     /// Stands in for NFS, which this kernel lacks: a tmpfs through the same mount(2) path.
     struct TmpfsMounter;
     impl Mounter for TmpfsMounter {
         async fn mount(&self, spec: &MountSpec) -> Result<(), MountError> {
-            nix::mount::mount(Some("tmpfs"), &spec.target, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=1m"))
-                .map_err(|e| MountError::Mount { source_spec: spec.source.clone(), target: spec.target.clone(), message: e.to_string() })
+            nix::mount::mount(
+                Some("tmpfs"),
+                &spec.target,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some("size=1m"),
+            )
+            .map_err(|e| MountError::Mount {
+                source_spec: spec.source.clone(),
+                target: spec.target.clone(),
+                message: e.to_string(),
+            })
         }
     }
 
@@ -314,10 +412,18 @@ mod tests {
         s.target = dir.path().join("efs");
         s.fstype = "tmpfs".into();
         let ok = |_| async { Ok(()) };
-        assert!(ensure_mounted(&s, &TmpfsMounter, Duration::from_secs(1), ok).await.unwrap());
+        assert!(
+            ensure_mounted(&s, &TmpfsMounter, Duration::from_secs(1), ok)
+                .await
+                .unwrap()
+        );
         std::fs::write(s.target.join("f"), "x").unwrap();
         // Second call sees it in mountinfo and does nothing (a second tmpfs would hide the file).
-        assert!(!ensure_mounted(&s, &TmpfsMounter, Duration::from_secs(1), ok).await.unwrap());
+        assert!(
+            !ensure_mounted(&s, &TmpfsMounter, Duration::from_secs(1), ok)
+                .await
+                .unwrap()
+        );
         assert!(s.target.join("f").exists());
         nix::mount::umount(&s.target).unwrap();
     }

@@ -23,11 +23,16 @@ pub async fn probe_once(p: &Probe) -> Result<(), String> {
 
 async fn probe_inner(p: &Probe) -> Result<(), String> {
     match p {
-        Probe::Tcp { addr } => TcpStream::connect(addr).await.map(|_| ()).map_err(|e| e.to_string()),
+        Probe::Tcp { addr } => TcpStream::connect(addr)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         Probe::Http { addr, path } => {
             let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
             let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: bake-agent\r\nConnection: close\r\n\r\n");
-            s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+            s.write_all(req.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
             let mut buf = [0u8; 64];
             let mut n = 0;
             // The status line fits in 64 bytes: "HTTP/1.1 200 OK".
@@ -51,7 +56,13 @@ async fn probe_inner(p: &Probe) -> Result<(), String> {
 
 /// Probes every `interval` until ready (`true`) or `timeout` (`false`), calling `heartbeat`
 /// every `heartbeat_every` while waiting.
-pub async fn wait_ready<H, F>(p: &Probe, interval: Duration, timeout: Duration, heartbeat_every: Duration, mut heartbeat: H) -> bool
+pub async fn wait_ready<H, F>(
+    p: &Probe,
+    interval: Duration,
+    timeout: Duration,
+    heartbeat_every: Duration,
+    mut heartbeat: H,
+) -> bool
 where
     H: FnMut() -> F,
     F: std::future::Future<Output = ()>,
@@ -59,7 +70,9 @@ where
     let start = Instant::now();
     let mut last_beat = start;
     loop {
-        let Err(last_err) = probe_once(p).await else { return true };
+        let Err(last_err) = probe_once(p).await else {
+            return true;
+        };
         if start.elapsed() >= timeout {
             tracing::warn!(probe = ?p, error = %last_err, timeout_s = timeout.as_secs(), "app never became ready");
             return false;

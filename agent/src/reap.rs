@@ -41,12 +41,25 @@ pub struct Report {
 }
 
 /// Reaps `root`: see the module docs. `now` is passed in for tests.
-pub fn reap(root: &Path, older_than: Duration, dry_run: bool, now: SystemTime) -> Result<Report, ReapError> {
-    let meta = std::fs::symlink_metadata(root).map_err(|e| ReapError::BadRoot { path: root.to_owned(), message: e.to_string() })?;
+pub fn reap(
+    root: &Path,
+    older_than: Duration,
+    dry_run: bool,
+    now: SystemTime,
+) -> Result<Report, ReapError> {
+    let meta = std::fs::symlink_metadata(root).map_err(|e| ReapError::BadRoot {
+        path: root.to_owned(),
+        message: e.to_string(),
+    })?;
     if !meta.is_dir() {
-        return Err(ReapError::BadRoot { path: root.to_owned(), message: "not a directory (symlinks are not followed)".into() });
+        return Err(ReapError::BadRoot {
+            path: root.to_owned(),
+            message: "not a directory (symlinks are not followed)".into(),
+        });
     }
-    let cutoff = now.checked_sub(older_than).unwrap_or(SystemTime::UNIX_EPOCH);
+    let cutoff = now
+        .checked_sub(older_than)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     let mut report = Report::default();
     walk(root, meta.dev(), cutoff, dry_run, &mut report);
     Ok(report)

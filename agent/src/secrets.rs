@@ -14,7 +14,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use aws_sdk_ssm::types::{ParameterStringFilter};
+use aws_sdk_ssm::types::ParameterStringFilter;
 use aws_smithy_types::error::display::DisplayErrorContext;
 
 /// A secret value. Prints as `***`.
@@ -59,7 +59,9 @@ pub enum SecretsError {
         message: String,
     },
     /// Nothing under the prefix: fail closed rather than start an app without its secrets.
-    #[error("no SSM parameters under '{path}' (a missing path fails closed: the app is not started)")]
+    #[error(
+        "no SSM parameters under '{path}' (a missing path fails closed: the app is not started)"
+    )]
     Empty {
         /// The prefix.
         path: String,
@@ -101,7 +103,13 @@ pub fn env_name(prefix: &str, name: &str) -> Option<String> {
     }
     let mut out: String = rel
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
@@ -119,13 +127,23 @@ pub struct SecretEnv {
 }
 
 /// Maps `(name, value, version)` triples to variables; collisions are errors.
-pub fn build_env(prefix: &str, params: Vec<(String, Secret, i64)>) -> Result<SecretEnv, SecretsError> {
+pub fn build_env(
+    prefix: &str,
+    params: Vec<(String, Secret, i64)>,
+) -> Result<SecretEnv, SecretsError> {
     let mut env = SecretEnv::default();
     let mut owner: BTreeMap<String, String> = BTreeMap::new();
     for (name, value, version) in params {
-        let var = env_name(prefix, &name).ok_or_else(|| SecretsError::BadName { name: name.clone(), path: prefix.to_owned() })?;
+        let var = env_name(prefix, &name).ok_or_else(|| SecretsError::BadName {
+            name: name.clone(),
+            path: prefix.to_owned(),
+        })?;
         if let Some(first) = owner.get(&var) {
-            let (first, second) = if *first < name { (first.clone(), name) } else { (name, first.clone()) };
+            let (first, second) = if *first < name {
+                (first.clone(), name)
+            } else {
+                (name, first.clone())
+            };
             return Err(SecretsError::Collision { var, first, second });
         }
         owner.insert(var.clone(), name.clone());
@@ -135,11 +153,14 @@ pub fn build_env(prefix: &str, params: Vec<(String, Secret, i64)>) -> Result<Sec
     Ok(env)
 }
 
-fn fetch_err<E: std::error::Error + 'static>(path: &str, e: &aws_sdk_ssm::error::SdkError<E>) -> SecretsError
+fn fetch_err<E>(path: &str, e: &aws_sdk_ssm::error::SdkError<E>) -> SecretsError
 where
-    E: aws_sdk_ssm::error::ProvideErrorMetadata,
+    E: std::error::Error + aws_sdk_ssm::error::ProvideErrorMetadata + 'static,
 {
-    SecretsError::Fetch { path: path.to_owned(), message: DisplayErrorContext(e).to_string() }
+    SecretsError::Fetch {
+        path: path.to_owned(),
+        message: DisplayErrorContext(e).to_string(),
+    }
 }
 
 /// GetParametersByPath: recursive, decrypted, every page. Empty → [`SecretsError::Empty`].
@@ -157,7 +178,9 @@ pub async fn fetch(ssm: &aws_sdk_ssm::Client, prefix: &str) -> Result<SecretEnv,
             .await
             .map_err(|e| fetch_err(prefix, &e))?;
         for p in out.parameters() {
-            let (Some(name), Some(value)) = (p.name(), p.value()) else { continue };
+            let (Some(name), Some(value)) = (p.name(), p.value()) else {
+                continue;
+            };
             params.push((name.to_owned(), Secret::new(value.to_owned()), p.version()));
         }
         match out.next_token() {
@@ -166,14 +189,19 @@ pub async fn fetch(ssm: &aws_sdk_ssm::Client, prefix: &str) -> Result<SecretEnv,
         }
     }
     if params.is_empty() {
-        return Err(SecretsError::Empty { path: prefix.to_owned() });
+        return Err(SecretsError::Empty {
+            path: prefix.to_owned(),
+        });
     }
     build_env(prefix, params)
 }
 
 /// Versions only (no values): DescribeParameters with a recursive Path filter, every page.
 /// The cheapest call that returns versions: 50 parameters per call, nothing decrypted.
-pub async fn versions(ssm: &aws_sdk_ssm::Client, prefix: &str) -> Result<BTreeMap<String, i64>, SecretsError> {
+pub async fn versions(
+    ssm: &aws_sdk_ssm::Client,
+    prefix: &str,
+) -> Result<BTreeMap<String, i64>, SecretsError> {
     let filter = ParameterStringFilter::builder()
         .key("Path")
         .option("Recursive")
@@ -224,14 +252,34 @@ fn quote(v: &str) -> String {
 
 /// Writes `KEY="value"` lines to `path` atomically (temp file in the same directory, fsync,
 /// rename), mode 0600 from creation, owned by `owner` (uid, gid) when given.
-pub fn write_env_file(path: &Path, env: &SecretEnv, owner: Option<(u32, u32)>) -> Result<(), SecretsError> {
-    let err = |source| SecretsError::EnvFile { path: path.to_owned(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path.file_name().ok_or_else(|| err(std::io::Error::other("not a file name")))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+pub fn write_env_file(
+    path: &Path,
+    env: &SecretEnv,
+    owner: Option<(u32, u32)>,
+) -> Result<(), SecretsError> {
+    let err = |source| SecretsError::EnvFile {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| err(std::io::Error::other("not a file name")))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     let _ = std::fs::remove_file(&tmp);
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
         }
@@ -251,7 +299,11 @@ pub fn write_env_file(path: &Path, env: &SecretEnv, owner: Option<(u32, u32)>) -
 /// Parameters whose version differs between `old` and `new` (added, removed or changed).
 #[must_use]
 pub fn changed(old: &BTreeMap<String, i64>, new: &BTreeMap<String, i64>) -> Vec<String> {
-    let mut out: Vec<String> = new.iter().filter(|(k, v)| old.get(*k) != Some(v)).map(|(k, _)| k.clone()).collect();
+    let mut out: Vec<String> = new
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(v))
+        .map(|(k, _)| k.clone())
+        .collect();
     out.extend(old.keys().filter(|k| !new.contains_key(*k)).cloned());
     out.sort();
     out
@@ -262,7 +314,11 @@ pub fn changed(old: &BTreeMap<String, i64>, new: &BTreeMap<String, i64>) -> Vec<
 pub fn versions_id(v: &BTreeMap<String, i64>) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for (k, ver) in v {
-        for b in k.bytes().chain(ver.to_string().bytes()).chain(std::iter::once(0)) {
+        for b in k
+            .bytes()
+            .chain(ver.to_string().bytes())
+            .chain(std::iter::once(0))
+        {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
@@ -277,10 +333,22 @@ mod tests {
 
     #[test]
     fn test_env_name_rule() {
-        assert_eq!(env_name("/app/prod", "/app/prod/db/password").as_deref(), Some("DB_PASSWORD"));
-        assert_eq!(env_name("/app/prod", "/app/prod/DB_CONNECTION_STRING").as_deref(), Some("DB_CONNECTION_STRING"));
-        assert_eq!(env_name("/app/prod", "/app/prod/api-key.v2").as_deref(), Some("API_KEY_V2"));
-        assert_eq!(env_name("/app/prod", "/app/prod/3scale").as_deref(), Some("_3SCALE"));
+        assert_eq!(
+            env_name("/app/prod", "/app/prod/db/password").as_deref(),
+            Some("DB_PASSWORD")
+        );
+        assert_eq!(
+            env_name("/app/prod", "/app/prod/DB_CONNECTION_STRING").as_deref(),
+            Some("DB_CONNECTION_STRING")
+        );
+        assert_eq!(
+            env_name("/app/prod", "/app/prod/api-key.v2").as_deref(),
+            Some("API_KEY_V2")
+        );
+        assert_eq!(
+            env_name("/app/prod", "/app/prod/3scale").as_deref(),
+            Some("_3SCALE")
+        );
         assert_eq!(env_name("/app/prod", "/other/x"), None);
     }
 
@@ -291,7 +359,12 @@ mod tests {
             ("/a/db-password".to_owned(), Secret::new("y".into()), 1),
         ];
         let e = build_env("/a", p).unwrap_err().to_string();
-        assert!(e.contains("/a/db-password") && e.contains("/a/db/password") && e.contains("DB_PASSWORD"), "{e}");
+        assert!(
+            e.contains("/a/db-password")
+                && e.contains("/a/db/password")
+                && e.contains("DB_PASSWORD"),
+            "{e}"
+        );
         assert!(!e.contains('x') || !e.contains("\"x\""));
     }
 
@@ -307,11 +380,26 @@ mod tests {
     fn test_env_file_is_private_and_quoted() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("app.env");
-        let env = build_env("/a", vec![("/a/k".into(), Secret::new("va\"l$ue\nx".into()), 1)]).unwrap();
-        write_env_file(&p, &env, Some((nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw()))).unwrap();
+        let env = build_env(
+            "/a",
+            vec![("/a/k".into(), Secret::new("va\"l$ue\nx".into()), 1)],
+        )
+        .unwrap();
+        write_env_file(
+            &p,
+            &env,
+            Some((
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            )),
+        )
+        .unwrap();
         let meta = std::fs::metadata(&p).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o600);
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "K=\"va\\\"l\\$ue\\nx\"\n");
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "K=\"va\\\"l\\$ue\\nx\"\n"
+        );
         // Rewriting replaces it atomically; no temp files are left.
         write_env_file(&p, &env, None).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);

@@ -1,6 +1,9 @@
 //! Integration tests of the agent core: the real `bake-agent` binary against the local AWS
 //! emulator and the hand-written IMDS stand-in (`bake_e2e::Imds`). One test binary, topic modules.
 
+// Integration tests are a test crate of their own: the lint is for unit tests in library code.
+#![allow(clippy::tests_outside_test_module)]
+
 #[path = "agent/util.rs"]
 mod util;
 

@@ -66,7 +66,13 @@ impl Backoff {
     /// Fresh state for an app started at `now`.
     #[must_use]
     pub fn new(policy: SuperviseSettings, now: Instant) -> Self {
-        Self { policy, consecutive: 0, started: now, exits: VecDeque::new(), reported: false }
+        Self {
+            policy,
+            consecutive: 0,
+            started: now,
+            exits: VecDeque::new(),
+            reported: false,
+        }
     }
 
     /// The app was (re)started at `now`.
@@ -91,9 +97,16 @@ pub fn on_exit(b: &mut Backoff, now: Instant) -> Decision {
         Duration::ZERO
     } else {
         let factor = 1u32 << (b.consecutive - 2).min(20);
-        b.policy.backoff_initial.saturating_mul(factor).min(b.policy.backoff_max)
+        b.policy
+            .backoff_initial
+            .saturating_mul(factor)
+            .min(b.policy.backoff_max)
     };
-    while b.exits.front().is_some_and(|t| now.saturating_duration_since(*t) >= b.policy.crash_loop_window) {
+    while b
+        .exits
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= b.policy.crash_loop_window)
+    {
         b.exits.pop_front();
     }
     b.exits.push_back(now);
@@ -146,7 +159,12 @@ impl SupervisorHandle {
     /// Restarts the app gracefully, optionally with a new spec; returns once it was started again.
     pub async fn restart(&self, spec: Option<AppSpec>) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Control::Restart(spec.map(Box::new), tx)).await.is_ok() {
+        if self
+            .tx
+            .send(Control::Restart(spec.map(Box::new), tx))
+            .await
+            .is_ok()
+        {
             let _ = rx.await;
         }
     }
@@ -173,9 +191,25 @@ pub fn start(
     let (state_tx, state_rx) = watch::channel(AppState::Running(pid));
     let restarts = Arc::new(AtomicU64::new(0));
     tokio::spawn(process::reap_orphans(managed.clone()));
-    let sup = Supervisor { spec, cmd, policy, output, on_crash_loop, restarts: restarts.clone(), state: state_tx, managed };
+    let sup = Supervisor {
+        spec,
+        cmd,
+        policy,
+        output,
+        on_crash_loop,
+        restarts: restarts.clone(),
+        state: state_tx,
+        managed,
+    };
     let task = tokio::spawn(sup.run(child, rx));
-    Ok((SupervisorHandle { tx, restarts, state: state_rx }, task))
+    Ok((
+        SupervisorHandle {
+            tx,
+            restarts,
+            state: state_rx,
+        },
+        task,
+    ))
 }
 
 struct Supervisor {
@@ -194,7 +228,8 @@ impl Supervisor {
         match process::spawn(&mut self.cmd, &self.spec.command[0]) {
             Ok(mut child) => {
                 let pid = child.id().unwrap_or(0);
-                self.managed.store(i32::try_from(pid).unwrap_or(0), Ordering::SeqCst);
+                self.managed
+                    .store(i32::try_from(pid).unwrap_or(0), Ordering::SeqCst);
                 self.output.attach(child.stdout.take(), child.stderr.take());
                 self.state.send_replace(AppState::Running(pid));
                 Some(child)
@@ -227,10 +262,14 @@ impl Supervisor {
             let delay = decision.delay();
             if delay.is_zero() {
                 // Respawn first: stragglers of the old group go, then the new process starts.
-                if let Some(pid) = old_pid { process::signal_group(pid, nix::sys::signal::Signal::SIGKILL) }
+                if let Some(pid) = old_pid {
+                    process::signal_group(pid, nix::sys::signal::Signal::SIGKILL)
+                }
                 child = self.respawn();
             } else {
-                if let Some(pid) = old_pid { process::signal_group(pid, nix::sys::signal::Signal::SIGKILL) }
+                if let Some(pid) = old_pid {
+                    process::signal_group(pid, nix::sys::signal::Signal::SIGKILL)
+                }
                 self.state.send_replace(AppState::BackingOff);
                 child = None;
                 tracing::warn!(status = ?status.as_ref().ok(), delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), consecutive = backoff.consecutive(), "app exited; restarting after backoff");
@@ -239,7 +278,14 @@ impl Supervisor {
                 loop {
                     tokio::select! {
                         () = &mut sleep => break,
-                        ctl = rx.recv() => { if self.control(ctl, &mut child, &mut backoff).await { return; } if child.is_some() { break; } }
+                        ctl = rx.recv() => {
+                            if self.control(ctl, &mut child, &mut backoff).await {
+                                return;
+                            }
+                            if child.is_some() {
+                                break;
+                            }
+                        }
                     }
                 }
                 if child.is_none() {
@@ -250,10 +296,15 @@ impl Supervisor {
             // Record after the respawn.
             let n = self.restarts.fetch_add(1, Ordering::SeqCst) + 1;
             if delay.is_zero() {
-                tracing::warn!(status = ?status.as_ref().ok(), restarts = n, "app exited; restarted at once");
+                tracing::warn!(status = ?status.as_ref().ok(), restarts = n, respawn_us = u64::try_from(now.elapsed().as_micros()).unwrap_or(u64::MAX), "app exited; restarted at once");
             }
             if matches!(decision, Decision::RestartAndReportCrashLoop { .. }) {
-                tracing::error!(restarts = n, count = self.policy.crash_loop_count, window_s = self.policy.crash_loop_window.as_secs(), "app is in a crash loop");
+                tracing::error!(
+                    restarts = n,
+                    count = self.policy.crash_loop_count,
+                    window_s = self.policy.crash_loop_window.as_secs(),
+                    "app is in a crash loop"
+                );
                 if let Some(hook) = &self.on_crash_loop {
                     hook();
                 }
@@ -262,7 +313,12 @@ impl Supervisor {
     }
 
     /// Handles a request; `true` when the supervisor must end.
-    async fn control(&mut self, ctl: Option<Control>, child: &mut Option<tokio::process::Child>, backoff: &mut Backoff) -> bool {
+    async fn control(
+        &mut self,
+        ctl: Option<Control>,
+        child: &mut Option<tokio::process::Child>,
+        backoff: &mut Backoff,
+    ) -> bool {
         match ctl {
             None => {
                 // Every handle dropped: stop the app and end.
@@ -274,7 +330,8 @@ impl Supervisor {
             }
             Some(Control::Stop(done)) => {
                 if let Some(c) = child.as_mut() {
-                    let status = process::stop(c, self.spec.stop_signal, self.spec.stop_timeout).await;
+                    let status =
+                        process::stop(c, self.spec.stop_signal, self.spec.stop_timeout).await;
                     tracing::info!(?status, "app stopped");
                 }
                 self.state.send_replace(AppState::Stopped);
@@ -320,20 +377,58 @@ mod tests {
         let mut b = Backoff::new(policy(), t0);
         // A crash after a long run: restart at once.
         let t = t0 + Duration::from_secs(100);
-        assert_eq!(on_exit(&mut b, t), Decision::Restart { delay: Duration::ZERO });
+        assert_eq!(
+            on_exit(&mut b, t),
+            Decision::Restart {
+                delay: Duration::ZERO
+            }
+        );
         b.started(t);
         // Quick crashes: 100ms, 200ms, then the 4th in the window is a crash loop (reported once).
-        assert_eq!(on_exit(&mut b, t + Duration::from_millis(10)), Decision::Restart { delay: Duration::from_millis(100) });
-        assert_eq!(on_exit(&mut b, t + Duration::from_millis(200)), Decision::Restart { delay: Duration::from_millis(200) });
-        assert_eq!(on_exit(&mut b, t + Duration::from_millis(500)), Decision::RestartAndReportCrashLoop { delay: Duration::from_millis(400) });
-        assert_eq!(on_exit(&mut b, t + Duration::from_millis(1000)), Decision::Restart { delay: Duration::from_millis(800) });
+        assert_eq!(
+            on_exit(&mut b, t + Duration::from_millis(10)),
+            Decision::Restart {
+                delay: Duration::from_millis(100)
+            }
+        );
+        assert_eq!(
+            on_exit(&mut b, t + Duration::from_millis(200)),
+            Decision::Restart {
+                delay: Duration::from_millis(200)
+            }
+        );
+        assert_eq!(
+            on_exit(&mut b, t + Duration::from_millis(500)),
+            Decision::RestartAndReportCrashLoop {
+                delay: Duration::from_millis(400)
+            }
+        );
+        assert_eq!(
+            on_exit(&mut b, t + Duration::from_millis(1000)),
+            Decision::Restart {
+                delay: Duration::from_millis(800)
+            }
+        );
         // Capped at backoff_max.
-        assert_eq!(on_exit(&mut b, t + Duration::from_millis(2000)), Decision::Restart { delay: Duration::from_secs(1) });
-        assert_eq!(on_exit(&mut b, t + Duration::from_millis(3000)).delay(), Duration::from_secs(1));
+        assert_eq!(
+            on_exit(&mut b, t + Duration::from_millis(2000)),
+            Decision::Restart {
+                delay: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(
+            on_exit(&mut b, t + Duration::from_millis(3000)).delay(),
+            Duration::from_secs(1)
+        );
         // A stable run resets the backoff.
         let later = t + Duration::from_secs(60);
         b.started(later);
-        assert_eq!(on_exit(&mut b, later + Duration::from_secs(10)), Decision::Restart { delay: Duration::ZERO });
+        assert_eq!(
+            on_exit(&mut b, later + Duration::from_secs(10)),
+            Decision::Restart {
+                delay: Duration::ZERO
+            }
+        );
     }
 
     #[test]
@@ -343,7 +438,10 @@ mod tests {
         // Exits 2s apart: never 4 within 5s.
         for i in 1..10u64 {
             let t = t0 + Duration::from_secs(2 * i);
-            assert!(matches!(on_exit(&mut b, t), Decision::Restart { .. }), "exit {i}");
+            assert!(
+                matches!(on_exit(&mut b, t), Decision::Restart { .. }),
+                "exit {i}"
+            );
             b.started(t);
         }
     }

@@ -62,19 +62,36 @@ impl RunAs {
     /// Resolves `user` (and optionally `group`) from the system's user database.
     pub fn resolve(user: &str, group: Option<&str>) -> Result<Self, ProcessError> {
         let u = User::from_name(user)
-            .map_err(|source| ProcessError::Lookup { what: format!("user '{user}'"), source })?
+            .map_err(|source| ProcessError::Lookup {
+                what: format!("user '{user}'"),
+                source,
+            })?
             .ok_or_else(|| ProcessError::NoUser(user.to_owned()))?;
         let gid = match group {
-            Some(g) => Group::from_name(g)
-                .map_err(|source| ProcessError::Lookup { what: format!("group '{g}'"), source })?
-                .ok_or_else(|| ProcessError::NoGroup(g.to_owned()))?
-                .gid,
+            Some(g) => {
+                Group::from_name(g)
+                    .map_err(|source| ProcessError::Lookup {
+                        what: format!("group '{g}'"),
+                        source,
+                    })?
+                    .ok_or_else(|| ProcessError::NoGroup(g.to_owned()))?
+                    .gid
+            }
             None => u.gid,
         };
         let cname = CString::new(user).map_err(|_| ProcessError::NoUser(user.to_owned()))?;
-        let groups = nix::unistd::getgrouplist(&cname, gid)
-            .map_err(|source| ProcessError::Lookup { what: format!("groups of '{user}'"), source })?;
-        Ok(Self { uid: u.uid, gid, groups, home: u.dir, name: u.name })
+        let groups =
+            nix::unistd::getgrouplist(&cname, gid).map_err(|source| ProcessError::Lookup {
+                what: format!("groups of '{user}'"),
+                source,
+            })?;
+        Ok(Self {
+            uid: u.uid,
+            gid,
+            groups,
+            home: u.dir,
+            name: u.name,
+        })
     }
 }
 
@@ -115,7 +132,9 @@ pub fn command(spec: &AppSpec) -> tokio::process::Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(r) = &spec.run_as {
-        cmd.env("HOME", &r.home).env("USER", &r.name).env("LOGNAME", &r.name);
+        cmd.env("HOME", &r.home)
+            .env("USER", &r.name)
+            .env("LOGNAME", &r.name);
     }
     cmd.envs(&spec.env);
     cmd.envs(spec.secrets.iter().map(|(k, v)| (k, v.expose())));
@@ -145,8 +164,14 @@ pub fn command(spec: &AppSpec) -> tokio::process::Command {
 }
 
 /// Spawns `cmd`, naming the program in the error.
-pub fn spawn(cmd: &mut tokio::process::Command, program: &str) -> Result<tokio::process::Child, ProcessError> {
-    cmd.spawn().map_err(|source| ProcessError::Spawn { program: program.to_owned(), source })
+pub fn spawn(
+    cmd: &mut tokio::process::Command,
+    program: &str,
+) -> Result<tokio::process::Child, ProcessError> {
+    cmd.spawn().map_err(|source| ProcessError::Spawn {
+        program: program.to_owned(),
+        source,
+    })
 }
 
 /// Sends `sig` to the process group `pgid`; a group that no longer exists is fine.
@@ -154,13 +179,19 @@ pub fn signal_group(pgid: u32, sig: Signal) {
     let Ok(raw) = i32::try_from(pgid) else { return };
     match killpg(Pid::from_raw(raw), sig) {
         Ok(()) | Err(nix::Error::ESRCH) => {}
-        Err(e) => tracing::warn!(pgid, signal = %sig, error = %e, "cannot signal the app's process group"),
+        Err(e) => {
+            tracing::warn!(pgid, signal = %sig, error = %e, "cannot signal the app's process group")
+        }
     }
 }
 
 /// Stops the app: `stop_signal` to the group, wait up to `timeout`, then SIGKILL to the group.
 /// Leftovers of the group get SIGKILL too once the main process is gone.
-pub async fn stop(child: &mut tokio::process::Child, sig: Signal, timeout: Duration) -> Option<std::process::ExitStatus> {
+pub async fn stop(
+    child: &mut tokio::process::Child,
+    sig: Signal,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
     let Some(pid) = child.id() else {
         return child.try_wait().ok().flatten();
     };
@@ -168,7 +199,11 @@ pub async fn stop(child: &mut tokio::process::Child, sig: Signal, timeout: Durat
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(s) => s.ok(),
         Err(_) => {
-            tracing::warn!(pid, timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX), "app did not stop in time; SIGKILL to its process group");
+            tracing::warn!(
+                pid,
+                timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                "app did not stop in time; SIGKILL to its process group"
+            );
             signal_group(pid, Signal::SIGKILL);
             child.wait().await.ok()
         }
@@ -188,16 +223,23 @@ pub fn become_subreaper() {
 #[must_use]
 pub fn zombie_children() -> Vec<i32> {
     let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {
-                // "pid (comm) S ppid …": comm may hold spaces and parens, so split after the last ')'.
-                let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return false };
-                let mut f = rest.split_whitespace();
-                f.next() == Some("Z") && f.next().and_then(|p| p.parse::<u32>().ok()) == Some(me)
-            })
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .is_some_and(|stat| {
+                    // "pid (comm) S ppid …": comm may hold spaces and parens, so split after the last ')'.
+                    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                        return false;
+                    };
+                    let mut f = rest.split_whitespace();
+                    f.next() == Some("Z")
+                        && f.next().and_then(|p| p.parse::<u32>().ok()) == Some(me)
+                })
         })
         .collect()
 }
@@ -205,7 +247,8 @@ pub fn zombie_children() -> Vec<i32> {
 /// Reaps orphaned grandchildren that were re-parented to the agent, never `managed` (the app's
 /// main process, which tokio waits for itself). Runs on SIGCHLD, debounced, and every 30 s.
 pub async fn reap_orphans(managed: Arc<AtomicI32>) {
-    let Ok(mut sigchld) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) else {
+    let Ok(mut sigchld) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
+    else {
         tracing::warn!("cannot listen for SIGCHLD; orphans are reaped every 30s");
         return reap_orphans_periodically(managed).await;
     };
@@ -232,7 +275,10 @@ fn reap_once(managed: &AtomicI32) {
         if pid == managed.load(Ordering::SeqCst) {
             continue;
         }
-        if let Ok(status) = nix::sys::wait::waitpid(Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+        if let Ok(status) = nix::sys::wait::waitpid(
+            Pid::from_raw(pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        ) {
             tracing::debug!(pid, ?status, "reaped an orphaned descendant");
         }
     }

@@ -11,7 +11,15 @@ use crate::util::{agent, group, imds, rt, wait_for, Running, TestDir};
 const SECRET: &str = "s3cr3t-value-7f1d";
 
 async fn put(aws: &bake_common::aws::Aws, name: &str, value: &str, overwrite: bool) {
-    aws.ssm.put_parameter().name(name).value(value).r#type(ParameterType::SecureString).overwrite(overwrite).send().await.expect("put parameter");
+    aws.ssm
+        .put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(ParameterType::SecureString)
+        .overwrite(overwrite)
+        .send()
+        .await
+        .expect("put parameter");
 }
 
 #[test]
@@ -21,10 +29,22 @@ fn test_secrets_reach_the_app_env_and_never_the_logs() {
     let aws = rt.block_on(emu.aws());
     rt.block_on(async {
         put(&aws, "/t1/app/db/password", SECRET, false).await;
-        put(&aws, "/t1/app/DB_CONNECTION_STRING", "postgres://u@db/x", false).await;
+        put(
+            &aws,
+            "/t1/app/DB_CONNECTION_STRING",
+            "postgres://u@db/x",
+            false,
+        )
+        .await;
         // More than one page (GetParametersByPath pages by 10).
         for i in 0..12 {
-            put(&aws, &format!("/t1/app/extra/k{i}"), &format!("v{i}"), false).await;
+            put(
+                &aws,
+                &format!("/t1/app/extra/k{i}"),
+                &format!("v{i}"),
+                false,
+            )
+            .await;
         }
     });
     let t = TestDir::new();
@@ -39,14 +59,26 @@ fn test_secrets_reach_the_app_env_and_never_the_logs() {
     let mut cmd = agent(&cfg, Some(&emu), Some(&md));
     cmd.arg("-vv");
     let mut a = Running::spawn(cmd);
-    let env = wait_for("the app's environment", Duration::from_secs(30), || std::fs::read_to_string(&envout).ok().filter(|s| s.contains("DB_PASSWORD")));
+    let env = wait_for("the app's environment", Duration::from_secs(30), || {
+        std::fs::read_to_string(&envout)
+            .ok()
+            .filter(|s| s.contains("DB_PASSWORD"))
+    });
     assert!(env.contains(&format!("DB_PASSWORD={SECRET}\n")), "{env}");
-    assert!(env.contains("DB_CONNECTION_STRING=postgres://u@db/x\n"), "{env}");
+    assert!(
+        env.contains("DB_CONNECTION_STRING=postgres://u@db/x\n"),
+        "{env}"
+    );
     assert!(env.contains("EXTRA_K11=v11\n"), "all pages: {env}");
-    assert!(!env.contains("AWS_ENDPOINT_URL"), "the agent's own environment is not inherited");
+    assert!(
+        !env.contains("AWS_ENDPOINT_URL"),
+        "the agent's own environment is not inherited"
+    );
     let meta = std::fs::metadata(&envfile).unwrap();
     assert_eq!(meta.mode() & 0o777, 0o600);
-    assert!(std::fs::read_to_string(&envfile).unwrap().contains(&format!("DB_PASSWORD=\"{SECRET}\"")));
+    assert!(std::fs::read_to_string(&envfile)
+        .unwrap()
+        .contains(&format!("DB_PASSWORD=\"{SECRET}\"")));
     // Not in argv either.
     for (pid, _) in crate::util::children_of(a.pid()) {
         let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -70,7 +102,12 @@ fn test_missing_secret_path_fails_closed() {
     let md = imds("i-0closed");
     let mut a = Running::spawn(agent(&cfg, Some(&emu), Some(&md)));
     assert_eq!(a.wait(Duration::from_secs(30)), Some(5), "{}", a.stderr());
-    assert!(a.stderr().contains("no SSM parameters under '/no/such/path'"), "{}", a.stderr());
+    assert!(
+        a.stderr()
+            .contains("no SSM parameters under '/no/such/path'"),
+        "{}",
+        a.stderr()
+    );
     assert!(!marker.exists(), "the app must not start");
 }
 
@@ -88,9 +125,19 @@ fn test_rotation_restart_gives_the_app_new_values() {
     ));
     let md = imds("i-0rotate");
     let mut a = Running::spawn(agent(&cfg, Some(&emu), Some(&md)));
-    wait_for("first start", Duration::from_secs(30), || std::fs::read_to_string(&out).ok().filter(|s| s == "one\n"));
+    wait_for("first start", Duration::from_secs(30), || {
+        std::fs::read_to_string(&out).ok().filter(|s| s == "one\n")
+    });
     rt.block_on(put(&aws, "/t3/app/token", "two", true));
-    wait_for("restart with the new value", Duration::from_secs(30), || std::fs::read_to_string(&out).ok().filter(|s| s == "one\ntwo\n"));
+    wait_for(
+        "restart with the new value",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(&out)
+                .ok()
+                .filter(|s| s == "one\ntwo\n")
+        },
+    );
     assert_eq!(a.terminate(Duration::from_secs(10)), Some(0));
 }
 
@@ -108,10 +155,25 @@ fn test_rotation_rollout_on_two_agents_starts_one_refresh() {
     let (m1, m2) = (imds(&ids[0]), imds(&ids[1]));
     let mut a1 = Running::spawn(agent(&cfg, Some(&emu), Some(&m1)));
     let mut a2 = Running::spawn(agent(&cfg, Some(&emu), Some(&m2)));
-    wait_for("both agents up", Duration::from_secs(30), || (a1.stderr().contains("agent up") && a2.stderr().contains("agent up")).then_some(()));
+    wait_for("both agents up", Duration::from_secs(30), || {
+        (a1.stderr().contains("agent up") && a2.stderr().contains("agent up")).then_some(())
+    });
     rt.block_on(put(&aws, "/t4/app/db/password", "new", true));
-    let refreshes = || rt.block_on(async { aws.asg.describe_instance_refreshes().auto_scaling_group_name("rollout").send().await.expect("describe refreshes").instance_refreshes().len() });
-    wait_for("an instance refresh", Duration::from_secs(30), || (refreshes() >= 1).then_some(()));
+    let refreshes = || {
+        rt.block_on(async {
+            aws.asg
+                .describe_instance_refreshes()
+                .auto_scaling_group_name("rollout")
+                .send()
+                .await
+                .expect("describe refreshes")
+                .instance_refreshes()
+                .len()
+        })
+    };
+    wait_for("an instance refresh", Duration::from_secs(30), || {
+        (refreshes() >= 1).then_some(())
+    });
     // Both agents saw the change (several polls later), and only one refresh exists.
     wait_for("both agents to react", Duration::from_secs(10), || {
         let (e1, e2) = (a1.stderr(), a2.stderr());
@@ -119,7 +181,10 @@ fn test_rotation_rollout_on_two_agents_starts_one_refresh() {
     });
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(refreshes(), 1);
-    let winners = [a1.stderr(), a2.stderr()].iter().filter(|e| e.contains("won the rollout lease")).count();
+    let winners = [a1.stderr(), a2.stderr()]
+        .iter()
+        .filter(|e| e.contains("won the rollout lease"))
+        .count();
     assert_eq!(winners, 1);
     assert_eq!(a1.terminate(Duration::from_secs(10)), Some(0));
     assert_eq!(a2.terminate(Duration::from_secs(10)), Some(0));

@@ -23,7 +23,12 @@ pub struct TestDir {
 
 impl TestDir {
     pub fn new() -> Self {
-        Self { dir: tempfile::Builder::new().prefix("bake-agent-test").tempdir().expect("tempdir") }
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("bake-agent-test")
+                .tempdir()
+                .expect("tempdir"),
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -42,7 +47,9 @@ impl TestDir {
 pub fn agent(config: &Path, emu: Option<&Emulator>, imds: Option<&Imds>) -> Command {
     let mut c = Command::new(AGENT);
     c.arg("--config").arg(config);
-    c.env_remove("RUST_LOG").env_remove("NOTIFY_SOCKET").env_remove("AWS_ENDPOINT_URL");
+    c.env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("AWS_ENDPOINT_URL");
     // Without a stand-in, point IMDS at a closed port so nothing leaves loopback.
     c.env("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9/");
     if let Some(e) = emu {
@@ -62,7 +69,10 @@ pub struct Running {
 
 impl Running {
     pub fn spawn(mut cmd: Command) -> Self {
-        cmd.arg("run").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn bake-agent");
         let mut err = child.stderr.take().expect("stderr");
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
@@ -91,7 +101,11 @@ impl Running {
 
     /// SIGTERM, then the exit code (within `timeout`).
     pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGTERM).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
         self.wait(timeout)
     }
 
@@ -122,14 +136,21 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A fresh IMDS stand-in for `instance_id`.
@@ -139,23 +160,41 @@ pub fn imds(instance_id: &str) -> Imds {
 
 /// The runtime for AWS calls from sync tests.
 pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Creates group `name` with `desired` instances in the emulator (hooks: `(transition, default
 /// result)`), and returns its instance ids once they exist.
-pub async fn group(aws: &bake_common::aws::Aws, name: &str, desired: i32, hooks: &[(&str, &str)]) -> Vec<String> {
+pub async fn group(
+    aws: &bake_common::aws::Aws,
+    name: &str,
+    desired: i32,
+    hooks: &[(&str, &str)],
+) -> Vec<String> {
     aws.ec2
         .create_launch_template()
         .launch_template_name(format!("{name}-lt"))
-        .launch_template_data(aws_sdk_ec2::types::RequestLaunchTemplateData::builder().image_id("ami-12c6146b").instance_type(aws_sdk_ec2::types::InstanceType::T3Micro).build())
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id("ami-12c6146b")
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                .build(),
+        )
         .send()
         .await
         .expect("create launch template");
     aws.asg
         .create_auto_scaling_group()
         .auto_scaling_group_name(name)
-        .launch_template(aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder().launch_template_name(format!("{name}-lt")).version("$Latest").build())
+        .launch_template(
+            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                .launch_template_name(format!("{name}-lt"))
+                .version("$Latest")
+                .build(),
+        )
         .min_size(0)
         .max_size(desired + 2)
         .desired_capacity(0)
@@ -176,22 +215,42 @@ pub async fn group(aws: &bake_common::aws::Aws, name: &str, desired: i32, hooks:
             .await
             .expect("put lifecycle hook");
     }
-    aws.asg.set_desired_capacity().auto_scaling_group_name(name).desired_capacity(desired).send().await.expect("set desired");
+    aws.asg
+        .set_desired_capacity()
+        .auto_scaling_group_name(name)
+        .desired_capacity(desired)
+        .send()
+        .await
+        .expect("set desired");
     let mut ids = Vec::new();
     for _ in 0..100 {
-        ids = instances(aws, name).await.into_iter().map(|(id, _, _)| id).collect();
+        ids = instances(aws, name)
+            .await
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .collect();
         if ids.len() == usize::try_from(desired).unwrap() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(ids.len(), usize::try_from(desired).unwrap(), "instances of {name}");
+    assert_eq!(
+        ids.len(),
+        usize::try_from(desired).unwrap(),
+        "instances of {name}"
+    );
     ids
 }
 
 /// (instance id, lifecycle state, health) of the group's instances.
 pub async fn instances(aws: &bake_common::aws::Aws, name: &str) -> Vec<(String, String, String)> {
-    let out = aws.asg.describe_auto_scaling_groups().auto_scaling_group_names(name).send().await.expect("describe groups");
+    let out = aws
+        .asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(name)
+        .send()
+        .await
+        .expect("describe groups");
     out.auto_scaling_groups()
         .first()
         .map(|g| {
@@ -200,7 +259,9 @@ pub async fn instances(aws: &bake_common::aws::Aws, name: &str) -> Vec<(String, 
                 .map(|i| {
                     (
                         i.instance_id().unwrap_or_default().to_owned(),
-                        i.lifecycle_state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                        i.lifecycle_state()
+                            .map(|s| s.as_str().to_owned())
+                            .unwrap_or_default(),
                         i.health_status().unwrap_or_default().to_owned(),
                     )
                 })
@@ -210,17 +271,31 @@ pub async fn instances(aws: &bake_common::aws::Aws, name: &str) -> Vec<(String, 
 }
 
 /// The lifecycle state of one instance (None once it left the group).
-pub async fn state_of(aws: &bake_common::aws::Aws, group: &str, id: &str) -> Option<(String, String)> {
-    instances(aws, group).await.into_iter().find(|(i, _, _)| i == id).map(|(_, s, h)| (s, h))
+pub async fn state_of(
+    aws: &bake_common::aws::Aws,
+    group: &str,
+    id: &str,
+) -> Option<(String, String)> {
+    instances(aws, group)
+        .await
+        .into_iter()
+        .find(|(i, _, _)| i == id)
+        .map(|(_, s, h)| (s, h))
 }
 
 /// Processes whose parent is `pid`, with their state letter.
 pub fn children_of(pid: i32) -> Vec<(i32, char)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
-        let Some(rest) = stat.rfind(')').map(|i| stat[i + 1..].to_owned()) else { continue };
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| stat[i + 1..].to_owned()) else {
+            continue;
+        };
         let mut f = rest.split_whitespace();
         let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
         if f.next().and_then(|s| s.parse::<i32>().ok()) == Some(pid) {
@@ -232,5 +307,8 @@ pub fn children_of(pid: i32) -> Vec<(i32, char)> {
 
 /// Is process `pid` alive (and not a zombie)?
 pub fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rfind(')').is_some_and(|i| !s[i + 1..].trim_start().starts_with('Z')))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rfind(')')
+            .is_some_and(|i| !s[i + 1..].trim_start().starts_with('Z'))
+    })
 }

@@ -83,14 +83,27 @@ impl Imds {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let url = format!("http://{}", listener.local_addr()?);
-        let shared = Arc::new(Mutex::new(Shared { state: Some(state), ..Shared::default() }));
+        let shared = Arc::new(Mutex::new(Shared {
+            state: Some(state),
+            ..Shared::default()
+        }));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let sh = shared.clone();
-        let thread = std::thread::Builder::new().name("imds-standin".into()).spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime for the IMDS stand-in");
-            rt.block_on(serve(listener, sh, stop_rx));
-        })?;
-        Ok(Self { url, shared, stop: Some(stop_tx), thread: Some(thread) })
+        let thread = std::thread::Builder::new()
+            .name("imds-standin".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for the IMDS stand-in");
+                rt.block_on(serve(listener, sh, stop_rx));
+            })?;
+        Ok(Self {
+            url,
+            shared,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -102,7 +115,10 @@ impl Imds {
     /// Environment that points a child's SDK (and `bake-agent`) at this stand-in.
     #[must_use]
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![("AWS_EC2_METADATA_SERVICE_ENDPOINT", format!("{}/", self.url))]
+        vec![(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            format!("{}/", self.url),
+        )]
     }
 
     /// Changes what is served, e.g. `imds.update(|s| s.target_lifecycle_state = Some("Terminated".into()))`.
@@ -116,7 +132,12 @@ impl Imds {
     /// A copy of the current state.
     #[must_use]
     pub fn state(&self) -> ImdsState {
-        self.shared.lock().expect("imds state lock").state.clone().expect("state is set")
+        self.shared
+            .lock()
+            .expect("imds state lock")
+            .state
+            .clone()
+            .expect("state is set")
     }
 
     /// Requests served so far (tokens included).
@@ -137,8 +158,14 @@ impl Drop for Imds {
     }
 }
 
-async fn serve(listener: std::net::TcpListener, shared: Arc<Mutex<Shared>>, mut stop: tokio::sync::oneshot::Receiver<()>) {
-    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+async fn serve(
+    listener: std::net::TcpListener,
+    shared: Arc<Mutex<Shared>>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+        return;
+    };
     loop {
         tokio::select! {
             _ = &mut stop => return,
@@ -166,7 +193,9 @@ fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 fn handle(shared: &Mutex<Shared>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let mut g = shared.lock().expect("imds state lock");
     g.requests += 1;
-    let Some(state) = g.state.clone() else { return reply(StatusCode::INTERNAL_SERVER_ERROR, "") };
+    let Some(state) = g.state.clone() else {
+        return reply(StatusCode::INTERNAL_SERVER_ERROR, "");
+    };
     if state.fail {
         return reply(StatusCode::INTERNAL_SERVER_ERROR, "injected failure");
     }
@@ -179,18 +208,27 @@ fn handle(shared: &Mutex<Shared>, req: &Request<Incoming>) -> Response<Full<Byte
             .and_then(|v| v.parse::<u32>().ok())
             .is_some_and(|t| (1..=21_600).contains(&t));
         if !ttl_ok {
-            return reply(StatusCode::BAD_REQUEST, "missing or invalid X-aws-ec2-metadata-token-ttl-seconds");
+            return reply(
+                StatusCode::BAD_REQUEST,
+                "missing or invalid X-aws-ec2-metadata-token-ttl-seconds",
+            );
         }
         let token = format!("token-{}-{}", g.tokens.len(), state.instance_id);
         g.tokens.push(token.clone());
         let mut r = reply(StatusCode::OK, token);
-        r.headers_mut().insert("x-aws-ec2-metadata-token-ttl-seconds", hyper::header::HeaderValue::from_static("21600"));
+        r.headers_mut().insert(
+            "x-aws-ec2-metadata-token-ttl-seconds",
+            hyper::header::HeaderValue::from_static("21600"),
+        );
         return r;
     }
     if req.method() != Method::GET {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "");
     }
-    let token = req.headers().get("x-aws-ec2-metadata-token").and_then(|v| v.to_str().ok());
+    let token = req
+        .headers()
+        .get("x-aws-ec2-metadata-token")
+        .and_then(|v| v.to_str().ok());
     if !token.is_some_and(|t| g.tokens.iter().any(|k| k == t)) {
         return reply(StatusCode::UNAUTHORIZED, "");
     }
@@ -199,11 +237,14 @@ fn handle(shared: &Mutex<Shared>, req: &Request<Incoming>) -> Response<Full<Byte
         "/latest/meta-data/placement/region" => Some(state.region.clone()),
         "/latest/meta-data/placement/availability-zone" => Some(state.availability_zone.clone()),
         "/latest/user-data" => state.user_data.clone(),
-        "/latest/meta-data/autoscaling/target-lifecycle-state" => state.target_lifecycle_state.clone(),
-        "/latest/meta-data/spot/instance-action" => state.spot_instance_action.clone(),
-        "/latest/meta-data/tags/instance" | "/latest/meta-data/tags/instance/" => {
-            state.tags.as_ref().map(|t| t.keys().cloned().collect::<Vec<_>>().join("\n"))
+        "/latest/meta-data/autoscaling/target-lifecycle-state" => {
+            state.target_lifecycle_state.clone()
         }
+        "/latest/meta-data/spot/instance-action" => state.spot_instance_action.clone(),
+        "/latest/meta-data/tags/instance" | "/latest/meta-data/tags/instance/" => state
+            .tags
+            .as_ref()
+            .map(|t| t.keys().cloned().collect::<Vec<_>>().join("\n")),
         "/latest/dynamic/instance-identity/document" => Some(
             serde_json::json!({
                 "instanceId": state.instance_id,
@@ -255,11 +296,33 @@ mod tests {
     #[test]
     fn test_token_required_and_state_mutable() {
         let imds = Imds::start(ImdsState::new("i-0abc")).unwrap();
-        assert_eq!(get(imds.url(), "/latest/meta-data/instance-id", None).0, 401);
+        assert_eq!(
+            get(imds.url(), "/latest/meta-data/instance-id", None).0,
+            401
+        );
         let t = token(imds.url());
-        assert_eq!(get(imds.url(), "/latest/meta-data/instance-id", Some(&t)), (200, "i-0abc".into()));
-        assert_eq!(get(imds.url(), "/latest/meta-data/spot/instance-action", Some(&t)).0, 404);
+        assert_eq!(
+            get(imds.url(), "/latest/meta-data/instance-id", Some(&t)),
+            (200, "i-0abc".into())
+        );
+        assert_eq!(
+            get(
+                imds.url(),
+                "/latest/meta-data/spot/instance-action",
+                Some(&t)
+            )
+            .0,
+            404
+        );
         imds.update(|s| s.target_lifecycle_state = Some("Terminated".into()));
-        assert_eq!(get(imds.url(), "/latest/meta-data/autoscaling/target-lifecycle-state", Some(&t)).1, "Terminated");
+        assert_eq!(
+            get(
+                imds.url(),
+                "/latest/meta-data/autoscaling/target-lifecycle-state",
+                Some(&t)
+            )
+            .1,
+            "Terminated"
+        );
     }
 }
