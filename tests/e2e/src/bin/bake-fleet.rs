@@ -1,0 +1,381 @@
+//! `bake-fleet demo`: the local fleet end to end, for people (`make demo` runs it).
+//!
+//! Starts the local AWS emulator, registers AMIs for app versions 1, 2 and `broken`, creates a
+//! group of N instances on version 1 and plays it out as a local fleet (a `bake-agent` and the
+//! sample app per instance, haproxy in front), then, under a bounded load through haproxy:
+//! `bake release` of version 2 (succeeds) and of version `broken` (never ready: rolled back),
+//! with a live view of the rollout, and a closing table. Everything is stopped at the end, also
+//! on Ctrl-C or SIGTERM.
+//!
+//! Exit codes: 0 when both releases ended as expected with zero failed requests, 1 otherwise,
+//! 2 on a bad command line, 130 when interrupted.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bake_e2e::fleet::{self, Fleet, FleetOptions, LoadGen, BROKEN};
+use bake_e2e::Emulator;
+
+const USAGE: &str =
+    "usage: bake-fleet demo [--instances N (1-6, default 3)] [--max-requests N (default 100000)]";
+
+struct Args {
+    instances: i32,
+    max_requests: u64,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    if it.next().as_deref() != Some("demo") {
+        return Err(USAGE.into());
+    }
+    let mut a = Args {
+        instances: 3,
+        max_requests: 100_000,
+    };
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        match flag.as_str() {
+            "--instances" => {
+                a.instances = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=6).contains(n))
+                    .ok_or_else(|| format!("--instances: {value:?} is not 1-6"))?;
+            }
+            "--max-requests" => {
+                a.max_requests = value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    format!("--max-requests: {value:?} is not a positive integer")
+                })?;
+            }
+            _ => return Err(format!("unknown option {flag}\n{USAGE}")),
+        }
+    }
+    Ok(a)
+}
+
+/// The binaries next to this one (target/<profile>/).
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe
+        .parent()
+        .context("bake-fleet has no directory")?
+        .join(name);
+    if !p.exists() {
+        bail!(
+            "{} is not built: run `cargo build --workspace --bins` first",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+struct Release {
+    name: String,
+    result: String,
+    code: i32,
+    secs: f64,
+    reason: String,
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bake-fleet: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        });
+        flag.store(true, Ordering::SeqCst);
+    });
+    match demo(&args, &interrupted) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) if interrupted.load(Ordering::SeqCst) => {
+            eprintln!("bake-fleet: interrupted ({e:#}); everything stopped");
+            ExitCode::from(130)
+        }
+        Err(e) => {
+            eprintln!("bake-fleet: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn check(interrupted: &AtomicBool) -> anyhow::Result<()> {
+    if interrupted.load(Ordering::SeqCst) {
+        bail!("stopping");
+    }
+    Ok(())
+}
+
+fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
+    let agent = sibling("bake-agent")?;
+    let bake = sibling("bake")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    println!("== starting the local AWS emulator");
+    let emu = Emulator::start()?;
+    let aws = rt.block_on(emu.aws());
+    println!("   {} (emulated time runs 100x faster)", emu.url());
+    let asg = "demo-web";
+    let v1 = rt.block_on(fleet::register_version_ami(&aws, "1"))?;
+    let v2 = rt.block_on(fleet::register_version_ami(&aws, "2"))?;
+    let v3 = rt.block_on(fleet::register_version_ami(&aws, BROKEN))?;
+    println!("== AMIs: app 1 = {v1}, app 2 = {v2}, app {BROKEN} = {v3}");
+    rt.block_on(fleet::create_group(&aws, asg, &v1, args.instances))?;
+    println!(
+        "== group {asg}: {} instances on app 1; starting the local fleet",
+        args.instances
+    );
+    let mut opts = FleetOptions::new(asg, agent);
+    opts.ready_timeout = Duration::from_secs(5);
+    let f = Fleet::start(&emu, opts)?;
+    let n = usize::try_from(args.instances)?;
+    wait_serving(&f, n, "1", interrupted)?;
+    println!("   haproxy on http://{} in front of:", f.lb_addr());
+    for i in f.instances() {
+        println!(
+            "   {}  app {}  127.0.0.1:{}  {}",
+            i.id, i.version, i.port, i.lifecycle
+        );
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("bake-fleet-demo-")
+        .tempdir()?;
+    std::fs::write(
+        dir.path().join("bake.toml"),
+        format!(
+            "[target]\nauto_scaling_group = \"{asg}\"\n[refresh]\nmin_healthy_percentage = 100\nmax_healthy_percentage = 134\n\
+             instance_warmup = \"3m\"\npoll_interval = \"500ms\"\nmax_poll_interval = \"1s\"\ntimeout = \"10m\"\n"
+        ),
+    )?;
+    println!(
+        "== load: 2 workers through haproxy, at most {} requests",
+        args.max_requests
+    );
+    let gen = LoadGen::start(
+        f.lb_addr(),
+        "/",
+        2,
+        args.max_requests,
+        Duration::from_secs(600),
+        Duration::from_millis(20),
+    )?;
+    let started = Instant::now();
+    let mut releases = Vec::new();
+    for (name, ami, expect) in [
+        ("app 2", &v2, "successful"),
+        (&format!("app {BROKEN}") as &str, &v3, "rolled_back"),
+    ] {
+        check(interrupted)?;
+        println!("== bake release --ami {ami}   ({name}; expected: {expect})");
+        let r = release(
+            &bake,
+            &emu,
+            dir.path(),
+            name,
+            ami,
+            &f,
+            &gen,
+            started,
+            interrupted,
+        )?;
+        println!(
+            "   -> {} (exit {}) after {:.1}s{}",
+            r.result,
+            r.code,
+            r.secs,
+            if r.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", r.reason)
+            }
+        );
+        releases.push((r, expect));
+        wait_serving(&f, n, "2", interrupted)?;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let load = gen.stop();
+    let stats = f.shutdown();
+    drop(emu);
+    println!();
+    println!("| {:<26} | {:>18} |", "the demo", "");
+    println!("|{:-<28}|{:-<20}|", "", "");
+    println!("| {:<26} | {:>18} |", "requests sent", load.sent);
+    println!("| {:<26} | {:>18} |", "requests failed", load.failed);
+    for (v, c) in &load.versions {
+        println!("| {:<26} | {:>18} |", format!("answered by {v}"), c);
+    }
+    for (r, expect) in &releases {
+        println!(
+            "| {:<26} | {:>18} |",
+            format!("release {}", r.name),
+            format!("{} {:.1}s", r.result, r.secs)
+        );
+        if r.result != *expect {
+            println!("|   expected {expect:<15} | {:>18} |", "");
+        }
+    }
+    println!("| {:<26} | {:>18} |", "instances launched", stats.launched);
+    println!(
+        "| {:<26} | {:>18} |",
+        "instances replaced", stats.terminated
+    );
+    println!("| {:<26} | {:>18} |", "app restarts", stats.restarts);
+    println!("| {:<26} | {:>18} |", "haproxy reloads", stats.reloads);
+    println!("everything stopped.");
+    Ok(load.failed == 0 && releases.iter().all(|(r, e)| r.result == *e))
+}
+
+fn wait_serving(
+    f: &Fleet,
+    n: usize,
+    version: &str,
+    interrupted: &AtomicBool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        check(interrupted)?;
+        if f.wait_serving(n, version, Duration::from_millis(500))
+            .is_ok()
+        {
+            return Ok(());
+        }
+    }
+    f.wait_serving(n, version, Duration::ZERO)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn release(
+    bake: &PathBuf,
+    emu: &Emulator,
+    dir: &std::path::Path,
+    name: &str,
+    ami: &str,
+    f: &Fleet,
+    gen: &LoadGen,
+    started: Instant,
+    interrupted: &AtomicBool,
+) -> anyhow::Result<Release> {
+    let t0 = Instant::now();
+    let stderr = std::fs::File::create(dir.join("bake.log"))?;
+    let mut child = Command::new(bake)
+        .args([
+            "--config",
+            "bake.toml",
+            "release",
+            "--ami",
+            ami,
+            "-o",
+            "json",
+        ])
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("BAKE_CONFIG")
+        .envs(emu.env())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .with_context(|| format!("starting {}", bake.display()))?;
+    let mut last = String::new();
+    let mut last_print = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            // Detach bake (the refresh goes on in the emulator, which is stopped next).
+            let _ = Command::new("kill")
+                .args(["-INT", "--", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+            bail!("interrupted during the release of {name}");
+        }
+        let l = gen.snapshot();
+        let fleet: Vec<String> = f
+            .instances()
+            .iter()
+            .map(|i| {
+                format!(
+                    "{} v{} {}{}",
+                    &i.id[..i.id.len().min(8)],
+                    i.version,
+                    short(&i.lifecycle),
+                    if i.in_lb { "*" } else { "" }
+                )
+            })
+            .collect();
+        // A line when the fleet changes, else one a second.
+        let view = fleet.join("  ");
+        if view != last || last_print.elapsed() >= Duration::from_secs(1) {
+            println!(
+                "   [{:>5.1}s] {view} | requests ok {} failed {}",
+                started.elapsed().as_secs_f64(),
+                l.ok,
+                l.failed
+            );
+            last = view;
+            last_print = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let mut out = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut s, &mut out)?;
+    }
+    let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_default();
+    let reason = json["refresh"]["rollback_reason"]
+        .as_str()
+        .or_else(|| json["refresh"]["reason"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    Ok(Release {
+        name: name.to_owned(),
+        result: json["result"].as_str().unwrap_or("unknown").to_owned(),
+        code: status.code().unwrap_or(-1),
+        secs: t0.elapsed().as_secs_f64(),
+        reason: if json["result"] == "successful" {
+            String::new()
+        } else {
+            reason
+        },
+    })
+}
+
+fn short(lifecycle: &str) -> &str {
+    match lifecycle {
+        "InService" => "in-service",
+        "Pending:Wait" => "launching",
+        "Terminating:Wait" => "draining",
+        s => s,
+    }
+}
