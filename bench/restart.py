@@ -170,7 +170,7 @@ mark_unhealthy = false
 """)
     env = {"PATH": "/usr/bin:/bin", "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{imds.server_port}/",
            "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "RUST_LOG": "error"}
+           "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "RUST_LOG": os.environ.get("BENCH_RUST_LOG", "error")}
     log = open(os.path.join(tmp, "agent.log"), "w")
     agent = subprocess.Popen([args.agent, "--config", cfg, "run"], env=env, stderr=log)
     try:
