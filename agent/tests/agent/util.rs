@@ -65,6 +65,7 @@ pub fn agent(config: &Path, emu: Option<&Emulator>, imds: Option<&Imds>) -> Comm
 pub struct Running {
     pub child: Child,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -77,7 +78,7 @@ impl Running {
         let mut err = child.stderr.take().expect("stderr");
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let s2 = stderr.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = err.read(&mut buf) {
                 if n == 0 {
@@ -88,7 +89,11 @@ impl Running {
                 s2.lock().unwrap().push_str(&text);
             }
         });
-        Self { child, stderr }
+        Self {
+            child,
+            stderr,
+            reader: Some(reader),
+        }
     }
 
     pub fn stderr(&self) -> String {
@@ -113,7 +118,13 @@ impl Running {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(s) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(50));
+                // Let the reader drain the pipe to its end (bounded: 5 s).
+                let until = Instant::now() + Duration::from_secs(5);
+                while self.reader.as_ref().is_some_and(|r| !r.is_finished())
+                    && Instant::now() < until
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 return s.code();
             }
             std::thread::sleep(Duration::from_millis(20));
