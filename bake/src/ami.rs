@@ -48,7 +48,11 @@ fn ec2_err<E: std::error::Error + 'static, R: std::fmt::Debug>(
     resource: impl Into<String>,
 ) -> impl FnOnce(aws_sdk_ec2::error::SdkError<E, R>) -> AmiError {
     let resource = resource.into();
-    move |e| AmiError::Ec2 { call, resource, message: DisplayErrorContext(&e).to_string() }
+    move |e| AmiError::Ec2 {
+        call,
+        resource,
+        message: DisplayErrorContext(&e).to_string(),
+    }
 }
 
 /// Everything that determines an AMI's content.
@@ -60,6 +64,8 @@ pub struct Inputs<'a> {
     pub variables: &'a BTreeMap<String, String>,
     /// The agent binary.
     pub agent_binary: Option<&'a Path>,
+    /// The app release, when it is a file.
+    pub app_release_file: Option<&'a Path>,
 }
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -87,7 +93,11 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 pub fn inputs_hash(inputs: &Inputs<'_>) -> Result<String, AmiError> {
     let read_err = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| AmiError::Input { key: "packer.template", path, source }
+        move |source| AmiError::Input {
+            key: "packer.template",
+            path,
+            source,
+        }
     };
     let mut h = Sha256::new();
     let mut field = |tag: &str, bytes: &[u8]| {
@@ -100,7 +110,10 @@ pub fn inputs_hash(inputs: &Inputs<'_>) -> Result<String, AmiError> {
         files_under(inputs.template, &mut files).map_err(read_err(inputs.template))?;
         (inputs.template.to_path_buf(), files)
     } else {
-        let root = inputs.template.parent().map_or_else(PathBuf::new, Path::to_path_buf);
+        let root = inputs
+            .template
+            .parent()
+            .map_or_else(PathBuf::new, Path::to_path_buf);
         (root, vec![inputs.template.to_path_buf()])
     };
     files.sort();
@@ -121,6 +134,14 @@ pub fn inputs_hash(inputs: &Inputs<'_>) -> Result<String, AmiError> {
         })?;
         field("agent", &bytes);
     }
+    if let Some(app) = inputs.app_release_file {
+        let bytes = std::fs::read(app).map_err(|source| AmiError::Input {
+            key: "app.release",
+            path: app.to_path_buf(),
+            source,
+        })?;
+        field("app", &bytes);
+    }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -135,7 +156,10 @@ pub fn provenance_tags(
     let mut tags = vec![
         (TAG_INPUTS_HASH.to_owned(), inputs_hash.to_owned()),
         (TAG_GIT_COMMIT.to_owned(), git_commit.to_owned()),
-        (TAG_VERSION.to_owned(), bake_common::clap_version!().to_owned()),
+        (
+            TAG_VERSION.to_owned(),
+            bake_common::clap_version!().to_owned(),
+        ),
         (TAG_BUILT_AT.to_owned(), built_at.to_owned()),
     ];
     if let Some(v) = app_version {
@@ -161,15 +185,26 @@ pub async fn git_commit(dir: &Path) -> String {
 }
 
 /// Available bake-made AMIs of this account with `inputs_hash`, newest first.
-pub async fn find_cached(ec2: &aws_sdk_ec2::Client, inputs_hash: &str) -> Result<Option<Image>, AmiError> {
+pub async fn find_cached(
+    ec2: &aws_sdk_ec2::Client,
+    inputs_hash: &str,
+) -> Result<Option<Image>, AmiError> {
     let out = ec2
         .describe_images()
         .owners("self")
-        .filters(Filter::builder().name(format!("tag:{TAG_INPUTS_HASH}")).values(inputs_hash).build())
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{TAG_INPUTS_HASH}"))
+                .values(inputs_hash)
+                .build(),
+        )
         .filters(Filter::builder().name("state").values("available").build())
         .send()
         .await
-        .map_err(ec2_err("DescribeImages", format!("{TAG_INPUTS_HASH}={inputs_hash}")))?;
+        .map_err(ec2_err(
+            "DescribeImages",
+            format!("{TAG_INPUTS_HASH}={inputs_hash}"),
+        ))?;
     let mut images = out.images().to_vec();
     // The filter is authoritative on AWS; checking again costs nothing.
     images.retain(|i| tag(i, TAG_INPUTS_HASH) == Some(inputs_hash));
@@ -180,7 +215,11 @@ pub async fn find_cached(ec2: &aws_sdk_ec2::Client, inputs_hash: &str) -> Result
 /// The value of tag `key` on `image`.
 #[must_use]
 pub fn tag<'a>(image: &'a Image, key: &str) -> Option<&'a str> {
-    image.tags().iter().find(|t| t.key() == Some(key)).and_then(Tag::value)
+    image
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(Tag::value)
 }
 
 /// The EBS snapshots behind `image`.
@@ -210,7 +249,11 @@ pub async fn describe(ec2: &aws_sdk_ec2::Client, ami: &str) -> Result<Image, Ami
 
 /// Tags the AMI and its snapshots with `tags` (idempotent; Packer may have set some already,
 /// but Packer 1.6.6 against some endpoints does not tag snapshots).
-pub async fn tag_image(ec2: &aws_sdk_ec2::Client, image: &Image, tags: &[(String, String)]) -> Result<(), AmiError> {
+pub async fn tag_image(
+    ec2: &aws_sdk_ec2::Client,
+    image: &Image,
+    tags: &[(String, String)],
+) -> Result<(), AmiError> {
     let ami = image.image_id().unwrap_or_default().to_owned();
     let mut req = ec2.create_tags().resources(&ami);
     for s in snapshots(image) {
@@ -241,10 +284,18 @@ pub struct PruneItem {
 /// Decides, purely, which of `images` (bake-made) to delete: everything except the newest
 /// `keep` and the ones in `in_use` (image id → why).
 #[must_use]
-pub fn plan_prune(images: &[Image], keep: usize, in_use: &BTreeMap<String, String>) -> Vec<PruneItem> {
+pub fn plan_prune(
+    images: &[Image],
+    keep: usize,
+    in_use: &BTreeMap<String, String>,
+) -> Vec<PruneItem> {
     let mut sorted: Vec<&Image> = images.iter().collect();
     // Newest first; ISO 8601 strings sort by time.
-    sorted.sort_by(|a, b| b.creation_date().cmp(&a.creation_date()).then(a.image_id().cmp(&b.image_id())));
+    sorted.sort_by(|a, b| {
+        b.creation_date()
+            .cmp(&a.creation_date())
+            .then(a.image_id().cmp(&b.image_id()))
+    });
     sorted
         .into_iter()
         .enumerate()
@@ -271,10 +322,18 @@ pub async fn list_baked(ec2: &aws_sdk_ec2::Client) -> Result<Vec<Image>, AmiErro
     let out = ec2
         .describe_images()
         .owners("self")
-        .filters(Filter::builder().name("tag-key").values(TAG_INPUTS_HASH).build())
+        .filters(
+            Filter::builder()
+                .name("tag-key")
+                .values(TAG_INPUTS_HASH)
+                .build(),
+        )
         .send()
         .await
-        .map_err(ec2_err("DescribeImages", format!("tag-key={TAG_INPUTS_HASH}")))?;
+        .map_err(ec2_err(
+            "DescribeImages",
+            format!("tag-key={TAG_INPUTS_HASH}"),
+        ))?;
     let mut images = out.images().to_vec();
     images.retain(|i| tag(i, TAG_INPUTS_HASH).is_some());
     Ok(images)
@@ -291,7 +350,12 @@ pub async fn used_by_instances(
     }
     let mut pages = ec2
         .describe_instances()
-        .filters(Filter::builder().name("image-id").set_values(Some(candidates.iter().cloned().collect())).build())
+        .filters(
+            Filter::builder()
+                .name("image-id")
+                .set_values(Some(candidates.iter().cloned().collect()))
+                .build(),
+        )
         .filters(
             Filter::builder()
                 .name("instance-state-name")
@@ -310,8 +374,9 @@ pub async fn used_by_instances(
             for i in r.instances() {
                 if let Some(ami) = i.image_id() {
                     if candidates.contains(ami) {
-                        used.entry(ami.to_owned())
-                            .or_insert_with(|| format!("used by instance {}", i.instance_id().unwrap_or("?")));
+                        used.entry(ami.to_owned()).or_insert_with(|| {
+                            format!("used by instance {}", i.instance_id().unwrap_or("?"))
+                        });
                     }
                 }
             }
@@ -342,7 +407,11 @@ mod tests {
     use super::*;
 
     fn img(id: &str, date: &str) -> Image {
-        Image::builder().image_id(id).creation_date(date).name(id).build()
+        Image::builder()
+            .image_id(id)
+            .creation_date(date)
+            .name(id)
+            .build()
     }
 
     #[test]
@@ -355,10 +424,16 @@ mod tests {
         ];
         let in_use = BTreeMap::from([("ami-0".to_owned(), "launch template default".to_owned())]);
         let plan = plan_prune(&images, 1, &in_use);
-        let deleted: Vec<_> = plan.iter().filter(|p| p.kept_because.is_none()).map(|p| p.image_id.as_str()).collect();
+        let deleted: Vec<_> = plan
+            .iter()
+            .filter(|p| p.kept_because.is_none())
+            .map(|p| p.image_id.as_str())
+            .collect();
         assert_eq!(deleted, vec!["ami-2", "ami-1"]);
         assert_eq!(plan[0].image_id, "ami-3");
-        assert!(plan.iter().any(|p| p.image_id == "ami-0" && p.kept_because.is_some()));
+        assert!(plan
+            .iter()
+            .any(|p| p.image_id == "ami-0" && p.kept_because.is_some()));
     }
 
     #[test]
@@ -372,23 +447,45 @@ mod tests {
         let agent = dir.path().join("agent");
         std::fs::write(&agent, "bin").unwrap();
         let vars = BTreeMap::from([("app_release".to_owned(), "1".to_owned())]);
-        let inputs = Inputs { template: dir.path(), variables: &vars, agent_binary: Some(&agent) };
+        let inputs = Inputs {
+            template: dir.path(),
+            variables: &vars,
+            agent_binary: Some(&agent),
+            app_release_file: None,
+        };
         let h1 = inputs_hash(&inputs).unwrap();
         assert_eq!(h1.len(), 64);
         assert_eq!(h1, inputs_hash(&inputs).unwrap());
         std::fs::write(dir.path().join("packer_cache/junk"), "2").unwrap();
-        assert_eq!(h1, inputs_hash(&inputs).unwrap(), "packer_cache is not an input");
+        assert_eq!(
+            h1,
+            inputs_hash(&inputs).unwrap(),
+            "packer_cache is not an input"
+        );
         std::fs::write(dir.path().join("scripts/x.sh"), "y").unwrap();
         let h2 = inputs_hash(&inputs).unwrap();
         assert_ne!(h1, h2);
         std::fs::write(&agent, "bin2").unwrap();
         assert_ne!(h2, inputs_hash(&inputs).unwrap());
         let vars2 = BTreeMap::from([("app_release".to_owned(), "2".to_owned())]);
-        let inputs2 = Inputs { template: dir.path(), variables: &vars2, agent_binary: Some(&agent) };
-        assert_ne!(inputs_hash(&inputs).unwrap(), inputs_hash(&inputs2).unwrap());
-        let e = inputs_hash(&Inputs { template: dir.path(), variables: &vars, agent_binary: Some(&dir.path().join("nope")) })
-            .unwrap_err()
-            .to_string();
+        let inputs2 = Inputs {
+            template: dir.path(),
+            variables: &vars2,
+            agent_binary: Some(&agent),
+            app_release_file: None,
+        };
+        assert_ne!(
+            inputs_hash(&inputs).unwrap(),
+            inputs_hash(&inputs2).unwrap()
+        );
+        let e = inputs_hash(&Inputs {
+            template: dir.path(),
+            variables: &vars,
+            agent_binary: Some(&dir.path().join("nope")),
+            app_release_file: None,
+        })
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("packer.agent_binary: "), "{e}");
     }
 }

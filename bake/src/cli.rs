@@ -21,7 +21,13 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Configuration file.
-    #[arg(long, short = 'c', global = true, default_value = "bake.toml", env = "BAKE_CONFIG")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        default_value = "bake.toml",
+        env = "BAKE_CONFIG"
+    )]
     pub config: PathBuf,
     /// More log output (-v debug, -vv trace, -vvv also the AWS SDK's).
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
@@ -119,7 +125,8 @@ pub struct ReleaseArgs {
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("\"{s}\" is not a duration ({e}); examples: \"90s\", \"30m\""))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("\"{s}\" is not a duration ({e}); examples: \"90s\", \"30m\""))
 }
 
 #[cfg(test)]

@@ -278,7 +278,11 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid { file: self.file.clone(), key: key.into(), message: message.into() }
+        ConfigError::Invalid {
+            file: self.file.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
     }
 
     fn duration(&self, key: &str, v: Option<String>) -> Result<Option<Duration>, ConfigError> {
@@ -286,7 +290,10 @@ impl Validator<'_> {
             bake_common::duration::parse(key, &s).map_err(|e| ConfigError::Invalid {
                 file: self.file.clone(),
                 key: key.into(),
-                message: e.to_string().trim_start_matches(&format!("{key}: ")).to_owned(),
+                message: e
+                    .to_string()
+                    .trim_start_matches(&format!("{key}: "))
+                    .to_owned(),
             })
         })
         .transpose()
@@ -296,7 +303,10 @@ impl Validator<'_> {
         if (lo..=hi).contains(&v) {
             i32::try_from(v).map_err(|_| self.invalid(key, "out of range"))
         } else {
-            Err(self.invalid(key, format!("{v} is not a percentage between {lo} and {hi}")))
+            Err(self.invalid(
+                key,
+                format!("{v} is not a percentage between {lo} and {hi}"),
+            ))
         }
     }
 
@@ -322,13 +332,17 @@ impl Validator<'_> {
         let refresh = self.refresh(raw.refresh.unwrap_or_default())?;
         let prune_keep = match raw.prune.and_then(|p| p.keep) {
             None => DEFAULT_PRUNE_KEEP,
-            Some(k) if k >= 1 => u32::try_from(k).map_err(|_| self.invalid("prune.keep", "too large"))?,
+            Some(k) if k >= 1 => {
+                u32::try_from(k).map_err(|_| self.invalid("prune.keep", "too large"))?
+            }
             Some(k) => return Err(self.invalid("prune.keep", format!("{k}: must be at least 1"))),
         };
         if let Some(aws) = &raw.aws {
             if let Some(u) = &aws.endpoint_url {
                 if !(u.starts_with("http://") || u.starts_with("https://")) {
-                    return Err(self.invalid("aws.endpoint_url", format!("\"{u}\" is not an http(s) URL")));
+                    return Err(
+                        self.invalid("aws.endpoint_url", format!("\"{u}\" is not an http(s) URL"))
+                    );
                 }
             }
         }
@@ -358,19 +372,27 @@ impl Validator<'_> {
                 }
                 Ok(Target::Stack(s))
             }
-            (None, Some(a)) => Ok(Target::Direct { auto_scaling_group: a, launch_template: lt }),
+            (None, Some(a)) => Ok(Target::Direct {
+                auto_scaling_group: a,
+                launch_template: lt,
+            }),
             (Some(_), Some(_)) => Err(self.invalid(
                 "target.auto_scaling_group",
                 "give either target.stack or target.auto_scaling_group, not both",
             )),
-            (None, None) => Err(self.invalid("target", "set target.stack or target.auto_scaling_group")),
+            (None, None) => {
+                Err(self.invalid("target", "set target.stack or target.auto_scaling_group"))
+            }
         }
     }
 
     fn packer(&self, p: RawPacker) -> Result<PackerSettings, ConfigError> {
-        let template = p
-            .template
-            .ok_or_else(|| self.invalid("packer.template", "missing: a template directory or .pkr.hcl file"))?;
+        let template = p.template.ok_or_else(|| {
+            self.invalid(
+                "packer.template",
+                "missing: a template directory or .pkr.hcl file",
+            )
+        })?;
         let mut variables = BTreeMap::new();
         for (k, v) in p.variables.unwrap_or_default() {
             let key = format!("packer.variables.{k}");
@@ -383,20 +405,29 @@ impl Validator<'_> {
                 toml::Value::Float(f) => f.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
                 other => {
-                    return Err(self.invalid(&key, format!("expected a string, number or boolean, got {}", other.type_str())))
+                    return Err(self.invalid(
+                        &key,
+                        format!(
+                            "expected a string, number or boolean, got {}",
+                            other.type_str()
+                        ),
+                    ))
                 }
             };
             variables.insert(k, s);
         }
         Ok(PackerSettings {
             template: self.path(template),
-            binary: p.binary.map_or_else(|| PathBuf::from("packer"), |b| {
-                if b.components().count() > 1 {
-                    self.path(b)
-                } else {
-                    b
-                }
-            }),
+            binary: p.binary.map_or_else(
+                || PathBuf::from("packer"),
+                |b| {
+                    if b.components().count() > 1 {
+                        self.path(b)
+                    } else {
+                        b
+                    }
+                },
+            ),
             agent_binary: p.agent_binary.map(|a| self.path(a)),
             variables,
             timeout: self.duration("packer.timeout", p.timeout)?,
@@ -423,17 +454,27 @@ impl Validator<'_> {
             }
         }
         let mut checkpoints = Vec::new();
-        for (i, c) in r.checkpoint_percentages.unwrap_or_default().into_iter().enumerate() {
+        for (i, c) in r
+            .checkpoint_percentages
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
             let key = format!("refresh.checkpoint_percentages[{i}]");
             let c = self.percent(&key, c, 1, 100)?;
             if checkpoints.last().is_some_and(|&l| l >= c) {
-                return Err(self.invalid(&key, format!("{c}: checkpoints must be in ascending order")));
+                return Err(
+                    self.invalid(&key, format!("{c}: checkpoints must be in ascending order"))
+                );
             }
             checkpoints.push(c);
         }
         let checkpoint_delay = self.duration("refresh.checkpoint_delay", r.checkpoint_delay)?;
         if checkpoint_delay.is_some() && checkpoints.is_empty() {
-            return Err(self.invalid("refresh.checkpoint_delay", "needs refresh.checkpoint_percentages"));
+            return Err(self.invalid(
+                "refresh.checkpoint_delay",
+                "needs refresh.checkpoint_percentages",
+            ));
         }
         let alarms = r.alarms.unwrap_or_default();
         for (i, a) in alarms.iter().enumerate() {
@@ -446,20 +487,28 @@ impl Validator<'_> {
             // AWS rejects alarm specifications without auto rollback.
             return Err(self.invalid("refresh.alarms", "needs refresh.auto_rollback = true"));
         }
-        let poll_interval =
-            self.duration("refresh.poll_interval", r.poll_interval)?.unwrap_or(DEFAULT_POLL_INTERVAL);
+        let poll_interval = self
+            .duration("refresh.poll_interval", r.poll_interval)?
+            .unwrap_or(DEFAULT_POLL_INTERVAL);
         let max_poll_interval = self
             .duration("refresh.max_poll_interval", r.max_poll_interval)?
-            .unwrap_or(DEFAULT_MAX_POLL_INTERVAL.max(poll_interval));
+            .unwrap_or_else(|| DEFAULT_MAX_POLL_INTERVAL.max(poll_interval));
         if poll_interval.is_zero() {
             return Err(self.invalid("refresh.poll_interval", "must be more than 0s"));
         }
         if max_poll_interval < poll_interval {
-            return Err(self.invalid("refresh.max_poll_interval", "must not be less than refresh.poll_interval"));
+            return Err(self.invalid(
+                "refresh.max_poll_interval",
+                "must not be less than refresh.poll_interval",
+            ));
         }
         let warmup = self.duration("refresh.instance_warmup", r.instance_warmup)?;
         let bake_time = self.duration("refresh.bake_time", r.bake_time)?;
-        for (key, d) in [("refresh.instance_warmup", warmup), ("refresh.checkpoint_delay", checkpoint_delay), ("refresh.bake_time", bake_time)] {
+        for (key, d) in [
+            ("refresh.instance_warmup", warmup),
+            ("refresh.checkpoint_delay", checkpoint_delay),
+            ("refresh.bake_time", bake_time),
+        ] {
             if d.is_some_and(|d| i32::try_from(d.as_secs()).is_err()) {
                 return Err(self.invalid(key, "too long"));
             }
@@ -474,7 +523,9 @@ impl Validator<'_> {
             auto_rollback,
             alarms,
             bake_time,
-            timeout: self.duration("refresh.timeout", r.timeout)?.unwrap_or(DEFAULT_REFRESH_TIMEOUT),
+            timeout: self
+                .duration("refresh.timeout", r.timeout)?
+                .unwrap_or(DEFAULT_REFRESH_TIMEOUT),
             poll_interval,
             max_poll_interval,
         })
@@ -495,8 +546,11 @@ mod tests {
 
     #[test]
     fn test_full_example_parses() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/bake.toml"))
-            .expect("examples/bake.toml exists");
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/bake.toml"
+        ))
+        .expect("examples/bake.toml exists");
         let s = parse(&text).expect("example is valid");
         assert!(s.packer.is_some());
         assert!(s.target.is_some());
@@ -514,21 +568,33 @@ mod tests {
         assert_eq!(s.prune_keep, DEFAULT_PRUNE_KEEP);
         assert_eq!(
             s.target,
-            Some(Target::Direct { auto_scaling_group: "web".into(), launch_template: None })
+            Some(Target::Direct {
+                auto_scaling_group: "web".into(),
+                launch_template: None
+            })
         );
     }
 
     #[test]
     fn test_errors_name_the_key() {
-        assert!(err("[refresh]\ninstance_warmup = \"5x\"").starts_with("bake.toml: refresh.instance_warmup: \"5x\" is not a duration"));
-        assert!(err("[refresh]\nmin_healthy_percentage = 120").contains("refresh.min_healthy_percentage: 120 is not a percentage"));
-        assert!(err("[refresh]\ncheckpoint_percentages = [50, 20]").contains("refresh.checkpoint_percentages[1]"));
-        assert!(err("[target]\nstack = \"a\"\nauto_scaling_group = \"b\"").contains("target.auto_scaling_group"));
+        assert!(err("[refresh]\ninstance_warmup = \"5x\"")
+            .starts_with("bake.toml: refresh.instance_warmup: \"5x\" is not a duration"));
+        assert!(err("[refresh]\nmin_healthy_percentage = 120")
+            .contains("refresh.min_healthy_percentage: 120 is not a percentage"));
+        assert!(err("[refresh]\ncheckpoint_percentages = [50, 20]")
+            .contains("refresh.checkpoint_percentages[1]"));
+        assert!(err("[target]\nstack = \"a\"\nauto_scaling_group = \"b\"")
+            .contains("target.auto_scaling_group"));
         assert!(err("[target]\n").contains("bake.toml: target: set"));
         assert!(err("[packer]\nbinary = \"p\"").contains("packer.template: missing"));
-        assert!(err("[packer]\ntemplate = \"p\"\n[packer.variables]\nbake_version = \"x\"").contains("packer.variables.bake_version"));
+        assert!(
+            err("[packer]\ntemplate = \"p\"\n[packer.variables]\nbake_version = \"x\"")
+                .contains("packer.variables.bake_version")
+        );
         assert!(err("[prune]\nkeep = 0").contains("prune.keep"));
-        assert!(err("[refresh]\nalarms = [\"a\"]\nauto_rollback = false").contains("refresh.alarms"));
+        assert!(
+            err("[refresh]\nalarms = [\"a\"]\nauto_rollback = false").contains("refresh.alarms")
+        );
     }
 
     #[test]

@@ -61,7 +61,11 @@ pub struct Coded {
 
 /// Shorthand for an error with an exit code.
 pub fn coded(code: Exit, message: impl Into<String>) -> anyhow::Error {
-    Coded { code, message: message.into() }.into()
+    Coded {
+        code,
+        message: message.into(),
+    }
+    .into()
 }
 
 impl Exit {
@@ -71,7 +75,8 @@ impl Exit {
         err.chain()
             .find_map(|e| {
                 e.downcast_ref::<Coded>().map(|c| c.code).or_else(|| {
-                    e.downcast_ref::<crate::config::ConfigError>().map(|_| Exit::Config)
+                    e.downcast_ref::<crate::config::ConfigError>()
+                        .map(|_| Exit::Config)
                 })
             })
             .unwrap_or(Exit::Internal)

@@ -41,7 +41,12 @@ use crate::release::{ReleaseOptions, ReleaseReport};
 fn release_text(r: &ReleaseReport) -> String {
     let mut s = format!(
         "{}: {} on {} (launch template {} v{} → v{})",
-        r.result, r.image_id, r.auto_scaling_group, r.launch_template_id, r.previous_version, r.version
+        r.result,
+        r.image_id,
+        r.auto_scaling_group,
+        r.launch_template_id,
+        r.previous_version,
+        r.version
     );
     if !r.instance_refresh_id.is_empty() {
         s.push_str(&format!(", instance refresh {}", r.instance_refresh_id));
@@ -50,7 +55,10 @@ fn release_text(r: &ReleaseReport) -> String {
         s.push_str(&format!(": {}", snap.describe()));
     }
     if r.restored_default {
-        s.push_str(&format!("; default version set back to v{}", r.previous_version));
+        s.push_str(&format!(
+            "; default version set back to v{}",
+            r.previous_version
+        ));
     }
     s
 }
@@ -81,9 +89,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Validate => unreachable!("handled above"),
         Command::Build(b) => {
-            let r = build::build(&aws, &settings, &build::BuildOptions { force: b.force, app_release: b.app_release }).await?;
+            let r = build::build(
+                &aws,
+                &settings,
+                &build::BuildOptions {
+                    force: b.force,
+                    app_release: b.app_release,
+                },
+            )
+            .await?;
             let text = if r.reused {
-                format!("{} (reused: same inputs hash {})", r.image_id, r.inputs_hash)
+                format!(
+                    "{} (reused: same inputs hash {})",
+                    r.image_id, r.inputs_hash
+                )
             } else {
                 r.image_id.clone()
             };
@@ -94,18 +113,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             let t = targets::resolve(&aws, settings.target()?).await?;
             let opts = ReleaseOptions {
                 ami: a.ami,
-                build: build::BuildOptions { force: a.build.force, app_release: a.build.app_release },
+                build: build::BuildOptions {
+                    force: a.build.force,
+                    app_release: a.build.app_release,
+                },
                 wait_for_current: a.wait_for_current,
                 ..watch_opts(&a.watch)
             };
             let (report, code) = release::release(&aws, &settings, &t, &opts).await?;
-            output::emit(output, &serde_json::to_value(&report)?, &release_text(&report));
+            output::emit(
+                output,
+                &serde_json::to_value(&report)?,
+                &release_text(&report),
+            );
             Ok(code)
         }
         Command::Rollback(w) => {
             let t = targets::resolve(&aws, settings.target()?).await?;
             let (report, code) = rollback::rollback(&aws, &settings, &t, &watch_opts(&w)).await?;
-            output::emit(output, &serde_json::to_value(&report)?, &release_text(&report));
+            output::emit(
+                output,
+                &serde_json::to_value(&report)?,
+                &release_text(&report),
+            );
             Ok(code)
         }
         Command::Status { watch, timeout } => {
@@ -116,7 +146,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 if let Some(current) = release::active_refresh(&aws, &t.auto_scaling_group).await? {
                     let mut report = ReleaseReport::default();
                     let wopts = release::watch_options(&settings, timeout, false);
-                    code = release::watch_into(&aws, &t.auto_scaling_group, &current.id, wopts, &mut report).await?;
+                    code = release::watch_into(
+                        &aws,
+                        &t.auto_scaling_group,
+                        &current.id,
+                        wopts,
+                        &mut report,
+                    )
+                    .await?;
                     watched = Some(report);
                 }
             }
@@ -140,7 +177,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 .iter()
                 .map(|p| match &p.kept_because {
                     Some(why) => format!("kept\t{}\t{}\t{why}", p.image_id, p.created),
-                    None => format!("{verb}\t{}\t{}\tsnapshots {}", p.image_id, p.created, p.snapshots.join(",")),
+                    None => format!(
+                        "{verb}\t{}\t{}\tsnapshots {}",
+                        p.image_id,
+                        p.created,
+                        p.snapshots.join(",")
+                    ),
                 })
                 .collect();
             let json = serde_json::json!({ "dry_run": dry_run, "keep": keep, "images": plan });

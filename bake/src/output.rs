@@ -40,9 +40,11 @@ impl Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::with_draw_target(Some(100), ProgressDrawTarget::stderr());
             b.set_style(
-                ProgressStyle::with_template("{prefix} [{elapsed}] [{bar:30}] {pos:>3}% {wide_msg}")
-                    .expect("static template is valid")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix} [{elapsed}] [{bar:30}] {pos:>3}% {wide_msg}",
+                )
+                .expect("static template is valid")
+                .progress_chars("=> "),
             );
             b.set_prefix(prefix);
             b.enable_steady_tick(Duration::from_millis(500));
@@ -52,7 +54,12 @@ impl Progress {
     }
 
     fn new(bar: Option<ProgressBar>, prefix: &'static str) -> Self {
-        Self { bar, prefix, started: Instant::now(), last_line: std::sync::Mutex::new(String::new()) }
+        Self {
+            bar,
+            prefix,
+            started: Instant::now(),
+            last_line: std::sync::Mutex::new(String::new()),
+        }
     }
 
     /// Time since this progress started.
@@ -86,12 +93,19 @@ impl Progress {
     }
 
     fn line(&self, message: &str) {
-        let mut last = self.last_line.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = self
+            .last_line
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if *last == message {
             return;
         }
         message.clone_into(&mut last);
-        eprintln!("{} {}: {message}", humantime::format_rfc3339_seconds(SystemTime::now()), self.prefix);
+        eprintln!(
+            "{} {}: {message}",
+            humantime::format_rfc3339_seconds(SystemTime::now()),
+            self.prefix
+        );
     }
 
     /// Removes the spinner/bar.

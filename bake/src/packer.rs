@@ -96,8 +96,12 @@ impl Version {
     /// Parses `packer version` output: `Packer v1.6.6` (+ maybe more lines).
     #[must_use]
     pub fn parse(output: &str) -> Option<Self> {
-        let v = output.split_whitespace().find_map(|w| w.strip_prefix('v'))?;
-        let mut parts = v.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty());
+        let v = output
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix('v'))?;
+        let mut parts = v
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|p| !p.is_empty());
         let major = parts.next()?.parse().ok()?;
         let minor = parts.next()?.parse().ok()?;
         let patch = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
@@ -125,9 +129,15 @@ pub async fn version(binary: &Path) -> Result<Version, PackerError> {
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|source| PackerError::Spawn { binary: binary.display().to_string(), source })?;
+        .map_err(|source| PackerError::Spawn {
+            binary: binary.display().to_string(),
+            source,
+        })?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    Version::parse(&text).ok_or(PackerError::Version { binary: binary.display().to_string(), output: text })
+    Version::parse(&text).ok_or_else(|| PackerError::Version {
+        binary: binary.display().to_string(),
+        output: text,
+    })
 }
 
 /// The template as Packer is to be given it.
@@ -172,7 +182,10 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PackerError {
 /// The HCL files of a template directory, sorted.
 fn hcl_files(dir: &Path) -> Result<Vec<PathBuf>, PackerError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io(format!("reading template directory '{}'", dir.display())))?
+        .map_err(io(format!(
+            "reading template directory '{}'",
+            dir.display()
+        )))?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.to_string_lossy().ends_with(".pkr.hcl"))
@@ -183,10 +196,13 @@ fn hcl_files(dir: &Path) -> Result<Vec<PathBuf>, PackerError> {
 
 /// Picks the invocation for `version` on `template` (a directory or one `.pkr.hcl` file).
 pub fn invocation(template: &Path, version: Version) -> Result<Invocation, PackerError> {
-    let meta = std::fs::metadata(template)
-        .map_err(|e| PackerError::Template { path: template.to_path_buf(), message: e.to_string() })?;
+    let meta = std::fs::metadata(template).map_err(|e| PackerError::Template {
+        path: template.to_path_buf(),
+        message: e.to_string(),
+    })?;
     if meta.is_file() {
-        let text = std::fs::read_to_string(template).map_err(io(format!("reading '{}'", template.display())))?;
+        let text = std::fs::read_to_string(template)
+            .map_err(io(format!("reading '{}'", template.display())))?;
         if !version.needs_init() && has_required_plugins(&text) {
             return Err(PackerError::Template {
                 path: template.to_path_buf(),
@@ -195,7 +211,9 @@ pub fn invocation(template: &Path, version: Version) -> Result<Invocation, Packe
                 ),
             });
         }
-        let workdir = template.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let workdir = template
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         return Ok(Invocation {
             path: template.to_path_buf(),
             init: version.needs_init(),
@@ -206,7 +224,10 @@ pub fn invocation(template: &Path, version: Version) -> Result<Invocation, Packe
     }
     let files = hcl_files(template)?;
     if files.is_empty() {
-        return Err(PackerError::Template { path: template.to_path_buf(), message: "no *.pkr.hcl files".into() });
+        return Err(PackerError::Template {
+            path: template.to_path_buf(),
+            message: "no *.pkr.hcl files".into(),
+        });
     }
     let mut declared = Vec::new();
     let mut excluded = Vec::new();
@@ -218,22 +239,37 @@ pub fn invocation(template: &Path, version: Version) -> Result<Invocation, Packe
         }
     }
     if version.needs_init() {
-        return Ok(Invocation { path: template.to_path_buf(), init: true, workdir: template.to_path_buf(), declared, _staging: None });
+        return Ok(Invocation {
+            path: template.to_path_buf(),
+            init: true,
+            workdir: template.to_path_buf(),
+            declared,
+            _staging: None,
+        });
     }
     // Packer < 1.7 takes one TEMPLATE (a file or directory): stage a directory of symlinks to
     // everything but the required_plugins files, so `path.root`-relative scripts still resolve.
+    // It is a sibling of the template directory so that `${path.root}/../systemd` and the like
+    // resolve as they do from the template directory itself.
+    let parent = template
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
     let staging = tempfile::Builder::new()
-        .prefix("bake-packer-")
-        .tempdir()
+        .prefix(".bake-packer-")
+        .tempdir_in(parent)
         .map_err(io("creating a staging directory"))?;
-    for entry in std::fs::read_dir(template).map_err(io(format!("reading '{}'", template.display())))? {
+    for entry in
+        std::fs::read_dir(template).map_err(io(format!("reading '{}'", template.display())))?
+    {
         let entry = entry.map_err(io(format!("reading '{}'", template.display())))?;
         let p = entry.path();
         if excluded.contains(&p) {
             continue;
         }
-        std::os::unix::fs::symlink(&p, staging.path().join(entry.file_name()))
-            .map_err(io(format!("linking '{}' into the staging directory", p.display())))?;
+        std::os::unix::fs::symlink(&p, staging.path().join(entry.file_name())).map_err(io(
+            format!("linking '{}' into the staging directory", p.display()),
+        ))?;
     }
     Ok(Invocation {
         path: staging.path().to_path_buf(),
@@ -247,7 +283,11 @@ pub fn invocation(template: &Path, version: Version) -> Result<Invocation, Packe
 /// `-var` arguments: bake's own variables only if the template declares them (bake tags the AMI
 /// itself too), the user's always (Packer names an undeclared one).
 #[must_use]
-pub fn var_args(inv: &Invocation, own: &BTreeMap<String, String>, user: &BTreeMap<String, String>) -> Vec<String> {
+pub fn var_args(
+    inv: &Invocation,
+    own: &BTreeMap<String, String>,
+    user: &BTreeMap<String, String>,
+) -> Vec<String> {
     let mut args = Vec::new();
     for (k, v) in own {
         if inv.declared.iter().any(|d| d == k) {
@@ -273,7 +313,10 @@ async fn init(binary: &Path, inv: &Invocation) -> Result<(), PackerError> {
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|source| PackerError::Spawn { binary: binary.display().to_string(), source })?;
+        .map_err(|source| PackerError::Spawn {
+            binary: binary.display().to_string(),
+            source,
+        })?;
     if !out.status.success() {
         return Err(PackerError::Failed {
             command: "init",
@@ -298,7 +341,10 @@ pub async fn validate(binary: &Path, inv: &Invocation, vars: &[String]) -> Resul
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|source| PackerError::Spawn { binary: binary.display().to_string(), source })?;
+        .map_err(|source| PackerError::Spawn {
+            binary: binary.display().to_string(),
+            source,
+        })?;
     if !out.status.success() {
         let mut msg = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -306,7 +352,11 @@ pub async fn validate(binary: &Path, inv: &Invocation, vars: &[String]) -> Resul
             msg.push('\n');
             msg.push_str(err.trim());
         }
-        return Err(PackerError::Failed { command: "validate", status: out.status.to_string(), message: msg });
+        return Err(PackerError::Failed {
+            command: "validate",
+            status: out.status.to_string(),
+            message: msg,
+        });
     }
     Ok(())
 }
@@ -334,7 +384,11 @@ impl MachineLine {
         let target = fields.next()?.to_owned();
         let kind = fields.next()?.to_owned();
         let data = fields
-            .map(|f| f.replace("%!(PACKER_COMMA)", ",").replace("\\n", "\n").replace("\\r", "\r"))
+            .map(|f| {
+                f.replace("%!(PACKER_COMMA)", ",")
+                    .replace("\\n", "\n")
+                    .replace("\\r", "\r")
+            })
             .collect();
         Some(Self { target, kind, data })
     }
@@ -350,7 +404,8 @@ impl MachineLine {
             .flat_map(|f| f.split(','))
             .filter_map(|pair| {
                 let (region, ami) = pair.split_once(':')?;
-                ami.starts_with("ami-").then(|| (region.trim().to_owned(), ami.trim().to_owned()))
+                ami.starts_with("ami-")
+                    .then(|| (region.trim().to_owned(), ami.trim().to_owned()))
             })
             .collect()
     }
@@ -363,7 +418,10 @@ impl MachineLine {
         }
         let level = self.data.first()?.as_str();
         let text = self.data.get(1)?.trim();
-        let text = text.trim_start_matches("==>").trim_start_matches("-->").trim();
+        let text = text
+            .trim_start_matches("==>")
+            .trim_start_matches("-->")
+            .trim();
         Some((level, text.to_owned()))
     }
 }
@@ -411,9 +469,10 @@ pub async fn build(
         // Its own process group: a terminal's Ctrl-C reaches bake only, and bake passes exactly
         // one SIGINT on (a second one makes Packer abandon its cleanup).
         .process_group(0);
-    let mut child = cmd
-        .spawn()
-        .map_err(|source| PackerError::Spawn { binary: binary.display().to_string(), source })?;
+    let mut child = cmd.spawn().map_err(|source| PackerError::Spawn {
+        binary: binary.display().to_string(),
+        source,
+    })?;
     let pid = child.id().and_then(|p| i32::try_from(p).ok());
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
@@ -476,7 +535,9 @@ pub async fn build(
         Ended::Exited(status)
     };
     match ended {
-        Ended::TimedOut => Err(PackerError::TimedOut(crate::output::secs(timeout.unwrap_or_default()))),
+        Ended::TimedOut => Err(PackerError::TimedOut(crate::output::secs(
+            timeout.unwrap_or_default(),
+        ))),
         Ended::Interrupted => Err(PackerError::Interrupted),
         Ended::Exited(status) if !status.success() => Err(PackerError::Failed {
             command: "build",
@@ -484,7 +545,10 @@ pub async fn build(
             message: last_errors(&errors),
         }),
         Ended::Exited(_) if amis.is_empty() => Err(PackerError::NoArtifact),
-        Ended::Exited(_) => Ok(Built { amis, packer_elapsed: started.elapsed() }),
+        Ended::Exited(_) => Ok(Built {
+            amis,
+            packer_elapsed: started.elapsed(),
+        }),
     }
 }
 
@@ -508,7 +572,12 @@ fn signal(pid: Option<i32>, sig: nix::sys::signal::Signal) {
     }
 }
 
-fn handle_line(line: &str, progress: &Progress, amis: &mut Vec<(String, String)>, errors: &mut Vec<String>) {
+fn handle_line(
+    line: &str,
+    progress: &Progress,
+    amis: &mut Vec<(String, String)>,
+    errors: &mut Vec<String>,
+) {
     let Some(m) = MachineLine::parse(line) else {
         if !line.trim().is_empty() {
             tracing::debug!(target: "bake::packer", "{line}");
@@ -535,7 +604,10 @@ mod tests {
     #[test]
     fn test_version_parse() {
         assert_eq!(Version::parse("Packer v1.6.6\n"), Some(Version(1, 6, 6)));
-        assert_eq!(Version::parse("Packer v1.11.2\n\nYour version of Packer is out of date!"), Some(Version(1, 11, 2)));
+        assert_eq!(
+            Version::parse("Packer v1.11.2\n\nYour version of Packer is out of date!"),
+            Some(Version(1, 11, 2))
+        );
         assert!(!Version(1, 6, 6).needs_init());
         assert!(Version(1, 7, 0).needs_init());
         assert!(Version(1, 11, 2).needs_init());
@@ -544,19 +616,39 @@ mod tests {
 
     #[test]
     fn test_machine_line_artifact() {
-        let m = MachineLine::parse("1795451140,amazon-ebs.app,artifact,0,id,us-east-1:ami-f3f9937c8510d815a").unwrap();
-        assert_eq!(m.artifact_ids(), vec![("us-east-1".into(), "ami-f3f9937c8510d815a".into())]);
-        let m = MachineLine::parse("1,amazon-ebs.app,artifact,0,id,us-east-1:ami-1%!(PACKER_COMMA)eu-west-1:ami-2").unwrap();
+        let m = MachineLine::parse(
+            "1795451140,amazon-ebs.app,artifact,0,id,us-east-1:ami-f3f9937c8510d815a",
+        )
+        .unwrap();
+        assert_eq!(
+            m.artifact_ids(),
+            vec![("us-east-1".into(), "ami-f3f9937c8510d815a".into())]
+        );
+        let m = MachineLine::parse(
+            "1,amazon-ebs.app,artifact,0,id,us-east-1:ami-1%!(PACKER_COMMA)eu-west-1:ami-2",
+        )
+        .unwrap();
         assert_eq!(m.artifact_ids().len(), 2);
-        let m = MachineLine::parse("1,amazon-ebs.app,artifact,0,builder-id,mitchellh.amazonebs").unwrap();
+        let m = MachineLine::parse("1,amazon-ebs.app,artifact,0,builder-id,mitchellh.amazonebs")
+            .unwrap();
         assert!(m.artifact_ids().is_empty());
     }
 
     #[test]
     fn test_machine_line_ui() {
-        let m = MachineLine::parse("1795451140,,ui,say,==> amazon-ebs.app: Launching a source AWS instance...").unwrap();
-        assert_eq!(m.ui_text(), Some(("say", "amazon-ebs.app: Launching a source AWS instance...".into())));
-        let m = MachineLine::parse("1,,ui,say,No volumes to clean up%!(PACKER_COMMA) skipping").unwrap();
+        let m = MachineLine::parse(
+            "1795451140,,ui,say,==> amazon-ebs.app: Launching a source AWS instance...",
+        )
+        .unwrap();
+        assert_eq!(
+            m.ui_text(),
+            Some((
+                "say",
+                "amazon-ebs.app: Launching a source AWS instance...".into()
+            ))
+        );
+        let m = MachineLine::parse("1,,ui,say,No volumes to clean up%!(PACKER_COMMA) skipping")
+            .unwrap();
         assert_eq!(m.ui_text().unwrap().1, "No volumes to clean up, skipping");
         assert_eq!(MachineLine::parse("Build 'x' errored"), None);
     }
@@ -574,8 +666,16 @@ mod tests {
     #[test]
     fn test_invocation_old_packer_stages_without_required_plugins() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("plugins.pkr.hcl"), "packer {\n  required_plugins {\n  }\n}\n").unwrap();
-        std::fs::write(dir.path().join("bake.pkr.hcl"), "variable \"region\" {\n}\n").unwrap();
+        std::fs::write(
+            dir.path().join("plugins.pkr.hcl"),
+            "packer {\n  required_plugins {\n  }\n}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("bake.pkr.hcl"),
+            "variable \"region\" {\n}\n",
+        )
+        .unwrap();
         std::fs::create_dir(dir.path().join("scripts")).unwrap();
         let inv = invocation(dir.path(), Version(1, 6, 6)).unwrap();
         assert!(!inv.init);
@@ -586,7 +686,9 @@ mod tests {
         let inv = invocation(dir.path(), Version(1, 11, 0)).unwrap();
         assert!(inv.init);
         assert_eq!(inv.path, dir.path());
-        let e = invocation(&dir.path().join("plugins.pkr.hcl"), Version(1, 6, 6)).unwrap_err().to_string();
+        let e = invocation(&dir.path().join("plugins.pkr.hcl"), Version(1, 6, 6))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("required_plugins"), "{e}");
     }
 }

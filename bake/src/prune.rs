@@ -18,20 +18,35 @@ async fn used_by_template(aws: &Aws, t: &Targets) -> anyhow::Result<BTreeMap<Str
     let (default, latest) = crate::release::template_versions(aws, lt).await?;
     let mut versions: BTreeMap<i64, String> = BTreeMap::new();
     versions.insert(default, format!("default version {default} of {lt}"));
-    versions.entry(latest).or_insert_with(|| format!("latest version {latest} of {lt}"));
+    versions
+        .entry(latest)
+        .or_insert_with(|| format!("latest version {latest} of {lt}"));
     let resolve = |v: &str| match v {
         "$Default" => Some(default),
         "$Latest" => Some(latest),
         n => n.parse().ok(),
     };
-    if let Some(v) = group.launch_template().and_then(|l| l.version()).and_then(resolve) {
-        versions.entry(v).or_insert_with(|| format!("version {v} of {lt}, used by the group"));
+    if let Some(v) = group
+        .launch_template()
+        .and_then(|l| l.version())
+        .and_then(resolve)
+    {
+        versions
+            .entry(v)
+            .or_insert_with(|| format!("version {v} of {lt}, used by the group"));
     }
     for i in group.instances() {
-        if let Some(v) = i.launch_template().and_then(|l| l.version()).and_then(resolve) {
-            versions
-                .entry(v)
-                .or_insert_with(|| format!("version {v} of {lt}, used by instance {}", i.instance_id().unwrap_or("?")));
+        if let Some(v) = i
+            .launch_template()
+            .and_then(|l| l.version())
+            .and_then(resolve)
+        {
+            versions.entry(v).or_insert_with(|| {
+                format!(
+                    "version {v} of {lt}, used by instance {}",
+                    i.instance_id().unwrap_or("?")
+                )
+            });
         }
     }
     let mut used = BTreeMap::new();
@@ -44,20 +59,35 @@ async fn used_by_template(aws: &Aws, t: &Targets) -> anyhow::Result<BTreeMap<Str
 }
 
 /// Plans and (unless `dry_run`) carries out the prune.
-pub async fn prune(aws: &Aws, targets: Option<&Targets>, keep: usize, dry_run: bool) -> anyhow::Result<Vec<PruneItem>> {
-    let images = ami::list_baked(&aws.ec2).await.map_err(|e| coded(Exit::Aws, e.to_string()))?;
+pub async fn prune(
+    aws: &Aws,
+    targets: Option<&Targets>,
+    keep: usize,
+    dry_run: bool,
+) -> anyhow::Result<Vec<PruneItem>> {
+    let images = ami::list_baked(&aws.ec2)
+        .await
+        .map_err(|e| coded(Exit::Aws, e.to_string()))?;
     let mut in_use = match targets {
         Some(t) => used_by_template(aws, t).await?,
         None => BTreeMap::new(),
     };
-    let ids: BTreeSet<String> = images.iter().filter_map(|i| i.image_id().map(ToOwned::to_owned)).collect();
-    for (k, v) in ami::used_by_instances(&aws.ec2, &ids).await.map_err(|e| coded(Exit::Aws, e.to_string()))? {
+    let ids: BTreeSet<String> = images
+        .iter()
+        .filter_map(|i| i.image_id().map(ToOwned::to_owned))
+        .collect();
+    for (k, v) in ami::used_by_instances(&aws.ec2, &ids)
+        .await
+        .map_err(|e| coded(Exit::Aws, e.to_string()))?
+    {
         in_use.entry(k).or_insert(v);
     }
     let plan = ami::plan_prune(&images, keep, &in_use);
     if !dry_run {
         for item in plan.iter().filter(|p| p.kept_because.is_none()) {
-            ami::delete(&aws.ec2, item).await.map_err(|e| coded(Exit::Aws, e.to_string()))?;
+            ami::delete(&aws.ec2, item)
+                .await
+                .map_err(|e| coded(Exit::Aws, e.to_string()))?;
             tracing::info!(image_id = %item.image_id, snapshots = ?item.snapshots, "deregistered");
         }
     }

@@ -40,12 +40,19 @@ impl Snapshot {
             s.push_str(&format!(" {p}%"));
         }
         if let Some(n) = self.instances_to_update {
-            s.push_str(&format!(", {n} instance{} left", if n == 1 { "" } else { "s" }));
+            s.push_str(&format!(
+                ", {n} instance{} left",
+                if n == 1 { "" } else { "s" }
+            ));
         }
         if let Some(r) = self.reason.as_deref().filter(|r| !r.is_empty()) {
             s.push_str(&format!(": {r}"));
         }
-        if let Some(r) = self.rollback_reason.as_deref().filter(|r| !r.is_empty() && Some(*r) != self.reason.as_deref()) {
+        if let Some(r) = self
+            .rollback_reason
+            .as_deref()
+            .filter(|r| !r.is_empty() && Some(*r) != self.reason.as_deref())
+        {
             s.push_str(&format!(" (rolled back because: {r})"));
         }
         s
@@ -115,29 +122,45 @@ pub enum Action {
 /// Whether `status` means the refresh is still running.
 #[must_use]
 pub fn is_active(status: &str) -> bool {
-    matches!(status, "Pending" | "InProgress" | "Cancelling" | "RollbackInProgress" | "Baking")
+    matches!(
+        status,
+        "Pending" | "InProgress" | "Cancelling" | "RollbackInProgress" | "Baking"
+    )
 }
 
 /// The state machine: given what AWS said, what next.
 #[must_use]
 pub fn next(state: &WatchState, out: &DescribeInstanceRefreshesOutput) -> Action {
-    let Some(r) = out.instance_refreshes().iter().find(|r| r.instance_refresh_id() == Some(state.id.as_str())) else {
+    let Some(r) = out
+        .instance_refreshes()
+        .iter()
+        .find(|r| r.instance_refresh_id() == Some(state.id.as_str()))
+    else {
         return Action::Missing;
     };
-    let status = r.status().map_or_else(|| "Unknown".to_owned(), |s| s.as_str().to_owned());
+    let status = r
+        .status()
+        .map_or_else(|| "Unknown".to_owned(), |s| s.as_str().to_owned());
     // During a rollback AWS reports the rollback's own progress.
     let rolling_back = matches!(r.status(), Some(InstanceRefreshStatus::RollbackInProgress));
     let rb = r.rollback_details();
     let snapshot = Snapshot {
         id: state.id.clone(),
         status,
-        percentage: if rolling_back { rb.and_then(|d| d.percentage_complete_on_rollback()) } else { r.percentage_complete() },
+        percentage: if rolling_back {
+            rb.and_then(|d| d.percentage_complete_on_rollback())
+        } else {
+            r.percentage_complete()
+        },
         instances_to_update: if rolling_back {
             rb.and_then(|d| d.instances_to_update_on_rollback())
         } else {
             r.instances_to_update()
         },
-        reason: r.status_reason().map(ToOwned::to_owned).or_else(|| rb.and_then(|d| d.rollback_reason()).map(ToOwned::to_owned)),
+        reason: r
+            .status_reason()
+            .map(ToOwned::to_owned)
+            .or_else(|| rb.and_then(|d| d.rollback_reason()).map(ToOwned::to_owned)),
         rollback_reason: rb.and_then(|d| d.rollback_reason()).map(ToOwned::to_owned),
     };
     let outcome = match r.status() {
@@ -169,7 +192,11 @@ impl Backoff {
     /// Starts at `min`.
     #[must_use]
     pub fn new(min: Duration, max: Duration) -> Self {
-        Self { min, max: max.max(min), current: min }
+        Self {
+            min,
+            max: max.max(min),
+            current: min,
+        }
     }
 
     /// The delay before the next poll.
@@ -257,11 +284,18 @@ pub async fn watch(
 ) -> Result<Watched, RefreshError> {
     let started = tokio::time::Instant::now();
     let deadline = started + opts.timeout;
-    let mut state = WatchState { id: id.to_owned(), last: None };
+    let mut state = WatchState {
+        id: id.to_owned(),
+        last: None,
+    };
     let mut backoff = Backoff::new(opts.poll_interval, opts.max_poll_interval);
     let mut polls = 0u32;
     let mut cancelled = false;
-    let done = |end, polls| Watched { end, polls, elapsed: started.elapsed() };
+    let done = |end, polls| Watched {
+        end,
+        polls,
+        elapsed: started.elapsed(),
+    };
     loop {
         polls += 1;
         let out = asg_client
@@ -270,17 +304,35 @@ pub async fn watch(
             .instance_refresh_ids(id)
             .send()
             .await
-            .map_err(|e| RefreshError::Describe { asg: asg.to_owned(), message: DisplayErrorContext(&e).to_string() })?;
+            .map_err(|e| RefreshError::Describe {
+                asg: asg.to_owned(),
+                message: DisplayErrorContext(&e).to_string(),
+            })?;
         let delay = match next(&state, &out) {
-            Action::Missing => return Err(RefreshError::Missing { asg: asg.to_owned(), id: id.to_owned() }),
+            Action::Missing => {
+                return Err(RefreshError::Missing {
+                    asg: asg.to_owned(),
+                    id: id.to_owned(),
+                })
+            }
             Action::Done { outcome, snapshot } => {
-                progress.position(u64::try_from(snapshot.percentage.unwrap_or(0)).unwrap_or(0), &snapshot.describe());
+                progress.position(
+                    u64::try_from(snapshot.percentage.unwrap_or(0)).unwrap_or(0),
+                    &snapshot.describe(),
+                );
                 return Ok(done(WatchEnd::Finished(outcome, snapshot), polls));
             }
             Action::Wait { snapshot, changed } => {
                 if changed {
                     let pct = u64::try_from(snapshot.percentage.unwrap_or(0)).unwrap_or(0);
-                    progress.position(pct, &format!("{} [{} elapsed]", snapshot.describe(), crate::output::secs(started.elapsed())));
+                    progress.position(
+                        pct,
+                        &format!(
+                            "{} [{} elapsed]",
+                            snapshot.describe(),
+                            crate::output::secs(started.elapsed())
+                        ),
+                    );
                     tracing::debug!(refresh = id, status = %snapshot.status, "refresh progress");
                 }
                 state.last = Some(snapshot);
@@ -316,7 +368,13 @@ mod tests {
     use super::*;
     use aws_sdk_autoscaling::types::{InstanceRefresh, RollbackDetails};
 
-    fn out(id: &str, status: InstanceRefreshStatus, pct: i32, left: i32, reason: Option<&str>) -> DescribeInstanceRefreshesOutput {
+    fn out(
+        id: &str,
+        status: InstanceRefreshStatus,
+        pct: i32,
+        left: i32,
+        reason: Option<&str>,
+    ) -> DescribeInstanceRefreshesOutput {
         let r = InstanceRefresh::builder()
             .instance_refresh_id(id)
             .status(status)
@@ -324,47 +382,142 @@ mod tests {
             .instances_to_update(left)
             .set_status_reason(reason.map(ToOwned::to_owned))
             .build();
-        DescribeInstanceRefreshesOutput::builder().instance_refreshes(r).build()
+        DescribeInstanceRefreshesOutput::builder()
+            .instance_refreshes(r)
+            .build()
     }
 
     #[test]
     fn test_state_machine_happy_path() {
-        let mut s = WatchState { id: "r1".into(), last: None };
+        let mut s = WatchState {
+            id: "r1".into(),
+            last: None,
+        };
         let a = next(&s, &out("r1", InstanceRefreshStatus::Pending, 0, 2, None));
-        let Action::Wait { snapshot, changed: true } = a else { panic!("{a:?}") };
+        let Action::Wait {
+            snapshot,
+            changed: true,
+        } = a
+        else {
+            panic!("{a:?}")
+        };
         s.last = Some(snapshot);
         // The same again: unchanged.
         let a = next(&s, &out("r1", InstanceRefreshStatus::Pending, 0, 2, None));
         assert!(matches!(a, Action::Wait { changed: false, .. }), "{a:?}");
-        let a = next(&s, &out("r1", InstanceRefreshStatus::InProgress, 50, 1, None));
-        let Action::Wait { snapshot, changed: true } = a else { panic!("{a:?}") };
+        let a = next(
+            &s,
+            &out("r1", InstanceRefreshStatus::InProgress, 50, 1, None),
+        );
+        let Action::Wait {
+            snapshot,
+            changed: true,
+        } = a
+        else {
+            panic!("{a:?}")
+        };
         assert_eq!(snapshot.describe(), "InProgress 50%, 1 instance left");
         s.last = Some(snapshot);
         let a = next(&s, &out("r1", InstanceRefreshStatus::Baking, 100, 0, None));
         assert!(matches!(a, Action::Wait { changed: true, .. }), "{a:?}");
-        let a = next(&s, &out("r1", InstanceRefreshStatus::Successful, 100, 0, None));
-        assert!(matches!(a, Action::Done { outcome: Outcome::Successful, .. }), "{a:?}");
+        let a = next(
+            &s,
+            &out("r1", InstanceRefreshStatus::Successful, 100, 0, None),
+        );
+        assert!(
+            matches!(
+                a,
+                Action::Done {
+                    outcome: Outcome::Successful,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
     }
 
     #[test]
     fn test_state_machine_failures_keep_reason() {
-        let s = WatchState { id: "r1".into(), last: None };
-        let a = next(&s, &out("r1", InstanceRefreshStatus::Failed, 50, 1, Some("instances failed to launch")));
-        let Action::Done { outcome: Outcome::Failed, snapshot } = a else { panic!("{a:?}") };
-        assert_eq!(snapshot.reason.as_deref(), Some("instances failed to launch"));
+        let s = WatchState {
+            id: "r1".into(),
+            last: None,
+        };
+        let a = next(
+            &s,
+            &out(
+                "r1",
+                InstanceRefreshStatus::Failed,
+                50,
+                1,
+                Some("instances failed to launch"),
+            ),
+        );
+        let Action::Done {
+            outcome: Outcome::Failed,
+            snapshot,
+        } = a
+        else {
+            panic!("{a:?}")
+        };
+        assert_eq!(
+            snapshot.reason.as_deref(),
+            Some("instances failed to launch")
+        );
         assert_eq!(Outcome::Failed.exit(), crate::exit::Exit::RefreshFailed);
-        let a = next(&s, &out("r1", InstanceRefreshStatus::RollbackSuccessful, 0, 0, Some("alarm")));
-        assert!(matches!(a, Action::Done { outcome: Outcome::RolledBack, .. }), "{a:?}");
-        let a = next(&s, &out("r1", InstanceRefreshStatus::RollbackFailed, 0, 0, None));
-        assert!(matches!(a, Action::Done { outcome: Outcome::RollbackFailed, .. }), "{a:?}");
+        let a = next(
+            &s,
+            &out(
+                "r1",
+                InstanceRefreshStatus::RollbackSuccessful,
+                0,
+                0,
+                Some("alarm"),
+            ),
+        );
+        assert!(
+            matches!(
+                a,
+                Action::Done {
+                    outcome: Outcome::RolledBack,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        let a = next(
+            &s,
+            &out("r1", InstanceRefreshStatus::RollbackFailed, 0, 0, None),
+        );
+        assert!(
+            matches!(
+                a,
+                Action::Done {
+                    outcome: Outcome::RollbackFailed,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
         let a = next(&s, &out("r1", InstanceRefreshStatus::Cancelled, 0, 0, None));
-        assert!(matches!(a, Action::Done { outcome: Outcome::Cancelled, .. }), "{a:?}");
+        assert!(
+            matches!(
+                a,
+                Action::Done {
+                    outcome: Outcome::Cancelled,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
         assert_eq!(Outcome::Cancelled.exit(), crate::exit::Exit::Cancelled);
     }
 
     #[test]
     fn test_state_machine_rollback_progress_and_missing() {
-        let s = WatchState { id: "r1".into(), last: None };
+        let s = WatchState {
+            id: "r1".into(),
+            last: None,
+        };
         let r = InstanceRefresh::builder()
             .instance_refresh_id("r1")
             .status(InstanceRefreshStatus::RollbackInProgress)
@@ -377,13 +530,26 @@ mod tests {
                     .build(),
             )
             .build();
-        let o = DescribeInstanceRefreshesOutput::builder().instance_refreshes(r).build();
-        let Action::Wait { snapshot, .. } = next(&s, &o) else { panic!() };
+        let o = DescribeInstanceRefreshesOutput::builder()
+            .instance_refreshes(r)
+            .build();
+        let Action::Wait { snapshot, .. } = next(&s, &o) else {
+            panic!()
+        };
         assert_eq!(snapshot.percentage, Some(30));
         assert_eq!(snapshot.instances_to_update, Some(2));
         assert_eq!(snapshot.reason.as_deref(), Some("failed health checks"));
-        assert_eq!(next(&s, &out("other", InstanceRefreshStatus::InProgress, 0, 0, None)), Action::Missing);
-        assert_eq!(next(&s, &DescribeInstanceRefreshesOutput::builder().build()), Action::Missing);
+        assert_eq!(
+            next(
+                &s,
+                &out("other", InstanceRefreshStatus::InProgress, 0, 0, None)
+            ),
+            Action::Missing
+        );
+        assert_eq!(
+            next(&s, &DescribeInstanceRefreshesOutput::builder().build()),
+            Action::Missing
+        );
     }
 
     #[test]
@@ -399,10 +565,22 @@ mod tests {
 
     #[test]
     fn test_active_statuses() {
-        for s in ["Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking"] {
+        for s in [
+            "Pending",
+            "InProgress",
+            "Cancelling",
+            "RollbackInProgress",
+            "Baking",
+        ] {
             assert!(is_active(s), "{s}");
         }
-        for s in ["Successful", "Failed", "Cancelled", "RollbackSuccessful", "RollbackFailed"] {
+        for s in [
+            "Successful",
+            "Failed",
+            "Cancelled",
+            "RollbackSuccessful",
+            "RollbackFailed",
+        ] {
             assert!(!is_active(s), "{s}");
         }
     }

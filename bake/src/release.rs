@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use aws_sdk_autoscaling::types::{
-    AlarmSpecification, DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences, RefreshStrategy,
+    AlarmSpecification, DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences,
+    RefreshStrategy,
 };
 use aws_sdk_ec2::types::RequestLaunchTemplateData;
 use aws_smithy_types::error::display::DisplayErrorContext;
@@ -87,7 +88,10 @@ pub async fn template_versions(aws: &Aws, lt: &str) -> anyhow::Result<(i64, i64)
         .launch_templates()
         .first()
         .ok_or_else(|| coded(Exit::Aws, format!("launch template '{lt}' does not exist")))?;
-    Ok((t.default_version_number().unwrap_or(1), t.latest_version_number().unwrap_or(1)))
+    Ok((
+        t.default_version_number().unwrap_or(1),
+        t.latest_version_number().unwrap_or(1),
+    ))
 }
 
 /// The image of version `version` of `lt`.
@@ -99,7 +103,9 @@ pub async fn version_image(aws: &Aws, lt: &str, version: i64) -> anyhow::Result<
         .versions(version.to_string())
         .send()
         .await
-        .map_err(aws_err(format!("describing version {version} of launch template '{lt}'")))?;
+        .map_err(aws_err(format!(
+            "describing version {version} of launch template '{lt}'"
+        )))?;
     Ok(out
         .launch_template_versions()
         .first()
@@ -116,13 +122,17 @@ pub async fn set_default(aws: &Aws, lt: &str, version: i64) -> anyhow::Result<()
         .default_version(version.to_string())
         .send()
         .await
-        .map_err(aws_err(format!("setting the default version of launch template '{lt}' to {version}")))?;
+        .map_err(aws_err(format!(
+            "setting the default version of launch template '{lt}' to {version}"
+        )))?;
     Ok(())
 }
 
 /// The newest refresh of `asg` if it is still running.
 pub async fn active_refresh(aws: &Aws, asg: &str) -> anyhow::Result<Option<Snapshot>> {
-    Ok(latest_refresh(aws, asg).await?.filter(|s| refresh::is_active(&s.status)))
+    Ok(latest_refresh(aws, asg)
+        .await?
+        .filter(|s| refresh::is_active(&s.status)))
 }
 
 /// The newest refresh of `asg` (AWS lists them newest first).
@@ -134,14 +144,28 @@ pub async fn latest_refresh(aws: &Aws, asg: &str) -> anyhow::Result<Option<Snaps
         .max_records(5)
         .send()
         .await
-        .map_err(|e| coded(Exit::Aws, format!("describing instance refreshes of '{asg}': {}", DisplayErrorContext(&e))))?;
-    let Some(r) = out.instance_refreshes().iter().max_by_key(|r| r.start_time().map(|t| (t.secs(), t.subsec_nanos()))) else {
+        .map_err(|e| {
+            coded(
+                Exit::Aws,
+                format!(
+                    "describing instance refreshes of '{asg}': {}",
+                    DisplayErrorContext(&e)
+                ),
+            )
+        })?;
+    let Some(r) = out
+        .instance_refreshes()
+        .iter()
+        .max_by_key(|r| r.start_time().map(|t| (t.secs(), t.subsec_nanos())))
+    else {
         return Ok(None);
     };
     let id = r.instance_refresh_id().unwrap_or_default().to_owned();
     let state = refresh::WatchState { id, last: None };
     Ok(match refresh::next(&state, &out) {
-        refresh::Action::Wait { snapshot, .. } | refresh::Action::Done { snapshot, .. } => Some(snapshot),
+        refresh::Action::Wait { snapshot, .. } | refresh::Action::Done { snapshot, .. } => {
+            Some(snapshot)
+        }
         refresh::Action::Missing => None,
     })
 }
@@ -174,13 +198,22 @@ pub fn preferences(r: &RefreshSettings) -> RefreshPreferences {
             .set_checkpoint_delay(r.checkpoint_delay.map(secs));
     }
     if !r.alarms.is_empty() {
-        p = p.alarm_specification(AlarmSpecification::builder().set_alarms(Some(r.alarms.clone())).build());
+        p = p.alarm_specification(
+            AlarmSpecification::builder()
+                .set_alarms(Some(r.alarms.clone()))
+                .build(),
+        );
     }
     p.build()
 }
 
 /// Starts a refresh of `asg` towards version `version` of `lt`.
-async fn start_refresh(aws: &Aws, t: &Targets, version: i64, prefs: RefreshPreferences) -> anyhow::Result<String> {
+async fn start_refresh(
+    aws: &Aws,
+    t: &Targets,
+    version: i64,
+    prefs: RefreshPreferences,
+) -> anyhow::Result<String> {
     let asg = &t.auto_scaling_group;
     let out = aws
         .asg
@@ -212,12 +245,21 @@ async fn start_refresh(aws: &Aws, t: &Targets, version: i64, prefs: RefreshPrefe
         })?;
     out.instance_refresh_id()
         .map(ToOwned::to_owned)
-        .ok_or_else(|| coded(Exit::Aws, format!("StartInstanceRefresh on '{asg}' returned no refresh id")))
+        .ok_or_else(|| {
+            coded(
+                Exit::Aws,
+                format!("StartInstanceRefresh on '{asg}' returned no refresh id"),
+            )
+        })
 }
 
 /// Watch options from config and flags.
 #[must_use]
-pub fn watch_options(settings: &Settings, timeout: Option<Duration>, cancel_on_interrupt: bool) -> WatchOptions {
+pub fn watch_options(
+    settings: &Settings,
+    timeout: Option<Duration>,
+    cancel_on_interrupt: bool,
+) -> WatchOptions {
     WatchOptions {
         timeout: timeout.unwrap_or(settings.refresh.timeout),
         poll_interval: settings.refresh.poll_interval,
@@ -255,7 +297,10 @@ pub async fn watch_into(
             outcome.exit()
         }
         WatchEnd::TimedOut(snap) => {
-            tracing::error!("stopped watching after {}; the refresh goes on; {resume}", crate::output::secs(opts.timeout));
+            tracing::error!(
+                "stopped watching after {}; the refresh goes on; {resume}",
+                crate::output::secs(opts.timeout)
+            );
             report.result = "timed_out".into();
             report.refresh = snap;
             Exit::TimedOut
@@ -270,7 +315,12 @@ pub async fn watch_into(
 }
 
 /// Runs a release to its end.
-pub async fn release(aws: &Aws, settings: &Settings, t: &Targets, opts: &ReleaseOptions) -> anyhow::Result<(ReleaseReport, Exit)> {
+pub async fn release(
+    aws: &Aws,
+    settings: &Settings,
+    t: &Targets,
+    opts: &ReleaseOptions,
+) -> anyhow::Result<(ReleaseReport, Exit)> {
     let asg = &t.auto_scaling_group;
     let lt = &t.launch_template_id;
     let wopts = watch_options(settings, opts.timeout, opts.cancel_on_interrupt);
@@ -278,18 +328,38 @@ pub async fn release(aws: &Aws, settings: &Settings, t: &Targets, opts: &Release
         if !opts.wait_for_current {
             return Err(in_progress_error(asg, &current));
         }
-        tracing::info!("waiting for instance refresh {} of '{asg}' to end first", current.id);
+        tracing::info!(
+            "waiting for instance refresh {} of '{asg}' to end first",
+            current.id
+        );
         let mut scratch = ReleaseReport::default();
         match watch_into(aws, asg, &current.id, wopts, &mut scratch).await? {
-            Exit::TimedOut => return Err(coded(Exit::TimedOut, format!("instance refresh {} of '{asg}' did not end in time", current.id))),
-            Exit::Interrupted => return Err(coded(Exit::Interrupted, "interrupted while waiting for the current refresh; nothing was released")),
+            Exit::TimedOut => {
+                return Err(coded(
+                    Exit::TimedOut,
+                    format!(
+                        "instance refresh {} of '{asg}' did not end in time",
+                        current.id
+                    ),
+                ))
+            }
+            Exit::Interrupted => {
+                return Err(coded(
+                    Exit::Interrupted,
+                    "interrupted while waiting for the current refresh; nothing was released",
+                ))
+            }
             _ => tracing::info!("instance refresh {} ended {}", current.id, scratch.result),
         }
     }
     if settings.refresh.auto_rollback {
         // AWS rejects AutoRollback for groups on $Default/$Latest; say so before changing anything.
         let group = crate::targets::describe_group(aws, asg).await?;
-        if let Some(v) = group.launch_template().and_then(|l| l.version()).filter(|v| v.starts_with('$')) {
+        if let Some(v) = group
+            .launch_template()
+            .and_then(|l| l.version())
+            .filter(|v| v.starts_with('$'))
+        {
             return Err(coded(
                 Exit::Config,
                 format!("refresh.auto_rollback: auto scaling group '{asg}' launches from launch template version {v}, and AWS rolls back only groups on a numbered version: give the group a version number (CloudFormation: !GetAtt LaunchTemplate.LatestVersionNumber) or set refresh.auto_rollback = false"),
@@ -298,7 +368,9 @@ pub async fn release(aws: &Aws, settings: &Settings, t: &Targets, opts: &Release
     }
     let (image_id, reused) = match &opts.ami {
         Some(ami) => {
-            crate::ami::describe(&aws.ec2, ami).await.map_err(|e| coded(Exit::Aws, format!("--ami: {e}")))?;
+            crate::ami::describe(&aws.ec2, ami)
+                .await
+                .map_err(|e| coded(Exit::Aws, format!("--ami: {e}")))?;
             (ami.clone(), None)
         }
         None => {
@@ -313,14 +385,25 @@ pub async fn release(aws: &Aws, settings: &Settings, t: &Targets, opts: &Release
         .launch_template_id(lt)
         .source_version(previous.to_string())
         .version_description(format!("bake release of {image_id}"))
-        .launch_template_data(RequestLaunchTemplateData::builder().image_id(&image_id).build())
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .image_id(&image_id)
+                .build(),
+        )
         .send()
         .await
-        .map_err(aws_err(format!("creating a version of launch template '{lt}'")))?;
+        .map_err(aws_err(format!(
+            "creating a version of launch template '{lt}'"
+        )))?;
     let version = created
         .launch_template_version()
         .and_then(|v| v.version_number())
-        .ok_or_else(|| coded(Exit::Aws, format!("CreateLaunchTemplateVersion on '{lt}' returned no version")))?;
+        .ok_or_else(|| {
+            coded(
+                Exit::Aws,
+                format!("CreateLaunchTemplateVersion on '{lt}' returned no version"),
+            )
+        })?;
     set_default(aws, lt, version).await?;
     tracing::info!(launch_template = %lt, version, previous, image_id = %image_id, "new launch template version is the default");
     let mut report = ReleaseReport {
@@ -337,7 +420,9 @@ pub async fn release(aws: &Aws, settings: &Settings, t: &Targets, opts: &Release
         Err(e) => {
             // No half-done change: the template goes back to what it was.
             undo(aws, lt, previous, Some(version)).await;
-            return Err(e.context(format!("launch template '{lt}' restored to default version {previous}")));
+            return Err(e.context(format!(
+                "launch template '{lt}' restored to default version {previous}"
+            )));
         }
     };
     tracing::info!(refresh = %id, "instance refresh of '{asg}' started");
@@ -347,7 +432,10 @@ pub async fn release(aws: &Aws, settings: &Settings, t: &Targets, opts: &Release
         return Ok((report, Exit::Ok));
     }
     let code = watch_into(aws, asg, &id, wopts, &mut report).await?;
-    if matches!(code, Exit::RefreshFailed | Exit::RolledBack | Exit::Cancelled) {
+    if matches!(
+        code,
+        Exit::RefreshFailed | Exit::RolledBack | Exit::Cancelled
+    ) {
         undo(aws, lt, previous, None).await;
         report.restored_default = true;
     }
@@ -358,7 +446,9 @@ pub async fn release(aws: &Aws, settings: &Settings, t: &Targets, opts: &Release
 async fn undo(aws: &Aws, lt: &str, previous: i64, delete: Option<i64>) {
     match set_default(aws, lt, previous).await {
         Ok(()) => tracing::warn!("launch template '{lt}' default version set back to {previous}"),
-        Err(e) => tracing::error!("could not restore the default version of '{lt}' to {previous}: {e:#}"),
+        Err(e) => {
+            tracing::error!("could not restore the default version of '{lt}' to {previous}: {e:#}")
+        }
     }
     if let Some(v) = delete {
         if let Err(e) = aws
@@ -369,7 +459,10 @@ async fn undo(aws: &Aws, lt: &str, previous: i64, delete: Option<i64>) {
             .send()
             .await
         {
-            tracing::warn!("could not delete version {v} of '{lt}': {}", DisplayErrorContext(&e));
+            tracing::warn!(
+                "could not delete version {v} of '{lt}': {}",
+                DisplayErrorContext(&e)
+            );
         }
     }
 }
@@ -381,7 +474,12 @@ mod tests {
     #[test]
     fn test_preferences_from_config() {
         let text = "[refresh]\nmin_healthy_percentage = 50\nmax_healthy_percentage = 150\ninstance_warmup = \"1m\"\ncheckpoint_percentages = [50]\ncheckpoint_delay = \"2m\"\nalarms = [\"a\"]\nbake_time = \"5m\"\nskip_matching = false\n";
-        let s = Settings::parse(text, std::path::Path::new("bake.toml"), std::path::Path::new("/")).unwrap();
+        let s = Settings::parse(
+            text,
+            std::path::Path::new("bake.toml"),
+            std::path::Path::new("/"),
+        )
+        .unwrap();
         let p = preferences(&s.refresh);
         assert_eq!(p.min_healthy_percentage(), Some(50));
         assert_eq!(p.max_healthy_percentage(), Some(150));
@@ -391,6 +489,9 @@ mod tests {
         assert_eq!(p.bake_time(), Some(300));
         assert_eq!(p.skip_matching(), Some(false));
         assert_eq!(p.auto_rollback(), Some(true));
-        assert_eq!(p.alarm_specification().map(|a| a.alarms().to_vec()), Some(vec!["a".to_owned()]));
+        assert_eq!(
+            p.alarm_specification().map(|a| a.alarms().to_vec()),
+            Some(vec!["a".to_owned()])
+        );
     }
 }

@@ -10,16 +10,33 @@ use crate::release::{self, ReleaseOptions, ReleaseReport};
 use crate::targets::Targets;
 
 /// Rolls back; returns the report and the exit code. A rolled-back refresh is success here.
-pub async fn rollback(aws: &Aws, settings: &Settings, t: &Targets, opts: &ReleaseOptions) -> anyhow::Result<(ReleaseReport, Exit)> {
+pub async fn rollback(
+    aws: &Aws,
+    settings: &Settings,
+    t: &Targets,
+    opts: &ReleaseOptions,
+) -> anyhow::Result<(ReleaseReport, Exit)> {
     let asg = &t.auto_scaling_group;
     if let Some(current) = release::active_refresh(aws, asg).await? {
-        tracing::info!("rolling back instance refresh {} of '{asg}' ({})", current.id, current.describe());
+        tracing::info!(
+            "rolling back instance refresh {} of '{asg}' ({})",
+            current.id,
+            current.describe()
+        );
         aws.asg
             .rollback_instance_refresh()
             .auto_scaling_group_name(asg)
             .send()
             .await
-            .map_err(|e| coded(Exit::Aws, format!("rolling back the instance refresh of '{asg}': {}", DisplayErrorContext(&e))))?;
+            .map_err(|e| {
+                coded(
+                    Exit::Aws,
+                    format!(
+                        "rolling back the instance refresh of '{asg}': {}",
+                        DisplayErrorContext(&e)
+                    ),
+                )
+            })?;
         let mut report = ReleaseReport {
             auto_scaling_group: asg.clone(),
             launch_template_id: t.launch_template_id.clone(),
@@ -50,7 +67,13 @@ pub async fn rollback(aws: &Aws, settings: &Settings, t: &Targets, opts: &Releas
     let Some((v, image)) = previous else {
         return Err(coded(Exit::Config, format!("launch template '{lt}' has no version before its default (v{default}) to roll back to")));
     };
-    tracing::info!("no refresh in progress: releasing {image} of launch template version {v} again");
-    let opts = ReleaseOptions { ami: Some(image), wait_for_current: false, ..opts.clone() };
+    tracing::info!(
+        "no refresh in progress: releasing {image} of launch template version {v} again"
+    );
+    let opts = ReleaseOptions {
+        ami: Some(image),
+        wait_for_current: false,
+        ..opts.clone()
+    };
     release::release(aws, settings, t, &opts).await
 }

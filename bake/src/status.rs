@@ -48,12 +48,30 @@ pub struct Fleet {
 /// Reads the fleet.
 pub async fn fleet(aws: &Aws, t: &Targets) -> anyhow::Result<Fleet> {
     let group = crate::targets::describe_group(aws, &t.auto_scaling_group).await?;
-    let ids: Vec<String> = group.instances().iter().filter_map(|i| i.instance_id().map(ToOwned::to_owned)).collect();
+    let ids: Vec<String> = group
+        .instances()
+        .iter()
+        .filter_map(|i| i.instance_id().map(ToOwned::to_owned))
+        .collect();
     let mut images = BTreeMap::new();
     if !ids.is_empty() {
-        let mut pages = aws.ec2.describe_instances().set_instance_ids(Some(ids.clone())).into_paginator().send();
+        let mut pages = aws
+            .ec2
+            .describe_instances()
+            .set_instance_ids(Some(ids.clone()))
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| coded(Exit::Aws, format!("describing the instances of '{}': {}", t.auto_scaling_group, DisplayErrorContext(&e))))?;
+            let page = page.map_err(|e| {
+                coded(
+                    Exit::Aws,
+                    format!(
+                        "describing the instances of '{}': {}",
+                        t.auto_scaling_group,
+                        DisplayErrorContext(&e)
+                    ),
+                )
+            })?;
             for r in page.reservations() {
                 for i in r.instances() {
                     if let (Some(id), Some(ami)) = (i.instance_id(), i.image_id()) {
@@ -69,13 +87,17 @@ pub async fn fleet(aws: &Aws, t: &Targets) -> anyhow::Result<Fleet> {
         .map(|i| InstanceRow {
             instance_id: i.instance_id().unwrap_or_default().to_owned(),
             image_id: i.instance_id().and_then(|id| images.get(id).cloned()),
-            launch_template_version: i.launch_template().and_then(|l| l.version()).map(ToOwned::to_owned),
+            launch_template_version: i
+                .launch_template()
+                .and_then(|l| l.version())
+                .map(ToOwned::to_owned),
             health_status: i.health_status().map(ToOwned::to_owned),
             lifecycle_state: i.lifecycle_state().map(|s| s.as_str().to_owned()),
             availability_zone: i.availability_zone().map(ToOwned::to_owned),
         })
         .collect();
-    let (default_version, latest_version) = crate::release::template_versions(aws, &t.launch_template_id).await?;
+    let (default_version, latest_version) =
+        crate::release::template_versions(aws, &t.launch_template_id).await?;
     let refresh = crate::release::latest_refresh(aws, &t.auto_scaling_group).await?;
     Ok(Fleet {
         targets: t.clone(),
@@ -93,7 +115,8 @@ pub fn render(f: &Fleet) -> String {
     let mut s = format!(
         "auto scaling group {} (desired {}), launch template {} default v{} latest v{}\n",
         f.targets.auto_scaling_group,
-        f.desired_capacity.map_or_else(|| "?".to_owned(), |d| d.to_string()),
+        f.desired_capacity
+            .map_or_else(|| "?".to_owned(), |d| d.to_string()),
         f.targets.launch_template_id,
         f.default_version,
         f.latest_version

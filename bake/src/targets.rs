@@ -25,7 +25,10 @@ pub struct Targets {
 /// Resolves `target` to names that exist.
 pub async fn resolve(aws: &Aws, target: &Target) -> anyhow::Result<Targets> {
     let (asg, lt) = match target {
-        Target::Direct { auto_scaling_group, launch_template } => (auto_scaling_group.clone(), launch_template.clone()),
+        Target::Direct {
+            auto_scaling_group,
+            launch_template,
+        } => (auto_scaling_group.clone(), launch_template.clone()),
         Target::Stack(stack) => {
             let (a, l) = from_stack(aws, stack).await?;
             (a, Some(l))
@@ -42,13 +45,19 @@ pub async fn resolve(aws: &Aws, target: &Target) -> anyhow::Result<Targets> {
             )
         })?,
     };
-    Ok(Targets { auto_scaling_group: asg, launch_template_id: lt })
+    Ok(Targets {
+        auto_scaling_group: asg,
+        launch_template_id: lt,
+    })
 }
 
 /// The group's launch template id, if it launches from one.
 #[must_use]
 pub fn group_launch_template(group: &AutoScalingGroup) -> Option<String> {
-    group.launch_template().and_then(|t| t.launch_template_id()).map(ToOwned::to_owned)
+    group
+        .launch_template()
+        .and_then(|t| t.launch_template_id())
+        .map(ToOwned::to_owned)
 }
 
 /// Describes one group; a missing group is an error naming it.
@@ -59,12 +68,25 @@ pub async fn describe_group(aws: &Aws, asg: &str) -> anyhow::Result<AutoScalingG
         .auto_scaling_group_names(asg)
         .send()
         .await
-        .map_err(|e| coded(Exit::Aws, format!("describing auto scaling group '{asg}': {}", DisplayErrorContext(&e))))?;
+        .map_err(|e| {
+            coded(
+                Exit::Aws,
+                format!(
+                    "describing auto scaling group '{asg}': {}",
+                    DisplayErrorContext(&e)
+                ),
+            )
+        })?;
     out.auto_scaling_groups()
         .iter()
         .find(|g| g.auto_scaling_group_name() == Some(asg))
         .cloned()
-        .ok_or_else(|| coded(Exit::Aws, format!("auto scaling group '{asg}' does not exist")))
+        .ok_or_else(|| {
+            coded(
+                Exit::Aws,
+                format!("auto scaling group '{asg}' does not exist"),
+            )
+        })
 }
 
 async fn launch_template_id_by_name(aws: &Aws, name: &str) -> anyhow::Result<String> {
@@ -75,32 +97,60 @@ async fn launch_template_id_by_name(aws: &Aws, name: &str) -> anyhow::Result<Str
         .send()
         .await
         .map_err(|e| {
-            coded(Exit::Aws, format!("target.launch_template: launch template '{name}': {}", DisplayErrorContext(&e)))
+            coded(
+                Exit::Aws,
+                format!(
+                    "target.launch_template: launch template '{name}': {}",
+                    DisplayErrorContext(&e)
+                ),
+            )
         })?;
     out.launch_templates()
         .first()
         .and_then(|t| t.launch_template_id())
         .map(ToOwned::to_owned)
-        .ok_or_else(|| coded(Exit::Aws, format!("target.launch_template: launch template '{name}' does not exist")))
+        .ok_or_else(|| {
+            coded(
+                Exit::Aws,
+                format!("target.launch_template: launch template '{name}' does not exist"),
+            )
+        })
 }
 
 async fn from_stack(aws: &Aws, stack: &str) -> anyhow::Result<(String, String)> {
-    let out = aws.cfn.describe_stacks().stack_name(stack).send().await.map_err(|e| {
-        // CloudFormation answers an unknown stack with ValidationError "Stack with id X does not exist".
-        let missing = e
-            .as_service_error()
-            .and_then(aws_sdk_cloudformation::error::ProvideErrorMetadata::message)
-            .is_some_and(|m| m.contains("does not exist"));
-        if missing {
-            coded(Exit::Aws, format!("target.stack: CloudFormation stack '{stack}' does not exist"))
-        } else {
-            coded(Exit::Aws, format!("target.stack: describing CloudFormation stack '{stack}': {}", DisplayErrorContext(&e)))
-        }
+    let out = aws
+        .cfn
+        .describe_stacks()
+        .stack_name(stack)
+        .send()
+        .await
+        .map_err(|e| {
+            // CloudFormation answers an unknown stack with ValidationError "Stack with id X does not exist".
+            let missing = e
+                .as_service_error()
+                .and_then(aws_sdk_cloudformation::error::ProvideErrorMetadata::message)
+                .is_some_and(|m| m.contains("does not exist"));
+            if missing {
+                coded(
+                    Exit::Aws,
+                    format!("target.stack: CloudFormation stack '{stack}' does not exist"),
+                )
+            } else {
+                coded(
+                    Exit::Aws,
+                    format!(
+                        "target.stack: describing CloudFormation stack '{stack}': {}",
+                        DisplayErrorContext(&e)
+                    ),
+                )
+            }
+        })?;
+    let s = out.stacks().first().ok_or_else(|| {
+        coded(
+            Exit::Aws,
+            format!("target.stack: CloudFormation stack '{stack}' does not exist"),
+        )
     })?;
-    let s = out
-        .stacks()
-        .first()
-        .ok_or_else(|| coded(Exit::Aws, format!("target.stack: CloudFormation stack '{stack}' does not exist")))?;
     let output = |key: &str| -> anyhow::Result<String> {
         s.outputs()
             .iter()
@@ -108,7 +158,12 @@ async fn from_stack(aws: &Aws, stack: &str) -> anyhow::Result<(String, String)> 
             .and_then(|o| o.output_value())
             .filter(|v| !v.is_empty())
             .map(ToOwned::to_owned)
-            .ok_or_else(|| coded(Exit::Config, format!("target.stack: CloudFormation stack '{stack}' has no output '{key}'")))
+            .ok_or_else(|| {
+                coded(
+                    Exit::Config,
+                    format!("target.stack: CloudFormation stack '{stack}' has no output '{key}'"),
+                )
+            })
     };
     Ok((output(OUTPUT_ASG)?, output(OUTPUT_LAUNCH_TEMPLATE)?))
 }

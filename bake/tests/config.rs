@@ -6,9 +6,18 @@ use crate::util::World;
 fn test_bad_configs_name_the_key() {
     let w = World::new("config-bad");
     let cases: &[(&str, &str)] = &[
-        ("[refresh]\ninstance_warmup = \"soon\"\n", "refresh.instance_warmup"),
-        ("[refresh]\nmin_healthy_percentage = 101\n", "refresh.min_healthy_percentage"),
-        ("[target]\nstack = \"a\"\nauto_scaling_group = \"b\"\n", "target.auto_scaling_group"),
+        (
+            "[refresh]\ninstance_warmup = \"soon\"\n",
+            "refresh.instance_warmup",
+        ),
+        (
+            "[refresh]\nmin_healthy_percentage = 101\n",
+            "refresh.min_healthy_percentage",
+        ),
+        (
+            "[target]\nstack = \"a\"\nauto_scaling_group = \"b\"\n",
+            "target.auto_scaling_group",
+        ),
         ("[target]\nasg = \"b\"\n", "asg"),
         ("[packer]\nagent_binary = \"x\"\n", "packer.template"),
         ("[prune]\nkeep = -1\n", "prune.keep"),
@@ -33,11 +42,21 @@ fn test_unknown_stack_and_group_are_clear_errors() {
     let w = World::new("config-stack");
     w.write_raw_config("[target]\nstack = \"no-such-stack\"\n");
     let r = w.bake(&["status", "-o", "json"]).expect(3);
-    assert!(r.stderr.contains("target.stack: CloudFormation stack 'no-such-stack' does not exist"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("target.stack: CloudFormation stack 'no-such-stack' does not exist"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stdout.is_empty(), "{r:?}");
     w.write_raw_config("[target]\nauto_scaling_group = \"no-such-group\"\n");
     let r = w.bake(&["status"]).expect(3);
-    assert!(r.stderr.contains("auto scaling group 'no-such-group' does not exist"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("auto scaling group 'no-such-group' does not exist"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -45,13 +64,22 @@ fn test_validate_runs_packer_validate_without_aws() {
     let w = World::new("config-validate");
     // No AWS: an endpoint nobody listens on would make any call fail.
     let text = std::fs::read_to_string(w.path("bake.toml")).unwrap();
-    w.write_raw_config(&format!("[aws]\nendpoint_url = \"http://127.0.0.1:9\"\nregion = \"us-east-1\"\n{text}"));
+    w.write_raw_config(&format!(
+        "[aws]\nendpoint_url = \"http://127.0.0.1:9\"\nregion = \"us-east-1\"\n{text}"
+    ));
     let r = w.bake(&["validate", "-o", "json"]).expect(0);
     let j = r.json();
     assert_eq!(j["valid"], true);
-    assert!(j["checks"][1].as_str().unwrap().contains("packer 1."), "{j}");
+    assert!(
+        j["checks"][1].as_str().unwrap().contains("packer 1."),
+        "{j}"
+    );
     // A broken template is a config error with Packer's message.
-    std::fs::write(w.path("packer/broken.pkr.hcl"), "build {\n  sources = [\"source.amazon-ebs.nonsense\"]\n}\n").unwrap();
+    std::fs::write(
+        w.path("packer/broken.pkr.hcl"),
+        "build {\n  sources = [\"source.amazon-ebs.nonsense\"]\n}\n",
+    )
+    .unwrap();
     let r = w.bake(&["validate"]).expect(2);
     assert!(r.stderr.contains("packer validate failed"), "{}", r.stderr);
     assert!(r.stderr.contains("nonsense"), "{}", r.stderr);

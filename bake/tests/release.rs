@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use aws_sdk_autoscaling::types::{DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences};
+use aws_sdk_autoscaling::types::{
+    DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences,
+};
 
 use crate::util::{World, BASE_AMI};
 
@@ -31,12 +33,21 @@ fn test_build_release_successful_every_instance_on_new_version() {
     let s = w.bake(&["status", "-o", "json"]).expect(0).json();
     let instances = s["instances"].as_array().unwrap();
     assert_eq!(instances.len(), 2);
-    assert!(instances.iter().all(|i| i["image_id"] == ami.as_str() && i["launch_template_version"] == "2"), "{s}");
+    assert!(
+        instances
+            .iter()
+            .all(|i| i["image_id"] == ami.as_str() && i["launch_template_version"] == "2"),
+        "{s}"
+    );
     assert_eq!(s["refresh"]["status"], "Successful");
     assert_eq!(s["default_version"], 2);
     // Text status for people.
     let t = w.bake(&["status"]).expect(0);
-    assert!(t.stdout.contains("InService") && t.stdout.contains(&ami), "{}", t.stdout);
+    assert!(
+        t.stdout.contains("InService") && t.stdout.contains(&ami),
+        "{}",
+        t.stdout
+    );
 
     // Rollback without a refresh in progress releases the previous image again.
     let rb = w.bake(&["rollback", "-o", "json"]).expect(0).json();
@@ -67,10 +78,23 @@ fn test_release_with_failing_replacements_rolls_back() {
     let r = w.bake(&["release", "--ami", &ami, "-o", "json"]);
     assert_eq!(r.code, 6, "rolled back: {r:#?}");
     let j = r.json();
-    assert!(j["result"] == "rolled_back" || j["result"] == "rollback_failed", "{j}");
-    let reason = format!("{} {}", j["refresh"]["reason"], j["refresh"]["rollback_reason"]);
-    assert!(reason.contains("failed to launch or to become healthy"), "AWS's reason: {j}");
-    assert!(r.stderr.contains("failed to launch or to become healthy"), "{}", r.stderr);
+    assert!(
+        j["result"] == "rolled_back" || j["result"] == "rollback_failed",
+        "{j}"
+    );
+    let reason = format!(
+        "{} {}",
+        j["refresh"]["reason"], j["refresh"]["rollback_reason"]
+    );
+    assert!(
+        reason.contains("failed to launch or to become healthy"),
+        "AWS's reason: {j}"
+    );
+    assert!(
+        r.stderr.contains("failed to launch or to become healthy"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(j["restored_default"], true);
     assert_eq!(w.lt_versions(&lt).0, 1, "the previous default is back");
 }
@@ -85,7 +109,12 @@ fn start_slow_refresh(w: &World, lt: &str) -> String {
             .auto_scaling_group_name(w.asg())
             .desired_configuration(
                 DesiredConfiguration::builder()
-                    .launch_template(LaunchTemplateSpecification::builder().launch_template_id(lt).version("1").build())
+                    .launch_template(
+                        LaunchTemplateSpecification::builder()
+                            .launch_template_id(lt)
+                            .version("1")
+                            .build(),
+                    )
                     .build(),
             )
             .preferences(
@@ -131,20 +160,33 @@ fn test_release_no_wait_then_status_watch_and_timeout() {
     let text = std::fs::read_to_string(w.path("bake.toml")).unwrap()
         + "checkpoint_percentages = [50]\ncheckpoint_delay = \"1h\"\n";
     w.write_raw_config(&text);
-    let r = w.bake(&["release", "--ami", BASE_AMI, "--no-wait", "-o", "json"]).expect(0);
+    let r = w
+        .bake(&["release", "--ami", BASE_AMI, "--no-wait", "-o", "json"])
+        .expect(0);
     let j = r.json();
     assert_eq!(j["result"], "started");
     let id = j["instance_refresh_id"].as_str().unwrap().to_owned();
     assert_eq!(w.lt_versions(&lt).0, 2);
     // Watching with a short timeout: exit 8, the refresh goes on.
-    let t = w.bake(&["status", "--watch", "--timeout", "1s", "-o", "json"]).expect(8);
+    let t = w
+        .bake(&["status", "--watch", "--timeout", "1s", "-o", "json"])
+        .expect(8);
     assert_eq!(t.json()["watch"]["result"], "timed_out");
     assert!(t.stderr.contains("bake status --watch"), "{}", t.stderr);
     // Another release now is refused.
     w.bake(&["release", "--ami", BASE_AMI]).expect(9);
     // --wait-for-current waits for it, then releases.
     let started = std::time::Instant::now();
-    let r = w.bake(&["release", "--ami", BASE_AMI, "--wait-for-current", "-o", "json"]).expect(0);
+    let r = w
+        .bake(&[
+            "release",
+            "--ami",
+            BASE_AMI,
+            "--wait-for-current",
+            "-o",
+            "json",
+        ])
+        .expect(0);
     let j = r.json();
     assert_ne!(j["instance_refresh_id"], id.as_str());
     assert!(started.elapsed() > Duration::from_secs(1));

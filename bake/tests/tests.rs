@@ -4,7 +4,12 @@
 
 mod util;
 
+// Topic modules under cfg(test): clippy's tests_outside_test_module looks for it.
+#[cfg(test)]
 mod build;
+#[cfg(test)]
 mod config;
+#[cfg(test)]
 mod prune;
+#[cfg(test)]
 mod release;

@@ -69,14 +69,30 @@ fn copy_dir(from: &Path, to: &Path) {
 impl World {
     /// A fresh emulator and directory; `name` prefixes every AWS resource the test makes.
     pub fn new(name: &str) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let emu = Emulator::start().expect("emulator starts");
         let aws = rt.block_on(emu.aws());
-        let dir = tempfile::Builder::new().prefix(&format!("bake-{name}-")).tempdir().unwrap();
-        copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/packer"), &dir.path().join("packer"));
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("bake-{name}-"))
+            .tempdir()
+            .unwrap();
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/packer"),
+            &dir.path().join("packer"),
+        );
         std::fs::write(dir.path().join("bake-agent"), b"not really an agent").unwrap();
         std::fs::create_dir(dir.path().join("tmp")).unwrap();
-        let w = Self { emu, dir, rt, aws, name: name.to_owned() };
+        let w = Self {
+            emu,
+            dir,
+            rt,
+            aws,
+            name: name.to_owned(),
+        };
         w.write_config("");
         w
     }
@@ -154,7 +170,12 @@ timeout = "2m"
                 .ec2
                 .create_launch_template()
                 .launch_template_name(format!("{}-lt", self.name))
-                .launch_template_data(RequestLaunchTemplateData::builder().image_id(image).instance_type(aws_sdk_ec2::types::InstanceType::T3Micro).build())
+                .launch_template_data(
+                    RequestLaunchTemplateData::builder()
+                        .image_id(image)
+                        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                        .build(),
+                )
                 .tag_specifications(
                     TagSpecification::builder()
                         .resource_type(ResourceType::LaunchTemplate)
@@ -164,14 +185,22 @@ timeout = "2m"
                 .send()
                 .await
                 .unwrap();
-            let lt_id = lt.launch_template().unwrap().launch_template_id().unwrap().to_owned();
+            let lt_id = lt
+                .launch_template()
+                .unwrap()
+                .launch_template_id()
+                .unwrap()
+                .to_owned();
             self.aws
                 .asg
                 .create_auto_scaling_group()
                 .auto_scaling_group_name(self.asg())
                 .launch_template(
                     // A numbered version: AWS supports auto rollback only then.
-                    LaunchTemplateSpecification::builder().launch_template_id(&lt_id).version("1").build(),
+                    LaunchTemplateSpecification::builder()
+                        .launch_template_id(&lt_id)
+                        .version("1")
+                        .build(),
                 )
                 .min_size(capacity)
                 .max_size(capacity * 2)
@@ -188,15 +217,27 @@ timeout = "2m"
     /// Instances of the group: (id, launch template version, lifecycle state).
     pub fn instances(&self) -> Vec<(String, String, String)> {
         self.rt.block_on(async {
-            let out = self.aws.asg.describe_auto_scaling_groups().auto_scaling_group_names(self.asg()).send().await.unwrap();
+            let out = self
+                .aws
+                .asg
+                .describe_auto_scaling_groups()
+                .auto_scaling_group_names(self.asg())
+                .send()
+                .await
+                .unwrap();
             out.auto_scaling_groups()[0]
                 .instances()
                 .iter()
                 .map(|i| {
                     (
                         i.instance_id().unwrap().to_owned(),
-                        i.launch_template().and_then(|l| l.version()).unwrap_or_default().to_owned(),
-                        i.lifecycle_state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                        i.launch_template()
+                            .and_then(|l| l.version())
+                            .unwrap_or_default()
+                            .to_owned(),
+                        i.lifecycle_state()
+                            .map(|s| s.as_str().to_owned())
+                            .unwrap_or_default(),
                     )
                 })
                 .collect()
@@ -206,9 +247,19 @@ timeout = "2m"
     /// (default, latest) version of the launch template.
     pub fn lt_versions(&self, lt: &str) -> (i64, i64) {
         self.rt.block_on(async {
-            let out = self.aws.ec2.describe_launch_templates().launch_template_ids(lt).send().await.unwrap();
+            let out = self
+                .aws
+                .ec2
+                .describe_launch_templates()
+                .launch_template_ids(lt)
+                .send()
+                .await
+                .unwrap();
             let t = &out.launch_templates()[0];
-            (t.default_version_number().unwrap(), t.latest_version_number().unwrap())
+            (
+                t.default_version_number().unwrap(),
+                t.latest_version_number().unwrap(),
+            )
         })
     }
 
@@ -219,13 +270,23 @@ timeout = "2m"
                 .aws
                 .ec2
                 .describe_tags()
-                .filters(aws_sdk_ec2::types::Filter::builder().name("resource-id").values(id).build())
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("resource-id")
+                        .values(id)
+                        .build(),
+                )
                 .send()
                 .await
                 .unwrap();
             out.tags()
                 .iter()
-                .map(|t| (t.key().unwrap_or_default().to_owned(), t.value().unwrap_or_default().to_owned()))
+                .map(|t| {
+                    (
+                        t.key().unwrap_or_default().to_owned(),
+                        t.value().unwrap_or_default().to_owned(),
+                    )
+                })
                 .collect()
         })
     }
