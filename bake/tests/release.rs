@@ -192,3 +192,56 @@ fn test_release_no_wait_then_status_watch_and_timeout() {
     assert!(started.elapsed() > Duration::from_secs(1));
     assert_eq!(w.lt_versions(&lt).0, 3);
 }
+
+#[test]
+fn test_interrupt_while_watching_detaches_and_the_refresh_goes_on() {
+    let w = World::new("release-detach");
+    w.fleet(BASE_AMI, 2);
+    let text = std::fs::read_to_string(w.path("bake.toml")).unwrap()
+        + "checkpoint_percentages = [50]\ncheckpoint_delay = \"1h\"\n";
+    w.write_raw_config(&text);
+    let child = w
+        .command(&["release", "--ami", BASE_AMI, "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the refresh runs, then Ctrl-C.
+    let running = || {
+        w.rt.block_on(async {
+            let out = w
+                .aws
+                .asg
+                .describe_instance_refreshes()
+                .auto_scaling_group_name(w.asg())
+                .send()
+                .await
+                .unwrap();
+            !out.instance_refreshes().is_empty()
+        })
+    };
+    assert!(
+        w.wait_for(Duration::from_secs(30), running),
+        "no refresh started"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("bake status --watch"), "{stderr}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON result");
+    assert_eq!(j["result"], "detached");
+    // The refresh goes on.
+    let s = w.bake(&["status", "-o", "json"]).expect(0).json();
+    let status = s["refresh"]["status"].as_str().unwrap().to_owned();
+    assert!(
+        ["Pending", "InProgress", "Successful"].contains(&status.as_str()),
+        "{s}"
+    );
+    assert_ne!(status, "Cancelled");
+}
