@@ -16,12 +16,13 @@ from werkzeug.serving import make_server
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from . import autoscaling, cloudwatch_cbor
+from . import autoscaling, cloudwatch_cbor, ec2
 
 
 def build_app():
     """The WSGI application: moto's dispatcher with the extension installed."""
     autoscaling.install()
+    ec2.install()
     app = DomainDispatcherApplication(create_backend_app)
     return cloudwatch_cbor.wrap(app)
 

@@ -1,0 +1,51 @@
+"""EC2 launch template versions that inherit from their SourceVersion, as AWS documents.
+
+CreateLaunchTemplateVersion with ``SourceVersion``: "The new version inherits the same launch
+parameters as the source version, except for parameters that you specify in LaunchTemplateData."
+moto ignores SourceVersion, so a new version that only names an ImageId would lose the source's
+UserData, instance type, metadata options, profile… This keeps top-level keys of the source's data
+that the request does not set (AWS merges at the top level of LaunchTemplateData as well).
+"""
+
+import copy
+
+from moto.ec2.responses.launch_templates import LaunchTemplates
+
+_installed = False
+
+
+def install():
+    """Patch moto's CreateLaunchTemplateVersion. Idempotent."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    original = LaunchTemplates.create_launch_template_version
+
+    def create_launch_template_version(self):
+        source = self._get_param("SourceVersion")
+        if not source:
+            return original(self)
+        name = self._get_param("LaunchTemplateName")
+        tmpl_id = self._get_param("LaunchTemplateId")
+        template = (
+            self.ec2_backend.get_launch_template(tmpl_id)
+            if tmpl_id
+            else self.ec2_backend.get_launch_template_by_name(name)
+        )
+        base = copy.deepcopy(template.get_version(source).data)
+        get_param = self._get_param
+
+        def merged_get_param(param_name, if_none=None):
+            value = get_param(param_name, if_none)
+            if param_name == "LaunchTemplateData":
+                return {**base, **(value or {})}
+            return value
+
+        self._get_param = merged_get_param
+        try:
+            return original(self)
+        finally:
+            del self._get_param
+
+    LaunchTemplates.create_launch_template_version = create_launch_template_version
