@@ -221,6 +221,9 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
         );
         releases.push((r, expect));
         wait_serving(&f, n, "2", interrupted)?;
+        if releases.len() == 1 {
+            crash_one(&f, interrupted)?;
+        }
     }
     std::thread::sleep(Duration::from_millis(500));
     let load = gen.stop();
@@ -377,5 +380,39 @@ fn short(lifecycle: &str) -> &str {
         "Pending:Wait" => "launching",
         "Terminating:Wait" => "draining",
         s => s,
+    }
+}
+
+/// `/crash` on one app directly (behind the edge, which refuses it): its agent restarts it.
+fn crash_one(f: &Fleet, interrupted: &AtomicBool) -> anyhow::Result<()> {
+    let Some(victim) = f.instances().into_iter().next() else {
+        return Ok(());
+    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], victim.port));
+    println!(
+        "== GET /crash through haproxy: {}",
+        fleet::http_get(f.lb_addr(), "/crash")
+            .map_or_else(|e| e.to_string(), |(c, _)| c.to_string())
+    );
+    println!(
+        "== GET /crash on {} directly (127.0.0.1:{})",
+        victim.id, victim.port
+    );
+    let t0 = Instant::now();
+    let _ = fleet::http_get(addr, "/crash");
+    let deadline = t0 + Duration::from_secs(30);
+    loop {
+        check(interrupted)?;
+        if matches!(fleet::http_get(addr, "/"), Ok((200, _))) {
+            println!(
+                "   restarted by its agent, answering again after {:.0} ms",
+                t0.elapsed().as_secs_f64() * 1000.0
+            );
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the app of {} did not come back within 30 s", victim.id);
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
