@@ -43,6 +43,8 @@ impl Emulator {
         };
         // Its own process group, so Drop can stop the server and its threads together.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        // And it dies with the test that started it, even when the test is killed outright.
+        crate::process::die_with_parent(&mut cmd);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {}", serve.display()))?;

@@ -193,7 +193,7 @@ impl Haproxy {
             .stdout(log.try_clone()?)
             .stderr(log);
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        die_with_parent(&mut cmd);
+        crate::process::die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {HAPROXY} (installed by tools/setup)"))?;
@@ -279,19 +279,6 @@ pub fn haproxy_config(port: u16, servers: &[(String, u16)]) -> String {
 fn write_haproxy_config(path: &Path, port: u16, servers: &[(String, u16)]) -> anyhow::Result<()> {
     std::fs::write(path, haproxy_config(port, servers))
         .with_context(|| format!("writing {}", path.display()))
-}
-
-/// SIGTERM to the child when the thread that started it ends: a harness killed outright (a test
-/// runner's timeout) leaves no agents or haproxy behind. Drop stops them in order before that.
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: the closure runs between fork and exec and calls only prctl(2), which is
-    // async-signal-safe; it touches no memory of the parent.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(cmd, || {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-                .map_err(std::io::Error::from)
-        });
-    }
 }
 
 /// A free port on 127.0.0.1 (bound, then released).
@@ -743,7 +730,7 @@ async fn launch(ctx: &mut Ctx, aws: &Aws, s: &Seen) -> anyhow::Result<SimInstanc
         .stdout(log.try_clone()?)
         .stderr(log);
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    die_with_parent(&mut cmd);
+    crate::process::die_with_parent(&mut cmd);
     let agent = cmd
         .spawn()
         .with_context(|| format!("starting {}", ctx.opts.agent_bin.display()))?;

@@ -14,6 +14,8 @@ pub mod fleet;
 pub mod imds;
 /// Paths in the repository and the target directory.
 pub mod paths;
+/// Child processes that do not outlive the harness.
+pub mod process;
 
 pub use emulator::Emulator;
 pub use imds::{Imds, ImdsState};

@@ -1,7 +1,10 @@
 //! Integration tests against the local AWS emulator (one emulator per test).
 
+#[cfg(test)]
 mod cloudwatch_cbor;
+#[cfg(test)]
 mod emulator;
 #[cfg(test)]
 mod fleet;
+#[cfg(test)]
 mod packer;
