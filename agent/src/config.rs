@@ -15,6 +15,9 @@ use bake_common::aws::AwsSettings;
 use nix::sys::signal::Signal;
 use serde::Deserialize;
 
+use crate::logs::{LogsConfig, LogsError};
+use crate::metrics::MetricsConfig;
+
 /// Default grace period between the stop signal and SIGKILL of the app's process group.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default delay before the second restart in a row (the first restart is immediate).
@@ -115,11 +118,10 @@ pub struct RawConfig {
     pub lifecycle: Option<RawLifecycle>,
     /// Fleet-wide leases (`bake-agent job`, secret rollouts).
     pub lease: Option<RawLease>,
-    /// Log shipping (issue 6). Passed through untouched for now: the log-shipping module
-    /// replaces this `toml::Value` with its own typed raw section.
-    pub logs: Option<toml::Value>,
-    /// Metrics (issue 6). Passed through untouched like `logs`, to be replaced by a typed section.
-    pub metrics: Option<toml::Value>,
+    /// Log shipping to CloudWatch Logs (schema: docs/logs.md). Absent: nothing is shipped.
+    pub logs: Option<LogsConfig>,
+    /// Metrics to CloudWatch (schema: docs/logs.md). Absent: no metrics are published.
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// `[identity]`.
@@ -257,10 +259,11 @@ pub struct Settings {
     pub lifecycle: LifecycleSettings,
     /// Leases.
     pub lease: LeaseSettings,
-    /// `[logs]` as written, for the log shipper.
-    pub logs: Option<toml::Value>,
-    /// `[metrics]` as written, for the metrics publisher.
-    pub metrics: Option<toml::Value>,
+    /// Log shipping, checked with [`LogsConfig::validate`]; `None` without `[logs]`.
+    pub logs: Option<LogsConfig>,
+    /// Metrics, checked with [`MetricsConfig::validate`]; `None` without `[metrics]` or with
+    /// `enabled = false`.
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// `[identity]`, validated.
@@ -580,6 +583,23 @@ impl Settings {
         let lease = LeaseSettings {
             prefix: v.ssm_path("lease.prefix", &prefix)?,
         };
+        let logs = match raw.logs {
+            Some(l) => {
+                l.validate().map_err(|e| match e {
+                    LogsError::Config { key, message } => v.err(&key, message),
+                    LogsError::State(m) => v.err("logs", m),
+                })?;
+                Some(l)
+            }
+            None => None,
+        };
+        let metrics = match raw.metrics {
+            Some(m) => {
+                m.validate().map_err(|e| v.err(&e.key, e.message))?;
+                m.enabled().then_some(m)
+            }
+            None => None,
+        };
         Ok(Settings {
             aws: raw.aws.unwrap_or_default(),
             identity: IdentitySettings {
@@ -594,8 +614,8 @@ impl Settings {
             readiness,
             lifecycle,
             lease,
-            logs: raw.logs,
-            metrics: raw.metrics,
+            logs,
+            metrics,
         })
     }
 }
@@ -944,8 +964,67 @@ mod tests {
     }
 
     #[test]
-    fn test_logs_and_metrics_pass_through() {
-        let s = load_str("[logs]\nanything = 1\n[metrics]\nx = \"y\"\n", None).unwrap();
-        assert!(s.logs.is_some() && s.metrics.is_some());
+    fn test_logs_and_metrics_sections() {
+        let s = load_str("[app]\ncommand = [\"/bin/true\"]\n", None).unwrap();
+        assert!(s.logs.is_none() && s.metrics.is_none());
+        let base = "[logs]\nretention_days = 14\n[logs.app]\nlog_group = \"/bake/base\"\n\
+                    [[logs.files]]\npath = \"/var/log/a.log\"\nlog_group = \"g\"\nlog_stream = \"s\"\n\
+                    [metrics]\npublish_interval = \"30s\"\n";
+        // Userdata merges into the tables key by key; the files array is replaced as a whole.
+        let ud = "[logs.app]\nlog_group = \"/bake/prod\"\n[[logs.files]]\npath = \"/var/log/b.log\"\n\
+                  log_group = \"g\"\nlog_stream = \"{instance_id}/b\"\n[metrics]\nnamespace = \"Prod\"\n";
+        let s = load_str(base, Some(ud)).unwrap();
+        let logs = s.logs.unwrap();
+        assert_eq!(logs.retention_days, Some(14));
+        assert_eq!(logs.app.unwrap().log_group, "/bake/prod");
+        assert_eq!(logs.files.len(), 1);
+        assert_eq!(logs.files[0].path, "/var/log/b.log");
+        let m = s.metrics.unwrap();
+        assert_eq!(m.publish_interval.as_deref(), Some("30s"));
+        assert_eq!(m.namespace.as_deref(), Some("Prod"));
+        let s = load_str("[metrics]\nenabled = false\n", None).unwrap();
+        assert!(s.metrics.is_none());
+    }
+
+    #[test]
+    fn test_logs_and_metrics_errors_name_file_and_key() {
+        let e = load_str(
+            "[[logs.files]]\npath = \"/x/*.log\"\nlog_group = \"g\"\nlog_stream = \"{host}\"\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("agent.toml: logs.files[0].log_stream: "), "{e}");
+        let e = load_str(
+            "[logs]\nretention_days = 8\n",
+            Some("[logs]\nretention_days = 9\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("agent.toml + userdata: logs.retention_days: 9 "),
+            "{e}"
+        );
+        let e = load_str("[logs.app]\nlog_grop = \"g\"\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("agent.toml: logs.app: unknown field `log_grop`"),
+            "{e}"
+        );
+        let e = load_str("[metrics]\npublish_interval = \"1h\"\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("agent.toml: metrics.publish_interval: "), "{e}");
+        let e = load_str(
+            "[app]\ncommand = [\"x\"]\n",
+            Some("[metrics]\nenable = true\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("userdata: metrics: unknown field `enable`"),
+            "{e}"
+        );
     }
 }

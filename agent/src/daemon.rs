@@ -16,7 +16,8 @@ use crate::identity::{self, Identity};
 use crate::imds::Imds;
 use crate::lease;
 use crate::lifecycle::{self, Target, Termination};
-use crate::logs::AppOutput;
+use crate::logs::{self, AppOutput, ShipperHandle};
+use crate::metrics::{self, MetricsHandle};
 use crate::mount;
 use crate::notify;
 use crate::readiness;
@@ -75,9 +76,53 @@ pub async fn boot(config: &Path) -> anyhow::Result<Boot> {
     })
 }
 
-/// Where log shipping gets flushed before the instance goes away. The log shipper (issue 6)
-/// fills this in: flush `output` and the file sources within a deadline.
-async fn flush_logs(_output: &AppOutput) {}
+/// How long, after the app stopped, its stdout/stderr pipes may take to reach their end (a
+/// process that inherited them may outlive the app's process group).
+pub const PIPES_DEADLINE: Duration = Duration::from_secs(2);
+/// How long the last logs may take to reach CloudWatch when the agent stops or drains. Whatever
+/// is not acknowledged by then stays in the spool and checkpoints for the next agent run.
+pub const LOG_FLUSH_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Starts log shipping when `[logs]` is configured: the app's output then goes to the spool.
+/// Without `[logs]`, or when the state directory cannot be used, the app's lines go to the
+/// agent's stderr (journald) instead: the app runs either way.
+fn start_logs(
+    settings: &Settings,
+    aws: &bake_common::aws::Aws,
+    instance_id: &str,
+) -> (AppOutput, Option<ShipperHandle>) {
+    let Some(cfg) = &settings.logs else {
+        return (AppOutput::passthrough(), None);
+    };
+    let t = Instant::now();
+    match logs::Shipper::start(aws.logs.clone(), cfg, instance_id) {
+        Ok((output, shipper)) => {
+            tracing::info!(step = "logs", elapsed_ms = ms(t), "boot step done");
+            (output, Some(shipper))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start log shipping; the app's output goes to the agent's stderr");
+            (AppOutput::passthrough(), None)
+        }
+    }
+}
+
+/// Ships the app's last lines and everything else read so far, within the deadlines, and stops
+/// log shipping. Called once the app has stopped: before the terminate hook is completed and
+/// before the agent exits on SIGTERM.
+async fn flush_logs(output: &AppOutput, shipper: Option<ShipperHandle>) {
+    if !output.drained(PIPES_DEADLINE).await {
+        tracing::warn!(
+            deadline_ms = PIPES_DEADLINE.as_millis(),
+            "the app's output pipes are still open (a process inherited them); shipping what came"
+        );
+    }
+    if let Some(shipper) = shipper {
+        let t = Instant::now();
+        let done = shipper.shutdown(LOG_FLUSH_DEADLINE).await;
+        tracing::info!(complete = done, elapsed_ms = ms(t), "log shipping stopped");
+    }
+}
 
 /// Runs the daemon until SIGTERM/SIGINT (exit 0 after a graceful stop) or termination (drain,
 /// complete the terminate hook, exit 0).
@@ -154,7 +199,7 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
         stop_timeout: app.stop_timeout,
     };
     process::become_subreaper();
-    let output = AppOutput::passthrough();
+    let (output, shipper) = start_logs(&settings, &aws, &identity.instance_id);
     let crash_hook: Option<supervisor::CrashLoopHook> =
         match (&target, settings.supervise.mark_unhealthy) {
             (Some(tg), true) => {
@@ -175,8 +220,24 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
             .map_err(|e| coded(Exit::App, e))?;
     tracing::info!(step = "supervise", elapsed_ms = ms(t), "boot step done");
 
-    // Issue 6 starts here: log shipping (files + `output`) and the metrics publisher, which reads
-    // `handle.restarts` (an Arc<AtomicU64>) for the app-restarts metric.
+    // Metrics: CPU/memory/disk, the supervisor's restart counter, the shipper's counters.
+    let metrics = match &settings.metrics {
+        Some(m) => match metrics::start(
+            aws.cw.clone(),
+            m,
+            &identity.instance_id,
+            identity.asg_name.as_deref(),
+            handle.restarts.clone(),
+            shipper.as_ref().map(ShipperHandle::stats),
+        ) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start publishing metrics");
+                None
+            }
+        },
+        None => None,
+    };
 
     // 5. Readiness → launch hook, sd_notify READY.
     let ready_task = tokio::spawn(readiness_and_launch_hook(settings.clone(), target.clone()));
@@ -224,7 +285,11 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     let t = Instant::now();
     handle.stop().await;
     let _ = sup_task.await;
-    flush_logs(&output).await;
+    flush_logs(&output, shipper).await;
+    if let Some(m) = metrics {
+        // The last interval's data, so a crash loop's final restarts are counted too.
+        MetricsHandle::shutdown(m).await;
+    }
     tracing::info!(
         step = "drain",
         elapsed_ms = ms(t),

@@ -67,8 +67,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(a) => format!("app {:?}", a.command),
                 None => "no app".to_owned(),
             };
+            let logs = match &s.logs {
+                Some(l) => format!(
+                    "{}{} file source(s)",
+                    if l.app.is_some() { "app output + " } else { "" },
+                    l.files.len()
+                ),
+                None => "none".to_owned(),
+            };
             println!(
-                "{}{}: ok ({what}; secrets: {}; efs: {}; readiness: {})",
+                "{}{}: ok ({what}; secrets: {}; efs: {}; readiness: {}; logs: {logs}; metrics: {})",
                 config.display(),
                 if userdata.is_some() {
                     " + userdata"
@@ -82,6 +90,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 } else {
                     "none"
                 },
+                s.metrics.as_ref().map_or("off", |m| m
+                    .namespace
+                    .as_deref()
+                    .unwrap_or(metrics::DEFAULT_NAMESPACE)),
             );
             Ok(Exit::Ok.into())
         }

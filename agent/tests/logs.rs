@@ -3,6 +3,9 @@
 //! The fault-injecting proxy here is hand-written (no real stand-in can answer throttling or
 //! reset connections on demand); everything behind it is the emulator.
 
+// Integration tests are a test crate of their own: the lint is for unit tests in library code.
+#![allow(clippy::tests_outside_test_module)]
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -293,7 +296,8 @@ impl FaultProxy {
                             let _ = sock.write_all(resp.as_bytes()).await;
                         }
                         _ => {
-                            let _ = sock.set_linger(Some(Duration::ZERO));
+                            // RST instead of FIN: a connection reset mid-request.
+                            let _ = sock.set_zero_linger();
                         }
                     }
                 });
@@ -387,7 +391,10 @@ async fn test_app_stdout_stderr_through_spool() {
         .unwrap();
     app.attach(child.stdout.take(), child.stderr.take());
     assert!(child.wait().await.unwrap().success());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        app.drained(Duration::from_secs(10)).await,
+        "the pipes reached their end"
+    );
     assert!(handle.flush(Duration::from_secs(30)).await);
     assert!(handle.shutdown(Duration::from_secs(10)).await);
     let out = stream_messages(&aws.logs, "/bake/app", "i-app/stdout").await;
@@ -491,28 +498,37 @@ async fn test_metrics_reach_cloudwatch_with_dimensions() {
     )
     .unwrap();
     restarts.fetch_add(2, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    m.shutdown().await;
-    let listed = aws
-        .cw
-        .list_metrics()
-        .namespace("Bake/Agent")
-        .send()
-        .await
-        .unwrap();
-    let names: HashSet<_> = listed
-        .metrics()
-        .iter()
-        .filter_map(|m| m.metric_name())
-        .collect();
-    for want in [
+    let wanted = [
         "CPUUtilization",
         "MemoryUtilization",
         "DiskUtilization",
         "AppRestarts",
-    ] {
-        assert!(names.contains(want), "{want} missing from {names:?}");
-    }
+    ];
+    // Published every second; CPU once two samples were taken. Deadline-based for loaded hosts.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let listed = loop {
+        let listed = aws
+            .cw
+            .list_metrics()
+            .namespace("Bake/Agent")
+            .send()
+            .await
+            .unwrap();
+        let names: HashSet<_> = listed
+            .metrics()
+            .iter()
+            .filter_map(|m| m.metric_name())
+            .collect();
+        if wanted.iter().all(|w| names.contains(w)) {
+            break listed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics missing after 60s: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    m.shutdown().await;
     let cpu_dims: Vec<Vec<String>> = listed
         .metrics()
         .iter()

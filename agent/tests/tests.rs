@@ -1,4 +1,4 @@
-//! Integration tests of the agent core: the real `bake-agent` binary against the local AWS
+//! Integration tests of the agent: the real `bake-agent` binary against the local AWS
 //! emulator and the hand-written IMDS stand-in (`bake_e2e::Imds`). One test binary, topic modules.
 
 // Integration tests are a test crate of their own: the lint is for unit tests in library code.
@@ -13,6 +13,8 @@ mod config;
 mod lease;
 #[path = "agent/lifecycle.rs"]
 mod lifecycle;
+#[path = "agent/logs.rs"]
+mod logs;
 #[path = "agent/reap.rs"]
 mod reap;
 #[path = "agent/secrets.rs"]

@@ -11,7 +11,8 @@
 //! let restarts = Arc::new(AtomicU64::new(0)); // the supervisor increments it on every restart
 //! let metrics = metrics::start(aws.cw.clone(), &cfg.metrics, &instance_id, asg_name.as_deref(),
 //!                              restarts.clone(), Some(shipper.stats()));
-//! // Draining / SIGTERM, after the app stopped (its pipes are closed):
+//! // Draining / SIGTERM, after the app stopped: wait for its pipes' ends, then ship the rest.
+//! app_output.drained(Duration::from_secs(2)).await;
 //! shipper.shutdown(Duration::from_secs(10)).await; // sends what was read, within the deadline
 //! metrics.shutdown().await;
 //! // Before completing the terminate lifecycle hook while the app keeps running:
@@ -412,6 +413,7 @@ impl Shipper {
                     stdout: Mutex::new(open(&out)?),
                     stderr: Mutex::new(open(&err)?),
                 })),
+                ..AppOutput::default()
             };
             specs.push(out);
             specs.push(err);
@@ -520,9 +522,36 @@ struct Spools {
 ///
 /// The supervisor calls [`AppOutput::attach`] with the pipes of every process it starts;
 /// reading happens in background tasks, so a restart never waits on log shipping.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct AppOutput {
     spools: Option<Arc<Spools>>,
+    /// Attached pipes that have not reached their end yet.
+    open: Arc<watch::Sender<usize>>,
+}
+
+impl Default for AppOutput {
+    fn default() -> Self {
+        Self {
+            spools: None,
+            open: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+/// Counts an attached pipe as open until dropped (at its end, or if its task dies).
+struct OpenPipe(Arc<watch::Sender<usize>>);
+
+impl OpenPipe {
+    fn new(open: &Arc<watch::Sender<usize>>) -> Self {
+        open.send_modify(|n| *n += 1);
+        Self(open.clone())
+    }
+}
+
+impl Drop for OpenPipe {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl AppOutput {
@@ -532,14 +561,29 @@ impl AppOutput {
         Self::default()
     }
 
+    /// Waits until every attached pipe reached its end and what came through it is in the
+    /// spool (or on the agent's stderr), at most `deadline`. Call it after the app stopped and
+    /// before [`ShipperHandle::shutdown`], so the app's last lines are shipped too. Returns
+    /// false when a pipe is still open at the deadline (a process that inherited the app's
+    /// stdout outlives it).
+    pub async fn drained(&self, deadline: Duration) -> bool {
+        let mut rx = self.open.subscribe();
+        let all_closed = tokio::time::timeout(deadline, rx.wait_for(|n| *n == 0))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        all_closed
+    }
+
     /// Takes a started process's pipes and consumes them in the background: into the spool
     /// when shipping, else to the agent's stderr.
     pub fn attach(&self, stdout: Option<ChildStdout>, stderr: Option<ChildStderr>) {
+        let stdout = stdout.map(|p| (p, OpenPipe::new(&self.open)));
+        let stderr = stderr.map(|p| (p, OpenPipe::new(&self.open)));
         match &self.spools {
             Some(spools) => {
-                if let Some(out) = stdout {
+                if let Some((out, open)) = stdout {
                     let spools = spools.clone();
-                    tokio::spawn(drain(out, move |chunk| {
+                    tokio::spawn(drain(out, open, move |chunk| {
                         let mut w = spools
                             .stdout
                             .lock()
@@ -550,9 +594,9 @@ impl AppOutput {
                         }
                     }));
                 }
-                if let Some(err) = stderr {
+                if let Some((err, open)) = stderr {
                     let spools = spools.clone();
-                    tokio::spawn(drain(err, move |chunk| {
+                    tokio::spawn(drain(err, open, move |chunk| {
                         let mut w = spools
                             .stderr
                             .lock()
@@ -565,11 +609,13 @@ impl AppOutput {
                 }
             }
             None => {
-                if let Some(out) = stdout {
-                    tokio::spawn(drain(out, |chunk| passthrough_write("app", chunk)));
+                if let Some((out, open)) = stdout {
+                    tokio::spawn(drain(out, open, |chunk| passthrough_write("app", chunk)));
                 }
-                if let Some(err) = stderr {
-                    tokio::spawn(drain(err, |chunk| passthrough_write("app[stderr]", chunk)));
+                if let Some((err, open)) = stderr {
+                    tokio::spawn(drain(err, open, |chunk| {
+                        passthrough_write("app[stderr]", chunk);
+                    }));
                 }
             }
         }
@@ -584,8 +630,12 @@ fn passthrough_write(prefix: &str, chunk: Option<&[u8]>) {
     }
 }
 
-/// Reads a pipe in chunks until EOF, then calls `sink(None)`.
-async fn drain<R: tokio::io::AsyncRead + Unpin>(mut pipe: R, mut sink: impl FnMut(Option<&[u8]>)) {
+/// Reads a pipe in chunks until EOF, then calls `sink(None)` and drops `open`.
+async fn drain<R: tokio::io::AsyncRead + Unpin>(
+    mut pipe: R,
+    open: OpenPipe,
+    mut sink: impl FnMut(Option<&[u8]>),
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match pipe.read(&mut buf).await {
@@ -594,6 +644,7 @@ async fn drain<R: tokio::io::AsyncRead + Unpin>(mut pipe: R, mut sink: impl FnMu
         }
     }
     sink(None);
+    drop(open);
 }
 
 #[cfg(test)]

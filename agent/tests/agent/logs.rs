@@ -1,0 +1,190 @@
+//! `bake-agent run` with `[logs]` and `[metrics]` from the userdata (laid over the baked file):
+//! the app's output reaches CloudWatch Logs, CPU metrics carry the fleet's dimensions, and
+//! SIGTERM ships the app's last lines before the agent exits.
+
+use std::time::Duration;
+
+use bake_e2e::{Imds, ImdsState};
+
+use crate::util::{agent, group, rt, wait_for, Running, TestDir};
+
+const LOG_GROUP: &str = "/bake/test-app";
+
+/// Every message of a stream, oldest first (GetLogEvents from the head, all pages); empty
+/// while the stream does not exist.
+async fn messages(aws: &bake_common::aws::Aws, stream: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..1000 {
+        let Ok(resp) = aws
+            .logs
+            .get_log_events()
+            .log_group_name(LOG_GROUP)
+            .log_stream_name(stream)
+            .start_from_head(true)
+            .set_next_token(token.clone())
+            .send()
+            .await
+        else {
+            return out;
+        };
+        let events = resp.events();
+        out.extend(events.iter().filter_map(|e| e.message().map(str::to_owned)));
+        let next = resp.next_forward_token().map(str::to_owned);
+        if events.is_empty() || next == token {
+            break;
+        }
+        token = next;
+    }
+    out
+}
+
+/// `InstanceId=…,AutoScalingGroupName=…` (sorted) of every `CPUUtilization` in `Bake/Agent`.
+async fn cpu_dimensions(aws: &bake_common::aws::Aws) -> Vec<Vec<String>> {
+    let Ok(listed) = aws
+        .cw
+        .list_metrics()
+        .namespace("Bake/Agent")
+        .metric_name("CPUUtilization")
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    listed
+        .metrics()
+        .iter()
+        .map(|m| {
+            let mut d: Vec<String> = m
+                .dimensions()
+                .iter()
+                .map(|d| format!("{}={}", d.name().unwrap_or(""), d.value().unwrap_or("")))
+                .collect();
+            d.sort();
+            d
+        })
+        .collect()
+}
+
+/// The numbers of the `line N` messages.
+fn line_numbers(msgs: &[String]) -> Vec<u64> {
+    msgs.iter()
+        .filter_map(|m| m.strip_prefix("line ")?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn test_run_ships_app_output_publishes_metrics_and_flushes_on_sigterm() {
+    let emu = bake_e2e::Emulator::start().unwrap();
+    let rt = rt();
+    let aws = rt.block_on(emu.aws());
+    let ids = rt.block_on(group(&aws, "shipping", 1, &[]));
+    let id = ids[0].clone();
+    let t = TestDir::new();
+    let (trigger, said) = (t.path("trigger"), t.path("said"));
+    // The app: a numbered line on stdout every 50 ms, every fifth number on stderr too; once the
+    // trigger file exists, one last line with its content and then the `said` file; a goodbye
+    // line on SIGTERM.
+    let app = t.path("app.sh");
+    std::fs::write(
+        &app,
+        format!(
+            "trap 'echo \"goodbye after SIGTERM\"; exit 0' TERM\n\
+             i=0\n\
+             while :; do\n\
+             \x20 echo \"line $i\"\n\
+             \x20 if [ $((i % 5)) -eq 0 ]; then echo \"warn $i\" >&2; fi\n\
+             \x20 if [ -e '{trigger}' ] && [ ! -e '{said}' ]; then echo \"last words $(cat '{trigger}')\"; : > '{said}'; fi\n\
+             \x20 i=$((i+1))\n\
+             \x20 sleep 0.05\n\
+             done\n",
+            trigger = trigger.display(),
+            said = said.display(),
+        ),
+    )
+    .unwrap();
+    let cfg = t.config(&format!(
+        "[identity]\nasg_name = \"shipping\"\n[app]\ncommand = [\"sh\", \"{}\"]\nstop_timeout = \"5s\"\n\
+         [lifecycle]\npoll_interval = \"200ms\"\n",
+        app.display()
+    ));
+    // Logs and metrics come from the userdata, as cloudformation/fleet.yaml sends them.
+    let userdata = format!(
+        "[logs]\nstate_dir = \"{}\"\npoll_interval = \"100ms\"\n[logs.app]\nlog_group = \"{LOG_GROUP}\"\n\
+         [metrics]\npublish_interval = \"1s\"\n",
+        t.path("logs-state").display()
+    );
+    let md = Imds::start(ImdsState {
+        user_data: Some(userdata),
+        ..ImdsState::new(&id)
+    })
+    .expect("start the IMDS stand-in");
+    let mut a = Running::spawn(agent(&cfg, Some(&emu), Some(&md)));
+    let (out_stream, err_stream) = (format!("{id}/stdout"), format!("{id}/stderr"));
+
+    // While it runs: stdout and stderr lines in their streams.
+    wait_for(
+        "stdout lines in CloudWatch Logs",
+        Duration::from_secs(60),
+        || (line_numbers(&rt.block_on(messages(&aws, &out_stream))).len() >= 10).then_some(()),
+    );
+    wait_for(
+        "stderr lines in CloudWatch Logs",
+        Duration::from_secs(60),
+        || {
+            rt.block_on(messages(&aws, &err_stream))
+                .contains(&"warn 0".to_owned())
+                .then_some(())
+        },
+    );
+    // CPU with the instance's and the group's dimensions, and with the group's alone.
+    let want = vec![
+        "AutoScalingGroupName=shipping".to_owned(),
+        format!("InstanceId={id}"),
+    ];
+    wait_for(
+        "CPUUtilization in CloudWatch",
+        Duration::from_secs(60),
+        || {
+            let dims = rt.block_on(cpu_dimensions(&aws));
+            (dims.contains(&want)
+                && dims.contains(&vec!["AutoScalingGroupName=shipping".to_owned()]))
+            .then_some(())
+        },
+    );
+
+    // A line printed just before SIGTERM, and one printed in answer to it, are shipped before
+    // the agent exits.
+    std::fs::write(&trigger, "7d3f").unwrap();
+    wait_for("the app's last words", Duration::from_secs(30), || {
+        said.exists().then_some(())
+    });
+    assert_eq!(
+        a.terminate(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        a.stderr()
+    );
+    let msgs = rt.block_on(messages(&aws, &out_stream));
+    let tail: Vec<_> = msgs.iter().rev().take(5).collect();
+    assert!(
+        msgs.contains(&"last words 7d3f".to_owned()),
+        "line printed before SIGTERM missing; stream ends with {tail:?}"
+    );
+    assert_eq!(
+        msgs.last().map(String::as_str),
+        Some("goodbye after SIGTERM"),
+        "stream ends with {tail:?}"
+    );
+    // Once and in order: no agent crash, so at-least-once delivers exactly once here.
+    let numbers = line_numbers(&msgs);
+    let expected: Vec<u64> = (0..numbers.len() as u64).collect();
+    assert_eq!(numbers, expected);
+    let err = a.stderr();
+    assert!(err.contains("log shipping stopped"), "{err}");
+    assert!(err.contains("complete=true"), "{err}");
+    assert!(
+        !err.contains("app: line"),
+        "with [logs] the app's output goes to CloudWatch, not the agent's stderr: {err}"
+    );
+}
