@@ -8,6 +8,8 @@
 //! `--check-sequence`, every message must start with a decimal number one above the previous
 //! message's in its stream (what bench/logs.sh writes), so a lost or reordered line is counted.
 //!
+//! Request bodies with `Content-Encoding: gzip` (as `aws logs push` sends them) are decoded.
+//!
 //! Usage: `logsink [--port N] [--check-sequence]`; prints `listening on http://127.0.0.1:PORT`.
 //! `GET /stats` answers JSON counters. Loopback only.
 
@@ -134,9 +136,23 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    let gzip = req
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(reply(400, "{}".into())),
+    };
+    // CloudWatch Logs accepts gzip request bodies; the awscli-cwlogs plugin sends them.
+    let body = if gzip {
+        let mut out = Vec::with_capacity(body.len() * 8);
+        match std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out) {
+            Ok(_) => Bytes::from(out),
+            Err(e) => return Ok(invalid(&sink, &format!("bad gzip body: {e}"))),
+        }
+    } else {
+        body
     };
     let op = target.strip_prefix("Logs_20140328.").unwrap_or("");
     let resp = match op {
@@ -162,10 +178,12 @@ async fn handle(
                         (_, None) => {
                             sink.sequence_errors.fetch_add(1, Ordering::Relaxed);
                         }
-                        (Some(p), Some(n)) if n != p + 1 => {
-                            if sink.sequence_errors.fetch_add(1, Ordering::Relaxed) < 5 {
-                                eprintln!("logsink: sequence {p} then {n}");
-                            }
+                        // Count every gap; print the first five.
+                        (Some(p), Some(n))
+                            if n != p + 1
+                                && sink.sequence_errors.fetch_add(1, Ordering::Relaxed) < 5 =>
+                        {
+                            eprintln!("logsink: sequence {p} then {n}");
                         }
                         _ => {}
                     }
