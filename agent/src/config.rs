@@ -1009,7 +1009,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("agent.toml: logs.app: unknown field `log_grop`"),
+            e.contains("agent.toml: logs.app.log_grop: unknown field `log_grop`"),
             "{e}"
         );
         let e = load_str("[metrics]\npublish_interval = \"1h\"\n", None)
@@ -1023,7 +1023,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            e.starts_with("userdata: metrics: unknown field `enable`"),
+            e.starts_with("userdata: metrics.enable: unknown field `enable`"),
             "{e}"
         );
     }

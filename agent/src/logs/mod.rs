@@ -45,8 +45,9 @@ use self::checkpoint::Checkpoints;
 use self::spool::SpoolWriter;
 use self::tail::{Control, Tailer};
 
-/// Default directory for checkpoints and the stdout/stderr spool.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/bake-agent/logs";
+/// Default directory for checkpoints and the stdout/stderr spool: below the systemd unit's
+/// `StateDirectory=bake` (`/var/lib/bake`, mode 0750, kept across agent restarts).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/bake/logs";
 /// Default retention of created log groups, in days (R9: 7-day log backups).
 pub const DEFAULT_RETENTION_DAYS: u32 = 7;
 /// Default size limit of each of the stdout and stderr spools, in MiB.
