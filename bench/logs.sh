@@ -15,8 +15,8 @@ if [[ $profile == debug ]]; then
 fi
 work=$(mktemp -d)
 cleanup() {
-  [[ -n ${sink_pid:-} ]] && kill "$sink_pid" 2>/dev/null || true
-  [[ -n ${ship_pid:-} ]] && kill -KILL "$ship_pid" 2>/dev/null || true
+  if [[ -n ${sink_pid:-} ]]; then kill "$sink_pid" 2> /dev/null || true; fi
+  if [[ -n ${ship_pid:-} ]]; then kill -KILL "$ship_pid" 2> /dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
