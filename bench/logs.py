@@ -12,6 +12,8 @@ events, no limit was violated and no line was lost, duplicated or reordered.
 
 Shippers:
 - bake-logship (target/release, the agent's shipping code alone; docs/logs.md), tailing the file;
+- `bake-agent run` with the same [logs] section (the whole agent: supervising `sleep 3600`,
+  metrics off; IMDS from restart.py's hand-written stand-in), tailing the same file;
 - the anchor: `aws logs push --config-file` from the awscli-cwlogs plugin (PyPI 1.4.6, the
   CloudWatch Logs agent's engine), tailing the same file, in .tools/cwlogs-venv; its config keeps
   its defaults, which are already the maximum batch (1,048,576 bytes, 10,000 events) and the
@@ -21,6 +23,7 @@ Shippers:
 Medians over --repeats. Loopback only; every wait is bounded.
 """
 import argparse
+import http.server
 import json
 import os
 import signal
@@ -28,8 +31,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import restart  # noqa: E402  (the IMDS stand-in for `bake-agent run`)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CWLOGS_AWS = os.path.join(ROOT, ".tools/cwlogs-venv/bin/aws")
@@ -75,7 +82,7 @@ def start_sink(sink_bin, work):
     raise SystemExit("logsink did not start")
 
 
-def run_one(kind, n, sink_bin, logship_bin, timeout_s):
+def run_one(kind, n, sink_bin, logship_bin, timeout_s, agent_bin=None, imds_port=None):
     work = tempfile.mkdtemp(prefix=f"bench-logs-{kind}-")
     os.mkdir(os.path.join(work, "logs"))
     log = os.path.join(work, "logs", "app.log")
@@ -97,6 +104,27 @@ log_stream = "{{instance_id}}"
 """)
         env.update({"AWS_ENDPOINT_URL": url, "RUST_LOG": "warn"})
         argv = [logship_bin, cfg]
+    elif kind == "bake-agent run":
+        cfg = os.path.join(work, "agent.toml")
+        with open(cfg, "w") as f:
+            f.write(f"""[identity]
+standalone = true
+[app]
+command = ["/bin/sleep", "3600"]
+[metrics]
+enabled = false
+[logs]
+state_dir = "{work}/state"
+poll_interval = "50ms"
+[[logs.files]]
+path = "{work}/logs/*.log"
+log_group = "/bench"
+log_stream = "{{instance_id}}"
+""")
+        env.update({"AWS_ENDPOINT_URL": url, "RUST_LOG": "warn",
+                    "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{imds_port}/"})
+        del env["AWS_EC2_METADATA_DISABLED"]
+        argv = [agent_bin, "--config", cfg, "run"]
     else:
         home = os.path.join(work, "home")
         os.makedirs(os.path.join(home, ".aws"))
@@ -156,10 +184,15 @@ def main():
     args = ap.parse_args()
     sink_bin = os.path.join(args.release, "logsink")
     logship_bin = os.path.join(args.release, "bake-logship")
-    runs = {"bake-logship": [], "aws logs push": []}
+    agent_bin = os.path.join(args.release, "bake-agent")
+    imds = http.server.ThreadingHTTPServer(("127.0.0.1", 0), restart.Imds)
+    threading.Thread(target=imds.serve_forever, daemon=True).start()
+    runs = {"bake-logship": [], "bake-agent run": [], "aws logs push": []}
     anchor_error = None
     for _ in range(args.repeats):
         runs["bake-logship"].append(run_one("bake-logship", args.lines, sink_bin, logship_bin, 300))
+        runs["bake-agent run"].append(run_one("bake-agent run", args.lines, sink_bin, logship_bin, 300,
+                                              agent_bin, imds.server_port))
         if anchor_error is None:
             try:
                 runs["aws logs push"].append(run_one("aws logs push", args.anchor_lines, sink_bin,
@@ -186,9 +219,9 @@ def print_table(result):
     anchor = summary(runs["aws logs push"]) if runs["aws logs push"] else None
     print(f"\nLog shipping: file -> logsink (CloudWatch Logs JSON protocol, every limit and the line "
           f"sequence checked), medians of {len(runs['bake-logship'])} runs")
-    print(f"| {'shipper':<13} | {'lines/run':>9} | {'lines/s':>10} | {'x anchor':>8} | {'CPU-s/M lines':>13} "
+    print(f"| {'shipper':<14} | {'lines/run':>9} | {'lines/s':>10} | {'x anchor':>8} | {'CPU-s/M lines':>13} "
           f"| {'x anchor':>8} | {'peak RSS MiB':>12} | {'sink check':>22} |")
-    print(f"|{'-' * 15}|{'-' * 11}|{'-' * 12}|{'-' * 10}|{'-' * 15}|{'-' * 10}|{'-' * 14}|{'-' * 24}|")
+    print(f"|{'-' * 16}|{'-' * 11}|{'-' * 12}|{'-' * 10}|{'-' * 15}|{'-' * 10}|{'-' * 14}|{'-' * 24}|")
     for name, rs in runs.items():
         if not rs:
             continue
@@ -198,7 +231,7 @@ def print_table(result):
         got = min(r["sink"]["events"] for r in rs)
         check = "ok" if all(r["ok"] for r in rs) else "FAILED"
         check = f"{check} ({got}/{rs[0]['lines']})"
-        print(f"| {name:<13} | {rs[0]['lines']:>9} | {lps:>10,.0f} | {x1:>8} | {cpm:>13.3f} | {x2:>8} "
+        print(f"| {name:<14} | {rs[0]['lines']:>9} | {lps:>10,.0f} | {x1:>8} | {cpm:>13.3f} | {x2:>8} "
               f"| {hwm:>12.1f} | {check:>22} |")
     if result["anchor_error"]:
         print(f"anchor failed: {result['anchor_error']}")
