@@ -25,6 +25,7 @@ import http.server
 import json
 import os
 import random
+import re
 import signal
 import socket
 import statistics
@@ -184,7 +185,7 @@ enabled = false
             env.update({
                 "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{self.imds_port}/",
                 "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_REGION": "us-east-1",
-                "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "RUST_LOG": os.environ.get("BENCH_RUST_LOG", "error"),
+                "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "RUST_LOG": os.environ.get("BENCH_RUST_LOG", "warn"),
             })
             return [self.agent, "--config", cfg, "run"], env
         raise ValueError(self.name)
@@ -292,6 +293,12 @@ def main():
     finally:
         for s in sups:
             s.stop()
+    # The agent's own account of each restart: exit seen -> new process spawned (its log line
+    # "app exited; restarted at once" carries respawn_us).
+    for s in sups:
+        if s.name == "bake-agent":
+            with open(os.path.join(s.dir, "stderr.log")) as f:
+                result["agent_respawn_us"] = [int(m) for m in re.findall(r"respawn_us=(\d+)", f.read())]
 
     # 2: fast crash, first restart of a freshly started supervisor.
     for n in names:
@@ -324,6 +331,10 @@ def print_tables(r):
         d = f"{pct(xs, 50) - pct(floor, 50):+.3f}" if floor else "-"
         q = f"{pct(xs, 99) / best99:.2f}x" if best99 else "-"
         print(f"| {n:<12} | {pct(xs, 50):8.3f} | {pct(xs, 95):8.3f} | {pct(xs, 99):8.3f} | {d:>11} | {q:>16} |")
+    us = r.get("agent_respawn_us")
+    if us:
+        print(f"bake-agent's own respawn time (exit seen -> new process spawned, its log): "
+              f"p50 {pct(us, 50) / 1000:.3f} ms, p99 {pct(us, 99) / 1000:.3f} ms over {len(us)} restarts")
     fast = r["fast"]
     if fast:
         trials = len(next(iter(fast.values())))
