@@ -17,10 +17,15 @@ fn test_crash_restarts_at_once_then_backs_off() {
     let starts = t.path("starts");
     // Each start appends a nanosecond timestamp, runs 50 ms, crashes.
     let script = format!("date +%s%N >> {}; sleep 0.05; exit 3", starts.display());
-    let cfg = standalone(&t, &script, "[supervise]\nbackoff_initial = \"300ms\"\nbackoff_max = \"600ms\"\ncrash_loop_count = 100\n");
+    // Delays far above process start-up time, so a loaded host cannot blur them.
+    let cfg = standalone(
+        &t,
+        &script,
+        "[supervise]\nbackoff_initial = \"1s\"\nbackoff_max = \"2s\"\ncrash_loop_count = 100\n",
+    );
     let md = imds("i-0crash");
     let mut a = Running::spawn(agent(&cfg, None, Some(&md)));
-    let lines = wait_for("5 starts", Duration::from_secs(20), || {
+    let lines = wait_for("5 starts", Duration::from_secs(60), || {
         let text = std::fs::read_to_string(&starts).unwrap_or_default();
         let v: Vec<u128> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
         (v.len() >= 5).then_some(v)
@@ -30,14 +35,18 @@ fn test_crash_restarts_at_once_then_backs_off() {
         .windows(2)
         .map(|w| (w[1] - w[0]) / 1_000_000)
         .collect();
-    // 1st restart at once (the 50 ms run + process start), then 300 ms, 600 ms, 600 ms (capped).
-    assert!(gaps[0] < 300, "first restart should be immediate: {gaps:?}");
+    // 1st restart at once (the 50 ms run + process start), then 1 s, 2 s, 2 s (capped). Lower
+    // bounds are exact (delays only add); upper bounds leave ~1 s for process start-up.
     assert!(
-        gaps[1] >= 330 && gaps[1] < 900,
+        gaps[0] < 1000,
+        "first restart should be immediate: {gaps:?}"
+    );
+    assert!(
+        gaps[1] >= 1050 && gaps[1] < 2000,
         "second waits backoff_initial: {gaps:?}"
     );
     assert!(
-        gaps[2] >= 630 && gaps[3] >= 630 && gaps[3] < 1500,
+        gaps[2] >= 2050 && gaps[3] >= 2050 && gaps[2] < 3000 && gaps[3] < 3000,
         "then doubles, capped: {gaps:?}"
     );
     assert!(a.stderr().contains("restarted at once"), "{}", a.stderr());
@@ -106,8 +115,16 @@ fn test_orphaned_grandchildren_are_reaped() {
         Duration::from_secs(20),
         || (children_of(a.pid()).len() >= 2).then_some(()),
     );
-    std::thread::sleep(Duration::from_millis(2500));
-    let kids = children_of(a.pid());
+    // The orphan exits after 1 s; an agent that does not reap it leaves a zombie for good.
+    let mut kids = Vec::new();
+    let reaped = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < reaped {
+        kids = children_of(a.pid());
+        if kids.len() == 1 && kids.iter().all(|(_, s)| *s != 'Z') {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         kids.iter().all(|(_, s)| *s != 'Z'),
         "zombies left: {kids:?}"
