@@ -111,15 +111,19 @@ def wait_pid(port, not_pid=None, deadline_s=10.0):
     return None
 
 
-def rss_kib(pid):
+def rss_kib(pid, field="VmRSS"):
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except OSError:
         pass
     return -1
+
+
+def threads(pid):
+    return len(os.listdir(f"/proc/{pid}/task"))
 
 
 def write_exec(path, text):
@@ -275,6 +279,9 @@ def main():
         time.sleep(2)
         for s in sups:
             result["rss_idle_kib"][s.name] = rss_kib(s.proc.pid)
+            result.setdefault("rss_idle_parts_kib", {})[s.name] = {
+                "anon": rss_kib(s.proc.pid, "RssAnon"), "file": rss_kib(s.proc.pid, "RssFile"),
+                "threads": threads(s.proc.pid)}
         lat = {s.name: [] for s in sups}
         end = time.monotonic() + args.kills * (args.gap + 0.5) * 2 + 60
         for _ in range(args.kills):
@@ -347,10 +354,14 @@ def print_tables(r):
             q = f"{statistics.median(xs) / sh:.1f}x" if sh else "-"
             print(f"| {n:<12} | {statistics.median(xs):8.3f} | {max(xs):8.3f} | {q:>14} |")
     print("\nResident memory of the supervisor process (VmRSS, MiB)")
-    print(f"| {'supervisor':<12} | {'idle':>7} | {'after restarts':>14} |")
-    print(f"|{'-' * 14}|{'-' * 9}|{'-' * 16}|")
+    print(f"| {'supervisor':<12} | {'idle':>7} | {'of it anon':>10} | {'of it file':>10} | {'threads':>7} "
+          f"| {'after restarts':>14} |")
+    print(f"|{'-' * 14}|{'-' * 9}|{'-' * 12}|{'-' * 12}|{'-' * 9}|{'-' * 16}|")
     for n, kib in r["rss_idle_kib"].items():
-        print(f"| {n:<12} | {kib / 1024:7.1f} | {r['rss_after_kib'].get(n, -1) / 1024:14.1f} |")
+        parts = r.get("rss_idle_parts_kib", {}).get(n, {})
+        print(f"| {n:<12} | {kib / 1024:7.1f} | {parts.get('anon', -1) / 1024:10.1f} "
+              f"| {parts.get('file', -1) / 1024:10.1f} | {parts.get('threads', -1):>7} "
+              f"| {r['rss_after_kib'].get(n, -1) / 1024:14.1f} |")
 
 
 if __name__ == "__main__":
