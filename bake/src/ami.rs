@@ -266,6 +266,26 @@ pub async fn tag_image(
     Ok(())
 }
 
+/// Makes every instance of the AMI require IMDSv2 (`ImdsSupport = v2.0`; AWS cannot undo it).
+/// Packer 1.6.6 has no `imds_support` option, so bake sets it after every build, whatever Packer.
+pub async fn require_imdsv2(ec2: &aws_sdk_ec2::Client, image: &Image) -> Result<(), AmiError> {
+    let ami = image.image_id().unwrap_or_default().to_owned();
+    if image.imds_support().map(|v| v.as_str()) == Some("v2.0") {
+        return Ok(());
+    }
+    ec2.modify_image_attribute()
+        .image_id(&ami)
+        .imds_support(
+            aws_sdk_ec2::types::AttributeValue::builder()
+                .value("v2.0")
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(ec2_err("ModifyImageAttribute", ami))?;
+    Ok(())
+}
+
 /// What `bake prune` decided for one AMI.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PruneItem {

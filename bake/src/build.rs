@@ -193,6 +193,9 @@ pub async fn build(
     ami::tag_image(&aws.ec2, &image, &tags)
         .await
         .map_err(|e| coded(Exit::Aws, e.to_string()))?;
+    ami::require_imdsv2(&aws.ec2, &image)
+        .await
+        .map_err(|e| coded(Exit::Aws, e.to_string()))?;
     progress.finish();
     let total = started.elapsed();
     tracing::info!(

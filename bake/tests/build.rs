@@ -32,6 +32,8 @@ fn test_build_tags_ami_and_snapshots_then_cache_hit_and_force() {
             "{id}: {tags:?}"
         );
     }
+    // Instances of a baked AMI must use IMDSv2 (set by bake: Packer 1.6.6 cannot).
+    assert_eq!(w.image_imds_support(&ami).as_deref(), Some("v2.0"));
     // Progress went to stderr, the result alone to stdout.
     assert!(
         first.stderr.contains("Launching a source AWS instance") || first.stderr.contains("build"),

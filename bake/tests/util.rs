@@ -306,6 +306,24 @@ timeout = "2m"
         })
     }
 
+    /// The AMI's `ImdsSupport` (`v2.0` when its instances must use IMDSv2).
+    pub fn image_imds_support(&self, ami: &str) -> Option<String> {
+        self.rt.block_on(async {
+            let out = self
+                .aws
+                .ec2
+                .describe_images()
+                .image_ids(ami)
+                .send()
+                .await
+                .ok()?;
+            out.images()
+                .first()
+                .and_then(|i| i.imds_support())
+                .map(|v| v.as_str().to_owned())
+        })
+    }
+
     /// Whether the AMI exists.
     pub fn image_exists(&self, ami: &str) -> bool {
         self.rt.block_on(async {

@@ -52,3 +52,15 @@ def test_without_source_version_nothing_is_inherited(emulator):
         LaunchTemplateId=lt["LaunchTemplateId"], Versions=["2"]
     )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
     assert "InstanceType" not in data
+
+
+def test_imds_support_v2_is_recorded_on_the_image(emulator):
+    """ModifyImageAttribute ImdsSupport=v2.0 (EC2 API reference): instances launched from the AMI
+    require IMDSv2; DescribeImages reports ImdsSupport."""
+    ec2 = emulator.client("ec2")
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    assert "ImdsSupport" not in ec2.describe_images(ImageIds=[image])["Images"][0]
+    ec2.modify_image_attribute(ImageId=image, ImdsSupport={"Value": "v2.0"})
+    assert ec2.describe_images(ImageIds=[image])["Images"][0]["ImdsSupport"] == "v2.0"
+    attr = ec2.describe_image_attribute(ImageId=image, Attribute="imdsSupport")
+    assert attr["ImdsSupport"]["Value"] == "v2.0"

@@ -1,4 +1,10 @@
-"""EC2 launch template versions that inherit from their SourceVersion, as AWS documents.
+"""What moto's EC2 lacks and bake relies on.
+
+1. ModifyImageAttribute ``ImdsSupport=v2.0`` (AWS: "the AMI's instances require IMDSv2"; it
+   cannot be undone): moto ignores it. Here it is recorded and shown by DescribeImages
+   (``ImdsSupport``) and DescribeImageAttribute (``imdsSupport``).
+
+2. Launch template versions that inherit from their SourceVersion, as AWS documents.
 
 CreateLaunchTemplateVersion with ``SourceVersion``: "The new version inherits the same launch
 parameters as the source version, except for parameters that you specify in LaunchTemplateData."
@@ -9,6 +15,8 @@ that the request does not set (AWS merges at the top level of LaunchTemplateData
 
 import copy
 
+from moto.ec2.exceptions import InvalidParameterValueError
+from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.responses.launch_templates import LaunchTemplates
 
 _installed = False
@@ -49,3 +57,18 @@ def install():
             del self._get_param
 
     LaunchTemplates.create_launch_template_version = create_launch_template_version
+
+    original_modify = AmisResponse.modify_image_attribute
+
+    def modify_image_attribute(self):
+        imds = self._get_param("ImdsSupport.Value") or (self._get_param("ImdsSupport") or {}).get("Value")
+        if not imds:
+            return original_modify(self)
+        if imds != "v2.0":
+            raise InvalidParameterValueError(imds)
+        ami = self.ec2_backend.describe_images(ami_ids=[self._get_param("ImageId")])[0]
+        ami.imds_support = imds
+        ami.imds = imds
+        return original_modify(self)
+
+    AmisResponse.modify_image_attribute = modify_image_attribute
