@@ -20,6 +20,10 @@ Shippers:
   minimum buffer duration (5 s). The anchor gets fewer lines (it is ~100x slower); the figures
   are per line.
 
+With --emulator-lines N (run it with tests/emulator/.venv/bin/python, which has boto3), each
+shipper also ships N lines once into the emulator (moto), and every line is read back with
+GetLogEvents and checked: all there, once, in order.
+
 Medians over --repeats. Loopback only; every wait is bounded.
 """
 import argparse
@@ -82,12 +86,35 @@ def start_sink(sink_bin, work):
     raise SystemExit("logsink did not start")
 
 
-def run_one(kind, n, sink_bin, logship_bin, timeout_s, agent_bin=None, imds_port=None):
-    work = tempfile.mkdtemp(prefix=f"bench-logs-{kind}-")
+def emulator_events(url, group):
+    """Every message in the emulator's stream `group`/i-bench, oldest first (None: no stream yet)."""
+    import boto3  # only in the emulator's venv
+    logs = boto3.client("logs", endpoint_url=url, region_name="us-east-1",
+                        aws_access_key_id="bench", aws_secret_access_key="bench")
+    out, token = [], None
+    try:
+        while True:
+            kw = {"nextToken": token} if token else {}
+            r = logs.get_log_events(logGroupName=group, logStreamName="i-bench", startFromHead=True,
+                                    limit=10000, **kw)
+            out += [e["message"] for e in r["events"]]
+            if not r["events"] or r["nextForwardToken"] == token:
+                return out
+            token = r["nextForwardToken"]
+    except logs.exceptions.ResourceNotFoundException:
+        return None
+
+
+def run_one(kind, n, sink_bin, logship_bin, timeout_s, agent_bin=None, imds_port=None, emulator=None):
+    work = tempfile.mkdtemp(prefix=f"bench-logs-{kind.replace(' ', '-')}-")
     os.mkdir(os.path.join(work, "logs"))
     log = os.path.join(work, "logs", "app.log")
     write_lines(log, n)
-    sink, url = start_sink(sink_bin, work)
+    group = "/bench/" + os.path.basename(work) if emulator else "/bench"
+    if emulator:
+        sink, url = None, emulator
+    else:
+        sink, url = start_sink(sink_bin, work)
     env = {"PATH": "/usr/bin:/bin", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
            "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
     if kind == "bake-logship":
@@ -99,7 +126,7 @@ state_dir = "{work}/state"
 poll_interval = "50ms"
 [[logs.files]]
 path = "{work}/logs/*.log"
-log_group = "/bench"
+log_group = "{group}"
 log_stream = "{{instance_id}}"
 """)
         env.update({"AWS_ENDPOINT_URL": url, "RUST_LOG": "warn"})
@@ -118,8 +145,8 @@ state_dir = "{work}/state"
 poll_interval = "50ms"
 [[logs.files]]
 path = "{work}/logs/*.log"
-log_group = "/bench"
-log_stream = "{{instance_id}}"
+log_group = "{group}"
+log_stream = "i-bench"
 """)
         env.update({"AWS_ENDPOINT_URL": url, "RUST_LOG": "warn",
                     "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{imds_port}/"})
@@ -136,7 +163,7 @@ log_stream = "{{instance_id}}"
 state_file = {work}/push-state
 [app]
 file = {log}
-log_group_name = /bench
+log_group_name = {group}
 log_stream_name = i-bench
 initial_position = start_of_file
 """)
@@ -146,6 +173,11 @@ initial_position = start_of_file
     t0 = time.monotonic()
     p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=errlog)
     errlog.close()
+    def count():
+        if not emulator:
+            return stats(url)["events"]
+        return len(emulator_events(url, group) or [])
+
     try:
         events = 0
         while events < n:
@@ -155,12 +187,19 @@ initial_position = start_of_file
             if p.poll() is not None:
                 raise SystemExit(f"{kind} exited ({p.returncode}) after {events} of {n} events "
                                  f"(see {work}/shipper.err)")
-            time.sleep(0.02)
-            events = stats(url)["events"]
+            time.sleep(0.5 if emulator else 0.02)
+            events = count()
         secs = time.monotonic() - t0
         cpu, hwm = cpu_s(p.pid), hwm_kib(p.pid)
         time.sleep(0.3)  # anything sent twice after the count was reached shows up now
-        s = stats(url)
+        if emulator:
+            # The same checks as the sink's: every line once, in order, nothing else.
+            msgs = emulator_events(url, group)
+            nums = [int(m.split()[0]) if m[:9].isdigit() else -1 for m in msgs]
+            s = {"events": len(msgs), "violations": 0,
+                 "sequence_errors": sum(1 for i, x in enumerate(nums) if x != i)}
+        else:
+            s = stats(url)
     finally:
         p.send_signal(signal.SIGTERM)
         try:
@@ -168,8 +207,9 @@ initial_position = start_of_file
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-        sink.kill()
-        sink.wait()
+        if sink:
+            sink.kill()
+            sink.wait()
     ok = s["events"] == n and s["violations"] == 0 and s["sequence_errors"] == 0
     return {"lines": n, "secs": secs, "cpu_s": cpu, "hwm_kib": hwm, "sink": s, "ok": ok}
 
@@ -180,6 +220,8 @@ def main():
     ap.add_argument("--anchor-lines", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--release", default=os.path.join(ROOT, "target/release"))
+    ap.add_argument("--emulator-lines", type=int, default=0,
+                    help="also ship this many lines into the emulator, once per shipper (needs boto3)")
     ap.add_argument("--json")
     args = ap.parse_args()
     sink_bin = os.path.join(args.release, "logsink")
@@ -200,11 +242,31 @@ def main():
             except (SystemExit, OSError) as e:
                 anchor_error = str(e)
     result = {"runs": runs, "anchor_error": anchor_error}
-    print_table(result)
+    print_table(result, "logsink (CloudWatch Logs JSON protocol, every limit and the line sequence "
+                "checked)", "sink check")
+    if args.emulator_lines:
+        from boot import start_emulator  # needs boto3: run with tests/emulator/.venv/bin/python
+        emu, url = start_emulator()
+        emu_runs = {"bake-logship": [], "bake-agent run": [], "aws logs push": []}
+        try:
+            for kind in emu_runs:
+                try:
+                    emu_runs[kind].append(run_one(kind, args.emulator_lines, sink_bin, logship_bin, 120,
+                                                  agent_bin, imds.server_port, emulator=url))
+                except (SystemExit, OSError) as e:
+                    print(f"{kind} into the emulator failed: {e}")
+        finally:
+            os.killpg(emu.pid, signal.SIGTERM)
+            emu.wait()
+        result["emulator_runs"] = emu_runs
+        print_table({"runs": emu_runs, "anchor_error": None},
+                    "the emulator (moto; GetLogEvents reads every line back)", "read-back check")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f)
-    return 0 if all(r["ok"] for rs in runs.values() for r in rs) else 1
+    every = [r for rs in runs.values() for r in rs]
+    every += [r for rs in result.get("emulator_runs", {}).values() for r in rs]
+    return 0 if all(r["ok"] for r in every) else 1
 
 
 def summary(rs):
@@ -214,13 +276,12 @@ def summary(rs):
     return lps, cpm, hwm
 
 
-def print_table(result):
+def print_table(result, into, check_name):
     runs = result["runs"]
     anchor = summary(runs["aws logs push"]) if runs["aws logs push"] else None
-    print(f"\nLog shipping: file -> logsink (CloudWatch Logs JSON protocol, every limit and the line "
-          f"sequence checked), medians of {len(runs['bake-logship'])} runs")
+    print(f"\nLog shipping: file -> {into}, medians of {len(runs['bake-logship'])} runs")
     print(f"| {'shipper':<14} | {'lines/run':>9} | {'lines/s':>10} | {'x anchor':>8} | {'CPU-s/M lines':>13} "
-          f"| {'x anchor':>8} | {'peak RSS MiB':>12} | {'sink check':>22} |")
+          f"| {'x anchor':>8} | {'peak RSS MiB':>12} | {check_name:>22} |")
     print(f"|{'-' * 16}|{'-' * 11}|{'-' * 12}|{'-' * 10}|{'-' * 15}|{'-' * 10}|{'-' * 14}|{'-' * 24}|")
     for name, rs in runs.items():
         if not rs:
