@@ -248,6 +248,52 @@ async fn test_sigkill_restarts_and_both_rotations_lose_nothing() {
     assert_eq!(cp, 1, "one checkpoint file for the one source");
 }
 
+/// The checkpoint holds offset X; while the shipper is down the file is truncated in place and
+/// written longer than X again (same inode). The restarted shipper must see from the file's head
+/// fingerprint that X points into other content and read from 0: every line, none skipped, and
+/// (after a clean stop) none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_copytruncate_rewritten_longer_while_down_loses_nothing() {
+    let emu = Emulator::start().unwrap();
+    let aws = emu.aws().await;
+    let dir = tempfile::tempdir().unwrap();
+    let stream = "i-test/rewritten";
+    let mut ship = Logship::new(dir.path(), emu.env(), stream);
+    let log = dir.path().join("logs/app.log");
+    write_lines(&log, 0, 300);
+    ship.start();
+    let msgs = wait_for_all(&aws.logs, stream, 300, Duration::from_secs(60)).await;
+    ship.stop(); // SIGTERM: everything acknowledged is checkpointed
+    assert_complete(&msgs, 300, 0);
+    let checkpoint = std::fs::read_dir(dir.path().join("state/checkpoints"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .next()
+        .unwrap();
+    let x = std::fs::metadata(&log).unwrap().len();
+    assert!(
+        checkpoint.contains(&format!("\"offset\":{x},")) && checkpoint.contains("head_hash"),
+        "checkpoint at the end of the file, with its head fingerprint: {checkpoint}"
+    );
+    let ino = std::fs::metadata(&log).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&log)
+        .unwrap();
+    write_lines(&log, 300, 800);
+    let now = std::fs::metadata(&log).unwrap();
+    assert!(now.len() > x, "rewritten past the checkpoint");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&now),
+        std::os::unix::fs::MetadataExt::ino(&ino)
+    );
+    ship.start();
+    let msgs = wait_for_all(&aws.logs, stream, 800, Duration::from_secs(60)).await;
+    ship.stop();
+    assert_complete(&msgs, 800, 0);
+}
+
 /// A proxy that, while `faulting`, answers every connection with a 503, a ThrottlingException
 /// or a TCP reset (in turn); otherwise it forwards to `upstream`. Hand-written: no real stand-in
 /// produces these faults on demand.

@@ -47,7 +47,8 @@ pub struct Batch {
     events: Vec<(i64, u32)>,
     bytes: usize,
     /// The end offsets the batch reaches in each file it read from (checkpoint after ack).
-    pub offsets: Vec<(FileId, u64)>,
+    /// With each, the file's head fingerprint, which the checkpoint keeps as proof.
+    pub offsets: Vec<(FileId, u64, Option<super::checkpoint::Fingerprint>)>,
     /// Files fully read whose data ends in this batch: delete (spool) or forget after ack.
     pub finished: Vec<(FileId, std::path::PathBuf)>,
     /// When the oldest data of this batch was read, for the shipping-lag metric.
@@ -145,11 +146,16 @@ impl Batch {
             .collect()
     }
 
-    /// Records that this batch reaches `offset` in file `id`.
-    pub fn reach(&mut self, id: FileId, offset: u64) {
-        match self.offsets.iter_mut().find(|(f, _)| *f == id) {
-            Some(slot) => slot.1 = slot.1.max(offset),
-            None => self.offsets.push((id, offset)),
+    /// Records that this batch reaches `offset` in file `id`, whose head is `head`.
+    pub fn reach(&mut self, id: FileId, offset: u64, head: Option<super::checkpoint::Fingerprint>) {
+        match self.offsets.iter_mut().find(|(f, _, _)| *f == id) {
+            Some(slot) => {
+                if offset >= slot.1 {
+                    slot.1 = offset;
+                    slot.2 = head;
+                }
+            }
+            None => self.offsets.push((id, offset, head)),
         }
     }
 }

@@ -1,10 +1,25 @@
 //! Per-file read positions that CloudWatch has acknowledged, kept across agent restarts.
 //!
 //! One JSON file per source, `<state_dir>/checkpoints/<source>.json`, holding
-//! `{"files":[{"dev":…,"ino":…,"offset":…}]}`. It is only ever written after a PutLogEvents
+//! `{"files":[{"dev":…,"ino":…,"offset":…,"head_len":…,"head_hash":…}]}`. It is only ever written after a PutLogEvents
 //! request succeeded, and atomically: write a temporary file, fsync it, rename it over the old
 //! one, fsync the directory. A crash at any point leaves either the old or the new checkpoint,
 //! so a restarted agent re-sends at most what was in flight (at-least-once, nothing lost).
+//!
+//! (device, inode, offset) alone cannot tell that the offset still points into the same content:
+//! a file truncated in place (copytruncate) and written past the old offset while the agent was
+//! down, or a deleted file whose inode was reused, looks exactly like the file the checkpoint was
+//! taken of. So every entry also holds a [`Fingerprint`] of the file's head: its first
+//! [`HEAD_BYTES`] bytes (fewer while the file is shorter), as vector's and fluent-bit's
+//! checksum fingerprints do. We fingerprint the head rather than the bytes just before the offset
+//! because the head never changes while a file only grows, so the reader computes it once per
+//! file (no hashing per line on the hot path), and the same fingerprint lets the running reader
+//! re-validate an idle file by comparing its first bytes. A head that no longer matches means the
+//! file was truncated or replaced: it is read again from 0 (a truncation, counted in
+//! [`super::LogStats::truncations`]). Entries written before fingerprints existed have none and
+//! their offset is trusted as it was. The head of a rewritten file matches the old one only if its
+//! first line is byte for byte the same (same timestamp, same text): then, as before, only the
+//! size check protects it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -33,11 +48,59 @@ pub enum CheckpointError {
     },
 }
 
+/// Bytes at the start of a file that make up its [`Fingerprint`].
+pub const HEAD_BYTES: usize = 256;
+
+/// A file's first bytes (up to [`HEAD_BYTES`]), hashed: proof that a checkpoint's offset still
+/// points into the content it was taken of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// How many of the file's first bytes are hashed (less than [`HEAD_BYTES`] while the file
+    /// was shorter).
+    pub len: u32,
+    /// 64-bit FNV-1a of those bytes (accidental matches only; not security relevant).
+    pub hash: u64,
+}
+
+impl Fingerprint {
+    /// The fingerprint of a file whose first bytes are `head` (at most [`HEAD_BYTES`] are used).
+    #[must_use]
+    pub fn of(head: &[u8]) -> Self {
+        let head = &head[..head.len().min(HEAD_BYTES)];
+        Self {
+            len: u32::try_from(head.len()).expect("at most HEAD_BYTES"),
+            hash: super::fnv1a(head),
+        }
+    }
+
+    /// Whether a file starting with `head` (its first bytes, at least as many as were
+    /// fingerprinted when it was that long) is the fingerprinted file.
+    #[must_use]
+    pub fn matches(&self, head: &[u8]) -> bool {
+        let len = self.len as usize;
+        head.len() >= len && super::fnv1a(&head[..len]) == self.hash
+    }
+}
+
+/// Where reading a file resumes: the acknowledged offset and the file's head fingerprint
+/// (`None` in checkpoints written by agents before fingerprints: the offset is trusted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// Bytes acknowledged.
+    pub offset: u64,
+    /// The file's head when they were read.
+    pub head: Option<Fingerprint>,
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Entry {
     dev: u64,
     ino: u64,
     offset: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    head_len: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    head_hash: Option<u64>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Default)]
@@ -49,7 +112,7 @@ struct OnDisk {
 #[derive(Debug)]
 pub struct Checkpoints {
     path: PathBuf,
-    offsets: BTreeMap<FileId, u64>,
+    offsets: BTreeMap<FileId, Position>,
     dirty: bool,
 }
 
@@ -74,7 +137,13 @@ impl Checkpoints {
                                 dev: e.dev,
                                 ino: e.ino,
                             },
-                            e.offset,
+                            Position {
+                                offset: e.offset,
+                                head: e
+                                    .head_len
+                                    .zip(e.head_hash)
+                                    .map(|(len, hash)| Fingerprint { len, hash }),
+                            },
                         )
                     })
                     .collect()
@@ -97,29 +166,39 @@ impl Checkpoints {
     /// The acknowledged offset of `id`, if known.
     #[must_use]
     pub fn get(&self, id: FileId) -> Option<u64> {
+        self.offsets.get(&id).map(|p| p.offset)
+    }
+
+    /// The acknowledged position (offset and head fingerprint) of `id`, if known.
+    #[must_use]
+    pub fn position(&self, id: FileId) -> Option<Position> {
         self.offsets.get(&id).copied()
     }
 
     /// All known files.
     #[must_use]
-    pub fn files(&self) -> Vec<(FileId, u64)> {
+    pub fn files(&self) -> Vec<(FileId, Position)> {
         self.offsets.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
-    /// Records an acknowledged offset (never moves backwards).
-    pub fn advance(&mut self, id: FileId, offset: u64) {
+    /// Records an acknowledged offset and the head it was read under (the offset never moves
+    /// backwards; the fingerprint follows the latest offset).
+    pub fn advance(&mut self, id: FileId, offset: u64, head: Option<Fingerprint>) {
+        let new = Position { offset, head };
         match self.offsets.get(&id) {
-            Some(&known) if known >= offset => {}
+            Some(known) if known.offset > offset || *known == new => {}
             _ => {
-                self.offsets.insert(id, offset);
+                self.offsets.insert(id, new);
                 self.dirty = true;
             }
         }
     }
 
-    /// Sets an offset, also backwards (a truncated file starts again at 0).
+    /// Sets an offset, also backwards, without a fingerprint (a truncated file starts again at
+    /// 0, where there is nothing to prove).
     pub fn set(&mut self, id: FileId, offset: u64) {
-        if self.offsets.insert(id, offset) != Some(offset) {
+        let new = Position { offset, head: None };
+        if self.offsets.insert(id, new) != Some(new) {
             self.dirty = true;
         }
     }
@@ -153,7 +232,9 @@ impl Checkpoints {
                 .map(|(k, v)| Entry {
                     dev: k.dev,
                     ino: k.ino,
-                    offset: *v,
+                    offset: v.offset,
+                    head_len: v.head.map(|h| h.len),
+                    head_hash: v.head.map(|h| h.hash),
                 })
                 .collect(),
         };
@@ -186,14 +267,49 @@ mod tests {
         let mut c = Checkpoints::load(&path).unwrap();
         assert!(c.files().is_empty());
         let id = FileId { dev: 1, ino: 2 };
-        c.advance(id, 10);
-        c.advance(id, 5); // never backwards
+        let head = Fingerprint::of(b"first line\n");
+        c.advance(id, 10, Some(head));
+        c.advance(id, 5, None); // never backwards
         assert!(c.is_dirty());
         c.save().unwrap();
         assert!(!c.is_dirty());
         let c2 = Checkpoints::load(&path).unwrap();
         assert_eq!(c2.get(id), Some(10));
+        assert_eq!(
+            c2.position(id),
+            Some(Position {
+                offset: 10,
+                head: Some(head)
+            })
+        );
         assert!(!path.with_extension("json.tmp").exists());
+    }
+
+    #[test]
+    fn test_checkpoint_without_fingerprint_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("src.json");
+        std::fs::write(&path, r#"{"files":[{"dev":1,"ino":2,"offset":42}]}"#).unwrap();
+        let c = Checkpoints::load(&path).unwrap();
+        let pos = c.position(FileId { dev: 1, ino: 2 }).unwrap();
+        assert_eq!(
+            pos,
+            Position {
+                offset: 42,
+                head: None
+            }
+        );
+    }
+
+    #[test]
+    fn test_fingerprint_matches_only_the_same_head() {
+        let fp = Fingerprint::of(b"000000001 a\n");
+        assert!(fp.matches(b"000000001 a\n000000002 b\n")); // grown: same head
+        assert!(!fp.matches(b"000000012500 x\n")); // truncated and rewritten
+        assert!(!fp.matches(b"000000001")); // shorter than what was fingerprinted
+        let long = vec![b'x'; 1000];
+        assert_eq!(Fingerprint::of(&long).len as usize, HEAD_BYTES);
+        assert!(Fingerprint::of(&long).matches(&long[..HEAD_BYTES]));
     }
 
     #[test]

@@ -322,8 +322,9 @@ impl LogsConfig {
     }
 }
 
-/// 64-bit FNV-1a: a stable name for a source's checkpoint (not security relevant).
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// 64-bit FNV-1a: a stable name for a source's checkpoint and a file's head fingerprint (not
+/// security relevant).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
@@ -352,6 +353,9 @@ pub struct LogStats {
     pub split_events: AtomicU64,
     /// Milliseconds from reading the last acknowledged batch's first line to its acknowledgement.
     pub lag_ms: AtomicU64,
+    /// Files found truncated or rewritten in place (shorter than the read position, or a head
+    /// that no longer matches), read again from their start.
+    pub truncations: AtomicU64,
 }
 
 /// Starts log shipping.

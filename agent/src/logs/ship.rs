@@ -222,8 +222,8 @@ pub async fn run(
         for id in &work.truncated {
             checkpoints.set(*id, 0);
         }
-        for (id, offset) in &work.batch.offsets {
-            checkpoints.advance(*id, *offset);
+        for (id, offset, head) in &work.batch.offsets {
+            checkpoints.advance(*id, *offset, *head);
         }
         let finished = !work.batch.finished.is_empty();
         if spec.spool {

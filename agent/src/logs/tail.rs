@@ -3,8 +3,10 @@
 //! Files are known by (device, inode), never by name, so a file renamed by rotation is the same
 //! file and one re-created under the old name is a new one. Each discovery round globs the
 //! source's pattern; a file no longer matched (renamed away, deleted) is read to its end through
-//! the descriptor still open, then closed. A file whose size drops below the read position was
-//! truncated in place (copytruncate) and is read again from 0. Files of one source go to one
+//! the descriptor still open, then closed. A file whose size drops below the read position, or
+//! whose first bytes are no longer the ones read (its head [`Fingerprint`], see
+//! [`super::checkpoint`]), was truncated in place (copytruncate) and is read again from 0; the
+//! same head check decides whether a checkpoint's offset can be resumed from. Files of one source go to one
 //! stream in discovery order: the oldest first, each to its end before the next, so a rotated
 //! file's last lines come before the new file's first ones.
 //!
@@ -15,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 use super::batch::{split_message, Batch, Clock, FileId, Stamp, MAX_MESSAGE_BYTES, SPLIT_MARKER};
+use super::checkpoint::{Fingerprint, Position, HEAD_BYTES};
 use super::{LogStats, SourceSpec};
 
 /// Bytes read from a file at a time.
@@ -73,6 +76,54 @@ struct Tracked {
     pending: Option<Pending>,
     /// No longer matched by the pattern (renamed away or deleted).
     gone: bool,
+    /// The file's first bytes as read (up to [`HEAD_BYTES`]; fewer while it is shorter).
+    head: Vec<u8>,
+    /// Fingerprint of `head`, sent with every offset of this file.
+    head_fp: Fingerprint,
+}
+
+impl Tracked {
+    /// Adds what a chunk read at file position `base` contributes to the head.
+    fn grow_head(&mut self, base: u64, chunk: &[u8]) {
+        let have = self.head.len() as u64;
+        if have >= HEAD_BYTES as u64 || base > have {
+            return;
+        }
+        let from = usize::try_from(have - base).expect("below HEAD_BYTES");
+        let to = chunk
+            .len()
+            .min(HEAD_BYTES - usize::try_from(base).expect("below HEAD_BYTES"));
+        if to > from {
+            self.head.extend_from_slice(&chunk[from..to]);
+            self.head_fp = Fingerprint::of(&self.head);
+        }
+    }
+
+    /// Whether the file still starts with the bytes read from it (false after a truncation
+    /// and rewrite, even one that made it longer than before).
+    fn head_unchanged(&self) -> bool {
+        if self.head.is_empty() {
+            return true;
+        }
+        let mut now = vec![0u8; self.head.len()];
+        self.file.read_exact_at(&mut now, 0).is_ok() && now == self.head
+    }
+}
+
+/// The first bytes of `file` (up to [`HEAD_BYTES`]; fewer if it is shorter).
+fn read_head(file: &File) -> Vec<u8> {
+    let mut head = vec![0u8; HEAD_BYTES];
+    let mut got = 0;
+    while got < HEAD_BYTES {
+        match file.read_at(&mut head[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    head.truncate(got);
+    head
 }
 
 /// Builds batches from lines: timestamps, multiline joining, splitting, back-pressure.
@@ -119,7 +170,7 @@ impl Emitter {
         self.now_ms
     }
 
-    fn emit(&mut self, claimed_ms: i64, text: &str, id: FileId, end: u64) {
+    fn emit(&mut self, claimed_ms: i64, text: &str, id: FileId, end: u64, head: Fingerprint) {
         let pieces = split_message(text);
         if pieces.len() > 1 {
             self.stats.split_events.fetch_add(1, Ordering::Relaxed);
@@ -152,7 +203,7 @@ impl Emitter {
                     .expect("an empty batch takes any valid event");
             }
         }
-        self.batch.reach(id, end);
+        self.batch.reach(id, end, Some(head));
     }
 
     /// One complete line of file `t` ending at file offset `end`.
@@ -161,12 +212,12 @@ impl Emitter {
         let text = String::from_utf8_lossy(raw);
         let Some(start) = self.spec.multiline_start.as_ref() else {
             let claimed = self.claimed(&text);
-            self.emit(claimed, &text, t.id, end);
+            self.emit(claimed, &text, t.id, end, t.head_fp);
             return;
         };
         if start.is_match(&text) || t.pending.is_none() {
             if let Some(p) = t.pending.take() {
-                self.emit(p.claimed_ms, &p.text, t.id, p.end);
+                self.emit(p.claimed_ms, &p.text, t.id, p.end, t.head_fp);
             }
             t.pending = Some(Pending {
                 claimed_ms: self.claimed(&text),
@@ -191,7 +242,7 @@ impl Emitter {
         };
         if due {
             let p = t.pending.take().expect("checked");
-            self.emit(p.claimed_ms, &p.text, t.id, p.end);
+            self.emit(p.claimed_ms, &p.text, t.id, p.end, t.head_fp);
         }
     }
 }
@@ -199,8 +250,8 @@ impl Emitter {
 /// One source's reader. Runs on its own thread until told to stop.
 pub struct Tailer {
     files: Vec<Tracked>,
-    /// Acknowledged offsets at start (checkpoint), by file.
-    start_offsets: HashMap<FileId, u64>,
+    /// Acknowledged positions at start (checkpoint), by file.
+    start_offsets: HashMap<FileId, Position>,
     /// Files read to the end and handed over; ignored if the pattern still matches them.
     done: HashSet<FileId>,
     emitter: Emitter,
@@ -222,7 +273,7 @@ impl Tailer {
     #[must_use]
     pub fn new(
         spec: Arc<SourceSpec>,
-        start_offsets: HashMap<FileId, u64>,
+        start_offsets: HashMap<FileId, Position>,
         tx: mpsc::Sender<Work>,
         stats: Arc<LogStats>,
         control: Arc<Control>,
@@ -297,11 +348,26 @@ impl Tailer {
             if self.files.iter().any(|t| t.id == id) || self.done.contains(&id) {
                 continue;
             }
-            let mut offset = self.start_offsets.remove(&id).unwrap_or(0);
-            if offset > meta.len() {
-                // Truncated while the agent was away.
-                offset = 0;
-                self.emitter.truncated.push(id);
+            let head = read_head(&file);
+            let mut offset = 0;
+            if let Some(pos) = self.start_offsets.remove(&id) {
+                // The checkpoint must still point into the same content: a file truncated
+                // while the agent was away is shorter, or, if already written past the old
+                // offset again, starts with other bytes. (No fingerprint: an old checkpoint,
+                // the offset is trusted.)
+                let same_head = pos.head.is_none_or(|fp| fp.matches(&head));
+                if pos.offset > 0 && (pos.offset > meta.len() || !same_head) {
+                    tracing::info!(source = %spec.name, path = %path.display(), size = meta.len(),
+                        checkpoint = pos.offset, same_head,
+                        "log file truncated while the agent was away, reading from its start");
+                    self.emitter
+                        .stats
+                        .truncations
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.emitter.truncated.push(id);
+                } else {
+                    offset = pos.offset;
+                }
             }
             if file.seek(SeekFrom::Start(offset)).is_err() {
                 continue;
@@ -315,6 +381,8 @@ impl Tailer {
                 carry: Vec::new(),
                 pending: None,
                 gone: false,
+                head_fp: Fingerprint::of(&head),
+                head,
             });
         }
     }
@@ -340,6 +408,7 @@ impl Tailer {
             let chunk = &self.buf[..n];
             // Position in the file of chunk[0].
             let base = t.offset + t.carry.len() as u64;
+            t.grow_head(base, chunk);
             let mut start = 0usize;
             for nl in memchr::memchr_iter(b'\n', chunk) {
                 let end = base + nl as u64 + 1;
@@ -370,16 +439,29 @@ impl Tailer {
         total
     }
 
-    /// Truncated in place (copytruncate): start again at 0.
+    /// Truncated in place (copytruncate): shorter than the read position, or rewritten past it
+    /// with other first bytes; start again at 0.
     fn check_truncated(&mut self, i: usize) {
         let t = &mut self.files[i];
         let size = t.file.metadata().map_or(u64::MAX, |m| m.len());
         let read_to = t.offset + t.carry.len() as u64;
-        if size < read_to && t.file.seek(SeekFrom::Start(0)).is_ok() {
-            tracing::info!(path = %t.path.display(), size, read_to, "log file truncated, reading from its start");
+        let shorter = size < read_to;
+        if (shorter || !t.head_unchanged()) && t.file.seek(SeekFrom::Start(0)).is_ok() {
+            tracing::info!(path = %t.path.display(), size, read_to, shorter, "log file truncated, reading from its start");
             self.emitter.flush_pending(t, None);
+            if self.emitter.batch.offsets.iter().any(|o| o.0 == t.id) {
+                // Offsets into the old content go first, so the reset to 0 comes after them and
+                // the new content's offsets are not held back by the old, larger ones.
+                self.emitter.send(0);
+            }
             t.offset = 0;
             t.carry.clear();
+            t.head.clear();
+            t.head_fp = Fingerprint::of(&[]);
+            self.emitter
+                .stats
+                .truncations
+                .fetch_add(1, Ordering::Relaxed);
             self.emitter.truncated.push(t.id);
         }
     }
@@ -405,7 +487,7 @@ impl Tailer {
             self.emitter.flush_pending(&mut t, None);
             t.offset = end;
         }
-        self.emitter.batch.reach(t.id, t.offset);
+        self.emitter.batch.reach(t.id, t.offset, Some(t.head_fp));
         self.emitter.batch.finished.push((t.id, t.path.clone()));
         self.done.insert(t.id);
         tracing::debug!(path = %t.path.display(), "finished log file");
@@ -558,7 +640,13 @@ mod tests {
         };
         let (tx, mut rx) = mpsc::channel(1);
         let control = Arc::new(Control::default());
-        let start = HashMap::from([(id, 4)]);
+        let start = HashMap::from([(
+            id,
+            Position {
+                offset: 4,
+                head: Some(Fingerprint::of(b"old\nnew\n")),
+            },
+        )]);
         let tailer = Tailer::new(
             spec(log.display().to_string(), None),
             start,
@@ -573,5 +661,179 @@ mod tests {
         control.stop.store(true, Ordering::Release);
         while rx.recv().await.is_some() {}
         thread.join().unwrap();
+    }
+
+    /// Lines "%09d" + padding, 100 bytes each, numbered `from..to`.
+    fn numbered(from: u64, to: u64) -> String {
+        (from..to)
+            .map(|i| format!("{i:09} {}\n", "x".repeat(89)))
+            .collect()
+    }
+
+    fn id_of(path: &std::path::Path) -> FileId {
+        let meta = std::fs::metadata(path).unwrap();
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+
+    /// The bug this guards against: the checkpoint holds offset X of the old content, the file
+    /// was truncated in place and written past X again while the agent was down. Resuming at X
+    /// would skip the new file's first X bytes; the head fingerprint sends reading back to 0.
+    #[tokio::test]
+    async fn test_rewritten_past_checkpoint_while_down_is_read_from_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let old = numbered(0, 50);
+        append(&log, &old);
+        let id = id_of(&log);
+        let x = old.len() as u64;
+        // What the last run acknowledged: all of the old content.
+        let start = HashMap::from([(
+            id,
+            Position {
+                offset: x,
+                head: Some(Fingerprint::of(old.as_bytes())),
+            },
+        )]);
+        // copytruncate, then more lines than before (the file is longer than X again).
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&log)
+            .unwrap();
+        append(&log, &numbered(50, 130));
+        assert_eq!(id_of(&log), id, "same inode");
+        assert!(std::fs::metadata(&log).unwrap().len() > x);
+
+        let (tx, mut rx) = mpsc::channel(1);
+        let control = Arc::new(Control::default());
+        let stats = Arc::new(LogStats::default());
+        let tailer = Tailer::new(
+            spec(log.display().to_string(), None),
+            start,
+            tx,
+            stats.clone(),
+            control.clone(),
+        );
+        let thread = std::thread::spawn(move || tailer.run());
+        let mut got = Vec::new();
+        let mut truncated = Vec::new();
+        let mut reached = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.len() < 80 && Instant::now() < deadline {
+            if let Ok(Some(w)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+                got.extend(w.batch.iter().map(|(_, m)| m[..9].parse::<u64>().unwrap()));
+                truncated.extend(w.truncated);
+                reached = w.batch.offsets.last().copied().or(reached);
+            }
+        }
+        control.stop.store(true, Ordering::Release);
+        while rx.recv().await.is_some() {}
+        thread.join().unwrap();
+        assert_eq!(
+            got,
+            (50..130).collect::<Vec<_>>(),
+            "every new line, none skipped"
+        );
+        assert_eq!(truncated, vec![id], "the checkpoint goes back to 0 first");
+        assert_eq!(stats.truncations.load(Ordering::Relaxed), 1);
+        // The new offsets carry the new head, so the next restart trusts them.
+        let new = std::fs::read(&log).unwrap();
+        assert_eq!(
+            reached,
+            Some((id, new.len() as u64, Some(Fingerprint::of(&new))))
+        );
+    }
+
+    /// Same file, same head, grown: the checkpoint is trusted (nothing is sent twice).
+    #[tokio::test]
+    async fn test_grown_file_resumes_at_fingerprinted_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let old = numbered(0, 5);
+        append(&log, &old);
+        let id = id_of(&log);
+        let start = HashMap::from([(
+            id,
+            Position {
+                offset: old.len() as u64,
+                head: Some(Fingerprint::of(old.as_bytes())),
+            },
+        )]);
+        append(&log, &numbered(5, 8));
+        let (tx, mut rx) = mpsc::channel(1);
+        let control = Arc::new(Control::default());
+        let stats = Arc::new(LogStats::default());
+        let tailer = Tailer::new(
+            spec(log.display().to_string(), None),
+            start,
+            tx,
+            stats.clone(),
+            control.clone(),
+        );
+        let thread = std::thread::spawn(move || tailer.run());
+        let mut got = Vec::new();
+        collect(&mut rx, &mut got, 3).await;
+        control.stop.store(true, Ordering::Release);
+        while let Some(w) = rx.recv().await {
+            got.extend(w.batch.iter().map(|(_, m)| m.to_owned()));
+        }
+        thread.join().unwrap();
+        let seqs: Vec<&str> = got.iter().map(|m| &m[..9]).collect();
+        assert_eq!(seqs, ["000000005", "000000006", "000000007"]);
+        assert_eq!(stats.truncations.load(Ordering::Relaxed), 0);
+    }
+
+    /// While running: the file is truncated and written past the read position between two
+    /// looks (its size never seen smaller). The head check catches it, and the batch holding
+    /// the old offsets is sent before the reset to 0.
+    #[test]
+    fn test_rewritten_past_read_position_while_running_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        append(&log, &numbered(0, 10));
+        let (tx, mut rx) = mpsc::channel(4);
+        let stats = Arc::new(LogStats::default());
+        let mut tailer = Tailer::new(
+            spec(log.display().to_string(), None),
+            HashMap::new(),
+            tx,
+            stats.clone(),
+            Arc::new(Control::default()),
+        );
+        tailer.discover();
+        assert_eq!(tailer.read_file(0), 1000);
+        assert_eq!(tailer.read_file(0), 0);
+        tailer.check_truncated(0);
+        assert_eq!(
+            stats.truncations.load(Ordering::Relaxed),
+            0,
+            "unchanged file"
+        );
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&log)
+            .unwrap();
+        append(&log, &numbered(10, 25));
+        tailer.check_truncated(0);
+        assert_eq!(stats.truncations.load(Ordering::Relaxed), 1);
+        let first = rx.try_recv().expect("the old content's batch went first");
+        assert_eq!(first.batch.len(), 10);
+        assert!(first.truncated.is_empty());
+        assert_eq!(tailer.read_file(0), 1500);
+        tailer.emitter.send(0);
+        let second = rx.try_recv().unwrap();
+        let id = id_of(&log);
+        assert_eq!(second.truncated, vec![id]);
+        let seqs: Vec<u64> = second
+            .batch
+            .iter()
+            .map(|(_, m)| m[..9].parse().unwrap())
+            .collect();
+        assert_eq!(seqs, (10..25).collect::<Vec<_>>());
+        assert_eq!(second.batch.offsets[0].1, 1500);
     }
 }
