@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     match runtime.block_on(bake_agent::run(cli)) {
         Ok(code) => code,
         Err(err) => {
-            bake_agent::exit::log_error_chain(&err);
+            bake_common::logging::log_error_chain(err.as_ref());
             bake_agent::exit::Exit::from_error(&err).into()
         }
     }

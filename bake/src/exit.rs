@@ -82,16 +82,3 @@ impl Exit {
             .unwrap_or(Exit::Internal)
     }
 }
-
-/// Logs `error: …` then ` -> cause` for each cause.
-pub fn log_error_chain(err: &anyhow::Error) {
-    let mut text = format!("error: {err}");
-    for cause in err.chain().skip(1) {
-        text.push_str(&format!("\n -> {cause}"));
-    }
-    tracing::error!("{text}");
-    // Also on stderr without the logger's decoration, in case logging is filtered off.
-    if !tracing::enabled!(tracing::Level::ERROR) {
-        eprintln!("{text}");
-    }
-}

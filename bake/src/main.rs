@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     match runtime.block_on(bake::run(cli)) {
         Ok(code) => code.into(),
         Err(err) => {
-            bake::exit::log_error_chain(&err);
+            bake_common::logging::log_error_chain(err.as_ref());
             bake::exit::Exit::from_error(&err).into()
         }
     }

@@ -50,3 +50,19 @@ pub fn init(format: LogFormat, verbosity: u8) {
         (LogFormat::Text, false) => builder.try_init(),
     };
 }
+
+/// Logs `error: …` then ` -> cause` for each cause of `err` (an `anyhow::Error` gives its chain
+/// through `as_ref()`). Also printed plainly on stderr when logging is filtered off, so a failing
+/// command never exits silently.
+pub fn log_error_chain(err: &(dyn std::error::Error + 'static)) {
+    let mut text = format!("error: {err}");
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(&format!("\n -> {c}"));
+        cause = c.source();
+    }
+    tracing::error!("{text}");
+    if !tracing::enabled!(tracing::Level::ERROR) {
+        eprintln!("{text}");
+    }
+}

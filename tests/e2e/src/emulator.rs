@@ -124,22 +124,6 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        let pid = self.child.id();
-        // SIGTERM to the group; moto exits at once. Then make sure. The "--" matters: procps-ng
-        // kill reads a bare "-PID" after a signal option as another signal and signals nobody.
-        let _ = Command::new("kill")
-            .args(["-TERM", "--", &format!("-{pid}")])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{pid}")])
-            .status();
-        let _ = self.child.wait();
+        crate::process::stop_group(&mut self.child, Duration::from_secs(5));
     }
 }

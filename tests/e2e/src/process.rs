@@ -1,4 +1,5 @@
-use std::process::Command;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 /// SIGTERM to the child when the thread that started it ends: a harness killed outright (a test
 /// runner's timeout) leaves no agents or haproxy behind. Drop stops them in order before that.
@@ -11,4 +12,21 @@ pub fn die_with_parent(cmd: &mut Command) {
                 .map_err(std::io::Error::from)
         });
     }
+}
+
+/// Stops `child` and its process group: SIGTERM to the group, up to `grace` for it to exit,
+/// then SIGKILL. The "--" matters: procps-ng `kill` reads a bare "-PID" after a signal option as
+/// another signal and signals nobody.
+pub fn stop_group(child: &mut Child, grace: Duration) {
+    let group = format!("-{}", child.id());
+    let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+    let _ = child.wait();
 }
