@@ -245,3 +245,102 @@ fn test_interrupt_while_watching_detaches_and_the_refresh_goes_on() {
     );
     assert_ne!(status, "Cancelled");
 }
+
+#[test]
+fn test_release_targets_from_stack_outputs() {
+    let w = World::new("release-stack");
+    let lt = w.fleet(BASE_AMI, 2);
+    // A stack whose outputs name the group and the template, as cloudformation/fleet.yaml's do.
+    let template = serde_json::json!({
+        "Resources": {"Marker": {"Type": "AWS::SSM::Parameter",
+            "Properties": {"Name": "/release-stack/marker", "Type": "String", "Value": "x"}}},
+        "Outputs": {
+            "AutoScalingGroupName": {"Value": w.asg()},
+            "LaunchTemplateId": {"Value": lt.clone()}
+        }
+    });
+    w.rt.block_on(async {
+        w.aws
+            .cfn
+            .create_stack()
+            .stack_name("release-stack-fleet")
+            .template_body(template.to_string())
+            .send()
+            .await
+            .unwrap();
+    });
+    w.write_config("");
+    let text = std::fs::read_to_string(w.path("bake.toml"))
+        .unwrap()
+        .replace(
+            &format!("auto_scaling_group = \"{}\"", w.asg()),
+            "stack = \"release-stack-fleet\"",
+        );
+    assert!(text.contains("stack = \"release-stack-fleet\""));
+    w.write_raw_config(&text);
+    let j = w
+        .bake(&["release", "--ami", BASE_AMI, "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(j["result"], "successful", "{j}");
+    assert_eq!(j["version"], 2, "{j}");
+    assert_eq!(
+        w.lt_versions(&lt).0,
+        2,
+        "the stack's template got the new default"
+    );
+    assert!(w.instances().iter().all(|(_, version, _)| version == "2"));
+}
+
+#[test]
+fn test_cancel_on_interrupt_cancels_the_refresh() {
+    let w = World::new("release-cancel");
+    w.fleet(BASE_AMI, 2);
+    // A long checkpoint holds the refresh in progress while the test interrupts it.
+    let text = std::fs::read_to_string(w.path("bake.toml")).unwrap()
+        + "checkpoint_percentages = [50]\ncheckpoint_delay = \"1h\"\n";
+    w.write_raw_config(&text);
+    let child = w
+        .command(&[
+            "release",
+            "--ami",
+            BASE_AMI,
+            "--cancel-on-interrupt",
+            "-o",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let running = || {
+        w.rt.block_on(async {
+            let out = w
+                .aws
+                .asg
+                .describe_instance_refreshes()
+                .auto_scaling_group_name(w.asg())
+                .send()
+                .await
+                .unwrap();
+            !out.instance_refreshes().is_empty()
+        })
+    };
+    assert!(
+        w.wait_for(Duration::from_secs(30), running),
+        "no refresh started"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // bake cancels, watches the refresh to its end and reports it cancelled.
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(stderr.contains("cancelling instance refresh"), "{stderr}");
+    let s = w.bake(&["status", "-o", "json"]).expect(0).json();
+    assert_eq!(s["refresh"]["status"], "Cancelled", "{s}");
+}
