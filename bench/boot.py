@@ -109,7 +109,7 @@ def main():
     with open(app + ".c", "w") as f:
         f.write(restart.APP_C)
     subprocess.run(["cc", "-O2", "-o", app, app + ".c"], check=True)
-    imds = http.server.ThreadingHTTPServer(("127.0.0.1", 0), restart.Imds)
+    imds = restart.QuietServer(("127.0.0.1", 0), restart.Imds)
     threading.Thread(target=imds.serve_forever, daemon=True).start()
     emu, url = start_emulator()
     try:

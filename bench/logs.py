@@ -227,7 +227,7 @@ def main():
     sink_bin = os.path.join(args.release, "logsink")
     logship_bin = os.path.join(args.release, "bake-logship")
     agent_bin = os.path.join(args.release, "bake-agent")
-    imds = http.server.ThreadingHTTPServer(("127.0.0.1", 0), restart.Imds)
+    imds = restart.QuietServer(("127.0.0.1", 0), restart.Imds)
     threading.Thread(target=imds.serve_forever, daemon=True).start()
     runs = {"bake-logship": [], "bake-agent run": [], "aws logs push": []}
     anchor_error = None

@@ -85,6 +85,13 @@ class Imds(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class QuietServer(http.server.ThreadingHTTPServer):
+    """An agent that hangs up early (stopped mid-poll) is no error worth a traceback."""
+
+    def handle_error(self, request, client_address):
+        pass
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -266,7 +273,7 @@ def main():
     with open(app + ".c", "w") as f:
         f.write(APP_C)
     subprocess.run(["cc", "-O2", "-o", app, app + ".c"], check=True)
-    imds = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Imds)
+    imds = QuietServer(("127.0.0.1", 0), Imds)
     threading.Thread(target=imds.serve_forever, daemon=True).start()
     result = {"kills": args.kills, "gap_s": args.gap, "agent": args.agent, "restart": {}, "fast": {},
               "rss_idle_kib": {}, "rss_after_kib": {}}
