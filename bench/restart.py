@@ -26,6 +26,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -327,6 +328,7 @@ def main():
         result["fast"][n] = xs
     imds.shutdown()
 
+    shutil.rmtree(tmp, ignore_errors=True)
     print_tables(result)
     if args.json:
         with open(args.json, "w") as f:
