@@ -8,6 +8,7 @@ process can read the endpoint without racing for a port.
 """
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -35,6 +36,10 @@ def main(argv=None):
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("the emulator only listens on loopback")
 
+    # One line per request drowns the output of the demo and the tests; BAKE_EMULATOR_LOG_REQUESTS=1
+    # brings werkzeug's access log back.
+    if os.environ.get("BAKE_EMULATOR_LOG_REQUESTS") != "1":
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
     app = build_app()
     server = make_server(args.host, args.port, app, threaded=True)
     port = server.socket.getsockname()[1]
