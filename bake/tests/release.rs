@@ -207,29 +207,7 @@ fn test_interrupt_while_watching_detaches_and_the_refresh_goes_on() {
         .spawn()
         .unwrap();
     // Wait until the refresh runs, then Ctrl-C.
-    let running = || {
-        w.rt.block_on(async {
-            let out = w
-                .aws
-                .asg
-                .describe_instance_refreshes()
-                .auto_scaling_group_name(w.asg())
-                .send()
-                .await
-                .unwrap();
-            !out.instance_refreshes().is_empty()
-        })
-    };
-    assert!(
-        w.wait_for(Duration::from_secs(30), running),
-        "no refresh started"
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    sigint_when_refresh_runs(&w, &child);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
@@ -313,6 +291,18 @@ fn test_cancel_on_interrupt_cancels_the_refresh() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    sigint_when_refresh_runs(&w, &child);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // bake cancels, watches the refresh to its end and reports it cancelled.
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(stderr.contains("cancelling instance refresh"), "{stderr}");
+    let s = w.bake(&["status", "-o", "json"]).expect(0).json();
+    assert_eq!(s["refresh"]["status"], "Cancelled", "{s}");
+}
+
+/// Waits until the group has an instance refresh, then sends SIGINT (Ctrl-C) to `child`.
+fn sigint_when_refresh_runs(w: &World, child: &std::process::Child) {
     let running = || {
         w.rt.block_on(async {
             let out = w
@@ -336,11 +326,4 @@ fn test_cancel_on_interrupt_cancels_the_refresh() {
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // bake cancels, watches the refresh to its end and reports it cancelled.
-    assert_eq!(out.status.code(), Some(7), "{stderr}");
-    assert!(stderr.contains("cancelling instance refresh"), "{stderr}");
-    let s = w.bake(&["status", "-o", "json"]).expect(0).json();
-    assert_eq!(s["refresh"]["status"], "Cancelled", "{s}");
 }
