@@ -304,37 +304,17 @@ pub fn var_args(
     args
 }
 
-async fn init(binary: &Path, inv: &Invocation) -> Result<(), PackerError> {
+/// Runs `packer SUBCOMMAND ARGS… PATH` in the invocation's directory to its end; a failure
+/// carries Packer's stdout and stderr.
+async fn run_to_end(
+    binary: &Path,
+    inv: &Invocation,
+    command: &'static str,
+    args: &[String],
+) -> Result<(), PackerError> {
     let out = Command::new(binary)
-        .arg("init")
-        .arg(&inv.path)
-        .current_dir(&inv.workdir)
-        .env("CHECKPOINT_DISABLE", "1")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|source| PackerError::Spawn {
-            binary: binary.display().to_string(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(PackerError::Failed {
-            command: "init",
-            status: out.status.to_string(),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
-    }
-    Ok(())
-}
-
-/// `packer validate` (after `packer init` for current Packer).
-pub async fn validate(binary: &Path, inv: &Invocation, vars: &[String]) -> Result<(), PackerError> {
-    if inv.init {
-        init(binary, inv).await?;
-    }
-    let out = Command::new(binary)
-        .arg("validate")
-        .args(vars)
+        .arg(command)
+        .args(args)
         .arg(&inv.path)
         .current_dir(&inv.workdir)
         .env("CHECKPOINT_DISABLE", "1")
@@ -349,16 +329,30 @@ pub async fn validate(binary: &Path, inv: &Invocation, vars: &[String]) -> Resul
         let mut msg = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         let err = String::from_utf8_lossy(&out.stderr);
         if !err.trim().is_empty() {
-            msg.push('\n');
+            if !msg.is_empty() {
+                msg.push('\n');
+            }
             msg.push_str(err.trim());
         }
         return Err(PackerError::Failed {
-            command: "validate",
+            command,
             status: out.status.to_string(),
             message: msg,
         });
     }
     Ok(())
+}
+
+async fn init(binary: &Path, inv: &Invocation) -> Result<(), PackerError> {
+    run_to_end(binary, inv, "init", &[]).await
+}
+
+/// `packer validate` (after `packer init` for current Packer).
+pub async fn validate(binary: &Path, inv: &Invocation, vars: &[String]) -> Result<(), PackerError> {
+    if inv.init {
+        init(binary, inv).await?;
+    }
+    run_to_end(binary, inv, "validate", vars).await
 }
 
 /// One line of `-machine-readable` output: `timestamp,target,type,data...`.
