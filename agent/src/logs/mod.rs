@@ -38,7 +38,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
-use tokio::process::{ChildStderr, ChildStdout};
 use tokio::sync::{mpsc, watch};
 
 use self::checkpoint::Checkpoints;
@@ -581,7 +580,11 @@ impl AppOutput {
 
     /// Takes a started process's pipes and consumes them in the background: into the spool
     /// when shipping, else to the agent's stderr.
-    pub fn attach(&self, stdout: Option<ChildStdout>, stderr: Option<ChildStderr>) {
+    pub fn attach<O, E>(&self, stdout: Option<O>, stderr: Option<E>)
+    where
+        O: tokio::io::AsyncRead + Unpin + Send + 'static,
+        E: tokio::io::AsyncRead + Unpin + Send + 'static,
+    {
         let stdout = stdout.map(|p| (p, OpenPipe::new(&self.open)));
         let stderr = stderr.map(|p| (p, OpenPipe::new(&self.open)));
         match &self.spools {

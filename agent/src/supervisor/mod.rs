@@ -11,6 +11,8 @@
 
 /// Spawning, signals, subreaper.
 pub mod process;
+/// Starting a process without copying the agent (clone with CLONE_VM | CLONE_VFORK).
+pub mod spawn;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -22,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::config::SuperviseSettings;
 use crate::logs::AppOutput;
 use crate::supervisor::process::{AppSpec, ProcessError};
+use crate::supervisor::spawn::{AppProcess, Plan};
 
 /// Restart state: consecutive quick exits and the recent exit times.
 #[derive(Clone, Debug)]
@@ -181,8 +184,8 @@ pub fn start(
     on_crash_loop: Option<CrashLoopHook>,
 ) -> Result<(SupervisorHandle, tokio::task::JoinHandle<()>), ProcessError> {
     let managed = Arc::new(AtomicI32::new(0));
-    let mut cmd = process::command(&spec);
-    let mut child = process::spawn(&mut cmd, &spec.command[0])?;
+    let mut plan = process::plan(&spec)?;
+    let mut child = process::spawn(&mut plan)?;
     let pid = child.id().unwrap_or(0);
     managed.store(i32::try_from(pid).unwrap_or(0), Ordering::SeqCst);
     output.attach(child.stdout.take(), child.stderr.take());
@@ -193,7 +196,7 @@ pub fn start(
     tokio::spawn(process::reap_orphans(managed.clone()));
     let sup = Supervisor {
         spec,
-        cmd,
+        plan,
         policy,
         output,
         on_crash_loop,
@@ -214,7 +217,7 @@ pub fn start(
 
 struct Supervisor {
     spec: AppSpec,
-    cmd: tokio::process::Command,
+    plan: Plan,
     policy: SuperviseSettings,
     output: AppOutput,
     on_crash_loop: Option<CrashLoopHook>,
@@ -224,8 +227,8 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn respawn(&mut self) -> Option<tokio::process::Child> {
-        match process::spawn(&mut self.cmd, &self.spec.command[0]) {
+    fn respawn(&mut self) -> Option<AppProcess> {
+        match process::spawn(&mut self.plan) {
             Ok(mut child) => {
                 let pid = child.id().unwrap_or(0);
                 self.managed
@@ -241,7 +244,7 @@ impl Supervisor {
         }
     }
 
-    async fn run(mut self, first: tokio::process::Child, mut rx: mpsc::Receiver<Control>) {
+    async fn run(mut self, first: AppProcess, mut rx: mpsc::Receiver<Control>) {
         let mut backoff = Backoff::new(self.policy, Instant::now());
         let mut child = Some(first);
         loop {
@@ -257,7 +260,7 @@ impl Supervisor {
             };
             let Some(status) = exit else { continue };
             let now = Instant::now();
-            let old_pid = child.as_ref().and_then(tokio::process::Child::id);
+            let old_pid = child.as_ref().and_then(AppProcess::id);
             let decision = on_exit(&mut backoff, now);
             let delay = decision.delay();
             if delay.is_zero() {
@@ -316,7 +319,7 @@ impl Supervisor {
     async fn control(
         &mut self,
         ctl: Option<Control>,
-        child: &mut Option<tokio::process::Child>,
+        child: &mut Option<AppProcess>,
         backoff: &mut Backoff,
     ) -> bool {
         match ctl {
@@ -343,8 +346,15 @@ impl Supervisor {
                     process::stop(c, self.spec.stop_signal, self.spec.stop_timeout).await;
                 }
                 if let Some(spec) = spec {
-                    self.spec = *spec;
-                    self.cmd = process::command(&self.spec);
+                    match process::plan(&spec) {
+                        Ok(plan) => {
+                            self.spec = *spec;
+                            self.plan = plan;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot use the new app settings; restarting with the previous ones")
+                        }
+                    }
                 }
                 *child = self.respawn();
                 backoff.started(Instant::now());

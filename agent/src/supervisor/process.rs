@@ -3,9 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +11,7 @@ use std::time::Duration;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::{Gid, Group, Pid, Uid, User};
 
+use super::spawn::{self, AppProcess, Plan};
 use crate::secrets::Secret;
 
 /// Errors preparing or starting the app.
@@ -32,7 +31,7 @@ pub enum ProcessError {
         /// Why.
         source: nix::Error,
     },
-    /// fork/exec failed.
+    /// Preparing or starting the process failed.
     #[error("starting {program}: {source}")]
     Spawn {
         /// The program.
@@ -42,8 +41,8 @@ pub enum ProcessError {
     },
 }
 
-/// User, group and supplementary groups to run as, resolved before fork: `pre_exec` may only
-/// call async-signal-safe functions, and name lookups (NSS) are not.
+/// User, group and supplementary groups to run as, resolved before the start: the child may only
+/// make async-signal-safe calls, and name lookups (NSS) are not.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunAs {
     /// User id.
@@ -117,59 +116,39 @@ pub struct AppSpec {
 /// Default PATH of the app (the agent's own environment is not inherited).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Builds the reusable command: spawning it again restarts the app without rebuilding anything.
+/// Prepares the reusable start plan: starting it again restarts the app without rebuilding
+/// anything (see [`super::spawn`]).
 ///
-/// The environment is cleared, then PATH, HOME/USER/LOGNAME (when dropping privileges), `app.env`
-/// and the secrets are set; secrets go through the environment only, never argv.
-#[must_use]
-pub fn command(spec: &AppSpec) -> tokio::process::Command {
-    let mut cmd = std::process::Command::new(&spec.command[0]);
-    cmd.args(&spec.command[1..])
-        .env_clear()
-        .env("PATH", DEFAULT_PATH)
-        .current_dir(&spec.working_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(r) = &spec.run_as {
-        cmd.env("HOME", &r.home)
-            .env("USER", &r.name)
-            .env("LOGNAME", &r.name);
-    }
-    cmd.envs(&spec.env);
-    cmd.envs(spec.secrets.iter().map(|(k, v)| (k, v.expose())));
-    let run_as = spec.run_as.clone();
-    // SAFETY: the closure runs in the child between fork and exec and only makes raw syscalls
-    // (setsid, setgroups, setgid, setuid, prctl), which are async-signal-safe; the ids were
-    // resolved before fork and `groups` is not reallocated here.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Own session and process group (pgid = pid), so signals reach the whole app tree.
-            nix::unistd::setsid()?;
-            if let Some(r) = &run_as {
-                nix::unistd::setgroups(&r.groups)?;
-                nix::unistd::setgid(r.gid)?;
-                nix::unistd::setuid(r.uid)?;
-            }
-            // After setuid, which clears it. The agent runs a current-thread runtime, so the
-            // forking thread is the main thread and lives as long as the agent: an agent killed
-            // with SIGKILL takes its app along instead of leaving it holding the port.
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-            Ok(())
-        });
-    }
-    let mut cmd = tokio::process::Command::from(cmd);
-    cmd.kill_on_drop(false);
-    cmd
+/// The environment is exactly PATH, HOME/USER/LOGNAME (when dropping privileges), `app.env` and
+/// the secrets, later ones winning; secrets go through the environment only, never argv. The app
+/// runs in its own session and process group, as `run_as`, with SIGKILL when the agent dies.
+pub fn plan(spec: &AppSpec) -> Result<Plan, ProcessError> {
+    let home_user = spec
+        .run_as
+        .as_ref()
+        .map(|r| (r.home.as_path(), r.name.as_str()));
+    let env = spawn::environment(
+        home_user,
+        spec.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(spec.secrets.iter().map(|(k, v)| (k.as_str(), v.expose()))),
+    );
+    let ids = spec.run_as.as_ref().map(|r| spawn::Ids {
+        uid: r.uid.as_raw(),
+        gid: r.gid.as_raw(),
+        groups: r.groups.iter().map(|g| g.as_raw()).collect(),
+    });
+    Plan::new(&spec.command, env, &spec.working_dir, ids).map_err(|source| ProcessError::Spawn {
+        program: spec.command.first().cloned().unwrap_or_default(),
+        source,
+    })
 }
 
-/// Spawns `cmd`, naming the program in the error.
-pub fn spawn(
-    cmd: &mut tokio::process::Command,
-    program: &str,
-) -> Result<tokio::process::Child, ProcessError> {
-    cmd.spawn().map_err(|source| ProcessError::Spawn {
-        program: program.to_owned(),
+/// Starts the app from `plan`, naming the program in the error.
+pub fn spawn(plan: &mut Plan) -> Result<AppProcess, ProcessError> {
+    plan.spawn().map_err(|source| ProcessError::Spawn {
+        program: plan.program().to_owned(),
         source,
     })
 }
@@ -188,7 +167,7 @@ pub fn signal_group(pgid: u32, sig: Signal) {
 /// Stops the app: `stop_signal` to the group, wait up to `timeout`, then SIGKILL to the group.
 /// Leftovers of the group get SIGKILL too once the main process is gone.
 pub async fn stop(
-    child: &mut tokio::process::Child,
+    child: &mut AppProcess,
     sig: Signal,
     timeout: Duration,
 ) -> Option<std::process::ExitStatus> {

@@ -1,0 +1,743 @@
+//! Starting the app without copying the agent: `clone(CLONE_VM | CLONE_VFORK)`, the way glibc's
+//! `posix_spawn` starts a process, plus what `posix_spawn` cannot do: switch to the app's user
+//! (supplementary groups, gid, uid) and ask for SIGKILL when the agent dies.
+//!
+//! Why not `std::process::Command`: with a `pre_exec` hook, a uid/gid or a PATH lookup, std falls
+//! back to `fork`, which copies the agent's page tables (tens of MB of mappings) and makes the
+//! agent take copy-on-write faults afterwards; on every restart that cost lies between the app's
+//! death and its replacement. Here the child shares the agent's memory and runs on a small stack
+//! of its own until it calls `execve`; the agent's thread is suspended meanwhile (CLONE_VFORK), so
+//! a restart costs a few system calls plus the app's own `execve`.
+//!
+//! Everything the child needs is prepared before the clone, in the parent: C strings and pointer
+//! arrays for argv/envp, the resolved program path, the ids, the pipes. The child then makes only
+//! raw system calls (no allocation, no locks, no glibc wrappers with process-wide side effects such
+//! as `setuid`'s broadcast to all threads) and reports a failure through memory it shares with the
+//! parent before `_exit`.
+//!
+//! The exit is observed through a pidfd (Linux ≥ 5.3) registered with tokio's reactor.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::ExitStatus;
+
+use nix::sched::CloneFlags;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::net::unix::pipe;
+
+/// Size of the child's stack between clone and execve. It runs a handful of raw system calls;
+/// glibc's posix_spawn uses 32 KiB plus argv. Only the pages it touches become resident.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// Where a start failed, for the error message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+enum Stage {
+    None = 0,
+    Stdio = 1,
+    Session = 2,
+    Groups = 3,
+    Gid = 4,
+    Uid = 5,
+    DeathSignal = 6,
+    Chdir = 7,
+    Exec = 8,
+}
+
+impl Stage {
+    fn from_raw(v: i32) -> Self {
+        match v {
+            1 => Stage::Stdio,
+            2 => Stage::Session,
+            3 => Stage::Groups,
+            4 => Stage::Gid,
+            5 => Stage::Uid,
+            6 => Stage::DeathSignal,
+            7 => Stage::Chdir,
+            8 => Stage::Exec,
+            _ => Stage::None,
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Stage::None => "clone",
+            Stage::Stdio => "setting up stdin/stdout/stderr",
+            Stage::Session => "setsid",
+            Stage::Groups => "setgroups (app.user's supplementary groups)",
+            Stage::Gid => "setresgid (app.group)",
+            Stage::Uid => "setresuid (app.user)",
+            Stage::DeathSignal => "prctl(PR_SET_PDEATHSIG)",
+            Stage::Chdir => "chdir (app.working_dir)",
+            Stage::Exec => "execve",
+        }
+    }
+}
+
+/// The user to become in the child: raw ids, resolved by the caller before the clone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ids {
+    /// User id.
+    pub uid: libc::uid_t,
+    /// Primary group id.
+    pub gid: libc::gid_t,
+    /// Supplementary groups.
+    pub groups: Vec<libc::gid_t>,
+}
+
+/// A prepared start: built once per app spec, started again on every restart.
+///
+/// `Debug` shows the program and the number of arguments and variables, never their values
+/// (the environment holds the secrets).
+pub struct Plan {
+    program: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    cwd: CString,
+    ids: Option<Ids>,
+    /// The PATH the program is looked up in when it has no `/`.
+    path: Option<Vec<u8>>,
+    stack: Box<[u8]>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("program", &self.program)
+            .field("args", &self.argv.len())
+            .field("env_vars", &self.envp.len())
+            .field("ids", &self.ids)
+            .finish_non_exhaustive()
+    }
+}
+
+fn cstring(what: &str, bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} contains a NUL byte"),
+        )
+    })
+}
+
+impl Plan {
+    /// Prepares argv (`command[0]` is the program), the environment (exactly `env`, in order),
+    /// the working directory and the optional user switch.
+    pub fn new<'a>(
+        command: &[String],
+        env: impl IntoIterator<Item = (&'a str, &'a str)>,
+        cwd: &Path,
+        ids: Option<Ids>,
+    ) -> io::Result<Self> {
+        let Some(first) = command.first() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "app.command is empty",
+            ));
+        };
+        let argv = command
+            .iter()
+            .map(|a| cstring("an app.command argument", a.as_bytes()))
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut envp = Vec::new();
+        let mut path = None;
+        for (k, v) in env {
+            if k.is_empty() || k.contains('=') {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("environment variable name '{k}' is empty or contains '='"),
+                ));
+            }
+            if k == "PATH" {
+                path = Some(v.as_bytes().to_vec());
+            }
+            let mut kv = Vec::with_capacity(k.len() + 1 + v.len());
+            kv.extend_from_slice(k.as_bytes());
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            // The message names the variable, never its value.
+            envp.push(cstring(&format!("the value of {k}"), &kv)?);
+        }
+        Ok(Self {
+            program: cstring("app.command[0]", first.as_bytes())?,
+            argv,
+            envp,
+            cwd: cstring("app.working_dir", cwd.as_os_str().as_bytes())?,
+            ids,
+            path,
+            stack: vec![0u8; CHILD_STACK].into_boxed_slice(),
+        })
+    }
+
+    /// The program as given (`command[0]`).
+    #[must_use]
+    pub fn program(&self) -> &str {
+        self.program.to_str().unwrap_or("?")
+    }
+
+    /// The program to execute: as given when it holds a `/`, else the first executable file of
+    /// that name in the app's PATH.
+    fn resolve(&self) -> io::Result<CString> {
+        let prog = self.program.as_bytes();
+        if prog.contains(&b'/') {
+            return Ok(self.program.clone());
+        }
+        let path = self
+            .path
+            .as_deref()
+            .unwrap_or(super::process::DEFAULT_PATH.as_bytes());
+        for dir in path.split(|b| *b == b':').filter(|d| !d.is_empty()) {
+            let cand = Path::new(OsStr::from_bytes(dir)).join(OsStr::from_bytes(prog));
+            if is_executable(&cand) {
+                return cstring("app.command[0]", cand.as_os_str().as_bytes());
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "'{}' not found in PATH ({})",
+                self.program(),
+                String::from_utf8_lossy(path)
+            ),
+        ))
+    }
+
+    /// Starts the app: its own session and process group, stdin from /dev/null, stdout and
+    /// stderr into fresh pipes, the configured user, SIGKILL when the calling thread ends.
+    ///
+    /// Call it from a thread that lives as long as the app should (the agent's runtime thread):
+    /// the kernel sends the parent-death signal when that thread ends.
+    pub fn spawn(&mut self) -> io::Result<AppProcess> {
+        let program = self.resolve()?;
+        let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = self.envp.iter().map(|e| e.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        // Child ends of the pipes and /dev/null, all close-on-exec and numbered above 2, so the
+        // dup2 calls in the child neither clobber each other nor leave a copy behind.
+        let devnull = above_stdio(std::fs::File::open("/dev/null")?.into())?;
+        let (out_r, out_w) = pipe_pair()?;
+        let (err_r, err_w) = pipe_pair()?;
+        let child = ChildArgs {
+            program: program.as_ptr(),
+            argv: argv.as_ptr(),
+            envp: envp.as_ptr(),
+            cwd: self.cwd.as_ptr(),
+            stdin: devnull.as_raw_fd(),
+            stdout: out_w.as_raw_fd(),
+            stderr: err_w.as_raw_fd(),
+            ids: self.ids.as_ref().map(|i| (i.uid, i.gid, i.groups.as_ptr(), i.groups.len())),
+            parent: std::process::id(),
+        };
+        let mut failure = Failure {
+            stage: 0,
+            errno: 0,
+        };
+        let failure_ptr: *mut Failure = &mut failure;
+        let pid = {
+            let _blocked = BlockSignals::new()?;
+            // SAFETY: CLONE_VM | CLONE_VFORK: the child shares our memory and runs on `stack`,
+            // which nothing else uses while it runs, and this thread is suspended until the
+            // child has called execve or _exit, so `child`, the C strings and pointer arrays it
+            // points into, and `failure` all outlive the child's use of them. All signals are
+            // blocked around the clone, so none of the agent's handlers can run on the child's
+            // stack; `child_main` resets them before it unblocks. `child_main` makes only raw
+            // system calls (async-signal-safe, no allocation, no locks) and never returns.
+            unsafe {
+                nix::sched::clone(
+                    Box::new(|| child_main(&child, failure_ptr)),
+                    &mut self.stack,
+                    CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
+                    Some(libc::SIGCHLD),
+                )
+            }
+            .map_err(io::Error::from)?
+        };
+        drop((devnull, out_w, err_w));
+        // SAFETY: the child has exec'd or exited (CLONE_VFORK), so nothing writes `failure` now;
+        // volatile because the compiler cannot see the child's write.
+        let failure = unsafe { std::ptr::read_volatile(failure_ptr) };
+        let pid_raw = pid.as_raw();
+        if failure.stage != 0 {
+            // The child exited with 127 after the failed step: reap it before reporting.
+            let mut status = 0;
+            // SAFETY: plain waitpid on our own child.
+            unsafe { libc::waitpid(pid_raw, &mut status, 0) };
+            let stage = Stage::from_raw(failure.stage);
+            let err = io::Error::from_raw_os_error(failure.errno);
+            return Err(io::Error::new(
+                err.kind(),
+                format!("{}: {err}", stage.what()),
+            ));
+        }
+        let pidfd = pidfd_open(pid_raw)?;
+        Ok(AppProcess {
+            pid: u32::try_from(pid_raw).unwrap_or(0),
+            // SAFETY: an OwnedFd keeps its descriptor open and unchanged until it is dropped
+            // with the AsyncFd.
+            pidfd: unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)?,
+            status: None,
+            stdout: Some(pipe::Receiver::from_owned_fd(out_r)?),
+            stderr: Some(pipe::Receiver::from_owned_fd(err_r)?),
+        })
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// `fd`, or a close-on-exec copy of it numbered 3 or higher.
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // try_clone uses F_DUPFD_CLOEXEC with a minimum of 3.
+    fd.try_clone()
+}
+
+/// A pipe: (read end, write end), both close-on-exec and above stdio.
+fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    Ok((above_stdio(r)?, above_stdio(w)?))
+}
+
+fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open(2) takes a pid and flags; it returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, libc::PIDFD_NONBLOCK) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("pidfd_open (needs Linux 5.3 or later): {e}"),
+        ));
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("pidfd_open: bad fd"))?;
+    // SAFETY: a fresh fd that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// All signals blocked in the calling thread while it lives; the previous mask restored on drop.
+struct BlockSignals {
+    old: libc::sigset_t,
+}
+
+impl BlockSignals {
+    fn new() -> io::Result<Self> {
+        // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask initialise and read it.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            Ok(Self { old })
+        }
+    }
+}
+
+impl Drop for BlockSignals {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved in `new`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
+    }
+}
+
+/// What the child reports when a step fails (written by the child, read after it exited).
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Failure {
+    stage: i32,
+    errno: i32,
+}
+
+/// Everything the child reads: raw pointers into memory the parent keeps alive.
+struct ChildArgs {
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    cwd: *const libc::c_char,
+    stdin: RawFd,
+    stdout: RawFd,
+    stderr: RawFd,
+    /// uid, gid, groups pointer, groups length.
+    ids: Option<(libc::uid_t, libc::gid_t, *const libc::gid_t, usize)>,
+    /// The agent's pid, to notice a parent that died before the death signal was set.
+    parent: u32,
+}
+
+/// The kernel's `struct sigaction` (x86_64 and arm64 alike), not the C library's.
+#[derive(Default)]
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Records the failed step for the parent and ends the child.
+///
+/// # Safety
+/// `failure` points into the suspended parent's memory (see [`Plan::spawn`]).
+unsafe fn fail(failure: *mut Failure, stage: Stage, errno: i32) -> ! {
+    // SAFETY: see the function's contract.
+    unsafe {
+        std::ptr::write_volatile(
+            failure,
+            Failure {
+                stage: stage as i32,
+                errno,
+            },
+        );
+        libc::_exit(127)
+    }
+}
+
+/// The child, between clone and execve: system calls only (the C library's thin,
+/// async-signal-safe wrappers, or raw calls where a wrapper has process-wide effects); never
+/// returns.
+fn child_main(a: &ChildArgs, failure: *mut Failure) -> isize {
+    // SAFETY: system calls on memory the suspended parent keeps alive (see Plan::spawn);
+    // errno lives in the parent thread's TLS, which is harmless while it waits.
+    unsafe {
+        let errno = || *libc::__errno_location();
+        // stdin, stdout, stderr: the sources are close-on-exec and numbered above 2, so dup2
+        // never sees equal numbers and the copies it makes survive execve.
+        for (from, to) in [(a.stdin, 0), (a.stdout, 1), (a.stderr, 2)] {
+            if libc::dup2(from, to) < 0 {
+                fail(failure, Stage::Stdio, errno());
+            }
+        }
+        // Own session and process group (pgid = pid): signals reach the app's whole tree.
+        if libc::setsid() < 0 {
+            fail(failure, Stage::Session, errno());
+        }
+        if let Some((uid, gid, groups, n)) = a.ids {
+            // Raw calls: glibc's setuid/setgid/setgroups would signal every thread of the
+            // agent (whose memory this child shares) to change its ids too.
+            if libc::syscall(libc::SYS_setgroups, n, groups) < 0 {
+                fail(failure, Stage::Groups, errno());
+            }
+            if libc::syscall(libc::SYS_setresgid, gid, gid, gid) < 0 {
+                fail(failure, Stage::Gid, errno());
+            }
+            if libc::syscall(libc::SYS_setresuid, uid, uid, uid) < 0 {
+                fail(failure, Stage::Uid, errno());
+            }
+        }
+        // After the id change, which clears it: the app gets SIGKILL when the agent's thread
+        // that started it ends, so a SIGKILLed agent does not leave it holding the port.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+            fail(failure, Stage::DeathSignal, errno());
+        }
+        if u32::try_from(libc::getppid()).ok() != Some(a.parent) {
+            fail(failure, Stage::DeathSignal, libc::ESRCH);
+        }
+        if libc::chdir(a.cwd) < 0 {
+            fail(failure, Stage::Chdir, errno());
+        }
+        // Default dispositions (the agent's handlers are not the app's, and the Rust runtime
+        // ignores SIGPIPE) and an empty signal mask, as a freshly started program expects.
+        // Raw rt_sigaction: the C library refuses its own reserved signals, which the agent
+        // may have inherited as ignored. All zero = SIG_DFL, no flags, empty mask.
+        let dfl = KernelSigaction::default();
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &dfl as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    std::mem::size_of::<u64>(),
+                );
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::execve(a.program, a.argv, a.envp);
+        fail(failure, Stage::Exec, errno())
+    }
+}
+
+/// A started app: its pid, a pidfd to await its exit, its stdout/stderr pipes.
+#[derive(Debug)]
+pub struct AppProcess {
+    pid: u32,
+    pidfd: AsyncFd<OwnedFd>,
+    status: Option<ExitStatus>,
+    /// Read end of the app's stdout, until taken.
+    pub stdout: Option<pipe::Receiver>,
+    /// Read end of the app's stderr, until taken.
+    pub stderr: Option<pipe::Receiver>,
+}
+
+impl AppProcess {
+    /// The pid while the process has not been reaped.
+    #[must_use]
+    pub fn id(&self) -> Option<u32> {
+        self.status.is_none().then_some(self.pid)
+    }
+
+    /// The exit status if the process has exited (it is reaped then), without waiting.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        reap(self.pid, &mut self.status)
+    }
+
+    /// Waits for the exit (cancel-safe: nothing is lost when the future is dropped).
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        loop {
+            if let Some(s) = reap(self.pid, &mut self.status)? {
+                return Ok(s);
+            }
+            let mut ready = self.pidfd.readable().await?;
+            if let Some(s) = reap(self.pid, &mut self.status)? {
+                return Ok(s);
+            }
+            ready.clear_ready();
+        }
+    }
+}
+
+/// waitpid(WNOHANG) once; the status is remembered, so a reaped pid is never waited for again.
+fn reap(pid: u32, status: &mut Option<ExitStatus>) -> io::Result<Option<ExitStatus>> {
+    if let Some(s) = *status {
+        return Ok(Some(s));
+    }
+    let mut raw = 0;
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("bad pid"))?;
+    // SAFETY: waitpid on our own child with WNOHANG.
+    match unsafe { libc::waitpid(pid, &mut raw, libc::WNOHANG) } {
+        0 => Ok(None),
+        -1 => Err(io::Error::last_os_error()),
+        _ => {
+            let s = ExitStatus::from_raw(raw);
+            *status = Some(s);
+            Ok(Some(s))
+        }
+    }
+}
+
+/// The app's environment as the supervisor builds it, for [`Plan::new`]: PATH, then HOME, USER
+/// and LOGNAME when switching users, then `app.env`, then the secrets; a later key wins.
+#[must_use]
+pub fn environment<'a>(
+    home_user: Option<(&'a Path, &'a str)>,
+    env: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut vars: Vec<(&str, &str)> = vec![("PATH", super::process::DEFAULT_PATH)];
+    if let Some((home, user)) = home_user {
+        vars.push(("HOME", home.to_str().unwrap_or("/")));
+        vars.push(("USER", user));
+        vars.push(("LOGNAME", user));
+    }
+    for (k, v) in env {
+        if let Some(slot) = vars.iter_mut().find(|(name, _)| *name == k) {
+            slot.1 = v;
+        } else {
+            vars.push((k, v));
+        }
+    }
+    vars
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncReadExt;
+
+    fn plan(cmd: &[&str], env: &[(&str, &str)], cwd: &Path, ids: Option<Ids>) -> Plan {
+        let cmd: Vec<String> = cmd.iter().map(|s| (*s).to_owned()).collect();
+        let vars = environment(None, env.iter().copied());
+        Plan::new(&cmd, vars, cwd, ids).unwrap()
+    }
+
+    async fn output(p: &mut AppProcess) -> (String, String, ExitStatus) {
+        let (mut out, mut err) = (String::new(), String::new());
+        let mut o = p.stdout.take().unwrap();
+        let mut e = p.stderr.take().unwrap();
+        let (a, b) = tokio::join!(o.read_to_string(&mut out), e.read_to_string(&mut err));
+        a.unwrap();
+        b.unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(10), p.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        (out, err, status)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn test_exact_environment_working_dir_pipes_and_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = plan(
+            &["sh", "-c", "env | sort; pwd; echo oops >&2; exit 3"],
+            &[("FOO", "bar baz"), ("PATH", "/usr/bin:/bin")],
+            dir.path(),
+            None,
+        );
+        let mut child = p.spawn().unwrap();
+        assert!(child.id().is_some());
+        let (out, err, status) = output(&mut child).await;
+        let lines: Vec<&str> = out.lines().collect();
+        // Only what the plan gives (sh adds PWD and may add SHLVL/_), never the test's own env.
+        assert!(lines.contains(&"FOO=bar baz"), "{out}");
+        assert!(lines.contains(&"PATH=/usr/bin:/bin"), "{out}");
+        assert!(!out.contains("CARGO"), "the agent's environment leaked: {out}");
+        assert_eq!(
+            lines.last().copied(),
+            Some(dir.path().canonicalize().unwrap().to_str().unwrap())
+        );
+        assert_eq!(err, "oops\n");
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(child.id(), None, "reaped");
+        // The plan starts again (a restart reuses it).
+        let mut again = p.spawn().unwrap();
+        assert_eq!(output(&mut again).await.2.code(), Some(3));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn test_own_session_devnull_stdin_default_signals() {
+        let mut p = plan(
+            &["cat", "/proc/self/stat", "/proc/self/status"],
+            &[],
+            Path::new("/"),
+            None,
+        );
+        let mut child = p.spawn().unwrap();
+        let pid = child.id().unwrap();
+        let (out, _, status) = output(&mut child).await;
+        assert!(status.success());
+        let stat = out.lines().next().unwrap();
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+            .split(' ')
+            .collect();
+        // state ppid pgrp session: its own process group and session.
+        assert_eq!(fields[2], pid.to_string(), "pgrp: {stat}");
+        assert_eq!(fields[3], pid.to_string(), "session: {stat}");
+        assert_eq!(fields[1], std::process::id().to_string(), "ppid");
+        // The test harness ignores SIGPIPE; the app must not inherit that, nor a blocked mask.
+        for key in ["SigBlk:", "SigIgn:"] {
+            let line = out.lines().find(|l| l.starts_with(key)).unwrap();
+            assert!(
+                line.trim_start_matches(key).trim().chars().all(|c| c == '0'),
+                "{line}"
+            );
+        }
+        let mut p = plan(&["readlink", "/proc/self/fd/0"], &[], Path::new("/"), None);
+        let (out, _, _) = output(&mut p.spawn().unwrap()).await;
+        assert_eq!(out.trim(), "/dev/null");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn test_runs_as_the_given_user_and_groups() {
+        if nix::unistd::geteuid().as_raw() != 0 {
+            eprintln!("skipped: switching users needs root");
+            return;
+        }
+        let ids = Ids {
+            uid: 65534,
+            gid: 65533,
+            groups: vec![65533, 4242],
+        };
+        let mut p = plan(
+            &["sh", "-c", "id -u; id -g; id -G"],
+            &[],
+            Path::new("/"),
+            Some(ids),
+        );
+        let (out, err, status) = output(&mut p.spawn().unwrap()).await;
+        assert!(status.success(), "{err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "65534");
+        assert_eq!(lines[1], "65533");
+        let mut groups: Vec<&str> = lines[2].split(' ').collect();
+        groups.sort_unstable();
+        assert_eq!(groups, ["4242", "65533"]);
+        // The agent itself is unchanged (raw calls in the child only).
+        assert_eq!(nix::unistd::geteuid().as_raw(), 0);
+        assert_eq!(nix::unistd::getegid().as_raw(), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn test_failures_name_the_step_and_leave_no_child() {
+        let mut p = plan(&["no-such-program-here"], &[], Path::new("/"), None);
+        let e = p.spawn().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(e.to_string().contains("not found in PATH"), "{e}");
+
+        let mut p = plan(&["/nonexistent/app"], &[], Path::new("/"), None);
+        let e = p.spawn().unwrap_err();
+        assert!(e.to_string().starts_with("execve:"), "{e}");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+
+        let mut p = plan(&["true"], &[], Path::new("/nonexistent/dir"), None);
+        let e = p.spawn().unwrap_err();
+        assert!(e.to_string().starts_with("chdir"), "{e}");
+        // Every failed child was reaped by spawn itself.
+        // SAFETY: waitpid for any child, without blocking.
+        let rc = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        assert!(rc <= 0, "a failed child was left behind: {rc}");
+
+        let e = Plan::new(
+            &["true".to_owned()],
+            [("SECRET", "a\0b")],
+            Path::new("/"),
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("SECRET"), "{e}");
+        assert!(!e.to_string().contains("a\0b"));
+    }
+
+    #[test]
+    fn test_debug_never_shows_the_environment() {
+        let p = plan(&["true"], &[("DB_PASSWORD", "hunter2")], Path::new("/"), None);
+        let d = format!("{p:?}");
+        assert!(!d.contains("hunter2"), "{d}");
+        assert!(d.contains("true"), "{d}");
+    }
+
+    #[test]
+    fn test_the_app_dies_with_the_thread_that_started_it() {
+        let pid = std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut p = plan(&["sleep", "30"], &[], Path::new("/"), None);
+                let child = p.spawn().unwrap();
+                let pid = child.id().unwrap();
+                std::mem::forget(child);
+                pid
+            })
+        })
+        .join()
+        .unwrap();
+        let pid = libc::pid_t::try_from(pid).unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut raw = 0;
+        loop {
+            // SAFETY: waitpid on our own child, without blocking.
+            let rc = unsafe { libc::waitpid(pid, &mut raw, libc::WNOHANG) };
+            if rc == pid {
+                break;
+            }
+            assert!(Instant::now() < end, "the app outlived its starting thread");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(ExitStatus::from_raw(raw).signal(), Some(libc::SIGKILL));
+    }
+}
