@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Crash -> replacement accepting on its port, for bake-agent and the supervisors users pick instead.
 
-    bench/restart.py [--kills 200] [--fast-trials 10] [--agent target/release/bake-agent] [--json OUT]
+    bench/restart.py [--kills 200] [--fast-trials 10] [--poll-us 50] [--agent target/release/bake-agent]
+                     [--only NAME,...] [--json OUT]
 
 A tiny C server (it answers each connection with its pid and closes) runs under each supervisor:
 a bare `while true; do app; done` shell loop (the floor), bake-agent, supervisord, runit (runsv),
@@ -9,7 +10,7 @@ s6 (s6-supervise) and daemontools (supervise). Each one gets its own port.
 
 1. Restart: all supervisors run side by side; in rounds (the order shuffled each round), the app
    of each is killed with SIGKILL and the time from kill() to the first connection answered by a
-   *new* pid is measured. Between two kills of the same app it has run for --gap seconds (1.2 s:
+   *new* pid is measured (the poller pauses --poll-us between attempts, 50 us by default). Between two kills of the same app it has run for --gap seconds (1.2 s:
    runsv, supervise and s6-supervise wait up to 1 s before restarting an app that ran less than
    1 s; supervisord with its default startsecs=1 likewise).
 2. Fast crash: a freshly started supervisor, its app killed as soon as it accepts (< 1 s after its
@@ -109,6 +110,13 @@ def ask_pid(port):
         return None
 
 
+# Pause between two connection attempts. A poller that never sleeps keeps one of the two CPUs
+# busy and so competes with the very supervisor and app it measures (tails of 10-20 ms for every
+# row, the shell loop included, on a 2-CPU host); 50 us adds at most ~0.1 ms (sleep + timer
+# slack) to every row alike. --poll-us 0 restores busy polling.
+POLL_S = 50e-6
+
+
 def wait_pid(port, not_pid=None, deadline_s=10.0):
     """Poll until a process other than not_pid answers on port; its pid (None on timeout)."""
     end = time.monotonic() + deadline_s
@@ -116,6 +124,8 @@ def wait_pid(port, not_pid=None, deadline_s=10.0):
         pid = ask_pid(port)
         if pid is not None and pid != not_pid:
             return pid
+        if POLL_S:
+            time.sleep(POLL_S)
     return None
 
 
@@ -265,8 +275,12 @@ def main():
     ap.add_argument("--fast-trials", type=int, default=10)
     ap.add_argument("--agent", default=os.path.join(ROOT, "target/release/bake-agent"))
     ap.add_argument("--only", default=",".join(NAMES))
+    ap.add_argument("--poll-us", type=float, default=50.0,
+                    help="pause between connection attempts while waiting for the new process")
     ap.add_argument("--json")
     args = ap.parse_args()
+    global POLL_S
+    POLL_S = args.poll_us / 1e6
     names = [n for n in NAMES if n in args.only.split(",")]
     args.agent = os.path.abspath(args.agent)
     tmp = tempfile.mkdtemp(prefix="bench-restart-")
@@ -276,7 +290,7 @@ def main():
     subprocess.run(["cc", "-O2", "-o", app, app + ".c"], check=True)
     imds = QuietServer(("127.0.0.1", 0), Imds)
     threading.Thread(target=imds.serve_forever, daemon=True).start()
-    result = {"kills": args.kills, "gap_s": args.gap, "agent": args.agent, "restart": {}, "fast": {},
+    result = {"kills": args.kills, "gap_s": args.gap, "poll_us": args.poll_us, "agent": args.agent, "restart": {}, "fast": {},
               "rss_idle_kib": {}, "rss_after_kib": {}}
 
     # 1 + 3: side by side, round robin.
@@ -340,7 +354,8 @@ def print_tables(r):
     others = [n for n in lat if n not in ("shell loop", "bake-agent")]
     best99 = min((pct(lat[n], 99) for n in others), default=None)
     print(f"\nRestart on crash: SIGKILL -> new pid accepting, {r['kills']} kills each, "
-          f"apps up {r['gap_s']} s between kills (ms)")
+          f"apps up {r['gap_s']} s between kills, poller pausing {r.get('poll_us', 0):g} us between "
+          "attempts (ms)")
     print(f"| {'supervisor':<12} | {'p50':>8} | {'p95':>8} | {'p99':>8} | {'p50 - floor':>11} | {'p99 / best other':>16} |")
     print(f"|{'-' * 14}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 13}|{'-' * 18}|")
     for n, xs in lat.items():
