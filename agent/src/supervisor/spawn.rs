@@ -231,13 +231,13 @@ impl Plan {
             stdin: devnull.as_raw_fd(),
             stdout: out_w.as_raw_fd(),
             stderr: err_w.as_raw_fd(),
-            ids: self.ids.as_ref().map(|i| (i.uid, i.gid, i.groups.as_ptr(), i.groups.len())),
+            ids: self
+                .ids
+                .as_ref()
+                .map(|i| (i.uid, i.gid, i.groups.as_ptr(), i.groups.len())),
             parent: std::process::id(),
         };
-        let mut failure = Failure {
-            stage: 0,
-            errno: 0,
-        };
+        let mut failure = Failure { stage: 0, errno: 0 };
         let failure_ptr: *mut Failure = &mut failure;
         let pid = {
             let _blocked = BlockSignals::new()?;
@@ -594,7 +594,10 @@ mod tests {
         // Only what the plan gives (sh adds PWD and may add SHLVL/_), never the test's own env.
         assert!(lines.contains(&"FOO=bar baz"), "{out}");
         assert!(lines.contains(&"PATH=/usr/bin:/bin"), "{out}");
-        assert!(!out.contains("CARGO"), "the agent's environment leaked: {out}");
+        assert!(
+            !out.contains("CARGO"),
+            "the agent's environment leaked: {out}"
+        );
         assert_eq!(
             lines.last().copied(),
             Some(dir.path().canonicalize().unwrap().to_str().unwrap())
@@ -620,9 +623,7 @@ mod tests {
         let (out, _, status) = output(&mut child).await;
         assert!(status.success());
         let stat = out.lines().next().unwrap();
-        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
-            .split(' ')
-            .collect();
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
         // state ppid pgrp session: its own process group and session.
         assert_eq!(fields[2], pid.to_string(), "pgrp: {stat}");
         assert_eq!(fields[3], pid.to_string(), "session: {stat}");
@@ -631,7 +632,10 @@ mod tests {
         for key in ["SigBlk:", "SigIgn:"] {
             let line = out.lines().find(|l| l.starts_with(key)).unwrap();
             assert!(
-                line.trim_start_matches(key).trim().chars().all(|c| c == '0'),
+                line.trim_start_matches(key)
+                    .trim()
+                    .chars()
+                    .all(|c| c == '0'),
                 "{line}"
             );
         }
@@ -703,7 +707,12 @@ mod tests {
 
     #[test]
     fn test_debug_never_shows_the_environment() {
-        let p = plan(&["true"], &[("DB_PASSWORD", "hunter2")], Path::new("/"), None);
+        let p = plan(
+            &["true"],
+            &[("DB_PASSWORD", "hunter2")],
+            Path::new("/"),
+            None,
+        );
         let d = format!("{p:?}");
         assert!(!d.contains("hunter2"), "{d}");
         assert!(d.contains("true"), "{d}");
