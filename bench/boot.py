@@ -2,19 +2,35 @@
 """bake-agent boot to ready, per step, against the local AWS emulator (moto).
 
     tests/emulator/.venv/bin/python bench/boot.py [--agent target/release/bake-agent] [--repeats 3]
+        [--modes standalone,group] [--json OUT]
 
-Starts tests/emulator/serve, puts 5 SecureString parameters under /bench/app, then starts
-`bake-agent run` (standalone: no Auto Scaling group, so no lifecycle hook) with [secrets] and a
-tcp readiness probe on the tiny C app of bench/restart.py, and reads the agent's JSON log lines:
-identity (IMDSv2 round trips to a hand-written stand-in, the only fake: there is no IMDS off
-EC2), secrets (GetParametersByPath against moto), supervise (the app spawned), readiness (the
-probe's first success). "agent up" is the agent's own elapsed time from its start to the app
-spawned; wall is spawn of the agent process -> the "app is ready" line. Medians over --repeats.
-Lifecycle completion is not measured here: it needs an instance that is a member of a group with
-a pending launch hook (the e2e fleet harness, tests/e2e, does that).
+Starts tests/emulator/serve (real time), puts 5 SecureString parameters under /bench/app, then
+boots `bake-agent run` with [secrets] and a tcp readiness probe every 10 ms on the tiny C app of
+bench/restart.py, and reads the agent's JSON log lines. Two modes, both by default:
+
+- standalone: `[identity] standalone = true`, no Auto Scaling group, so no lifecycle hook;
+- group: the emulator has a group with an `autoscaling:EC2_INSTANCE_LAUNCHING` hook whose
+  DefaultResult is ABANDON; before each boot the group grows by one, the new instance waits in
+  Pending:Wait, the IMDS stand-in answers its instance id, and the agent (`[identity] asg_name`)
+  looks the hook up (DescribeLifecycleHooks), waits for readiness and completes it with CONTINUE.
+  Afterwards the instance must be InService in the emulator (checked; only the agent's CONTINUE
+  can get it there).
+
+Steps: identity (IMDSv2 round trips to a hand-written stand-in, the only fake: there is no IMDS
+off EC2; plus config and AWS SDK set-up), secrets (GetParametersByPath), supervise (the app
+spawned), "agent up" (the agent's start -> the app spawned), readiness (the probe's first
+success, from the probe's start): the agent's own `elapsed_ms` fields. The lifecycle completion
+has no `elapsed_ms` field in the agent's log, so it comes from the log lines' microsecond
+timestamps: "lifecycle action completed" - ("agent up" - its elapsed_ms). Wall = spawn of the agent
+process -> the line read by this script.
+
+One unmeasured warm-up boot comes first. Round trips: the IMDS stand-in times every request it
+answers, and a counting proxy (bench/bake.py) between the agent and the emulator times every AWS
+call (request in -> response out, so the emulator's own time and the forwarding). The agent's own overhead = "agent up" - the IMDS and AWS
+round trips made before it - the supervise step (the app's spawn). The proxy adds its forwarding
+(~1 ms a call) to every AWS round trip in both modes alike.
 """
 import argparse
-import http.server
 import json
 import os
 import signal
@@ -24,31 +40,82 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 
 import boto3
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bake as bakebench  # noqa: E402  (the emulator start and the counting proxy)
 import restart  # noqa: E402  (the C app, the IMDS stand-in, free_port)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REGION = "us-east-1"
+GROUP = "bench-boot"
+LIFECYCLE_OPS = ("DescribeLifecycleHooks", "CompleteLifecycleAction", "RecordLifecycleActionHeartbeat")
+# Paths the agent polls after boot (termination watch); not part of the boot's round trips.
+WATCH_PATHS = ("/latest/meta-data/autoscaling/target-lifecycle-state",
+               "/latest/meta-data/spot/instance-action")
 
 
-def start_emulator():
-    p = subprocess.Popen([os.path.join(ROOT, "tests/emulator/serve"), "0"], stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-    line = p.stdout.readline()
-    if not line.startswith("listening on "):
-        p.kill()
-        raise SystemExit(f"emulator did not start: {line!r}")
-    return p, line.split()[-1]
+ORDER = ["identity", "secrets", "supervise", "agent up", "hook lookup: DescribeLifecycleHooks", "readiness",
+         "app ready (from agent start)", "CompleteLifecycleAction (log ts)", "  of it the round trip (proxy)",
+         "lifecycle done (from agent start)", "wall: spawn -> ready line", "wall: spawn -> completed line",
+         "IMDS round trips in boot", "AWS round trips in boot", "agent's own overhead"]
 
 
-def one_boot(agent, app, url, imds_port, tmp):
+class TimedImds(restart.Imds):
+    """restart.py's hand-written IMDSv2 stand-in, answering the server's instance id and timing
+    each request it answers (handler entry -> response written)."""
+
+    def do_PUT(self):
+        t0 = time.perf_counter()
+        super().do_PUT()
+        self.server.record(self.path, t0)
+
+    def do_GET(self):
+        t0 = time.perf_counter()
+        body = {
+            "/latest/meta-data/instance-id": self.server.instance_id.encode(),
+            "/latest/meta-data/placement/region": REGION.encode(),
+            "/latest/meta-data/placement/availability-zone": b"us-east-1a",
+        }.get(self.path)
+        self._send(200 if body else 404, body or b"")
+        self.server.record(self.path, t0)
+
+
+class TimedImdsServer(restart.QuietServer):
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), TimedImds)
+        self.instance_id = "i-0bench"
+        self.calls = []
+        self._lock = threading.Lock()
+
+    def record(self, path, t0):
+        with self._lock:
+            self.calls.append({"path": path, "t0": t0, "t1": time.perf_counter()})
+
+    def since(self, mark):
+        with self._lock:
+            return list(self.calls[mark:])
+
+    def mark(self):
+        with self._lock:
+            return len(self.calls)
+
+
+def ts(rec):
+    return datetime.fromisoformat(rec["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def one_boot(agent, app, proxy, imds, tmp, group):
     port = restart.free_port()
     cfg = os.path.join(tmp, f"agent-{port}.toml")
+    identity = f'asg_name = "{group}"' if group else "standalone = true"
     with open(cfg, "w") as f:
         f.write(f"""[identity]
-standalone = true
+{identity}
 [app]
 command = ["{app}"]
 env = {{ PORT = "{port}" }}
@@ -60,28 +127,37 @@ interval = "10ms"
 [metrics]
 enabled = false
 """)
-    env = {"PATH": "/usr/bin:/bin", "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{imds_port}/",
-           "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": url, "RUST_LOG": "info"}
+    env = {"PATH": "/usr/bin:/bin", "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{imds.server_port}/",
+           "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": REGION,
+           "AWS_ENDPOINT_URL": proxy.url, "RUST_LOG": "info"}
+    end_msg = "lifecycle action completed" if group else "app is ready"
+    pm, im = proxy.mark(), imds.mark()
     t0 = time.perf_counter()
     p = subprocess.Popen([agent, "--config", cfg, "--log-format", "json", "run"], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    steps, wall = {}, None
+    recs, seen, lines = {}, {}, []
+    failure, ended = None, False
     deadline = threading.Timer(30, p.kill)
     deadline.start()
     try:
         for line in p.stderr:
+            lines.append(line)
             try:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            fields = rec.get("fields", rec)
-            msg = fields.get("message", "")
-            if "elapsed_ms" in fields:
-                key = fields.get("step") or msg
-                steps[key] = float(fields["elapsed_ms"])
-            if msg == "app is ready":
-                wall = (time.perf_counter() - t0) * 1000
+            rec = rec.get("fields", rec) | {"timestamp": rec.get("timestamp")}
+            msg = rec.get("message", "")
+            key = rec.get("step") or msg
+            if "elapsed_ms" in rec or msg == "lifecycle action completed":
+                recs.setdefault(key, rec)
+                seen.setdefault(key, time.perf_counter())
+            if msg in ("cannot complete the launch hook", "cannot find the launch hook") or \
+                    rec.get("level") == "ERROR":
+                failure = line.strip()
+                break
+            if msg == end_msg:
+                ended = True
                 break
     finally:
         deadline.cancel()
@@ -91,49 +167,151 @@ enabled = false
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-    if wall is None:
-        raise SystemExit(f"the agent never reported ready; steps seen: {steps}")
-    steps["wall: spawn -> ready"] = wall
-    return steps
+    if failure or not ended:
+        raise SystemExit(f"the agent never logged {end_msg!r} ({failure or 'no error logged'}); "
+                         f"its log:\n{''.join(lines[-30:])}")
+    steps = {k: float(recs[k]["elapsed_ms"]) for k in ("identity", "secrets", "supervise", "agent up",
+                                                       "readiness") if k in recs}
+    start = ts(recs["agent up"]) - steps["agent up"] / 1000
+    ready = recs["readiness"]
+    steps["app ready (from agent start)"] = (ts(ready) - start) * 1000
+    steps["wall: spawn -> ready line"] = (seen["readiness"] - t0) * 1000
+    aws = proxy.since(pm)
+    boot_aws = [c for c in aws if c["op"] not in LIFECYCLE_OPS and c["t0"] < seen["agent up"]]
+    boot_imds = [c for c in imds.since(im) if c["path"] not in WATCH_PATHS]
+    if group:
+        done = recs["lifecycle action completed"]
+        lookups = [c for c in aws if c["op"] == "DescribeLifecycleHooks"]
+        if lookups:
+            steps["hook lookup: DescribeLifecycleHooks"] = (lookups[0]["t1"] - lookups[0]["t0"]) * 1000
+        steps["CompleteLifecycleAction (log ts)"] = (ts(done) - ts(ready)) * 1000
+        completes = [c for c in aws if c["op"] == "CompleteLifecycleAction"]
+        if completes:
+            steps["  of it the round trip (proxy)"] = (completes[0]["t1"] - completes[0]["t0"]) * 1000
+        steps["lifecycle done (from agent start)"] = (ts(done) - start) * 1000
+        steps["wall: spawn -> completed line"] = (seen["lifecycle action completed"] - t0) * 1000
+    rt_imds = sum(c["t1"] - c["t0"] for c in boot_imds) * 1000
+    rt_aws = sum(c["t1"] - c["t0"] for c in boot_aws) * 1000
+    steps["IMDS round trips in boot"] = rt_imds
+    steps["AWS round trips in boot"] = rt_aws
+    steps["agent's own overhead"] = steps["agent up"] - rt_imds - rt_aws - steps["supervise"]
+    steps = {k: steps[k] for k in sorted(steps, key=ORDER.index)}
+    return {"steps": steps, "imds_paths": [c["path"] for c in boot_imds],
+            "aws_ops": [c["op"] for c in aws]}
+
+
+def new_pending_instance(asg, known, capacity):
+    """Grows the group to `capacity`; the id of the new instance once it is in Pending:Wait."""
+    asg.set_desired_capacity(AutoScalingGroupName=GROUP, DesiredCapacity=capacity)
+    end = time.monotonic() + 15
+    while time.monotonic() < end:
+        inst = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])["AutoScalingGroups"][0]["Instances"]
+        fresh = [i for i in inst if i["InstanceId"] not in known]
+        if fresh and fresh[0]["LifecycleState"] == "Pending:Wait":
+            return fresh[0]["InstanceId"]
+        time.sleep(0.1)
+    raise SystemExit(f"no new instance in Pending:Wait in group {GROUP} (capacity {capacity})")
+
+
+def state_of(asg, instance_id):
+    out = asg.describe_auto_scaling_instances(InstanceIds=[instance_id])["AutoScalingInstances"]
+    return out[0]["LifecycleState"] if out else "gone"
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--agent", default=os.path.join(ROOT, "target/release/bake-agent"))
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--modes", default="standalone,group")
     ap.add_argument("--json")
     args = ap.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    if set(modes) - {"standalone", "group"} or not modes:
+        ap.error("--modes: standalone and/or group")
     agent = os.path.abspath(args.agent)
     tmp = tempfile.mkdtemp(prefix="bench-boot-")
     app = os.path.join(tmp, "app")
     with open(app + ".c", "w") as f:
         f.write(restart.APP_C)
     subprocess.run(["cc", "-O2", "-o", app, app + ".c"], check=True)
-    imds = restart.QuietServer(("127.0.0.1", 0), restart.Imds)
+    imds = TimedImdsServer()
     threading.Thread(target=imds.serve_forever, daemon=True).start()
-    emu, url = start_emulator()
+    t_start = time.monotonic()
+    emu, url = bakebench.start_emulator(tmp)  # real time: the hook's timeout stays far away
+    proxy = bakebench.CountingProxy(url)
+    result = {"agent": agent, "modes": {}, "in_service": []}
     try:
-        ssm = boto3.client("ssm", endpoint_url=url, region_name="us-east-1",
-                           aws_access_key_id="bench", aws_secret_access_key="bench")
+        kw = dict(endpoint_url=url, region_name=REGION, aws_access_key_id="bench",
+                  aws_secret_access_key="bench")
+        ssm, asg, ec2 = (boto3.client(s, **kw) for s in ("ssm", "autoscaling", "ec2"))
         for i in range(5):
             ssm.put_parameter(Name=f"/bench/app/secret{i}", Value=f"value-{i}", Type="SecureString",
                               Overwrite=True)
-        runs = [one_boot(agent, app, url, imds.server_port, tmp) for _ in range(args.repeats)]
+        if "group" in modes:
+            ec2.create_launch_template(LaunchTemplateName=f"{GROUP}-lt",
+                                       LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"})
+            asg.create_auto_scaling_group(
+                AutoScalingGroupName=GROUP, MinSize=0, MaxSize=args.repeats + 1, DesiredCapacity=0,
+                AvailabilityZones=["us-east-1a"],
+                LaunchTemplate={"LaunchTemplateName": f"{GROUP}-lt", "Version": "$Latest"})
+            # DefaultResult ABANDON: only the agent's CONTINUE brings an instance InService.
+            asg.put_lifecycle_hook(AutoScalingGroupName=GROUP, LifecycleHookName="ready",
+                                   LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
+                                   DefaultResult="ABANDON", HeartbeatTimeout=300)
+        one_boot(agent, app, proxy, imds, tmp, None)  # warm-up, not counted: page cache, emulator
+        known = []
+        for mode in modes:
+            runs = result["modes"][mode] = []
+            for k in range(args.repeats):
+                if mode == "group":
+                    imds.instance_id = new_pending_instance(asg, known, len(known) + 1)
+                    known.append(imds.instance_id)
+                else:
+                    imds.instance_id = "i-0bench"
+                runs.append(one_boot(agent, app, proxy, imds, tmp, GROUP if mode == "group" else None))
+                if mode == "group":
+                    result["in_service"].append([imds.instance_id, state_of(asg, imds.instance_id)])
     finally:
-        os.killpg(emu.pid, signal.SIGTERM)
-        emu.wait()
+        proxy.close()
+        bakebench.stop_emulator(emu)
         imds.shutdown()
-    keys = list(dict.fromkeys(k for r in runs for k in r))
-    print(f"\nBoot to ready (standalone agent, 5 secrets from moto, tcp probe every 10 ms), "
-          f"median of {len(runs)} boots (ms)")
-    print(f"| {'step (agent log elapsed_ms)':<28} | {'median':>8} | {'min':>8} | {'max':>8} |")
-    print(f"|{'-' * 30}|{'-' * 10}|{'-' * 10}|{'-' * 10}|")
-    for k in keys:
-        xs = [r[k] for r in runs if k in r]
-        print(f"| {k:<28} | {statistics.median(xs):8.1f} | {min(xs):8.1f} | {max(xs):8.1f} |")
+    print_table(result, args.repeats)
+    print(f"part runtime {time.monotonic() - t_start:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(runs, f)
+            json.dump(result, f)
+    ok = all(s == "InService" for _, s in result["in_service"])
+    return 0 if ok else 1
+
+
+def print_table(result, repeats):
+    modes = result["modes"]
+    keys = list(dict.fromkeys(k for rs in modes.values() for r in rs for k in r["steps"]))
+    print(f"\nBoot to ready: 5 secrets from moto, tcp probe every 10 ms, medians of {repeats} boots after "
+          f"one warm-up (ms)")
+    head = "".join(f" | {m + ' median':>17} | {'min':>7} | {'max':>7}" for m in modes)
+    print(f"| {'step':<35}{head} |")
+    print(f"|{'-' * 37}" + "".join(f"|{'-' * 19}|{'-' * 9}|{'-' * 9}" for _ in modes) + "|")
+    for k in keys:
+        cells = ""
+        for m, rs in modes.items():
+            xs = [r["steps"][k] for r in rs if k in r["steps"]]
+            cells += (f" | {statistics.median(xs):>17.1f} | {min(xs):>7.1f} | {max(xs):>7.1f}" if xs
+                      else f" | {'-':>17} | {'-':>7} | {'-':>7}")
+        print(f"| {k:<35}{cells} |")
+    for m, rs in modes.items():
+        r = rs[0]
+        print(f"{m}: IMDS requests in boot {len(r['imds_paths'])} "
+              f"({', '.join(sorted(set(p.rsplit('/', 1)[-1] or p for p in r['imds_paths'])))}); "
+              f"AWS calls {', '.join(r['aws_ops'])}")
+    if result["in_service"]:
+        ok = sum(1 for _, s in result["in_service"] if s == "InService")
+        print(f"group: instances InService after the agent's CONTINUE: {ok}/{len(result['in_service'])}"
+              + ("" if ok == len(result["in_service"]) else f"  FAILED: {result['in_service']}"))
+    print("identity/secrets/supervise/agent up/readiness: the agent's elapsed_ms (whole ms); the "
+          "lifecycle rows: log timestamps (the\n\"lifecycle action completed\" line has no elapsed_ms) "
+          "and the proxy's timing of the lifecycle calls; overhead = agent up\n- IMDS and AWS "
+          "round trips before it - supervise (the app's spawn).")
 
 
 if __name__ == "__main__":
