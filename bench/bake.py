@@ -23,7 +23,9 @@ it makes while watching an instance refresh; each figure next to an anchor measu
    create-launch-template-version / modify-launch-template / start-instance-refresh, then a shell
    loop polling describe-instance-refreshes every --cli-poll seconds (15 s, the AWS CLI waiters'
    usual delay) until a terminal status. Both refreshes: MinHealthyPercentage 50 and
-   InstanceWarmup --warmup seconds, so --instances / 2 are replaced at a time, in two batches.
+   InstanceWarmup --warmup seconds, so --instances / 2 are replaced at a time, in two batches; the
+   new group is first left in service for the warm-up (the emulator, like AWS, does not count an
+   instance still warming up as healthy, which would add a batch to the first refresh).
 
 Loopback only: the proxy listens on 127.0.0.1 and forwards only to the emulator's 127.0.0.1
 address; every loop is bounded in count and time.
@@ -497,6 +499,9 @@ timeout = "10m"
 """)
         env = aws_env(proxy.url, work)
         t_part = time.monotonic()
+        # An instance counts as healthy for a refresh only once its warm-up has passed since it
+        # went InService; the new fleet waits that long, so both refreshes start from a warm one.
+        time.sleep(args.warmup + 2)
         rows = {}
         # bake release
         m = proxy.mark()
@@ -546,7 +551,8 @@ def print_release(r):
           f"shell poll every {r['cli_poll']} s\n(counted at a loopback proxy in front of the emulator; "
           f"group of {r['instances']}, MinHealthyPercentage 50, InstanceWarmup {r['warmup']} s,\n"
           f"emulator in real time (BAKE_EMULATOR_TIME_SCALE=1) so the refresh takes real minutes like "
-          f"bake's poll schedule)")
+          f"bake's poll schedule;\nboth refreshes start from a fleet in service for longer than the "
+          f"warm-up; bake first, then the CLI)")
     ops = []
     for n in names:
         for c in rows[n]["calls"]:
@@ -573,7 +579,7 @@ def print_release(r):
         print(f"bake's own count: {b['bake_polls']} polls over {b['bake_watch_secs']:.1f} s "
               f"(the proxy counts the polls after StartInstanceRefresh; bake makes one more before it, "
               f"to refuse a release while a refresh runs)")
-    print("refresh s = the emulator's StartTime -> EndTime (whole seconds); watch s = "
+    print("refresh s = the emulator's StartTime -> EndTime; watch s = "
           "StartInstanceRefresh answered -> last poll answered;\nseen after end = the last poll's arrival "
           f"- EndTime; client CPU = user + system time of the client's\nprocesses (bake; or bash and "
           f"every `aws` process it ran). Part runtime {r['secs']:.0f} s.")
