@@ -3,7 +3,10 @@
 //! Logs go to stderr; stdout is for data (`--output json`, `status`). Under systemd (the
 //! `JOURNAL_STREAM` variable is set) lines carry no timestamp: journald adds its own.
 
-use tracing_subscriber::{fmt, EnvFilter};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, Layer};
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -16,11 +19,23 @@ pub enum LogFormat {
 }
 
 /// The filter for a `-v` count: 0 → info, 1 → debug, 2+ → trace for our crates; other crates
-/// (the AWS SDK, hyper) stay at warn until `-vvv`. `RUST_LOG`, when set, wins.
+/// (the AWS SDK, hyper) stay at warn until `-vvv`. `RUST_LOG`, when set, wins: comma-separated
+/// `target=level` directives and a bare default level, e.g. `warn,bake_agent=debug`. (This is
+/// `tracing_subscriber`'s `Targets` syntax: no span or field filters, so no regex engine in the
+/// binaries; an unparsable `RUST_LOG` is reported on stderr and the default applies.)
 #[must_use]
-pub fn filter_for(verbosity: u8) -> EnvFilter {
-    if let Ok(f) = EnvFilter::try_from_default_env() {
-        return f;
+pub fn filter_for(verbosity: u8) -> Targets {
+    filter_from(std::env::var("RUST_LOG").ok().as_deref(), verbosity)
+}
+
+fn filter_from(rust_log: Option<&str>, verbosity: u8) -> Targets {
+    if let Some(spec) = rust_log.filter(|s| !s.trim().is_empty()) {
+        match spec.parse::<Targets>() {
+            Ok(t) => return t,
+            Err(e) => {
+                eprintln!("warning: RUST_LOG ignored ({e}); expected e.g. warn,bake_agent=debug")
+            }
+        }
     }
     let ours = match verbosity {
         0 => "info",
@@ -28,9 +43,9 @@ pub fn filter_for(verbosity: u8) -> EnvFilter {
         _ => "trace",
     };
     let others = if verbosity >= 3 { "debug" } else { "warn" };
-    EnvFilter::new(format!(
-        "{others},bake={ours},bake_agent={ours},bake_common={ours}"
-    ))
+    format!("{others},bake={ours},bake_agent={ours},bake_common={ours}")
+        .parse()
+        .expect("a valid filter")
 }
 
 /// Installs the global subscriber. Call once, first thing in `main`.
@@ -38,17 +53,19 @@ pub fn init(format: LogFormat, verbosity: u8) {
     let filter = filter_for(verbosity);
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let ansi = !under_journald && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = fmt()
-        .with_env_filter(filter)
+    let layer = fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(ansi);
-    // `try_init`: a second call (tests) is harmless.
-    let _ = match (format, under_journald) {
-        (LogFormat::Json, _) => builder.json().flatten_event(true).try_init(),
-        (LogFormat::Text, true) => builder.without_time().try_init(),
-        (LogFormat::Text, false) => builder.try_init(),
+    let layer = match (format, under_journald) {
+        (LogFormat::Json, _) => layer.json().flatten_event(true).boxed(),
+        (LogFormat::Text, true) => layer.without_time().boxed(),
+        (LogFormat::Text, false) => layer.boxed(),
     };
+    // `try_init`: a second call (tests) is harmless.
+    let _ = tracing_subscriber::registry()
+        .with(layer.with_filter(filter))
+        .try_init();
 }
 
 /// Logs `error: …` then ` -> cause` for each cause of `err` (an `anyhow::Error` gives its chain
@@ -64,5 +81,35 @@ pub fn log_error_chain(err: &(dyn std::error::Error + 'static)) {
     tracing::error!("{text}");
     if !tracing::enabled!(tracing::Level::ERROR) {
         eprintln!("{text}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::level_filters::LevelFilter;
+    use tracing::Level;
+
+    #[test]
+    fn test_default_filter_by_verbosity() {
+        let f = filter_from(None, 0);
+        assert!(f.would_enable("bake_agent::daemon", &Level::INFO));
+        assert!(!f.would_enable("bake_agent::daemon", &Level::DEBUG));
+        assert!(!f.would_enable("aws_smithy_runtime", &Level::INFO));
+        assert!(f.would_enable("aws_smithy_runtime", &Level::WARN));
+        let f = filter_from(None, 3);
+        assert!(f.would_enable("bake::release", &Level::TRACE));
+        assert!(f.would_enable("hyper", &Level::DEBUG));
+    }
+
+    #[test]
+    fn test_rust_log_wins_and_a_bad_one_falls_back() {
+        let f = filter_from(Some("error,bake_agent::logs=trace"), 0);
+        assert!(f.would_enable("bake_agent::logs::ship", &Level::TRACE));
+        assert!(!f.would_enable("bake_agent::daemon", &Level::WARN));
+        assert_eq!(f.default_level(), Some(LevelFilter::ERROR));
+        let f = filter_from(Some("bake_agent=loud"), 0);
+        assert!(f.would_enable("bake_agent", &Level::INFO));
+        assert!(!f.would_enable("bake_agent", &Level::DEBUG));
     }
 }

@@ -26,6 +26,9 @@ pub const MAX_FUTURE_MS: i64 = 2 * 3600 * 1000;
 pub const MAX_AGE_MS: i64 = 14 * 24 * 3600 * 1000;
 /// Safety margin under the age and future limits, for clock skew between here and AWS (5 min).
 pub const SKEW_MARGIN_MS: i64 = 5 * 60 * 1000;
+/// Message bytes a new batch has room for before it grows, and what a recycled batch of a quiet
+/// source shrinks back to.
+pub const RECYCLED_MIN_BYTES: usize = 64 * 1024;
 /// Appended to every piece but the last of a line longer than [`MAX_MESSAGE_BYTES`].
 pub const SPLIT_MARKER: &str = " [bake-agent: line continues in next event]";
 
@@ -144,6 +147,27 @@ impl Batch {
                     .expect("timestamp and message are set")
             })
             .collect()
+    }
+
+    /// Empties the batch for the next request, keeping its buffers: a source under load fills
+    /// the same two allocations again and again. A batch that was mostly empty (a quiet source)
+    /// gives back what it does not need beyond [`RECYCLED_MIN_BYTES`].
+    pub fn recycle(&mut self) {
+        let used = self.data.len();
+        self.data.clear();
+        if used < self.data.capacity() / 4 {
+            self.data.shrink_to((2 * used).max(RECYCLED_MIN_BYTES));
+        }
+        let events = self.events.len();
+        self.events.clear();
+        if events < self.events.capacity() / 4 {
+            self.events
+                .shrink_to((2 * events).max(RECYCLED_MIN_BYTES / 128));
+        }
+        self.bytes = 0;
+        self.offsets.clear();
+        self.finished.clear();
+        self.first_read = None;
     }
 
     /// Records that this batch reaches `offset` in file `id`, whose head is `head`.
@@ -266,6 +290,25 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn test_recycle_empties_and_keeps_a_busy_batch_s_buffers() {
+        let mut b = Batch::with_capacity(RECYCLED_MIN_BYTES);
+        let line = "x".repeat(99);
+        while b.push(1, &line).is_ok() {}
+        b.reach(FileId { dev: 1, ino: 2 }, 10, None);
+        b.first_read = Some(std::time::Instant::now());
+        let cap = b.data.capacity();
+        assert!(cap >= 800 * 1024, "{cap}");
+        b.recycle();
+        assert!(b.is_void() && b.bytes() == 0 && b.first_read.is_none());
+        assert_eq!(b.data.capacity(), cap, "a full batch keeps its buffer");
+        b.push(5, "one").unwrap();
+        assert_eq!(b.iter().collect::<Vec<_>>(), vec![(5, "one")]);
+        b.recycle();
+        assert!(b.data.capacity() < cap / 4, "a quiet batch shrinks");
+        assert!(b.events.capacity() <= RECYCLED_MIN_BYTES / 128);
     }
 
     #[test]

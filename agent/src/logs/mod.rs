@@ -173,7 +173,7 @@ pub struct SourceSpec {
     /// Retention for the group.
     pub retention_days: Option<u32>,
     /// Multiline start pattern.
-    pub multiline_start: Option<regex::Regex>,
+    pub multiline_start: Option<regex_lite::Regex>,
     /// Timestamp format.
     pub timestamp_format: Option<String>,
     /// Poll interval.
@@ -234,7 +234,9 @@ impl LogsConfig {
         }
         let regex = |key: String, v: &Option<String>| {
             v.as_deref()
-                .map(|r| regex::Regex::new(r).map_err(|e| bad(key, format!("invalid regex: {e}"))))
+                .map(|r| {
+                    regex_lite::Regex::new(r).map_err(|e| bad(key, format!("invalid regex: {e}")))
+                })
                 .transpose()
         };
         let ts_format = |key: String, v: &Option<String>| {

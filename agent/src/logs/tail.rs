@@ -11,8 +11,11 @@
 //! file's last lines come before the new file's first ones.
 //!
 //! Reading is 256 KiB at a time, lines are found with `memchr` and copied once, straight into the
-//! batch's single buffer; a full batch goes to the sender over a channel of capacity 1, which is
-//! the back-pressure: while CloudWatch is slow or away, files simply wait on disk.
+//! batch's single buffer; a full batch goes to the sender over a channel. Each source owns
+//! [`BATCHES_PER_SOURCE`] batches: one being filled while the other is in flight. The sender gives
+//! a batch back (emptied, buffers kept) once CloudWatch acknowledged it, and the reader waits for
+//! it before filling more, which is the back-pressure: while CloudWatch is slow or away, files
+//! simply wait on disk, and memory stays at two batches per source.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -25,10 +28,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
-use super::batch::{split_message, Batch, Clock, FileId, Stamp, MAX_MESSAGE_BYTES, SPLIT_MARKER};
+use super::batch::{
+    split_message, Batch, Clock, FileId, Stamp, MAX_MESSAGE_BYTES, RECYCLED_MIN_BYTES, SPLIT_MARKER,
+};
 use super::checkpoint::{Fingerprint, Position, HEAD_BYTES};
 use super::{LogStats, SourceSpec};
 
+/// Batches that exist per source: one filled by the reader while the other is in flight.
+pub const BATCHES_PER_SOURCE: usize = 2;
 /// Bytes read from a file at a time.
 pub const READ_CHUNK_BYTES: usize = 256 * 1024;
 /// A line without a newline is cut into an event once it is this long (bounded memory).
@@ -38,7 +45,8 @@ pub const MULTILINE_FLUSH: Duration = Duration::from_secs(1);
 /// Per round, bytes read from one file before the others get a turn.
 const ROUND_BYTES: u64 = 16 * 1024 * 1024;
 
-/// A batch on its way to the sender, with what it acknowledges.
+/// A batch on its way to the sender, with what it acknowledges. Dropping it (once sent and
+/// checkpointed) hands the batch back to its reader to be filled again.
 #[derive(Debug)]
 pub struct Work {
     /// The events and the offsets they reach.
@@ -47,6 +55,17 @@ pub struct Work {
     pub truncated: Vec<FileId>,
     /// The flush generation this batch completes (see [`super::ShipperHandle::flush`]).
     pub flush_gen: u64,
+    /// Where the batch goes back to.
+    home: std::sync::mpsc::Sender<Batch>,
+}
+
+impl Drop for Work {
+    fn drop(&mut self) {
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.recycle();
+        // The reader may be gone (stopped): then the batch is simply freed.
+        let _ = self.home.send(batch);
+    }
 }
 
 /// Controls shared between the handle and a tailer thread.
@@ -133,6 +152,11 @@ struct Emitter {
     batch: Batch,
     truncated: Vec<FileId>,
     tx: mpsc::Sender<Work>,
+    /// Batches given back by the sender, and the way back for them.
+    free: std::sync::mpsc::Receiver<Batch>,
+    home: std::sync::mpsc::Sender<Batch>,
+    /// Batches made so far (at most [`BATCHES_PER_SOURCE`]).
+    made: usize,
     stats: Arc<LogStats>,
     now_ms: i64,
     read_at: Instant,
@@ -145,15 +169,42 @@ fn epoch_ms(t: SystemTime) -> i64 {
 }
 
 impl Emitter {
+    /// Hands the current batch to the sender and takes an empty one, waiting (bounded by the
+    /// sender's life) until the sender gave one back when all of them are out.
     fn send(&mut self, flush_gen: u64) {
-        let batch = std::mem::replace(&mut self.batch, Batch::with_capacity(64 * 1024));
+        let batch = std::mem::take(&mut self.batch);
         let work = Work {
             batch,
             truncated: std::mem::take(&mut self.truncated),
             flush_gen,
+            home: self.home.clone(),
         };
         if self.tx.blocking_send(work).is_err() {
             self.closed = true;
+        }
+        self.batch = self.next_batch();
+    }
+
+    fn next_batch(&mut self) -> Batch {
+        if let Ok(b) = self.free.try_recv() {
+            return b;
+        }
+        if self.made < BATCHES_PER_SOURCE {
+            self.made += 1;
+            return Batch::with_capacity(RECYCLED_MIN_BYTES);
+        }
+        loop {
+            if self.closed || self.tx.is_closed() {
+                // No sender any more: nothing will be sent, the reader is about to stop.
+                self.closed = true;
+                return Batch::default();
+            }
+            match self.free.recv_timeout(Duration::from_millis(100)) {
+                Ok(b) => return b,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                // Cannot happen (the emitter holds a sender of its own free list).
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => self.closed = true,
+            }
         }
     }
 
@@ -279,6 +330,7 @@ impl Tailer {
         control: Arc<Control>,
     ) -> Self {
         let poll = spec.poll;
+        let (home, free) = std::sync::mpsc::channel();
         Self {
             files: Vec::new(),
             start_offsets,
@@ -286,9 +338,12 @@ impl Tailer {
             emitter: Emitter {
                 clock: Clock::new(spec.retention_days),
                 spec,
-                batch: Batch::with_capacity(64 * 1024),
+                batch: Batch::with_capacity(RECYCLED_MIN_BYTES),
                 truncated: Vec::new(),
                 tx,
+                free,
+                home,
+                made: 1,
                 stats,
                 now_ms: epoch_ms(SystemTime::now()),
                 read_at: Instant::now(),
@@ -567,7 +622,7 @@ mod tests {
             group: "g".into(),
             stream: "s".into(),
             retention_days: Some(7),
-            multiline_start: multiline.map(|r| regex::Regex::new(r).unwrap()),
+            multiline_start: multiline.map(|r| regex_lite::Regex::new(r).unwrap()),
             timestamp_format: None,
             poll: Duration::from_millis(20),
         })
@@ -664,6 +719,50 @@ mod tests {
     }
 
     /// Lines "%09d" + padding, 100 bytes each, numbered `from..to`.
+    #[tokio::test]
+    async fn test_at_most_two_batches_out_and_each_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        // 100-byte lines: ~8,400 per full batch, so this is five full batches.
+        append(&log, &numbered(0, 40_000));
+        let (tx, mut rx) = mpsc::channel(1);
+        let control = Arc::new(Control::default());
+        let pattern = format!("{}/app*.log", dir.path().display());
+        let tailer = Tailer::new(
+            spec(pattern, None),
+            HashMap::new(),
+            tx,
+            Arc::new(LogStats::default()),
+            control.clone(),
+        );
+        let thread = std::thread::spawn(move || tailer.run());
+        // Hold the first batch (as if in flight): one more fills up and waits in the channel,
+        // then the reader waits for a batch to come back instead of making a third.
+        let first = rx.recv().await.unwrap();
+        let second = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(rx.try_recv().is_err(), "a third batch was filled");
+        let mut seqs: Vec<u64> = Vec::new();
+        for w in [first, second] {
+            seqs.extend(w.batch.iter().map(|(_, m)| m[..9].parse::<u64>().unwrap()));
+        }
+        // Both acknowledged (dropped): the reader fills them again, to the end of the file.
+        while seqs.len() < 40_000 {
+            let w = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            seqs.extend(w.batch.iter().map(|(_, m)| m[..9].parse::<u64>().unwrap()));
+        }
+        assert_eq!(seqs, (0..40_000).collect::<Vec<_>>());
+        control.stop.store(true, Ordering::Release);
+        while rx.recv().await.is_some() {}
+        thread.join().unwrap();
+    }
+
     fn numbered(from: u64, to: u64) -> String {
         (from..to)
             .map(|i| format!("{i:09} {}\n", "x".repeat(89)))
@@ -725,7 +824,7 @@ mod tests {
         while got.len() < 80 && Instant::now() < deadline {
             if let Ok(Some(w)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
                 got.extend(w.batch.iter().map(|(_, m)| m[..9].parse::<u64>().unwrap()));
-                truncated.extend(w.truncated);
+                truncated.extend(w.truncated.iter().copied());
                 reached = w.batch.offsets.last().copied().or(reached);
             }
         }
@@ -823,6 +922,7 @@ mod tests {
         let first = rx.try_recv().expect("the old content's batch went first");
         assert_eq!(first.batch.len(), 10);
         assert!(first.truncated.is_empty());
+        drop(first); // acknowledged: the batch goes back to the reader
         assert_eq!(tailer.read_file(0), 1500);
         tailer.emitter.send(0);
         let second = rx.try_recv().unwrap();
