@@ -24,11 +24,13 @@ has no `elapsed_ms` field in the agent's log, so it comes from the log lines' mi
 timestamps: "lifecycle action completed" - ("agent up" - its elapsed_ms). Wall = spawn of the agent
 process -> the line read by this script.
 
-One unmeasured warm-up boot comes first. Round trips: the IMDS stand-in times every request it
-answers, and a counting proxy (bench/bake.py) between the agent and the emulator times every AWS
-call (request in -> response out, so the emulator's own time and the forwarding). The agent's own overhead = "agent up" - the IMDS and AWS
-round trips made before it - the supervise step (the app's spawn). The proxy adds its forwarding
-(~1 ms a call) to every AWS round trip in both modes alike.
+One unmeasured warm-up boot comes first; then, per mode, --repeats boots straight against the
+emulator (the step rows), and --repeats more with a counting proxy (bench/bake.py) between the
+agent and the emulator (the "proxied:" rows): the proxy times every AWS call (request in ->
+response out: the emulator's own time and the forwarding) and the IMDS stand-in every request it
+answers. The agent's own overhead = "agent up" - the IMDS and AWS round trips made before it - the
+supervise step (the app's spawn), all from the same proxied boot. The proxy adds a few ms to each
+AWS call, which is why the step rows come from the boots without it.
 """
 import argparse
 import json
@@ -57,10 +59,18 @@ WATCH_PATHS = ("/latest/meta-data/autoscaling/target-lifecycle-state",
                "/latest/meta-data/spot/instance-action")
 
 
-ORDER = ["identity", "secrets", "supervise", "agent up", "hook lookup: DescribeLifecycleHooks", "readiness",
-         "app ready (from agent start)", "CompleteLifecycleAction (log ts)", "  of it the round trip (proxy)",
-         "lifecycle done (from agent start)", "wall: spawn -> ready line", "wall: spawn -> completed line",
-         "IMDS round trips in boot", "AWS round trips in boot", "agent's own overhead"]
+ORDER = ["identity", "secrets", "supervise", "agent up", "readiness", "app ready (from agent start)",
+         "CompleteLifecycleAction (log ts)", "lifecycle done (from agent start)", "wall: spawn -> ready line",
+         "wall: spawn -> completed line"]
+PROXIED = "proxied: "
+PROXIED_ORDER = ["agent up", "IMDS round trips in boot", "AWS round trips in boot", "supervise (the app's spawn)",
+                 "agent's own overhead", "DescribeLifecycleHooks round trip", "CompleteLifecycleAction round trip"]
+
+
+def row_order(key):
+    if key.startswith(PROXIED):
+        return (1, PROXIED_ORDER.index(key[len(PROXIED):]))
+    return (0, ORDER.index(key))
 
 
 class TimedImds(restart.Imds):
@@ -109,7 +119,8 @@ def ts(rec):
     return datetime.fromisoformat(rec["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
-def one_boot(agent, app, proxy, imds, tmp, group):
+def one_boot(agent, app, url, proxy, imds, tmp, group):
+    """One boot; with `proxy` (a CountingProxy in front of url) only the round-trip rows."""
     port = restart.free_port()
     cfg = os.path.join(tmp, f"agent-{port}.toml")
     identity = f'asg_name = "{group}"' if group else "standalone = true"
@@ -129,9 +140,9 @@ enabled = false
 """)
     env = {"PATH": "/usr/bin:/bin", "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{imds.server_port}/",
            "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": REGION,
-           "AWS_ENDPOINT_URL": proxy.url, "RUST_LOG": "info"}
+           "AWS_ENDPOINT_URL": proxy.url if proxy else url, "RUST_LOG": "info"}
     end_msg = "lifecycle action completed" if group else "app is ready"
-    pm, im = proxy.mark(), imds.mark()
+    pm, im = proxy.mark() if proxy else 0, imds.mark()
     t0 = time.perf_counter()
     p = subprocess.Popen([agent, "--config", cfg, "--log-format", "json", "run"], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -176,27 +187,28 @@ enabled = false
     ready = recs["readiness"]
     steps["app ready (from agent start)"] = (ts(ready) - start) * 1000
     steps["wall: spawn -> ready line"] = (seen["readiness"] - t0) * 1000
-    aws = proxy.since(pm)
-    boot_aws = [c for c in aws if c["op"] not in LIFECYCLE_OPS and c["t0"] < seen["agent up"]]
-    boot_imds = [c for c in imds.since(im) if c["path"] not in WATCH_PATHS]
     if group:
         done = recs["lifecycle action completed"]
-        lookups = [c for c in aws if c["op"] == "DescribeLifecycleHooks"]
-        if lookups:
-            steps["hook lookup: DescribeLifecycleHooks"] = (lookups[0]["t1"] - lookups[0]["t0"]) * 1000
         steps["CompleteLifecycleAction (log ts)"] = (ts(done) - ts(ready)) * 1000
-        completes = [c for c in aws if c["op"] == "CompleteLifecycleAction"]
-        if completes:
-            steps["  of it the round trip (proxy)"] = (completes[0]["t1"] - completes[0]["t0"]) * 1000
         steps["lifecycle done (from agent start)"] = (ts(done) - start) * 1000
         steps["wall: spawn -> completed line"] = (seen["lifecycle action completed"] - t0) * 1000
+    boot_imds = [c for c in imds.since(im) if c["path"] not in WATCH_PATHS]
+    if not proxy:
+        return {"steps": {k: steps[k] for k in sorted(steps, key=ORDER.index)},
+                "imds_paths": [c["path"] for c in boot_imds]}
+    aws = proxy.since(pm)
+    boot_aws = [c for c in aws if c["op"] not in LIFECYCLE_OPS and c["t0"] < seen["agent up"]]
     rt_imds = sum(c["t1"] - c["t0"] for c in boot_imds) * 1000
     rt_aws = sum(c["t1"] - c["t0"] for c in boot_aws) * 1000
-    steps["IMDS round trips in boot"] = rt_imds
-    steps["AWS round trips in boot"] = rt_aws
-    steps["agent's own overhead"] = steps["agent up"] - rt_imds - rt_aws - steps["supervise"]
-    steps = {k: steps[k] for k in sorted(steps, key=ORDER.index)}
-    return {"steps": steps, "imds_paths": [c["path"] for c in boot_imds],
+    rows = {"agent up": steps["agent up"], "IMDS round trips in boot": rt_imds,
+            "AWS round trips in boot": rt_aws, "supervise (the app's spawn)": steps["supervise"],
+            "agent's own overhead": steps["agent up"] - rt_imds - rt_aws - steps["supervise"]}
+    for op, key in (("DescribeLifecycleHooks", "DescribeLifecycleHooks round trip"),
+                    ("CompleteLifecycleAction", "CompleteLifecycleAction round trip")):
+        calls = [c for c in aws if c["op"] == op]
+        if calls:
+            rows[key] = (calls[0]["t1"] - calls[0]["t0"]) * 1000
+    return {"steps": {PROXIED + k: v for k, v in rows.items()}, "imds_paths": [c["path"] for c in boot_imds],
             "aws_ops": [c["op"] for c in aws]}
 
 
@@ -251,24 +263,25 @@ def main():
             ec2.create_launch_template(LaunchTemplateName=f"{GROUP}-lt",
                                        LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"})
             asg.create_auto_scaling_group(
-                AutoScalingGroupName=GROUP, MinSize=0, MaxSize=args.repeats + 1, DesiredCapacity=0,
+                AutoScalingGroupName=GROUP, MinSize=0, MaxSize=2 * args.repeats + 1, DesiredCapacity=0,
                 AvailabilityZones=["us-east-1a"],
                 LaunchTemplate={"LaunchTemplateName": f"{GROUP}-lt", "Version": "$Latest"})
             # DefaultResult ABANDON: only the agent's CONTINUE brings an instance InService.
             asg.put_lifecycle_hook(AutoScalingGroupName=GROUP, LifecycleHookName="ready",
                                    LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
                                    DefaultResult="ABANDON", HeartbeatTimeout=300)
-        one_boot(agent, app, proxy, imds, tmp, None)  # warm-up, not counted: page cache, emulator
+        one_boot(agent, app, url, None, imds, tmp, None)  # warm-up, not counted: page cache, emulator
         known = []
         for mode in modes:
             runs = result["modes"][mode] = []
-            for k in range(args.repeats):
+            # Direct boots for the step times; then boots through the proxy for the round trips.
+            for via in [None] * args.repeats + [proxy] * args.repeats:
                 if mode == "group":
                     imds.instance_id = new_pending_instance(asg, known, len(known) + 1)
                     known.append(imds.instance_id)
                 else:
                     imds.instance_id = "i-0bench"
-                runs.append(one_boot(agent, app, proxy, imds, tmp, GROUP if mode == "group" else None))
+                runs.append(one_boot(agent, app, url, via, imds, tmp, GROUP if mode == "group" else None))
                 if mode == "group":
                     result["in_service"].append([imds.instance_id, state_of(asg, imds.instance_id)])
     finally:
@@ -286,21 +299,23 @@ def main():
 
 def print_table(result, repeats):
     modes = result["modes"]
-    keys = list(dict.fromkeys(k for rs in modes.values() for r in rs for k in r["steps"]))
+    keys = sorted({k for rs in modes.values() for r in rs for k in r["steps"]}, key=row_order)
     print(f"\nBoot to ready: 5 secrets from moto, tcp probe every 10 ms, medians of {repeats} boots after "
-          f"one warm-up (ms)")
+          f"one warm-up (ms);\n\"proxied:\" rows from {repeats} more boots with the AWS calls through the timing "
+          f"proxy")
     head = "".join(f" | {m + ' median':>17} | {'min':>7} | {'max':>7}" for m in modes)
-    print(f"| {'step':<35}{head} |")
-    print(f"|{'-' * 37}" + "".join(f"|{'-' * 19}|{'-' * 9}|{'-' * 9}" for _ in modes) + "|")
+    w = max(len(k) for k in keys)
+    print(f"| {'step':<{w}}{head} |")
+    print(f"|{'-' * (w + 2)}" + "".join(f"|{'-' * 19}|{'-' * 9}|{'-' * 9}" for _ in modes) + "|")
     for k in keys:
         cells = ""
         for m, rs in modes.items():
             xs = [r["steps"][k] for r in rs if k in r["steps"]]
             cells += (f" | {statistics.median(xs):>17.1f} | {min(xs):>7.1f} | {max(xs):>7.1f}" if xs
                       else f" | {'-':>17} | {'-':>7} | {'-':>7}")
-        print(f"| {k:<35}{cells} |")
+        print(f"| {k:<{w}}{cells} |")
     for m, rs in modes.items():
-        r = rs[0]
+        r = rs[-1]
         print(f"{m}: IMDS requests in boot {len(r['imds_paths'])} "
               f"({', '.join(sorted(set(p.rsplit('/', 1)[-1] or p for p in r['imds_paths'])))}); "
               f"AWS calls {', '.join(r['aws_ops'])}")
@@ -309,9 +324,9 @@ def print_table(result, repeats):
         print(f"group: instances InService after the agent's CONTINUE: {ok}/{len(result['in_service'])}"
               + ("" if ok == len(result["in_service"]) else f"  FAILED: {result['in_service']}"))
     print("identity/secrets/supervise/agent up/readiness: the agent's elapsed_ms (whole ms); the "
-          "lifecycle rows: log timestamps (the\n\"lifecycle action completed\" line has no elapsed_ms) "
-          "and the proxy's timing of the lifecycle calls; overhead = agent up\n- IMDS and AWS "
-          "round trips before it - supervise (the app's spawn).")
+          "lifecycle rows: log timestamps (the\n\"lifecycle action completed\" line has no elapsed_ms); "
+          "round trips: timed by the IMDS stand-in and the proxy (request in ->\nresponse out); "
+          "overhead = agent up - IMDS and AWS round trips before it - supervise (the app's spawn).")
 
 
 if __name__ == "__main__":
