@@ -614,6 +614,8 @@ def main():
         if "release" in parts:
             result["release"] = part_release(args, bake, root_tmp)
             print_release(result["release"])
+            if any(r["result"].lower() != "successful" for r in result["release"]["rows"].values()):
+                return 1  # a refresh that did not succeed is no basis for the comparison
     finally:
         shutil.rmtree(root_tmp, ignore_errors=True)
         if args.json:
