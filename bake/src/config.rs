@@ -16,7 +16,7 @@ pub const DEFAULT_MIN_HEALTHY_PERCENTAGE: i32 = 90;
 /// Default poll interval while watching a refresh (the first; it backs off from there).
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// Default longest poll interval while watching a refresh.
-pub const DEFAULT_MAX_POLL_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_POLL_INTERVAL: Duration = Duration::from_secs(15);
 /// Default time `bake release` waits for a refresh before giving up watching (exit 8).
 pub const DEFAULT_REFRESH_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 /// Default number of AMIs `bake prune` keeps.

@@ -3,8 +3,9 @@
 //! ([`watch`]) that does the I/O.
 //!
 //! Polling: one `DescribeInstanceRefreshes` call per poll, starting at `refresh.poll_interval`
-//! (5 s), growing ×1.5 per unchanged poll up to `refresh.max_poll_interval` (30 s), back to the
-//! start on any change: 2–12 calls a minute, far below Auto Scaling's API rate limits.
+//! (5 s), growing ×1.5 per unchanged poll up to `refresh.max_poll_interval` (15 s, the AWS CLI
+//! waiters' pace, so the end of a refresh is seen within 15 s), back to the start on any change:
+//! 4–12 calls a minute, far below Auto Scaling's API rate limits.
 
 use std::time::Duration;
 
