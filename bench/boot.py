@@ -60,7 +60,7 @@ WATCH_PATHS = ("/latest/meta-data/autoscaling/target-lifecycle-state",
 
 
 ORDER = ["identity", "secrets", "supervise", "agent up", "readiness", "app ready (from agent start)",
-         "CompleteLifecycleAction (log ts)", "lifecycle done (from agent start)", "wall: spawn -> ready line",
+         "CompleteLifecycleAction (elapsed_ms)", "lifecycle done (from agent start)", "wall: spawn -> ready line",
          "wall: spawn -> completed line"]
 PROXIED = "proxied: "
 PROXIED_ORDER = ["agent up", "IMDS round trips in boot", "AWS round trips in boot", "supervise (the app's spawn)",
@@ -159,7 +159,7 @@ enabled = false
                 continue
             rec = rec.get("fields", rec) | {"timestamp": rec.get("timestamp")}
             msg = rec.get("message", "")
-            key = rec.get("step") or msg
+            key = msg if msg == "lifecycle action completed" else (rec.get("step") or msg)
             if "elapsed_ms" in rec or msg == "lifecycle action completed":
                 recs.setdefault(key, rec)
                 seen.setdefault(key, time.perf_counter())
@@ -189,7 +189,9 @@ enabled = false
     steps["wall: spawn -> ready line"] = (seen["readiness"] - t0) * 1000
     if group:
         done = recs["lifecycle action completed"]
-        steps["CompleteLifecycleAction (log ts)"] = (ts(done) - ts(ready)) * 1000
+        # The agent's own elapsed_ms of the call when it logs one; else the log timestamps.
+        steps["CompleteLifecycleAction (elapsed_ms)"] = float(done["elapsed_ms"]) if "elapsed_ms" in done \
+            else (ts(done) - ts(ready)) * 1000
         steps["lifecycle done (from agent start)"] = (ts(done) - start) * 1000
         steps["wall: spawn -> completed line"] = (seen["lifecycle action completed"] - t0) * 1000
     boot_imds = [c for c in imds.since(im) if c["path"] not in WATCH_PATHS]
@@ -324,7 +326,7 @@ def print_table(result, repeats):
         print(f"group: instances InService after the agent's CONTINUE: {ok}/{len(result['in_service'])}"
               + ("" if ok == len(result["in_service"]) else f"  FAILED: {result['in_service']}"))
     print("identity/secrets/supervise/agent up/readiness: the agent's elapsed_ms (whole ms); the "
-          "lifecycle rows: log timestamps (the\n\"lifecycle action completed\" line has no elapsed_ms); "
+          "CompleteLifecycleAction row: its\nelapsed_ms too; lifecycle done: log timestamps; "
           "round trips: timed by the IMDS stand-in and the proxy (request in ->\nresponse out); "
           "overhead = agent up - IMDS and AWS round trips before it - supervise (the app's spawn).")
 

@@ -87,6 +87,7 @@ impl Target {
 
     /// CompleteLifecycleAction with `result` (`CONTINUE` or `ABANDON`).
     pub async fn complete(&self, hook: &str, result: &str) -> Result<(), LifecycleError> {
+        let started = std::time::Instant::now();
         self.asg
             .complete_lifecycle_action()
             .auto_scaling_group_name(&self.group)
@@ -96,7 +97,14 @@ impl Target {
             .send()
             .await
             .map_err(|e| self.err("CompleteLifecycleAction", &e))?;
-        tracing::info!(hook, result, group = %self.group, "lifecycle action completed");
+        tracing::info!(
+            hook,
+            result,
+            group = %self.group,
+            step = "lifecycle",
+            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "lifecycle action completed"
+        );
         Ok(())
     }
 
