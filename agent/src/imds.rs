@@ -34,6 +34,10 @@ impl Imds {
     pub fn from_env() -> Self {
         // Short timeouts: the agent polls lifecycle state; a hung request must not stall it.
         let client = aws_config::imds::Client::builder()
+            .configure(
+                &aws_config::provider_config::ProviderConfig::default()
+                    .with_http_client(bake_common::aws::http_client()),
+            )
             .connect_timeout(Duration::from_secs(1))
             .read_timeout(Duration::from_secs(2))
             .build();

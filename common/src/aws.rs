@@ -26,10 +26,26 @@ pub struct AwsSettings {
 /// Default attempts per API call (the SDK's standard retry mode default).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
+/// The HTTPS client of every AWS call, the instance metadata service's included: the SDK's own
+/// hyper client, with rustls on the *ring* crypto provider (TLS 1.2/1.3, the system's root
+/// certificates). The SDK's default would be rustls on aws-lc-rs, which does the same with
+/// several times the code, and the agent's resident memory is mostly its code
+/// (docs/resident-memory.md). Timeouts still come from each client's config.
+#[must_use]
+pub fn http_client() -> aws_types::sdk_config::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
+
 /// Builds the one `SdkConfig` of the process from `settings` on top of the standard chain.
 #[allow(clippy::disallowed_methods)] // the one place allowed to load SDK config
 pub async fn sdk_config(settings: &AwsSettings) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client());
     if let Some(region) = &settings.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }
@@ -108,6 +124,10 @@ mod tests {
         assert_eq!(
             conf.retry_config().map(|r| r.max_attempts()),
             Some(DEFAULT_MAX_ATTEMPTS)
+        );
+        assert!(
+            conf.http_client().is_some(),
+            "every config carries our client"
         );
     }
 
