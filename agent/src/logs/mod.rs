@@ -432,7 +432,8 @@ impl Shipper {
             let checkpoints =
                 Checkpoints::load(&cp_path).map_err(|e| LogsError::State(e.to_string()))?;
             let start: HashMap<_, _> = checkpoints.files().into_iter().collect();
-            // Capacity 1: one batch queued while one is in flight bounds memory to ~3 MiB/source.
+            // Capacity 1, and the reader owns two batches (tail::BATCHES_PER_SOURCE): one filled
+            // while the other is in flight, ~2.5 MiB per source at most.
             let (tx, rx) = mpsc::channel(1);
             let (acked_tx, acked) = watch::channel(0);
             let control = Arc::new(Control::default());
