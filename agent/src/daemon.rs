@@ -215,8 +215,9 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
             }
             _ => None,
         };
-    let (handle, sup_task) =
+    let (handle, mut sup_done) =
         supervisor::start(spec.clone(), settings.supervise, output.clone(), crash_hook)
+            .await
             .map_err(|e| coded(Exit::App, e))?;
     tracing::info!(step = "supervise", elapsed_ms = ms(t), "boot step done");
 
@@ -268,9 +269,17 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     // 6. Until SIGTERM or termination.
     let mut sigterm = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let mut supervisor_died = false;
     let why = tokio::select! {
         _ = sigterm.recv() => None,
         _ = sigint.recv() => None,
+        _ = &mut sup_done => {
+            // Its thread ended without being asked (a bug); the app went with it (parent-death
+            // signal). Exit non-zero so systemd starts the agent, and so the app, again.
+            tracing::error!("the supervisor ended unexpectedly; the agent exits to be restarted");
+            supervisor_died = true;
+            None
+        }
         t = lifecycle::watch_termination(&imds, settings.lifecycle.poll_interval, settings.lifecycle.spot) => Some(t),
     };
     ready_task.abort();
@@ -284,7 +293,9 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     }
     let t = Instant::now();
     handle.stop().await;
-    let _ = sup_task.await;
+    if !supervisor_died {
+        let _ = sup_done.await;
+    }
     flush_logs(&output, shipper).await;
     if let Some(m) = metrics {
         // The last interval's data, so a crash loop's final restarts are counted too.
@@ -314,7 +325,7 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
             }
         }
     }
-    Ok(Exit::Ok)
+    Ok(if supervisor_died { Exit::App } else { Exit::Ok })
 }
 
 async fn readiness_and_launch_hook(settings: Settings, target: Option<Target>) {

@@ -6,8 +6,14 @@
 //! then marks the instance Unhealthy so the ASG replaces it) while restarts go on with backoff.
 //!
 //! Mechanics: respawn first, record after: on an exit the decision is a few comparisons in
-//! memory, the (prebuilt) command is spawned again, and only then are counters, logs and the
+//! memory, the (prebuilt) start plan is started again, and only then are counters, logs and the
 //! crash-loop report done. Any exit counts, also status 0: the app is meant to run forever.
+//!
+//! The supervisor has a thread of its own (`bake-supervise`, with a current-thread runtime that
+//! waits on nothing but the app's pidfd and the control channel), so a restart never queues
+//! behind log shipping, metrics or AWS calls on the agent's main runtime. The app's output pipes
+//! are read, and the crash-loop hook runs, on the main runtime. The app gets SIGKILL when this
+//! thread ends (parent-death signal): it ends after stopping the app, or with the agent.
 
 /// Spawning, signals, subreaper.
 pub mod process;
@@ -176,23 +182,25 @@ impl SupervisorHandle {
 /// Called (in a task of its own) when a crash loop is detected.
 pub type CrashLoopHook = Arc<dyn Fn() + Send + Sync>;
 
-/// Starts the app and supervises it in a background task. Errors only if the first start fails.
-pub fn start(
+/// Resolves when the supervisor has ended (after a stop, or if its thread died).
+pub type SupervisorDone = oneshot::Receiver<()>;
+
+/// Starts the app and supervises it on a thread of its own. Errors only if the first start
+/// fails. Call it from the agent's main runtime: the app's output is read there.
+pub async fn start(
     spec: AppSpec,
     policy: SuperviseSettings,
     output: AppOutput,
     on_crash_loop: Option<CrashLoopHook>,
-) -> Result<(SupervisorHandle, tokio::task::JoinHandle<()>), ProcessError> {
+) -> Result<(SupervisorHandle, SupervisorDone), ProcessError> {
     let managed = Arc::new(AtomicI32::new(0));
-    let mut plan = process::plan(&spec)?;
-    let mut child = process::spawn(&mut plan)?;
-    let pid = child.id().unwrap_or(0);
-    managed.store(i32::try_from(pid).unwrap_or(0), Ordering::SeqCst);
-    output.attach(child.stdout.take(), child.stderr.take());
-    tracing::info!(pid, program = %spec.command[0], "app started");
+    let plan = process::plan(&spec)?;
+    let program = spec.command[0].clone();
     let (tx, rx) = mpsc::channel(4);
-    let (state_tx, state_rx) = watch::channel(AppState::Running(pid));
+    let (state_tx, state_rx) = watch::channel(AppState::Stopped);
     let restarts = Arc::new(AtomicU64::new(0));
+    let (started_tx, started_rx) = oneshot::channel();
+    let (done_tx, done_rx) = oneshot::channel();
     tokio::spawn(process::reap_orphans(managed.clone()));
     let sup = Supervisor {
         spec,
@@ -203,15 +211,41 @@ pub fn start(
         restarts: restarts.clone(),
         state: state_tx,
         managed,
+        main: tokio::runtime::Handle::current(),
     };
-    let task = tokio::spawn(sup.run(child, rx));
+    let spawn_err = |source| ProcessError::Spawn {
+        program: program.clone(),
+        source,
+    };
+    std::thread::Builder::new()
+        .name("bake-supervise".to_owned())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(sup.run(rx, started_tx)),
+                Err(e) => {
+                    let _ = started_tx.send(Err(ProcessError::Spawn {
+                        program: sup.spec.command[0].clone(),
+                        source: e,
+                    }));
+                }
+            }
+            let _ = done_tx.send(());
+        })
+        .map_err(spawn_err)?;
+    let pid = started_rx
+        .await
+        .map_err(|_| spawn_err(std::io::Error::other("the supervisor thread ended")))??;
+    tracing::info!(pid, %program, "app started");
     Ok((
         SupervisorHandle {
             tx,
             restarts,
             state: state_rx,
         },
-        task,
+        done_rx,
     ))
 }
 
@@ -224,19 +258,40 @@ struct Supervisor {
     restarts: Arc<AtomicU64>,
     state: watch::Sender<AppState>,
     managed: Arc<AtomicI32>,
+    /// The agent's main runtime: the app's output is read there, the crash-loop hook runs there.
+    main: tokio::runtime::Handle,
 }
 
 impl Supervisor {
+    /// Starts the app from the plan; its pipes go to log shipping on the main runtime.
+    fn start_app(&mut self) -> Result<AppProcess, ProcessError> {
+        let mut child = process::spawn(&mut self.plan)?;
+        let pid = child.id().unwrap_or(0);
+        self.managed
+            .store(i32::try_from(pid).unwrap_or(0), Ordering::SeqCst);
+        {
+            let _main = self.main.enter();
+            let pipe = |fd: Option<std::os::fd::OwnedFd>| {
+                fd.and_then(
+                    |fd| match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot read the app's output");
+                            None
+                        }
+                    },
+                )
+            };
+            let (out, err) = (pipe(child.stdout.take()), pipe(child.stderr.take()));
+            self.output.attach(out, err);
+        }
+        self.state.send_replace(AppState::Running(pid));
+        Ok(child)
+    }
+
     fn respawn(&mut self) -> Option<AppProcess> {
-        match process::spawn(&mut self.plan) {
-            Ok(mut child) => {
-                let pid = child.id().unwrap_or(0);
-                self.managed
-                    .store(i32::try_from(pid).unwrap_or(0), Ordering::SeqCst);
-                self.output.attach(child.stdout.take(), child.stderr.take());
-                self.state.send_replace(AppState::Running(pid));
-                Some(child)
-            }
+        match self.start_app() {
+            Ok(child) => Some(child),
             Err(e) => {
                 tracing::error!(error = %e, "cannot restart the app");
                 None
@@ -244,7 +299,19 @@ impl Supervisor {
         }
     }
 
-    async fn run(mut self, first: AppProcess, mut rx: mpsc::Receiver<Control>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Control>,
+        started: oneshot::Sender<Result<u32, ProcessError>>,
+    ) {
+        let first = match self.start_app() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = started.send(Err(e));
+                return;
+            }
+        };
+        let _ = started.send(Ok(first.id().unwrap_or(0)));
         let mut backoff = Backoff::new(self.policy, Instant::now());
         let mut child = Some(first);
         loop {
@@ -309,6 +376,7 @@ impl Supervisor {
                     "app is in a crash loop"
                 );
                 if let Some(hook) = &self.on_crash_loop {
+                    let _main = self.main.enter();
                     hook();
                 }
             }
@@ -438,6 +506,79 @@ mod tests {
             Decision::Restart {
                 delay: Duration::ZERO
             }
+        );
+    }
+
+    /// A restart must not need a turn of the agent's main runtime: here the main (test) runtime
+    /// is held by a synchronous loop while the app is killed, and the loop itself watches the
+    /// replacement start.
+    #[tokio::test]
+    async fn test_restart_does_not_wait_for_the_main_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let spec = AppSpec {
+            command: vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                format!("echo $$ >> {}; exec sleep 60", pids.display()),
+            ],
+            env: std::collections::BTreeMap::new(),
+            secrets: std::collections::BTreeMap::new(),
+            working_dir: dir.path().to_owned(),
+            run_as: None,
+            stop_signal: nix::sys::signal::Signal::SIGTERM,
+            stop_timeout: Duration::from_secs(2),
+        };
+        let (handle, done) = start(spec, policy(), AppOutput::passthrough(), None)
+            .await
+            .unwrap();
+        let lines = || {
+            std::fs::read_to_string(&pids)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| l.parse::<i32>().unwrap())
+                .collect::<Vec<_>>()
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lines().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let first = lines()[0];
+        assert!(
+            matches!(*handle.state.borrow(), AppState::Running(p) if i32::try_from(p) == Ok(first))
+        );
+
+        // From here on the main runtime gets no turn until the replacement is seen.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(first),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let killed = Instant::now();
+        while lines().len() < 2 && killed.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let seen = killed.elapsed();
+        let all = lines();
+        assert_eq!(all.len(), 2, "no restart while the main runtime was held");
+        assert_ne!(all[1], first);
+        assert!(seen < Duration::from_secs(2), "restart took {seen:?}");
+        // Recorded after the respawn, also without the main runtime.
+        while handle.restarts.load(Ordering::SeqCst) == 0
+            && killed.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(handle.restarts.load(Ordering::SeqCst), 1);
+
+        handle.stop().await;
+        tokio::time::timeout(Duration::from_secs(5), done)
+            .await
+            .expect("the supervisor thread ends after a stop")
+            .unwrap();
+        assert!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(all[1]), None).is_err(),
+            "the app is gone after a stop"
         );
     }
 

@@ -28,7 +28,6 @@ use std::process::ExitStatus;
 use nix::sched::CloneFlags;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::net::unix::pipe;
 
 /// Size of the child's stack between clone and execve. It runs a handful of raw system calls;
 /// glibc's posix_spawn uses 32 KiB plus argv. Only the pages it touches become resident.
@@ -283,8 +282,8 @@ impl Plan {
             pidfd: unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }
                 .map_err(|e| e.into_parts().1)?,
             status: None,
-            stdout: Some(pipe::Receiver::from_owned_fd(out_r)?),
-            stderr: Some(pipe::Receiver::from_owned_fd(err_r)?),
+            stdout: Some(out_r),
+            stderr: Some(err_r),
         })
     }
 }
@@ -477,10 +476,11 @@ pub struct AppProcess {
     pid: u32,
     pidfd: AsyncFd<OwnedFd>,
     status: Option<ExitStatus>,
-    /// Read end of the app's stdout, until taken.
-    pub stdout: Option<pipe::Receiver>,
-    /// Read end of the app's stderr, until taken.
-    pub stderr: Option<pipe::Receiver>,
+    /// Read end of the app's stdout (close-on-exec), until taken; register it with the runtime
+    /// that reads it (`tokio::net::unix::pipe::Receiver::from_owned_fd`).
+    pub stdout: Option<OwnedFd>,
+    /// Read end of the app's stderr, likewise.
+    pub stderr: Option<OwnedFd>,
 }
 
 impl AppProcess {
@@ -557,6 +557,7 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
     use tokio::io::AsyncReadExt;
+    use tokio::net::unix::pipe;
 
     fn plan(cmd: &[&str], env: &[(&str, &str)], cwd: &Path, ids: Option<Ids>) -> Plan {
         let cmd: Vec<String> = cmd.iter().map(|s| (*s).to_owned()).collect();
@@ -566,8 +567,8 @@ mod tests {
 
     async fn output(p: &mut AppProcess) -> (String, String, ExitStatus) {
         let (mut out, mut err) = (String::new(), String::new());
-        let mut o = p.stdout.take().unwrap();
-        let mut e = p.stderr.take().unwrap();
+        let mut o = pipe::Receiver::from_owned_fd(p.stdout.take().unwrap()).unwrap();
+        let mut e = pipe::Receiver::from_owned_fd(p.stderr.take().unwrap()).unwrap();
         let (a, b) = tokio::join!(o.read_to_string(&mut out), e.read_to_string(&mut err));
         a.unwrap();
         b.unwrap();
