@@ -248,8 +248,9 @@ def main():
     print_table(result, "logsink (CloudWatch Logs JSON protocol, every limit and the line sequence "
                 "checked)", "sink check")
     if args.emulator_lines:
-        from boot import start_emulator  # needs boto3: run with tests/emulator/.venv/bin/python
-        emu, url = start_emulator()
+        import bake as bakebench  # needs boto3: run with tests/emulator/.venv/bin/python
+        emu_work = tempfile.mkdtemp(prefix="bench-logs-emulator-")
+        emu, url = bakebench.start_emulator(emu_work)
         emu_runs = {"bake-logship": [], "bake-agent run": [], "aws logs push": []}
         try:
             for kind in emu_runs:
@@ -259,8 +260,8 @@ def main():
                 except (SystemExit, OSError) as e:
                     print(f"{kind} into the emulator failed: {e}")
         finally:
-            os.killpg(emu.pid, signal.SIGTERM)
-            emu.wait()
+            bakebench.stop_emulator(emu)
+            shutil.rmtree(emu_work, ignore_errors=True)
         result["emulator_runs"] = emu_runs
         print_table({"runs": emu_runs, "anchor_error": None},
                     "the emulator (moto; GetLogEvents reads every line back)", "read-back check")
