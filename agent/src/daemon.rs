@@ -17,6 +17,7 @@ use crate::imds::Imds;
 use crate::lease;
 use crate::lifecycle::{self, Target, Termination};
 use crate::logs::{self, AppOutput, ShipperHandle};
+use crate::memory;
 use crate::metrics::{self, MetricsHandle};
 use crate::mount;
 use crate::notify;
@@ -370,6 +371,18 @@ async fn readiness_and_launch_hook(settings: Settings, target: Option<Target>) {
             // No pending action (the instance was already InService, e.g. an agent restart).
             tracing::warn!(error = %e, "cannot complete the launch hook");
         }
+    }
+    // The boot is over: its code need not stay resident (see memory.rs).
+    let before = memory::resident_kib();
+    match memory::release_startup_pages() {
+        Ok(kib) => tracing::info!(
+            step = "memory",
+            released_kib = kib,
+            resident_before_kib = before,
+            resident_kib = memory::resident_kib(),
+            "unmapped the start-up pages of the binary"
+        ),
+        Err(e) => tracing::debug!(error = %e, "cannot unmap the start-up pages"),
     }
 }
 

@@ -29,6 +29,8 @@ pub mod lease;
 pub mod lifecycle;
 /// Log shipping to CloudWatch Logs.
 pub mod logs;
+/// Unmapping the binary's start-up pages once booted.
+pub mod memory;
 /// Instance metrics (CPU peaks, memory, disk, restarts, log shipping) to CloudWatch.
 pub mod metrics;
 /// EFS mount.
