@@ -262,13 +262,24 @@ struct Supervisor {
     main: tokio::runtime::Handle,
 }
 
+/// After an immediate restart, how long the supervisor leaves the CPUs to the starting app before
+/// it hands the new pipes to log shipping (which wakes the main thread), publishes the state and
+/// logs the restart. The pipes buffer what the app writes meanwhile (64 KiB each).
+const RECORD_AFTER: Duration = Duration::from_millis(2);
+
 impl Supervisor {
-    /// Starts the app from the plan; its pipes go to log shipping on the main runtime.
+    /// Starts the app from the plan; its pipes stay in the process until [`Self::record_start`].
     fn start_app(&mut self) -> Result<AppProcess, ProcessError> {
-        let mut child = process::spawn(&mut self.plan)?;
-        let pid = child.id().unwrap_or(0);
-        self.managed
-            .store(i32::try_from(pid).unwrap_or(0), Ordering::SeqCst);
+        let child = process::spawn(&mut self.plan)?;
+        self.managed.store(
+            i32::try_from(child.id().unwrap_or(0)).unwrap_or(0),
+            Ordering::SeqCst,
+        );
+        Ok(child)
+    }
+
+    /// Hands a started process's pipes to log shipping on the main runtime and publishes its pid.
+    fn record_start(&self, child: &mut AppProcess) {
         {
             let _main = self.main.enter();
             let pipe = |fd: Option<std::os::fd::OwnedFd>| {
@@ -285,8 +296,15 @@ impl Supervisor {
             let (out, err) = (pipe(child.stdout.take()), pipe(child.stderr.take()));
             self.output.attach(out, err);
         }
-        self.state.send_replace(AppState::Running(pid));
-        Ok(child)
+        self.state
+            .send_replace(AppState::Running(child.id().unwrap_or(0)));
+    }
+
+    /// Starts the app again and records it at once (not on the crash path).
+    fn respawn_and_record(&mut self) -> Option<AppProcess> {
+        let mut child = self.respawn()?;
+        self.record_start(&mut child);
+        Some(child)
     }
 
     fn respawn(&mut self) -> Option<AppProcess> {
@@ -305,7 +323,10 @@ impl Supervisor {
         started: oneshot::Sender<Result<u32, ProcessError>>,
     ) {
         let first = match self.start_app() {
-            Ok(c) => c,
+            Ok(mut c) => {
+                self.record_start(&mut c);
+                c
+            }
             Err(e) => {
                 let _ = started.send(Err(e));
                 return;
@@ -359,14 +380,21 @@ impl Supervisor {
                     }
                 }
                 if child.is_none() {
-                    child = self.respawn();
+                    child = self.respawn_and_record();
                 }
             }
             backoff.started(Instant::now());
-            // Record after the respawn.
+            // Record after the respawn, once the app had the CPUs for its start.
+            let respawn_us = u64::try_from(now.elapsed().as_micros()).unwrap_or(u64::MAX);
+            if delay.is_zero() {
+                tokio::time::sleep(RECORD_AFTER).await;
+                if let Some(c) = child.as_mut() {
+                    self.record_start(c);
+                }
+            }
             let n = self.restarts.fetch_add(1, Ordering::SeqCst) + 1;
             if delay.is_zero() {
-                tracing::warn!(status = ?status.as_ref().ok(), restarts = n, respawn_us = u64::try_from(now.elapsed().as_micros()).unwrap_or(u64::MAX), "app exited; restarted at once");
+                tracing::warn!(status = ?status.as_ref().ok(), restarts = n, respawn_us, "app exited; restarted at once");
             }
             if matches!(decision, Decision::RestartAndReportCrashLoop { .. }) {
                 tracing::error!(
@@ -424,7 +452,7 @@ impl Supervisor {
                         }
                     }
                 }
-                *child = self.respawn();
+                *child = self.respawn_and_record();
                 backoff.started(Instant::now());
                 tracing::info!("app restarted on request");
                 let _ = done.send(());
