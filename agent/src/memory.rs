@@ -200,8 +200,8 @@ Anonymous:             0 kB
 
     #[test]
     fn test_release_drops_resident_pages_of_this_test_binary_and_it_still_runs() {
-        // Touch a good part of the binary first, then release and check the resident set
-        // shrank by the pages released, and that code runs on (it is mapped again on use).
+        // The test harness has run by now, so pages of this binary are resident: release them
+        // and check the resident set shrank, and that code runs on (it is mapped again on use).
         let before = resident_kib().unwrap();
         let released = release_startup_pages().unwrap();
         let after = resident_kib().unwrap();

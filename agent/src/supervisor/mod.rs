@@ -217,6 +217,7 @@ pub async fn start(
         program: program.clone(),
         source,
     };
+    let thread_program = program.clone();
     std::thread::Builder::new()
         .name("bake-supervise".to_owned())
         .spawn(move || {
@@ -225,10 +226,10 @@ pub async fn start(
                 .build()
             {
                 Ok(rt) => rt.block_on(sup.run(rx, started_tx)),
-                Err(e) => {
+                Err(source) => {
                     let _ = started_tx.send(Err(ProcessError::Spawn {
-                        program: sup.spec.command[0].clone(),
-                        source: e,
+                        program: thread_program,
+                        source,
                     }));
                 }
             }
