@@ -3,6 +3,8 @@
 //! - [`aws`]: one `SdkConfig` built from the SDK's standard chain (region, profile, credentials,
 //!   `AWS_ENDPOINT_URL` and its per-service variants), and the clients both binaries use;
 //! - [`duration`]: humantime strings (`"30s"`, `"14d"`) in config files;
+//! - [`refresh_preferences`]: the instance refresh preferences `bake release` records for the
+//!   agent's secret-rotation rollouts;
 //! - [`logging`]: the `tracing` subscriber, readable on a terminal or JSON for machines;
 //! - [`version`]: the version string with the git commit, for `--version`.
 #![warn(missing_docs)]
@@ -10,4 +12,5 @@
 pub mod aws;
 pub mod duration;
 pub mod logging;
+pub mod refresh_preferences;
 pub mod version;
