@@ -23,6 +23,7 @@ background thread drives lifecycle timeouts and refreshes. See docs/emulator.md.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import sys
@@ -62,8 +63,10 @@ PROTECTED_WAIT_SECS = 3600
 REPLACEMENT_TIMEOUT_SECS = 3600
 # Lifecycle actions end at the latest after min(100 x HeartbeatTimeout, 48 hours) (AWS limit).
 GLOBAL_TIMEOUT_SECS = 172800
-# How long the background thread sleeps at most when nothing is due (real seconds).
-IDLE_WAIT_SECS = 0.5
+# An instance marked Unhealthy stays visible as InService/Unhealthy this long (emulated seconds)
+# before Amazon EC2 Auto Scaling starts replacing it. AWS: "almost immediately scheduled for
+# replacement", no number published.
+HEALTH_REPLACEMENT_DELAY_SECS = 10
 
 _lock = threading.RLock()
 _cond = threading.Condition(_lock)
@@ -80,6 +83,11 @@ _refreshes: dict[tuple[str, str, str], list[Refresh]] = {}
 _actions: dict[str, LifecycleAction] = {}
 # Groups whose capacity must be re-checked by the background thread.
 _dirty: set[Any] = set()
+# Instances marked Unhealthy, waiting for their health replacement.
+_unhealthy: list[Any] = []
+# Other periodic work (CloudWatch alarm evaluation): callables ``(now) -> next due or None``,
+# run by the background thread under the lock.
+_periodic: list[Any] = []
 
 
 def _time_scale() -> float:
@@ -255,8 +263,9 @@ def _is_live(state: Any) -> bool:
     return state.lifecycle_state in LIVE_STATES
 
 
-def _pick_zone(group: Any) -> tuple[str, str | None]:
-    """Availability zone (and subnet) with the fewest live instances: AWS balances across AZs."""
+def _pick_zone(group: Any, extra: dict[str, int] | None = None) -> tuple[str, str | None]:
+    """Availability zone (and subnet) with the fewest live instances: AWS balances across AZs.
+    ``extra``: instances per zone about to be launched."""
     subnets: list[tuple[str, str | None]] = []
     if group.vpc_zone_identifier:
         ids = [s for s in group.vpc_zone_identifier.split(",") if s]
@@ -264,7 +273,7 @@ def _pick_zone(group: Any) -> tuple[str, str | None]:
             subnets.append((subnet.availability_zone, subnet.id))
     else:
         subnets = [(az, None) for az in group.availability_zones]
-    counts: dict[str, int] = {}
+    counts: dict[str, int] = dict(extra or {})
     for s in group.instance_states:
         if _is_live(s):
             counts[s.availability_zone] = counts.get(s.availability_zone, 0) + 1
@@ -277,10 +286,19 @@ def _launch(group: Any, count: int, config: Config | None = None) -> list[Any]:
     ec2 = group.autoscaling_backend.ec2_backend
     hooks = _hooks(group, LAUNCH_TRANSITION)
     launched = []
+    # One EC2 reservation per availability zone and launch, as moto does for a group's launch.
+    placements: list[tuple[tuple[str, str | None], int]] = []
+    extra: dict[str, int] = {}
     for _ in range(count):
+        zone = _pick_zone(group, extra)
+        extra[zone[0]] = extra.get(zone[0], 0) + 1
+        if placements and placements[-1][0] == zone:
+            placements[-1] = (zone, placements[-1][1] + 1)
+        else:
+            placements.append((zone, 1))
+    for (zone, subnet_id), n in placements:
         tags = group.get_propagated_tags()
         tags[as_models.ASG_NAME_TAG] = group.name
-        zone, subnet_id = _pick_zone(group)
         lt_record = None
         if config.template is not None:
             version = config.resolve()
@@ -292,7 +310,7 @@ def _launch(group: Any, count: int, config: Config | None = None) -> list[Any]:
             }
             reservation = ec2.run_instances(
                 version.image_id,
-                1,
+                n,
                 version.user_data,
                 version.security_groups,
                 instance_type=version.instance_type,
@@ -309,7 +327,7 @@ def _launch(group: Any, count: int, config: Config | None = None) -> list[Any]:
             lc = config.lc
             reservation = ec2.run_instances(
                 lc.image_id,
-                1,
+                n,
                 lc.user_data,
                 lc.security_groups,
                 instance_type=lc.instance_type,
@@ -383,6 +401,9 @@ def _finish_terminate(state: Any) -> None:
     if state in group.instance_states:
         group.instance_states.remove(state)
     ec2 = group.autoscaling_backend.ec2_backend
+    # "Termination protection does not prevent Amazon EC2 Auto Scaling from terminating an
+    # instance" (EC2 user guide): the group terminates it whatever DisableApiTermination says.
+    state.instance.disable_api_termination = False
     try:
         ec2.terminate_instances([state.instance_id])
     except Exception as exc:  # already gone from EC2: nothing left to do
@@ -468,6 +489,8 @@ class Refresh:
     # -- progress ------------------------------------------------------------------------------
 
     def instances_to_update(self) -> int:
+        """Instances of the plan not replaced yet (forward: still to update; rollback: still on
+        the refresh's configuration)."""
         return len([i for i in self.plan if i not in self.done])
 
     def percentage(self) -> int:
@@ -476,12 +499,30 @@ class Refresh:
         updated = self.total - self.instances_to_update()
         return max(0, min(100, (100 * updated) // self.total))
 
+    def reported_progress(self) -> tuple[int, int]:
+        """(PercentageComplete, InstancesToUpdate) as DescribeInstanceRefreshes reports them.
+
+        During and after a rollback (InstanceRefresh): "PercentageComplete does not include
+        instances that are replaced during a rollback. This value gradually goes back down to
+        zero during a rollback." and "If you roll back the instance refresh, InstancesToUpdate
+        shows you the number of instances that were not yet updated by the instance refresh."
+        """
+        if self.mode != "rollback" or not self.rollback_details:
+            return self.percentage(), self.instances_to_update()
+        pct0 = self.rollback_details["PercentageCompleteOnRollback"]
+        todo0 = self.rollback_details["InstancesToUpdateOnRollback"]
+        if not self.plan:
+            return 0, todo0
+        return (pct0 * self.instances_to_update()) // len(self.plan), todo0
+
     def describe(self) -> dict[str, Any]:
-        pct = self.percentage() if self.status != "Pending" else 0
-        todo = self.instances_to_update() if self.status != "Pending" else None
+        pct, todo = self.reported_progress()
+        if self.status == "Pending":
+            pct, todo = 0, None
         out: dict[str, Any] = {
             "InstanceRefreshId": self.id,
             "AutoScalingGroupName": self.group_name,
+            "Strategy": "Rolling",
             "Status": self.status,
             "StartTime": self.start_time,
             "PercentageComplete": pct,
@@ -546,6 +587,19 @@ class Refresh:
         self.plan = [s.instance_id for s in live if not self.target.matches(s)]
         self.done = set()
         self.in_flight = {}
+
+    def _settled(self, group: Any) -> bool:
+        """The group is back on ``self.target`` at its desired capacity, every instance
+        InService and healthy (what RollbackSuccessful promises)."""
+        live = [s for s in group.instance_states if _is_live(s)]
+        if len(live) != (group.desired_capacity or 0):
+            return False
+        return all(
+            s.lifecycle_state == "InService"
+            and s.health_status == "Healthy"
+            and self.target.matches(s)
+            for s in live
+        )
 
     def _abort_in_flight(self, group: Any) -> None:
         """Terminate replacements that have not finished launching; keep their old instances."""
@@ -617,19 +671,38 @@ class Refresh:
                     old = _find_state(self.backend, old_id)
                     if old is not None:
                         old.bake_draining = False
-            ids = ", ".join(failed)
-            return self._failed(
-                group,
-                f"Replacement instance(s) {ids} failed to launch or to become healthy.",
-            )
+            if self.status != "Cancelling":
+                ids = ", ".join(failed)
+                return self._failed(
+                    group,
+                    f"Replacement instance(s) {ids} failed to launch or to become healthy.",
+                )
+            # Cancelling: a failed replacement is one less to wait for; the refresh still ends
+            # Cancelled ("Cancelling" -> "Cancelled"), neither Failed nor rolled back.
 
-        # Old instances that left the group by other means (scale-in, health) need no update.
-        for old_id in self.plan:
+        # Old instances that left the group by other means (scale-in, health) were not updated:
+        # they leave the plan and the group's count instead of counting as replaced.
+        for old_id in list(self.plan):
             if old_id in self.done or old_id in self.in_flight.values():
                 continue
             state = _find_state(self.backend, old_id)
             if state is None or not _is_live(state):
-                self.done.add(old_id)
+                self.plan.remove(old_id)
+                self.total = max(0, self.total - 1)
+
+        if self.mode == "rollback" and self.status == "RollbackInProgress":
+            # Instances launched on the refresh's configuration after the rollback started (a
+            # scale-out or a health replacement decided before) are rolled back as well.
+            in_flight_new = set(self.in_flight)
+            for s in group.instance_states:
+                if (
+                    s.lifecycle_state == "InService"
+                    and s.instance_id not in self.plan
+                    and s.instance_id not in in_flight_new
+                    and not self.target.matches(s)
+                ):
+                    self.plan.append(s.instance_id)
+                    self.total += 1
 
         if self.status == "Cancelling":
             if not self.in_flight or not self.wait_for_transitioning:
@@ -645,6 +718,14 @@ class Refresh:
 
         if self.instances_to_update() == 0 and not self.in_flight:
             if self.mode == "rollback":
+                # The instances that refill aborted replacements are launched by the group, not
+                # by the rollback: it succeeds once the group is whole again.
+                if not self._settled(group):
+                    self.status_reason = (
+                        "Waiting for the Auto Scaling group to be back at its desired capacity"
+                        " on the previous configuration."
+                    )
+                    return None
                 self.finish("RollbackSuccessful", "Instance refresh was rolled back successfully.")
                 return None
             bake = self.prefs.get("BakeTime", 0)
@@ -675,6 +756,16 @@ class Refresh:
                 needed = math.ceil(self.total * cp / 100)
                 updated = self.total - self.instances_to_update()
                 if updated >= needed and not self.in_flight and cp < 100:
+                    # "Checkpoints can be skipped in some cases": every checkpoint below 100
+                    # that this many replacements reach is waited for once, at the highest.
+                    while (
+                        self.checkpoint_index + 1 < len(checkpoints)
+                        and checkpoints[self.checkpoint_index + 1] < 100
+                        and updated
+                        >= math.ceil(self.total * checkpoints[self.checkpoint_index + 1] / 100)
+                    ):
+                        self.checkpoint_index += 1
+                    cp = checkpoints[self.checkpoint_index]
                     delay = self.prefs.get("CheckpointDelay", DEFAULT_CHECKPOINT_DELAY_SECS)
                     self.checkpoint_until = now + _delay(delay)
                     self.status_reason = (
@@ -728,7 +819,10 @@ class Refresh:
         desired = group.desired_capacity or 0
         min_pct = self.prefs["MinHealthyPercentage"]
         max_pct = self.prefs["MaxHealthyPercentage"]
+        # Instance maintenance policies: "your Auto Scaling group can only increase and decrease
+        # capacity within that minimum-maximum range when replacing instances".
         min_healthy = math.ceil(desired * min_pct / 100)
+        max_total = max(desired + 1, (desired * max_pct) // 100) if max_pct > 100 else desired
         warmup = self.prefs["InstanceWarmup"]
         in_flight_new = set(self.in_flight)
         live = [s for s in group.instance_states if _is_live(s)]
@@ -748,28 +842,44 @@ class Refresh:
             ):
                 continue
             healthy += 1
+        # In flight, whoever launched it: the refresh's replacements (until ready), and every
+        # instance not InService and healthy: a health replacement, the refill of an aborted
+        # replacement, an instance marked Unhealthy.
+        in_flight_any = len(self.in_flight) + sum(
+            1
+            for s in live
+            if s.instance_id not in in_flight_new
+            and (s.lifecycle_state != "InService" or s.health_status != "Healthy")
+        )
+        # Capacity the group has yet to launch (an aborted replacement's slot, say) is missing,
+        # not spare.
+        in_flight_any += max(0, desired - len([s for s in live if not _draining(s)]))
 
-        if max_pct > 100:
-            # Launch before terminating: up to MaxHealthyPercentage of the desired capacity.
-            max_total = max(desired + 1, (desired * max_pct) // 100)
-            room = max_total - len(live)
-        else:
-            # Terminate and launch: as many as MinHealthyPercentage allows, but at least one at
-            # a time when nothing else is in flight.
-            room = healthy - min_healthy
-            if room <= 0 and not self.in_flight:
-                room = 1
-        if cap is not None:
-            room = min(room, cap)
-        count = max(0, min(room, len(candidates)))
-        for old in candidates[:count]:
-            if max_pct > 100:
+        # Terminate and launch while healthy capacity stays at or above the lower bound; with
+        # MaxHealthyPercentage > 100, launch before terminating while the group stays at or
+        # below the upper bound.
+        terminate_room = healthy - min_healthy
+        launch_room = max_total - len(live) if max_pct > 100 else 0
+        if terminate_room <= 0 and launch_room <= 0 and in_flight_any == 0:
+            # At least one at a time, but only when nothing at all is in flight: never below
+            # the minimum because of an instance launched by someone else.
+            terminate_room = 1
+        budget = len(candidates) if cap is None else min(cap, len(candidates))
+        count = 0
+        for old in candidates:
+            if count >= budget:
+                break
+            if launch_room > 0:
+                launch_room -= 1
                 old.bake_draining = True
-                (new,) = _launch(group, 1, self.target)
-            else:
+            elif terminate_room > 0:
+                terminate_room -= 1
                 _begin_terminate(old)
-                (new,) = _launch(group, 1, self.target)
+            else:
+                break
+            (new,) = _launch(group, 1, self.target)
             self.in_flight[new.instance_id] = old.instance_id
+            count += 1
         if count:
             self.status_reason = None
         return None
@@ -836,8 +946,9 @@ def _active_refresh(group: Any) -> Refresh | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _tick() -> float:
-    """One pass over lifecycle timeouts, refreshes and dirty groups; returns seconds to sleep."""
+def _tick() -> float | None:
+    """One pass over lifecycle timeouts, refreshes, health replacements, periodic work and dirty
+    groups; returns seconds to sleep, None when nothing is due (sleep until woken)."""
     now = _now()
     next_due: float | None = None
 
@@ -879,21 +990,27 @@ def _tick() -> float:
                 refresh.finish("Failed", f"The instance refresh could not continue: {exc}")
                 continue
             next_due = _min(next_due, due)
-            if refresh.status in ACTIVE_STATUSES and refresh.prefs.get("AlarmSpecification"):
-                # CloudWatch does not tell us when an alarm changes state: look every emulated
-                # second (at least 20 ms apart). Everything else wakes us through _cond.
-                next_due = _min(next_due, now + min(IDLE_WAIT_SECS, max(_delay(1), 0.02)))
+
+    next_due = _min(next_due, _health_replacements(now))
+
+    for work in list(_periodic):
+        try:
+            next_due = _min(next_due, work(now))
+        except Exception:
+            _log("periodic work failed:\n" + traceback.format_exc())
 
     while _dirty:
         group = _dirty.pop()
         _reconcile(group)
 
     if next_due is None:
-        return IDLE_WAIT_SECS
-    return max(0.0, min(IDLE_WAIT_SECS, next_due - _now()))
+        return None
+    return max(0.0, next_due - _now())
 
 
 def _run() -> None:
+    """The background thread: sleeps until the next deadline, or until a request changes
+    something (_wake), never polling."""
     global _woken
     with _cond:
         while not _stop.is_set():
@@ -902,8 +1019,12 @@ def _run() -> None:
                 wait = _tick()
             except Exception:
                 _log("background step failed:\n" + traceback.format_exc())
-                wait = IDLE_WAIT_SECS
-            if wait > 0 and not _dirty and not _woken:
+                wait = 1.0
+            if _dirty or _woken:
+                continue
+            if wait is None:
+                _cond.wait()
+            elif wait > 0:
                 _cond.wait(timeout=wait)
 
 
@@ -977,11 +1098,52 @@ def _backend_set_instance_health(self: Any, instance_id: str, health_status: str
     if state is None:
         raise _validation(f"Instance Id not found - No managed instance found for instance ID {instance_id}")
     state.health_status = health_status
-    if health_status == "Unhealthy" and state.lifecycle_state == "InService":
-        # AWS replaces unhealthy instances: terminate (through the terminate hooks), then launch
-        # a replacement (through the launch hooks) to keep the desired capacity.
+    if health_status == "Unhealthy" and state not in _unhealthy:
+        # AWS replaces unhealthy instances, asynchronously: the instance stays InService and
+        # Unhealthy for a moment, then the background thread terminates it (through the
+        # terminate hooks) and launches a replacement (through the launch hooks). An instance
+        # marked while in Pending:Wait is replaced once it has gone InService.
+        state.bake_unhealthy_at = _now()
+        _unhealthy.append(state)
+    _wake()
+
+
+def _health_replacements(now: float) -> float | None:
+    """Replace the instances marked Unhealthy whose time has come; returns the next due time."""
+    next_due = None
+    for state in list(_unhealthy):
+        group = state.auto_scaling_group
+        gone = (
+            state not in group.instance_states
+            or group.autoscaling_backend.autoscaling_groups.get(group.name) is not group
+        )
+        if gone or state.health_status != "Unhealthy" or not _is_live(state):
+            _unhealthy.remove(state)
+            continue
+        if state.lifecycle_state != "InService":
+            continue  # acted on once its launch hooks let it go InService
+        due = max(state.bake_unhealthy_at, state.bake_in_service_at or 0.0) + _delay(
+            HEALTH_REPLACEMENT_DELAY_SECS
+        )
+        if now < due:
+            next_due = _min(next_due, due)
+            continue
+        _unhealthy.remove(state)
         _begin_terminate(state)
-        _reconcile(state.auto_scaling_group)
+        _reconcile(group)
+    return next_due
+
+
+def _backend_create_group(self: Any, *args: Any, **kwargs: Any) -> Any:
+    """moto defaults HealthCheckGracePeriod to 300 (and turns an explicit 0 into 300). The API
+    reference (CreateAutoScalingGroup): "HealthCheckGracePeriod ... Default: 0 seconds"; the
+    user guide: "Its default value is 0 seconds when you create an Auto Scaling group using the
+    AWS CLI or an SDK". 300 is the console's default."""
+    bound = inspect.signature(_orig["create_auto_scaling_group"]).bind(self, *args, **kwargs)
+    group = _orig["create_auto_scaling_group"](self, *args, **kwargs)
+    raw = bound.arguments.get("health_check_period")
+    group.health_check_grace_period = 0 if raw in (None, "") else as_models.make_int(raw)
+    return group
 
 
 def _backend_terminate_instance(self: Any, instance_id: str, should_decrement: bool) -> Any:
@@ -1403,6 +1565,7 @@ def install() -> None:
         _orig["launch_template"] = State.launch_template
         _orig["delete_auto_scaling_group"] = Backend.delete_auto_scaling_group
         _orig["delete_lifecycle_hook"] = Backend.delete_lifecycle_hook
+        _orig["create_auto_scaling_group"] = Backend.create_auto_scaling_group
 
         Group.set_desired_capacity = _group_set_desired_capacity
         Group.replace_autoscaling_group_instances = _group_replace_instances
@@ -1410,6 +1573,7 @@ def install() -> None:
         State.launch_template = property(_state_launch_template)
         State.launch_configuration_name = property(_state_launch_configuration_name)
         Backend.set_instance_health = _backend_set_instance_health
+        Backend.create_auto_scaling_group = _backend_create_group
         Backend.terminate_instance = _backend_terminate_instance
         Backend.delete_auto_scaling_group = _backend_delete_group
         Backend.delete_lifecycle_hook = _backend_delete_lifecycle_hook
@@ -1436,6 +1600,13 @@ def install() -> None:
         elbv2_responses.ELBV2Response.call_action = _locked(
             elbv2_responses.ELBV2Response.call_action
         )
+
+        # moto serializes from botocore 1.40's model, whose InstanceRefresh has no Strategy yet
+        # (AWS's current one does): add the member so DescribeInstanceRefreshes returns it.
+        from moto.core.utils import get_service_model
+
+        shapes = get_service_model("autoscaling")._shape_resolver._shape_map  # noqa: SLF001
+        shapes["InstanceRefresh"]["members"].setdefault("Strategy", {"shape": "RefreshStrategy"})
 
         _stop.clear()
         _thread = threading.Thread(target=_run, name="bake-autoscaling", daemon=True)
