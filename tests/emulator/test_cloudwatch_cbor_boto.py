@@ -146,7 +146,13 @@ def test_alarms_round_trip(cbor_cw):
         ComparisonOperator="GreaterThanThreshold",
     )
     [alarm] = cbor_cw.describe_alarms(AlarmNames=["boto-peak"])["MetricAlarms"]
-    assert (alarm["Threshold"], alarm["Period"], alarm["StateValue"]) == (75.0, 10, "OK")
+    # PutMetricAlarm: "When this operation creates an alarm, the alarm state is immediately set
+    # to INSUFFICIENT_DATA."
+    assert (alarm["Threshold"], alarm["Period"], alarm["StateValue"]) == (
+        75.0,
+        10,
+        "INSUFFICIENT_DATA",
+    )
     assert isinstance(alarm["AlarmConfigurationUpdatedTimestamp"], datetime)
     cbor_cw.set_alarm_state(AlarmName="boto-peak", StateValue="ALARM", StateReason="test")
     assert [a["AlarmName"] for a in cbor_cw.describe_alarms(StateValue="ALARM")["MetricAlarms"]] == [

@@ -295,38 +295,6 @@ class CborCloudWatchResponse(CloudWatchResponse):
     def parse_parameters(self, request) -> None:
         self.params = self._cbor_params
 
-    def list_metrics(self) -> ActionResult:
-        """moto's ListMetrics, listing each metric once.
-
-        moto 5.2.5 only folds repeated data points into one metric when the metric has exactly
-        one dimension (its ``are_dimensions_same`` compares every pair of dimensions), so a
-        metric without dimensions, or with two, is listed once per data point. AWS lists a
-        metric (namespace, name, dimension set) once.
-        """
-        next_token = self._get_param("NextToken")
-        backend = self.cloudwatch_backend
-        if next_token:
-            next_token, metrics = backend.list_metrics(next_token, None, None, [])
-        else:
-            found = backend.get_filtered_metrics(
-                self._get_param("MetricName"),
-                self._get_param("Namespace"),
-                self._get_params().get("Dimensions", []),
-            )
-            seen = set()
-            unique = []
-            for metric in found:
-                key = (
-                    metric.namespace,
-                    metric.name,
-                    frozenset((d.name, d.value) for d in metric.dimensions),
-                )
-                if key not in seen:
-                    seen.add(key)
-                    unique.append(metric)
-            next_token, metrics = backend._get_paginated(unique)  # noqa: SLF001 - moto's pager
-        return ActionResult({"Metrics": metrics, "NextToken": next_token})
-
     def serialized(self, action_result: ActionResult):
         service_model = _service_model()
         operation_model = service_model.operation_model(self._operation)

@@ -8,24 +8,50 @@ process can read the endpoint without racing for a port.
 """
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sys
+import urllib.parse
 
 from werkzeug.serving import make_server
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from . import autoscaling, cloudwatch_cbor, ec2
+from . import autoscaling, cloudwatch, cloudwatch_cbor, ec2
+
+NOTIFICATIONS_PATH = "/bake-emulator/sns-notifications"
+
+
+def notifications_app(app):
+    """``GET /bake-emulator/sns-notifications[?TopicArn=ARN&Region=R]``: the messages published to
+    SNS topics (alarm actions among them) as a JSON list, for tests. Everything else goes on."""
+
+    def serve(environ, start_response):
+        if environ.get("PATH_INFO") != NOTIFICATIONS_PATH:
+            return app(environ, start_response)
+        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+        region = (query.get("Region") or ["us-east-1"])[0]
+        topic = (query.get("TopicArn") or [None])[0]
+        account = (query.get("Account") or ["123456789012"])[0]
+        with autoscaling._cond:  # noqa: SLF001 - the emulator's one lock
+            body = json.dumps(cloudwatch.sns_notifications(account, region, topic)).encode()
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+    return serve
 
 
 def build_app():
     """The WSGI application: moto's dispatcher with the extension installed."""
     autoscaling.install()
     ec2.install()
+    cloudwatch.install()
     app = DomainDispatcherApplication(create_backend_app)
-    return cloudwatch_cbor.wrap(app)
+    return notifications_app(cloudwatch_cbor.wrap(app))
 
 
 def main(argv=None):
