@@ -7,7 +7,7 @@ CARGO ?= cargo
 PYTEST := tests/emulator/.venv/bin/python -m pytest
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all setup build fmt fmt-check lint deny test test-rust test-emulator test-infra demo clean-work
+.PHONY: all setup build fmt fmt-check lint deny test test-rust test-emulator test-peer test-infra demo clean-work
 
 all: build
 
@@ -39,11 +39,16 @@ test-rust: build
 test-emulator: setup
 	cd tests/emulator && .venv/bin/python -m pytest -q
 
+## moto's own Auto Scaling, CloudWatch and launch-template tests (pinned sdist from PyPI, cached),
+## against plain moto and against the emulator: no test may pass on the first and fail on the second.
+test-peer: setup
+	tests/emulator/peer-suite
+
 ## Packer template, systemd units, CloudFormation, hardening audit, shell scripts.
 test-infra: setup
 	@if [[ -x tests/infra/run ]]; then tests/infra/run; else echo "tests/infra/run: not present"; fi
 
-test: setup fmt-check lint deny test-rust test-emulator test-infra
+test: setup fmt-check lint deny test-rust test-emulator test-peer test-infra
 	@echo "make test: all checks passed"
 
 demo: setup
