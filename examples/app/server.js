@@ -41,8 +41,14 @@ const neverReady = process.env.NEVER_READY === '1';
 const certMs = parseInt(process.env.GENERATECERT_MS || '3000', 10);
 
 function safeName(name) {
-  // One path component: no traversal out of UPLOADS_DIR.
-  const n = decodeURIComponent(name || '');
+  // One path component: no traversal out of UPLOADS_DIR. A malformed escape (%zz) is a bad
+  // name, not an exception that would end the process.
+  let n;
+  try {
+    n = decodeURIComponent(name || '');
+  } catch {
+    return null;
+  }
   if (!n || n === '.' || n === '..' || n.includes('/') || n.includes('\0')) return null;
   return n;
 }
@@ -53,7 +59,15 @@ function send(res, code, body) {
 }
 
 const server = http.createServer((req, res) => {
-  const url = new URL(req.url, 'http://x');
+  // WHATWG URL parsing, as Node apps do: dot segments (also %2e), '\\' as '/', and a target
+  // starting with '//' taken as //host/path. A target it cannot parse (//[) is a 400, not an
+  // exception that would end the process.
+  let url;
+  try {
+    url = new URL(req.url, 'http://x');
+  } catch {
+    return send(res, 400, 'bad request target');
+  }
   const p = url.pathname;
   if (req.method === 'GET' && p === '/') return send(res, 200, `app ${version}`);
   if (req.method === 'GET' && p === '/health') {
