@@ -123,6 +123,9 @@ def test_agent_unit_opens_the_app_port_before_the_app():
     assert start == ["/usr/local/bin/bake-agent run --config /etc/bake/agent.toml"], start
     pre = unit.get("ExecStartPre", [])
     assert "+/usr/local/bin/bake-agent firewall --config /etc/bake/agent.toml" in pre, pre
+    # After the ruleset is loaded: its `flush ruleset` would drop the element again.
+    after = " ".join(unit.get("After", [])).split()
+    assert "nftables.service" in after, after
 
 
 def test_fleet_gives_the_app_port_once():
