@@ -8,13 +8,19 @@
 //!
 //! Metric names (what alarms in cloudformation/ use), all with dimensions
 //! `InstanceId` + `AutoScalingGroupName`:
-//! - `CPUUtilization` (Percent, high resolution, statistic set); also published with
-//!   `AutoScalingGroupName` alone, so one alarm covers the whole fleet (Maximum over instances);
+//! - `CPUUtilization` (Percent, high resolution, statistic set);
 //! - `MemoryUtilization`, `DiskUtilization` (Percent);
 //! - `AppRestarts`, `RejectedLogEvents`, `DroppedLogEvents` (Count, per interval);
 //! - `LogShippingLag` (Milliseconds: read → acknowledged, last batch).
 //!
-//! When the instance has no ASG name, `AutoScalingGroupName` is left out.
+//! [`FLEET_METRICS`] (`CPUUtilization`, `AppRestarts`) are also published with
+//! `AutoScalingGroupName` alone, so one alarm covers the whole fleet: CloudWatch treats every
+//! dimension set as a metric of its own and does not aggregate across them, and an alarm on
+//! `{AutoScalingGroupName}` would otherwise see no data at all. agent/tests/agent/alarms.rs checks
+//! that every alarm in cloudformation/ reads a metric published here.
+//!
+//! When the instance has no ASG name, `AutoScalingGroupName` is left out (and so are the fleet
+//! copies).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +37,10 @@ use crate::logs::LogStats;
 pub const DEFAULT_NAMESPACE: &str = "Bake/Agent";
 /// Name of the CPU metric.
 pub const CPU_METRIC: &str = "CPUUtilization";
+/// Name of the app restart count.
+pub const RESTARTS_METRIC: &str = "AppRestarts";
+/// Metrics also published with `AutoScalingGroupName` alone (the fleet's alarms read those).
+pub const FLEET_METRICS: [&str; 2] = [CPU_METRIC, RESTARTS_METRIC];
 /// Default time between two PutMetricData calls.
 pub const DEFAULT_PUBLISH_INTERVAL: Duration = Duration::from_secs(60);
 /// CPU sampling period.
@@ -256,15 +266,25 @@ fn dim(name: &str, value: &str) -> Dimension {
     Dimension::builder().name(name).value(value).build()
 }
 
+fn datum_with(
+    dims: &[Dimension],
+    name: &str,
+    unit: StandardUnit,
+    value: f64,
+    at: DateTime,
+) -> MetricDatum {
+    MetricDatum::builder()
+        .metric_name(name)
+        .set_dimensions(Some(dims.to_vec()))
+        .unit(unit)
+        .value(value)
+        .timestamp(at)
+        .build()
+}
+
 impl Publisher {
     fn datum(&self, name: &str, unit: StandardUnit, value: f64, at: DateTime) -> MetricDatum {
-        MetricDatum::builder()
-            .metric_name(name)
-            .set_dimensions(Some(self.dims.clone()))
-            .unit(unit)
-            .value(value)
-            .timestamp(at)
-            .build()
+        datum_with(&self.dims, name, unit, value, at)
     }
 
     #[allow(clippy::cast_precision_loss)]
@@ -302,12 +322,16 @@ impl Publisher {
             data.push(self.datum("DiskUtilization", StandardUnit::Percent, d, at));
         }
         let restarts = self.restarts.load(Ordering::Relaxed);
-        data.push(self.datum(
-            "AppRestarts",
-            StandardUnit::Count,
-            (restarts - self.last_restarts.min(restarts)) as f64,
-            at,
-        ));
+        let restarted = (restarts - self.last_restarts.min(restarts)) as f64;
+        for dims in std::iter::once(&self.dims).chain(self.fleet_dims.as_ref()) {
+            data.push(datum_with(
+                dims,
+                RESTARTS_METRIC,
+                StandardUnit::Count,
+                restarted,
+                at,
+            ));
+        }
         self.last_restarts = restarts;
         if let Some(ls) = &self.log_stats {
             let rejected = ls.rejected_events.load(Ordering::Relaxed);

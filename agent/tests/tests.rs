@@ -7,6 +7,8 @@
 #[path = "agent/util.rs"]
 mod util;
 
+#[path = "agent/alarms.rs"]
+mod alarms;
 #[path = "agent/config.rs"]
 mod config;
 #[path = "agent/lease.rs"]

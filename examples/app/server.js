@@ -5,7 +5,8 @@
 //   PORT                  port to listen on (default 3000), on HOST (default 127.0.0.1)
 //   APP_VERSION           answered by GET / (default "dev")
 //   DB_CONNECTION_STRING  the database; only whether it is set is reported (never its value)
-//   UPLOAD_DIR            where uploads go (default ./uploads)
+//   UPLOADS_DIR           where uploads go (bake-agent sets it from agent.toml [uploads] dir);
+//                         unset: PUT/POST /upload and GET /download answer 503
 //   READY_DELAY_MS        /health answers 503 until this long after start (default 0)
 //   NEVER_READY=1         /health never answers 200 (tests of ABANDON and rollback)
 //   CRASH_ON_START=1      exit(1) at once (crash-loop tests)
@@ -15,8 +16,8 @@
 //   GET  /health           200 "ok" once ready, else 503
 //   GET  /crash            exits the process (status 1), as Phoenix's does
 //   GET  /generatecert     burns CPU for GENERATECERT_MS (default 3000) ms, then answers
-//   PUT|POST /upload/NAME  streams the body to UPLOAD_DIR/NAME
-//   GET  /download/NAME    streams UPLOAD_DIR/NAME back
+//   PUT|POST /upload/NAME  streams the body to UPLOADS_DIR/NAME
+//   GET  /download/NAME    streams UPLOADS_DIR/NAME back
 //   GET  /env/NAME         whether env variable NAME is set (yes/no; never the value)
 'use strict';
 const http = require('http');
@@ -32,14 +33,22 @@ if (process.env.CRASH_ON_START === '1') {
 const port = parseInt(process.env.PORT || '3000', 10);
 const host = process.env.HOST || '127.0.0.1';
 const version = process.env.APP_VERSION || 'dev';
-const uploadDir = process.env.UPLOAD_DIR || path.join(process.cwd(), 'uploads');
+// No default: a directory under the (read-only) release would fail at the first upload, and one
+// on the instance's disk would not be shared by the fleet nor reaped.
+const uploadDir = process.env.UPLOADS_DIR || '';
 const readyAt = Date.now() + parseInt(process.env.READY_DELAY_MS || '0', 10);
 const neverReady = process.env.NEVER_READY === '1';
 const certMs = parseInt(process.env.GENERATECERT_MS || '3000', 10);
 
 function safeName(name) {
-  // One path component: no traversal out of UPLOAD_DIR.
-  const n = decodeURIComponent(name || '');
+  // One path component: no traversal out of UPLOADS_DIR. A malformed escape (%zz) is a bad
+  // name, not an exception that would end the process.
+  let n;
+  try {
+    n = decodeURIComponent(name || '');
+  } catch {
+    return null;
+  }
   if (!n || n === '.' || n === '..' || n.includes('/') || n.includes('\0')) return null;
   return n;
 }
@@ -50,7 +59,15 @@ function send(res, code, body) {
 }
 
 const server = http.createServer((req, res) => {
-  const url = new URL(req.url, 'http://x');
+  // WHATWG URL parsing, as Node apps do: dot segments (also %2e), '\\' as '/', and a target
+  // starting with '//' taken as //host/path. A target it cannot parse (//[) is a 400, not an
+  // exception that would end the process.
+  let url;
+  try {
+    url = new URL(req.url, 'http://x');
+  } catch {
+    return send(res, 400, 'bad request target');
+  }
   const p = url.pathname;
   if (req.method === 'GET' && p === '/') return send(res, 200, `app ${version}`);
   if (req.method === 'GET' && p === '/health') {
@@ -76,6 +93,7 @@ const server = http.createServer((req, res) => {
     return send(res, 200, process.env[name] !== undefined ? 'yes' : 'no');
   }
   if ((req.method === 'PUT' || req.method === 'POST') && p.startsWith('/upload/')) {
+    if (!uploadDir) return send(res, 503, 'no UPLOADS_DIR configured');
     const name = safeName(p.slice('/upload/'.length));
     if (!name) return send(res, 400, 'bad name');
     fs.mkdirSync(uploadDir, { recursive: true });
@@ -95,6 +113,7 @@ const server = http.createServer((req, res) => {
     return;
   }
   if (req.method === 'GET' && p.startsWith('/download/')) {
+    if (!uploadDir) return send(res, 503, 'no UPLOADS_DIR configured');
     const name = safeName(p.slice('/download/'.length));
     if (!name) return send(res, 400, 'bad name');
     const file = path.join(uploadDir, name);

@@ -333,10 +333,16 @@ if [[ -d /etc/nftables.conf.d || -f /etc/nftables.conf || $pkg == apt ]]; then
   write /etc/nftables.conf 0700 <<'NFT'
 #!/usr/sbin/nft -f
 # Host firewall (CIS 3.5.2): default drop inbound. The security groups are the primary control;
-# this is depth. 8080 is the app's port (the ALB target group's port in cloudformation/fleet.yaml);
-# the security group limits it to the load balancer.
+# this is depth. The app's port is not written here: the image serves any AppPort. At every
+# start of bake-agent.service, its ExecStartPre `bake-agent firewall` adds the `[app] port` of
+# the agent's configuration (fleet.yaml's AppPort, the same value the app gets as PORT) to the
+# set app_ports; the security group limits that port to the load balancer. Until then (and
+# with no [app] port) no app port is open.
 flush ruleset
 table inet filter {
+  set app_ports {
+    type inet_service;
+  }
   chain input {
     type filter hook input priority 0; policy drop;
     iif "lo" accept
@@ -346,7 +352,7 @@ table inet filter {
     ct state invalid drop
     ip protocol icmp icmp type { echo-request, destination-unreachable, time-exceeded } accept
     ip6 nexthdr ipv6-icmp accept
-    tcp dport 8080 accept
+    tcp dport @app_ports accept
   }
   chain forward {
     type filter hook forward priority 0; policy drop;

@@ -53,8 +53,8 @@ install -m 0755 -o root -g root "$src/bake-agent" /usr/local/bin/bake-agent
 install -d -m 0755 /etc/bake
 # Group app: `bake-agent job` (bake-user-stats.service) runs as the app user and reads it too.
 install -m 0640 -o root -g app "$src/agent.toml" /etc/bake/agent.toml
-# The EFS mount point (R3); the agent mounts it at boot.
-install -d -m 0755 /mnt/uploads
+# The EFS mount point (R3, fleet.yaml [efs] mount_point); the agent mounts it at boot.
+install -d -m 0755 /mnt/efs
 
 log "systemd units"
 for unit in "$src"/systemd/*.service "$src"/systemd/*.timer; do

@@ -21,6 +21,8 @@ from pathlib import Path
 import boto3
 import yaml
 
+from cfn import CfnLoader  # tests/infra/cfn.py, next to this script
+
 ROOT = Path(__file__).resolve().parents[2]
 CFN = ROOT / "cloudformation"
 ENV = "emu"
@@ -35,24 +37,6 @@ STAND_IN = {
     "crash its CloudFormation (FakeTargetGroup has no get_cfn_attribute); "
     "AWS::CertificateManager::Certificate, AWS::WAFv2::* are not modelled",
 }
-
-
-class CfnLoader(yaml.SafeLoader):
-    """YAML loader that keeps CloudFormation's short-form tags (!Sub, !Ref, …) as plain data."""
-
-
-def _tag(loader, suffix, node):
-    name = "Ref" if suffix == "Ref" else "Fn::" + suffix
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    return {name: value}
-
-
-CfnLoader.add_multi_constructor("!", _tag)
 
 
 def client(service, endpoint):

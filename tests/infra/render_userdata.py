@@ -19,8 +19,10 @@ SAMPLE = {
 }
 
 
-def main():
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "cloudformation/fleet.yaml")
+def render(path, **values):
+    """The UserData TOML of the template at `path`, with the sample values (or `values`)."""
+    sample = {**SAMPLE, **values}
+    path = Path(path)
     text = path.read_text()
     # The literal block after "Fn::Base64: !Sub" / "- |", up to the substitution map ("- Key:").
     m = re.search(r"Fn::Base64: !Sub\n(\s*)- \|\n(.*?)\n\1- ", text, re.S)
@@ -32,11 +34,16 @@ def main():
 
     def sub(match):
         name = match.group(1)
-        if name not in SAMPLE:
+        if name not in sample:
             sys.exit(f"{path}: UserData uses ${{{name}}}, which has no sample value here")
-        return SAMPLE[name]
+        return sample[name]
 
-    sys.stdout.write(re.sub(r"\$\{([A-Za-z0-9:]+)\}", sub, body))
+    return re.sub(r"\$\{([A-Za-z0-9:]+)\}", sub, body)
+
+
+def main():
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "cloudformation/fleet.yaml")
+    sys.stdout.write(render(path))
 
 
 if __name__ == "__main__":

@@ -781,7 +781,7 @@ stop_timeout = "5s"
 [app.env]
 PORT = "{port}"
 APP_VERSION = "{version}"
-UPLOAD_DIR = "{inst}/uploads"
+UPLOADS_DIR = "{inst}/uploads"
 {never_ready}[supervise]
 backoff_initial = "100ms"
 backoff_max = "1s"
