@@ -9,6 +9,8 @@ mod util;
 
 #[path = "agent/config.rs"]
 mod config;
+#[path = "agent/input.rs"]
+mod input;
 #[path = "agent/lease.rs"]
 mod lease;
 #[path = "agent/lifecycle.rs"]
