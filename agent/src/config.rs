@@ -1041,6 +1041,10 @@ impl Validator<'_> {
         if command.is_empty() || command[0].is_empty() {
             return Err(self.err("app.command", "must name a program"));
         }
+        // execve takes C strings: a NUL byte would only fail at the first start.
+        if let Some(i) = command.iter().position(|c| c.contains('\0')) {
+            return Err(self.err(&format!("app.command[{i}]"), "contains a NUL character"));
+        }
         let Some(user) = a.user else {
             return Err(self.err(
                 "app.user",
@@ -1052,12 +1056,15 @@ impl Validator<'_> {
             self.account_name("app.group", g)?;
         }
         let env = a.env.unwrap_or_default();
-        for k in env.keys() {
+        for (k, v) in &env {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
                 return Err(self.err(
                     &format!("app.env.{k}"),
                     "not a valid environment variable name",
                 ));
+            }
+            if v.contains('\0') {
+                return Err(self.err(&format!("app.env.{k}"), "contains a NUL character"));
             }
         }
         let stop_signal = match a.stop_signal {
@@ -1584,6 +1591,8 @@ mod tests {
         // [app] itself.
         let app_cases: Vec<(&str, &str, &str)> = vec![
             ("[app]\ncommand = [\"/bin/true\"]\n", "app.user", "missing: the user the app runs as"),
+            ("[app]\ncommand = [\"/bin/true\", \"a\\u0000b\"]\nuser = \"app\"\n", "app.command[1]", "contains a NUL character"),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nenv = { A = \"x\\u0000\" }\n", "app.env.A", "contains a NUL character"),
             ("[app]\ncommand = [\"/bin/true\"]\nuser = \"\"\n", "app.user", "must not be empty"),
             ("[app]\ncommand = [\"/bin/true\"]\nuser = \"a:b\"\n", "app.user", "not a user or group name"),
             ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\ngroup = \"\"\n", "app.group", "must not be empty"),
