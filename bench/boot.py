@@ -128,6 +128,7 @@ def one_boot(agent, app, url, proxy, imds, tmp, group):
         f.write(f"""[identity]
 {identity}
 [app]
+user = "root"
 command = ["{app}"]
 env = {{ PORT = "{port}" }}
 [secrets]

@@ -138,6 +138,7 @@ log_stream = "{{instance_id}}"
             f.write(f"""[identity]
 standalone = true
 [app]
+user = "root"
 command = ["/bin/sleep", "3600"]
 [metrics]
 enabled = false

@@ -209,6 +209,7 @@ mark_unhealthy = false
                 f.write(f"""[identity]
 standalone = true
 [app]
+user = "root"
 command = ["{app}"]
 env = {{ PORT = "{self.port}" }}
 {supervise}[metrics]

@@ -63,15 +63,25 @@ pub enum Command {
         cmd: Vec<String>,
     },
     /// Delete expired uploads: files by mtime, then empty directories; never follows symlinks.
+    /// Without DIR: `[uploads] dir` of the configuration (baked file + userdata), skipped with a
+    /// warning (exit 0) when it is missing or the EFS file system is not mounted.
     Reap {
-        /// The upload directory.
-        dir: PathBuf,
-        /// Age limit, e.g. `14d`.
+        /// The upload directory; default: `[uploads] dir`.
+        dir: Option<PathBuf>,
+        /// Age limit, e.g. `13d`; default: `[uploads] max_age` (13d).
         #[arg(long, value_parser = parse_age)]
-        older_than: std::time::Duration,
+        older_than: Option<std::time::Duration>,
         /// Report what would be removed, remove nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Open `[app] port` in the instance's firewall: `nft add element inet filter app_ports
+    /// { PORT }` (systemd's `ExecStartPre=+` of bake-agent.service). Reads the configuration as
+    /// `run` does (baked file + userdata); without `[app] port`: a warning, exit 0.
+    Firewall {
+        /// The nft program.
+        #[arg(long, default_value = crate::firewall::DEFAULT_NFT)]
+        nft: PathBuf,
     },
 }
 
@@ -110,5 +120,24 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Cli::try_parse_from(["bake-agent", "reap", "/x", "--older-than", "5x"]).is_err());
+    }
+
+    #[test]
+    fn test_reap_and_firewall_defaults() {
+        match Cli::try_parse_from(["bake-agent", "reap"]).unwrap().command {
+            Command::Reap {
+                dir,
+                older_than,
+                dry_run,
+            } => assert!(dir.is_none() && older_than.is_none() && !dry_run),
+            other => panic!("{other:?}"),
+        }
+        match Cli::try_parse_from(["bake-agent", "firewall"])
+            .unwrap()
+            .command
+        {
+            Command::Firewall { nft } => assert_eq!(nft, PathBuf::from("/usr/sbin/nft")),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -20,6 +20,29 @@ use crate::metrics::MetricsConfig;
 
 /// Default grace period between the stop signal and SIGKILL of the app's process group.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest `app.stop_timeout`. The whole drain must fit systemd's `TimeoutStopSec=3min`
+/// (systemd/bake-agent.service): 120 s for the app, then up to 2 s for its pipes
+/// ([`crate::daemon::PIPES_DEADLINE`]), 10 s of log flush ([`crate::daemon::LOG_FLUSH_DEADLINE`])
+/// and 5 s for the last metrics, leaves 43 s for `CompleteLifecycleAction` on the terminate hook.
+pub const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Shortest `secrets.poll_interval` other than `"0s"` (off): shorter is a busy loop against SSM.
+/// Every instance of the fleet polls `DescribeParameters`, which SSM throttles per account and
+/// region, so a fleet should poll every few minutes (examples/agent.toml: `"5m"`).
+pub const MIN_SECRETS_POLL: Duration = Duration::from_secs(1);
+/// Largest `lifecycle.poll_interval`: a spot interruption notice comes two minutes ahead, and the
+/// drain needs most of them.
+pub const MAX_TERMINATION_POLL: Duration = Duration::from_secs(60);
+/// Largest `readiness.timeout`: a lifecycle hook can be held at most 48 hours.
+pub const MAX_READY_TIMEOUT: Duration = Duration::from_secs(48 * 3600);
+/// Largest `readiness.heartbeat_interval`: the longest heartbeat timeout a lifecycle hook can have.
+pub const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(7200);
+/// Largest value of any other duration in agent.toml, a year (humantime's `"1year"`, 365.25 days):
+/// longer is a typo, and every duration stays far from the overflow of the clock arithmetic it
+/// feeds.
+pub const MAX_DURATION: Duration = Duration::from_secs(31_557_600);
+/// Default age after which `bake-agent reap` removes an upload: with the hourly timer
+/// (`RandomizedDelaySec=10min`) a file lives at most 13 d + 1 h + 10 min + the run, under 14 days.
+pub const DEFAULT_UPLOADS_MAX_AGE: Duration = Duration::from_secs(13 * 86_400);
 /// Default delay before the second restart in a row (the first restart is immediate).
 pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 /// Default ceiling of the restart delay.
@@ -122,6 +145,8 @@ pub struct RawConfig {
     pub logs: Option<LogsConfig>,
     /// Metrics to CloudWatch (schema: docs/logs.md). Absent: no metrics are published.
     pub metrics: Option<MetricsConfig>,
+    /// The uploads directory the app writes and `bake-agent reap` empties.
+    pub uploads: Option<RawUploads>,
 }
 
 /// `[identity]`.
@@ -142,7 +167,7 @@ pub struct RawIdentity {
 pub struct RawApp {
     /// Program and arguments, e.g. `["/usr/bin/node", "/opt/app/server.js"]`. Required for `run`.
     pub command: Option<Vec<String>>,
-    /// User the app runs as; default: the agent's own.
+    /// User the app runs as. Required with `command` (`"root"` must be written out).
     pub user: Option<String>,
     /// Group the app runs as; default: the user's primary group.
     pub group: Option<String>,
@@ -152,8 +177,11 @@ pub struct RawApp {
     pub env: Option<BTreeMap<String, String>>,
     /// Signal for a graceful stop, e.g. `"SIGTERM"` (default) or `"SIGINT"`.
     pub stop_signal: Option<String>,
-    /// Grace period before SIGKILL of the whole group (humantime). Default `"10s"`.
+    /// Grace period before SIGKILL of the whole group (humantime, at most `"2m"`). Default `"10s"`.
     pub stop_timeout: Option<String>,
+    /// The TCP port the app listens on (1..=65535): given to it as `PORT`, and opened in the
+    /// instance's firewall by `bake-agent firewall`. Default: none.
+    pub port: Option<i64>,
 }
 
 /// `[supervise]`.
@@ -238,6 +266,17 @@ pub struct RawLease {
     pub prefix: Option<String>,
 }
 
+/// `[uploads]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUploads {
+    /// The uploads directory (absolute), e.g. `/mnt/efs/uploads`: given to the app as
+    /// `UPLOADS_DIR`, reaped by `bake-agent reap`. Required in `[uploads]`.
+    pub dir: Option<PathBuf>,
+    /// Age after which `bake-agent reap` removes a file (humantime). Default `"13d"`.
+    pub max_age: Option<String>,
+}
+
 /// Validated settings, everything typed and defaulted.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -264,6 +303,10 @@ pub struct Settings {
     /// Metrics, checked with [`MetricsConfig::validate`]; `None` without `[metrics]` or with
     /// `enabled = false`.
     pub metrics: Option<MetricsConfig>,
+    /// Uploads; `None` without `[uploads]`.
+    pub uploads: Option<UploadsSettings>,
+    /// The sources, for messages: `/etc/bake/agent.toml` or `/etc/bake/agent.toml + userdata`.
+    pub origin: String,
 }
 
 /// `[identity]`, validated.
@@ -283,7 +326,7 @@ pub struct AppSettings {
     /// Program and arguments (non-empty).
     pub command: Vec<String>,
     /// Run-as user name.
-    pub user: Option<String>,
+    pub user: String,
     /// Run-as group name.
     pub group: Option<String>,
     /// Working directory.
@@ -292,8 +335,10 @@ pub struct AppSettings {
     pub env: BTreeMap<String, String>,
     /// Graceful stop signal.
     pub stop_signal: Signal,
-    /// Grace period before SIGKILL.
+    /// Grace period before SIGKILL (at most [`MAX_STOP_TIMEOUT`]).
     pub stop_timeout: Duration,
+    /// The port the app listens on (also `PORT` in `env`).
+    pub port: Option<u16>,
 }
 
 /// `[supervise]`, validated.
@@ -413,6 +458,15 @@ pub struct LeaseSettings {
     pub prefix: String,
 }
 
+/// `[uploads]`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadsSettings {
+    /// Absolute, without `.` or `..` components.
+    pub dir: PathBuf,
+    /// Reaper age limit (> 0).
+    pub max_age: Duration,
+}
+
 /// Userdata that is not agent TOML (a shell script, cloud-config, MIME multipart, binary):
 /// returns why, so the caller can log it and carry on.
 #[must_use]
@@ -434,6 +488,71 @@ pub fn userdata_not_toml(text: &str) -> Option<&'static str> {
     }
 }
 
+/// The largest userdata the agent reads once decompressed. EC2 takes at most 16 KiB of userdata;
+/// a gzip member that inflates beyond this is not agent TOML.
+pub const MAX_USERDATA_BYTES: usize = 1 << 20;
+
+/// What the instance's userdata is to the agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Userdata {
+    /// Agent TOML, to be laid over the baked file.
+    Toml {
+        /// The document.
+        text: String,
+        /// It arrived gzip-compressed.
+        gzip: bool,
+    },
+    /// Not agent TOML, ignored: why.
+    Ignored(&'static str),
+}
+
+/// Decides what raw userdata is: gzip (as cloud-init accepts it) is decompressed first; what is
+/// then not UTF-8 text, or is a script, cloud-init directives, MIME multipart or empty, is
+/// ignored. Only gzip that does not decompress is an error (`userdata: .`).
+pub fn classify_userdata(raw: &[u8]) -> Result<Userdata, ConfigError> {
+    let gzip = raw.starts_with(&[0x1f, 0x8b]);
+    let bytes = if gzip {
+        use std::io::Read;
+        let mut out = Vec::new();
+        let limit = u64::try_from(MAX_USERDATA_BYTES).unwrap_or(u64::MAX) + 1;
+        flate2::read::MultiGzDecoder::new(raw)
+            .take(limit)
+            .read_to_end(&mut out)
+            .map_err(|e| ConfigError::Parse {
+                origin: Origin::Userdata.to_string(),
+                key: ".".into(),
+                message: format!("gzip data that does not decompress: {e}"),
+            })?;
+        if out.len() > MAX_USERDATA_BYTES {
+            return Ok(Userdata::Ignored("gzip larger than 1 MiB decompressed"));
+        }
+        std::borrow::Cow::Owned(out)
+    } else {
+        std::borrow::Cow::Borrowed(raw)
+    };
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return Ok(Userdata::Ignored("not UTF-8 text (binary)"));
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    Ok(match userdata_not_toml(text) {
+        Some(why) => Userdata::Ignored(why),
+        None => Userdata::Toml {
+            text: text.to_owned(),
+            gzip,
+        },
+    })
+}
+
+/// The baked file with the userdata the instance metadata service serves laid over it: what
+/// `run` boots with, and what `firewall` and `reap` read. An unreachable metadata service is
+/// [`Exit::Imds`](crate::exit::Exit::Imds), a bad configuration
+/// [`Exit::Config`](crate::exit::Exit::Config).
+pub async fn load_on_instance(path: &Path, imds: &crate::imds::Imds) -> anyhow::Result<Settings> {
+    use crate::exit::{coded, Exit};
+    let userdata = imds.user_data().await.map_err(|e| coded(Exit::Imds, e))?;
+    Settings::load(path, userdata.as_deref()).map_err(|e| coded(Exit::Config, e))
+}
+
 /// Parses one TOML document into a table, checking it against [`RawConfig`] so that errors
 /// name the document and the key path.
 pub fn parse_document(origin: &Origin, text: &str) -> Result<toml::Table, ConfigError> {
@@ -452,7 +571,35 @@ pub fn parse_document(origin: &Origin, text: &str) -> Result<toml::Table, Config
             message: e.into_inner().message().to_owned(),
         }
     })?;
+    sections_are_tables(origin, &table)?;
     Ok(table)
+}
+
+/// serde lets an array stand for a struct (`app = ["/bin/app", "root", …]` fills `[app]` field by
+/// field, in declaration order); agent.toml's sections are tables only.
+fn sections_are_tables(origin: &Origin, table: &toml::Table) -> Result<(), ConfigError> {
+    let not_table = |key: String| ConfigError::Parse {
+        origin: origin.to_string(),
+        key,
+        message: "must be a table (a [section] or { key = value, … }), not an array".into(),
+    };
+    for (name, value) in table {
+        let Some(section) = value.as_table() else {
+            return Err(not_table(name.clone()));
+        };
+        // The tables nested in sections: [logs.app] and each [[logs.files]].
+        if name == "logs" {
+            if section.get("app").is_some_and(|a| !a.is_table()) {
+                return Err(not_table("logs.app".into()));
+            }
+            if let Some(files) = section.get("files").and_then(toml::Value::as_array) {
+                if let Some(i) = files.iter().position(|f| !f.is_table()) {
+                    return Err(not_table(format!("logs.files[{i}]")));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
@@ -478,20 +625,27 @@ pub fn merge(base: &mut toml::Table, over: toml::Table) {
 impl Settings {
     /// Reads the baked file, lays the userdata over it (if it is agent TOML), validates.
     ///
-    /// `userdata` is the raw userdata text, `None` when the instance has none. Userdata that is
-    /// a script or cloud-init is skipped with a log line; userdata TOML with errors is an error.
-    pub fn load(path: &Path, userdata: Option<&str>) -> Result<Self, ConfigError> {
+    /// `userdata` is the raw userdata as the instance serves it (bytes: it may be gzip), `None`
+    /// when the instance has none; [`classify_userdata`] decides what it is. Userdata that is not
+    /// agent TOML is skipped with a log line; userdata TOML with errors is an error. `run`,
+    /// `check`, `firewall` and `reap` all load their settings here.
+    pub fn load(path: &Path, userdata: Option<&[u8]>) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
         let mut table = parse_document(&Origin::File(path.to_owned()), &text)?;
         let mut origin = path.display().to_string();
-        if let Some(ud) = userdata {
-            match userdata_not_toml(ud) {
-                Some(why) => tracing::info!(kind = why, "userdata is not agent TOML; ignored"),
-                None => {
-                    let over = parse_document(&Origin::Userdata, ud)?;
+        if let Some(raw) = userdata {
+            match classify_userdata(raw)? {
+                Userdata::Ignored(why) => {
+                    tracing::info!(kind = why, "userdata is not agent TOML; ignored");
+                }
+                Userdata::Toml { text, gzip } => {
+                    if gzip {
+                        tracing::info!(bytes = raw.len(), "userdata is gzip; decompressed");
+                    }
+                    let over = parse_document(&Origin::Userdata, &text)?;
                     merge(&mut table, over);
                     origin.push_str(" + userdata");
                 }
@@ -508,14 +662,34 @@ impl Settings {
         Self::validate(raw, &origin)
     }
 
+    /// The app, as `run` needs it: `check` asks the same question, so that both refuse the same
+    /// configurations.
+    pub fn app_for_run(&self) -> Result<&AppSettings, ConfigError> {
+        self.app.as_ref().ok_or_else(|| ConfigError::Invalid {
+            origin: self.origin.clone(),
+            key: "app.command".into(),
+            message: "missing: the app to supervise, e.g. [\"/usr/bin/node\", \"server.js\"]"
+                .into(),
+        })
+    }
+
     /// Checks and types a merged raw config. `origin` names the sources for errors.
     pub fn validate(raw: RawConfig, origin: &str) -> Result<Self, ConfigError> {
         let v = Validator { origin };
+        let aws = v.aws(raw.aws.unwrap_or_default())?;
         let identity = raw.identity.unwrap_or_default();
-        let app = match raw.app {
+        if let Some(name) = &identity.asg_name {
+            v.asg_name("identity.asg_name", name)?;
+        }
+        let mut app = match raw.app {
             Some(a) if a.command.is_some() => Some(v.app(a)?),
             Some(a) => {
-                if a.user.is_some() || a.env.is_some() || a.working_dir.is_some() {
+                if a.user.is_some()
+                    || a.group.is_some()
+                    || a.env.is_some()
+                    || a.working_dir.is_some()
+                    || a.port.is_some()
+                {
                     return Err(v.err("app.command", "missing: the program and its arguments, e.g. [\"/usr/bin/node\", \"server.js\"]"));
                 }
                 None
@@ -567,12 +741,19 @@ impl Settings {
             None => None,
         };
         let l = raw.lifecycle.unwrap_or_default();
+        if let Some(h) = &l.terminate_hook {
+            v.hook_name("lifecycle.terminate_hook", h)?;
+        }
         let lifecycle = LifecycleSettings {
             terminate_hook: l.terminate_hook,
-            poll_interval: v.positive(
+            poll_interval: v.at_most(
                 "lifecycle.poll_interval",
-                l.poll_interval,
-                DEFAULT_TERMINATION_POLL,
+                v.positive(
+                    "lifecycle.poll_interval",
+                    l.poll_interval,
+                    DEFAULT_TERMINATION_POLL,
+                )?,
+                MAX_TERMINATION_POLL,
             )?,
             spot: l.spot.unwrap_or(true),
         };
@@ -600,8 +781,20 @@ impl Settings {
             }
             None => None,
         };
+        let uploads = match raw.uploads {
+            Some(u) => Some(v.uploads(u)?),
+            None => None,
+        };
+        if let Some(a) = app.as_mut() {
+            if let Some(port) = a.port {
+                v.give_app(a, "PORT", "app.port", port.to_string())?;
+            }
+            if let Some(u) = &uploads {
+                v.give_app(a, "UPLOADS_DIR", "uploads.dir", u.dir.display().to_string())?;
+            }
+        }
         Ok(Settings {
-            aws: raw.aws.unwrap_or_default(),
+            aws,
             identity: IdentitySettings {
                 asg_name: identity.asg_name,
                 imds_tags: identity.imds_tags.unwrap_or(true),
@@ -616,6 +809,8 @@ impl Settings {
             lease,
             logs,
             metrics,
+            uploads,
+            origin: origin.to_owned(),
         })
     }
 }
@@ -633,14 +828,15 @@ impl Validator<'_> {
         }
     }
 
+    /// A humantime duration, at most [`MAX_DURATION`].
     fn dur(
         &self,
         key: &str,
         value: Option<String>,
         default: Duration,
     ) -> Result<Duration, ConfigError> {
-        match value {
-            None => Ok(default),
+        let d = match value {
+            None => default,
             Some(s) => bake_common::duration::parse(key, &s).map_err(|e| {
                 self.err(
                     key,
@@ -649,8 +845,23 @@ impl Validator<'_> {
                         e.value, e.reason
                     ),
                 )
-            }),
+            })?,
+        };
+        self.at_most(key, d, MAX_DURATION)
+    }
+
+    fn at_most(&self, key: &str, d: Duration, max: Duration) -> Result<Duration, ConfigError> {
+        if d > max {
+            return Err(self.err(
+                key,
+                format!(
+                    "\"{}\" is too long: at most \"{}\"",
+                    humantime::format_duration(d),
+                    humantime::format_duration(max)
+                ),
+            ));
         }
+        Ok(d)
     }
 
     fn positive(
@@ -666,6 +877,9 @@ impl Validator<'_> {
         Ok(d)
     }
 
+    /// An SSM parameter path (prefix), by Parameter Store's naming rules: `/` then names of
+    /// `a-zA-Z0-9_.-` separated by single `/`, at most 15 levels and 1011 characters, not
+    /// starting with `aws` or `ssm`. Returned without a trailing `/`.
     fn ssm_path(&self, key: &str, path: &str) -> Result<String, ConfigError> {
         let trimmed = path.trim_end_matches('/');
         if !trimmed.starts_with('/') || trimmed.len() < 2 {
@@ -683,7 +897,143 @@ impl Validator<'_> {
                 format!("\"{path}\": character {c:?} is not allowed in an SSM parameter name"),
             ));
         }
+        let levels: Vec<&str> = trimmed[1..].split('/').collect();
+        if levels
+            .iter()
+            .any(|l| l.is_empty() || *l == "." || *l == "..")
+        {
+            return Err(self.err(
+                key,
+                format!("\"{path}\": empty, \".\" or \"..\" levels are not SSM path levels"),
+            ));
+        }
+        if levels.len() > 15 || trimmed.len() > 1011 {
+            return Err(self.err(
+                key,
+                format!("\"{path}\": SSM paths have at most 15 levels and 1011 characters"),
+            ));
+        }
+        let first = levels[0].to_ascii_lowercase();
+        if first.starts_with("aws") || first.starts_with("ssm") {
+            return Err(self.err(
+                key,
+                format!("\"{path}\": names starting with \"aws\" or \"ssm\" are reserved by SSM"),
+            ));
+        }
         Ok(trimmed.to_owned())
+    }
+
+    /// An absolute path without `..`, normalised (no `.` components, no trailing `/`).
+    fn abs_path(&self, key: &str, path: &Path) -> Result<PathBuf, ConfigError> {
+        use std::path::Component;
+        if !path.is_absolute() {
+            return Err(self.err(
+                key,
+                format!("\"{}\" is not an absolute path", path.display()),
+            ));
+        }
+        if path.components().any(|c| c == Component::ParentDir) {
+            return Err(self.err(
+                key,
+                format!(
+                    "\"{}\": \"..\" is not allowed (write the path it means)",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(path.components().collect())
+    }
+
+    /// [`Self::abs_path`], and not `/` itself.
+    fn dir_below_root(&self, key: &str, path: &Path) -> Result<PathBuf, ConfigError> {
+        let p = self.abs_path(key, path)?;
+        if p == Path::new("/") {
+            return Err(self.err(key, "must not be \"/\""));
+        }
+        Ok(p)
+    }
+
+    /// A user or group name as useradd accepts it: 1 to 32 characters, no `:`, `/`, `,`,
+    /// whitespace or control characters, not starting with `-`.
+    fn account_name(&self, key: &str, name: &str) -> Result<(), ConfigError> {
+        if name.is_empty() {
+            return Err(self.err(key, "must not be empty"));
+        }
+        if name.chars().count() > 32
+            || name.starts_with('-')
+            || name
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || ":/,".contains(c))
+        {
+            return Err(self.err(key, format!("\"{name}\" is not a user or group name")));
+        }
+        Ok(())
+    }
+
+    /// An Auto Scaling group name: 1 to 255 characters, no control characters.
+    fn asg_name(&self, key: &str, name: &str) -> Result<(), ConfigError> {
+        if name.is_empty() || name.chars().count() > 255 || name.chars().any(char::is_control) {
+            return Err(self.err(
+                key,
+                format!("\"{name}\" is not an Auto Scaling group name (1 to 255 characters)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A lifecycle hook name, by Auto Scaling's rule: 1 to 255 of `A-Za-z0-9-_/`.
+    fn hook_name(&self, key: &str, name: &str) -> Result<(), ConfigError> {
+        if name.is_empty()
+            || name.len() > 255
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_/".contains(c))
+        {
+            return Err(self.err(
+                key,
+                format!("\"{name}\" is not a lifecycle hook name (1 to 255 of A-Za-z0-9-_/)"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn aws(&self, a: AwsSettings) -> Result<AwsSettings, ConfigError> {
+        if let Some(r) = &a.region {
+            let ok = r.starts_with(|c: char| c.is_ascii_lowercase())
+                && r.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !ok {
+                return Err(self.err(
+                    "aws.region",
+                    format!("\"{r}\" is not a region name like \"eu-west-1\""),
+                ));
+            }
+        }
+        if a.profile.as_deref() == Some("") {
+            return Err(self.err("aws.profile", "must not be empty"));
+        }
+        if let Some(u) = &a.endpoint_url {
+            let host = u
+                .strip_prefix("https://")
+                .or_else(|| u.strip_prefix("http://"))
+                .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
+            match host {
+                None => {
+                    return Err(self.err(
+                        "aws.endpoint_url",
+                        format!("\"{u}\" is not a URL: it needs the scheme, e.g. \"https://{u}\""),
+                    ))
+                }
+                Some(h) if h.is_empty() || u.chars().any(|c| c.is_whitespace()) => {
+                    return Err(self.err(
+                        "aws.endpoint_url",
+                        format!("\"{u}\" is not a URL like \"http://127.0.0.1:5000\""),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(a)
     }
 
     fn app(&self, a: RawApp) -> Result<AppSettings, ConfigError> {
@@ -691,13 +1041,30 @@ impl Validator<'_> {
         if command.is_empty() || command[0].is_empty() {
             return Err(self.err("app.command", "must name a program"));
         }
+        // execve takes C strings: a NUL byte would only fail at the first start.
+        if let Some(i) = command.iter().position(|c| c.contains('\0')) {
+            return Err(self.err(&format!("app.command[{i}]"), "contains a NUL character"));
+        }
+        let Some(user) = a.user else {
+            return Err(self.err(
+                "app.user",
+                "missing: the user the app runs as, e.g. \"app\" (write \"root\" to run it as root)",
+            ));
+        };
+        self.account_name("app.user", &user)?;
+        if let Some(g) = &a.group {
+            self.account_name("app.group", g)?;
+        }
         let env = a.env.unwrap_or_default();
-        for k in env.keys() {
+        for (k, v) in &env {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
                 return Err(self.err(
                     &format!("app.env.{k}"),
                     "not a valid environment variable name",
                 ));
+            }
+            if v.contains('\0') {
+                return Err(self.err(&format!("app.env.{k}"), "contains a NUL character"));
             }
         }
         let stop_signal = match a.stop_signal {
@@ -716,15 +1083,61 @@ impl Validator<'_> {
                 })?
             }
         };
+        let stop_timeout = self.dur("app.stop_timeout", a.stop_timeout, DEFAULT_STOP_TIMEOUT)?;
+        if stop_timeout > MAX_STOP_TIMEOUT {
+            return Err(self.err(
+                "app.stop_timeout",
+                format!(
+                    "\"{}\" is too long: at most \"{}\", so that the drain (the app's stop, log \
+                     flush, the terminate hook) fits systemd's TimeoutStopSec=3min",
+                    humantime::format_duration(stop_timeout),
+                    humantime::format_duration(MAX_STOP_TIMEOUT)
+                ),
+            ));
+        }
+        let port = match a.port {
+            None => None,
+            Some(p) => Some(
+                u16::try_from(p)
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| self.err("app.port", format!("{p} is not in 1..=65535")))?,
+            ),
+        };
         Ok(AppSettings {
             command,
-            user: a.user,
+            user,
             group: a.group,
-            working_dir: a.working_dir.unwrap_or_else(|| PathBuf::from("/")),
+            working_dir: match a.working_dir {
+                Some(w) => self.abs_path("app.working_dir", &w)?,
+                None => PathBuf::from("/"),
+            },
             env,
             stop_signal,
-            stop_timeout: self.dur("app.stop_timeout", a.stop_timeout, DEFAULT_STOP_TIMEOUT)?,
+            stop_timeout,
+            port,
         })
+    }
+
+    /// Puts `name=value` in the app's environment for `key`; an `app.env.NAME` that differs is an
+    /// error naming both keys.
+    fn give_app(
+        &self,
+        app: &mut AppSettings,
+        name: &str,
+        key: &str,
+        value: String,
+    ) -> Result<(), ConfigError> {
+        match app.env.get(name) {
+            Some(v) if *v != value => Err(self.err(
+                &format!("app.env.{name}"),
+                format!("\"{v}\" differs from {key} (\"{value}\"): set it once, in {key}"),
+            )),
+            _ => {
+                app.env.insert(name.to_owned(), value);
+                Ok(())
+            }
+        }
     }
 
     fn secrets(&self, s: RawSecrets) -> Result<SecretsSettings, ConfigError> {
@@ -734,7 +1147,21 @@ impl Validator<'_> {
                 "missing: the SSM path prefix, e.g. \"/app/prod\"",
             ));
         };
-        let poll = self.dur("secrets.poll_interval", s.poll_interval, Duration::ZERO)?;
+        let poll = self.at_most(
+            "secrets.poll_interval",
+            self.dur("secrets.poll_interval", s.poll_interval, Duration::ZERO)?,
+            Duration::from_secs(86_400),
+        )?;
+        if !poll.is_zero() && poll < MIN_SECRETS_POLL {
+            return Err(self.err(
+                "secrets.poll_interval",
+                format!(
+                    "\"{}\" is too short: \"0s\" (off) or at least \"{}\" (every instance polls)",
+                    humantime::format_duration(poll),
+                    humantime::format_duration(MIN_SECRETS_POLL)
+                ),
+            ));
+        }
         let on_change = match s.on_change.as_deref() {
             None | Some("rollout") => OnChange::Rollout,
             Some("restart") => OnChange::Restart,
@@ -748,7 +1175,10 @@ impl Validator<'_> {
         };
         Ok(SecretsSettings {
             path: self.ssm_path("secrets.path", &path)?,
-            env_file: s.env_file,
+            env_file: match s.env_file {
+                Some(f) => Some(self.dir_below_root("secrets.env_file", &f)?),
+                None => None,
+            },
             poll_interval: (!poll.is_zero()).then_some(poll),
             on_change,
         })
@@ -779,17 +1209,16 @@ impl Validator<'_> {
                 ));
             }
         }
-        let mount_point = e
-            .mount_point
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_MOUNT_POINT));
-        if !mount_point.is_absolute() {
-            return Err(self.err("efs.mount_point", "must be an absolute path"));
-        }
+        let mount_point = self.dir_below_root(
+            "efs.mount_point",
+            &e.mount_point
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_MOUNT_POINT)),
+        )?;
         Ok(EfsSettings {
             file_system_id: fs,
             access_point: e.access_point,
             mount_point,
-            timeout: self.dur("efs.timeout", e.timeout, DEFAULT_MOUNT_TIMEOUT)?,
+            timeout: self.positive("efs.timeout", e.timeout, DEFAULT_MOUNT_TIMEOUT)?,
         })
     }
 
@@ -798,45 +1227,92 @@ impl Validator<'_> {
             return Ok(None);
         };
         let probe = parse_probe(&p).map_err(|m| self.err("readiness.probe", m))?;
+        if let Some(h) = &r.launch_hook {
+            self.hook_name("readiness.launch_hook", h)?;
+        }
+        let timeout = self.positive("readiness.timeout", r.timeout, DEFAULT_READY_TIMEOUT)?;
         Ok(Some(ReadinessSettings {
             probe,
             interval: self.positive("readiness.interval", r.interval, DEFAULT_PROBE_INTERVAL)?,
-            timeout: self.positive("readiness.timeout", r.timeout, DEFAULT_READY_TIMEOUT)?,
+            timeout: self.at_most("readiness.timeout", timeout, MAX_READY_TIMEOUT)?,
             launch_hook: r.launch_hook,
-            heartbeat_interval: self.positive(
+            heartbeat_interval: self.at_most(
                 "readiness.heartbeat_interval",
-                r.heartbeat_interval,
-                DEFAULT_HEARTBEAT_INTERVAL,
+                self.positive(
+                    "readiness.heartbeat_interval",
+                    r.heartbeat_interval,
+                    DEFAULT_HEARTBEAT_INTERVAL,
+                )?,
+                MAX_HEARTBEAT_INTERVAL,
             )?,
         }))
     }
+
+    fn uploads(&self, u: RawUploads) -> Result<UploadsSettings, ConfigError> {
+        let Some(dir) = u.dir else {
+            return Err(self.err(
+                "uploads.dir",
+                "missing: the uploads directory, e.g. \"/mnt/efs/uploads\"",
+            ));
+        };
+        Ok(UploadsSettings {
+            dir: self.dir_below_root("uploads.dir", &dir)?,
+            max_age: self.positive("uploads.max_age", u.max_age, DEFAULT_UPLOADS_MAX_AGE)?,
+        })
+    }
 }
 
-/// `http://host:port/path` or `tcp://host:port`.
+/// `http://HOST:PORT/PATH` or `tcp://HOST:PORT`, HOST a name, an IPv4 address or `[IPv6]`, PORT
+/// in 1..=65535, PATH printable ASCII (it goes into the request line as written).
 pub fn parse_probe(p: &str) -> Result<Probe, String> {
-    let bad =
-        || format!("\"{p}\": expected \"http://127.0.0.1:PORT/PATH\" or \"tcp://127.0.0.1:PORT\"");
-    if let Some(rest) = p.strip_prefix("http://") {
-        let (addr, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if !addr.contains(':') || addr.ends_with(':') {
-            return Err(bad());
+    let bad = |why: &str| {
+        format!(
+            "\"{p}\": {why}; expected \"http://127.0.0.1:PORT/PATH\" or \"tcp://127.0.0.1:PORT\""
+        )
+    };
+    let (scheme, rest) = p.split_once("://").ok_or_else(|| bad("no scheme"))?;
+    let (addr, path) = match scheme {
+        "http" => match rest.find('/') {
+            Some(i) => (&rest[..i], Some(&rest[i..])),
+            None => (rest, Some("/")),
+        },
+        "tcp" => (rest, None),
+        other => return Err(bad(&format!("scheme \"{other}\" is not http or tcp"))),
+    };
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    let host_ok = match host.strip_prefix('[') {
+        Some(v6) => v6
+            .strip_suffix(']')
+            .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'),
+    };
+    if !host_ok {
+        return Err(bad(&format!("\"{host}\" is not a host name or address")));
+    }
+    if port.is_empty() || !port.chars().all(|c| c.is_ascii_digit()) {
+        return Err(bad(&format!("port \"{port}\" is not a number")));
+    }
+    match port.parse::<u16>() {
+        Ok(n) if n != 0 => {}
+        _ => return Err(bad(&format!("port {port} is not in 1..=65535"))),
+    }
+    let addr = addr.to_owned();
+    match path {
+        None => Ok(Probe::Tcp { addr }),
+        Some(path) => {
+            if !path.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(bad("the path must be printable ASCII without spaces"));
+            }
+            Ok(Probe::Http {
+                addr,
+                path: path.to_owned(),
+            })
         }
-        Ok(Probe::Http {
-            addr: addr.to_owned(),
-            path: path.to_owned(),
-        })
-    } else if let Some(addr) = p.strip_prefix("tcp://") {
-        if !addr.contains(':') || addr.contains('/') || addr.ends_with(':') {
-            return Err(bad());
-        }
-        Ok(Probe::Tcp {
-            addr: addr.to_owned(),
-        })
-    } else {
-        Err(bad())
     }
 }
 
@@ -845,6 +1321,10 @@ mod tests {
     use super::*;
 
     fn load_str(base: &str, userdata: Option<&str>) -> Result<Settings, ConfigError> {
+        load_bytes(base, userdata.map(str::as_bytes))
+    }
+
+    fn load_bytes(base: &str, userdata: Option<&[u8]>) -> Result<Settings, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("agent.toml");
         std::fs::write(&p, base).unwrap();
@@ -853,7 +1333,7 @@ mod tests {
 
     #[test]
     fn test_minimal_defaults() {
-        let s = load_str("[app]\ncommand = [\"/bin/true\"]\n", None).unwrap();
+        let s = load_str("[app]\ncommand = [\"/bin/true\"]\nuser = \"root\"\n", None).unwrap();
         assert_eq!(s.supervise, SuperviseSettings::default());
         assert_eq!(s.lease.prefix, "/bake/leases");
         assert!(s.secrets.is_none() && s.efs.is_none() && s.readiness.is_none());
@@ -862,7 +1342,7 @@ mod tests {
 
     #[test]
     fn test_userdata_overrides_and_merges() {
-        let base = "[app]\ncommand = [\"/bin/true\"]\nenv = { A = \"1\", B = \"2\" }\n[supervise]\ncrash_loop_count = 3\n";
+        let base = "[app]\ncommand = [\"/bin/true\"]\nuser = \"root\"\nenv = { A = \"1\", B = \"2\" }\n[supervise]\ncrash_loop_count = 3\n";
         let ud = "[app.env]\nB = \"20\"\n[supervise]\nbackoff_max = \"5s\"\n";
         let s = load_str(base, Some(ud)).unwrap();
         let app = s.app.unwrap();
@@ -881,7 +1361,11 @@ mod tests {
             "",
         ] {
             assert!(
-                load_str("[app]\ncommand = [\"/bin/true\"]\n", Some(ud)).is_ok(),
+                load_str(
+                    "[app]\ncommand = [\"/bin/true\"]\nuser = \"root\"\n",
+                    Some(ud)
+                )
+                .is_ok(),
                 "{ud}"
             );
         }
@@ -890,7 +1374,7 @@ mod tests {
     #[test]
     fn test_bad_userdata_toml_names_userdata_and_key() {
         let e = load_str(
-            "[app]\ncommand = [\"/bin/true\"]\n",
+            "[app]\ncommand = [\"/bin/true\"]\nuser = \"root\"\n",
             Some("[supervise]\ncrash_loop_cont = 3\n"),
         )
         .unwrap_err()
@@ -898,7 +1382,7 @@ mod tests {
         assert!(e.starts_with("userdata: supervise"), "{e}");
         assert!(e.contains("crash_loop_cont"), "{e}");
         let e = load_str(
-            "[app]\ncommand = [\"/bin/true\"]\n",
+            "[app]\ncommand = [\"/bin/true\"]\nuser = \"root\"\n",
             Some("this is = = not toml"),
         )
         .unwrap_err()
@@ -938,9 +1422,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("app.command"), "{e}");
-        let e = load_str("[app]\ncommand = [\"x\"]\nstop_signal = \"SIGFOO\"\n", None)
-            .unwrap_err()
-            .to_string();
+        let e = load_str(
+            "[app]\ncommand = [\"x\"]\nuser = \"root\"\nstop_signal = \"SIGFOO\"\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("app.stop_signal"), "{e}");
     }
 
@@ -965,7 +1452,7 @@ mod tests {
 
     #[test]
     fn test_logs_and_metrics_sections() {
-        let s = load_str("[app]\ncommand = [\"/bin/true\"]\n", None).unwrap();
+        let s = load_str("[app]\ncommand = [\"/bin/true\"]\nuser = \"root\"\n", None).unwrap();
         assert!(s.logs.is_none() && s.metrics.is_none());
         let base = "[logs]\nretention_days = 14\n[logs.app]\nlog_group = \"/bake/base\"\n\
                     [[logs.files]]\npath = \"/var/log/a.log\"\nlog_group = \"g\"\nlog_stream = \"s\"\n\
@@ -1017,7 +1504,7 @@ mod tests {
             .to_string();
         assert!(e.contains("agent.toml: metrics.publish_interval: "), "{e}");
         let e = load_str(
-            "[app]\ncommand = [\"x\"]\n",
+            "[app]\ncommand = [\"x\"]\nuser = \"root\"\n",
             Some("[metrics]\nenable = true\n"),
         )
         .unwrap_err()
@@ -1025,6 +1512,280 @@ mod tests {
         assert!(
             e.starts_with("userdata: metrics.enable: unknown field `enable`"),
             "{e}"
+        );
+    }
+
+    const APP: &str = "[app]\ncommand = [\"/bin/true\"]\nuser = \"root\"\n";
+
+    /// Every rule of the validation: the document (after [`APP`]), the key the error must name
+    /// and a part of its message.
+    #[test]
+    fn test_each_rule_names_its_key() {
+        let deep = format!("/{}", ["a"; 16].join("/"));
+        let cases: Vec<(String, &str, &str)> = vec![
+            // readiness.probe
+            ("[readiness]\nprobe = \"http://127.0.0.1:99999/health\"\n".into(), "readiness.probe", "port 99999 is not in 1..=65535"),
+            ("[readiness]\nprobe = \"tcp://127.0.0.1:0\"\n".into(), "readiness.probe", "port 0 is not in 1..=65535"),
+            ("[readiness]\nprobe = \"tcp://127.0.0.1:http\"\n".into(), "readiness.probe", "port \"http\" is not a number"),
+            ("[readiness]\nprobe = \"http://:3000/health\"\n".into(), "readiness.probe", "no host"),
+            ("[readiness]\nprobe = \"http://127.0.0.1:3000/a b\"\n".into(), "readiness.probe", "printable ASCII"),
+            ("[readiness]\nprobe = \"https://127.0.0.1:3000/\"\n".into(), "readiness.probe", "scheme \"https\""),
+            ("[readiness]\nprobe = \"tcp://[::1:3000\"\n".into(), "readiness.probe", "is not a host name"),
+            ("[readiness]\nprobe = \"tcp://127.0.0.1:3000\"\nlaunch_hook = \"\"\n".into(), "readiness.launch_hook", "not a lifecycle hook name"),
+            ("[readiness]\nprobe = \"tcp://127.0.0.1:3000\"\ntimeout = \"49h\"\n".into(), "readiness.timeout", "at most \"2days\""),
+            ("[readiness]\nprobe = \"tcp://127.0.0.1:3000\"\nheartbeat_interval = \"3h\"\n".into(), "readiness.heartbeat_interval", "at most \"2h\""),
+            // [aws]
+            ("[aws]\nendpoint_url = \"127.0.0.1:5000\"\n".into(), "aws.endpoint_url", "it needs the scheme"),
+            ("[aws]\nendpoint_url = \"http://\"\n".into(), "aws.endpoint_url", "is not a URL"),
+            ("[aws]\nregion = \"\"\n".into(), "aws.region", "not a region name"),
+            ("[aws]\nregion = \"EU West 1\"\n".into(), "aws.region", "not a region name"),
+            ("[aws]\nprofile = \"\"\n".into(), "aws.profile", "must not be empty"),
+            // names
+            ("[identity]\nasg_name = \"\"\n".into(), "identity.asg_name", "not an Auto Scaling group name"),
+            ("[lifecycle]\nterminate_hook = \"drain me\"\n".into(), "lifecycle.terminate_hook", "not a lifecycle hook name"),
+            ("[lifecycle]\npoll_interval = \"5m\"\n".into(), "lifecycle.poll_interval", "at most \"1m\""),
+            // logs
+            ("[logs.app]\nlog_group = \"/bake/my app\"\n".into(), "logs.app.log_group", "' ' is not allowed in a log group name"),
+            ("[logs.app]\nlog_group = \"\"\n".into(), "logs.app.log_group", "not a valid log stream or group name"),
+            (format!("[logs.app]\nlog_group = \"/{}\"\n", "g".repeat(512)), "logs.app.log_group", "not a valid"),
+            ("[logs.app]\nlog_group = \"/bake\"\nstdout_stream = \"a*b\"\n".into(), "logs.app.stdout_stream", "not a valid log stream"),
+            ("[[logs.files]]\npath = \"/var/log/x.log\"\nlog_group = \"g?x\"\nlog_stream = \"s\"\n".into(), "logs.files[0].log_group", "'?' is not allowed"),
+            ("[[logs.files]]\npath = \"/var/log/x.log\"\nlog_group = \"g\"\nlog_stream = \"a:b\"\n".into(), "logs.files[0].log_stream", "not a valid log stream"),
+            ("[logs]\nspool_max_mib = 17592186044416\n".into(), "logs.spool_max_mib", "is not in 1..=1048576"),
+            ("[logs]\nspool_max_mib = 0\n".into(), "logs.spool_max_mib", "is not in 1..=1048576"),
+            // paths
+            ("[secrets]\npath = \"/app\"\nenv_file = \"app.env\"\n".into(), "secrets.env_file", "is not an absolute path"),
+            ("[secrets]\npath = \"/app\"\nenv_file = \"/run/../etc/app.env\"\n".into(), "secrets.env_file", "\"..\" is not allowed"),
+            ("[efs]\nfile_system_id = \"fs-0a\"\nmount_point = \"/mnt/../etc\"\n".into(), "efs.mount_point", "\"..\" is not allowed"),
+            ("[efs]\nfile_system_id = \"fs-0a\"\nmount_point = \"mnt/efs\"\n".into(), "efs.mount_point", "is not an absolute path"),
+            ("[efs]\nfile_system_id = \"fs-0a\"\nmount_point = \"/\"\n".into(), "efs.mount_point", "must not be \"/\""),
+            ("[efs]\nfile_system_id = \"fs-0a\"\ntimeout = \"0s\"\n".into(), "efs.timeout", "greater than zero"),
+            ("[secrets]\npath = \"/app/../prod\"\n".into(), "secrets.path", "\"..\" levels"),
+            ("[secrets]\npath = \"/app//prod\"\n".into(), "secrets.path", "empty"),
+            ("[secrets]\npath = \"/aws/app\"\n".into(), "secrets.path", "reserved by SSM"),
+            (format!("[secrets]\npath = \"{deep}\"\n"), "secrets.path", "at most 15 levels"),
+            ("[lease]\nprefix = \"/bake/../leases\"\n".into(), "lease.prefix", "\"..\" levels"),
+            ("[secrets]\npath = \"/app\"\npoll_interval = \"1ns\"\n".into(), "secrets.poll_interval", "at least \"1s\""),
+            ("[secrets]\npath = \"/app\"\npoll_interval = \"2days\"\n".into(), "secrets.poll_interval", "at most \"1day\""),
+            // durations that would overflow the clock arithmetic they feed
+            ("[supervise]\ncrash_loop_window = \"500000000000y\"\n".into(), "supervise.crash_loop_window", "at most \"1year"),
+            ("[supervise]\nbackoff_max = \"400d\"\n".into(), "supervise.backoff_max", "is too long"),
+            // [uploads]
+            ("[uploads]\nmax_age = \"13d\"\n".into(), "uploads.dir", "missing"),
+            ("[uploads]\ndir = \"uploads\"\n".into(), "uploads.dir", "is not an absolute path"),
+            ("[uploads]\ndir = \"/mnt/efs/../uploads\"\n".into(), "uploads.dir", "\"..\" is not allowed"),
+            ("[uploads]\ndir = \"/mnt/efs/uploads\"\nmax_age = \"0s\"\n".into(), "uploads.max_age", "greater than zero"),
+        ];
+        for (doc, key, message) in &cases {
+            let e = load_str(&format!("{APP}{doc}"), None)
+                .err()
+                .unwrap_or_else(|| panic!("accepted:\n{doc}"))
+                .to_string();
+            assert!(
+                e.contains(&format!(": {key}: ")),
+                "{doc}\n→ {e}\n(expected key {key})"
+            );
+            assert!(e.contains(message), "{doc}\n→ {e}\n(expected {message:?})");
+        }
+
+        // [app] itself.
+        let app_cases: Vec<(&str, &str, &str)> = vec![
+            ("[app]\ncommand = [\"/bin/true\"]\n", "app.user", "missing: the user the app runs as"),
+            ("[app]\ncommand = [\"/bin/true\", \"a\\u0000b\"]\nuser = \"app\"\n", "app.command[1]", "contains a NUL character"),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nenv = { A = \"x\\u0000\" }\n", "app.env.A", "contains a NUL character"),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"\"\n", "app.user", "must not be empty"),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"a:b\"\n", "app.user", "not a user or group name"),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\ngroup = \"\"\n", "app.group", "must not be empty"),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nworking_dir = \"opt/app\"\n", "app.working_dir", "is not an absolute path"),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nworking_dir = \"/opt/../etc\"\n", "app.working_dir", "\"..\" is not allowed"),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nstop_timeout = \"121s\"\n", "app.stop_timeout", "at most \"2m\""),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nstop_timeout = \"500000000000y\"\n", "app.stop_timeout", "is too long"),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nport = 0\n", "app.port", "0 is not in 1..=65535"),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nport = 65536\n", "app.port", "65536 is not in 1..=65535"),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nport = -1\n", "app.port", "-1 is not in 1..=65535"),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nport = 3000\nenv = { PORT = \"8080\" }\n", "app.env.PORT", "differs from app.port (\"3000\")"),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nenv = { UPLOADS_DIR = \"/mnt/uploads\" }\n[uploads]\ndir = \"/mnt/efs/uploads\"\n", "app.env.UPLOADS_DIR", "differs from uploads.dir (\"/mnt/efs/uploads\")"),
+            ("[app]\nuser = \"app\"\nport = 3000\n", "app.command", "missing"),
+            // serde would take an array for the table, field by field: refused, at any length.
+            ("app = [[\"/bin/true\"], \"root\", \"root\", \"/\", {}, \"SIGTERM\", \"10s\", 3000]\n", "app", "must be a table"),
+            ("app = [[\"/bin/true\"], \"root\", \"root\", \"/\", {}, \"SIGTERM\", \"10s\"]\n", "app", ""),
+            ("[logs]\napp = [\"g\", \"a\", \"b\", \"c\", \"%Y\"]\n", "logs.app", ""),
+            ("[logs]\nfiles = [[\"/x.log\", \"g\", \"s\", 7, \"x\", \"%Y\"]]\n", "logs.files[0]", ""),
+        ];
+        for (doc, key, message) in &app_cases {
+            let e = load_str(doc, None)
+                .err()
+                .unwrap_or_else(|| panic!("accepted:\n{doc}"))
+                .to_string();
+            assert!(
+                e.contains(&format!(": {key}")),
+                "{doc}\n→ {e}\n(expected key {key})"
+            );
+            assert!(e.contains(message), "{doc}\n→ {e}\n(expected {message:?})");
+        }
+    }
+
+    #[test]
+    fn test_sections_are_tables_at_every_level() {
+        for (doc, key) in [
+            ("app = [1]\n", "app"),
+            ("logs = { app = [\"g\"] }\n", "logs.app"),
+            (
+                "logs = { files = [{ path = \"/x\" }, [\"/y\"]] }\n",
+                "logs.files[1]",
+            ),
+        ] {
+            let table: toml::Table = toml::from_str(doc).unwrap();
+            let e = sections_are_tables(&Origin::Userdata, &table)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                format!("userdata: {key}: must be a table (a [section] or {{ key = value, … }}), not an array"),
+            );
+        }
+        let table: toml::Table =
+            toml::from_str("[logs]\napp = { log_group = \"g\" }\n[[logs.files]]\npath = \"/x\"\n")
+                .unwrap();
+        assert!(sections_are_tables(&Origin::Userdata, &table).is_ok());
+    }
+
+    #[test]
+    fn test_accepted_values_at_the_bounds() {
+        let s = load_str(
+            &format!(
+                "{APP}port = 65535\nstop_timeout = \"2m\"\nworking_dir = \"/opt/./app/\"\n\
+                 [readiness]\nprobe = \"tcp://[::1]:1\"\ntimeout = \"48h\"\n\
+                 [secrets]\npath = \"/app/prod/\"\npoll_interval = \"1s\"\n\
+                 [logs]\nspool_max_mib = 1048576\n[logs.app]\nlog_group = \"/bake/app#1_x-y.z\"\n\
+                 [efs]\nfile_system_id = \"fs-0a\"\nmount_point = \"/mnt/efs/\"\n"
+            ),
+            None,
+        )
+        .unwrap();
+        let app = s.app.unwrap();
+        assert_eq!(app.port, Some(65535));
+        assert_eq!(app.stop_timeout, MAX_STOP_TIMEOUT);
+        assert_eq!(app.working_dir, PathBuf::from("/opt/app"));
+        assert_eq!(s.secrets.unwrap().poll_interval, Some(MIN_SECRETS_POLL));
+        assert_eq!(s.efs.unwrap().mount_point, PathBuf::from("/mnt/efs"));
+        assert_eq!(
+            s.readiness.unwrap().probe,
+            Probe::Tcp {
+                addr: "[::1]:1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn test_port_and_uploads_reach_the_app_environment() {
+        let s = load_str(
+            &format!(
+                "{APP}port = 3000\nenv = {{ PORT = \"3000\", A = \"1\" }}\n\
+                 [uploads]\ndir = \"/mnt/efs/uploads\"\n"
+            ),
+            None,
+        )
+        .unwrap();
+        let app = s.app.as_ref().unwrap();
+        assert_eq!(app.env["PORT"], "3000");
+        assert_eq!(app.env["UPLOADS_DIR"], "/mnt/efs/uploads");
+        assert_eq!(app.env["A"], "1");
+        let u = s.uploads.unwrap();
+        assert_eq!(u.max_age, DEFAULT_UPLOADS_MAX_AGE);
+        assert_eq!(u.max_age, Duration::from_secs(13 * 86_400));
+        // Without them, neither variable is invented.
+        let s = load_str(APP, None).unwrap();
+        let env = &s.app.as_ref().unwrap().env;
+        assert!(!env.contains_key("PORT") && !env.contains_key("UPLOADS_DIR"));
+        assert!(s.uploads.is_none());
+    }
+
+    #[test]
+    fn test_check_and_run_share_the_app_requirement() {
+        let e = load_str("[identity]\nstandalone = true\n", None)
+            .unwrap()
+            .app_for_run()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("agent.toml: app.command: missing"), "{e}");
+        assert!(load_str(APP, None).unwrap().app_for_run().is_ok());
+    }
+
+    /// The arithmetic of [`MAX_STOP_TIMEOUT`], against the unit that ships.
+    #[test]
+    fn test_max_stop_timeout_fits_the_units_stop_timeout() {
+        let unit = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/bake-agent.service"),
+        )
+        .unwrap();
+        let value = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+            .expect("TimeoutStopSec= in bake-agent.service");
+        let stop = humantime::parse_duration(value.trim()).unwrap();
+        let metrics_last_interval = Duration::from_secs(5);
+        let terminate_hook = Duration::from_secs(40);
+        let drain = MAX_STOP_TIMEOUT
+            + crate::daemon::PIPES_DEADLINE
+            + crate::daemon::LOG_FLUSH_DEADLINE
+            + metrics_last_interval
+            + terminate_hook;
+        assert!(drain <= stop, "{drain:?} > TimeoutStopSec={stop:?}");
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn test_userdata_bytes() {
+        let toml = b"[supervise]\ncrash_loop_count = 3\n";
+        assert_eq!(
+            classify_userdata(&gzip(toml)).unwrap(),
+            Userdata::Toml {
+                text: String::from_utf8(toml.to_vec()).unwrap(),
+                gzip: true
+            }
+        );
+        let s = load_bytes(APP, Some(&gzip(toml))).unwrap();
+        assert_eq!(s.supervise.crash_loop_count, 3);
+        assert_eq!(s.origin.rsplit(' ').next(), Some("userdata"));
+        assert_eq!(
+            classify_userdata(&gzip(b"#!/bin/bash\necho hi\n")).unwrap(),
+            Userdata::Ignored("a script (#!)")
+        );
+        let junk: Vec<u8> = (0..=255u8).rev().cycle().take(4096).collect();
+        assert_eq!(
+            classify_userdata(&junk).unwrap(),
+            Userdata::Ignored("not UTF-8 text (binary)")
+        );
+        assert!(load_bytes(APP, Some(&junk)).is_ok());
+        assert_eq!(
+            classify_userdata(&gzip(&junk)).unwrap(),
+            Userdata::Ignored("not UTF-8 text (binary)")
+        );
+        // A byte order mark is not part of the document.
+        assert!(matches!(
+            classify_userdata(b"\xef\xbb\xbf[app]\n").unwrap(),
+            Userdata::Toml { .. }
+        ));
+        // Gzip that does not decompress is an error: it was meant as something.
+        let mut broken = gzip(toml);
+        broken.truncate(12);
+        let e = load_bytes(APP, Some(&broken)).unwrap_err().to_string();
+        assert!(
+            e.starts_with("userdata: .: gzip data that does not decompress"),
+            "{e}"
+        );
+        // A gzip bomb is not read beyond the limit.
+        let big = gzip(&vec![b'#'; MAX_USERDATA_BYTES + 1]);
+        assert_eq!(
+            classify_userdata(&big).unwrap(),
+            Userdata::Ignored("gzip larger than 1 MiB decompressed")
         );
     }
 }

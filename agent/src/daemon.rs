@@ -56,9 +56,7 @@ pub async fn boot(config: &Path) -> anyhow::Result<Boot> {
     let mut identity = identity::from_imds(&imds)
         .await
         .map_err(|e| coded(Exit::Imds, e))?;
-    let userdata = imds.user_data().await.map_err(|e| coded(Exit::Imds, e))?;
-    let settings =
-        Settings::load(config, userdata.as_deref()).map_err(|e| coded(Exit::Config, e))?;
+    let settings = crate::config::load_on_instance(config, &imds).await?;
     let mut aws_settings = settings.aws.clone();
     if aws_settings.region.is_none() {
         aws_settings.region = Some(identity.region.clone());
@@ -135,21 +133,14 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
         aws,
         imds,
     } = boot(config).await?;
-    let Some(app) = settings.app.clone() else {
-        return Err(coded(
-            Exit::Config,
-            format!(
-                "{}: app.command: missing (the app to supervise)",
-                config.display()
-            ),
-        ));
-    };
-    let run_as = match &app.user {
-        Some(u) => Some(
-            process::RunAs::resolve(u, app.group.as_deref()).map_err(|e| coded(Exit::Config, e))?,
-        ),
-        None => None,
-    };
+    let app = settings
+        .app_for_run()
+        .map_err(|e| coded(Exit::Config, e))?
+        .clone();
+    let run_as = Some(
+        process::RunAs::resolve(&app.user, app.group.as_deref())
+            .map_err(|e| coded(Exit::Config, e))?,
+    );
     let target = identity.asg_name.as_ref().map(|g| Target {
         asg: aws.asg.clone(),
         group: g.clone(),

@@ -20,6 +20,8 @@ pub enum Exit {
     Mount = 6,
     /// The app could not be started.
     App = 7,
+    /// `firewall`: nft could not add `[app] port` to the firewall.
+    Firewall = 8,
 }
 
 /// Text for `--help`.
@@ -33,6 +35,7 @@ Exit codes:
   5  secrets could not be loaded; the app was not started
   6  EFS mount failed
   7  the app could not be started
+  8  firewall: nft could not open [app] port
   job: once CMD ran, its own exit code (128+N when killed by signal N)";
 
 impl From<Exit> for std::process::ExitCode {

@@ -3,8 +3,8 @@
 //! `bake-agent run` (under systemd) boots the instance into the fleet: identity from IMDSv2,
 //! secrets from SSM into the app's environment, the EFS mount, the supervised app, readiness →
 //! launch lifecycle hook, and on termination a drain and the terminate hook. `job` runs a command
-//! on one instance of the fleet per period; `reap` deletes expired uploads; `check` validates the
-//! configuration.
+//! on one instance of the fleet per period; `reap` deletes expired uploads; `firewall` opens the
+//! app's port; `check` validates the configuration as `run` would.
 //!
 //! Configuration: `/etc/bake/agent.toml` (`--config`) with userdata TOML laid over it; see
 //! docs/agent.md. Exit codes: [`exit::Exit`].
@@ -17,6 +17,8 @@ pub mod config;
 pub mod daemon;
 /// Exit codes and error reporting.
 pub mod exit;
+/// `firewall`: the app's port in the instance's nftables set.
+pub mod firewall;
 /// Identity: instance id, region, AZ, group.
 pub mod identity;
 /// IMDSv2 client.
@@ -59,16 +61,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run => Ok(daemon::run(config).await?.into()),
         Command::Check { userdata } => {
             let ud = match &userdata {
-                Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+                Some(p) => Some(std::fs::read(p).map_err(|e| {
                     coded(Exit::Config, format!("cannot read '{}': {e}", p.display()))
                 })?),
                 None => None,
             };
             let s = Settings::load(config, ud.as_deref()).map_err(|e| coded(Exit::Config, e))?;
-            let what = match &s.app {
-                Some(a) => format!("app {:?}", a.command),
-                None => "no app".to_owned(),
-            };
+            let app = s.app_for_run().map_err(|e| coded(Exit::Config, e))?;
             let logs = match &s.logs {
                 Some(l) => format!(
                     "{}{} file source(s)",
@@ -78,15 +77,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => "none".to_owned(),
             };
             println!(
-                "{}{}: ok ({what}; secrets: {}; efs: {}; readiness: {}; logs: {logs}; metrics: {})",
-                config.display(),
-                if userdata.is_some() {
-                    " + userdata"
-                } else {
-                    ""
-                },
+                "{}: ok (app {:?} as {}{}; secrets: {}; efs: {}; uploads: {}; readiness: {}; logs: {logs}; metrics: {})",
+                s.origin,
+                app.command,
+                app.user,
+                app.port.map(|p| format!(" on port {p}")).unwrap_or_default(),
                 s.secrets.as_ref().map_or("none", |x| x.path.as_str()),
                 s.efs.as_ref().map_or("none", |x| x.file_system_id.as_str()),
+                s.uploads
+                    .as_ref()
+                    .map_or_else(|| "none".to_owned(), |u| u.dir.display().to_string()),
                 if s.readiness.is_some() {
                     "probe"
                 } else {
@@ -105,14 +105,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             older_than,
             dry_run,
         } => {
+            let (dir, older_than) = match (dir, older_than) {
+                // Both on the command line: the configuration is not needed.
+                (Some(d), Some(a)) => (d, a),
+                (dir, older_than) => {
+                    let s = config::load_on_instance(config, &imds::Imds::from_env()).await?;
+                    let is_mounted = |p: &std::path::Path| {
+                        mount::mounted_at(p)
+                            .map(|m| m.is_some())
+                            .map_err(|e| e.to_string())
+                    };
+                    match reap::target(dir, older_than, &s, is_mounted)
+                        .map_err(|e| coded(Exit::Config, e))?
+                    {
+                        reap::Target::Reap { dir, older_than } => (dir, older_than),
+                        reap::Target::Skip { dir, reason } => {
+                            tracing::warn!(dir = %dir.display(), reason = %reason,
+                                "not reaping uploads: {reason}");
+                            return Ok(Exit::Ok.into());
+                        }
+                    }
+                }
+            };
             let r = reap::reap(&dir, older_than, dry_run, std::time::SystemTime::now())
                 .map_err(|e| coded(Exit::Config, e))?;
             let verb = if dry_run { "would remove" } else { "removed" };
             println!(
-                "{verb} {} files ({} bytes) and {} empty directories under {}; {} errors",
+                "{verb} {} files ({} bytes) and {} empty directories older than {} under {}; {} errors",
                 r.files,
                 r.bytes,
                 r.dirs,
+                humantime::format_duration(older_than),
                 dir.display(),
                 r.errors
             );
@@ -122,6 +145,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Exit::Ok
             }
             .into())
+        }
+        Command::Firewall { nft } => {
+            let s = config::load_on_instance(config, &imds::Imds::from_env()).await?;
+            let Some(port) = s.app.as_ref().and_then(|a| a.port) else {
+                tracing::warn!(config = %s.origin, "no [app] port: no port opened in the firewall");
+                return Ok(Exit::Ok.into());
+            };
+            firewall::open_port(&nft, port).map_err(|e| coded(Exit::Firewall, e))?;
+            tracing::info!(port, set = %firewall::SET.join(" "), "app port opened in the firewall");
+            Ok(Exit::Ok.into())
         }
     }
 }

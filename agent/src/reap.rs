@@ -1,4 +1,9 @@
-//! `bake-agent reap DIR --older-than 14d`: deletes expired uploads.
+//! `bake-agent reap [DIR] [--older-than AGE]`: deletes expired uploads.
+//!
+//! Without DIR it reaps `[uploads] dir` of the configuration, and without `--older-than` it uses
+//! `[uploads] max_age` (default 13 days). A directory from the configuration that is missing, or an
+//! `[efs]` mount point that is not mounted, skips the run with a warning naming the path and the
+//! reason, and exit 0: the timer fires on every instance, also while the mount is not there.
 //!
 //! Rules (also in docs/agent.md):
 //! - a file (or anything that is not a directory) is removed when its mtime is older than the
@@ -25,6 +30,85 @@ pub enum ReapError {
         /// Why.
         message: String,
     },
+}
+
+/// What to reap, from the command line and the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Reap `dir` with this age limit.
+    Reap {
+        /// The directory.
+        dir: PathBuf,
+        /// The age limit.
+        older_than: Duration,
+    },
+    /// Nothing to do this time: the directory from the configuration is not there.
+    Skip {
+        /// The directory.
+        dir: PathBuf,
+        /// Why it is skipped.
+        reason: String,
+    },
+}
+
+/// Errors choosing what to reap.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// No DIR argument and no `[uploads] dir`.
+    #[error("no DIR given and the configuration has no [uploads] dir")]
+    NoDir,
+    /// The mount table could not be read.
+    #[error("cannot tell whether {path} is mounted: {message}")]
+    Mountinfo {
+        /// The mount point.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Picks the directory and age: the arguments first, then `[uploads]` (age default
+/// [`DEFAULT_UPLOADS_MAX_AGE`](crate::config::DEFAULT_UPLOADS_MAX_AGE)). A directory from the
+/// configuration is skipped when `[efs]` is configured and its mount point is not mounted
+/// (`is_mounted`), or when it does not exist; a DIR argument is never skipped.
+pub fn target(
+    dir: Option<PathBuf>,
+    older_than: Option<Duration>,
+    settings: &crate::config::Settings,
+    is_mounted: impl Fn(&Path) -> Result<bool, String>,
+) -> Result<Target, TargetError> {
+    let uploads = settings.uploads.as_ref();
+    let older_than = older_than
+        .or_else(|| uploads.map(|u| u.max_age))
+        .unwrap_or(crate::config::DEFAULT_UPLOADS_MAX_AGE);
+    if let Some(dir) = dir {
+        return Ok(Target::Reap { dir, older_than });
+    }
+    let dir = uploads.ok_or(TargetError::NoDir)?.dir.clone();
+    if let Some(efs) = &settings.efs {
+        let mounted = is_mounted(&efs.mount_point).map_err(|message| TargetError::Mountinfo {
+            path: efs.mount_point.clone(),
+            message,
+        })?;
+        if !mounted {
+            return Ok(Target::Skip {
+                reason: format!(
+                    "the EFS mount point {} is not mounted",
+                    efs.mount_point.display()
+                ),
+                dir,
+            });
+        }
+    }
+    match std::fs::symlink_metadata(&dir) {
+        Ok(_) => Ok(Target::Reap { dir, older_than }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Target::Skip {
+            dir,
+            reason: "it does not exist".into(),
+        }),
+        // Anything else (not a directory, no permission) is reported by reap() itself.
+        Err(_) => Ok(Target::Reap { dir, older_than }),
+    }
 }
 
 /// What a run did (or would do, dry).

@@ -11,6 +11,8 @@ mod util;
 mod alarms;
 #[path = "agent/config.rs"]
 mod config;
+#[path = "agent/input.rs"]
+mod input;
 #[path = "agent/lease.rs"]
 mod lease;
 #[path = "agent/lifecycle.rs"]

@@ -51,6 +51,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/bake/logs";
 pub const DEFAULT_RETENTION_DAYS: u32 = 7;
 /// Default size limit of each of the stdout and stderr spools, in MiB.
 pub const DEFAULT_SPOOL_MAX_MIB: u64 = 64;
+/// Largest `spool_max_mib` (1 TiB): more than any instance's disk, far from overflowing bytes.
+pub const MAX_SPOOL_MAX_MIB: u64 = 1 << 20;
 /// Default time between looks for new data and new files.
 pub const DEFAULT_POLL: Duration = Duration::from_millis(250);
 /// Retention values CloudWatch Logs accepts, in days.
@@ -157,6 +159,21 @@ fn template(key: &str, value: &str, instance_id: &str) -> Result<String, LogsErr
     Ok(out)
 }
 
+/// [`template`], then CloudWatch Logs' rule for group names: 1 to 512 of `A-Za-z0-9._-/#`.
+fn group_name(key: &str, value: &str, instance_id: &str) -> Result<String, LogsError> {
+    let out = template(key, value, instance_id)?;
+    if let Some(c) = out
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-/#".contains(*c)))
+    {
+        return Err(bad(
+            key,
+            format!("{value:?}: {c:?} is not allowed in a log group name (A-Za-z0-9._-/#)"),
+        ));
+    }
+    Ok(out)
+}
+
 /// One source, resolved: a glob to one stream.
 #[derive(Debug)]
 pub struct SourceSpec {
@@ -229,9 +246,15 @@ impl LogsConfig {
             return Err(bad("logs.poll_interval", "must be between 1ms and 60s"));
         }
         let spool_mib = self.spool_max_mib.unwrap_or(DEFAULT_SPOOL_MAX_MIB);
-        if spool_mib == 0 {
-            return Err(bad("logs.spool_max_mib", "must be at least 1"));
-        }
+        let spool_max_bytes = spool_mib
+            .checked_mul(1024 * 1024)
+            .filter(|_| (1..=MAX_SPOOL_MAX_MIB).contains(&spool_mib))
+            .ok_or_else(|| {
+                bad(
+                    "logs.spool_max_mib",
+                    format!("{spool_mib} is not in 1..={MAX_SPOOL_MAX_MIB} (MiB)"),
+                )
+            })?;
         let regex = |key: String, v: &Option<String>| {
             v.as_deref()
                 .map(|r| {
@@ -255,7 +278,7 @@ impl LogsConfig {
         let app = match &self.app {
             None => None,
             Some(a) => {
-                let group = template("logs.app.log_group", &a.log_group, instance_id)?;
+                let group = group_name("logs.app.log_group", &a.log_group, instance_id)?;
                 let ml = regex("logs.app.multiline_start".into(), &a.multiline_start)?;
                 let tf = ts_format("logs.app.timestamp_format".into(), &a.timestamp_format)?;
                 let mut pair = Vec::new();
@@ -294,7 +317,7 @@ impl LogsConfig {
             }
             glob::Pattern::new(&f.path)
                 .map_err(|e| bad(key("path"), format!("invalid glob: {e}")))?;
-            let group = template(&key("log_group"), &f.log_group, instance_id)?;
+            let group = group_name(&key("log_group"), &f.log_group, instance_id)?;
             let stream = template(&key("log_stream"), &f.log_stream, instance_id)?;
             // The checkpoint file name: stable for the same glob and destination.
             let name = format!(
@@ -316,7 +339,7 @@ impl LogsConfig {
         }
         Ok(Resolved {
             state_dir,
-            spool_max_bytes: spool_mib * 1024 * 1024,
+            spool_max_bytes,
             app,
             files,
         })

@@ -25,7 +25,7 @@ fn test_check_accepts_the_example() {
 fn test_check_names_file_and_key() {
     let t = TestDir::new();
     let cfg =
-        t.config("[app]\ncommand = [\"/bin/true\"]\n[supervise]\nbackoff_max = \"5 parsecs\"\n");
+        t.config("[app]\nuser = \"root\"\ncommand = [\"/bin/true\"]\n[supervise]\nbackoff_max = \"5 parsecs\"\n");
     let out = std::process::Command::new(AGENT)
         .arg("--config")
         .arg(&cfg)
@@ -39,7 +39,7 @@ fn test_check_names_file_and_key() {
         "{err}"
     );
 
-    let cfg = t.config("[app]\ncommand = [\"/bin/true\"]\n");
+    let cfg = t.config("[app]\nuser = \"root\"\ncommand = [\"/bin/true\"]\n");
     let ud = t.path("userdata.toml");
     std::fs::write(&ud, "[secrets]\npath = \"/x\"\nonchange = \"restart\"\n").unwrap();
     let out = std::process::Command::new(AGENT)
@@ -61,7 +61,7 @@ fn test_check_names_file_and_key() {
 fn app_marker_config(t: &TestDir) -> std::path::PathBuf {
     let marker = t.path("started");
     t.config(&format!(
-        "[identity]\nstandalone = true\n[app]\ncommand = [\"/bin/sh\", \"-c\", \"touch {}; exec sleep 30\"]\n",
+        "[identity]\nstandalone = true\n[app]\nuser = \"root\"\ncommand = [\"/bin/sh\", \"-c\", \"touch {}; exec sleep 30\"]\n",
         marker.display()
     ))
 }
@@ -103,7 +103,7 @@ fn test_script_userdata_is_ignored_and_toml_userdata_applies() {
     let other = t.path("other");
     md.update(|s| {
         s.user_data = Some(format!(
-            "[app]\ncommand = [\"/bin/sh\", \"-c\", \"touch {}; exec sleep 30\"]\n",
+            "[app]\nuser = \"root\"\ncommand = [\"/bin/sh\", \"-c\", \"touch {}; exec sleep 30\"]\n",
             other.display()
         ))
     });

@@ -17,7 +17,7 @@ fn app_config(
     readiness: &str,
 ) -> std::path::PathBuf {
     t.config(&format!(
-        "[identity]\nasg_name = \"{asg}\"\n[app]\ncommand = [\"node\", \"{}\"]\nenv = {{ PORT = \"{port}\", APP_VERSION = \"7\"{extra_env} }}\nstop_timeout = \"3s\"\n\
+        "[identity]\nasg_name = \"{asg}\"\n[app]\nuser = \"root\"\ncommand = [\"node\", \"{}\"]\nenv = {{ PORT = \"{port}\", APP_VERSION = \"7\"{extra_env} }}\nstop_timeout = \"3s\"\n\
          [readiness]\nprobe = \"http://127.0.0.1:{port}/health\"\ninterval = \"100ms\"\n{readiness}\n[lifecycle]\npoll_interval = \"200ms\"\n",
         sample_app().display()
     ))

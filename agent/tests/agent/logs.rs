@@ -104,7 +104,7 @@ fn test_run_ships_app_output_publishes_metrics_and_flushes_on_sigterm() {
     )
     .unwrap();
     let cfg = t.config(&format!(
-        "[identity]\nasg_name = \"shipping\"\n[app]\ncommand = [\"sh\", \"{}\"]\nstop_timeout = \"5s\"\n\
+        "[identity]\nasg_name = \"shipping\"\n[app]\nuser = \"root\"\ncommand = [\"sh\", \"{}\"]\nstop_timeout = \"5s\"\n\
          [lifecycle]\npoll_interval = \"200ms\"\n",
         app.display()
     ));

@@ -51,7 +51,7 @@ fn test_secrets_reach_the_app_env_and_never_the_logs() {
     let envout = t.path("env");
     let envfile = t.path("app.env");
     let cfg = t.config(&format!(
-        "[identity]\nstandalone = true\n[app]\ncommand = [\"/bin/sh\", \"-c\", \"env > {}; exec sleep 300\"]\n[secrets]\npath = \"/t1/app\"\nenv_file = \"{}\"\n",
+        "[identity]\nstandalone = true\n[app]\nuser = \"root\"\ncommand = [\"/bin/sh\", \"-c\", \"env > {}; exec sleep 300\"]\n[secrets]\npath = \"/t1/app\"\nenv_file = \"{}\"\n",
         envout.display(),
         envfile.display()
     ));
@@ -96,7 +96,7 @@ fn test_missing_secret_path_fails_closed() {
     let t = TestDir::new();
     let marker = t.path("started");
     let cfg = t.config(&format!(
-        "[identity]\nstandalone = true\n[app]\ncommand = [\"/bin/sh\", \"-c\", \"touch {}\"]\n[secrets]\npath = \"/no/such/path\"\n",
+        "[identity]\nstandalone = true\n[app]\nuser = \"root\"\ncommand = [\"/bin/sh\", \"-c\", \"touch {}\"]\n[secrets]\npath = \"/no/such/path\"\n",
         marker.display()
     ));
     let md = imds("i-0closed");
@@ -120,7 +120,7 @@ fn test_rotation_restart_gives_the_app_new_values() {
     let t = TestDir::new();
     let out = t.path("token");
     let cfg = t.config(&format!(
-        "[identity]\nstandalone = true\n[app]\ncommand = [\"/bin/sh\", \"-c\", \"echo $TOKEN >> {}; exec sleep 300\"]\n[secrets]\npath = \"/t3/app\"\npoll_interval = \"200ms\"\non_change = \"restart\"\n",
+        "[identity]\nstandalone = true\n[app]\nuser = \"root\"\ncommand = [\"/bin/sh\", \"-c\", \"echo $TOKEN >> {}; exec sleep 300\"]\n[secrets]\npath = \"/t3/app\"\npoll_interval = \"1s\"\non_change = \"restart\"\n",
         out.display()
     ));
     let md = imds("i-0rotate");
@@ -150,7 +150,7 @@ fn test_rotation_rollout_on_two_agents_starts_one_refresh() {
     let ids = rt.block_on(group(&aws, "rollout", 2, &[]));
     let t = TestDir::new();
     let cfg = t.config(
-        "[identity]\nasg_name = \"rollout\"\n[app]\ncommand = [\"/bin/sh\", \"-c\", \"exec sleep 300\"]\n[secrets]\npath = \"/t4/app\"\npoll_interval = \"200ms\"\non_change = \"rollout\"\n",
+        "[identity]\nasg_name = \"rollout\"\n[app]\nuser = \"root\"\ncommand = [\"/bin/sh\", \"-c\", \"exec sleep 300\"]\n[secrets]\npath = \"/t4/app\"\npoll_interval = \"1s\"\non_change = \"rollout\"\n",
     );
     let (m1, m2) = (imds(&ids[0]), imds(&ids[1]));
     let mut a1 = Running::spawn(agent(&cfg, Some(&emu), Some(&m1)));

@@ -7,7 +7,7 @@ use crate::util::{agent, children_of, group, imds, rt, state_of, wait_for, Runni
 
 fn standalone(t: &TestDir, script: &str, extra: &str) -> std::path::PathBuf {
     t.config(&format!(
-        "[identity]\nstandalone = true\n[app]\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\nstop_timeout = \"1s\"\n{extra}"
+        "[identity]\nstandalone = true\n[app]\nuser = \"root\"\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\nstop_timeout = \"1s\"\n{extra}"
     ))
 }
 
@@ -142,7 +142,7 @@ fn test_crash_loop_marks_instance_unhealthy() {
     let id = ids[0].clone();
     let t = TestDir::new();
     let cfg = t.config(
-        "[identity]\nasg_name = \"crashloop\"\n[app]\ncommand = [\"/bin/sh\", \"-c\", \"exit 1\"]\n\
+        "[identity]\nasg_name = \"crashloop\"\n[app]\nuser = \"root\"\ncommand = [\"/bin/sh\", \"-c\", \"exit 1\"]\n\
          [supervise]\nbackoff_initial = \"50ms\"\nbackoff_max = \"100ms\"\ncrash_loop_count = 3\ncrash_loop_window = \"30s\"\n",
     );
     let md = imds(&id);

@@ -776,6 +776,7 @@ fn agent_config(
 imds_tags = true
 [app]
 command = ["{node}", "{app}/server.js"]
+user = "root"
 working_dir = "{inst}"
 stop_timeout = "5s"
 [app.env]

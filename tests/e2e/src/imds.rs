@@ -5,7 +5,7 @@
 //! - `PUT /latest/api/token` (needs `X-aws-ec2-metadata-token-ttl-seconds`) → a token;
 //! - every `GET` needs `X-aws-ec2-metadata-token` with an issued token, else 401;
 //! - `/latest/meta-data/instance-id`, `placement/region`, `placement/availability-zone`,
-//!   `/latest/user-data`, `tags/instance` and `tags/instance/KEY`,
+//!   `/latest/user-data` (text, or any bytes), `tags/instance` and `tags/instance/KEY`,
 //!   `autoscaling/target-lifecycle-state`, `spot/instance-action`,
 //!   `/latest/dynamic/instance-identity/document`; absent values are 404 as on EC2.
 //!
@@ -34,6 +34,8 @@ pub struct ImdsState {
     pub availability_zone: String,
     /// The userdata; `None` → 404.
     pub user_data: Option<String>,
+    /// Userdata as raw bytes (gzip, binary), served instead of `user_data` when set.
+    pub user_data_raw: Option<Vec<u8>>,
     /// Instance tags in metadata; `None` → tags not allowed in metadata (404).
     pub tags: Option<BTreeMap<String, String>>,
     /// `autoscaling/target-lifecycle-state`; `None` → 404.
@@ -53,6 +55,7 @@ impl ImdsState {
             region: "us-east-1".into(),
             availability_zone: "us-east-1a".into(),
             user_data: None,
+            user_data_raw: None,
             tags: None,
             target_lifecycle_state: Some("InService".into()),
             spot_instance_action: None,
@@ -231,6 +234,11 @@ fn handle(shared: &Mutex<Shared>, req: &Request<Incoming>) -> Response<Full<Byte
         .and_then(|v| v.to_str().ok());
     if !token.is_some_and(|t| g.tokens.iter().any(|k| k == t)) {
         return reply(StatusCode::UNAUTHORIZED, "");
+    }
+    if path == "/latest/user-data" {
+        if let Some(raw) = state.user_data_raw {
+            return reply(StatusCode::OK, raw);
+        }
     }
     let found: Option<String> = match path.as_str() {
         "/latest/meta-data/instance-id" => Some(state.instance_id.clone()),
