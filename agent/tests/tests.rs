@@ -9,6 +9,8 @@ mod util;
 
 #[path = "agent/config.rs"]
 mod config;
+#[path = "agent/jobs.rs"]
+mod jobs;
 #[path = "agent/lease.rs"]
 mod lease;
 #[path = "agent/lifecycle.rs"]
@@ -17,6 +19,8 @@ mod lifecycle;
 mod logs;
 #[path = "agent/reap.rs"]
 mod reap;
+#[path = "agent/rollout.rs"]
+mod rollout;
 #[path = "agent/secrets.rs"]
 mod secrets;
 #[path = "agent/supervise.rs"]
