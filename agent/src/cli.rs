@@ -51,7 +51,7 @@ pub enum Command {
         #[arg(long)]
         userdata: Option<PathBuf>,
     },
-    /// Run CMD only on the one instance of the fleet that wins this period's lease.
+    /// Run CMD once per period on one instance of the fleet (a failed or abandoned try is retaken).
     Job {
         /// Job name (letters, digits, '.', '_', '-'), part of the lease path.
         name: String,

@@ -63,6 +63,10 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_TERMINATION_POLL: Duration = Duration::from_secs(5);
 /// Default SSM path under which fleet leases are created.
 pub const DEFAULT_LEASE_PREFIX: &str = "/bake/leases";
+/// Default life of a `job` try without a renewal (`[lease] ttl`).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(600);
+/// Default tries of a `job` per period (`[lease] max_attempts`).
+pub const DEFAULT_LEASE_MAX_ATTEMPTS: u32 = 3;
 /// Default time the EFS mount is retried while its DNS name does not resolve.
 pub const DEFAULT_MOUNT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default EFS mount point.
@@ -264,6 +268,11 @@ pub struct RawLifecycle {
 pub struct RawLease {
     /// SSM path prefix of leases. Default `/bake/leases`.
     pub prefix: Option<String>,
+    /// How long a `job` try counts as alive without a renewal (humantime, at least 3s; renewed
+    /// every third of it). Default `"10m"`.
+    pub ttl: Option<String>,
+    /// Tries of a `job` per period (1..=20). Default 3.
+    pub max_attempts: Option<u32>,
 }
 
 /// `[uploads]`.
@@ -456,6 +465,10 @@ pub struct LifecycleSettings {
 pub struct LeaseSettings {
     /// Normalised prefix.
     pub prefix: String,
+    /// How long a `job` try counts as alive without a renewal.
+    pub ttl: Duration,
+    /// Tries of a `job` per period.
+    pub max_attempts: u32,
 }
 
 /// `[uploads]`, validated.
@@ -757,12 +770,20 @@ impl Settings {
             )?,
             spot: l.spot.unwrap_or(true),
         };
-        let prefix = raw
-            .lease
-            .and_then(|l| l.prefix)
-            .unwrap_or_else(|| DEFAULT_LEASE_PREFIX.into());
+        let l = raw.lease.unwrap_or_default();
+        let prefix = l.prefix.unwrap_or_else(|| DEFAULT_LEASE_PREFIX.into());
+        let ttl = v.dur("lease.ttl", l.ttl, DEFAULT_LEASE_TTL)?;
+        if ttl < Duration::from_secs(3) || ttl > Duration::from_secs(7 * 86_400) {
+            return Err(v.err("lease.ttl", "must be between 3s and 7d"));
+        }
+        let max_attempts = l.max_attempts.unwrap_or(DEFAULT_LEASE_MAX_ATTEMPTS);
+        if !(1..=20).contains(&max_attempts) {
+            return Err(v.err("lease.max_attempts", "must be between 1 and 20"));
+        }
         let lease = LeaseSettings {
             prefix: v.ssm_path("lease.prefix", &prefix)?,
+            ttl,
+            max_attempts,
         };
         let logs = match raw.logs {
             Some(l) => {

@@ -6,15 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use aws_sdk_autoscaling::operation::start_instance_refresh::StartInstanceRefreshError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{OnChange, Settings};
 use crate::exit::{coded, Exit};
 use crate::identity::{self, Identity};
 use crate::imds::Imds;
-use crate::lease;
 use crate::lifecycle::{self, Target, Termination};
 use crate::logs::{self, AppOutput, ShipperHandle};
 use crate::memory;
@@ -22,6 +19,7 @@ use crate::metrics::{self, MetricsHandle};
 use crate::mount;
 use crate::notify;
 use crate::readiness;
+use crate::rollout::Rollout;
 use crate::secrets::{self, SecretEnv};
 use crate::supervisor::{self, process, SupervisorHandle};
 
@@ -243,12 +241,29 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
         settings.secrets.clone(),
         settings.secrets.as_ref().and_then(|s| s.poll_interval),
     ) {
+        let rollout = match (&target, &s.on_change) {
+            (Some(tg), OnChange::Rollout) => Some(Rollout {
+                ssm: aws.ssm.clone(),
+                asg: aws.asg.clone(),
+                cw: aws.cw.clone(),
+                metrics: settings.metrics.clone(),
+                group: tg.group.clone(),
+                instance_id: identity.instance_id.clone(),
+                lease_prefix: settings.lease.prefix.clone(),
+                poll,
+            }),
+            _ => None,
+        };
+        if let Some(r) = &rollout {
+            // An instance that a rollout's refresh launched follows it to its end too.
+            let r = r.clone();
+            let id = secrets::versions_id(&secret_env.versions);
+            tokio::spawn(async move { r.resume(&id).await });
+        }
         let rot = Rotation {
             ssm: aws.ssm.clone(),
             settings: s,
-            lease_prefix: settings.lease.prefix.clone(),
-            target: target.clone(),
-            identity: identity.clone(),
+            rollout,
             handle: handle.clone(),
             spec: spec.clone(),
             poll,
@@ -380,9 +395,8 @@ async fn readiness_and_launch_hook(settings: Settings, target: Option<Target>) {
 struct Rotation {
     ssm: aws_sdk_ssm::Client,
     settings: crate::config::SecretsSettings,
-    lease_prefix: String,
-    target: Option<Target>,
-    identity: Identity,
+    /// `on_change = "rollout"` in a group.
+    rollout: Option<Rollout>,
     handle: SupervisorHandle,
     spec: process::AppSpec,
     poll: Duration,
@@ -428,80 +442,21 @@ impl Rotation {
                         continue;
                     }
                 },
-                OnChange::Rollout => {
-                    if let Err(e) = self.rollout(&now).await {
-                        tracing::error!(error = %e, "secret rollout failed; retrying at the next poll");
-                        continue;
+                OnChange::Rollout => match &self.rollout {
+                    None => tracing::warn!(
+                        "secrets changed but the instance is in no group; nothing to roll out"
+                    ),
+                    // The outcome of a started rollout (also a failed start) is recorded and
+                    // published by the rollout itself; only an unusable lease is retried.
+                    Some(r) => {
+                        if let Err(e) = r.start(&secrets::versions_id(&now)).await {
+                            tracing::error!(error = %e, "cannot take the secret rollout lease; retrying at the next poll");
+                            continue;
+                        }
                     }
-                }
+                },
             }
             self.baseline = now;
-        }
-    }
-
-    async fn rollout(
-        &self,
-        versions: &std::collections::BTreeMap<String, i64>,
-    ) -> anyhow::Result<()> {
-        let Some(tg) = &self.target else {
-            tracing::warn!("secrets changed but the instance is in no group; nothing to roll out");
-            return Ok(());
-        };
-        let path = lease::job_path(
-            &self.lease_prefix,
-            &tg.group,
-            "secrets-rollout",
-            &secrets::versions_id(versions),
-        );
-        match lease::acquire(&self.ssm, &path, &self.identity.instance_id).await? {
-            lease::Outcome::Lost(holder) => {
-                tracing::info!(lease = %path, holder = ?holder.map(|h| h.instance_id), "another instance rolls this change out");
-                Ok(())
-            }
-            lease::Outcome::Won => {
-                tracing::info!(lease = %path, "won the rollout lease; starting an instance refresh");
-                start_refresh(tg, self.poll).await
-            }
-        }
-    }
-}
-
-/// StartInstanceRefresh on the instance's own group; a refresh in progress is waited for (polled
-/// every `poll`, at most 6 hours), then ours starts.
-async fn start_refresh(tg: &Target, poll: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(6 * 3600);
-    loop {
-        match tg
-            .asg
-            .start_instance_refresh()
-            .auto_scaling_group_name(&tg.group)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                tracing::info!(group = %tg.group, refresh = ?out.instance_refresh_id(), "instance refresh started");
-                return Ok(());
-            }
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(StartInstanceRefreshError::InstanceRefreshInProgressFault(_))
-                ) =>
-            {
-                if Instant::now() > deadline {
-                    anyhow::bail!(
-                        "an instance refresh of '{}' has been in progress for 6 hours",
-                        tg.group
-                    );
-                }
-                tracing::info!(group = %tg.group, "an instance refresh is in progress; waiting for it");
-                tokio::time::sleep(poll).await;
-            }
-            Err(e) => anyhow::bail!(
-                "StartInstanceRefresh on '{}': {}",
-                tg.group,
-                DisplayErrorContext(&e)
-            ),
         }
     }
 }

@@ -4,7 +4,7 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Exit {
-    /// Success (also: `run` drained after termination or SIGTERM; `job` lost the lease).
+    /// Success (also: `run` drained after termination or SIGTERM; `job` ran nothing here).
     Ok = 0,
     /// An unexpected internal error; `reap`: some entries could not be removed.
     Internal = 1,
@@ -27,7 +27,7 @@ pub enum Exit {
 /// Text for `--help`.
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
-  0  success (run: drained after termination or SIGTERM; job: lease lost, nothing run)
+  0  success (run: drained after termination or SIGTERM; job: nothing run here)
   1  internal error (reap: some entries could not be removed)
   2  bad command line or configuration (agent.toml, userdata)
   3  AWS error (API call failed or resource not found)

@@ -43,6 +43,8 @@ pub mod notify;
 pub mod readiness;
 /// `reap`: expired uploads.
 pub mod reap;
+/// The instance refresh of a secret rotation and its outcome.
+pub mod rollout;
 /// Secrets from SSM Parameter Store.
 pub mod secrets;
 /// The app's supervisor.

@@ -443,6 +443,44 @@ pub fn start(
     })
 }
 
+/// Publishes one `Count` datum `name` = `value` with the dimensions `dims` into the namespace of
+/// `cfg`, at once: the outcome metrics of `bake-agent job` (`JobSucceeded`, `JobFailed`,
+/// `JobPeriodSucceeded`) and of secret-rotation rollouts (`SecretRolloutSucceeded`,
+/// `SecretRolloutFailed`). Retries are the SDK's.
+///
+/// # Errors
+/// A bad `[metrics]` value or the PutMetricData error, with the namespace and metric named.
+pub async fn publish_count(
+    client: &aws_sdk_cloudwatch::Client,
+    cfg: &MetricsConfig,
+    name: &str,
+    value: f64,
+    dims: &[(&str, &str)],
+) -> Result<(), String> {
+    let settings = cfg.settings().map_err(|e| e.to_string())?;
+    let datum = MetricDatum::builder()
+        .metric_name(name)
+        .set_dimensions(Some(dims.iter().map(|(k, v)| dim(k, v)).collect()))
+        .unit(StandardUnit::Count)
+        .value(value)
+        .timestamp(DateTime::from(SystemTime::now()))
+        .build();
+    client
+        .put_metric_data()
+        .namespace(&settings.namespace)
+        .metric_data(datum)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "PutMetricData {}/{name}: {}",
+                settings.namespace,
+                DisplayErrorContext(&e)
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,8 @@ mod alarms;
 mod config;
 #[path = "agent/input.rs"]
 mod input;
+#[path = "agent/jobs.rs"]
+mod jobs;
 #[path = "agent/lease.rs"]
 mod lease;
 #[path = "agent/lifecycle.rs"]
@@ -21,6 +23,8 @@ mod lifecycle;
 mod logs;
 #[path = "agent/reap.rs"]
 mod reap;
+#[path = "agent/rollout.rs"]
+mod rollout;
 #[path = "agent/secrets.rs"]
 mod secrets;
 #[path = "agent/supervise.rs"]

@@ -23,7 +23,8 @@ fn test_two_agents_race_one_runs() {
             "/bin/sh",
             "-c",
         ])
-        .arg(format!("echo $$ >> {}", ran.display()))
+        // Long enough that the loser finds the try still held, not already succeeded.
+        .arg(format!("echo $$ >> {}; sleep 2", ran.display()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
         c.spawn().unwrap()
@@ -51,13 +52,17 @@ fn test_two_agents_race_one_runs() {
         "names the winner: {loser}"
     );
 
-    // Same period again on the winner: the lease is taken, nothing runs.
+    // Same period again on the winner: the period succeeded, nothing runs.
     let again = agent(&cfg, Some(&emu), Some(&m1))
         .args(["job", "user-stats", "--", "/bin/sh", "-c"])
         .arg(format!("echo again >> {}", ran.display()))
         .output()
         .unwrap();
     assert!(again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("already succeeded"),
+        "{again:?}"
+    );
     assert_eq!(std::fs::read_to_string(&ran).unwrap().lines().count(), 1);
     std::thread::sleep(Duration::from_millis(10));
 }

@@ -148,6 +148,19 @@ fn test_rotation_rollout_on_two_agents_starts_one_refresh() {
     let aws = rt.block_on(emu.aws());
     rt.block_on(put(&aws, "/t4/app/db/password", "old", false));
     let ids = rt.block_on(group(&aws, "rollout", 2, &[]));
+    // The preferences `bake release` records; without them a rollout starts no refresh.
+    let prefs = bake_common::refresh_preferences::Recorded::rolling(
+        &aws_sdk_autoscaling::types::RefreshPreferences::builder().build(),
+    );
+    rt.block_on(
+        aws.ssm
+            .put_parameter()
+            .name(bake_common::refresh_preferences::parameter_name("rollout"))
+            .value(prefs.to_json())
+            .r#type(ParameterType::String)
+            .send(),
+    )
+    .expect("record refresh preferences");
     let t = TestDir::new();
     let cfg = t.config(
         "[identity]\nasg_name = \"rollout\"\n[app]\nuser = \"root\"\ncommand = [\"/bin/sh\", \"-c\", \"exec sleep 300\"]\n[secrets]\npath = \"/t4/app\"\npoll_interval = \"1s\"\non_change = \"rollout\"\n",
