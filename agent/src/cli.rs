@@ -45,9 +45,11 @@ pub enum Command {
     /// The daemon (systemd's `bake-agent.service`): identity, secrets, mounts, supervise the app,
     /// lifecycle hooks, drain on termination.
     Run,
-    /// Validate the configuration file (and a userdata file) and explain errors by key.
+    /// Validate the configuration file (and a userdata file) exactly as `run` would, and explain
+    /// errors by key.
     Check {
-        /// Also lay this userdata file over the configuration, as the instance would.
+        /// Also lay this userdata file over the configuration, as the instance would (gzip,
+        /// scripts and binary are handled as on the instance).
         #[arg(long)]
         userdata: Option<PathBuf>,
     },

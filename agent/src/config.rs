@@ -806,6 +806,20 @@ impl Settings {
             Some(u) => Some(v.uploads(u)?),
             None => None,
         };
+        // With EFS the uploads must be on it: every instance must see every upload, and the
+        // reaper's mount check is only meaningful for a directory below the mount point.
+        if let (Some(u), Some(e)) = (&uploads, &efs) {
+            if !u.dir.starts_with(&e.mount_point) || u.dir == e.mount_point {
+                return Err(v.err(
+                    "uploads.dir",
+                    format!(
+                        "\"{}\" is not below efs.mount_point \"{}\": the uploads would not be shared",
+                        u.dir.display(),
+                        e.mount_point.display()
+                    ),
+                ));
+            }
+        }
         if let Some(a) = app.as_mut() {
             if let Some(port) = a.port {
                 v.give_app(a, "PORT", "app.port", port.to_string())?;
@@ -1596,6 +1610,8 @@ mod tests {
             ("[uploads]\ndir = \"uploads\"\n".into(), "uploads.dir", "is not an absolute path"),
             ("[uploads]\ndir = \"/mnt/efs/../uploads\"\n".into(), "uploads.dir", "\"..\" is not allowed"),
             ("[uploads]\ndir = \"/mnt/efs/uploads\"\nmax_age = \"0s\"\n".into(), "uploads.max_age", "greater than zero"),
+            ("[efs]\nfile_system_id = \"fs-0a\"\n[uploads]\ndir = \"/mnt/uploads\"\n".into(), "uploads.dir", "is not below efs.mount_point \"/mnt/efs\""),
+            ("[efs]\nfile_system_id = \"fs-0a\"\n[uploads]\ndir = \"/mnt/efs\"\n".into(), "uploads.dir", "is not below efs.mount_point"),
         ];
         for (doc, key, message) in &cases {
             let e = load_str(&format!("{APP}{doc}"), None)

@@ -302,15 +302,16 @@ fn test_reap_reads_uploads_from_the_configuration() {
     assert!(err.contains("it does not exist"), "{err}");
 
     // [efs] configured, its mount point not mounted: skipped, files untouched.
-    std::fs::write(up.join("old"), "x").unwrap();
-    age(&up.join("old"), 30);
     let mp = t.path("efs");
-    std::fs::create_dir(&mp).unwrap();
+    let on_efs = mp.join("uploads");
+    std::fs::create_dir_all(&on_efs).unwrap();
+    std::fs::write(on_efs.join("old"), "x").unwrap();
+    age(&on_efs.join("old"), 30);
     md.update(|s| {
         s.user_data = Some(format!(
             "[efs]\nfile_system_id = \"fs-0a\"\nmount_point = \"{}\"\n[uploads]\ndir = \"{}\"\n",
             mp.display(),
-            up.display()
+            on_efs.display()
         ));
     });
     let out = agent(&cfg, None, Some(&md)).arg("reap").output().unwrap();
@@ -325,7 +326,7 @@ fn test_reap_reads_uploads_from_the_configuration() {
         "{err}"
     );
     assert!(
-        up.join("old").exists(),
+        on_efs.join("old").exists(),
         "nothing reaped while the mount is missing"
     );
 

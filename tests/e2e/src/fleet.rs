@@ -314,7 +314,7 @@ struct Ctx {
     /// AMI → app version.
     ami_versions: BTreeMap<String, String>,
     /// (launch template id, version) → userdata.
-    userdata: BTreeMap<(String, String), Option<String>>,
+    userdata: BTreeMap<(String, String), Option<Vec<u8>>>,
 }
 
 impl Fleet {
@@ -672,8 +672,7 @@ async fn launch(ctx: &mut Ctx, aws: &Aws, s: &Seen) -> anyhow::Result<SimInstanc
                     .first()
                     .and_then(|v| v.launch_template_data())
                     .and_then(|d| d.user_data())
-                    .and_then(|b64| aws_smithy_types::base64::decode(b64).ok())
-                    .map(|b| String::from_utf8_lossy(&b).into_owned());
+                    .and_then(|b64| aws_smithy_types::base64::decode(b64).ok());
                 ctx.userdata.insert(key.clone(), u.clone());
                 u
             }
@@ -688,7 +687,8 @@ async fn launch(ctx: &mut Ctx, aws: &Aws, s: &Seen) -> anyhow::Result<SimInstanc
     state.region =
         s.az.trim_end_matches(|c: char| c.is_ascii_lowercase())
             .to_owned();
-    state.user_data = user_data;
+    // As bytes: EC2 serves userdata as it was given (gzip included).
+    state.user_data_raw = user_data;
     state.tags = Some(BTreeMap::from([(
         "aws:autoscaling:groupName".to_owned(),
         ctx.opts.asg.clone(),
