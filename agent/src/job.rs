@@ -135,6 +135,13 @@ pub async fn run(
                 tracing::info!(job = name, lease = %path, attempt = n, "lease won; running the job");
                 return run_attempt(&job, &path, attempt, ttl, cmd).await;
             }
+            // It exists but could not be read: never guess that a try someone may hold is over.
+            Created::Exists(None) => {
+                return Err(coded(
+                    Exit::Aws,
+                    format!("job {name}: {path} exists but cannot be read"),
+                ))
+            }
             Created::Exists(value) => match Attempt::judge(value.as_deref(), Utc::now()) {
                 Judged::Held { holder, until } => {
                     println!(

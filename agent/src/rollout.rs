@@ -8,8 +8,8 @@
 //!   `Rolling` and exactly the recorded min/max healthy, warm-up, checkpoints, auto rollback,
 //!   alarms and bake time, with one exception: `SkipMatching` is off, since a rotation changes
 //!   nothing in the launch template and a refresh that skips matching instances would replace
-//!   none. The desired configuration is the group's own launch template and version, so auto
-//!   rollback has a configuration to return to. A missing or unreadable parameter starts no
+//!   none. With auto rollback, the desired configuration is the group's own launch template and
+//!   version (AWS rolls back only refreshes that have one). A missing or unreadable parameter starts no
 //!   refresh: an error naming the parameter, and the failed outcome.
 //! - The refresh id goes into the lease's value ([`Holder::refresh_id`]). A winner that died
 //!   before writing it leaves followers to take the group's refresh started since the lease.
@@ -197,7 +197,14 @@ impl Rollout {
             tracing::info!(parameter = %name, "SkipMatching is off for a secret rollout: every instance matches the launch template");
             prefs.skip_matching = Some(false);
         }
-        let desired = self.own_configuration().await?;
+        // AWS rolls back only a refresh with a desired configuration, and authorizes a desired
+        // launch template like a launch (ec2:RunInstances, iam:PassRole on its profile): ask for
+        // one only when the recorded preferences want auto rollback.
+        let desired = if prefs.auto_rollback == Some(true) {
+            self.own_configuration().await?
+        } else {
+            None
+        };
         let deadline = Instant::now() + IN_PROGRESS_LIMIT;
         loop {
             match self

@@ -103,8 +103,9 @@ pub struct AppLogsConfig {
 #[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileLogsConfig {
-    /// Glob, e.g. `/var/log/app/*.log`. It must also match rotated names if files are
-    /// rotated by rename while the agent may be down (e.g. `app*.log` for `app-1.log`).
+    /// Glob, e.g. `/var/log/app/*.log`; none into /proc or /sys, no `..`. If files are rotated
+    /// by rename while the agent may be down, it must also match the rotated names (e.g.
+    /// `app*.log` for `app-1.log`), or the rotated name must be [`Self::rotated`].
     pub path: String,
     /// Log group.
     pub log_group: String,
@@ -116,7 +117,15 @@ pub struct FileLogsConfig {
     pub multiline_start: Option<String>,
     /// See [`AppLogsConfig::timestamp_format`].
     pub timestamp_format: Option<String>,
+    /// Where a copytruncate rotation leaves the copy of a matched file, `{path}` being the
+    /// file's path. When the file is found truncated, the lines not read yet are read from this
+    /// copy first, from where reading stopped (the copy is known by the head fingerprint of the
+    /// file; see docs/logs.md). Default `"{path}.1"` (logrotate's name); `""` turns it off.
+    pub rotated: Option<String>,
 }
+
+/// Default [`FileLogsConfig::rotated`]: logrotate's first rotated name.
+pub const DEFAULT_ROTATED: &str = "{path}.1";
 
 /// A configuration value that cannot work, named by its key.
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +204,59 @@ pub struct SourceSpec {
     pub timestamp_format: Option<String>,
     /// Poll interval.
     pub poll: Duration,
+    /// Rotated-copy name pattern (`{path}`), see [`FileLogsConfig::rotated`].
+    pub rotated: Option<String>,
+}
+
+impl SourceSpec {
+    /// The rotated copy's name for the matched file `path`.
+    #[must_use]
+    pub fn rotated_path(&self, path: &Path) -> Option<PathBuf> {
+        let pattern = self.rotated.as_deref()?;
+        Some(PathBuf::from(pattern.replace("{path}", path.to_str()?)))
+    }
+}
+
+/// Checks a `rotated` pattern; `""` is off.
+fn check_rotated(key: &str, r: &str) -> Result<Option<String>, LogsError> {
+    if r.is_empty() {
+        return Ok(None);
+    }
+    let ok = r.contains("{path}")
+        && !r.replace("{path}", "").contains(['{', '}'])
+        && r != "{path}"
+        && (r.starts_with("{path}") || r.starts_with('/'));
+    if !ok {
+        return Err(bad(
+            key,
+            format!("{r:?}: must start with {{path}} (the file's path, e.g. \"{{path}}.1\") or be an absolute path containing it, with no other {{…}}"),
+        ));
+    }
+    Ok(Some(r.to_owned()))
+}
+
+/// Refuses globs that reach into /proc or /sys: their files report size 0 and change with every
+/// read, so a log shipper can only ship them again and again. `..` is refused too, since it
+/// could lead there.
+fn check_log_glob(key: &str, pattern: &str) -> Result<(), LogsError> {
+    if pattern.split('/').any(|c| c == "..") {
+        return Err(bad(
+            key,
+            format!("{pattern:?}: '..' is not allowed in a log glob"),
+        ));
+    }
+    let first = pattern
+        .split('/')
+        .find(|c| !c.is_empty() && *c != ".")
+        .unwrap_or("");
+    let reaches = |dir: &str| glob::Pattern::new(first).is_ok_and(|p| p.matches(dir));
+    if let Some(dir) = ["proc", "sys"].into_iter().find(|d| reaches(d)) {
+        return Err(bad(
+            key,
+            format!("{pattern:?} reaches into /{dir}: its files are not logs (they report size 0 and change on every read)"),
+        ));
+    }
+    Ok(())
 }
 
 struct Resolved {
@@ -299,6 +361,7 @@ impl LogsConfig {
                         multiline_start: ml.clone(),
                         timestamp_format: tf.clone(),
                         poll,
+                        rotated: None,
                     });
                 }
                 let err = pair.pop().expect("two");
@@ -317,6 +380,11 @@ impl LogsConfig {
             }
             glob::Pattern::new(&f.path)
                 .map_err(|e| bad(key("path"), format!("invalid glob: {e}")))?;
+            check_log_glob(&key("path"), &f.path)?;
+            let rotated = check_rotated(
+                &key("rotated"),
+                f.rotated.as_deref().unwrap_or(DEFAULT_ROTATED),
+            )?;
             let group = group_name(&key("log_group"), &f.log_group, instance_id)?;
             let stream = template(&key("log_stream"), &f.log_stream, instance_id)?;
             // The checkpoint file name: stable for the same glob and destination.
@@ -335,6 +403,7 @@ impl LogsConfig {
                 multiline_start: regex(key("multiline_start"), &f.multiline_start)?,
                 timestamp_format: ts_format(key("timestamp_format"), &f.timestamp_format)?,
                 poll,
+                rotated,
             });
         }
         Ok(Resolved {
@@ -380,6 +449,8 @@ pub struct LogStats {
     /// Files found truncated or rewritten in place (shorter than the read position, or a head
     /// that no longer matches), read again from their start.
     pub truncations: AtomicU64,
+    /// Rotated copies (copytruncate) whose unread rest was read before the truncated file.
+    pub rotated_copies: AtomicU64,
 }
 
 /// Starts log shipping.
@@ -722,6 +793,59 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("logs.files[0].path:"));
+    }
+
+    #[test]
+    fn test_proc_and_sys_globs_are_refused() {
+        let file = |path: &str| {
+            cfg(&format!(
+                "[[files]]\npath = \"{path}\"\nlog_group = \"g\"\nlog_stream = \"s\"\n"
+            ))
+            .unwrap()
+            .validate()
+        };
+        for path in [
+            "/proc/meminfo",
+            "/proc/*/status",
+            "//proc/meminfo",
+            "/./sys/kernel/*",
+            "/sys/fs/cgroup/memory.stat",
+            "/*/meminfo",
+            "/pro?/meminfo",
+            "/var/log/../../proc/meminfo",
+        ] {
+            let e = file(path).unwrap_err().to_string();
+            assert!(e.starts_with("logs.files[0].path:"), "{path}: {e}");
+        }
+        let e = file("/proc/meminfo").unwrap_err().to_string();
+        assert!(e.contains("/proc"), "{e}");
+        assert!(file("/var/log/app/*.log").is_ok());
+        assert!(file("/var/log/process.log").is_ok());
+    }
+
+    #[test]
+    fn test_rotated_pattern() {
+        let file = |extra: &str| {
+            cfg(&format!(
+                "[[files]]\npath = \"/var/log/a.log\"\nlog_group = \"g\"\nlog_stream = \"s\"\n{extra}"
+            ))
+            .unwrap()
+        };
+        let r = file("").resolve("i-1").unwrap();
+        assert_eq!(
+            r.files[0].rotated_path(Path::new("/var/log/a.log")),
+            Some(PathBuf::from("/var/log/a.log.1"))
+        );
+        let r = file("rotated = \"\"").resolve("i-1").unwrap();
+        assert_eq!(r.files[0].rotated_path(Path::new("/var/log/a.log")), None);
+        assert!(file("rotated = \"/old/{path}.0\"").validate().is_ok());
+        for bad in ["x.1", "{path}", "{path}.{n}", "rel/{path}"] {
+            let e = file(&format!("rotated = \"{bad}\""))
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("logs.files[0].rotated:"), "{bad}: {e}");
+        }
     }
 
     #[test]

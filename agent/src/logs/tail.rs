@@ -5,8 +5,11 @@
 //! source's pattern; a file no longer matched (renamed away, deleted) is read to its end through
 //! the descriptor still open, then closed. A file whose size drops below the read position, or
 //! whose first bytes are no longer the ones read (its head [`Fingerprint`], see
-//! [`super::checkpoint`]), was truncated in place (copytruncate) and is read again from 0; the
-//! same head check decides whether a checkpoint's offset can be resumed from. Files of one source go to one
+//! [`super::checkpoint`]), was truncated in place (copytruncate) and is read again from 0, after
+//! the rest of its old content: the source's rotated copy (`{path}.1`), known by the same head,
+//! read from where reading stopped. The same head check decides whether a checkpoint's offset can
+//! be resumed from (and finds the copy of a file truncated while the agent was away). A file that
+//! reports size 0 but has data (procfs, sysfs) is never judged truncated. Files of one source go to one
 //! stream in discovery order: the oldest first, each to its end before the next, so a rotated
 //! file's last lines come before the new file's first ones.
 //!
@@ -99,6 +102,9 @@ struct Tracked {
     head: Vec<u8>,
     /// Fingerprint of `head`, sent with every offset of this file.
     head_fp: Fingerprint,
+    /// The rotated copy of this file's earlier content, read to its end before this file is
+    /// read again (copytruncate), so the stream keeps the order of the lines.
+    blocked_by: Option<FileId>,
 }
 
 impl Tracked {
@@ -143,6 +149,18 @@ fn read_head(file: &File) -> Vec<u8> {
     }
     head.truncate(got);
     head
+}
+
+/// Whether `file` reports size 0 but has data to read: a pseudo file (procfs, sysfs, debugfs)
+/// whose size says nothing about its content. Its size and head are never taken as signs of a
+/// truncation: such a file is read once, to its end.
+fn is_pseudo(file: &File, size: u64) -> bool {
+    size == 0 && file.read_at(&mut [0u8; 1], 0).is_ok_and(|n| n > 0)
+}
+
+/// Whether `file` has a byte at position `at` (a file truncated below `at + 1` has none).
+fn has_byte_at(file: &File, at: u64) -> bool {
+    file.read_at(&mut [0u8; 1], at).is_ok_and(|n| n > 0)
 }
 
 /// Builds batches from lines: timestamps, multiline joining, splitting, back-pressure.
@@ -357,7 +375,7 @@ impl Tailer {
 
     /// Globs the pattern: opens new files, marks vanished ones.
     fn discover(&mut self) {
-        let spec = &self.emitter.spec;
+        let spec = self.emitter.spec.clone();
         let Ok(paths) = glob::glob(&spec.pattern) else {
             return;
         };
@@ -405,13 +423,17 @@ impl Tailer {
             }
             let head = read_head(&file);
             let mut offset = 0;
+            // Earlier content of this file to finish first: its rotated copy, from where the
+            // checkpoint says reading stopped.
+            let mut copy: Option<Position> = None;
             if let Some(pos) = self.start_offsets.remove(&id) {
                 // The checkpoint must still point into the same content: a file truncated
                 // while the agent was away is shorter, or, if already written past the old
                 // offset again, starts with other bytes. (No fingerprint: an old checkpoint,
-                // the offset is trusted.)
+                // the offset is trusted.) A pseudo file's size and head say nothing.
                 let same_head = pos.head.is_none_or(|fp| fp.matches(&head));
-                if pos.offset > 0 && (pos.offset > meta.len() || !same_head) {
+                let shorter = pos.offset > meta.len() && !has_byte_at(&file, pos.offset - 1);
+                if pos.offset > 0 && (shorter || !same_head) && !is_pseudo(&file, meta.len()) {
                     tracing::info!(source = %spec.name, path = %path.display(), size = meta.len(),
                         checkpoint = pos.offset, same_head,
                         "log file truncated while the agent was away, reading from its start");
@@ -420,10 +442,12 @@ impl Tailer {
                         .truncations
                         .fetch_add(1, Ordering::Relaxed);
                     self.emitter.truncated.push(id);
+                    copy = pos.head.is_some().then_some(pos);
                 } else {
                     offset = pos.offset;
                 }
             }
+            let blocked_by = self.track_rotated(&path, id, &seen, copy);
             if file.seek(SeekFrom::Start(offset)).is_err() {
                 continue;
             }
@@ -438,8 +462,77 @@ impl Tailer {
                 gone: false,
                 head_fp: Fingerprint::of(&head),
                 head,
+                blocked_by,
             });
         }
+    }
+
+    /// The rotated copy of `path` (the source's `rotated` pattern), if it is a file of its own
+    /// that the pattern does not match.
+    fn rotated_copy(
+        &self,
+        path: &std::path::Path,
+        seen: &HashSet<FileId>,
+    ) -> Option<(PathBuf, File, FileId)> {
+        let rotated = self.emitter.spec.rotated_path(path)?;
+        let file = File::open(&rotated).ok()?;
+        let meta = file.metadata().ok().filter(std::fs::Metadata::is_file)?;
+        let id = FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        let known =
+            seen.contains(&id) || self.done.contains(&id) || self.files.iter().any(|t| t.id == id);
+        (!known).then_some((rotated, file, id))
+    }
+
+    /// Starts reading the rotated copy of `path` (file `id`) when it holds content not read yet:
+    /// `copy` is where reading of `path`'s earlier content stopped (copytruncate while away), or
+    /// else the checkpoint has a position for the copy itself (the agent stopped while reading it,
+    /// or the file was renamed to it while the agent was away). The copy is known by its head
+    /// fingerprint. Returns the copy's id, which `path` then waits for.
+    fn track_rotated(
+        &mut self,
+        path: &std::path::Path,
+        id: FileId,
+        seen: &HashSet<FileId>,
+        copy: Option<Position>,
+    ) -> Option<FileId> {
+        let (rotated, file, copy_id) = self.rotated_copy(path, seen)?;
+        if copy_id == id {
+            return None;
+        }
+        let own = self.start_offsets.get(&copy_id).copied();
+        let pos = own.or(copy)?;
+        let head = read_head(&file);
+        let size = file.metadata().map_or(0, |m| m.len());
+        if !pos.head.is_none_or(|fp| fp.matches(&head)) || pos.offset >= size {
+            return None;
+        }
+        if own.is_some() {
+            self.start_offsets.remove(&copy_id);
+        }
+        let mut file = file;
+        file.seek(SeekFrom::Start(pos.offset)).ok()?;
+        tracing::info!(source = %self.emitter.spec.name, path = %rotated.display(), offset = pos.offset, size,
+            "finishing the rotated copy of a log file from where reading stopped");
+        self.emitter
+            .stats
+            .rotated_copies
+            .fetch_add(1, Ordering::Relaxed);
+        self.files.push(Tracked {
+            id: copy_id,
+            path: rotated,
+            file,
+            offset: pos.offset,
+            carry: Vec::new(),
+            pending: None,
+            gone: true,
+            head_fp: Fingerprint::of(&head),
+            head,
+            blocked_by: None,
+        });
+        Some(copy_id)
     }
 
     /// Reads file `i` up to its end or [`ROUND_BYTES`]; returns the bytes read.
@@ -495,30 +588,57 @@ impl Tailer {
     }
 
     /// Truncated in place (copytruncate): shorter than the read position, or rewritten past it
-    /// with other first bytes; start again at 0.
-    fn check_truncated(&mut self, i: usize) {
+    /// with other first bytes; start again at 0, after the rest of the old content from its
+    /// rotated copy, if there is one. Returns whether such a copy was put before file `i` (it is
+    /// then file `i`, and the truncated file `i + 1`).
+    fn check_truncated(&mut self, i: usize) -> bool {
         let t = &mut self.files[i];
         let size = t.file.metadata().map_or(u64::MAX, |m| m.len());
-        let read_to = t.offset + t.carry.len() as u64;
-        let shorter = size < read_to;
-        if (shorter || !t.head_unchanged()) && t.file.seek(SeekFrom::Start(0)).is_ok() {
-            tracing::info!(path = %t.path.display(), size, read_to, shorter, "log file truncated, reading from its start");
-            self.emitter.flush_pending(t, None);
-            if self.emitter.batch.offsets.iter().any(|o| o.0 == t.id) {
-                // Offsets into the old content go first, so the reset to 0 comes after them and
-                // the new content's offsets are not held back by the old, larger ones.
-                self.emitter.send(0);
-            }
-            t.offset = 0;
-            t.carry.clear();
-            t.head.clear();
-            t.head_fp = Fingerprint::of(&[]);
-            self.emitter
-                .stats
-                .truncations
-                .fetch_add(1, Ordering::Relaxed);
-            self.emitter.truncated.push(t.id);
+        if is_pseudo(&t.file, size) {
+            // Size 0 with data (procfs, sysfs): not a truncation, and its head changes with
+            // every read; it was read to its end once.
+            return false;
         }
+        let read_to = t.offset + t.carry.len() as u64;
+        let shorter = size < read_to && !has_byte_at(&t.file, read_to - 1);
+        if !((shorter || !t.head_unchanged()) && t.file.seek(SeekFrom::Start(0)).is_ok()) {
+            return false;
+        }
+        tracing::info!(path = %t.path.display(), size, read_to, shorter, "log file truncated, reading from its start");
+        self.emitter.flush_pending(t, None);
+        if self.emitter.batch.offsets.iter().any(|o| o.0 == t.id) {
+            // Offsets into the old content go first, so the reset to 0 comes after them and
+            // the new content's offsets are not held back by the old, larger ones.
+            self.emitter.send(0);
+        }
+        let t = &self.files[i];
+        let (id, path) = (t.id, t.path.clone());
+        let old = Position {
+            offset: t.offset,
+            head: Some(t.head_fp),
+        };
+        let copy = if t.head.is_empty() {
+            None
+        } else {
+            self.track_rotated(&path, id, &HashSet::new(), Some(old))
+        };
+        let t = &mut self.files[i];
+        t.offset = 0;
+        t.carry.clear();
+        t.head.clear();
+        t.head_fp = Fingerprint::of(&[]);
+        t.blocked_by = copy;
+        self.emitter
+            .stats
+            .truncations
+            .fetch_add(1, Ordering::Relaxed);
+        self.emitter.truncated.push(id);
+        if copy.is_some() {
+            // track_rotated pushed it last: move it before the file it came from.
+            let c = self.files.pop().expect("just pushed");
+            self.files.insert(i, c);
+        }
+        copy.is_some()
     }
 
     /// Whether file `i` (at its end) will never grow again.
@@ -567,10 +687,21 @@ impl Tailer {
             let mut progressed = 0u64;
             let mut i = 0;
             while i < self.files.len() {
+                if let Some(copy) = self.files[i].blocked_by {
+                    if self.files.iter().any(|t| t.id == copy) {
+                        // Its rotated copy (before it in the list) is not finished yet.
+                        i += 1;
+                        continue;
+                    }
+                    self.files[i].blocked_by = None;
+                }
                 let n = self.read_file(i);
                 progressed += n;
                 if n == 0 {
-                    self.check_truncated(i);
+                    if self.check_truncated(i) {
+                        // File i is now the truncated file's rotated copy: read it first.
+                        continue;
+                    }
                     if self.finished(i) && self.read_file(i) == 0 {
                         self.close(i);
                         continue;
@@ -625,6 +756,7 @@ mod tests {
             multiline_start: multiline.map(|r| regex_lite::Regex::new(r).unwrap()),
             timestamp_format: None,
             poll: Duration::from_millis(20),
+            rotated: Some(super::super::DEFAULT_ROTATED.into()),
         })
     }
 
@@ -883,6 +1015,152 @@ mod tests {
         let seqs: Vec<&str> = got.iter().map(|m| &m[..9]).collect();
         assert_eq!(seqs, ["000000005", "000000006", "000000007"]);
         assert_eq!(stats.truncations.load(Ordering::Relaxed), 0);
+    }
+
+    /// /proc files report size 0 but have data, and change with every read: read once, never
+    /// judged truncated (which would ship them again on every poll).
+    #[test]
+    fn test_size_zero_pseudo_file_is_read_once_never_truncated() {
+        let (tx, _rx) = mpsc::channel(16);
+        let stats = Arc::new(LogStats::default());
+        let mut tailer = Tailer::new(
+            spec("/proc/meminfo".into(), None),
+            HashMap::new(),
+            tx,
+            stats.clone(),
+            Arc::new(Control::default()),
+        );
+        tailer.discover();
+        assert_eq!(tailer.files.len(), 1);
+        assert!(tailer.read_file(0) > 0);
+        for _ in 0..5 {
+            tailer.check_truncated(0);
+            assert_eq!(tailer.read_file(0), 0, "read again");
+        }
+        assert_eq!(stats.truncations.load(Ordering::Relaxed), 0);
+        // A checkpoint past its reported size is not a truncation either.
+        let (tx, _rx) = mpsc::channel(16);
+        let meta = std::fs::metadata("/proc/meminfo").unwrap();
+        let id = FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        let start = HashMap::from([(
+            id,
+            Position {
+                offset: 100_000,
+                head: Some(Fingerprint::of(b"something else")),
+            },
+        )]);
+        let mut tailer = Tailer::new(
+            spec("/proc/meminfo".into(), None),
+            start,
+            tx,
+            stats.clone(),
+            Arc::new(Control::default()),
+        );
+        tailer.discover();
+        assert_eq!(tailer.files[0].offset, 100_000);
+        assert_eq!(stats.truncations.load(Ordering::Relaxed), 0);
+    }
+
+    /// logrotate's copytruncate while lines are not read yet: they exist only in the copy
+    /// (`app.log.1`, not matched by the glob). The reader finishes the copy from where it stopped
+    /// reading, then reads the truncated file from 0: every line once, in order.
+    #[test]
+    fn test_copytruncate_finishes_the_copy_from_the_read_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let copy = dir.path().join("app.log.1");
+        append(&log, &numbered(0, 10));
+        let (tx, mut rx) = mpsc::channel(4);
+        let stats = Arc::new(LogStats::default());
+        let mut tailer = Tailer::new(
+            spec(format!("{}/app*.log", dir.path().display()), None),
+            HashMap::new(),
+            tx,
+            stats.clone(),
+            Arc::new(Control::default()),
+        );
+        tailer.discover();
+        assert_eq!(tailer.read_file(0), 1000);
+        // Written after the last read, then copied and truncated, then new lines.
+        append(&log, &numbered(10, 15));
+        std::fs::copy(&log, &copy).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&log)
+            .unwrap();
+        append(&log, &numbered(15, 18));
+        assert_eq!(tailer.read_file(0), 0);
+        assert!(tailer.check_truncated(0), "the copy goes first");
+        let first = rx.try_recv().expect("the old content's batch went first");
+        assert_eq!(first.batch.len(), 10);
+        drop(first);
+        assert_eq!(tailer.files[0].path, copy);
+        assert_eq!(tailer.read_file(0), 500, "the copy from offset 1000");
+        assert!(!tailer.check_truncated(0));
+        assert!(tailer.finished(0));
+        assert_eq!(tailer.read_file(0), 0);
+        tailer.close(0);
+        assert_eq!(tailer.files[0].path, log);
+        assert_eq!(tailer.read_file(0), 300);
+        tailer.emitter.send(0);
+        let second = rx.try_recv().unwrap();
+        let seqs: Vec<u64> = second
+            .batch
+            .iter()
+            .map(|(_, m)| m[..9].parse().unwrap())
+            .collect();
+        assert_eq!(seqs, (10..18).collect::<Vec<_>>());
+        assert_eq!(second.truncated, vec![id_of(&log)]);
+        assert_eq!(second.batch.finished, vec![(id_of(&copy), copy.clone())]);
+        assert_eq!(stats.rotated_copies.load(Ordering::Relaxed), 1);
+    }
+
+    /// The same rotation while the agent was down: the checkpoint's offset and head find the
+    /// copy, which is finished before the truncated file is read from 0.
+    #[tokio::test]
+    async fn test_copytruncate_while_down_finishes_the_copy_from_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let old = numbered(0, 10);
+        append(&log, &old);
+        let start = HashMap::from([(
+            id_of(&log),
+            Position {
+                offset: old.len() as u64,
+                head: Some(Fingerprint::of(old.as_bytes())),
+            },
+        )]);
+        append(&log, &numbered(10, 15));
+        std::fs::copy(&log, dir.path().join("app.log.1")).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&log)
+            .unwrap();
+        append(&log, &numbered(15, 40));
+        let (tx, mut rx) = mpsc::channel(1);
+        let control = Arc::new(Control::default());
+        let tailer = Tailer::new(
+            spec(format!("{}/app*.log", dir.path().display()), None),
+            start,
+            tx,
+            Arc::new(LogStats::default()),
+            control.clone(),
+        );
+        let thread = std::thread::spawn(move || tailer.run());
+        let mut got = Vec::new();
+        collect(&mut rx, &mut got, 30).await;
+        control.stop.store(true, Ordering::Release);
+        while let Some(w) = rx.recv().await {
+            got.extend(w.batch.iter().map(|(_, m)| m.to_owned()));
+        }
+        thread.join().unwrap();
+        let seqs: Vec<u64> = got.iter().map(|m| m[..9].parse().unwrap()).collect();
+        assert_eq!(seqs, (10..40).collect::<Vec<_>>());
     }
 
     /// While running: the file is truncated and written past the read position between two

@@ -193,3 +193,19 @@ fn test_run_ships_app_output_publishes_metrics_and_flushes_on_sigterm() {
         "with [logs] the app's output goes to CloudWatch, not the agent's stderr: {err}"
     );
 }
+
+/// `check` (and so `run`) refuses log globs into /proc and /sys, naming the key: their files
+/// report size 0 and change on every read.
+#[test]
+fn test_check_refuses_proc_and_sys_log_globs() {
+    let t = TestDir::new();
+    for path in ["/proc/meminfo", "/sys/kernel/*"] {
+        let cfg = t.config(&format!(
+            "[logs]\n[[logs.files]]\npath = \"{path}\"\nlog_group = \"g\"\nlog_stream = \"s\"\n"
+        ));
+        let o = agent(&cfg, None, None).arg("check").output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{path}: {err}");
+        assert!(err.contains("logs.files[0].path"), "{path}: {err}");
+    }
+}

@@ -319,3 +319,104 @@ fn test_rollout_outcome_is_published_by_an_instance_that_boots_later() {
     });
     assert_eq!(a3.terminate(Duration::from_secs(10)), Some(0));
 }
+
+/// Recorded auto rollback: the refresh gets it, with the group's own launch template version as
+/// its desired configuration (AWS rolls back only refreshes that have one).
+#[test]
+fn test_rollout_with_auto_rollback_names_the_groups_own_configuration() {
+    let emu = bake_e2e::Emulator::start().unwrap();
+    let rt = rt();
+    let aws = rt.block_on(emu.aws());
+    let g = "roll-back";
+    let lt = rt.block_on(async {
+        let lt = aws
+            .ec2
+            .create_launch_template()
+            .launch_template_name(format!("{g}-lt"))
+            .launch_template_data(
+                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                    .image_id("ami-12c6146b")
+                    .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let id = lt
+            .launch_template()
+            .unwrap()
+            .launch_template_id()
+            .unwrap()
+            .to_owned();
+        aws.asg
+            .create_auto_scaling_group()
+            .auto_scaling_group_name(g)
+            .launch_template(
+                aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                    .launch_template_id(&id)
+                    .version("1")
+                    .build(),
+            )
+            .min_size(0)
+            .max_size(3)
+            .desired_capacity(1)
+            .availability_zones("us-east-1a")
+            .send()
+            .await
+            .unwrap();
+        id
+    });
+    rt.block_on(put(
+        &aws,
+        "/roll4/app/token",
+        "old",
+        ParameterType::SecureString,
+    ));
+    let recorded = Recorded::rolling(
+        &RefreshPreferences::builder()
+            .min_healthy_percentage(90)
+            .auto_rollback(true)
+            .build(),
+    );
+    rt.block_on(put(
+        &aws,
+        &parameter_name(g),
+        &recorded.to_json(),
+        ParameterType::String,
+    ));
+    let t = TestDir::new();
+    let cfg = t.config(&config(g, "/roll4/app"));
+    let m = imds("i-0rollback");
+    let mut a = Running::spawn(agent(&cfg, Some(&emu), Some(&m)));
+    wait_for("the agent up", Duration::from_secs(30), || {
+        a.stderr().contains("agent up").then_some(())
+    });
+    rt.block_on(put(
+        &aws,
+        "/roll4/app/token",
+        "new",
+        ParameterType::SecureString,
+    ));
+    let refresh = wait_for("the rollout's refresh", Duration::from_secs(30), || {
+        rt.block_on(
+            aws.asg
+                .describe_instance_refreshes()
+                .auto_scaling_group_name(g)
+                .send(),
+        )
+        .unwrap()
+        .instance_refreshes()
+        .first()
+        .cloned()
+    });
+    let p = refresh.preferences().unwrap();
+    assert_eq!(p.auto_rollback(), Some(true));
+    assert_eq!(p.min_healthy_percentage(), Some(90));
+    let spec = refresh
+        .desired_configuration()
+        .and_then(|d| d.launch_template())
+        .expect("a desired launch template");
+    assert_eq!(spec.launch_template_id(), Some(lt.as_str()));
+    assert_eq!(spec.version(), Some("1"));
+    assert_eq!(a.terminate(Duration::from_secs(10)), Some(0));
+}
