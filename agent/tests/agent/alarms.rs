@@ -187,7 +187,7 @@ fn test_every_alarm_in_the_templates_reads_a_metric_the_agent_publishes() {
     let port = free_port();
     let cfg = t.config(&format!(
         "[identity]\nasg_name = \"{asg}\"\n\
-         [app]\ncommand = [\"node\", \"{app}\"]\nenv = {{ PORT = \"{port}\" }}\nstop_timeout = \"3s\"\n\
+         [app]\ncommand = [\"node\", \"{app}\"]\nuser = \"root\"\nenv = {{ PORT = \"{port}\" }}\nstop_timeout = \"3s\"\n\
          [supervise]\nbackoff_initial = \"100ms\"\ncrash_loop_count = 100\n\
          [readiness]\nprobe = \"http://127.0.0.1:{port}/health\"\ninterval = \"100ms\"\n\
          [lifecycle]\npoll_interval = \"200ms\"\n\

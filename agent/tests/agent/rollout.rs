@@ -23,8 +23,8 @@ async fn put(aws: &bake_common::aws::Aws, name: &str, value: &str, t: ParameterT
 
 fn config(group: &str, path: &str) -> String {
     format!(
-        "[identity]\nasg_name = \"{group}\"\n[app]\ncommand = [\"/bin/sh\", \"-c\", \"exec sleep 300\"]\n\
-         [secrets]\npath = \"{path}\"\npoll_interval = \"200ms\"\non_change = \"rollout\"\n[metrics]\npublish_interval = \"1s\"\n"
+        "[identity]\nasg_name = \"{group}\"\n[app]\ncommand = [\"/bin/sh\", \"-c\", \"exec sleep 300\"]\nuser = \"root\"\n\
+         [secrets]\npath = \"{path}\"\npoll_interval = \"1s\"\non_change = \"rollout\"\n[metrics]\npublish_interval = \"1s\"\n"
     )
 }
 
