@@ -205,6 +205,11 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
             }
             _ => None,
         };
+    // SIGTERM/SIGINT are caught from before the app exists: one that arrives while the rest of
+    // the boot runs is answered by a graceful stop below, never by the default action (which
+    // would end the agent and leave the app to its parent-death signal, unflushed).
+    let mut sigterm = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
     let (handle, mut sup_done) =
         supervisor::start(spec.clone(), settings.supervise, output.clone(), crash_hook)
             .await
@@ -274,8 +279,6 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     tracing::info!(elapsed_ms = ms(boot_start), "agent up");
 
     // 6. Until SIGTERM or termination.
-    let mut sigterm = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
     let mut supervisor_died = false;
     let why = tokio::select! {
         _ = sigterm.recv() => None,
