@@ -9,10 +9,13 @@ its backend and responses so that, as AWS documents:
   ABANDON or when the hook's ``HeartbeatTimeout`` runs out with ``DefaultResult`` ABANDON;
   ``RecordLifecycleActionHeartbeat`` restarts the timeout; a terminating instance waits in
   ``Terminating:Wait`` while an ``autoscaling:EC2_INSTANCE_TERMINATING`` hook is open;
-- ``SetInstanceHealth Unhealthy`` terminates the instance (through its terminate hooks) and launches
-  a replacement (through the launch hooks);
+- ``SetInstanceHealth Unhealthy`` is visible at once; shortly after, the background thread
+  terminates the instance (through its terminate hooks) and launches a replacement (through the
+  launch hooks), also for an instance marked while in ``Pending:Wait`` once it is InService;
+- ``HealthCheckGracePeriod`` defaults to 0 (moto: 300); termination protection does not keep an
+  instance from being terminated by the group;
 - ``StartInstanceRefresh`` and friends replace instances in the background at the refresh's own
-  pace: ``MinHealthyPercentage``/``MaxHealthyPercentage``, ``InstanceWarmup``, checkpoints,
+  pace, within both ``MinHealthyPercentage`` and ``MaxHealthyPercentage``, ``InstanceWarmup``, checkpoints,
   ``SkipMatching``, ``DesiredConfiguration``, ``AutoRollback``, ``BakeTime``, cancel and rollback;
 - every instance records the launch template version it was launched from, as a number.
 
@@ -1195,13 +1198,25 @@ def _backend_delete_lifecycle_hook(self: Any, as_name: str, name: str) -> None:
                 _complete(action, "CONTINUE")
 
 
+_READ_ONLY = ("Describe", "List", "Get")
+
+
 def _locked(fn: Any) -> Any:
+    """Run a request handler (``call_action``) under the emulator's lock; afterwards wake the
+    background thread, unless the action only reads (Describe*, List*, Get*)."""
+
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with _cond:
             try:
                 return fn(*args, **kwargs)
             finally:
-                _wake()
+                action = None
+                try:
+                    action = args[0]._get_action() if args else None  # noqa: SLF001
+                except Exception:  # noqa: BLE001 - not a response object: wake to be safe
+                    action = None
+                if not (isinstance(action, str) and action.startswith(_READ_ONLY)):
+                    _wake()
 
     wrapper.__name__ = getattr(fn, "__name__", "wrapper")
     wrapper.__doc__ = getattr(fn, "__doc__", None)
