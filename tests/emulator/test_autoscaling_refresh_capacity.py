@@ -9,7 +9,7 @@ import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 
-from test_autoscaling_refresh import HOOKED, continue_all, hooked_group, start, versions
+from test_autoscaling_refresh import continue_all, hooked_group, start, versions
 
 
 def in_service_v(h, g):
@@ -280,4 +280,21 @@ def test_scale_in_during_a_refresh_is_not_counted_as_updated(asg_helper):
     assert versions(h, g) == ["2", "2"]
 
 
-assert HOOKED  # the launch hook every group here is created with
+def test_rollback_fails_when_the_capacity_cannot_be_restored(asg_helper):
+    """InstanceRefresh, Status: "RollbackFailed - The rollback failed to complete. You can
+    troubleshoot using the status reason and the scaling activities." A rollback succeeds only
+    with the group whole again, so an instance the group launches to restore its capacity that
+    never gets InService (abandoned here) makes the rollback fail rather than wait forever. (AWS
+    does not document which failures end a rollback; this is the emulator's reading.)"""
+    h = asg_helper
+    g = hooked_group(h, "cap-rollback-refill-fails", 2)
+    rid = start(h, g, MinHealthyPercentage=50)
+    (first,) = h.wait_for("first replacement", lambda: h.ids(g, "Pending:Wait"))
+    h.asg.rollback_instance_refresh(AutoScalingGroupName=g)
+    (refill,) = h.wait_for(
+        "the refill", lambda: [i for i in h.ids(g, "Pending:Wait") if i != first]
+    )
+    h.complete(g, "launch", refill, "ABANDON")
+    r = h.wait_status(g, rid, "RollbackFailed", "RollbackSuccessful")
+    assert r["Status"] == "RollbackFailed", r
+    assert refill in r["StatusReason"]

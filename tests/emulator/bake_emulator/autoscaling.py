@@ -9,10 +9,13 @@ its backend and responses so that, as AWS documents:
   ABANDON or when the hook's ``HeartbeatTimeout`` runs out with ``DefaultResult`` ABANDON;
   ``RecordLifecycleActionHeartbeat`` restarts the timeout; a terminating instance waits in
   ``Terminating:Wait`` while an ``autoscaling:EC2_INSTANCE_TERMINATING`` hook is open;
-- ``SetInstanceHealth Unhealthy`` terminates the instance (through its terminate hooks) and launches
-  a replacement (through the launch hooks);
+- ``SetInstanceHealth Unhealthy`` is visible at once; shortly after, the background thread
+  terminates the instance (through its terminate hooks) and launches a replacement (through the
+  launch hooks), also for an instance marked while in ``Pending:Wait`` once it is InService;
+- ``HealthCheckGracePeriod`` defaults to 0 (moto: 300); termination protection does not keep an
+  instance from being terminated by the group;
 - ``StartInstanceRefresh`` and friends replace instances in the background at the refresh's own
-  pace: ``MinHealthyPercentage``/``MaxHealthyPercentage``, ``InstanceWarmup``, checkpoints,
+  pace, within both ``MinHealthyPercentage`` and ``MaxHealthyPercentage``, ``InstanceWarmup``, checkpoints,
   ``SkipMatching``, ``DesiredConfiguration``, ``AutoRollback``, ``BakeTime``, cancel and rollback;
 - every instance records the launch template version it was launched from, as a number.
 
@@ -485,6 +488,10 @@ class Refresh:
         self.wait_since: float | None = None
         self.wait_for_transitioning = True
         self.rollback_details: dict[str, Any] | None = None
+        # Rollback: when it began (monotonic), and the instances the group launched since to
+        # restore its capacity, watched until InService.
+        self.rollback_began: float | None = None
+        self.refills: set[str] = set()
 
     # -- progress ------------------------------------------------------------------------------
 
@@ -576,6 +583,8 @@ class Refresh:
         }
         self._abort_in_flight(group)
         self.mode = "rollback"
+        self.rollback_began = _now()
+        self.refills = set()
         self.status = "RollbackInProgress"
         self.status_reason = reason
         self.target = self.previous
@@ -691,6 +700,34 @@ class Refresh:
                 self.total = max(0, self.total - 1)
 
         if self.mode == "rollback" and self.status == "RollbackInProgress":
+            # The group's own launches since the rollback began restore its capacity: the rollback
+            # cannot succeed without them, and fails when one fails (never gets InService and
+            # healthy, or not within REPLACEMENT_TIMEOUT_SECS).
+            for s in group.instance_states:
+                if (
+                    s.lifecycle_state.startswith("Pending")
+                    and s.instance_id not in self.in_flight
+                    and getattr(s, "bake_launched_at", 0.0) >= (self.rollback_began or 0.0)
+                ):
+                    self.refills.add(s.instance_id)
+            failed_refills = []
+            for refill_id in sorted(self.refills):
+                state = _find_state(self.backend, refill_id)
+                if state is None or not _is_live(state) or state.health_status != "Healthy":
+                    failed_refills.append(refill_id)
+                elif state.lifecycle_state == "InService":
+                    self.refills.discard(refill_id)
+                elif now >= state.bake_launched_at + _delay(REPLACEMENT_TIMEOUT_SECS):
+                    failed_refills.append(refill_id)
+                else:
+                    next_due = _min(next_due, state.bake_launched_at + _delay(REPLACEMENT_TIMEOUT_SECS))
+            if failed_refills:
+                self.refills.difference_update(failed_refills)
+                return self._failed(
+                    group,
+                    f"Instance(s) {', '.join(failed_refills)} launched to restore the desired"
+                    " capacity failed to launch or to become healthy.",
+                )
             # Instances launched on the refresh's configuration after the rollback started (a
             # scale-out or a health replacement decided before) are rolled back as well.
             in_flight_new = set(self.in_flight)
@@ -1195,13 +1232,25 @@ def _backend_delete_lifecycle_hook(self: Any, as_name: str, name: str) -> None:
                 _complete(action, "CONTINUE")
 
 
+_READ_ONLY = ("Describe", "List", "Get")
+
+
 def _locked(fn: Any) -> Any:
+    """Run a request handler (``call_action``) under the emulator's lock; afterwards wake the
+    background thread, unless the action only reads (Describe*, List*, Get*)."""
+
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with _cond:
             try:
                 return fn(*args, **kwargs)
             finally:
-                _wake()
+                action = None
+                try:
+                    action = args[0]._get_action() if args else None  # noqa: SLF001
+                except Exception:  # noqa: BLE001 - not a response object: wake to be safe
+                    action = None
+                if not (isinstance(action, str) and action.startswith(_READ_ONLY)):
+                    _wake()
 
     wrapper.__name__ = getattr(fn, "__name__", "wrapper")
     wrapper.__doc__ = getattr(fn, "__doc__", None)

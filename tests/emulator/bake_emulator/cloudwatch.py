@@ -262,9 +262,9 @@ def evaluate(backend: Any, alarm: Any, now: datetime) -> None:
             return
         new_state = "INSUFFICIENT_DATA"
         reason = (
-            f"Insufficient Data: {n} datapoint{'s' if n != 1 else ''} were unknown."
-            if n != 1
-            else "Insufficient Data: 1 datapoint was unknown."
+            "Insufficient Data: 1 datapoint was unknown."
+            if n == 1
+            else f"Insufficient Data: {n} datapoints were unknown."
         )
     else:
         new_state = "ALARM" if breaching >= m else "OK"
