@@ -136,7 +136,10 @@ fn test_shipped_template_cache_covers_every_input_and_says_what_changed() {
     assert_eq!(again.json()["reused"], true, "{again:?}");
     assert_eq!(again.json()["image_id"], ami1.as_str());
 
+    // The template names its AMIs by the second: one build per second.
+    let next_second = || std::thread::sleep(Duration::from_millis(1100));
     // New app code in the directory release: built anew, and said why.
+    next_second();
     std::fs::write(w.path("app/server.js"), "// v2\n").unwrap();
     let r = w.bake(&["build", "-o", "json"]).expect(0);
     let j = r.json();
@@ -147,6 +150,7 @@ fn test_shipped_template_cache_covers_every_input_and_says_what_changed() {
     let ami2 = j["image_id"].as_str().unwrap().to_owned();
 
     // A unit the template uploads from ../systemd.
+    next_second();
     let unit = w.path("systemd/bake-agent.service");
     let text = std::fs::read_to_string(&unit).unwrap();
     std::fs::write(&unit, format!("{text}\n# changed\n")).unwrap();
@@ -167,7 +171,7 @@ fn test_shipped_template_cache_covers_every_input_and_says_what_changed() {
     let ami3 = j["image_id"].as_str().unwrap().to_owned();
 
     // A newer base image is published: the filter resolves to it, before the build.
-    std::thread::sleep(Duration::from_millis(1100));
+    next_second();
     let base_b = w.register_base_image("debian-12-amd64-20250201-2");
     let r = w.bake(&["build", "-o", "json"]).expect(0);
     let j = r.json();
