@@ -32,7 +32,13 @@ variable "base_os" {
 variable "source_ami" {
   type        = string
   default     = ""
-  description = "An explicit base AMI id; empty = the newest image matching base_os's filter."
+  description = "An explicit base AMI id; empty = the newest image matching local.source_ami_filter. bake resolves the filter itself before building and passes the id here."
+}
+
+variable "source_ami_owner" {
+  type        = string
+  default     = ""
+  description = "Owner of the base images (an account id, or self: your own mirrored copies); empty = base_os's official account (Debian's or Amazon's)."
 }
 
 variable "instance_type" {
@@ -66,7 +72,7 @@ variable "volume_size_gib" {
 variable "communicator" {
   type        = string
   default     = "ssh"
-  description = "ssh (tunnelled through Session Manager: no inbound port) or none (the emulator: provisioners skipped, no Session Manager)."
+  description = "ssh: SSH tunnelled through Session Manager (ssh_interface), no inbound port; needs iam_instance_profile or IAM rights for a temporary one. none: the emulator (provisioners skipped)."
 }
 
 variable "ssh_interface" {
@@ -158,7 +164,20 @@ variable "extra_tags" {
 }
 
 locals {
+  # The base image: `bake build` evaluates this with `packer console`, resolves it with
+  # DescribeImages (newest match) before building, folds the AMI id into the inputs hash and
+  # passes it as source_ami; Packer itself uses it only when run by hand without source_ami.
   # Official owners: Debian's AWS account and Amazon's.
+  source_ami_filter = {
+    filters = {
+      name                = { "debian-12" = "debian-12-amd64-*", "al2023" = "al2023-ami-2023.*-x86_64" }[var.base_os]
+      architecture        = "x86_64"
+      root-device-type    = "ebs"
+      virtualization-type = "hvm"
+    }
+    owners      = [var.source_ami_owner != "" ? var.source_ami_owner : { "debian-12" = "136693071363", "al2023" = "137112412989" }[var.base_os]]
+    most_recent = true
+  }
   base = {
     "debian-12" = { name = "debian-12-amd64-*", owner = "136693071363", user = "admin" }
     "al2023"    = { name = "al2023-ami-2023.*-x86_64", owner = "137112412989", user = "ec2-user" }
@@ -194,22 +213,21 @@ source "amazon-ebs" "bake" {
 
   source_ami = var.source_ami
   dynamic "source_ami_filter" {
-    for_each = var.source_ami == "" ? [local.base[var.base_os]] : []
+    for_each = var.source_ami == "" ? [local.source_ami_filter] : []
     content {
-      filters = {
-        name                = source_ami_filter.value.name
-        architecture        = "x86_64"
-        root-device-type    = "ebs"
-        virtualization-type = "hvm"
-      }
-      owners      = [source_ami_filter.value.owner]
-      most_recent = true
+      filters     = source_ami_filter.value.filters
+      owners      = source_ami_filter.value.owners
+      most_recent = source_ami_filter.value.most_recent
     }
   }
 
-  # No inbound SSH: the communicator runs over a Session Manager port forward. The instance
-  # profile (iam.yaml's build profile, or a temporary one) allows only what the SSM agent needs
-  # to register and open the tunnel.
+  # The communicator is SSH through a Session Manager port forward (ssh_interface =
+  # "session_manager"): no inbound port, but sshd must run on the build instance until the last
+  # provisioner has finished, which is why openssh-server is removed at the very end of
+  # cleanup.sh and not by harden.sh. Session Manager needs the SSM agent on the instance and an
+  # instance profile: iam_instance_profile (iam.yaml's BuildInstanceProfileName, set in
+  # examples/bake.toml), or a temporary one Packer creates (needs IAM write permissions), which
+  # allows only what the SSM agent needs to register and open the tunnel.
   communicator            = var.communicator
   ssh_interface           = var.communicator == "none" ? "" : var.ssh_interface
   ssh_username            = local.base[var.base_os].user
@@ -268,6 +286,8 @@ build {
 
   # With communicator = "none" (the emulator) there is no machine to provision: every
   # provisioner is skipped and the build just registers the image.
+  # Order matters: every provisioner opens new SSH sessions over Session Manager, so sshd stays
+  # installed and running until the last line of the last script (cleanup.sh removes it).
   provisioner "shell" {
     except = var.communicator == "none" ? ["amazon-ebs.bake"] : []
     inline = ["install -d -m 0700 /tmp/bake"]
@@ -316,8 +336,10 @@ build {
     ]
   }
 
+  # Next to the template directory, not in it: what a build writes must not change the
+  # template's inputs hash (bake hashes the template directory), or no AMI is ever reused.
   post-processor "manifest" {
-    output     = "packer-manifest.json"
+    output     = "${path.root}/../packer-manifest.json"
     strip_path = true
   }
 }

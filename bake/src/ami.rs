@@ -55,32 +55,65 @@ fn ec2_err<E: std::error::Error + 'static, R: std::fmt::Debug>(
     }
 }
 
+/// Tag with the template's name (its directory or file name): the AMIs one template made, among
+/// which `bake build` finds the one it would otherwise have reused.
+pub const TAG_TEMPLATE: &str = "bake:template";
+/// Prefix of the tags that record each input's digest (`bake:input:systemd/bake-agent.service`).
+pub const TAG_INPUT_PREFIX: &str = "bake:input:";
+/// Most input tags an AMI gets: AWS allows 50 tags per resource, and the template and the
+/// provenance take about 15. Beyond this, files are recorded per directory.
+pub const MAX_INPUT_TAGS: usize = 30;
+/// Hex digits of an input's digest kept in its tag (64 bits: enough to tell a change).
+const TAG_DIGEST_LEN: usize = 16;
+
 /// Everything that determines an AMI's content.
 #[derive(Debug)]
 pub struct Inputs<'a> {
     /// Template directory or file.
     pub template: &'a Path,
-    /// Variables passed to Packer (without the provenance values).
+    /// Where Packer runs (relative paths in variables resolve from here).
+    pub workdir: &'a Path,
+    /// Variables passed to Packer, without the provenance values, the agent binary and the app
+    /// release (their own inputs below). A value naming an existing file or directory is hashed
+    /// by content.
     pub variables: &'a BTreeMap<String, String>,
     /// The agent binary.
     pub agent_binary: Option<&'a Path>,
-    /// The app release, when it is a file.
-    pub app_release_file: Option<&'a Path>,
+    /// The app release: a file or directory (hashed by content) or a value (a version, a URL).
+    pub app_release: Option<AppRelease<'a>>,
+    /// The base AMI the build starts from, resolved before the build.
+    pub base_ami: Option<&'a str>,
 }
 
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+/// What `app_release` is.
+#[derive(Clone, Copy, Debug)]
+pub enum AppRelease<'a> {
+    /// A file or directory.
+    Path(&'a Path),
+    /// A value the template interprets.
+    Value(&'a str),
+}
+
+/// Template-directory entries that are not inputs: Packer's cache and outputs, editor and VCS
+/// files (dot files), bake's own staging directory (`.bake-packer-*`).
+fn skipped(name: &str) -> bool {
+    name.starts_with('.')
+        || name == "packer_cache"
+        || name == "packer-manifest.json"
+        || name == "crash.log"
+}
+
+fn files_under(dir: &Path, all: bool, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        let name = name.to_string_lossy();
-        // Packer's own state and editor/VCS files are not inputs.
-        if name.starts_with('.') || name == "packer_cache" {
+        if !all && skipped(&name.to_string_lossy()) {
             continue;
         }
         let path = entry.path();
         let meta = std::fs::metadata(&path)?;
         if meta.is_dir() {
-            files_under(&path, out)?;
+            files_under(&path, all, out)?;
         } else if meta.is_file() {
             out.push(path);
         }
@@ -88,61 +121,401 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// sha256 over the template files and scripts (by relative path, sorted), the variables
-/// (sorted by name) and the agent binary, each length-prefixed: lowercase hex.
-pub fn inputs_hash(inputs: &Inputs<'_>) -> Result<String, AmiError> {
-    let read_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| AmiError::Input {
-            key: "packer.template",
-            path,
-            source,
-        }
-    };
-    let mut h = Sha256::new();
-    let mut field = |tag: &str, bytes: &[u8]| {
-        h.update(tag.as_bytes());
-        h.update((bytes.len() as u64).to_be_bytes());
-        h.update(bytes);
-    };
-    let (root, mut files) = if inputs.template.is_dir() {
-        let mut files = Vec::new();
-        files_under(inputs.template, &mut files).map_err(read_err(inputs.template))?;
-        (inputs.template.to_path_buf(), files)
-    } else {
-        let root = inputs
-            .template
-            .parent()
-            .map_or_else(PathBuf::new, Path::to_path_buf);
-        (root, vec![inputs.template.to_path_buf()])
-    };
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Digest of a file's content, or of a directory's files (relative path and content, sorted;
+/// with `all`, dot files too).
+fn path_digest(path: &Path, all: bool) -> std::io::Result<String> {
+    if !path.is_dir() {
+        return Ok(sha256(&std::fs::read(path)?));
+    }
+    let mut files = Vec::new();
+    files_under(path, all, &mut files)?;
     files.sort();
+    let mut h = Sha256::new();
     for f in &files {
-        let rel = f.strip_prefix(&root).unwrap_or(f);
-        field("file", rel.to_string_lossy().as_bytes());
-        field("content", &std::fs::read(f).map_err(read_err(f))?);
+        let rel = f
+            .strip_prefix(path)
+            .unwrap_or(f)
+            .to_string_lossy()
+            .into_owned();
+        h.update((rel.len() as u64).to_be_bytes());
+        h.update(rel.as_bytes());
+        h.update(sha256(&std::fs::read(f)?).as_bytes());
     }
-    for (k, v) in inputs.variables {
-        field("var", k.as_bytes());
-        field("value", v.as_bytes());
+    Ok(hex(&h.finalize()))
+}
+
+/// `a/b/../c` → `a/c`, without touching the file system.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
     }
-    if let Some(agent) = inputs.agent_binary {
-        let bytes = std::fs::read(agent).map_err(|source| AmiError::Input {
-            key: "packer.agent_binary",
-            path: agent.to_path_buf(),
-            source,
-        })?;
-        field("agent", &bytes);
+    out
+}
+
+/// The paths a template names as `${path.root}/REL` (a file provisioner's `source`, a script,
+/// `user_data_file` …), relative to `dir`. A post-processor's `output` is not an input.
+#[must_use]
+pub fn referenced_paths(text: &str) -> Vec<String> {
+    const ROOT: &str = "${path.root}/";
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with('#') || t.starts_with("//") || t.starts_with("output") {
+            continue;
+        }
+        let mut rest = t;
+        while let Some(at) = rest.find(ROOT) {
+            rest = &rest[at + ROOT.len()..];
+            let end = rest
+                .find(|c: char| c == '"' || c == '}' || c == ',' || c.is_whitespace())
+                .unwrap_or(rest.len());
+            let rel = rest[..end].trim_end_matches('/');
+            if !rel.is_empty() && !rel.contains("${") {
+                out.push(rel.to_owned());
+            }
+        }
     }
-    if let Some(app) = inputs.app_release_file {
-        let bytes = std::fs::read(app).map_err(|source| AmiError::Input {
-            key: "app.release",
-            path: app.to_path_buf(),
-            source,
-        })?;
-        field("app", &bytes);
+    out
+}
+
+/// Every input of an image, each with its digest (the base AMI with its id): what the inputs
+/// hash is made of, and what `bake build` compares with the AMI it would otherwise reuse.
+///
+/// Keys: `base-ami`, `agent`, `app`, `var:NAME`, and `file:PATH` for every file of the template
+/// directory and every file or directory outside it that the template names with
+/// `${path.root}/…` (`../systemd/` in the shipped one), PATH relative to the template
+/// directory's parent (`packer/scripts/harden.sh`, `systemd/bake-agent.service`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Manifest {
+    entries: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    /// Reads every input.
+    pub fn collect(inputs: &Inputs<'_>) -> Result<Self, AmiError> {
+        let read_err = |key: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| AmiError::Input { key, path, source }
+        };
+        let mut entries = BTreeMap::new();
+        let (dir, files) = if inputs.template.is_dir() {
+            let mut files = Vec::new();
+            files_under(inputs.template, false, &mut files)
+                .map_err(read_err("packer.template", inputs.template))?;
+            (inputs.template.to_path_buf(), files)
+        } else {
+            let dir = inputs
+                .template
+                .parent()
+                .map_or_else(PathBuf::new, Path::to_path_buf);
+            (dir, vec![inputs.template.to_path_buf()])
+        };
+        let root = dir.parent().map_or_else(PathBuf::new, Path::to_path_buf);
+        let key_of = |p: &Path| {
+            let p = normalize(p);
+            format!(
+                "file:{}",
+                p.strip_prefix(&root).unwrap_or(&p).to_string_lossy()
+            )
+        };
+        for f in &files {
+            let digest = path_digest(f, false).map_err(read_err("packer.template", f))?;
+            entries.insert(key_of(f), digest);
+        }
+        // What the template names outside its directory (uploaded units, docs …).
+        for f in files
+            .iter()
+            .filter(|f| f.to_string_lossy().ends_with(".pkr.hcl"))
+        {
+            let text = std::fs::read_to_string(f).map_err(read_err("packer.template", f))?;
+            for rel in referenced_paths(&text) {
+                let path = normalize(&dir.join(&rel));
+                if path.starts_with(normalize(&dir)) || !path.exists() {
+                    continue;
+                }
+                let mut named = Vec::new();
+                if path.is_dir() {
+                    files_under(&path, false, &mut named)
+                        .map_err(read_err("packer.template", &path))?;
+                } else {
+                    named.push(path.clone());
+                }
+                for f in named {
+                    let digest = path_digest(&f, false).map_err(read_err("packer.template", &f))?;
+                    entries.insert(key_of(&f), digest);
+                }
+            }
+        }
+        for (k, v) in inputs.variables {
+            let candidate = if Path::new(v).is_absolute() {
+                PathBuf::from(v)
+            } else {
+                inputs.workdir.join(v)
+            };
+            let digest = if !v.is_empty() && candidate.exists() {
+                path_digest(&candidate, true).map_err(read_err("packer.variables", &candidate))?
+            } else {
+                sha256(v.as_bytes())
+            };
+            entries.insert(format!("var:{k}"), digest);
+        }
+        if let Some(agent) = inputs.agent_binary {
+            let digest =
+                path_digest(agent, true).map_err(read_err("packer.agent_binary", agent))?;
+            entries.insert("agent".to_owned(), digest);
+        }
+        match inputs.app_release {
+            Some(AppRelease::Path(p)) => {
+                let digest = path_digest(p, true).map_err(read_err("app.release", p))?;
+                entries.insert("app".to_owned(), digest);
+            }
+            Some(AppRelease::Value(v)) => {
+                entries.insert("app".to_owned(), sha256(v.as_bytes()));
+            }
+            None => {}
+        }
+        if let Some(base) = inputs.base_ami {
+            entries.insert("base-ami".to_owned(), base.to_owned());
+        }
+        Ok(Self { entries })
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+
+    /// The inputs hash: sha256 over every key and digest (length-prefixed, sorted), lowercase hex.
+    #[must_use]
+    pub fn hash(&self) -> String {
+        let mut h = Sha256::new();
+        for (k, v) in &self.entries {
+            h.update((k.len() as u64).to_be_bytes());
+            h.update(k.as_bytes());
+            h.update((v.len() as u64).to_be_bytes());
+            h.update(v.as_bytes());
+        }
+        hex(&h.finalize())
+    }
+
+    /// The entries as recorded in tags: at most [`MAX_INPUT_TAGS`] (files grouped by directory
+    /// beyond that), digests shortened.
+    #[must_use]
+    pub fn recorded(&self) -> BTreeMap<String, String> {
+        let mut entries = self.entries.clone();
+        // Group files by ever shorter directory prefixes until the entries fit.
+        let mut depth = entries
+            .keys()
+            .filter_map(|k| k.strip_prefix("file:"))
+            .map(|p| p.matches('/').count())
+            .max()
+            .unwrap_or(0);
+        while entries.len() > MAX_INPUT_TAGS && depth > 0 {
+            depth -= 1;
+            let mut grouped: BTreeMap<String, Sha256> = BTreeMap::new();
+            let mut rest = BTreeMap::new();
+            for (k, v) in entries {
+                match k.strip_prefix("file:") {
+                    Some(p) if p.matches('/').count() > depth => {
+                        let dir: Vec<&str> = p.split('/').take(depth + 1).collect();
+                        let h = grouped
+                            .entry(format!("file:{}/", dir.join("/")))
+                            .or_default();
+                        h.update(p.as_bytes());
+                        h.update(v.as_bytes());
+                    }
+                    _ => {
+                        rest.insert(k, v);
+                    }
+                }
+            }
+            rest.extend(grouped.into_iter().map(|(k, h)| (k, hex(&h.finalize()))));
+            entries = rest;
+        }
+        entries
+            .into_iter()
+            .map(|(k, v)| {
+                let v = if k == "base-ami" {
+                    v
+                } else {
+                    v.chars().take(TAG_DIGEST_LEN).collect()
+                };
+                (k, v)
+            })
+            .collect()
+    }
+
+    /// The input tags of an AMI built from these inputs.
+    #[must_use]
+    pub fn tags(&self) -> Vec<(String, String)> {
+        self.recorded()
+            .into_iter()
+            .map(|(k, v)| (format!("{TAG_INPUT_PREFIX}{}", tag_key_safe(&k)), v))
+            .collect()
+    }
+
+    /// What changed since `previous` (an AMI's input tags), for people: `base AMI ami-a →
+    /// ami-b`, `systemd/bake-agent.service`, `variable instance_type`, `agent binary`,
+    /// `app release`; `(new)` or `(gone)` after inputs only one side has. `None` when the AMI
+    /// has no input tags (made before bake recorded them).
+    #[must_use]
+    pub fn changes_since(&self, previous: &Image) -> Option<Vec<String>> {
+        let old: BTreeMap<String, String> = previous
+            .tags()
+            .iter()
+            .filter_map(|t| {
+                let k = t.key()?.strip_prefix(TAG_INPUT_PREFIX)?;
+                Some((k.to_owned(), t.value().unwrap_or_default().to_owned()))
+            })
+            .collect();
+        if old.is_empty() {
+            return None;
+        }
+        let new: BTreeMap<String, String> = self
+            .recorded()
+            .into_iter()
+            .map(|(k, v)| (tag_key_safe(&k), v))
+            .collect();
+        let name = |k: &str| -> String {
+            match k {
+                "agent" => "agent binary".to_owned(),
+                "app" => "app release".to_owned(),
+                "base-ami" => "base AMI".to_owned(),
+                k => k
+                    .strip_prefix("var:")
+                    .map(|v| format!("variable {v}"))
+                    .or_else(|| k.strip_prefix("file:").map(ToOwned::to_owned))
+                    .unwrap_or_else(|| k.to_owned()),
+            }
+        };
+        let mut out = Vec::new();
+        for (k, v) in &new {
+            match old.get(k) {
+                Some(o) if o == v => {}
+                Some(o) if k == "base-ami" => out.push(format!("base AMI {o} → {v}")),
+                Some(_) => out.push(name(k)),
+                None if k == "base-ami" => out.push(format!("base AMI {v} (new)")),
+                None => out.push(format!("{} (new)", name(k))),
+            }
+        }
+        for k in old.keys().filter(|k| !new.contains_key(*k)) {
+            out.push(format!("{} (gone)", name(k)));
+        }
+        Some(out)
+    }
+}
+
+/// A tag key AWS accepts: letters, digits, spaces and `+ - = . _ : / @`; anything else is `_`.
+fn tag_key_safe(k: &str) -> String {
+    k.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || " +-=._:/@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The inputs hash of `inputs` ([`Manifest::hash`]).
+pub fn inputs_hash(inputs: &Inputs<'_>) -> Result<String, AmiError> {
+    Ok(Manifest::collect(inputs)?.hash())
+}
+
+/// Resolves a template's `source_ami_filter` (`{filters: {NAME: VALUE or [VALUES]}, owners:
+/// [..], most_recent}`, as `packer console` prints it) with DescribeImages, as Packer would:
+/// the newest available match with `most_recent`, else exactly one match.
+pub async fn resolve_filter(
+    ec2: &aws_sdk_ec2::Client,
+    filter: &serde_json::Value,
+) -> Result<String, AmiError> {
+    let shown = filter.to_string();
+    let err = |message: String| AmiError::Ec2 {
+        call: "DescribeImages",
+        resource: format!("source_ami_filter {shown}"),
+        message,
+    };
+    let mut req = ec2.describe_images();
+    for o in filter["owners"].as_array().into_iter().flatten() {
+        if let Some(o) = o.as_str() {
+            req = req.owners(o);
+        }
+    }
+    if let Some(filters) = filter["filters"].as_object() {
+        for (name, value) in filters {
+            let values: Vec<String> = match value {
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(ToOwned::to_owned))
+                    .collect(),
+                serde_json::Value::String(v) => vec![v.clone()],
+                other => vec![other.to_string()],
+            };
+            req = req.filters(
+                Filter::builder()
+                    .name(name)
+                    .set_values(Some(values))
+                    .build(),
+            );
+        }
+    }
+    req = req.filters(Filter::builder().name("state").values("available").build());
+    let out = req
+        .send()
+        .await
+        .map_err(|e| err(DisplayErrorContext(&e).to_string()))?;
+    let mut images = out.images().to_vec();
+    images.sort_by(|a, b| b.creation_date().cmp(&a.creation_date()));
+    let most_recent = filter["most_recent"].as_bool().unwrap_or(false);
+    match images.as_slice() {
+        [] => Err(err("no image matches".into())),
+        [_, _, ..] if !most_recent => Err(err(format!(
+            "{} images match and most_recent is false",
+            images.len()
+        ))),
+        [newest, ..] => Ok(newest.image_id().unwrap_or_default().to_owned()),
+    }
+}
+
+/// The newest available AMI of this account that `template_name` made: the one `bake build`
+/// would reuse had its inputs not changed.
+pub async fn latest_of_template(
+    ec2: &aws_sdk_ec2::Client,
+    template_name: &str,
+) -> Result<Option<Image>, AmiError> {
+    let out = ec2
+        .describe_images()
+        .owners("self")
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{TAG_TEMPLATE}"))
+                .values(template_name)
+                .build(),
+        )
+        .filters(Filter::builder().name("state").values("available").build())
+        .send()
+        .await
+        .map_err(ec2_err(
+            "DescribeImages",
+            format!("{TAG_TEMPLATE}={template_name}"),
+        ))?;
+    let mut images = out.images().to_vec();
+    images.retain(|i| tag(i, TAG_TEMPLATE) == Some(template_name));
+    images.sort_by(|a, b| b.creation_date().cmp(&a.creation_date()));
+    Ok(images.into_iter().next())
 }
 
 /// The provenance tags of a build.
@@ -259,6 +632,23 @@ pub async fn tag_image(
     for s in snapshots(image) {
         req = req.resources(s);
     }
+    for (k, v) in tags {
+        req = req.tags(Tag::builder().key(k).value(v).build());
+    }
+    req.send().await.map_err(ec2_err("CreateTags", ami))?;
+    Ok(())
+}
+
+/// Tags the AMI alone with `tags`.
+pub async fn tag_image_only(
+    ec2: &aws_sdk_ec2::Client,
+    ami: &str,
+    tags: &[(String, String)],
+) -> Result<(), AmiError> {
+    if tags.is_empty() {
+        return Ok(());
+    }
+    let mut req = ec2.create_tags().resources(ami);
     for (k, v) in tags {
         req = req.tags(Tag::builder().key(k).value(v).build());
     }
@@ -456,56 +846,144 @@ mod tests {
             .any(|p| p.image_id == "ami-0" && p.kept_because.is_some()));
     }
 
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
     #[test]
     fn test_inputs_hash_is_deterministic_and_sensitive() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a.pkr.hcl"), "a").unwrap();
-        std::fs::create_dir(dir.path().join("scripts")).unwrap();
-        std::fs::write(dir.path().join("scripts/x.sh"), "x").unwrap();
-        std::fs::create_dir(dir.path().join("packer_cache")).unwrap();
-        std::fs::write(dir.path().join("packer_cache/junk"), "1").unwrap();
-        let agent = dir.path().join("agent");
-        std::fs::write(&agent, "bin").unwrap();
-        let vars = BTreeMap::from([("app_release".to_owned(), "1".to_owned())]);
-        let inputs = Inputs {
-            template: dir.path(),
-            variables: &vars,
-            agent_binary: Some(&agent),
-            app_release_file: None,
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("packer");
+        write(
+            &dir.join("a.pkr.hcl"),
+            "provisioner \"file\" {\n  source = \"${path.root}/../systemd/\"\n}\npost-processor \"manifest\" {\n  output = \"${path.root}/../packer-manifest.json\"\n}\n",
+        );
+        write(&dir.join("scripts/x.sh"), "x");
+        write(&dir.join("packer_cache/junk"), "1");
+        write(&root.path().join("systemd/bake-agent.service"), "[Unit]");
+        let agent = root.path().join("agent");
+        write(&agent, "bin");
+        let app = root.path().join("app");
+        write(&app.join("server.js"), "v1");
+        let vars = BTreeMap::from([("region".to_owned(), "us-east-1".to_owned())]);
+        let inputs = |vars: &BTreeMap<String, String>, base: &'static str| {
+            Manifest::collect(&Inputs {
+                template: &dir,
+                workdir: &dir,
+                variables: vars,
+                agent_binary: Some(&agent),
+                app_release: Some(AppRelease::Path(&app)),
+                base_ami: Some(base),
+            })
+            .unwrap()
         };
-        let h1 = inputs_hash(&inputs).unwrap();
+        let m1 = inputs(&vars, "ami-a");
+        let h1 = m1.hash();
         assert_eq!(h1.len(), 64);
-        assert_eq!(h1, inputs_hash(&inputs).unwrap());
-        std::fs::write(dir.path().join("packer_cache/junk"), "2").unwrap();
+        assert_eq!(h1, inputs(&vars, "ami-a").hash());
+        // Build outputs and caches are not inputs.
+        write(&dir.join("packer_cache/junk"), "2");
+        write(&dir.join("packer-manifest.json"), "{}");
+        write(&root.path().join("packer-manifest.json"), "{}");
+        write(&dir.join(".bake-packer-x/y"), "z");
         assert_eq!(
             h1,
-            inputs_hash(&inputs).unwrap(),
-            "packer_cache is not an input"
+            inputs(&vars, "ami-a").hash(),
+            "nothing the build writes"
         );
-        std::fs::write(dir.path().join("scripts/x.sh"), "y").unwrap();
-        let h2 = inputs_hash(&inputs).unwrap();
-        assert_ne!(h1, h2);
-        std::fs::write(&agent, "bin2").unwrap();
-        assert_ne!(h2, inputs_hash(&inputs).unwrap());
-        let vars2 = BTreeMap::from([("app_release".to_owned(), "2".to_owned())]);
-        let inputs2 = Inputs {
-            template: dir.path(),
-            variables: &vars2,
-            agent_binary: Some(&agent),
-            app_release_file: None,
+        // Every input is: a script, a unit outside the template dir, a file of a directory
+        // release, the agent, a variable, the base AMI.
+        let changed = |what: &str, m: Manifest| {
+            assert_ne!(h1, m.hash(), "{what}");
+            m.changes_since(&image_with(&m1)).unwrap()
         };
-        assert_ne!(
-            inputs_hash(&inputs).unwrap(),
-            inputs_hash(&inputs2).unwrap()
+        write(&dir.join("scripts/x.sh"), "y");
+        assert_eq!(
+            changed("script", inputs(&vars, "ami-a")),
+            vec!["packer/scripts/x.sh"]
         );
-        let e = inputs_hash(&Inputs {
-            template: dir.path(),
+        write(&dir.join("scripts/x.sh"), "x");
+        write(&root.path().join("systemd/bake-agent.service"), "[Unit]\n#");
+        assert_eq!(
+            changed("unit", inputs(&vars, "ami-a")),
+            vec!["systemd/bake-agent.service"]
+        );
+        write(&root.path().join("systemd/bake-agent.service"), "[Unit]");
+        write(&app.join("server.js"), "v2");
+        assert_eq!(changed("app", inputs(&vars, "ami-a")), vec!["app release"]);
+        write(&app.join("server.js"), "v1");
+        assert_eq!(
+            changed("base", inputs(&vars, "ami-b")),
+            vec!["base AMI ami-a → ami-b"]
+        );
+        let vars2 = BTreeMap::from([("region".to_owned(), "eu-west-1".to_owned())]);
+        assert_eq!(
+            changed("var", inputs(&vars2, "ami-a")),
+            vec!["variable region"]
+        );
+        write(&agent, "bin2");
+        assert_eq!(
+            changed("agent", inputs(&vars, "ami-a")),
+            vec!["agent binary"]
+        );
+        write(&agent, "bin");
+        assert_eq!(h1, inputs(&vars, "ami-a").hash(), "back to the same inputs");
+        write(&dir.join("scripts/new.sh"), "n");
+        assert_eq!(
+            changed("new file", inputs(&vars, "ami-a")),
+            vec!["packer/scripts/new.sh (new)"]
+        );
+        let e = Manifest::collect(&Inputs {
+            template: &dir,
+            workdir: &dir,
             variables: &vars,
-            agent_binary: Some(&dir.path().join("nope")),
-            app_release_file: None,
+            agent_binary: Some(&dir.join("nope")),
+            app_release: None,
+            base_ami: None,
         })
         .unwrap_err()
         .to_string();
         assert!(e.starts_with("packer.agent_binary: "), "{e}");
+    }
+
+    fn image_with(m: &Manifest) -> Image {
+        let mut b = Image::builder().image_id("ami-prev");
+        for (k, v) in m.tags() {
+            b = b.tags(Tag::builder().key(k).value(v).build());
+        }
+        b.build()
+    }
+
+    #[test]
+    fn test_many_inputs_are_recorded_per_directory() {
+        let mut m = Manifest::default();
+        for i in 0..40 {
+            m.entries
+                .insert(format!("file:packer/scripts/s{i}.sh"), format!("{i:064}"));
+        }
+        m.entries.insert("base-ami".into(), "ami-1".into());
+        let r = m.recorded();
+        assert!(r.len() <= MAX_INPUT_TAGS, "{r:?}");
+        assert!(r.contains_key("file:packer/scripts/"), "{r:?}");
+        assert_eq!(r["base-ami"], "ami-1");
+        assert!(m
+            .tags()
+            .iter()
+            .all(|(k, v)| k.len() <= 128 && v.len() <= 256));
+    }
+
+    #[test]
+    fn test_referenced_paths() {
+        let text = "  source = \"${path.root}/../systemd/\"\n  scripts = [\"${path.root}/scripts/a.sh\", \"${path.root}/scripts/b.sh\"]\n  output = \"${path.root}/../packer-manifest.json\"\n  # \"${path.root}/../commented\"\n  source = var.x == \"\" ? \"${path.root}/files/agent.toml\" : var.x\n";
+        assert_eq!(
+            referenced_paths(text),
+            vec![
+                "../systemd",
+                "scripts/a.sh",
+                "scripts/b.sh",
+                "files/agent.toml"
+            ]
+        );
     }
 }

@@ -33,6 +33,14 @@ pub struct BuildResult {
     pub reused: bool,
     /// The inputs hash.
     pub inputs_hash: String,
+    /// The base AMI the build started from (resolved before the build), if the template names
+    /// one (`source_ami` / `source_ami_filter`).
+    pub base_ami: Option<String>,
+    /// When built anew: the AMI this template made last, whose inputs differ.
+    pub changed_since: Option<String>,
+    /// The inputs that differ from `changed_since`'s (`base AMI ami-a → ami-b`,
+    /// `systemd/bake-agent.service`, …).
+    pub changes: Vec<String>,
     /// Seconds Packer ran.
     pub packer_secs: f64,
     /// Seconds the whole build took.
@@ -51,10 +59,10 @@ fn packer_error(e: PackerError) -> anyhow::Error {
     coded(code, e.to_string())
 }
 
-/// Bake's own Packer variables (without provenance), the ones that go into the hash.
-/// The app release as passed to Packer: a value naming an existing file (relative to the config
-/// file's directory for `app.release`, to the current directory for `--app-release`) becomes an
-/// absolute path, whose content is then hashed too; anything else (a version, a URL) is as is.
+/// The app release as passed to Packer: a value naming an existing file or directory (relative to
+/// the config file's directory for `app.release`, to the current directory for `--app-release`)
+/// becomes an absolute path, whose content is then hashed; anything else (a version, a URL) is
+/// passed and hashed as is.
 fn app_release(
     settings: &Settings,
     cli: Option<&str>,
@@ -75,7 +83,7 @@ fn app_release(
         (None, None) => return (None, None),
     };
     let candidate = base.join(value);
-    if candidate.is_file() {
+    if candidate.is_file() || candidate.is_dir() {
         let abs = std::fs::canonicalize(&candidate).unwrap_or(candidate);
         (Some(abs.display().to_string()), Some(abs))
     } else {
@@ -83,6 +91,7 @@ fn app_release(
     }
 }
 
+/// Bake's own Packer variables (without provenance).
 fn own_inputs(
     settings: &Settings,
     p: &PackerSettings,
@@ -103,6 +112,63 @@ fn own_inputs(
     v
 }
 
+/// The template's variable with the base AMI id, and its local value with the base image filter.
+const SOURCE_AMI_VARIABLE: &str = "source_ami";
+const SOURCE_AMI_FILTER_LOCAL: &str = "source_ami_filter";
+
+/// The base AMI of the build, resolved before it: the template's `var.source_ami` if set (checked
+/// to exist), else its `local.source_ami_filter` resolved with DescribeImages (the newest match).
+/// Both are read with `packer console`, so they are the template's own values with this build's
+/// variables. `None` (with a warning) when the template declares neither.
+async fn base_ami(
+    aws: &Aws,
+    p: &PackerSettings,
+    inv: &packer::Invocation,
+    vars: &[String],
+) -> anyhow::Result<Option<String>> {
+    let has_var = inv.declared.iter().any(|d| d == SOURCE_AMI_VARIABLE);
+    let has_filter = inv.locals.iter().any(|l| l == SOURCE_AMI_FILTER_LOCAL);
+    let expression = match (has_var, has_filter) {
+        (true, true) => format!("jsonencode({{ami = var.{SOURCE_AMI_VARIABLE}, filter = local.{SOURCE_AMI_FILTER_LOCAL}}})"),
+        (true, false) => format!("jsonencode({{ami = var.{SOURCE_AMI_VARIABLE}}})"),
+        (false, true) => format!("jsonencode({{filter = local.{SOURCE_AMI_FILTER_LOCAL}}})"),
+        (false, false) => {
+            tracing::warn!(template = %p.template.display(), "the template declares neither variable {SOURCE_AMI_VARIABLE} nor local {SOURCE_AMI_FILTER_LOCAL}: its base image is not part of the inputs hash");
+            return Ok(None);
+        }
+    };
+    let printed = packer::console(&p.binary, inv, vars, &expression)
+        .await
+        .map_err(packer_error)?;
+    let v: serde_json::Value = serde_json::from_str(&printed).map_err(|e| {
+        coded(
+            Exit::Config,
+            format!("packer.template: packer console printed {printed:?} for {expression}: {e}"),
+        )
+    })?;
+    if let Some(ami) = v["ami"].as_str().filter(|a| !a.is_empty()) {
+        ami::describe(&aws.ec2, ami)
+            .await
+            .map_err(|e| coded(Exit::Aws, format!("the template's source_ami: {e}")))?;
+        return Ok(Some(ami.to_owned()));
+    }
+    if v["filter"].is_object() {
+        let id = ami::resolve_filter(&aws.ec2, &v["filter"])
+            .await
+            .map_err(|e| coded(Exit::Aws, format!("the template's base image: {e}")))?;
+        return Ok(Some(id));
+    }
+    Ok(None)
+}
+
+/// The template's name, tagged `bake:template`: its directory's (or file's) name.
+fn template_name(p: &PackerSettings) -> String {
+    p.template.file_name().map_or_else(
+        || p.template.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
 /// Builds (or reuses) the AMI.
 pub async fn build(
     aws: &Aws,
@@ -117,23 +183,50 @@ pub async fn build(
             "aws.region: no region (set aws.region in bake.toml or AWS_REGION)",
         )
     })?;
-    let (release, release_file) = app_release(settings, opts.app_release.as_deref());
-    let own = own_inputs(settings, p, &region, release);
-    // The hash covers bake's inputs and the user's variables, not the provenance values.
-    let mut hashed = own.clone();
-    hashed.extend(
-        p.variables
-            .iter()
-            .map(|(k, v)| (format!("user:{k}"), v.clone())),
-    );
-    let hash = ami::inputs_hash(&ami::Inputs {
+    let progress = Progress::spinner("build");
+    let (release, release_path) = app_release(settings, opts.app_release.as_deref());
+    let mut own = own_inputs(settings, p, &region, release.clone());
+    let version = packer::version(&p.binary).await.map_err(packer_error)?;
+    let inv = packer::invocation(&p.template, version).map_err(packer_error)?;
+    progress.step("resolving the base AMI");
+    let base = base_ami(aws, p, &inv, &packer::var_args(&inv, &own, &p.variables)).await?;
+    // Packer builds from exactly the AMI that was hashed (no second most_recent lookup).
+    if let Some(b) = &base {
+        if inv.declared.iter().any(|d| d == SOURCE_AMI_VARIABLE)
+            && !p.variables.contains_key(SOURCE_AMI_VARIABLE)
+        {
+            own.insert(SOURCE_AMI_VARIABLE.to_owned(), b.clone());
+        }
+    }
+    // The hash covers every input: the agent and app by content, the other variables (a value
+    // naming a file or directory by its content), the base AMI; not the provenance values.
+    let mut hashed: BTreeMap<String, String> = own
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "app_release" | "agent_binary" | SOURCE_AMI_VARIABLE
+            )
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    hashed.extend(p.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let app = match (&release_path, &release) {
+        (Some(path), _) => Some(ami::AppRelease::Path(path)),
+        (None, Some(v)) => Some(ami::AppRelease::Value(v)),
+        (None, None) => None,
+    };
+    let manifest = ami::Manifest::collect(&ami::Inputs {
         template: &p.template,
+        workdir: &inv.workdir,
         variables: &hashed,
         agent_binary: p.agent_binary.as_deref(),
-        app_release_file: release_file.as_deref(),
+        app_release: app,
+        base_ami: base.as_deref(),
     })
     .map_err(|e| coded(Exit::Config, e.to_string()))?;
-    let progress = Progress::spinner("build");
+    let hash = manifest.hash();
+    let name = template_name(p);
     if !opts.force {
         progress.step("looking for an AMI with the same inputs");
         if let Some(img) = ami::find_cached(&aws.ec2, &hash)
@@ -149,18 +242,41 @@ pub async fn build(
                 artifacts: Vec::new(),
                 reused: true,
                 inputs_hash: hash,
+                base_ami: base,
+                changed_since: None,
+                changes: Vec::new(),
                 packer_secs: 0.0,
                 total_secs: started.elapsed().as_secs_f64(),
             });
         }
     }
-    let version = packer::version(&p.binary).await.map_err(packer_error)?;
-    let inv = packer::invocation(&p.template, version).map_err(packer_error)?;
-    let workdir = if p.template.is_dir() {
-        p.template.clone()
-    } else {
-        inv.workdir.clone()
-    };
+    // Say why the last AMI of this template is not reused.
+    let mut changed_since = None;
+    let mut changes = Vec::new();
+    if let Some(prev) = ami::latest_of_template(&aws.ec2, &name)
+        .await
+        .map_err(|e| coded(Exit::Aws, e.to_string()))?
+    {
+        let prev_id = prev.image_id().unwrap_or_default().to_owned();
+        match manifest.changes_since(&prev) {
+            Some(c) if c.is_empty() => {
+                tracing::info!("building anew (--force): the inputs are those of {prev_id}");
+            }
+            Some(c) => {
+                tracing::info!(
+                    previous = %prev_id,
+                    "inputs changed since {prev_id}: {}",
+                    c.join(", ")
+                );
+                changes = c;
+            }
+            None => tracing::info!(
+                "{prev_id} does not record its inputs (made by an older bake): building anew"
+            ),
+        }
+        changed_since = Some(prev_id);
+    }
+    let workdir = inv.workdir.clone();
     let commit = ami::git_commit(&workdir).await;
     let built_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let mut vars = own;
@@ -189,8 +305,13 @@ pub async fn build(
     let image = ami::describe(&aws.ec2, &image_id)
         .await
         .map_err(|e| coded(Exit::Aws, e.to_string()))?;
-    let tags = ami::provenance_tags(&hash, &commit, &built_at, settings.app_version.as_deref());
+    let mut tags = ami::provenance_tags(&hash, &commit, &built_at, settings.app_version.as_deref());
+    tags.push((ami::TAG_TEMPLATE.to_owned(), name));
     ami::tag_image(&aws.ec2, &image, &tags)
+        .await
+        .map_err(|e| coded(Exit::Aws, e.to_string()))?;
+    // What it was built from, on the AMI only (the snapshots keep the provenance).
+    ami::tag_image_only(&aws.ec2, &image_id, &manifest.tags())
         .await
         .map_err(|e| coded(Exit::Aws, e.to_string()))?;
     ami::require_imdsv2(&aws.ec2, &image)
@@ -210,6 +331,9 @@ pub async fn build(
         artifacts: built.amis,
         reused: false,
         inputs_hash: hash,
+        base_ami: base,
+        changed_since,
+        changes,
         packer_secs: packer_elapsed.as_secs_f64(),
         total_secs: total.as_secs_f64(),
     })

@@ -102,7 +102,7 @@ pub struct WatchArgs {
     /// Stop watching after this long (e.g. "30m"; default refresh.timeout); the refresh goes on.
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<std::time::Duration>,
-    /// Ctrl-C cancels the refresh instead of detaching from it.
+    /// An interrupt (Ctrl-C, SIGTERM, SIGHUP) cancels the refresh instead of detaching from it.
     #[arg(long)]
     pub cancel_on_interrupt: bool,
 }
@@ -124,9 +124,13 @@ pub struct ReleaseArgs {
     pub wait_for_current: bool,
 }
 
+/// A watch timeout: more than 0 and at most [`crate::config::MAX_TIMEOUT`], checked before
+/// anything is changed in AWS.
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("\"{s}\" is not a duration ({e}); examples: \"90s\", \"30m\""))
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("\"{s}\" is not a duration ({e}); examples: \"90s\", \"30m\""))?;
+    crate::config::check_duration(d, false, crate::config::MAX_TIMEOUT)?;
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -137,5 +141,17 @@ mod tests {
     #[test]
     fn test_cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn test_timeout_is_bounded() {
+        assert!(parse_duration("30m").is_ok());
+        assert!(parse_duration("0s").unwrap_err().contains("more than 0s"));
+        let e = parse_duration("500000000000y").unwrap_err();
+        assert!(e.contains("longer than the maximum"), "{e}");
+        let e = Cli::try_parse_from(["bake", "release", "--timeout", "500000000000y"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--timeout"), "{e}");
     }
 }

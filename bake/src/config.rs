@@ -21,6 +21,15 @@ pub const DEFAULT_MAX_POLL_INTERVAL: Duration = Duration::from_secs(15);
 pub const DEFAULT_REFRESH_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
 /// Default number of AMIs `bake prune` keeps.
 pub const DEFAULT_PRUNE_KEEP: u32 = 5;
+/// Longest `refresh.timeout`, `--timeout` and `packer.timeout` (30 days): a deadline is an
+/// `Instant` plus the timeout, and nothing bake waits for takes longer.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 86_400);
+/// Longest `refresh.poll_interval` and `refresh.max_poll_interval` (1 hour).
+pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(3600);
+/// Longest `refresh.checkpoint_delay` and `refresh.bake_time`: AWS's 172800 seconds (2 days).
+pub const MAX_REFRESH_DELAY: Duration = Duration::from_secs(172_800);
+/// Longest `refresh.instance_warmup`: AWS takes an int32 of seconds.
+pub const MAX_INSTANCE_WARMUP: Duration = Duration::from_secs(i32::MAX as u64);
 
 /// A bad `bake.toml`.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +142,9 @@ pub struct RawRefresh {
     pub bake_time: Option<String>,
     /// Longest time `bake release` watches.
     pub timeout: Option<String>,
+    /// Accept a last checkpoint below 100 (the refresh then ends with part of the fleet on the
+    /// previous version).
+    pub partial: Option<bool>,
     /// First poll interval.
     pub poll_interval: Option<String>,
     /// Longest poll interval.
@@ -185,8 +197,11 @@ pub struct RefreshSettings {
     pub max_healthy_percentage: Option<i32>,
     /// Default: the group's own warm-up.
     pub instance_warmup: Option<Duration>,
-    /// Ascending, 1–100.
+    /// Ascending, 1–100; the last is 100 unless `partial`.
     pub checkpoint_percentages: Vec<i32>,
+    /// Default false: a last checkpoint below 100 is refused. True: it is accepted, and a refresh
+    /// that ends `Successful` at that checkpoint is reported `partial` (exit 10).
+    pub partial: bool,
     /// Default: AWS's (1 h when checkpoints are set).
     pub checkpoint_delay: Option<Duration>,
     /// Default true.
@@ -271,6 +286,22 @@ impl Settings {
     }
 }
 
+/// Checks a duration against its bounds: more than 0 (unless `allow_zero`) and at most `max`.
+/// The message follows the key's name in an error (`--timeout` uses it too).
+pub fn check_duration(d: Duration, allow_zero: bool, max: Duration) -> Result<(), String> {
+    if d.is_zero() && !allow_zero {
+        return Err("must be more than 0s".to_owned());
+    }
+    if d > max {
+        return Err(format!(
+            "{} is longer than the maximum, {}",
+            humantime::format_duration(d),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(())
+}
+
 struct Validator<'a> {
     file: String,
     base: &'a Path,
@@ -297,6 +328,21 @@ impl Validator<'_> {
             })
         })
         .transpose()
+    }
+
+    /// A duration that must be more than 0 and at most `max`.
+    fn bounded(
+        &self,
+        key: &str,
+        v: Option<String>,
+        allow_zero: bool,
+        max: Duration,
+    ) -> Result<Option<Duration>, ConfigError> {
+        let d = self.duration(key, v)?;
+        if let Some(d) = d {
+            check_duration(d, allow_zero, max).map_err(|m| self.invalid(key, m))?;
+        }
+        Ok(d)
     }
 
     fn percent(&self, key: &str, v: i64, lo: i64, hi: i64) -> Result<i32, ConfigError> {
@@ -430,7 +476,7 @@ impl Validator<'_> {
             ),
             agent_binary: p.agent_binary.map(|a| self.path(a)),
             variables,
-            timeout: self.duration("packer.timeout", p.timeout)?,
+            timeout: self.bounded("packer.timeout", p.timeout, false, MAX_TIMEOUT)?,
         })
     }
 
@@ -469,7 +515,28 @@ impl Validator<'_> {
             }
             checkpoints.push(c);
         }
-        let checkpoint_delay = self.duration("refresh.checkpoint_delay", r.checkpoint_delay)?;
+        let partial = r.partial.unwrap_or(false);
+        match checkpoints.last() {
+            Some(&last) if last < 100 && !partial => {
+                return Err(self.invalid(
+                    &format!("refresh.checkpoint_percentages[{}]", checkpoints.len() - 1),
+                    format!("{last}: the last checkpoint must be 100, or the refresh ends with {}% of the fleet still on the previous version (AWS: \"to replace all instances, the last number in the array must be 100\"); add 100, or set refresh.partial = true for a partial release", 100 - last),
+                ))
+            }
+            Some(100) | None if partial => {
+                return Err(self.invalid(
+                    "refresh.partial",
+                    "needs refresh.checkpoint_percentages ending below 100",
+                ))
+            }
+            _ => {}
+        }
+        let checkpoint_delay = self.bounded(
+            "refresh.checkpoint_delay",
+            r.checkpoint_delay,
+            true,
+            MAX_REFRESH_DELAY,
+        )?;
         if checkpoint_delay.is_some() && checkpoints.is_empty() {
             return Err(self.invalid(
                 "refresh.checkpoint_delay",
@@ -488,43 +555,47 @@ impl Validator<'_> {
             return Err(self.invalid("refresh.alarms", "needs refresh.auto_rollback = true"));
         }
         let poll_interval = self
-            .duration("refresh.poll_interval", r.poll_interval)?
+            .bounded(
+                "refresh.poll_interval",
+                r.poll_interval,
+                false,
+                MAX_POLL_INTERVAL,
+            )?
             .unwrap_or(DEFAULT_POLL_INTERVAL);
         let max_poll_interval = self
-            .duration("refresh.max_poll_interval", r.max_poll_interval)?
+            .bounded(
+                "refresh.max_poll_interval",
+                r.max_poll_interval,
+                false,
+                MAX_POLL_INTERVAL,
+            )?
             .unwrap_or_else(|| DEFAULT_MAX_POLL_INTERVAL.max(poll_interval));
-        if poll_interval.is_zero() {
-            return Err(self.invalid("refresh.poll_interval", "must be more than 0s"));
-        }
         if max_poll_interval < poll_interval {
             return Err(self.invalid(
                 "refresh.max_poll_interval",
                 "must not be less than refresh.poll_interval",
             ));
         }
-        let warmup = self.duration("refresh.instance_warmup", r.instance_warmup)?;
-        let bake_time = self.duration("refresh.bake_time", r.bake_time)?;
-        for (key, d) in [
-            ("refresh.instance_warmup", warmup),
-            ("refresh.checkpoint_delay", checkpoint_delay),
-            ("refresh.bake_time", bake_time),
-        ] {
-            if d.is_some_and(|d| i32::try_from(d.as_secs()).is_err()) {
-                return Err(self.invalid(key, "too long"));
-            }
-        }
+        let warmup = self.bounded(
+            "refresh.instance_warmup",
+            r.instance_warmup,
+            true,
+            MAX_INSTANCE_WARMUP,
+        )?;
+        let bake_time = self.bounded("refresh.bake_time", r.bake_time, true, MAX_REFRESH_DELAY)?;
         Ok(RefreshSettings {
             min_healthy_percentage: min,
             max_healthy_percentage: max,
             instance_warmup: warmup,
             checkpoint_percentages: checkpoints,
+            partial,
             checkpoint_delay,
             skip_matching: r.skip_matching.unwrap_or(true),
             auto_rollback,
             alarms,
             bake_time,
             timeout: self
-                .duration("refresh.timeout", r.timeout)?
+                .bounded("refresh.timeout", r.timeout, false, MAX_TIMEOUT)?
                 .unwrap_or(DEFAULT_REFRESH_TIMEOUT),
             poll_interval,
             max_poll_interval,
@@ -595,6 +666,78 @@ mod tests {
         assert!(
             err("[refresh]\nalarms = [\"a\"]\nauto_rollback = false").contains("refresh.alarms")
         );
+    }
+
+    #[test]
+    fn test_last_checkpoint_must_be_100_unless_partial() {
+        let e = err("[refresh]\ncheckpoint_percentages = [50]");
+        assert!(
+            e.contains("refresh.checkpoint_percentages[0]: 50: the last checkpoint must be 100"),
+            "{e}"
+        );
+        assert!(e.contains("refresh.partial = true"), "{e}");
+        let s = parse("[refresh]\ncheckpoint_percentages = [50]\npartial = true").unwrap();
+        assert!(s.refresh.partial);
+        assert!(
+            !parse("[refresh]\ncheckpoint_percentages = [20, 100]")
+                .unwrap()
+                .refresh
+                .partial
+        );
+        assert!(err("[refresh]\npartial = true").contains("refresh.partial: needs"));
+        assert!(
+            err("[refresh]\ncheckpoint_percentages = [50, 100]\npartial = true")
+                .contains("refresh.partial")
+        );
+    }
+
+    #[test]
+    fn test_durations_are_bounded_and_timeouts_not_zero() {
+        for (text, key) in [
+            (
+                "[refresh]\ntimeout = \"0s\"",
+                "refresh.timeout: must be more than 0s",
+            ),
+            (
+                "[packer]\ntemplate = \"p\"\ntimeout = \"0s\"",
+                "packer.timeout: must be more than 0s",
+            ),
+            (
+                "[refresh]\npoll_interval = \"0s\"",
+                "refresh.poll_interval: must be more than 0s",
+            ),
+            (
+                "[refresh]\ntimeout = \"500000000000y\"",
+                "refresh.timeout: ",
+            ),
+            (
+                "[packer]\ntemplate = \"p\"\ntimeout = \"500000000000y\"",
+                "packer.timeout: ",
+            ),
+            (
+                "[refresh]\nmax_poll_interval = \"500000000000y\"",
+                "refresh.max_poll_interval: ",
+            ),
+            (
+                "[refresh]\ninstance_warmup = \"500000000000y\"",
+                "refresh.instance_warmup: ",
+            ),
+            ("[refresh]\nbake_time = \"3d\"", "refresh.bake_time: "),
+            (
+                "[refresh]\ncheckpoint_percentages = [100]\ncheckpoint_delay = \"3d\"",
+                "refresh.checkpoint_delay: ",
+            ),
+        ] {
+            let e = err(text);
+            assert!(e.contains(key), "{text:?}: {e}");
+            if !key.ends_with("0s") {
+                assert!(e.contains("longer than the maximum"), "{text:?}: {e}");
+            }
+        }
+        let s = parse("[refresh]\ntimeout = \"30d\"\nbake_time = \"2d\"\ninstance_warmup = \"0s\"")
+            .unwrap();
+        assert_eq!(s.refresh.timeout, MAX_TIMEOUT);
+        assert_eq!(s.refresh.instance_warmup, Some(Duration::ZERO));
     }
 
     #[test]

@@ -24,7 +24,11 @@ pub enum Exit {
     TimedOut = 8,
     /// Another instance refresh is already in progress on the group.
     InProgress = 9,
-    /// Interrupted (Ctrl-C): a build was stopped and cleaned up, or watching was detached.
+    /// A partial release (`refresh.partial`): the refresh ended `Successful` at its last
+    /// checkpoint, below 100 %, and the rest of the fleet still runs the previous version.
+    Partial = 10,
+    /// Interrupted (SIGINT/Ctrl-C, SIGTERM or SIGHUP): a build was stopped and cleaned up, or
+    /// watching was detached.
     Interrupted = 130,
 }
 
@@ -41,7 +45,8 @@ Exit codes:
   7  instance refresh cancelled
   8  timed out waiting for the instance refresh (it goes on)
   9  an instance refresh is already in progress
-  130 interrupted (build stopped and cleaned up, or watching detached)";
+  10 partial release: the refresh stopped at its last checkpoint (refresh.partial)
+  130 interrupted by SIGINT, SIGTERM or SIGHUP (build stopped and cleaned up, or watching detached)";
 
 impl From<Exit> for std::process::ExitCode {
     fn from(e: Exit) -> Self {

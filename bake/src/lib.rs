@@ -26,6 +26,8 @@ pub mod refresh;
 pub mod release;
 /// `bake rollback`.
 pub mod rollback;
+/// SIGINT, SIGTERM and SIGHUP.
+pub mod signals;
 /// `bake status`.
 pub mod status;
 /// Resolving `[target]`.
@@ -74,6 +76,12 @@ fn watch_opts(w: &WatchArgs) -> ReleaseOptions {
 
 /// Runs one command to its end.
 pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
+    signals::install().map_err(|e| {
+        exit::coded(
+            Exit::Internal,
+            format!("cannot handle SIGINT, SIGTERM and SIGHUP: {e}"),
+        )
+    })?;
     let settings = Settings::load(&cli.global.config)?;
     let output = cli.global.output;
     if let Command::Validate = cli.command {

@@ -151,6 +151,8 @@ pub struct Invocation {
     pub workdir: PathBuf,
     /// Variable names the template declares.
     pub declared: Vec<String>,
+    /// Local value names the template declares.
+    pub locals: Vec<String>,
     /// Keeps the staging directory (old Packer) alive.
     _staging: Option<tempfile::TempDir>,
 }
@@ -161,6 +163,40 @@ fn has_required_plugins(text: &str) -> bool {
         let l = l.trim_start();
         !l.starts_with('#') && !l.starts_with("//") && l.starts_with("required_plugins")
     })
+}
+
+/// Names declared in `locals { NAME = … }` blocks of `text` (attributes at the block's top level).
+fn declared_locals(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut in_locals = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('#') || t.starts_with("//") {
+            continue;
+        }
+        if depth == 0 && t.starts_with("locals") && t.ends_with('{') {
+            in_locals = true;
+        } else if in_locals && depth == 1 {
+            if let Some((name, _)) = t.split_once('=') {
+                let name = name.trim();
+                if !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    out.push(name.to_owned());
+                }
+            }
+        }
+        let opens = t.matches('{').count();
+        let closes = t.matches('}').count();
+        depth = (depth + opens).saturating_sub(closes);
+        if depth == 0 {
+            in_locals = false;
+        }
+    }
+    out
 }
 
 /// Variable names declared with `variable "NAME" {` in `text`.
@@ -219,6 +255,7 @@ pub fn invocation(template: &Path, version: Version) -> Result<Invocation, Packe
             init: version.needs_init(),
             workdir,
             declared: declared_variables(&text),
+            locals: declared_locals(&text),
             _staging: None,
         });
     }
@@ -230,10 +267,12 @@ pub fn invocation(template: &Path, version: Version) -> Result<Invocation, Packe
         });
     }
     let mut declared = Vec::new();
+    let mut locals = Vec::new();
     let mut excluded = Vec::new();
     for f in &files {
         let text = std::fs::read_to_string(f).map_err(io(format!("reading '{}'", f.display())))?;
         declared.extend(declared_variables(&text));
+        locals.extend(declared_locals(&text));
         if has_required_plugins(&text) {
             excluded.push(f.clone());
         }
@@ -244,6 +283,7 @@ pub fn invocation(template: &Path, version: Version) -> Result<Invocation, Packe
             init: true,
             workdir: template.to_path_buf(),
             declared,
+            locals,
             _staging: None,
         });
     }
@@ -276,6 +316,7 @@ pub fn invocation(template: &Path, version: Version) -> Result<Invocation, Packe
         init: false,
         workdir: template.to_path_buf(),
         declared,
+        locals,
         _staging: Some(staging),
     })
 }
@@ -353,6 +394,63 @@ pub async fn validate(binary: &Path, inv: &Invocation, vars: &[String]) -> Resul
         init(binary, inv).await?;
     }
     run_to_end(binary, inv, "validate", vars).await
+}
+
+/// Longest time `packer console` gets to evaluate an expression.
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Evaluates `expression` in the template with `packer console` (after `packer init` for current
+/// Packer) and returns what it printed, trimmed: the template's own values, with the variables of
+/// the build.
+pub async fn console(
+    binary: &Path,
+    inv: &Invocation,
+    vars: &[String],
+    expression: &str,
+) -> Result<String, PackerError> {
+    use tokio::io::AsyncWriteExt;
+    if inv.init {
+        init(binary, inv).await?;
+    }
+    let mut child = Command::new(binary)
+        .arg("console")
+        .args(vars)
+        .arg(&inv.path)
+        .current_dir(&inv.workdir)
+        .env("CHECKPOINT_DISABLE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| PackerError::Spawn {
+            binary: binary.display().to_string(),
+            source,
+        })?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    stdin
+        .write_all(format!("{expression}\n").as_bytes())
+        .await
+        .map_err(io("writing to packer console"))?;
+    drop(stdin);
+    let out = tokio::time::timeout(CONSOLE_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| PackerError::Failed {
+            command: "console",
+            status: "timed out".into(),
+            message: format!("no answer within {}s", CONSOLE_TIMEOUT.as_secs()),
+        })?
+        .map_err(io("waiting for packer console"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(PackerError::Failed {
+            command: "console",
+            status: out.status.to_string(),
+            message: format!("{expression}: {} {}", stdout, stderr.trim()),
+        });
+    }
+    Ok(stdout)
 }
 
 /// One line of `-machine-readable` output: `timestamp,target,type,data...`.
@@ -436,7 +534,9 @@ enum Ended {
     TimedOut,
 }
 
-/// `packer build -machine-readable`: streams progress, parses artifacts, passes Ctrl-C on.
+/// `packer build -machine-readable`: streams progress, parses artifacts, passes an interrupt
+/// (SIGINT, SIGTERM or SIGHUP to bake) on as one SIGINT to Packer's process group and waits for
+/// Packer's cleanup.
 pub async fn build(
     binary: &Path,
     inv: &Invocation,
@@ -447,6 +547,10 @@ pub async fn build(
     if inv.init {
         progress.step("packer init");
         init(binary, inv).await?;
+    }
+    if crate::signals::received() > 0 {
+        // Interrupted before Packer started: nothing to clean up.
+        return Err(PackerError::Interrupted);
     }
     let started = std::time::Instant::now();
     let mut cmd = Command::new(binary);
@@ -476,10 +580,12 @@ pub async fn build(
     let mut errors: Vec<String> = Vec::new();
     let mut out_open = true;
     let mut err_open = true;
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    // packer.timeout is bounded by config validation; an unrepresentable deadline is none.
+    let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
     let mut interrupted = false;
     let mut timed_out = false;
     let mut kill_at: Option<tokio::time::Instant> = None;
+    let mut interrupts = crate::signals::Interrupts::new();
     let sleep_until = |d: Option<tokio::time::Instant>| async move {
         match d {
             Some(d) => tokio::time::sleep_until(d).await,
@@ -501,9 +607,9 @@ pub async fn build(
                 }
                 Ok(None) | Err(_) => err_open = false,
             },
-            _ = tokio::signal::ctrl_c(), if !interrupted && !timed_out => {
+            name = interrupts.recv(), if !interrupted && !timed_out => {
                 interrupted = true;
-                progress.note("interrupted: asking Packer to stop and clean up (temporary instance, key pair, security group)");
+                progress.note(&format!("interrupted ({name}): asking Packer to stop and clean up (temporary instance, key pair, security group)"));
                 signal(pid, nix::sys::signal::Signal::SIGINT);
                 kill_at = Some(tokio::time::Instant::now() + CLEANUP_GRACE);
             },
@@ -654,6 +760,10 @@ mod tests {
         assert_eq!(
             declared_variables("variable \"region\" {\n  type = string\n}\nvariable \"x\" {}"),
             vec!["region".to_owned(), "x".to_owned()]
+        );
+        assert_eq!(
+            declared_locals("locals {\n  # c\n  source_ami_filter = {\n    filters = {\n      name = \"x\"\n    }\n  }\n  stamp = 1\n}\nsource \"a\" \"b\" {\n  x = 1\n}\n"),
+            vec!["source_ami_filter".to_owned(), "stamp".to_owned()]
         );
     }
 

@@ -1,7 +1,8 @@
 //! `bake prune`: deregister bake-made AMIs and delete their snapshots, never the newest K nor any
-//! AMI referenced by a launch template version in use (the default and latest versions of the
-//! target's template, the group's own version, any version an instance of the group runs) or by
-//! an instance that is not terminated.
+//! AMI that something could go back to: the image of every version of the target's launch
+//! template (`bake rollback` releases the newest version below the default, a stack update or
+//! `aws ec2 modify-launch-template` can make any version the default again) or of an instance
+//! that is not terminated. To let an old AMI go, delete its launch template versions first.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,29 +12,39 @@ use crate::ami::{self, PruneItem};
 use crate::exit::{coded, Exit};
 use crate::targets::Targets;
 
-/// AMIs referenced by launch template versions in use: image → why.
+/// AMIs that `bake rollback`, a release or a stack update could go back to: the image of every
+/// version of the target's launch template (image → why), the one `bake rollback` would release
+/// first named as such.
 async fn used_by_template(aws: &Aws, t: &Targets) -> anyhow::Result<BTreeMap<String, String>> {
     let lt = &t.launch_template_id;
     let group = crate::targets::describe_group(aws, &t.auto_scaling_group).await?;
     let (default, latest) = crate::release::template_versions(aws, lt).await?;
-    let mut versions: BTreeMap<i64, String> = BTreeMap::new();
-    versions.insert(default, format!("default version {default} of {lt}"));
-    versions
-        .entry(latest)
-        .or_insert_with(|| format!("latest version {latest} of {lt}"));
+    let versions = template_images(aws, lt).await?;
     let resolve = |v: &str| match v {
         "$Default" => Some(default),
         "$Latest" => Some(latest),
         n => n.parse().ok(),
     };
+    let mut used = BTreeMap::new();
+    let mut keep = |version: i64, why: String| {
+        if let Some(img) = versions.get(&version) {
+            used.entry(img.clone()).or_insert(why);
+        }
+    };
+    // The first reason recorded for an image is the one shown: the most telling first.
+    if let Some((v, _)) = rollback_choice(&versions, default) {
+        keep(
+            v,
+            format!("`bake rollback` would release it (version {v} of {lt}, before the default {default})"),
+        );
+    }
+    keep(default, format!("default version {default} of {lt}"));
     if let Some(v) = group
         .launch_template()
         .and_then(|l| l.version())
         .and_then(resolve)
     {
-        versions
-            .entry(v)
-            .or_insert_with(|| format!("version {v} of {lt}, used by the group"));
+        keep(v, format!("version {v} of {lt}, used by the group"));
     }
     for i in group.instances() {
         if let Some(v) = i
@@ -41,21 +52,60 @@ async fn used_by_template(aws: &Aws, t: &Targets) -> anyhow::Result<BTreeMap<Str
             .and_then(|l| l.version())
             .and_then(resolve)
         {
-            versions.entry(v).or_insert_with(|| {
+            keep(
+                v,
                 format!(
                     "version {v} of {lt}, used by instance {}",
                     i.instance_id().unwrap_or("?")
-                )
-            });
+                ),
+            );
         }
     }
-    let mut used = BTreeMap::new();
-    for (v, why) in versions {
-        if let Some(img) = crate::release::version_image(aws, lt, v).await? {
-            used.entry(img).or_insert(why);
-        }
+    for &v in versions.keys().rev() {
+        keep(v, format!("version {v} of {lt}"));
     }
     Ok(used)
+}
+
+/// The version and image `bake rollback` releases when no refresh is running: the newest version
+/// below the default that names an image (see [`crate::rollback`]).
+#[must_use]
+pub fn rollback_choice(versions: &BTreeMap<i64, String>, default: i64) -> Option<(i64, &String)> {
+    versions
+        .range(..default)
+        .next_back()
+        .map(|(v, img)| (*v, img))
+}
+
+/// Every version of `lt` that names an image: version → image.
+pub(crate) async fn template_images(aws: &Aws, lt: &str) -> anyhow::Result<BTreeMap<i64, String>> {
+    let mut images = BTreeMap::new();
+    let mut pages = aws
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_id(lt)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| {
+            coded(
+                Exit::Aws,
+                format!(
+                    "describing the versions of launch template '{lt}': {}",
+                    aws_smithy_types::error::display::DisplayErrorContext(&e)
+                ),
+            )
+        })?;
+        for v in page.launch_template_versions() {
+            if let (Some(n), Some(img)) = (
+                v.version_number(),
+                v.launch_template_data().and_then(|d| d.image_id()),
+            ) {
+                images.insert(n, img.to_owned());
+            }
+        }
+    }
+    Ok(images)
 }
 
 /// Plans and (unless `dry_run`) carries out the prune.
@@ -92,4 +142,23 @@ pub async fn prune(
         }
     }
     Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_rollback_choice_is_the_newest_version_below_the_default() {
+        let v = BTreeMap::from([
+            (1, "ami-a".to_owned()),
+            (2, "ami-b".to_owned()),
+            (3, "ami-a".to_owned()),
+        ]);
+        assert_eq!(rollback_choice(&v, 3), Some((2, &"ami-b".to_owned())));
+        assert_eq!(rollback_choice(&v, 1), None);
+        // A version without an image (deleted or image-less) is skipped, as rollback skips it.
+        let v = BTreeMap::from([(1, "ami-a".to_owned()), (3, "ami-c".to_owned())]);
+        assert_eq!(rollback_choice(&v, 3), Some((1, &"ami-a".to_owned())));
+    }
 }

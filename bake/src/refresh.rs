@@ -66,6 +66,9 @@ impl Snapshot {
 pub enum Outcome {
     /// `Successful`.
     Successful,
+    /// `Successful` at a last checkpoint below 100 % (`refresh.partial`): the rest of the fleet
+    /// still runs the previous version.
+    Partial,
     /// `Failed`.
     Failed,
     /// `Cancelled`.
@@ -83,6 +86,7 @@ impl Outcome {
         use crate::exit::Exit;
         match self {
             Outcome::Successful => Exit::Ok,
+            Outcome::Partial => Exit::Partial,
             Outcome::Failed => Exit::RefreshFailed,
             Outcome::Cancelled => Exit::Cancelled,
             Outcome::RolledBack | Outcome::RollbackFailed => Exit::RolledBack,
@@ -164,7 +168,14 @@ pub fn next(state: &WatchState, out: &DescribeInstanceRefreshesOutput) -> Action
             .or_else(|| rb.and_then(|d| d.rollback_reason()).map(ToOwned::to_owned)),
         rollback_reason: rb.and_then(|d| d.rollback_reason()).map(ToOwned::to_owned),
     };
+    // "To replace all instances, the last number in the array must be 100": a refresh whose last
+    // checkpoint is lower ends `Successful` with the rest of the group on the old configuration.
+    let partial = r
+        .preferences()
+        .and_then(|p| p.checkpoint_percentages().last().copied())
+        .is_some_and(|last| last < 100);
     let outcome = match r.status() {
+        Some(InstanceRefreshStatus::Successful) if partial => Some(Outcome::Partial),
         Some(InstanceRefreshStatus::Successful) => Some(Outcome::Successful),
         Some(InstanceRefreshStatus::Failed) => Some(Outcome::Failed),
         Some(InstanceRefreshStatus::Cancelled) => Some(Outcome::Cancelled),
@@ -205,7 +216,7 @@ impl Backoff {
         if changed {
             self.current = self.min;
         } else {
-            self.current = (self.current * 3 / 2).min(self.max);
+            self.current = (self.current.saturating_mul(3) / 2).min(self.max);
         }
         self.current
     }
@@ -249,7 +260,7 @@ pub struct WatchOptions {
     pub poll_interval: Duration,
     /// Longest poll interval.
     pub max_poll_interval: Duration,
-    /// Ctrl-C cancels the refresh instead of detaching.
+    /// An interrupt (Ctrl-C, SIGTERM, SIGHUP) cancels the refresh instead of detaching.
     pub cancel_on_interrupt: bool,
 }
 
@@ -260,7 +271,7 @@ pub enum WatchEnd {
     Finished(Outcome, Snapshot),
     /// `timeout` passed; the refresh goes on.
     TimedOut(Option<Snapshot>),
-    /// Ctrl-C: stopped watching; the refresh goes on.
+    /// Interrupted (SIGINT, SIGTERM or SIGHUP): stopped watching; the refresh goes on.
     Detached(Option<Snapshot>),
 }
 
@@ -275,7 +286,8 @@ pub struct Watched {
     pub elapsed: Duration,
 }
 
-/// Polls refresh `id` of `asg` until it ends, `timeout` passes or Ctrl-C.
+/// Polls refresh `id` of `asg` until it ends, `timeout` passes or an interrupt (SIGINT, SIGTERM,
+/// SIGHUP) detaches, or with `cancel_on_interrupt` cancels (a second one detaches).
 pub async fn watch(
     asg_client: &aws_sdk_autoscaling::Client,
     asg: &str,
@@ -284,7 +296,9 @@ pub async fn watch(
     progress: &Progress,
 ) -> Result<Watched, RefreshError> {
     let started = tokio::time::Instant::now();
-    let deadline = started + opts.timeout;
+    // `refresh.timeout` and `--timeout` are bounded by config validation; a deadline beyond the
+    // clock's range would still be no deadline rather than a panic.
+    let deadline = started.checked_add(opts.timeout);
     let mut state = WatchState {
         id: id.to_owned(),
         last: None,
@@ -292,6 +306,7 @@ pub async fn watch(
     let mut backoff = Backoff::new(opts.poll_interval, opts.max_poll_interval);
     let mut polls = 0u32;
     let mut cancelled = false;
+    let mut interrupts = crate::signals::Interrupts::new();
     let done = |end, polls| Watched {
         end,
         polls,
@@ -340,15 +355,20 @@ pub async fn watch(
                 backoff.next_delay(changed)
             }
         };
-        if tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
             return Ok(done(WatchEnd::TimedOut(state.last), polls));
         }
-        let wake = (tokio::time::Instant::now() + delay).min(deadline);
+        let wake = match (now.checked_add(delay), deadline) {
+            (Some(w), Some(d)) => w.min(d),
+            (Some(w), None) => w,
+            (None, d) => d.unwrap_or(now),
+        };
         tokio::select! {
             () = tokio::time::sleep_until(wake) => {}
-            _ = tokio::signal::ctrl_c() => {
+            name = interrupts.recv() => {
                 if opts.cancel_on_interrupt && !cancelled {
-                    progress.note(&format!("interrupted: cancelling instance refresh {id} (Ctrl-C again to stop watching)"));
+                    progress.note(&format!("interrupted ({name}): cancelling instance refresh {id} (interrupt again to stop watching)"));
                     asg_client
                         .cancel_instance_refresh()
                         .auto_scaling_group_name(asg)
@@ -435,6 +455,63 @@ mod tests {
             ),
             "{a:?}"
         );
+    }
+
+    #[test]
+    fn test_successful_at_a_last_checkpoint_below_100_is_partial() {
+        use aws_sdk_autoscaling::types::InstanceRefreshStatus as S;
+        let s = WatchState {
+            id: "r1".into(),
+            last: None,
+        };
+        let with_checkpoints = |cps: &[i32]| {
+            let r = InstanceRefresh::builder()
+                .instance_refresh_id("r1")
+                .status(S::Successful)
+                .percentage_complete(50)
+                .instances_to_update(2)
+                .preferences(
+                    aws_sdk_autoscaling::types::RefreshPreferences::builder()
+                        .set_checkpoint_percentages(Some(cps.to_vec()))
+                        .build(),
+                )
+                .build();
+            DescribeInstanceRefreshesOutput::builder()
+                .instance_refreshes(r)
+                .build()
+        };
+        let a = next(&s, &with_checkpoints(&[50]));
+        assert!(
+            matches!(
+                a,
+                Action::Done {
+                    outcome: Outcome::Partial,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        assert_eq!(Outcome::Partial.exit(), crate::exit::Exit::Partial);
+        let a = next(&s, &with_checkpoints(&[50, 100]));
+        assert!(
+            matches!(
+                a,
+                Action::Done {
+                    outcome: Outcome::Successful,
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn test_backoff_never_overflows() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::MAX);
+        for _ in 0..200 {
+            b.next_delay(false);
+        }
+        assert!(b.next_delay(false) <= Duration::MAX);
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub struct ReleaseOptions {
     pub timeout: Option<Duration>,
     /// Wait for a refresh already in progress, then release.
     pub wait_for_current: bool,
-    /// Ctrl-C cancels the refresh instead of detaching.
+    /// An interrupt (Ctrl-C, SIGTERM, SIGHUP) cancels the refresh instead of detaching.
     pub cancel_on_interrupt: bool,
 }
 
@@ -56,8 +56,8 @@ pub struct ReleaseReport {
     pub version: i64,
     /// The refresh.
     pub instance_refresh_id: String,
-    /// `successful`, `failed`, `cancelled`, `rolled_back`, `rollback_failed`, `timed_out`,
-    /// `detached` or `started` (`--no-wait`).
+    /// `successful`, `partial` (`refresh.partial`), `failed`, `cancelled`, `rolled_back`,
+    /// `rollback_failed`, `timed_out`, `detached` or `started` (`--no-wait`).
     pub result: String,
     /// The refresh's last known state.
     pub refresh: Option<Snapshot>,
@@ -181,6 +181,63 @@ fn in_progress_error(asg: &str, s: &Snapshot) -> anyhow::Error {
     )
 }
 
+/// The refresh preferences of a release to `t`: `[refresh]`, with the stack's
+/// `RollbackAlarmNames` joining `refresh.alarms`. Alarms need auto rollback (AWS refuses an
+/// alarm specification without it), so stack alarms with `refresh.auto_rollback = false` are a
+/// configuration error, found before anything is changed.
+pub fn release_preferences(r: &RefreshSettings, t: &Targets) -> anyhow::Result<RefreshPreferences> {
+    if !t.rollback_alarms.is_empty() && !r.auto_rollback {
+        return Err(coded(
+            Exit::Config,
+            format!(
+                "refresh.auto_rollback: the stack's {} output lists alarms ({}), which need refresh.auto_rollback = true",
+                crate::targets::OUTPUT_ROLLBACK_ALARMS,
+                t.rollback_alarms.join(", ")
+            ),
+        ));
+    }
+    let mut r = r.clone();
+    for a in &t.rollback_alarms {
+        if !r.alarms.contains(a) {
+            r.alarms.push(a.clone());
+        }
+    }
+    Ok(preferences(&r))
+}
+
+/// Records `prefs` in SSM ([`bake_common::refresh_preferences`]), where the agent's
+/// secret-rotation rollouts read the preferences of the last release.
+async fn record_preferences(
+    aws: &Aws,
+    asg: &str,
+    prefs: &RefreshPreferences,
+) -> anyhow::Result<()> {
+    use bake_common::refresh_preferences::{parameter_name, Recorded};
+    let name = parameter_name(asg);
+    aws.ssm
+        .put_parameter()
+        .name(&name)
+        .description(format!(
+            "instance refresh preferences of the last bake release to '{asg}'"
+        ))
+        .value(Recorded::rolling(prefs).to_json())
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .map_err(|e| {
+            coded(
+                Exit::Aws,
+                format!(
+                    "recording the refresh preferences in SSM parameter '{name}': {}",
+                    DisplayErrorContext(&e)
+                ),
+            )
+        })?;
+    tracing::debug!(parameter = %name, "refresh preferences recorded");
+    Ok(())
+}
+
 /// The refresh preferences from `[refresh]`.
 #[must_use]
 pub fn preferences(r: &RefreshSettings) -> RefreshPreferences {
@@ -290,8 +347,13 @@ pub async fn watch_into(
                 .ok()
                 .and_then(|v| v.as_str().map(ToOwned::to_owned))
                 .unwrap_or_default();
-            if outcome != Outcome::Successful {
-                tracing::error!("instance refresh {id} of '{asg}' ended {}", snap.describe());
+            match outcome {
+                Outcome::Successful => {}
+                Outcome::Partial => tracing::warn!(
+                    "partial release: instance refresh {id} of '{asg}' ended {} at its last checkpoint (refresh.partial); the instances not replaced still run the previous version",
+                    snap.describe()
+                ),
+                _ => tracing::error!("instance refresh {id} of '{asg}' ended {}", snap.describe()),
             }
             report.refresh = Some(snap);
             outcome.exit()
@@ -324,6 +386,7 @@ pub async fn release(
     let asg = &t.auto_scaling_group;
     let lt = &t.launch_template_id;
     let wopts = watch_options(settings, opts.timeout, opts.cancel_on_interrupt);
+    let prefs = release_preferences(&settings.refresh, t)?;
     if let Some(current) = active_refresh(aws, asg).await? {
         if !opts.wait_for_current {
             return Err(in_progress_error(asg, &current));
@@ -378,6 +441,12 @@ pub async fn release(
             (b.image_id, Some(b.reused))
         }
     };
+    if crate::signals::received() > 0 {
+        return Err(coded(
+            Exit::Interrupted,
+            "interrupted before anything was released; the launch template is unchanged",
+        ));
+    }
     let (previous, _) = template_versions(aws, lt).await?;
     let created = aws
         .ec2
@@ -415,7 +484,11 @@ pub async fn release(
         version,
         ..ReleaseReport::default()
     };
-    let id = match start_refresh(aws, t, version, preferences(&settings.refresh)).await {
+    let started = match record_preferences(aws, asg, &prefs).await {
+        Ok(()) => start_refresh(aws, t, version, prefs).await,
+        Err(e) => Err(e),
+    };
+    let id = match started {
         Ok(id) => id,
         Err(e) => {
             // No half-done change: the template goes back to what it was.
@@ -473,7 +546,7 @@ mod tests {
 
     #[test]
     fn test_preferences_from_config() {
-        let text = "[refresh]\nmin_healthy_percentage = 50\nmax_healthy_percentage = 150\ninstance_warmup = \"1m\"\ncheckpoint_percentages = [50]\ncheckpoint_delay = \"2m\"\nalarms = [\"a\"]\nbake_time = \"5m\"\nskip_matching = false\n";
+        let text = "[refresh]\nmin_healthy_percentage = 50\nmax_healthy_percentage = 150\ninstance_warmup = \"1m\"\ncheckpoint_percentages = [50, 100]\ncheckpoint_delay = \"2m\"\nalarms = [\"a\"]\nbake_time = \"5m\"\nskip_matching = false\n";
         let s = Settings::parse(
             text,
             std::path::Path::new("bake.toml"),
@@ -484,7 +557,7 @@ mod tests {
         assert_eq!(p.min_healthy_percentage(), Some(50));
         assert_eq!(p.max_healthy_percentage(), Some(150));
         assert_eq!(p.instance_warmup(), Some(60));
-        assert_eq!(p.checkpoint_percentages(), &[50]);
+        assert_eq!(p.checkpoint_percentages(), &[50, 100]);
         assert_eq!(p.checkpoint_delay(), Some(120));
         assert_eq!(p.bake_time(), Some(300));
         assert_eq!(p.skip_matching(), Some(false));

@@ -57,14 +57,11 @@ pub async fn rollback(
     }
     let lt = &t.launch_template_id;
     let (default, _) = release::template_versions(aws, lt).await?;
-    let mut previous = None;
-    for v in (1..default).rev() {
-        if let Some(img) = release::version_image(aws, lt, v).await.ok().flatten() {
-            previous = Some((v, img));
-            break;
-        }
-    }
-    let Some((v, image)) = previous else {
+    // The same choice `bake prune` protects (prune::rollback_choice).
+    let versions = crate::prune::template_images(aws, lt).await?;
+    let Some((v, image)) =
+        crate::prune::rollback_choice(&versions, default).map(|(v, image)| (v, image.clone()))
+    else {
         return Err(coded(Exit::Config, format!("launch template '{lt}' has no version before its default (v{default}) to roll back to")));
     };
     tracing::info!(

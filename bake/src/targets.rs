@@ -1,5 +1,7 @@
 //! Resolving `[target]`: the Auto Scaling Group and its launch template, named in `bake.toml`
-//! or read from a CloudFormation stack's outputs `AutoScalingGroupName` and `LaunchTemplateId`.
+//! or read from a CloudFormation stack's outputs `AutoScalingGroupName` and `LaunchTemplateId`,
+//! and the optional output `RollbackAlarmNames` (comma-separated alarms that join
+//! `refresh.alarms` in the refresh's alarm specification).
 
 use aws_sdk_autoscaling::types::AutoScalingGroup;
 use aws_smithy_types::error::display::DisplayErrorContext;
@@ -12,6 +14,8 @@ use crate::exit::{coded, Exit};
 pub const OUTPUT_ASG: &str = "AutoScalingGroupName";
 /// Stack output naming the launch template id.
 pub const OUTPUT_LAUNCH_TEMPLATE: &str = "LaunchTemplateId";
+/// Optional stack output: comma-separated CloudWatch alarms for the refresh's auto rollback.
+pub const OUTPUT_ROLLBACK_ALARMS: &str = "RollbackAlarmNames";
 
 /// The resolved targets.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -20,18 +24,24 @@ pub struct Targets {
     pub auto_scaling_group: String,
     /// Launch template id (`lt-…`).
     pub launch_template_id: String,
+    /// Alarms from the stack's `RollbackAlarmNames` output (empty without a stack or output).
+    pub rollback_alarms: Vec<String>,
 }
 
 /// Resolves `target` to names that exist.
 pub async fn resolve(aws: &Aws, target: &Target) -> anyhow::Result<Targets> {
-    let (asg, lt) = match target {
+    let (asg, lt, rollback_alarms) = match target {
         Target::Direct {
             auto_scaling_group,
             launch_template,
-        } => (auto_scaling_group.clone(), launch_template.clone()),
+        } => (
+            auto_scaling_group.clone(),
+            launch_template.clone(),
+            Vec::new(),
+        ),
         Target::Stack(stack) => {
-            let (a, l) = from_stack(aws, stack).await?;
-            (a, Some(l))
+            let s = from_stack(aws, stack).await?;
+            (s.asg, Some(s.launch_template), s.alarms)
         }
     };
     let group = describe_group(aws, &asg).await?;
@@ -48,6 +58,7 @@ pub async fn resolve(aws: &Aws, target: &Target) -> anyhow::Result<Targets> {
     Ok(Targets {
         auto_scaling_group: asg,
         launch_template_id: lt,
+        rollback_alarms,
     })
 }
 
@@ -117,7 +128,25 @@ async fn launch_template_id_by_name(aws: &Aws, name: &str) -> anyhow::Result<Str
         })
 }
 
-async fn from_stack(aws: &Aws, stack: &str) -> anyhow::Result<(String, String)> {
+/// What a stack's outputs name.
+struct StackTargets {
+    asg: String,
+    launch_template: String,
+    alarms: Vec<String>,
+}
+
+/// The alarm names of a `RollbackAlarmNames` value: comma-separated, blanks ignored.
+#[must_use]
+pub fn split_alarm_names(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(ToOwned::to_owned)
+        .collect()
+}
+
+async fn from_stack(aws: &Aws, stack: &str) -> anyhow::Result<StackTargets> {
     let out = aws
         .cfn
         .describe_stacks()
@@ -165,5 +194,30 @@ async fn from_stack(aws: &Aws, stack: &str) -> anyhow::Result<(String, String)> 
                 )
             })
     };
-    Ok((output(OUTPUT_ASG)?, output(OUTPUT_LAUNCH_TEMPLATE)?))
+    let alarms = s
+        .outputs()
+        .iter()
+        .find(|o| o.output_key() == Some(OUTPUT_ROLLBACK_ALARMS))
+        .and_then(|o| o.output_value())
+        .map(split_alarm_names)
+        .unwrap_or_default();
+    Ok(StackTargets {
+        asg: output(OUTPUT_ASG)?,
+        launch_template: output(OUTPUT_LAUNCH_TEMPLATE)?,
+        alarms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_split_alarm_names() {
+        assert_eq!(
+            split_alarm_names("bake-prod-cpu, bake-prod-restarts,,"),
+            vec!["bake-prod-cpu".to_owned(), "bake-prod-restarts".to_owned()]
+        );
+        assert!(split_alarm_names("").is_empty());
+    }
 }

@@ -1,4 +1,5 @@
-//! `bake build`: provenance tags, the bake cache, `--force`, an interrupted build.
+//! `bake build`: provenance tags, the bake cache (with the shipped template), `--force`, an
+//! interrupted build.
 
 use std::time::Duration;
 
@@ -62,9 +63,159 @@ fn test_build_tags_ami_and_snapshots_then_cache_hit_and_force() {
     assert_ne!(other["inputs_hash"], j["inputs_hash"]);
 }
 
+/// Processes (other than this test) that run in `dir` or name it on their command line.
+fn processes_in(dir: &std::path::Path) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let dir = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+            continue;
+        }
+        let cmdline = std::fs::read(e.path().join("cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        let cwd = std::fs::read_link(e.path().join("cwd"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if cwd.starts_with(&dir) || cmdline.contains(&dir) {
+            found.push(format!("{pid}: {cmdline}"));
+        }
+    }
+    found
+}
+
+/// Files under `dir`, relative, sorted.
+fn tree(dir: &std::path::Path) -> Vec<String> {
+    fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// The bake cache with the shipped template: reused when nothing changed (the build writes
+/// nothing into the hashed directory), rebuilt when any input changed — a directory app
+/// release's content, a unit the template uploads from ../systemd, the base AMI the filter
+/// resolves to — and bake says which.
+#[test]
+fn test_shipped_template_cache_covers_every_input_and_says_what_changed() {
+    let w = World::shipped("build-shipped");
+    let base_a = w.register_base_image("debian-12-amd64-20250101-1");
+    let before = tree(&w.path("packer"));
+    let first = w.bake(&["build", "-o", "json"]).expect(0).json();
+    assert_eq!(first["reused"], false, "{first}");
+    assert_eq!(first["base_ami"], base_a.as_str(), "{first}");
+    let ami1 = first["image_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        tree(&w.path("packer")),
+        before,
+        "the build wrote into the template directory"
+    );
+    assert_eq!(
+        w.tags(&ami1).get("bake:template").map(String::as_str),
+        Some("packer")
+    );
+    assert_eq!(
+        w.tags(&ami1).get("bake:input:base-ami").map(String::as_str),
+        Some(base_a.as_str())
+    );
+
+    // Nothing changed: reused.
+    let again = w.bake(&["build", "-o", "json"]).expect(0);
+    assert_eq!(again.json()["reused"], true, "{again:?}");
+    assert_eq!(again.json()["image_id"], ami1.as_str());
+
+    // The template names its AMIs by the second: one build per second.
+    let next_second = || std::thread::sleep(Duration::from_millis(1100));
+    // New app code in the directory release: built anew, and said why.
+    next_second();
+    std::fs::write(w.path("app/server.js"), "// v2\n").unwrap();
+    let r = w.bake(&["build", "-o", "json"]).expect(0);
+    let j = r.json();
+    assert_eq!(j["reused"], false, "{r:?}");
+    assert_eq!(j["changed_since"], ami1.as_str(), "{j}");
+    assert_eq!(j["changes"], serde_json::json!(["app release"]), "{j}");
+    assert!(r.stderr.contains("app release"), "{}", r.stderr);
+    let ami2 = j["image_id"].as_str().unwrap().to_owned();
+
+    // A unit the template uploads from ../systemd.
+    next_second();
+    let unit = w.path("systemd/bake-agent.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    std::fs::write(&unit, format!("{text}\n# changed\n")).unwrap();
+    let r = w.bake(&["build", "-o", "json"]).expect(0);
+    let j = r.json();
+    assert_eq!(j["reused"], false, "{r:?}");
+    assert_eq!(j["changed_since"], ami2.as_str(), "{j}");
+    assert_eq!(
+        j["changes"],
+        serde_json::json!(["systemd/bake-agent.service"]),
+        "{j}"
+    );
+    assert!(
+        r.stderr.contains("systemd/bake-agent.service"),
+        "{}",
+        r.stderr
+    );
+    let ami3 = j["image_id"].as_str().unwrap().to_owned();
+
+    // A newer base image is published: the filter resolves to it, before the build.
+    next_second();
+    let base_b = w.register_base_image("debian-12-amd64-20250201-2");
+    let r = w.bake(&["build", "-o", "json"]).expect(0);
+    let j = r.json();
+    assert_eq!(j["reused"], false, "{r:?}");
+    assert_eq!(j["base_ami"], base_b.as_str(), "{j}");
+    let said = format!("base AMI {base_a} → {base_b}");
+    assert_eq!(j["changes"], serde_json::json!([said]), "{j}");
+    assert!(r.stderr.contains(&said), "{}", r.stderr);
+    assert_eq!(j["changed_since"], ami3.as_str(), "{j}");
+    // Packer built from exactly that AMI: its (terminated) build instance ran it.
+    let sources: Vec<String> = w.rt.block_on(async {
+        let out = w.aws.ec2.describe_instances().send().await.unwrap();
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| i.image_id().map(ToOwned::to_owned))
+            .collect()
+    });
+    assert!(sources.contains(&base_b), "{sources:?}");
+    // And nothing changed since: reused.
+    let r = w.bake(&["build", "-o", "json"]).expect(0).json();
+    assert_eq!(r["reused"], true, "{r}");
+}
+
 #[test]
 fn test_interrupted_build_leaves_nothing_behind() {
-    let w = World::new("build-interrupt");
+    interrupt_build("build-interrupt", nix::sys::signal::Signal::SIGINT);
+}
+
+/// A CI runner's cancel (SIGTERM) and a closed terminal (SIGHUP) stop a build like Ctrl-C.
+#[test]
+fn test_sigterm_during_build_leaves_no_packer_instance_or_staging_dir() {
+    interrupt_build("build-sigterm", nix::sys::signal::Signal::SIGTERM);
+}
+
+#[test]
+fn test_sighup_during_build_cleans_up_too() {
+    interrupt_build("build-sighup", nix::sys::signal::Signal::SIGHUP);
+}
+
+/// Sends `sig` to `bake build` while Packer's temporary resources exist; checks that bake waits
+/// for Packer's cleanup and leaves nothing behind.
+fn interrupt_build(name: &str, sig: nix::sys::signal::Signal) {
+    let w = World::new(name);
     w.write_config("");
     // The fixture's shell-local step sleeps while Packer's temporary resources exist.
     let text = std::fs::read_to_string(w.path("bake.toml"))
@@ -108,9 +259,13 @@ fn test_interrupted_build_leaves_nothing_behind() {
     );
     // Give Packer a moment to reach its provisioner.
     std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !processes_in(w.dir.path()).is_empty(),
+        "packer runs in the test directory"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
-        nix::sys::signal::Signal::SIGINT,
+        sig,
     )
     .unwrap();
     let started = std::time::Instant::now();
@@ -123,6 +278,21 @@ fn test_interrupted_build_leaves_nothing_behind() {
         started.elapsed()
     );
     assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(stderr.contains(sig.as_str()), "names the signal: {stderr}");
+    // No Packer process (nor its plugin processes) outlives bake, and the staging dir is gone.
+    assert!(
+        w.wait_for(Duration::from_secs(5), || processes_in(w.dir.path())
+            .is_empty()),
+        "left running: {:?}",
+        processes_in(w.dir.path())
+    );
+    let staging: Vec<_> = std::fs::read_dir(w.dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".bake-packer-"))
+        .collect();
+    assert!(staging.is_empty(), "staging directories left: {staging:?}");
     w.rt.block_on(async {
         let kp = w.aws.ec2.describe_key_pairs().send().await.unwrap();
         let left: Vec<_> = kp

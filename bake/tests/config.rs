@@ -84,3 +84,29 @@ fn test_validate_runs_packer_validate_without_aws() {
     assert!(r.stderr.contains("packer validate failed"), "{}", r.stderr);
     assert!(r.stderr.contains("nonsense"), "{}", r.stderr);
 }
+
+/// An endpoint that accepts connections and never answers: `bake status` fails within the
+/// configured timeouts (exit 3), naming the service and the endpoint.
+#[test]
+fn test_status_against_a_silent_endpoint_fails_in_bounded_time() {
+    let w = World::new("config-silent");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    w.write_raw_config(&format!(
+        "[aws]\nendpoint_url = \"http://{addr}\"\nregion = \"us-east-1\"\nmax_attempts = 2\nattempt_timeout = \"500ms\"\noperation_timeout = \"3s\"\n[target]\nauto_scaling_group = \"web\"\n"
+    ));
+    let started = std::time::Instant::now();
+    let r = w.bake(&["status"]).expect(3);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < std::time::Duration::from_secs(10),
+        "took {elapsed:?}"
+    );
+    assert!(r.stderr.contains(&addr.to_string()), "{}", r.stderr);
+    assert!(r.stderr.contains("Auto Scaling"), "{}", r.stderr);
+    // Zero and unbounded timeouts are refused where they are parsed.
+    w.write_raw_config("[aws]\nattempt_timeout = \"0s\"\n");
+    let r = w.bake(&["validate"]).expect(2);
+    assert!(r.stderr.contains("attempt_timeout"), "{}", r.stderr);
+    drop(listener);
+}

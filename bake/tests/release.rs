@@ -57,6 +57,105 @@ fn test_build_release_successful_every_instance_on_new_version() {
 }
 
 #[test]
+fn test_last_checkpoint_below_100_is_refused_unless_partial_then_exit_10() {
+    let w = World::new("release-partial");
+    let lt = w.fleet(BASE_AMI, 2);
+    let base = std::fs::read_to_string(w.path("bake.toml")).unwrap();
+    // AWS ends such a refresh Successful with half the fleet on the old version: refused, before
+    // anything is changed.
+    w.write_raw_config(&format!(
+        "{base}checkpoint_percentages = [50]\ncheckpoint_delay = \"1m\"\n"
+    ));
+    let r = w.bake(&["validate"]).expect(2);
+    assert!(
+        r.stderr.contains("refresh.checkpoint_percentages[0]")
+            && r.stderr.contains("refresh.partial"),
+        "{}",
+        r.stderr
+    );
+    let r = w.bake(&["release", "--ami", BASE_AMI]).expect(2);
+    assert!(
+        r.stderr.contains("refresh.checkpoint_percentages[0]"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.lt_versions(&lt), (1, 1), "nothing changed");
+    // Asked for explicitly: a partial release, said so, with its own exit code.
+    w.write_raw_config(&format!(
+        "{base}checkpoint_percentages = [50]\ncheckpoint_delay = \"1m\"\npartial = true\n"
+    ));
+    let r = w
+        .bake(&["release", "--ami", BASE_AMI, "-o", "json"])
+        .expect(10);
+    let j = r.json();
+    assert_eq!(j["result"], "partial", "{j}");
+    assert_eq!(j["restored_default"], false, "{j}");
+    assert!(r.stderr.contains("partial release"), "{}", r.stderr);
+    let versions: Vec<String> = w.instances().into_iter().map(|i| i.1).collect();
+    assert_eq!(
+        versions.iter().filter(|v| *v == "1").count(),
+        1,
+        "half the fleet still on the old version: {versions:?}"
+    );
+}
+
+#[test]
+fn test_huge_or_zero_timeouts_are_refused_before_anything_changes() {
+    let w = World::new("release-timeouts");
+    let lt = w.fleet(BASE_AMI, 2);
+    let base = std::fs::read_to_string(w.path("bake.toml")).unwrap();
+    let r = w
+        .bake(&["release", "--ami", BASE_AMI, "--timeout", "500000000000y"])
+        .expect(2);
+    assert!(r.stderr.contains("--timeout"), "{}", r.stderr);
+    assert_eq!(w.lt_versions(&lt), (1, 1), "nothing changed");
+    for (key, value) in [
+        ("timeout", "500000000000y"),
+        ("timeout", "0s"),
+        ("poll_interval", "0s"),
+        ("max_poll_interval", "500000000000y"),
+        ("checkpoint_delay", "3d"),
+        ("bake_time", "500000000000y"),
+    ] {
+        // The later key wins in neither TOML nor bake: replace the line.
+        let text = if base.contains(&format!("\n{key} = ")) {
+            base.lines()
+                .map(|l| {
+                    if l.starts_with(&format!("{key} = ")) {
+                        format!("{key} = \"{value}\"")
+                    } else {
+                        l.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else {
+            format!("{base}checkpoint_percentages = [50, 100]\n{key} = \"{value}\"\n")
+        };
+        w.write_raw_config(&text);
+        let r = w.bake(&["release", "--ami", BASE_AMI]).expect(2);
+        assert!(
+            r.stderr.contains(&format!("refresh.{key}")),
+            "{key} = {value}: {}",
+            r.stderr
+        );
+        assert_eq!(
+            w.lt_versions(&lt),
+            (1, 1),
+            "{key} = {value}: nothing changed"
+        );
+    }
+    let text = base.replace("[packer]\n", "[packer]\ntimeout = \"0s\"\n");
+    w.write_raw_config(&text);
+    let r = w.bake(&["validate"]).expect(2);
+    assert!(
+        r.stderr.contains("packer.timeout: must be more than 0s"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
 fn test_release_with_failing_replacements_rolls_back() {
     let w = World::new("release-fail");
     let lt = w.fleet(BASE_AMI, 2);
@@ -158,7 +257,7 @@ fn test_release_no_wait_then_status_watch_and_timeout() {
     let lt = w.fleet(BASE_AMI, 2);
     // Checkpoints make the refresh take a while (2 x 36 s at the emulator's scale).
     let text = std::fs::read_to_string(w.path("bake.toml")).unwrap()
-        + "checkpoint_percentages = [50]\ncheckpoint_delay = \"1h\"\n";
+        + "checkpoint_percentages = [50, 100]\ncheckpoint_delay = \"1h\"\n";
     w.write_raw_config(&text);
     let r = w
         .bake(&["release", "--ami", BASE_AMI, "--no-wait", "-o", "json"])
@@ -195,10 +294,24 @@ fn test_release_no_wait_then_status_watch_and_timeout() {
 
 #[test]
 fn test_interrupt_while_watching_detaches_and_the_refresh_goes_on() {
-    let w = World::new("release-detach");
+    detach_on("release-detach", nix::sys::signal::Signal::SIGINT);
+}
+
+#[test]
+fn test_sigterm_while_watching_detaches_and_the_refresh_goes_on() {
+    detach_on("release-sigterm", nix::sys::signal::Signal::SIGTERM);
+}
+
+#[test]
+fn test_sighup_while_watching_detaches_and_the_refresh_goes_on() {
+    detach_on("release-sighup", nix::sys::signal::Signal::SIGHUP);
+}
+
+fn detach_on(name: &str, sig: nix::sys::signal::Signal) {
+    let w = World::new(name);
     w.fleet(BASE_AMI, 2);
     let text = std::fs::read_to_string(w.path("bake.toml")).unwrap()
-        + "checkpoint_percentages = [50]\ncheckpoint_delay = \"1h\"\n";
+        + "checkpoint_percentages = [50, 100]\ncheckpoint_delay = \"1h\"\n";
     w.write_raw_config(&text);
     let child = w
         .command(&["release", "--ami", BASE_AMI, "-o", "json"])
@@ -206,8 +319,8 @@ fn test_interrupt_while_watching_detaches_and_the_refresh_goes_on() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the refresh runs, then Ctrl-C.
-    sigint_when_refresh_runs(&w, &child);
+    // Wait until the refresh runs, then interrupt.
+    signal_when_refresh_runs(&w, &child, sig);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
@@ -224,17 +337,48 @@ fn test_interrupt_while_watching_detaches_and_the_refresh_goes_on() {
     assert_ne!(status, "Cancelled");
 }
 
+/// Creates CloudWatch alarm `name` (state INSUFFICIENT_DATA: it never fails a refresh).
+fn alarm(w: &World, name: &str) {
+    w.rt.block_on(async {
+        w.aws
+            .cw
+            .put_metric_alarm()
+            .alarm_name(name)
+            .namespace("Bake/Test")
+            .metric_name("Errors")
+            .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+            .period(60)
+            .evaluation_periods(1)
+            .threshold(1.0)
+            .comparison_operator(
+                aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanOrEqualToThreshold,
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+}
+
 #[test]
 fn test_release_targets_from_stack_outputs() {
     let w = World::new("release-stack");
     let lt = w.fleet(BASE_AMI, 2);
-    // A stack whose outputs name the group and the template, as cloudformation/fleet.yaml's do.
+    for a in [
+        "release-stack-cpu",
+        "release-stack-restarts",
+        "release-stack-5xx",
+    ] {
+        alarm(&w, a);
+    }
+    // A stack whose outputs name the group, the template and the rollback alarms, as
+    // cloudformation/fleet.yaml's do.
     let template = serde_json::json!({
         "Resources": {"Marker": {"Type": "AWS::SSM::Parameter",
             "Properties": {"Name": "/release-stack/marker", "Type": "String", "Value": "x"}}},
         "Outputs": {
             "AutoScalingGroupName": {"Value": w.asg()},
-            "LaunchTemplateId": {"Value": lt.clone()}
+            "LaunchTemplateId": {"Value": lt.clone()},
+            "RollbackAlarmNames": {"Value": "release-stack-cpu,release-stack-restarts"}
         }
     });
     w.rt.block_on(async {
@@ -247,7 +391,6 @@ fn test_release_targets_from_stack_outputs() {
             .await
             .unwrap();
     });
-    w.write_config("");
     let text = std::fs::read_to_string(w.path("bake.toml"))
         .unwrap()
         .replace(
@@ -255,7 +398,16 @@ fn test_release_targets_from_stack_outputs() {
             "stack = \"release-stack-fleet\"",
         );
     assert!(text.contains("stack = \"release-stack-fleet\""));
-    w.write_raw_config(&text);
+    // Stack alarms need auto rollback, like the file's own: refused before anything changes.
+    w.write_raw_config(&format!("{text}auto_rollback = false\n"));
+    let r = w.bake(&["release", "--ami", BASE_AMI]).expect(2);
+    assert!(
+        r.stderr.contains("RollbackAlarmNames") && r.stderr.contains("release-stack-cpu"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.lt_versions(&lt), (1, 1), "nothing changed");
+    w.write_raw_config(&format!("{text}alarms = [\"release-stack-5xx\"]\n"));
     let j = w
         .bake(&["release", "--ami", BASE_AMI, "-o", "json"])
         .expect(0)
@@ -268,6 +420,92 @@ fn test_release_targets_from_stack_outputs() {
         "the stack's template got the new default"
     );
     assert!(w.instances().iter().all(|(_, version, _)| version == "2"));
+    // The refresh watched the file's alarm and the stack's.
+    let expected = vec![
+        "release-stack-5xx".to_owned(),
+        "release-stack-cpu".to_owned(),
+        "release-stack-restarts".to_owned(),
+    ];
+    let alarms = w.rt.block_on(async {
+        let out = w
+            .aws
+            .asg
+            .describe_instance_refreshes()
+            .auto_scaling_group_name(w.asg())
+            .send()
+            .await
+            .unwrap();
+        out.instance_refreshes()[0]
+            .preferences()
+            .and_then(|p| p.alarm_specification())
+            .map(|a| a.alarms().to_vec())
+            .unwrap_or_default()
+    });
+    assert_eq!(alarms, expected);
+    // And the preferences are recorded where the agent's rotation rollouts read them.
+    let recorded = recorded_preferences(&w);
+    assert_eq!(
+        recorded.preferences.alarm_specification.map(|a| a.alarms),
+        Some(expected)
+    );
+}
+
+/// The preferences `bake release` recorded for the group (contract with the agent).
+fn recorded_preferences(w: &World) -> bake_common::refresh_preferences::Recorded {
+    let name = bake_common::refresh_preferences::parameter_name(&w.asg());
+    let value = w.rt.block_on(async {
+        w.aws
+            .ssm
+            .get_parameter()
+            .name(&name)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"))
+            .parameter()
+            .and_then(|p| p.value())
+            .unwrap()
+            .to_owned()
+    });
+    bake_common::refresh_preferences::Recorded::from_json(&name, &value).unwrap()
+}
+
+#[test]
+fn test_release_records_its_refresh_preferences_before_starting_the_refresh() {
+    let w = World::new("release-record");
+    let lt = w.fleet(BASE_AMI, 2);
+    let text = std::fs::read_to_string(w.path("bake.toml")).unwrap()
+        + "checkpoint_percentages = [50, 100]\ncheckpoint_delay = \"1m\"\nmax_healthy_percentage = 120\n";
+    w.write_raw_config(&text);
+    let j = w
+        .bake(&["release", "--ami", BASE_AMI, "--no-wait", "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(j["result"], "started", "{j}");
+    let r = recorded_preferences(&w);
+    assert_eq!(r.strategy, "Rolling");
+    let p = &r.preferences;
+    assert_eq!(p.min_healthy_percentage, Some(50));
+    assert_eq!(p.max_healthy_percentage, Some(120));
+    assert_eq!(p.instance_warmup, Some(10));
+    assert_eq!(p.checkpoint_percentages, vec![50, 100]);
+    assert_eq!(p.checkpoint_delay, Some(60));
+    assert_eq!(p.auto_rollback, Some(true));
+    assert_eq!(p.skip_matching, Some(true));
+    // The same preferences as the refresh it started.
+    let started = w.rt.block_on(async {
+        let out = w
+            .aws
+            .asg
+            .describe_instance_refreshes()
+            .auto_scaling_group_name(w.asg())
+            .send()
+            .await
+            .unwrap();
+        out.instance_refreshes()[0].preferences().cloned().unwrap()
+    });
+    assert_eq!(started.checkpoint_percentages(), &[50, 100]);
+    assert_eq!(started.min_healthy_percentage(), p.min_healthy_percentage);
+    assert_eq!(w.lt_versions(&lt).0, 2);
 }
 
 #[test]
@@ -276,7 +514,7 @@ fn test_cancel_on_interrupt_cancels_the_refresh() {
     w.fleet(BASE_AMI, 2);
     // A long checkpoint holds the refresh in progress while the test interrupts it.
     let text = std::fs::read_to_string(w.path("bake.toml")).unwrap()
-        + "checkpoint_percentages = [50]\ncheckpoint_delay = \"1h\"\n";
+        + "checkpoint_percentages = [50, 100]\ncheckpoint_delay = \"1h\"\n";
     w.write_raw_config(&text);
     let child = w
         .command(&[
@@ -291,7 +529,7 @@ fn test_cancel_on_interrupt_cancels_the_refresh() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    sigint_when_refresh_runs(&w, &child);
+    signal_when_refresh_runs(&w, &child, nix::sys::signal::Signal::SIGTERM);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     // bake cancels, watches the refresh to its end and reports it cancelled.
@@ -301,8 +539,8 @@ fn test_cancel_on_interrupt_cancels_the_refresh() {
     assert_eq!(s["refresh"]["status"], "Cancelled", "{s}");
 }
 
-/// Waits until the group has an instance refresh, then sends SIGINT (Ctrl-C) to `child`.
-fn sigint_when_refresh_runs(w: &World, child: &std::process::Child) {
+/// Waits until the group has an instance refresh, then sends `sig` to `child`.
+fn signal_when_refresh_runs(w: &World, child: &std::process::Child, sig: nix::sys::signal::Signal) {
     let running = || {
         w.rt.block_on(async {
             let out = w
@@ -323,7 +561,7 @@ fn sigint_when_refresh_runs(w: &World, child: &std::process::Child) {
     std::thread::sleep(Duration::from_millis(500));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
-        nix::sys::signal::Signal::SIGINT,
+        sig,
     )
     .unwrap();
 }

@@ -13,3 +13,5 @@ mod config;
 mod prune;
 #[cfg(test)]
 mod release;
+#[cfg(test)]
+mod template;

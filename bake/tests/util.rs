@@ -1,5 +1,6 @@
-//! Test set-up: an emulator, a temporary directory with a copy of the Packer fixture and a
-//! `bake.toml`, and the `bake` binary run with the emulator's environment.
+//! Test set-up: an emulator, a temporary directory with a copy of the Packer fixture (or of the
+//! shipped template with what it uploads) and a `bake.toml`, and the `bake` binary run with the
+//! emulator's environment.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -99,6 +100,75 @@ impl World {
 
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
+    }
+
+    /// A fresh emulator and directory holding copies of the shipped template (`packer/`), the
+    /// units it uploads (`systemd/`), `docs/deploy.md` and a directory app release (`app/`),
+    /// with a bake.toml that builds it against the emulator as Debian's Packer 1.6.6 can:
+    /// communicator none (no provisioners), the emulator as EC2 endpoint, and the base image
+    /// filter's owner set to the account itself, where [`World::register_base_image`] puts
+    /// Debian 12 images.
+    pub fn shipped(name: &str) -> Self {
+        let w = Self::new(name);
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        std::fs::remove_dir_all(w.path("packer")).unwrap();
+        copy_dir(&repo.join("packer"), &w.path("packer"));
+        copy_dir(&repo.join("systemd"), &w.path("systemd"));
+        std::fs::create_dir_all(w.path("docs")).unwrap();
+        std::fs::copy(repo.join("docs/deploy.md"), w.path("docs/deploy.md")).unwrap();
+        std::fs::create_dir_all(w.path("app")).unwrap();
+        std::fs::write(w.path("app/server.js"), "// v1\n").unwrap();
+        let text = format!(
+            r#"[packer]
+template = "packer"
+agent_binary = "bake-agent"
+[packer.variables]
+communicator = "none"
+custom_endpoint_ec2 = "{url}"
+skip_credential_validation = true
+skip_region_validation = true
+skip_metadata_api_check = true
+source_ami_owner = "self"
+aide_init = false
+[app]
+release = "app"
+version = "1.0.0"
+[target]
+auto_scaling_group = "{asg}"
+"#,
+            url = w.emu.url(),
+            asg = w.asg(),
+        );
+        w.write_raw_config(&text);
+        w
+    }
+
+    /// Registers a Debian 12 image the shipped template's `source_ami_filter` matches (owner
+    /// self, see [`World::shipped`]); returns its id. Creation dates have second resolution:
+    /// wait a second between two.
+    pub fn register_base_image(&self, name: &str) -> String {
+        use aws_sdk_ec2::types::{ArchitectureValues, BlockDeviceMapping, EbsBlockDevice};
+        self.rt.block_on(async {
+            self.aws
+                .ec2
+                .register_image()
+                .name(name)
+                .architecture(ArchitectureValues::X8664)
+                .virtualization_type("hvm")
+                .root_device_name("/dev/xvda")
+                .block_device_mappings(
+                    BlockDeviceMapping::builder()
+                        .device_name("/dev/xvda")
+                        .ebs(EbsBlockDevice::builder().volume_size(8).build())
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap()
+                .image_id()
+                .unwrap()
+                .to_owned()
+        })
     }
 
     /// The group name of this test.

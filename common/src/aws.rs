@@ -7,6 +7,17 @@
 //! binaries run against real AWS and against the local emulator: there is no test branch here.
 
 use std::num::NonZeroU32;
+use std::time::Duration;
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextMut,
+};
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::{Metadata, OrchestratorError};
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 
 /// Overrides of the SDK's standard chain. Unset fields defer to it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -21,10 +32,178 @@ pub struct AwsSettings {
     pub endpoint_url: Option<String>,
     /// Attempts per API call, including the first (standard retry mode). Default: 3.
     pub max_attempts: Option<NonZeroU32>,
+    /// Longest time one attempt of an API call may take, connecting included, e.g. `"30s"`
+    /// (more than 0, at most 1 h). Default: [`DEFAULT_ATTEMPT_TIMEOUT`].
+    #[serde(
+        default,
+        with = "bounded_timeout",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub attempt_timeout: Option<Duration>,
+    /// Longest time an API call may take, all attempts and the pauses between them included
+    /// (more than 0, at most 1 h). Default: [`DEFAULT_OPERATION_TIMEOUT`].
+    #[serde(
+        default,
+        with = "bounded_timeout",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub operation_timeout: Option<Duration>,
 }
 
 /// Default attempts per API call (the SDK's standard retry mode default).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Default longest time of one attempt (`aws.attempt_timeout`). No call the binaries make takes
+/// more than a few seconds on AWS; an endpoint that accepts a connection and never answers would
+/// otherwise hold the call for ever.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default longest time of an API call (`aws.operation_timeout`): three attempts of 30 s and the
+/// standard retry mode's pauses (at most 1 s, then 2 s) fit in it, so the last attempt's own
+/// error, which names the endpoint, is the one reported.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default longest time to connect (part of every attempt).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Upper bound of `aws.attempt_timeout` and `aws.operation_timeout`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// serde adapter for the timeouts: a humantime string, more than 0 and at most [`MAX_TIMEOUT`],
+/// checked where it is parsed (toml names the key).
+mod bounded_timeout {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let Some(s) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let v = humantime::parse_duration(s.trim()).map_err(|e| {
+            D::Error::custom(format!(
+                "\"{s}\" is not a duration ({e}); examples: \"5s\", \"30s\", \"2m\""
+            ))
+        })?;
+        if v.is_zero() {
+            return Err(D::Error::custom(format!("\"{s}\": must be more than 0s")));
+        }
+        if v > super::MAX_TIMEOUT {
+            return Err(D::Error::custom(format!(
+                "\"{s}\" is longer than the maximum, 1h"
+            )));
+        }
+        Ok(Some(v))
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        super::super::duration::serde_humantime_opt::serialize(v, s)
+    }
+}
+
+/// The timeouts of every call: `attempt_timeout`, `operation_timeout` (at least the attempt
+/// timeout) and [`DEFAULT_CONNECT_TIMEOUT`].
+#[must_use]
+pub fn timeout_config(settings: &AwsSettings) -> aws_config::timeout::TimeoutConfig {
+    let attempt = settings.attempt_timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT);
+    let operation = settings
+        .operation_timeout
+        .unwrap_or(DEFAULT_OPERATION_TIMEOUT)
+        .max(attempt);
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(DEFAULT_CONNECT_TIMEOUT.min(attempt))
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(operation)
+        .build()
+}
+
+/// Names the service, operation and endpoint in a call's error when it never got an answer (a
+/// timeout, a refused connection, a DNS failure): the SDK's own "dispatch failure" or "timeout"
+/// names none of them. Runs once per call, after the last attempt.
+#[derive(Debug)]
+struct NameTheEndpoint;
+
+/// A call that got no answer from its endpoint.
+#[derive(Debug)]
+struct NoAnswer {
+    service: String,
+    operation: String,
+    endpoint: String,
+    source: BoxError,
+}
+
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} at {}: no answer",
+            self.service, self.operation, self.endpoint
+        )
+    }
+}
+
+impl std::error::Error for NoAnswer {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}
+
+/// The URI of a call's last attempt (the request itself is gone when a timeout ends it).
+#[derive(Clone, Debug)]
+struct AttemptUri(String);
+
+impl Storable for AttemptUri {
+    type Storer = StoreReplace<Self>;
+}
+
+impl Intercept for NameTheEndpoint {
+    fn name(&self) -> &'static str {
+        "NameTheEndpoint"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let uri = context.request().uri();
+        let uri = uri.split('?').next().unwrap_or(uri).to_owned();
+        cfg.interceptor_state().store_put(AttemptUri(uri));
+        Ok(())
+    }
+
+    fn modify_before_completion(
+        &self,
+        context: &mut FinalizerInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let endpoint = cfg
+            .load::<AttemptUri>()
+            .map_or_else(|| "its endpoint".to_owned(), |u| u.0.clone());
+        let (service, operation) = cfg.load::<Metadata>().map_or_else(
+            || ("AWS".to_owned(), "call".to_owned()),
+            |m| (m.service().to_owned(), m.name().to_owned()),
+        );
+        let Some(Err(err)) = context.output_or_error_mut() else {
+            return Ok(());
+        };
+        let timeout = err.is_timeout_error();
+        let connector = err.as_connector_error().map(ConnectorError::is_timeout);
+        if !timeout && connector.is_none() {
+            return Ok(());
+        }
+        let old = std::mem::replace(err, OrchestratorError::other("replaced"));
+        let named = Box::new(NoAnswer {
+            service,
+            operation,
+            endpoint,
+            source: Box::new(old),
+        });
+        *err = match connector {
+            Some(false) => OrchestratorError::connector(ConnectorError::io(named)),
+            Some(true) => OrchestratorError::connector(ConnectorError::timeout(named)),
+            None => OrchestratorError::timeout(named),
+        };
+        Ok(())
+    }
+}
 
 /// The HTTPS client of every AWS call, the instance metadata service's included: the SDK's own
 /// hyper client, with rustls on the *ring* crypto provider (TLS 1.2/1.3, the system's root
@@ -60,6 +239,7 @@ pub async fn sdk_config(settings: &AwsSettings) -> aws_config::SdkConfig {
         .map_or(DEFAULT_MAX_ATTEMPTS, NonZeroU32::get);
     loader
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(attempts))
+        .timeout_config(timeout_config(settings))
         .load()
         .await
 }
@@ -86,14 +266,39 @@ pub struct Aws {
 impl Aws {
     /// Clients for every service from one config.
     #[must_use]
+    /// Every client names the service and endpoint of a call that got no answer.
     pub fn from_conf(conf: &aws_config::SdkConfig) -> Self {
         Self {
-            ec2: aws_sdk_ec2::Client::new(conf),
-            asg: aws_sdk_autoscaling::Client::new(conf),
-            ssm: aws_sdk_ssm::Client::new(conf),
-            cw: aws_sdk_cloudwatch::Client::new(conf),
-            logs: aws_sdk_cloudwatchlogs::Client::new(conf),
-            cfn: aws_sdk_cloudformation::Client::new(conf),
+            ec2: aws_sdk_ec2::Client::from_conf(
+                aws_sdk_ec2::config::Builder::from(conf)
+                    .interceptor(NameTheEndpoint)
+                    .build(),
+            ),
+            asg: aws_sdk_autoscaling::Client::from_conf(
+                aws_sdk_autoscaling::config::Builder::from(conf)
+                    .interceptor(NameTheEndpoint)
+                    .build(),
+            ),
+            ssm: aws_sdk_ssm::Client::from_conf(
+                aws_sdk_ssm::config::Builder::from(conf)
+                    .interceptor(NameTheEndpoint)
+                    .build(),
+            ),
+            cw: aws_sdk_cloudwatch::Client::from_conf(
+                aws_sdk_cloudwatch::config::Builder::from(conf)
+                    .interceptor(NameTheEndpoint)
+                    .build(),
+            ),
+            logs: aws_sdk_cloudwatchlogs::Client::from_conf(
+                aws_sdk_cloudwatchlogs::config::Builder::from(conf)
+                    .interceptor(NameTheEndpoint)
+                    .build(),
+            ),
+            cfn: aws_sdk_cloudformation::Client::from_conf(
+                aws_sdk_cloudformation::config::Builder::from(conf)
+                    .interceptor(NameTheEndpoint)
+                    .build(),
+            ),
             region: conf.region().map(ToString::to_string),
         }
     }
@@ -129,6 +334,81 @@ mod tests {
             conf.http_client().is_some(),
             "every config carries our client"
         );
+    }
+
+    #[tokio::test]
+    async fn test_timeouts_default_and_configured() {
+        let conf = sdk_config(&AwsSettings::default()).await;
+        let t = conf.timeout_config().expect("timeouts are set");
+        assert_eq!(t.operation_attempt_timeout(), Some(DEFAULT_ATTEMPT_TIMEOUT));
+        assert_eq!(t.operation_timeout(), Some(DEFAULT_OPERATION_TIMEOUT));
+        assert_eq!(t.connect_timeout(), Some(DEFAULT_CONNECT_TIMEOUT));
+        let s: AwsSettings =
+            toml::from_str("attempt_timeout = \"2s\"\noperation_timeout = \"1s\"").unwrap();
+        let t = timeout_config(&s);
+        assert_eq!(t.operation_attempt_timeout(), Some(Duration::from_secs(2)));
+        assert_eq!(
+            t.operation_timeout(),
+            Some(Duration::from_secs(2)),
+            "never shorter than one attempt"
+        );
+        assert_eq!(t.connect_timeout(), Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn test_timeouts_are_bounded_where_parsed() {
+        for (text, want) in [
+            ("attempt_timeout = \"0s\"", "more than 0s"),
+            (
+                "operation_timeout = \"500000000000y\"",
+                "longer than the maximum",
+            ),
+            ("attempt_timeout = \"soon\"", "not a duration"),
+        ] {
+            let e = toml::from_str::<AwsSettings>(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+            assert!(
+                e.contains(text.split(' ').next().unwrap()),
+                "names the key: {e}"
+            );
+        }
+    }
+
+    /// An endpoint that accepts connections and never answers: the call fails within its
+    /// timeouts, and the error names the service, the operation and the endpoint.
+    #[tokio::test]
+    async fn test_a_silent_endpoint_fails_in_bounded_time_naming_it() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepted by the kernel's backlog; nobody ever reads or answers.
+        let s = AwsSettings {
+            region: Some("us-east-1".into()),
+            endpoint_url: Some(format!("http://{addr}")),
+            max_attempts: NonZeroU32::new(2),
+            attempt_timeout: Some(Duration::from_millis(300)),
+            operation_timeout: Some(Duration::from_secs(5)),
+            ..AwsSettings::default()
+        };
+        let conf = sdk_config(&s).await.into_builder().credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new("k", "s", None, None, "test"),
+            ),
+        );
+        let aws = Aws::from_conf(&conf.build());
+        let started = std::time::Instant::now();
+        let e = aws
+            .asg
+            .describe_auto_scaling_groups()
+            .send()
+            .await
+            .unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
+        let text = aws_smithy_types::error::display::DisplayErrorContext(&e).to_string();
+        assert!(text.contains("Auto Scaling"), "{text}");
+        assert!(text.contains("DescribeAutoScalingGroups"), "{text}");
+        assert!(text.contains(&addr.to_string()), "{text}");
+        drop(listener);
     }
 
     #[test]

@@ -68,10 +68,12 @@ if [[ "${BAKE_HARDEN_PACKAGES:-1}" == 1 ]]; then
       apparmor-utils systemd-timesyncd rsyslog logrotate ca-certificates >/dev/null
     # Unused services and packages (CIS 2.2): none of these is needed by the app or the agent.
     # Session Manager replaces SSH; the fleet has no printers, mail, NFS server or X.
+    # openssh-server is not removed here: Packer's communicator is SSH over Session Manager and
+    # opens a new session for every later script; cleanup.sh removes it as its very last step.
     for p in telnet telnetd rsh-client rsh-server nis talk talkd ntalk xinetd inetutils-inetd \
              avahi-daemon cups isc-dhcp-server slapd nfs-kernel-server bind9 vsftpd apache2 \
              dovecot-core samba squid snmpd rsync exim4-base exim4-daemon-light postfix \
-             openssh-server gcc g++ make; do
+             gcc g++ make; do
       if dpkg -s "$p" >/dev/null 2>&1; then
         apt-get purge -y -qq "$p" >/dev/null
       fi
@@ -86,7 +88,7 @@ if [[ "${BAKE_HARDEN_PACKAGES:-1}" == 1 ]]; then
     dnf -y -q install audit psacct sysstat libpwquality aide nftables chrony rsyslog
     for p in telnet-server rsh-server ypbind tftp-server xinetd avahi cups dhcp-server openldap-servers \
              nfs-utils-server bind vsftpd httpd dovecot samba squid net-snmp rsync-daemon postfix \
-             openssh-server gcc make; do
+             gcc make; do
       if rpm -q "$p" >/dev/null 2>&1; then dnf -y -q remove "$p"; fi
     done
     dnf clean all
@@ -101,7 +103,9 @@ svc() { systemctl "$@" >/dev/null 2>&1 || true; }
 for s in auditd acct psacct sysstat nftables apparmor systemd-timesyncd chronyd rsyslog usbguard; do
   svc enable "$s.service"
 done
-# sshd is not used (Session Manager is the only way in): masked so nothing can start it.
+# sshd is not used on instances (Session Manager is the only way in): masked so nothing can
+# start it at boot. Masking does not stop the running sshd of the build, which Packer's
+# communicator still needs; cleanup.sh removes the package last.
 for s in ssh sshd ssh.socket sshd.socket rpcbind rpcbind.socket avahi-daemon cups; do
   svc disable "$s"
   svc mask "$s"

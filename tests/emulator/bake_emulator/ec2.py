@@ -11,6 +11,12 @@ parameters as the source version, except for parameters that you specify in Laun
 moto ignores SourceVersion, so a new version that only names an ImageId would lose the source's
 UserData, instance type, metadata options, profile… This keeps top-level keys of the source's data
 that the request does not set (AWS merges at the top level of LaunchTemplateData as well).
+
+3. RegisterImage's ``Architecture``, ``VirtualizationType``, ``RootDeviceName`` and
+``BlockDeviceMappings``: moto keeps only the name and description, so a registered image has no
+architecture and root device type ``standard``, and no ``source_ami_filter`` (architecture,
+root-device-type, virtualization-type) can find it. AWS: the root device type is ``ebs`` when the
+root device's mapping is an EBS volume.
 """
 
 import copy
@@ -72,3 +78,20 @@ def install():
         return original_modify(self)
 
     AmisResponse.modify_image_attribute = modify_image_attribute
+
+    original_register = AmisResponse.register_image
+
+    def register_image(self):
+        result = original_register(self)
+        ami = self.ec2_backend.describe_images(ami_ids=[result.result["ImageId"]])[0]
+        ami.architecture = self._get_param("Architecture") or "x86_64"
+        ami.virtualization_type = self._get_param("VirtualizationType") or "hvm"
+        root = self._get_param("RootDeviceName")
+        if root:
+            ami.root_device_name = root
+        mappings = self._get_param("BlockDeviceMappings") or self._get_param("BlockDeviceMapping") or []
+        if any(m.get("DeviceName") == ami.root_device_name and "Ebs" in m for m in mappings):
+            ami.root_device_type = "ebs"
+        return result
+
+    AmisResponse.register_image = register_image
