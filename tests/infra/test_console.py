@@ -183,3 +183,37 @@ def test_network_endpoints_cover_the_agents_services():
         assert cfn.refs(p["SecurityGroupIds"]) == {"EndpointSecurityGroup"}, lid
     sg = res["EndpointSecurityGroup"]["Properties"]
     assert [(r["IpProtocol"], r["FromPort"], r["ToPort"]) for r in sg["SecurityGroupIngress"]] == [("tcp", 443, 443)]
+
+
+def _deploy_md_parameters():
+    """{stem: {name: (type, default, description)}} from docs/deploy.md's "### Parameters"."""
+    text = (cfn.ROOT / "docs" / "deploy.md").read_text()
+    section = text.split("### Parameters\n", 1)[1].split("\n### ", 1)[0]
+    out, stem = {}, None
+    for line in section.splitlines():
+        m = re.match(r"^\*\*(\w+)\.yaml\*\*$", line)
+        if m:
+            stem = m.group(1)
+            out[stem] = {}
+            continue
+        m = re.match(r"^\| `(\w+)` \| `([^`]+)` \| (.+?) \| (.+) \|$", line)
+        if m and stem:
+            out[stem][m.group(1)] = (m.group(2), m.group(3), m.group(4).replace("\\|", "|"))
+    return out
+
+
+def test_deploy_md_lists_every_parameter_as_the_console_shows_it():
+    doc = _deploy_md_parameters()
+    want = {}
+    for stem, t in cfn.templates().items():
+        if "Parameters" not in t:  # .checkov.yaml
+            continue
+        want[stem] = {}
+        for k, v in t["Parameters"].items():
+            if k == "EnvName":
+                assert v.get("Default") == "prod", stem
+                continue
+            d = v.get("Default")
+            d = "–" if d is None else ('`""`' if d == "" else f"`{d}`")
+            want[stem][k] = (v["Type"], d, " ".join(v["Description"].split()))
+    assert doc == want
