@@ -127,7 +127,7 @@ def main():
     elbv2 = client("elbv2", endpoint)
     image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     params = {
-        "network": {},
+        "network": {"InterfaceEndpoints": "true"},  # the opt-in endpoints too
         "data": {},
         "edge": {"HostedZoneId": "Z0000000000000000000"},
         "iam": {"GitHubRepository": "example/bake"},
@@ -198,6 +198,15 @@ def main():
             errors.append(f"HealthCheckType {asg['HealthCheckType']}")
         if len(asg["VPCZoneIdentifier"].split(",")) != 2:
             errors.append(f"subnets {asg['VPCZoneIdentifier']}")
+    # network.yaml's endpoints (InterfaceEndpoints=true): S3 gateway + six interface endpoints.
+    vpc_id = [o["OutputValue"] for o in cfn.describe_stacks(StackName=f"bake-{ENV}-network")["Stacks"][0]["Outputs"] if o["OutputKey"] == "VpcId"][0]
+    eps = ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["VpcEndpoints"]
+    kinds = sorted((e["ServiceName"].rsplit(".", 1)[1], e["VpcEndpointType"]) for e in eps)
+    want = sorted([("s3", "Gateway")] + [(s, "Interface") for s in ("autoscaling", "ec2messages", "logs", "monitoring", "ssm", "ssmmessages")])
+    if kinds != want:
+        errors.append(f"VPC endpoints {kinds}, expected {want}")
+    else:
+        print(f"network in the emulator: {len(eps)} VPC endpoints ({', '.join(k for k, _ in kinds)})")
     lt = ec2.describe_launch_template_versions(LaunchTemplateId=outputs["LaunchTemplateId"])["LaunchTemplateVersions"][0]
     md = lt["LaunchTemplateData"].get("MetadataOptions", {})
     if md.get("HttpTokens") != "required" or int(md.get("HttpPutResponseHopLimit", 0)) != 1:
