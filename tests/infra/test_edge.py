@@ -139,6 +139,12 @@ def edge():
     port = _free_port()
     cfg = TEMPLATE.read_text().replace("@PORT@", str(port)).replace(
         "@SERVERS@\n", f"    server app 127.0.0.1:{app.port} check\n")
+    # The target group's values (the fleet reads them from edge.yaml; any valid ones do here).
+    for k, v in {"SOCKET": "/dev/null/unused", "CHECK_PATH": "/health", "MATCHER": "200-399",
+                 "INTERVAL": "100ms", "HEALTHY": "2", "UNHEALTHY": "3", "CHECK_TIMEOUT": "1s",
+                 "CONNECT_TIMEOUT": "10s", "IDLE_TIMEOUT": "60s"}.items():
+        cfg = cfg.replace(f"@{k}@", v)
+    cfg = cfg.replace("    stats socket /dev/null/unused mode 600 level admin\n", "")
     with tempfile.TemporaryDirectory(prefix="bake-edge-") as d:
         path = Path(d) / "haproxy.cfg"
         path.write_text(cfg)

@@ -13,16 +13,18 @@
 //!   The harness keeps one directory per version (a copy of the app); version [`BROKEN`] never
 //!   becomes ready.
 //!
-//! haproxy (Debian's, `/usr/sbin/haproxy`, master-worker mode) plays the ALB and its target group:
-//! the instances the group has `InService` are its servers, health-checked on `/health`; the
-//! configuration is regenerated and reloaded (SIGUSR2 to the master) whenever that set changes.
+//! haproxy (Debian's, `/usr/sbin/haproxy`, master-worker mode) plays the ALB and its target group
+//! ([`haproxy`]): the settings of `cloudformation/edge.yaml`'s target group (health checks,
+//! thresholds, matcher, deregistration delay), no retries. An instance the group has `InService`
+//! is registered (through haproxy's runtime API) and gets requests once it passed a health
+//! check; one the group is terminating is deregistered (draining) and, once its requests ended
+//! or the deregistration delay passed, removed; only then does its IMDS say `Terminated`.
 //! `/crash` and `/generatecert` are answered 403 at the edge, as the ALB's rules do.
 //!
 //! Everything (agents, apps, haproxy, the stand-ins) is stopped when the [`Fleet`] is dropped,
 //! also when a test panics. [`LoadGen`] is a bounded load generator (count and time, loopback only).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -39,12 +41,14 @@ use bake_common::aws::{Aws, AwsSettings};
 use crate::imds::{Imds, ImdsState};
 use crate::Emulator;
 
+pub mod haproxy;
+pub use haproxy::HAPROXY;
+use haproxy::{Lb, TargetGroup};
+
 /// The AMI tag naming the app version an image carries.
 pub const APP_VERSION_TAG: &str = "bake:app-version";
 /// The app version whose `/health` never answers 200 (rollback scenarios).
 pub const BROKEN: &str = "broken";
-/// Debian's haproxy.
-pub const HAPROXY: &str = "/usr/sbin/haproxy";
 /// The launch hook of groups made by [`create_group`].
 pub const LAUNCH_HOOK: &str = "launch";
 /// The terminate hook of groups made by [`create_group`].
@@ -59,9 +63,9 @@ pub struct FleetOptions {
     pub agent_bin: PathBuf,
     /// How often the emulator is polled.
     pub poll: Duration,
-    /// Between taking a terminating instance out of haproxy and telling its agent (IMDS
-    /// `Terminated`): the target group's deregistration delay.
-    pub drain_delay: Duration,
+    /// The emulator's clock scale, applied to the target group's health check interval and
+    /// timeout and its deregistration delay (the group's own clocks run at it too).
+    pub time_scale: f64,
     /// The agent's `readiness.timeout` (never ready by then → ABANDON).
     pub ready_timeout: Duration,
     /// The agent's `supervise.crash_loop_count` within `crash_loop_window`.
@@ -80,7 +84,7 @@ impl FleetOptions {
             asg: asg.to_owned(),
             agent_bin,
             poll: Duration::from_millis(150),
-            drain_delay: Duration::from_millis(800),
+            time_scale: crate::emulator::DEFAULT_TIME_SCALE,
             ready_timeout: Duration::from_secs(30),
             crash_loop_count: 4,
             crash_loop_window: Duration::from_secs(30),
@@ -100,7 +104,7 @@ pub struct InstanceView {
     pub port: u16,
     /// The group's lifecycle state (`Pending:Wait`, `InService`, `Terminating:Wait`, …).
     pub lifecycle: String,
-    /// Whether haproxy has it as a server.
+    /// Whether haproxy sends it requests (registered, passed its health checks, not draining).
     pub in_lb: bool,
     /// The agent's log file.
     pub log: PathBuf,
@@ -113,8 +117,10 @@ pub struct FleetStats {
     pub launched: u64,
     /// Simulated instances stopped because the group terminated them.
     pub terminated: u64,
-    /// haproxy reloads.
-    pub reloads: u64,
+    /// Targets registered with haproxy.
+    pub registered: u64,
+    /// Targets deregistered (drained and removed).
+    pub deregistered: u64,
     /// App restarts by the agents (from their logs), stopped instances included.
     pub restarts: u64,
 }
@@ -123,7 +129,12 @@ struct SimInstance {
     view: InstanceView,
     imds: Imds,
     agent: Child,
-    terminating_since: Option<Instant>,
+    /// Registered with haproxy (an `add server` was done).
+    registered: bool,
+    /// Deregistered at (haproxy `drain`).
+    draining_since: Option<Instant>,
+    /// Removed from haproxy (deregistration complete).
+    removed: bool,
 }
 
 impl SimInstance {
@@ -175,98 +186,6 @@ struct Shared {
     lb_servers: Vec<(String, u16)>,
 }
 
-/// haproxy in master-worker mode, its own process group; stopped when dropped.
-struct Haproxy {
-    child: Child,
-    config: PathBuf,
-    port: u16,
-}
-
-impl Haproxy {
-    fn start(config: PathBuf, port: u16) -> anyhow::Result<Self> {
-        write_haproxy_config(&config, port, &[])?;
-        let log = std::fs::File::create(config.with_extension("log"))?;
-        let mut cmd = Command::new(HAPROXY);
-        cmd.args(["-W", "-f"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        crate::process::die_with_parent(&mut cmd);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {HAPROXY} (installed by tools/setup)"))?;
-        let hp = Self {
-            child,
-            config,
-            port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                bail!(
-                    "haproxy did not listen on 127.0.0.1:{port}; see {}",
-                    hp.config.with_extension("log").display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(hp)
-    }
-
-    fn reload(&mut self, servers: &[(String, u16)]) -> anyhow::Result<()> {
-        let next = self.config.with_extension("next");
-        write_haproxy_config(&next, self.port, servers)?;
-        let check = Command::new(HAPROXY)
-            .args(["-c", "-q", "-f"])
-            .arg(&next)
-            .output()?;
-        if !check.status.success() {
-            bail!(
-                "haproxy rejects the generated configuration: {}",
-                String::from_utf8_lossy(&check.stderr)
-            );
-        }
-        std::fs::rename(&next, &self.config)?;
-        let pid = self.child.id().to_string();
-        let ok = Command::new("kill")
-            .args(["-USR2", "--", &pid])
-            .status()?
-            .success();
-        if !ok {
-            bail!("could not signal haproxy {pid}");
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        crate::process::stop_group(&mut self.child, Duration::from_secs(5));
-    }
-}
-
-/// The haproxy configuration: the ALB's listener rules (403 for `/crash` and `/generatecert`),
-/// and its target group (health checks on `/health`, retries of requests a dying target did not
-/// answer).
-#[must_use]
-pub fn haproxy_config(port: u16, servers: &[(String, u16)]) -> String {
-    let template = include_str!("../../fleet/haproxy.cfg.in");
-    let mut lines = String::new();
-    for (id, p) in servers {
-        let _ = writeln!(lines, "    server {id} 127.0.0.1:{p} check");
-    }
-    template
-        .replace("@PORT@", &port.to_string())
-        .replace("@SERVERS@\n", &lines)
-}
-
-fn write_haproxy_config(path: &Path, port: u16, servers: &[(String, u16)]) -> anyhow::Result<()> {
-    std::fs::write(path, haproxy_config(port, servers))
-        .with_context(|| format!("writing {}", path.display()))
-}
-
 /// A free port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -289,7 +208,7 @@ pub struct Fleet {
     opts: FleetOptions,
     dir: tempfile::TempDir,
     shared: Arc<Mutex<Shared>>,
-    haproxy: Arc<Mutex<Option<Haproxy>>>,
+    haproxy: Arc<Mutex<Option<Lb>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     lb_port: u16,
@@ -328,7 +247,12 @@ impl Fleet {
         } else {
             opts.lb_port
         };
-        let haproxy = Haproxy::start(dir.path().join("haproxy.cfg"), lb_port)?;
+        let haproxy = Lb::start(
+            dir.path(),
+            lb_port,
+            TargetGroup::from_edge_template()?,
+            opts.time_scale,
+        )?;
         let shared = Arc::new(Mutex::new(Shared::default()));
         let haproxy = Arc::new(Mutex::new(Some(haproxy)));
         let stop = Arc::new(AtomicBool::new(false));
@@ -410,7 +334,7 @@ impl Fleet {
         self.shared.lock().expect("fleet lock").last_error.clone()
     }
 
-    /// The servers haproxy has now: (instance id, port).
+    /// The servers haproxy sends requests to now: (instance id, port).
     #[must_use]
     pub fn lb_servers(&self) -> Vec<(String, u16)> {
         self.shared.lock().expect("fleet lock").lb_servers.clone()
@@ -510,7 +434,7 @@ async fn tick(
     ctx: &mut Ctx,
     aws: &Aws,
     shared: &Mutex<Shared>,
-    haproxy: &Mutex<Option<Haproxy>>,
+    haproxy: &Mutex<Option<Lb>>,
 ) -> anyhow::Result<()> {
     let out = aws
         .asg
@@ -559,25 +483,86 @@ async fn tick(
     }
     let mut g = shared.lock().expect("fleet lock");
     let by_id: BTreeMap<&str, &Seen> = seen.iter().map(|s| (s.id.as_str(), s)).collect();
-    let mut gone = Vec::new();
     for (id, inst) in &mut g.instances {
-        match by_id.get(id.as_str()) {
-            None => gone.push(id.clone()),
-            Some(s) => {
-                inst.view.lifecycle.clone_from(&s.lifecycle);
-                if s.lifecycle.starts_with("Terminat") {
-                    let since = *inst.terminating_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= ctx.opts.drain_delay && !inst.view.in_lb {
-                        inst.imds.update(|st| {
-                            if st.target_lifecycle_state.as_deref() != Some("Terminated") {
-                                st.target_lifecycle_state = Some("Terminated".into());
-                            }
-                        });
-                    }
-                }
-            }
+        if let Some(s) = by_id.get(id.as_str()) {
+            inst.view.lifecycle.clone_from(&s.lifecycle);
         }
     }
+    let hp = haproxy.lock().expect("haproxy lock");
+    let lb = hp.as_ref().context("haproxy is stopped")?;
+    let states: BTreeMap<String, haproxy::ServerState> = lb
+        .servers()?
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
+    let delay = lb.deregistration_delay();
+    let (mut registered, mut deregistered) = (0, 0);
+    for inst in g.instances.values_mut() {
+        let id = inst.view.id.clone();
+        let in_group = by_id.contains_key(id.as_str());
+        let terminating = !in_group || inst.view.lifecycle.starts_with("Terminat");
+        if in_group && inst.view.lifecycle == "InService" && !inst.registered {
+            // RegisterTargets: the group registers an instance as it goes InService.
+            lb.register(&id, inst.view.port)?;
+            inst.registered = true;
+            registered += 1;
+        }
+        if terminating && inst.registered && inst.draining_since.is_none() {
+            // DeregisterTargets: no new requests; those in flight go on.
+            lb.deregister(&id)?;
+            inst.draining_since = Some(Instant::now());
+        }
+        if let (Some(since), false) = (inst.draining_since, inst.removed) {
+            // Complete at once when nothing is in flight, else after the delay.
+            let idle = states.get(&id).is_none_or(|s| s.sessions == 0);
+            if idle || since.elapsed() >= delay || !in_group {
+                lb.remove(&id)?;
+                inst.removed = true;
+                deregistered += 1;
+            }
+        }
+        // AWS deregisters first, then the instance enters Terminating:Wait; its IMDS says
+        // Terminated, and the agent drains the app and completes the terminate hook.
+        if terminating && (!inst.registered || inst.removed) {
+            inst.imds.update(|st| {
+                if st.target_lifecycle_state.as_deref() != Some("Terminated") {
+                    st.target_lifecycle_state = Some("Terminated".into());
+                }
+            });
+        }
+    }
+    let waiting: BTreeSet<String> = g
+        .instances
+        .values()
+        .filter(|i| i.draining_since.is_some() || !i.registered)
+        .map(|i| i.view.id.clone())
+        .collect();
+    let states: Vec<haproxy::ServerState> = states.into_values().collect();
+    // An initial target gets requests once it passed one health check.
+    lb.admit_healthy(&states, &|id| waiting.contains(id))?;
+    drop(hp);
+    let serving: BTreeSet<&str> = states
+        .iter()
+        .filter(|s| s.serving() && !waiting.contains(&s.name))
+        .map(|s| s.name.as_str())
+        .collect();
+    let mut servers = Vec::new();
+    for i in g.instances.values_mut() {
+        i.view.in_lb = serving.contains(i.view.id.as_str());
+        if i.view.in_lb {
+            servers.push((i.view.id.clone(), i.view.port));
+        }
+    }
+    g.lb_servers = servers;
+    g.stats.registered += registered;
+    g.stats.deregistered += deregistered;
+    // Gone from the group (terminated, abandoned): stop the agent once out of haproxy.
+    let gone: Vec<String> = g
+        .instances
+        .iter()
+        .filter(|(id, i)| !by_id.contains_key(id.as_str()) && (!i.registered || i.removed))
+        .map(|(id, _)| id.clone())
+        .collect();
     for id in gone {
         if let Some(mut inst) = g.instances.remove(&id) {
             g.stats.terminated += 1;
@@ -596,24 +581,6 @@ async fn tick(
     g.gone = pending;
     for h in done {
         g.stats.restarts += h.join().unwrap_or(0);
-    }
-    // The target group: instances in service.
-    let servers: Vec<(String, u16)> = g
-        .instances
-        .values()
-        .filter(|i| i.view.lifecycle == "InService")
-        .map(|i| (i.view.id.clone(), i.view.port))
-        .collect();
-    if servers != g.lb_servers {
-        if let Some(hp) = haproxy.lock().expect("haproxy lock").as_mut() {
-            hp.reload(&servers)?;
-        }
-        g.stats.reloads += 1;
-        let ids: BTreeSet<&String> = servers.iter().map(|s| &s.0).collect();
-        for i in g.instances.values_mut() {
-            i.view.in_lb = ids.contains(&i.view.id);
-        }
-        g.lb_servers = servers;
     }
     Ok(())
 }
@@ -731,7 +698,9 @@ async fn launch(ctx: &mut Ctx, aws: &Aws, s: &Seen) -> anyhow::Result<SimInstanc
         },
         imds,
         agent,
-        terminating_since: None,
+        registered: false,
+        draining_since: None,
+        removed: false,
     })
 }
 
@@ -986,17 +955,115 @@ pub struct LoadStats {
     pub versions: BTreeMap<String, u64>,
     /// The first few failures, for the test's message.
     pub failures: Vec<String>,
+    /// Failures by cause ([`Cause`]'s names: `refused`, `reset`, `502`, `503`, `504`,
+    /// `timeout`, another status, `other`).
+    pub causes: BTreeMap<String, u64>,
     /// How long it ran.
     pub elapsed: Duration,
 }
 
+/// Why a request failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// The connection was refused.
+    Refused,
+    /// Reset or closed before a whole answer.
+    Reset,
+    /// No answer in time.
+    Timeout,
+    /// An answer other than 200.
+    Status(u16),
+    /// Anything else.
+    Other,
+}
+
+impl Cause {
+    /// The name counted in [`LoadStats::causes`].
+    #[must_use]
+    pub fn name(&self) -> String {
+        match self {
+            Self::Refused => "refused".into(),
+            Self::Reset => "reset".into(),
+            Self::Timeout => "timeout".into(),
+            Self::Status(c) => c.to_string(),
+            Self::Other => "other".into(),
+        }
+    }
+
+    /// The cause of a failed [`http_get`].
+    #[must_use]
+    pub fn of_error(e: &anyhow::Error) -> Self {
+        use std::io::ErrorKind as K;
+        if let Some(io) = e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()) {
+            return match io.kind() {
+                K::ConnectionRefused => Self::Refused,
+                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+                    Self::Reset
+                }
+                K::TimedOut | K::WouldBlock => Self::Timeout,
+                _ => Self::Other,
+            };
+        }
+        // Closed with nothing or half an answer read.
+        if e.to_string().starts_with("not an HTTP response") {
+            return Self::Reset;
+        }
+        Self::Other
+    }
+}
+
 impl LoadStats {
+    /// Requests per second over the run.
+    #[must_use]
+    pub fn rate(&self) -> f64 {
+        let s = self.elapsed.as_secs_f64();
+        if s > 0.0 {
+            self.sent as f64 / s
+        } else {
+            0.0
+        }
+    }
+
+    /// `sent N, failed N (cause: n, …), N req/s`, for reports.
+    #[must_use]
+    pub fn summary(&self) -> String {
+        let causes: Vec<String> = self
+            .causes
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        format!(
+            "sent {}, ok {}, failed {} ({}), {:.0} req/s over {:.1}s",
+            self.sent,
+            self.ok,
+            self.failed,
+            if causes.is_empty() {
+                "none".into()
+            } else {
+                causes.join(", ")
+            },
+            self.rate(),
+            self.elapsed.as_secs_f64()
+        )
+    }
+
+    fn fail(&mut self, cause: &Cause, what: String) {
+        self.failed += 1;
+        *self.causes.entry(cause.name()).or_default() += 1;
+        if self.failures.len() < 10 {
+            self.failures.push(what);
+        }
+    }
+
     fn merge(&mut self, o: Self) {
         self.sent += o.sent;
         self.ok += o.ok;
         self.failed += o.failed;
         for (k, v) in o.versions {
             *self.versions.entry(k).or_default() += v;
+        }
+        for (k, v) in o.causes {
+            *self.causes.entry(k).or_default() += v;
         }
         self.failures.extend(
             o.failures
@@ -1060,20 +1127,14 @@ impl LoadGen {
                             one.versions.insert(v, 1);
                         }
                         Ok((code, body)) => {
-                            st.failed += 1;
-                            one.failed = 1;
-                            if st.failures.len() < 10 {
-                                st.failures.push(format!("{code} {}", body.trim()));
-                            }
-                            one.failures.push(format!("{code} {}", body.trim()));
+                            let what = format!("{code} {}", body.trim());
+                            st.fail(&Cause::Status(code), what.clone());
+                            one.fail(&Cause::Status(code), what);
                         }
                         Err(e) => {
-                            st.failed += 1;
-                            one.failed = 1;
-                            if st.failures.len() < 10 {
-                                st.failures.push(format!("{e:#}"));
-                            }
-                            one.failures.push(format!("{e:#}"));
+                            let cause = Cause::of_error(&e);
+                            st.fail(&cause, format!("{e:#}"));
+                            one.fail(&cause, format!("{e:#}"));
                         }
                     }
                     one.elapsed = started.elapsed();
@@ -1125,12 +1186,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn test_haproxy_config_has_servers_and_edge_rules() {
-        let c = haproxy_config(8080, &[("i-1".into(), 4001), ("i-2".into(), 4002)]);
+    fn test_haproxy_config_has_the_edge_rules_and_no_static_server() {
+        let tg = TargetGroup::from_edge_template().unwrap();
+        let c = haproxy::config(8080, Path::new("/tmp/s"), &tg, 0.01);
         assert!(c.contains("bind 127.0.0.1:8080"), "{c}");
-        assert!(c.contains("server i-1 127.0.0.1:4001 check"), "{c}");
-        assert!(c.contains("server i-2 127.0.0.1:4002 check"), "{c}");
         assert!(c.contains("/crash") && c.contains("/generatecert"), "{c}");
+        assert!(
+            !c.lines().any(|l| l.trim_start().starts_with("server ")),
+            "{c}"
+        );
         assert!(!c.contains('@'), "placeholders left: {c}");
     }
 

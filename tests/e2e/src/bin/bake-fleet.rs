@@ -23,6 +23,11 @@ use bake_e2e::Emulator;
 const USAGE: &str =
     "usage: bake-fleet demo [--instances N (1-6, default 3)] [--max-requests N (default 100000)]";
 
+/// Concurrent clients of the load, each pausing [`LOAD_PAUSE`] between requests: about 70
+/// requests/s through haproxy.
+const LOAD_WORKERS: usize = 8;
+const LOAD_PAUSE: Duration = Duration::from_millis(100);
+
 struct Args {
     instances: i32,
     max_requests: u64,
@@ -178,16 +183,16 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
         ),
     )?;
     println!(
-        "== load: 2 workers through haproxy, at most {} requests",
+        "== load: {LOAD_WORKERS} clients through haproxy (about 70 requests/s), at most {} requests",
         args.max_requests
     );
     let gen = LoadGen::start(
         f.lb_addr(),
         "/",
-        2,
+        LOAD_WORKERS,
         args.max_requests,
         Duration::from_secs(600),
-        Duration::from_millis(20),
+        LOAD_PAUSE,
     )?;
     let started = Instant::now();
     let mut releases = Vec::new();
@@ -234,6 +239,14 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
     println!("|{:-<28}|{:-<20}|", "", "");
     println!("| {:<26} | {:>18} |", "requests sent", load.sent);
     println!("| {:<26} | {:>18} |", "requests failed", load.failed);
+    for (cause, n) in &load.causes {
+        println!("| {:<26} | {:>18} |", format!("  failed: {cause}"), n);
+    }
+    println!(
+        "| {:<26} | {:>18} |",
+        "requests/s",
+        format!("{:.0}", load.rate())
+    );
     for (v, c) in &load.versions {
         println!("| {:<26} | {:>18} |", format!("answered by {v}"), c);
     }
@@ -253,7 +266,14 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
         "instances replaced", stats.terminated
     );
     println!("| {:<26} | {:>18} |", "app restarts", stats.restarts);
-    println!("| {:<26} | {:>18} |", "haproxy reloads", stats.reloads);
+    println!(
+        "| {:<26} | {:>18} |",
+        "targets registered", stats.registered
+    );
+    println!(
+        "| {:<26} | {:>18} |",
+        "targets deregistered", stats.deregistered
+    );
     println!("everything stopped.");
     Ok(load.failed == 0 && releases.iter().all(|(r, e)| r.result == *e))
 }
