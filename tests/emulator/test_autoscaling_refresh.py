@@ -225,6 +225,18 @@ def test_checkpoint_pauses_the_refresh_with_a_reason(asg_helper):
     assert time.monotonic() - paused_at >= 0.9  # CheckpointDelay 100 s at 0.01
 
 
+def test_refresh_with_a_checkpoint_below_100_then_100_replaces_every_instance(asg_helper):
+    # AWS, RefreshPreferences.CheckpointPercentages: "To replace all instances in the Auto
+    # Scaling group, the last number in the array must be 100." With 3 instances and [50, 100]
+    # the refresh pauses at the first checkpoint, then goes on to replace the rest.
+    h = asg_helper
+    g = h.create_group("rf-checkpoint-3", 3)
+    rid = start(h, g, MinHealthyPercentage=50, CheckpointPercentages=[50, 100], CheckpointDelay=10)
+    r = h.wait_status(g, rid, "Successful")
+    assert r["PercentageComplete"] == 100
+    assert versions(h, g) == ["2", "2", "2"]
+
+
 def test_cancel_waits_for_transitioning_instances_then_stops(asg_helper):
     h = asg_helper
     g = hooked_group(h, "rf-cancel", 3)

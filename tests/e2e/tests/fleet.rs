@@ -18,11 +18,11 @@ struct World {
 /// Launch before terminate: the group may double, never drops below its capacity.
 const LAUNCH_BEFORE_TERMINATE: &str =
     "min_healthy_percentage = 100\nmax_healthy_percentage = 200\ninstance_warmup = \"30s\"\n";
-/// examples/bake.toml's preferences, without its alarm (the emulator has no such alarm) and
-/// without its checkpoint: the emulator ends a refresh with a checkpoint `Successful` at the
-/// checkpoint's percentage, instances left on the old version (a limit of the emulator).
+/// examples/bake.toml's preferences (checkpoints at 50 and 100 %, 5 minutes apart), without its
+/// alarm (no such alarm exists in the test's emulator).
 const EXAMPLE_PREFERENCES: &str =
     "min_healthy_percentage = 90\nmax_healthy_percentage = 120\ninstance_warmup = \"60s\"\n\
+     checkpoint_percentages = [50, 100]\ncheckpoint_delay = \"5m\"\n\
      skip_matching = true\nauto_rollback = true\n";
 
 impl World {
