@@ -357,6 +357,15 @@ INERT: dict[str, tuple[str, str | None, tuple[str, ...], str]] = {
 }
 
 
+def _name(props: dict) -> str | None:
+    """The name a template gives an inert resource (an OIDC provider's is its URL's host/path)."""
+    for key in ("BackupVaultName", "DeliveryStreamName", "Name"):
+        if props.get(key):
+            return str(props[key])
+    url = props.get("Url")
+    return url.removeprefix("https://") if url else None
+
+
 class InertResource(CloudFormationModel):
     """A resource CloudFormation reports as created, with a physical id and the attributes later
     stacks use, and no effect in the emulator (the types and reasons are in ``INERT``)."""
@@ -374,7 +383,7 @@ class InertResource(CloudFormationModel):
                 partition=get_partition(region_name),
                 region=region_name,
                 account=account_id,
-                name=props.get("Name") or props.get("Url", "").removeprefix("https://") or name,
+                name=_name(props) or name,
                 id=self.id,
             )
             if arn_template
@@ -408,7 +417,7 @@ class InertResource(CloudFormationModel):
         if attribute_name in ("Id", "BackupPlanId", "SelectionId", "VersionId"):
             return self.id
         if attribute_name == "BackupVaultName":
-            return self.props.get("BackupVaultName", self.name)
+            return _name(self.props) or self.name
         if attribute_name == "Capacity":
             return 0
         return f"awswaf:{self.id}:webacl:{self.name}:"  # LabelNamespace
