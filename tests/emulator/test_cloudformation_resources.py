@@ -240,3 +240,33 @@ Outputs:
     # AWS::RDS::DBInstance: "MasterUserSecret.SecretArn: The Amazon Resource Name (ARN) of the secret".
     assert out["Secret"] == db["MasterUserSecret"]["SecretArn"]
     assert emu.client("secretsmanager").describe_secret(SecretId=out["Secret"])["ARN"] == out["Secret"]
+
+
+def test_group_gets_its_lifecycle_hooks_and_warmup_from_the_template(emulator_factory):
+    """AWS::AutoScaling::AutoScalingGroup, LifecycleHookSpecificationList: "One or more lifecycle
+    hooks to add to the Auto Scaling group before instances are launched"; DefaultInstanceWarmup:
+    "The amount of time, in seconds, until a new instance is considered to have finished
+    initializing and resource consumption to become stable after it enters the InService state"."""
+    emu = emulator_factory()
+    group = json.loads(json.dumps(NETWORK["Group"]))
+    group["Properties"].update(
+        MinSize="1",
+        DefaultInstanceWarmup=60,
+        LifecycleHookSpecificationList=[
+            {"LifecycleHookName": "bake-launch", "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING",
+             "HeartbeatTimeout": 600, "DefaultResult": "ABANDON"},
+            {"LifecycleHookName": "bake-terminate", "LifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING",
+             "HeartbeatTimeout": 300, "DefaultResult": "CONTINUE"},
+        ],
+    )
+    deploy(emu, {**NETWORK, "Group": group}, {})
+    asg = emu.client("autoscaling")
+    hooks = asg.describe_lifecycle_hooks(AutoScalingGroupName="cfn-group")["LifecycleHooks"]
+    assert sorted((h["LifecycleHookName"], h["LifecycleTransition"], h["HeartbeatTimeout"], h["DefaultResult"]) for h in hooks) == [
+        ("bake-launch", "autoscaling:EC2_INSTANCE_LAUNCHING", 600, "ABANDON"),
+        ("bake-terminate", "autoscaling:EC2_INSTANCE_TERMINATING", 300, "CONTINUE"),
+    ]
+    (g,) = asg.describe_auto_scaling_groups(AutoScalingGroupNames=["cfn-group"])["AutoScalingGroups"]
+    assert g["DefaultInstanceWarmup"] == 60
+    # The hooks existed before the first instance launched: it waits on the launch hook.
+    assert [i["LifecycleState"] for i in g["Instances"]] == ["Pending:Wait"]

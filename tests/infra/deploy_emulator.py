@@ -7,7 +7,8 @@ iam, fleet), with the exports wired through Fn::ImportValue, exactly as in AWS. 
 moto lacks are added by the emulator (tests/emulator/bake_emulator/cloudformation.py; the inert
 ones are listed in docs/emulator.md). Every stack must reach CREATE_COMPLETE, and the script then
 checks what the emulator now holds, not just the stack status: the Auto Scaling group (min 2, ELB
-health checks, two subnets, the edge's target group), its launch template (IMDSv2 required, hop
+health checks, two subnets, the edge's target group, the template's lifecycle hooks and default
+instance warm-up), its launch template (IMDSv2 required, hop
 limit 1), the target tracking policy (ALBRequestCountPerTarget 600 on the edge's load balancer and
 target group), the SNS topic, and each alarm with the template's metric, dimensions, statistic,
 period, threshold, comparison and SNS actions.
@@ -187,6 +188,18 @@ def main():
             errors.append(f"subnets {asg['VPCZoneIdentifier']}")
         if asg.get("TargetGroupARNs") != [edge["TargetGroupArn"]]:
             errors.append(f"target groups {asg.get('TargetGroupARNs')}, edge exports {edge['TargetGroupArn']}")
+    hooks = {
+        h["LifecycleHookName"]: (h["LifecycleTransition"], h["HeartbeatTimeout"], h["DefaultResult"])
+        for h in asg_client.describe_lifecycle_hooks(AutoScalingGroupName=group)["LifecycleHooks"]
+    }
+    want_hooks = {
+        h["LifecycleHookName"]: (h["LifecycleTransition"], int(h["HeartbeatTimeout"]), h["DefaultResult"])
+        for h in template["Resources"]["Fleet"]["Properties"]["LifecycleHookSpecificationList"]
+    }
+    if hooks != want_hooks or set(hooks) != {fleet["LaunchHookName"], fleet["TerminateHookName"]}:
+        errors.append(f"lifecycle hooks {hooks}, template {want_hooks}")
+    if asgs and asgs[0].get("DefaultInstanceWarmup") != int(template["Resources"]["Fleet"]["Properties"]["DefaultInstanceWarmup"]):
+        errors.append(f"DefaultInstanceWarmup {asgs[0].get('DefaultInstanceWarmup')}")
     lt = ec2.describe_launch_template_versions(LaunchTemplateId=fleet["LaunchTemplateId"])["LaunchTemplateVersions"][0]
     md = lt["LaunchTemplateData"].get("MetadataOptions", {})
     if md.get("HttpTokens") != "required" or int(md.get("HttpPutResponseHopLimit", 0)) != 1:

@@ -3,19 +3,23 @@
 
 moto's CloudFormation finds a resource type's model among the direct subclasses of
 ``CloudFormationModel`` (``moto.cloudformation.parsing.get_model_map``, cached); a type it does not
-find is skipped with a warning, and a Ref/GetAtt to it then breaks the stack. Registered here:
+find is skipped with a warning (the stack still completes, without it), and a Ref/GetAtt to it
+then breaks the stack. The classes below register by being defined (importing this module);
+``install`` adds the inert ones, patches the attributes and clears moto's caches.
 
-- with their behaviour, because the product relies on it (moto's own backends do the work):
+- With their behaviour, because the product relies on it (moto's own backends do the work):
   ``AWS::CloudWatch::Alarm`` (a real alarm in the emulator's CloudWatch, evaluated and running its
   SNS actions, see ``cloudwatch``), ``AWS::AutoScaling::ScalingPolicy`` (recorded in moto's Auto
-  Scaling backend, DescribePolicies lists it), ``AWS::SNS::Subscription`` (a real subscription), ``AWS::CertificateManager::Certificate`` (in
-  moto's ACM, where moto's listener looks it up);
-- created but inert (``INERT``): a physical id, Ref and the GetAtt attributes later stacks use,
-  and nothing else; each with the reason nothing more is needed (docs/emulator.md lists them).
+  Scaling backend, DescribePolicies lists it), ``AWS::SNS::Subscription`` (a real subscription),
+  ``AWS::CertificateManager::Certificate`` (in moto's ACM, where moto's listener looks it up).
+- Created but inert (``INERT``): a physical id, Ref and the GetAtt attributes later stacks use,
+  and nothing else, each with the reason nothing more is needed (docs/emulator.md lists them).
 
-Also the attributes moto's existing models lack or get wrong: a target group's
-``TargetGroupFullName``, a load balancer's ``LoadBalancerFullName`` and ``CanonicalHostedZoneID``,
-an EFS access point's ``Arn`` and Ref, Ref of an RDS parameter or subnet group and of a security group ingress rule, an RDS instance's ``MasterUserSecret.SecretArn`` (with ``ManageMasterUserPassword``, which moto's
+Also what moto's existing models lack: an Auto Scaling group's ``LifecycleHookSpecificationList``
+and ``DefaultInstanceWarmup``, a target group's ``TargetGroupFullName``, a load
+balancer's ``LoadBalancerFullName`` and ``CanonicalHostedZoneID``, an EFS access point's ``Arn``
+and Ref, Ref of an RDS parameter or subnet group and of a security group ingress rule, an RDS
+instance's ``MasterUserSecret.SecretArn`` (with ``ManageMasterUserPassword``, which moto's
 CloudFormation ignores); and ``!GetAtt A.B.C`` read as attribute ``B.C`` of ``A``, as AWS does.
 """
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from moto.autoscaling import models as as_models
 from moto.autoscaling.models import autoscaling_backends
 from moto.cloudformation import parsing
 from moto.cloudwatch.models import cloudwatch_backends
@@ -546,6 +551,33 @@ def _patch_attributes() -> None:
         return self.bake_rule_id
 
     ec2_sg_models.SecurityGroupIngress.physical_resource_id = property(rule_id)
+
+    # AWS::AutoScaling::AutoScalingGroup: "LifecycleHookSpecificationList: One or more lifecycle
+    # hooks to add to the Auto Scaling group before instances are launched" and
+    # DefaultInstanceWarmup, both ignored by moto's model (the emulator's CreateAutoScalingGroup
+    # takes them, autoscaling._wrap_group_params).
+    asg_create = as_models.FakeAutoScalingGroup.create_from_cloudformation_json.__func__
+
+    def asg_create_with_hooks(cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any) -> Any:
+        props = cloudformation_json.get("Properties", {})
+        name = props.get("AutoScalingGroupName", resource_name)
+        backend = autoscaling_backends[account_id][region_name]
+        with autoscaling._cond:  # noqa: SLF001
+            for spec in props.get("LifecycleHookSpecificationList") or []:
+                backend.create_lifecycle_hook(
+                    name=spec["LifecycleHookName"],
+                    as_name=name,
+                    transition=spec["LifecycleTransition"],
+                    timeout=_int(spec.get("HeartbeatTimeout")),
+                    result=spec.get("DefaultResult"),
+                )
+            group = asg_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+            warmup = _int(props.get("DefaultInstanceWarmup"))
+            if warmup is not None:
+                group.default_instance_warmup = None if warmup < 0 else warmup
+        return group
+
+    as_models.FakeAutoScalingGroup.create_from_cloudformation_json = classmethod(asg_create_with_hooks)
 
     db_has = rds_models.DBInstance.has_cfn_attr.__func__
 
