@@ -2,6 +2,8 @@
 
 - ``autoscaling``: instance refreshes, lifecycle hooks/actions and health replacement for moto's
   Auto Scaling backend, following AWS's documented behaviour, on a scalable clock;
+- ``cloudformation``: the resource types and attributes bake's stacks need that moto's
+  CloudFormation lacks (alarms, the scaling policy, inert stand-ins for the rest);
 - ``cloudwatch``: CloudWatch over AWS JSON 1.0 beside the query protocol, from moto's one handler;
   alarms evaluated on their data, their SNS actions run;
 - ``cloudwatch_cbor``: the Smithy RPC v2 CBOR protocol for CloudWatch, which the current Rust SDK

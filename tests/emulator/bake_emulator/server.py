@@ -19,7 +19,7 @@ from werkzeug.serving import make_server
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from . import autoscaling, cloudwatch, cloudwatch_cbor, ec2
+from . import autoscaling, cloudformation, cloudwatch, cloudwatch_cbor, ec2
 
 NOTIFICATIONS_PATH = "/bake-emulator/sns-notifications"
 
@@ -50,6 +50,7 @@ def build_app():
     autoscaling.install()
     ec2.install()
     cloudwatch.install()
+    cloudformation.install()
     app = DomainDispatcherApplication(create_backend_app)
     return notifications_app(cloudwatch_cbor.wrap(app))
 
