@@ -90,7 +90,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             checks.push(build::validate(&settings).await?);
         }
         let json = serde_json::json!({ "valid": true, "checks": checks });
-        output::emit(output, &json, &checks.join("\n"));
+        output::emit(output, &json, &checks.join("\n"))?;
         return Ok(Exit::Ok);
     }
     let aws = Aws::load(&settings.aws).await;
@@ -114,7 +114,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             } else {
                 r.image_id.clone()
             };
-            output::emit(output, &serde_json::to_value(&r)?, &text);
+            output::emit(output, &serde_json::to_value(&r)?, &text)?;
             Ok(Exit::Ok)
         }
         Command::Release(a) => {
@@ -133,7 +133,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 output,
                 &serde_json::to_value(&report)?,
                 &release_text(&report),
-            );
+            )?;
             Ok(code)
         }
         Command::Rollback(w) => {
@@ -143,7 +143,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 output,
                 &serde_json::to_value(&report)?,
                 &release_text(&report),
-            );
+            )?;
             Ok(code)
         }
         Command::Status { watch, timeout } => {
@@ -170,7 +170,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             if let Some(w) = watched {
                 json["watch"] = serde_json::json!({ "result": w.result, "polls": w.polls, "watch_secs": w.watch_secs });
             }
-            output::emit(output, &json, &status::render(&fleet));
+            output::emit(output, &json, &status::render(&fleet))?;
             Ok(code)
         }
         Command::Prune { keep, dry_run } => {
@@ -194,7 +194,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 })
                 .collect();
             let json = serde_json::json!({ "dry_run": dry_run, "keep": keep, "images": plan });
-            output::emit(output, &json, &text.join("\n"));
+            output::emit(output, &json, &text.join("\n"))?;
             Ok(Exit::Ok)
         }
     }

@@ -21,8 +21,12 @@ fn main() -> ExitCode {
     match runtime.block_on(bake::run(cli)) {
         Ok(code) => code.into(),
         Err(err) => {
-            bake_common::logging::log_error_chain(err.as_ref());
-            bake::exit::Exit::from_error(&err).into()
+            let code = bake::exit::Exit::from_error(&err);
+            // Nobody reads a closed stdout: the exit code says it; stderr stays quiet.
+            if code != bake::exit::Exit::StdoutClosed {
+                bake_common::logging::log_error_chain(err.as_ref());
+            }
+            code.into()
         }
     }
 }

@@ -1,0 +1,28 @@
+//! Command-line manners: a closed stdout, shell completions.
+
+use std::process::{Command, Stdio};
+
+use crate::util::AGENT;
+
+fn example() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agent.toml")
+}
+
+#[test]
+fn test_closed_stdout_exits_141_without_a_panic() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = Command::new(AGENT)
+        .arg("--config")
+        .arg(example())
+        .arg("check")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.trim().is_empty(), "stderr not quiet: {stderr}");
+}
