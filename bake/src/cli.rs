@@ -1,7 +1,7 @@
 //! Command line of `bake`.
 use std::path::PathBuf;
 
-use bake_common::logging::LogFormat;
+use bake_common::logging::{ColorChoice, LogFormat};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Bake a hardened AMI with Packer and roll it across an Auto Scaling Group.
@@ -35,6 +35,10 @@ pub struct Global {
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Colour in log lines on stderr: auto (on a terminal, unless NO_COLOR is set), always,
+    /// never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
     /// Result format on stdout.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,

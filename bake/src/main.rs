@@ -6,7 +6,11 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = bake::cli::Cli::parse();
-    bake_common::logging::init(cli.global.log_format, cli.global.verbose);
+    bake_common::logging::init_with_color(
+        cli.global.log_format,
+        cli.global.verbose,
+        cli.global.color,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -56,3 +56,61 @@ fn test_closed_stdout_exits_141_without_a_panic() {
     );
     assert!(String::from_utf8_lossy(&o.stdout).contains(": valid"));
 }
+
+/// Runs `bake ARGS` on a pseudo-terminal (util-linux `script`) with `NO_COLOR` as given and
+/// returns what the terminal showed (stdout and stderr together).
+fn run_on_a_terminal(args: &str, no_color: Option<&str>) -> String {
+    let mut c = Command::new("script");
+    c.args(["-qec", &format!("{BAKE} {args}"), "/dev/null"])
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null());
+    if let Some(v) = no_color {
+        c.env("NO_COLOR", v);
+    }
+    let o = c.output().expect("script (util-linux) runs");
+    // `bake validate` of a bad bake.toml: exit 2 and one error log line.
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn test_color_follows_no_color_and_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bake.toml");
+    std::fs::write(&cfg, "[target]\nasg = \"b\"\n").unwrap();
+    let cmd = format!("--config {} validate", cfg.display());
+    let esc = "\x1b[";
+    let shown = run_on_a_terminal(&cmd, None);
+    assert!(shown.contains("asg") && shown.contains(esc), "{shown:?}");
+    let shown = run_on_a_terminal(&cmd, Some("1"));
+    assert!(
+        shown.contains("asg") && !shown.contains(esc),
+        "NO_COLOR: {shown:?}"
+    );
+    // An empty NO_COLOR counts as unset.
+    let shown = run_on_a_terminal(&cmd, Some(""));
+    assert!(shown.contains(esc), "NO_COLOR empty: {shown:?}");
+    let shown = run_on_a_terminal(&format!("--color always {cmd}"), Some("1"));
+    assert!(shown.contains(esc), "--color always: {shown:?}");
+    let shown = run_on_a_terminal(&format!("--color never {cmd}"), None);
+    assert!(
+        shown.contains("asg") && !shown.contains(esc),
+        "--color never: {shown:?}"
+    );
+    // Into a pipe: plain unless asked for.
+    let piped = |extra: &[&str]| {
+        let o = Command::new(BAKE)
+            .args(extra)
+            .args(["--config", cfg.to_str().unwrap(), "validate"])
+            .env_remove("NO_COLOR")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(!piped(&[]).contains(esc));
+    assert!(piped(&["--color", "always"]).contains(esc));
+}
