@@ -84,6 +84,26 @@ pub enum Command {
     },
     /// Check bake.toml and the Packer template (`packer validate`) without touching AWS.
     Validate,
+    /// Print a shell completion script: `bake completion bash > ~/.local/share/bash-completion/completions/bake`
+    /// (zsh: a `_bake` file on `$fpath`; fish: `~/.config/fish/completions/bake.fish`). Reads
+    /// no configuration.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The completion script of `bake` for `shell`.
+#[must_use]
+pub fn completion(shell: clap_complete::Shell) -> String {
+    let mut script = Vec::new();
+    clap_complete::generate(
+        shell,
+        &mut <Cli as clap::CommandFactory>::command(),
+        "bake",
+        &mut script,
+    );
+    String::from_utf8_lossy(&script).into_owned()
 }
 
 /// Options of `bake build`.

@@ -82,6 +82,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             format!("cannot handle SIGINT, SIGTERM and SIGHUP: {e}"),
         )
     })?;
+    if let Command::Completion { shell } = cli.command {
+        output::print(crate::cli::completion(shell).trim_end())?;
+        return Ok(Exit::Ok);
+    }
     let settings = Settings::load(&cli.global.config)?;
     let output = cli.global.output;
     if let Command::Validate = cli.command {
@@ -95,7 +99,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
     }
     let aws = Aws::load(&settings.aws).await;
     match cli.command {
-        Command::Validate => unreachable!("handled above"),
+        Command::Validate | Command::Completion { .. } => unreachable!("handled above"),
         Command::Build(b) => {
             let r = build::build(
                 &aws,

@@ -134,7 +134,15 @@ pub fn emit(output: Output, json: &serde_json::Value, text: &str) -> anyhow::Res
         Output::Text if text.is_empty() => return Ok(()),
         Output::Text => text.trim_end().to_owned(),
     };
-    write_stdout(&mut std::io::stdout().lock(), &doc)
+    print(&doc)
+}
+
+/// Writes `doc` and a newline on stdout; errors as for [`emit`].
+///
+/// # Errors
+/// As for [`emit`].
+pub fn print(doc: &str) -> anyhow::Result<()> {
+    write_stdout(&mut std::io::stdout().lock(), doc)
 }
 
 /// Writes `doc` and a newline to `out` and flushes, mapping a closed pipe to its exit code.

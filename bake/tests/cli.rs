@@ -114,3 +114,45 @@ fn test_color_follows_no_color_and_the_flag() {
     assert!(!piped(&[]).contains(esc));
     assert!(piped(&["--color", "always"]).contains(esc));
 }
+
+#[test]
+fn test_completion_scripts_name_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        // No bake.toml needed: run where there is none.
+        let dir = tempfile::tempdir().unwrap();
+        let o = Command::new(BAKE)
+            .args(["completion", shell])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let script = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{shell}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        for sub in [
+            "build",
+            "release",
+            "status",
+            "rollback",
+            "prune",
+            "validate",
+            "completion",
+        ] {
+            assert!(script.contains(sub), "{shell} script lacks {sub}: {script}");
+        }
+        assert!(script.contains("--config"), "{shell}");
+    }
+    let bash = Command::new(BAKE)
+        .args(["completion", "bash"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bash.stdout).contains("complete -F _bake"));
+    let o = Command::new(BAKE)
+        .args(["completion", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}

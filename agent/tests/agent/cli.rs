@@ -26,3 +26,25 @@ fn test_closed_stdout_exits_141_without_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(stderr.trim().is_empty(), "stderr not quiet: {stderr}");
 }
+
+#[test]
+fn test_completion_scripts_name_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        // No agent.toml needed: the default path need not exist.
+        let o = Command::new(AGENT)
+            .args(["--config", "/nonexistent/agent.toml", "completion", shell])
+            .output()
+            .unwrap();
+        let script = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{shell}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        for sub in ["run", "check", "job", "reap", "firewall", "completion"] {
+            assert!(script.contains(sub), "{shell} script lacks {sub}: {script}");
+        }
+        assert!(script.contains("bake-agent"), "{shell}");
+    }
+}
