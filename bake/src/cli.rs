@@ -35,6 +35,14 @@ pub struct Global {
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// AWS region; wins over AWS_REGION / AWS_DEFAULT_REGION, which win over [aws] region in
+    /// bake.toml, which wins over the profile's region.
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Named profile of ~/.aws/config; wins over AWS_PROFILE, which wins over [aws] profile in
+    /// bake.toml.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
     /// Colour in log lines on stderr: auto (on a terminal, unless NO_COLOR is set), always,
     /// never.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]

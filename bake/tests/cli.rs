@@ -156,3 +156,30 @@ fn test_completion_scripts_name_the_subcommands() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// The AWS CLI's order: `--region` beats `AWS_REGION`, which beats `[aws] region` in bake.toml.
+/// The group exists only in the emulator's region (the environment's `AWS_REGION`).
+#[test]
+fn test_region_flag_beats_env_beats_bake_toml() {
+    let w = crate::util::World::new("cli-region");
+    w.fleet(crate::util::BASE_AMI, 1);
+    w.write_config("");
+    let text = std::fs::read_to_string(w.path("bake.toml")).unwrap();
+    w.write_raw_config(&format!("[aws]\nregion = \"ap-south-1\"\n{text}"));
+    // Environment over file: the group is found.
+    let r = w.bake(&["status", "-o", "json"]).expect(0);
+    assert_eq!(r.json()["auto_scaling_group"], w.asg(), "{r:?}");
+    // Flag over environment: the group is looked for in the flag's region.
+    let r = w.bake(&["status", "--region", "ap-south-1"]).expect(3);
+    assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
+    // Without the environment's region, the file's applies.
+    let o = w
+        .command(&["status"])
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+}
