@@ -143,7 +143,10 @@ fn test_completion_scripts_name_the_subcommands() {
         ] {
             assert!(script.contains(sub), "{shell} script lacks {sub}: {script}");
         }
-        assert!(script.contains("--config"), "{shell}");
+        assert!(
+            script.contains("log-format"),
+            "{shell} script lacks --log-format"
+        );
     }
     let bash = Command::new(BAKE)
         .args(["completion", "bash"])
