@@ -85,6 +85,26 @@ pub enum Command {
         #[arg(long, default_value = crate::firewall::DEFAULT_NFT)]
         nft: PathBuf,
     },
+    /// Print a shell completion script: `bake-agent completion bash >
+    /// /etc/bash_completion.d/bake-agent` (zsh: a `_bake-agent` file on `$fpath`; fish:
+    /// `~/.config/fish/completions/bake-agent.fish`).
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The completion script of `bake-agent` for `shell`.
+#[must_use]
+pub fn completion(shell: clap_complete::Shell) -> String {
+    let mut script = Vec::new();
+    clap_complete::generate(
+        shell,
+        &mut <Cli as clap::CommandFactory>::command(),
+        "bake-agent",
+        &mut script,
+    );
+    String::from_utf8_lossy(&script).into_owned()
 }
 
 fn parse_age(s: &str) -> Result<std::time::Duration, String> {

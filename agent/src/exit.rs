@@ -22,6 +22,9 @@ pub enum Exit {
     App = 7,
     /// `firewall`: nft could not add `[app] port` to the firewall.
     Firewall = 8,
+    /// stdout was closed before a result line was written (`bake-agent check | head -0`):
+    /// 128 + SIGPIPE, as a shell reports a command ended by a closed pipe. Nothing is printed.
+    StdoutClosed = 141,
 }
 
 /// Text for `--help`.
@@ -36,12 +39,43 @@ Exit codes:
   6  EFS mount failed
   7  the app could not be started
   8  firewall: nft could not open [app] port
+  141 stdout closed before a result line was written (as for SIGPIPE); nothing is printed
   job: once CMD ran, its own exit code (128+N when killed by signal N)";
 
 impl From<Exit> for std::process::ExitCode {
     fn from(e: Exit) -> Self {
         std::process::ExitCode::from(e as u8)
     }
+}
+
+/// Writes one result line on stdout (as `println!`, which panics on a closed stdout). A closed
+/// stdout ends the process quietly with [`Exit::StdoutClosed`]; another write error (a full disk
+/// under a redirect) with [`Exit::Internal`] and one line on stderr. The lines are the last thing
+/// a command does, so nothing is left half-done.
+#[expect(
+    clippy::exit,
+    reason = "called where a println! would be; the callers have no Result to carry the code"
+)]
+pub fn print_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        let code = if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Exit::StdoutClosed
+        } else {
+            eprintln!("error: cannot write to stdout: {e}");
+            Exit::Internal
+        };
+        std::process::exit(i32::from(code as u8));
+    }
+}
+
+/// `println!` for result lines: see [`print_line`].
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::exit::print_line(format_args!($($arg)*))
+    };
 }
 
 /// Marks an error with the exit code it should produce; found anywhere in an anyhow chain.

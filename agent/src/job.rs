@@ -75,11 +75,12 @@ impl Job<'_> {
 
     /// The period already succeeded: say so, keep the steady success signal going.
     async fn already_succeeded(&self, by: &str) -> ExitCode {
-        println!(
-            "job {}: {} already succeeded on {by}; not running here",
-            self.name, self.period_id
-        );
         self.publish("JobPeriodSucceeded").await;
+        crate::outln!(
+            "job {}: {} already succeeded on {by}; not running here",
+            self.name,
+            self.period_id
+        );
         Exit::Ok.into()
     }
 }
@@ -144,7 +145,7 @@ pub async fn run(
             }
             Created::Exists(value) => match Attempt::judge(value.as_deref(), Utc::now()) {
                 Judged::Held { holder, until } => {
-                    println!(
+                    crate::outln!(
                         "job {name}: {holder} holds the lease for {} (try {n} of {max}, alive until {until}); not running here",
                         job.period_id
                     );
@@ -159,7 +160,7 @@ pub async fn run(
     }
     tracing::warn!(job = name, period = %job.period_id, max_attempts = max,
         "every try of this period is used and none succeeded; the job waits for the next period");
-    println!(
+    crate::outln!(
         "job {name}: all {max} tries for {} are used and none succeeded; not running here",
         job.period_id
     );
@@ -232,9 +233,10 @@ async fn run_attempt(
         }
     });
     finish(job, path, &mut attempt, Some(code)).await;
-    println!(
+    crate::outln!(
         "job {name}: ran on {} for {}, exit code {code}",
-        job.instance_id, job.period_id
+        job.instance_id,
+        job.period_id
     );
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }

@@ -78,7 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ),
                 None => "none".to_owned(),
             };
-            println!(
+            crate::outln!(
                 "{}: ok (app {:?} as {}{}; secrets: {}; efs: {}; uploads: {}; readiness: {}; logs: {logs}; metrics: {})",
                 s.origin,
                 app.command,
@@ -132,7 +132,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let r = reap::reap(&dir, older_than, dry_run, std::time::SystemTime::now())
                 .map_err(|e| coded(Exit::Config, e))?;
             let verb = if dry_run { "would remove" } else { "removed" };
-            println!(
+            crate::outln!(
                 "{verb} {} files ({} bytes) and {} empty directories older than {} under {}; {} errors",
                 r.files,
                 r.bytes,
@@ -156,6 +156,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             firewall::open_port(&nft, port).map_err(|e| coded(Exit::Firewall, e))?;
             tracing::info!(port, set = %firewall::SET.join(" "), "app port opened in the firewall");
+            Ok(Exit::Ok.into())
+        }
+        Command::Completion { shell } => {
+            crate::outln!("{}", crate::cli::completion(shell).trim_end());
             Ok(Exit::Ok.into())
         }
     }

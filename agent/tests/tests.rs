@@ -9,6 +9,8 @@ mod util;
 
 #[path = "agent/alarms.rs"]
 mod alarms;
+#[path = "agent/cli.rs"]
+mod cli;
 #[path = "agent/config.rs"]
 mod config;
 #[path = "agent/input.rs"]

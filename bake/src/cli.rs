@@ -1,7 +1,7 @@
 //! Command line of `bake`.
 use std::path::PathBuf;
 
-use bake_common::logging::LogFormat;
+use bake_common::logging::{ColorChoice, LogFormat};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Bake a hardened AMI with Packer and roll it across an Auto Scaling Group.
@@ -35,6 +35,18 @@ pub struct Global {
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// AWS region; wins over AWS_REGION / AWS_DEFAULT_REGION, which win over [aws] region in
+    /// bake.toml, which wins over the profile's region.
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Named profile of ~/.aws/config; wins over AWS_PROFILE, which wins over [aws] profile in
+    /// bake.toml.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Colour in log lines on stderr: auto (on a terminal, unless NO_COLOR is set), always,
+    /// never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
     /// Result format on stdout.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -80,6 +92,26 @@ pub enum Command {
     },
     /// Check bake.toml and the Packer template (`packer validate`) without touching AWS.
     Validate,
+    /// Print a shell completion script: `bake completion bash > ~/.local/share/bash-completion/completions/bake`
+    /// (zsh: a `_bake` file on `$fpath`; fish: `~/.config/fish/completions/bake.fish`). Reads
+    /// no configuration.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The completion script of `bake` for `shell`.
+#[must_use]
+pub fn completion(shell: clap_complete::Shell) -> String {
+    let mut script = Vec::new();
+    clap_complete::generate(
+        shell,
+        &mut <Cli as clap::CommandFactory>::command(),
+        "bake",
+        &mut script,
+    );
+    String::from_utf8_lossy(&script).into_owned()
 }
 
 /// Options of `bake build`.

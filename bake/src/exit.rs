@@ -30,6 +30,9 @@ pub enum Exit {
     /// Interrupted (SIGINT/Ctrl-C, SIGTERM or SIGHUP): a build was stopped and cleaned up, or
     /// watching was detached.
     Interrupted = 130,
+    /// stdout was closed before the result was written (`bake status | head -0`): 128 + SIGPIPE,
+    /// as a shell reports a command ended by a closed pipe. Nothing is printed.
+    StdoutClosed = 141,
 }
 
 /// Text for `--help`.
@@ -46,7 +49,8 @@ Exit codes:
   8  timed out waiting for the instance refresh (it goes on)
   9  an instance refresh is already in progress
   10 partial release: the refresh stopped at its last checkpoint (refresh.partial)
-  130 interrupted by SIGINT, SIGTERM or SIGHUP (build stopped and cleaned up, or watching detached)";
+  130 interrupted by SIGINT, SIGTERM or SIGHUP (build stopped and cleaned up, or watching detached)
+  141 stdout closed before the result was written (as for SIGPIPE); nothing is printed";
 
 impl From<Exit> for std::process::ExitCode {
     fn from(e: Exit) -> Self {

@@ -74,6 +74,31 @@ fn watch_opts(w: &WatchArgs) -> ReleaseOptions {
     }
 }
 
+/// The AWS CLI's order for region and profile: flag, then environment, then bake.toml's
+/// `[aws]` (then, for the region, the SDK's own chain: the profile's region, IMDS). An empty
+/// variable counts as unset.
+fn aws_precedence(
+    file: &bake_common::aws::AwsSettings,
+    flags: &cli::Global,
+    env: impl Fn(&str) -> Option<String>,
+) -> bake_common::aws::AwsSettings {
+    let env = |k: &str| env(k).filter(|v| !v.is_empty());
+    bake_common::aws::AwsSettings {
+        region: flags
+            .region
+            .clone()
+            .or_else(|| env("AWS_REGION"))
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .or_else(|| file.region.clone()),
+        profile: flags
+            .profile
+            .clone()
+            .or_else(|| env("AWS_PROFILE"))
+            .or_else(|| file.profile.clone()),
+        ..file.clone()
+    }
+}
+
 /// Runs one command to its end.
 pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
     signals::install().map_err(|e| {
@@ -82,7 +107,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             format!("cannot handle SIGINT, SIGTERM and SIGHUP: {e}"),
         )
     })?;
-    let settings = Settings::load(&cli.global.config)?;
+    if let Command::Completion { shell } = cli.command {
+        output::print(crate::cli::completion(shell).trim_end())?;
+        return Ok(Exit::Ok);
+    }
+    let mut settings = Settings::load(&cli.global.config)?;
+    settings.aws = aws_precedence(&settings.aws, &cli.global, |k| std::env::var(k).ok());
     let output = cli.global.output;
     if let Command::Validate = cli.command {
         let mut checks = vec![format!("{}: valid", settings.path.display())];
@@ -90,12 +120,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             checks.push(build::validate(&settings).await?);
         }
         let json = serde_json::json!({ "valid": true, "checks": checks });
-        output::emit(output, &json, &checks.join("\n"));
+        output::emit(output, &json, &checks.join("\n"))?;
         return Ok(Exit::Ok);
     }
     let aws = Aws::load(&settings.aws).await;
     match cli.command {
-        Command::Validate => unreachable!("handled above"),
+        Command::Validate | Command::Completion { .. } => unreachable!("handled above"),
         Command::Build(b) => {
             let r = build::build(
                 &aws,
@@ -114,7 +144,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             } else {
                 r.image_id.clone()
             };
-            output::emit(output, &serde_json::to_value(&r)?, &text);
+            output::emit(output, &serde_json::to_value(&r)?, &text)?;
             Ok(Exit::Ok)
         }
         Command::Release(a) => {
@@ -133,7 +163,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 output,
                 &serde_json::to_value(&report)?,
                 &release_text(&report),
-            );
+            )?;
             Ok(code)
         }
         Command::Rollback(w) => {
@@ -143,7 +173,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 output,
                 &serde_json::to_value(&report)?,
                 &release_text(&report),
-            );
+            )?;
             Ok(code)
         }
         Command::Status { watch, timeout } => {
@@ -170,7 +200,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             if let Some(w) = watched {
                 json["watch"] = serde_json::json!({ "result": w.result, "polls": w.polls, "watch_secs": w.watch_secs });
             }
-            output::emit(output, &json, &status::render(&fleet));
+            output::emit(output, &json, &status::render(&fleet))?;
             Ok(code)
         }
         Command::Prune { keep, dry_run } => {
@@ -194,8 +224,56 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 })
                 .collect();
             let json = serde_json::json!({ "dry_run": dry_run, "keep": keep, "images": plan });
-            output::emit(output, &json, &text.join("\n"));
+            output::emit(output, &json, &text.join("\n"))?;
             Ok(Exit::Ok)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn global(args: &[&str]) -> cli::Global {
+        let mut argv = vec!["bake"];
+        argv.extend_from_slice(args);
+        argv.push("validate");
+        Cli::try_parse_from(argv).unwrap().global
+    }
+
+    #[test]
+    fn test_aws_precedence_is_flag_env_file() {
+        let file = bake_common::aws::AwsSettings {
+            region: Some("file-region".into()),
+            profile: Some("file-profile".into()),
+            endpoint_url: Some("http://127.0.0.1:9".into()),
+            ..Default::default()
+        };
+        let env = |k: &str| match k {
+            "AWS_REGION" => Some("env-region".to_owned()),
+            "AWS_PROFILE" => Some("env-profile".to_owned()),
+            _ => None,
+        };
+        let a = aws_precedence(
+            &file,
+            &global(&["--region", "flag-region", "--profile", "p"]),
+            env,
+        );
+        assert_eq!(a.region.as_deref(), Some("flag-region"));
+        assert_eq!(a.profile.as_deref(), Some("p"));
+        assert_eq!(a.endpoint_url, file.endpoint_url);
+        let a = aws_precedence(&file, &global(&[]), env);
+        assert_eq!(a.region.as_deref(), Some("env-region"));
+        assert_eq!(a.profile.as_deref(), Some("env-profile"));
+        let a = aws_precedence(&file, &global(&[]), |k| {
+            (k == "AWS_DEFAULT_REGION").then(|| "default-region".to_owned())
+        });
+        assert_eq!(a.region.as_deref(), Some("default-region"));
+        let a = aws_precedence(&file, &global(&[]), |_| Some(String::new()));
+        assert_eq!(a.region.as_deref(), Some("file-region"));
+        assert_eq!(a.profile.as_deref(), Some("file-profile"));
+        let a = aws_precedence(&Default::default(), &global(&[]), |_| None);
+        assert_eq!((a.region, a.profile), (None, None));
     }
 }

@@ -123,15 +123,40 @@ impl Drop for Progress {
 }
 
 /// Writes a command's result on stdout: `json` as one document, or `text` for people.
-pub fn emit(output: Output, json: &serde_json::Value, text: &str) {
-    match output {
-        Output::Json => println!("{json}"),
-        Output::Text => {
-            if !text.is_empty() {
-                println!("{}", text.trim_end());
-            }
-        }
-    }
+///
+/// # Errors
+/// A closed stdout (the reader went away, as in `bake status | head -0`) is
+/// [`Exit::StdoutClosed`](crate::exit::Exit::StdoutClosed), which `main` reports by its exit
+/// code alone; any other write error is [`Exit::Internal`](crate::exit::Exit::Internal).
+pub fn emit(output: Output, json: &serde_json::Value, text: &str) -> anyhow::Result<()> {
+    let doc = match output {
+        Output::Json => json.to_string(),
+        Output::Text if text.is_empty() => return Ok(()),
+        Output::Text => text.trim_end().to_owned(),
+    };
+    print(&doc)
+}
+
+/// Writes `doc` and a newline on stdout; errors as for [`emit`].
+///
+/// # Errors
+/// As for [`emit`].
+pub fn print(doc: &str) -> anyhow::Result<()> {
+    write_stdout(&mut std::io::stdout().lock(), doc)
+}
+
+/// Writes `doc` and a newline to `out` and flushes, mapping a closed pipe to its exit code.
+fn write_stdout(out: &mut impl std::io::Write, doc: &str) -> anyhow::Result<()> {
+    use crate::exit::{coded, Exit};
+    writeln!(out, "{doc}")
+        .and_then(|()| out.flush())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => coded(Exit::StdoutClosed, "stdout is closed"),
+            _ => coded(
+                Exit::Internal,
+                format!("cannot write the result to stdout: {e}"),
+            ),
+        })
 }
 
 /// Formats a duration to whole seconds for people (`1m 5s`).

@@ -18,6 +18,41 @@ pub enum LogFormat {
     Json,
 }
 
+/// When log lines (and other styling) carry ANSI colour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless `NO_COLOR` is set (to anything but the empty string) or the lines
+    /// go to journald.
+    #[default]
+    Auto,
+    /// Always, also into a pipe or a file (and over `NO_COLOR`).
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorChoice {
+    /// The decision for this process: stderr a terminal, `NO_COLOR`, `JOURNAL_STREAM`.
+    #[must_use]
+    pub fn ansi_on_stderr(self) -> bool {
+        self.ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR").as_deref(),
+            std::env::var_os("JOURNAL_STREAM").is_some(),
+        )
+    }
+
+    /// The decision itself (<https://no-color.org>: an empty `NO_COLOR` counts as unset).
+    #[must_use]
+    pub fn ansi(self, terminal: bool, no_color: Option<&std::ffi::OsStr>, journald: bool) -> bool {
+        match self {
+            Self::Always => true,
+            Self::Never => false,
+            Self::Auto => terminal && !journald && no_color.is_none_or(std::ffi::OsStr::is_empty),
+        }
+    }
+}
+
 /// The filter for a `-v` count: 0 → info, 1 → debug, 2+ → trace for our crates; other crates
 /// (the AWS SDK, hyper) stay at warn until `-vvv`. `RUST_LOG`, when set, wins: comma-separated
 /// `target=level` directives and a bare default level, e.g. `warn,bake_agent=debug`. (This is
@@ -48,11 +83,17 @@ fn filter_from(rust_log: Option<&str>, verbosity: u8) -> Targets {
         .expect("a valid filter")
 }
 
-/// Installs the global subscriber. Call once, first thing in `main`.
+/// Installs the global subscriber, colour as [`ColorChoice::Auto`]. Call once, first thing in
+/// `main`.
 pub fn init(format: LogFormat, verbosity: u8) {
+    init_with_color(format, verbosity, ColorChoice::Auto);
+}
+
+/// Installs the global subscriber with colour as `color` decides.
+pub fn init_with_color(format: LogFormat, verbosity: u8, color: ColorChoice) {
     let filter = filter_for(verbosity);
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let ansi = !under_journald && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let ansi = color.ansi_on_stderr();
     let layer = fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -89,6 +130,20 @@ mod tests {
     use super::*;
     use tracing::level_filters::LevelFilter;
     use tracing::Level;
+
+    #[test]
+    fn test_color_choice() {
+        use std::ffi::OsStr;
+        let set = Some(OsStr::new("1"));
+        let empty = Some(OsStr::new(""));
+        assert!(ColorChoice::Auto.ansi(true, None, false));
+        assert!(ColorChoice::Auto.ansi(true, empty, false));
+        assert!(!ColorChoice::Auto.ansi(true, set, false));
+        assert!(!ColorChoice::Auto.ansi(false, None, false));
+        assert!(!ColorChoice::Auto.ansi(true, None, true));
+        assert!(ColorChoice::Always.ansi(false, set, true));
+        assert!(!ColorChoice::Never.ansi(true, None, false));
+    }
 
     #[test]
     fn test_default_filter_by_verbosity() {

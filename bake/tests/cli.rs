@@ -1,0 +1,188 @@
+//! Command-line manners that need no AWS: a closed stdout, colour, shell completions.
+
+use std::process::{Command, Stdio};
+
+const BAKE: &str = env!("CARGO_BIN_EXE_bake");
+
+/// A `bake.toml` with no `[packer]` and no `[target]`: `validate` checks it without AWS.
+fn minimal_config(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let p = dir.path().join("bake.toml");
+    std::fs::write(
+        &p,
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    p
+}
+
+/// Runs `bake ARGS` with its stdout a pipe whose read end is already closed.
+fn run_into_closed_pipe(args: &[&str]) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    Command::new(BAKE)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn test_closed_stdout_exits_141_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = minimal_config(&dir);
+    let cfg = cfg.to_str().unwrap();
+    for output in ["text", "json"] {
+        let o = run_into_closed_pipe(&["--config", cfg, "validate", "-o", output]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(141), "-o {output}: {stderr}");
+        assert!(!stderr.contains("panicked"), "-o {output}: {stderr}");
+        assert!(
+            stderr.trim().is_empty(),
+            "-o {output}: stderr not quiet: {stderr}"
+        );
+    }
+    // The same command with a reader prints its result and exits 0.
+    let o = Command::new(BAKE)
+        .args(["--config", cfg, "validate"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains(": valid"));
+}
+
+/// Runs `bake ARGS` on a pseudo-terminal (util-linux `script`) with `NO_COLOR` as given and
+/// returns what the terminal showed (stdout and stderr together).
+fn run_on_a_terminal(args: &str, no_color: Option<&str>) -> String {
+    let mut c = Command::new("script");
+    c.args(["-qec", &format!("{BAKE} {args}"), "/dev/null"])
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null());
+    if let Some(v) = no_color {
+        c.env("NO_COLOR", v);
+    }
+    let o = c.output().expect("script (util-linux) runs");
+    // `bake validate` of a bad bake.toml: exit 2 and one error log line.
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn test_color_follows_no_color_and_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bake.toml");
+    std::fs::write(&cfg, "[target]\nasg = \"b\"\n").unwrap();
+    let cmd = format!("--config {} validate", cfg.display());
+    let esc = "\x1b[";
+    let shown = run_on_a_terminal(&cmd, None);
+    assert!(shown.contains("asg") && shown.contains(esc), "{shown:?}");
+    let shown = run_on_a_terminal(&cmd, Some("1"));
+    assert!(
+        shown.contains("asg") && !shown.contains(esc),
+        "NO_COLOR: {shown:?}"
+    );
+    // An empty NO_COLOR counts as unset.
+    let shown = run_on_a_terminal(&cmd, Some(""));
+    assert!(shown.contains(esc), "NO_COLOR empty: {shown:?}");
+    let shown = run_on_a_terminal(&format!("--color always {cmd}"), Some("1"));
+    assert!(shown.contains(esc), "--color always: {shown:?}");
+    let shown = run_on_a_terminal(&format!("--color never {cmd}"), None);
+    assert!(
+        shown.contains("asg") && !shown.contains(esc),
+        "--color never: {shown:?}"
+    );
+    // Into a pipe: plain unless asked for.
+    let piped = |extra: &[&str]| {
+        let o = Command::new(BAKE)
+            .args(extra)
+            .args(["--config", cfg.to_str().unwrap(), "validate"])
+            .env_remove("NO_COLOR")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(!piped(&[]).contains(esc));
+    assert!(piped(&["--color", "always"]).contains(esc));
+}
+
+#[test]
+fn test_completion_scripts_name_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        // No bake.toml needed: run where there is none.
+        let dir = tempfile::tempdir().unwrap();
+        let o = Command::new(BAKE)
+            .args(["completion", shell])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let script = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{shell}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        for sub in [
+            "build",
+            "release",
+            "status",
+            "rollback",
+            "prune",
+            "validate",
+            "completion",
+        ] {
+            assert!(script.contains(sub), "{shell} script lacks {sub}: {script}");
+        }
+        assert!(
+            script.contains("log-format"),
+            "{shell} script lacks --log-format"
+        );
+    }
+    let bash = Command::new(BAKE)
+        .args(["completion", "bash"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bash.stdout).contains("complete -F _bake"));
+    let o = Command::new(BAKE)
+        .args(["completion", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
+
+/// The AWS CLI's order: `--region` beats `AWS_REGION`, which beats `[aws] region` in bake.toml.
+/// The group exists only in the emulator's region (the environment's `AWS_REGION`).
+#[test]
+fn test_region_flag_beats_env_beats_bake_toml() {
+    let w = crate::util::World::new("cli-region");
+    w.fleet(crate::util::BASE_AMI, 1);
+    w.write_config("");
+    let text = std::fs::read_to_string(w.path("bake.toml")).unwrap();
+    w.write_raw_config(&format!("[aws]\nregion = \"ap-south-1\"\n{text}"));
+    // Environment over file: the group is found.
+    let r = w.bake(&["status", "-o", "json"]).expect(0);
+    assert_eq!(r.json()["auto_scaling_group"], w.asg(), "{r:?}");
+    // Flag over environment: the group is looked for in the flag's region.
+    let r = w.bake(&["status", "--region", "ap-south-1"]).expect(3);
+    assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
+    // Without the environment's region, the file's applies.
+    let o = w
+        .command(&["status"])
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+}
