@@ -218,6 +218,9 @@ pub struct RawSecrets {
     pub poll_interval: Option<String>,
     /// What a changed version does: `"restart"`, `"rollout"` (default) or `"ignore"`.
     pub on_change: Option<String>,
+    /// Variables a secret may replace although the app's environment has them (PATH, HOME,
+    /// USER, LOGNAME, SHELL, `LD_*`, `app.env` keys), e.g. `["HOME"]`. Default: none.
+    pub allow_override: Option<Vec<String>>,
 }
 
 /// `[efs]`.
@@ -402,6 +405,8 @@ pub struct SecretsSettings {
     pub poll_interval: Option<Duration>,
     /// Reaction to a change.
     pub on_change: OnChange,
+    /// Variables secrets may replace (see `secrets::refuse_overrides`).
+    pub allow_override: std::collections::BTreeSet<String>,
 }
 
 /// `[efs]`, validated.
@@ -1208,6 +1213,16 @@ impl Validator<'_> {
                 ))
             }
         };
+        let mut allow_override = std::collections::BTreeSet::new();
+        for (i, var) in s.allow_override.unwrap_or_default().into_iter().enumerate() {
+            if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(self.err(
+                    &format!("secrets.allow_override[{i}]"),
+                    format!("\"{var}\": expected an environment variable name, e.g. \"HOME\""),
+                ));
+            }
+            allow_override.insert(var);
+        }
         Ok(SecretsSettings {
             path: self.ssm_path("secrets.path", &path)?,
             env_file: match s.env_file {
@@ -1216,6 +1231,7 @@ impl Validator<'_> {
             },
             poll_interval: (!poll.is_zero()).then_some(poll),
             on_change,
+            allow_override,
         })
     }
 

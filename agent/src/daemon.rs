@@ -151,6 +151,7 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
         let t = Instant::now();
         secret_env = secrets::fetch(&aws.ssm, &s.path)
             .await
+            .and_then(|e| secrets::refuse_overrides(&e, &app.env, &s.allow_override).map(|()| e))
             .map_err(|e| coded(Exit::Secrets, e))?;
         if let Some(file) = &s.env_file {
             let owner = run_as.as_ref().map(|r| (r.uid.as_raw(), r.gid.as_raw()));
@@ -424,7 +425,12 @@ impl Rotation {
             tracing::info!(?changed, on_change = ?self.settings.on_change, "secrets changed");
             match self.settings.on_change {
                 OnChange::Ignore => {}
-                OnChange::Restart => match secrets::fetch(&self.ssm, &self.settings.path).await {
+                OnChange::Restart => match secrets::fetch(&self.ssm, &self.settings.path)
+                    .await
+                    .and_then(|e| {
+                        secrets::refuse_overrides(&e, &self.spec.env, &self.settings.allow_override)
+                            .map(|()| e)
+                    }) {
                     Ok(env) => {
                         if let Some(file) = &self.settings.env_file {
                             let owner = self

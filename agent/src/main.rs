@@ -7,8 +7,9 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = bake_agent::cli::Cli::parse();
     bake_common::logging::init(cli.global.log_format, cli.global.verbose);
-    // A current-thread runtime: the agent is I/O bound, stays small (idle RSS), and the app is
-    // always forked from the main thread (see the parent-death signal in supervisor::process).
+    // A current-thread runtime: the agent is I/O bound and stays small (idle RSS). The app is not
+    // started here: the supervisor spawns, waits for and reaps it on a thread of its own, whose
+    // end the app's parent-death signal is bound to (supervisor/mod.rs).
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

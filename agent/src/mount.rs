@@ -401,22 +401,41 @@ mod tests {
         }
     }
 
+    /// Unmounts (lazily) when dropped, so a failing assertion leaves no mount behind.
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+
+    /// Mounts for real, so it needs root (CI and the development machines run the tests as
+    /// root): without it the mount fails and so does the test.
     #[tokio::test]
     async fn test_ensure_mounted_is_idempotent() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root to mount");
-            return;
-        }
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "mounting needs root: run the tests as root"
+        );
         let dir = tempfile::tempdir().unwrap();
         let mut s = spec(&efs(None), "us-east-1", false).unwrap();
         s.target = dir.path().join("efs");
         s.fstype = "tmpfs".into();
         let ok = |_| async { Ok(()) };
+        let mounts_there = || {
+            let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+            parse_mountinfo(&text)
+                .iter()
+                .filter(|m| m.mount_point == s.target)
+                .count()
+        };
         assert!(
             ensure_mounted(&s, &TmpfsMounter, Duration::from_secs(1), ok)
                 .await
                 .unwrap()
         );
+        let _unmount = Unmount(s.target.clone());
+        assert_eq!(mounts_there(), 1);
         std::fs::write(s.target.join("f"), "x").unwrap();
         // Second call sees it in mountinfo and does nothing (a second tmpfs would hide the file).
         assert!(
@@ -424,7 +443,9 @@ mod tests {
                 .await
                 .unwrap()
         );
+        assert_eq!(mounts_there(), 1, "mounted a second time");
         assert!(s.target.join("f").exists());
         nix::mount::umount(&s.target).unwrap();
+        assert_eq!(mounts_there(), 0);
     }
 }

@@ -3,13 +3,17 @@
 //! Name rule (documented in docs/agent.md): the parameter name relative to the configured prefix,
 //! `/` → `_`, every other character that is not an ASCII letter or digit → `_`, upper-cased; a
 //! leading digit gets a `_` in front. `/app/prod/db/password` under `/app/prod` → `DB_PASSWORD`.
-//! Two parameters with the same variable name are an error naming both.
+//! Two parameters with the same variable name are an error naming both. A parameter may not
+//! replace what the agent or `app.env` gives the app (PATH, HOME, USER, LOGNAME, SHELL, `LD_*`,
+//! every key of the non-secret environment) unless `[secrets] allow_override` names the
+//! variable: anyone who can write one parameter under the path could otherwise point PATH or
+//! LD_PRELOAD at code of their choice ([`refuse_overrides`]).
 //!
 //! Values are [`Secret`]s: `***` in every `Debug`/`Display`, so they never reach logs or error
 //! text; they go to the child only through its environment (never argv) and, optionally, to an
 //! env file of mode 0600 owned by the app user, written atomically.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -84,6 +88,16 @@ pub enum SecretsError {
         /// The prefix.
         path: String,
     },
+    /// A parameter maps to a variable the app's environment already has.
+    #[error("SSM parameter '{name}' maps to the environment variable {var}, which {what}; secrets may not replace it (allow it with [secrets] allow_override = [\"{var}\"])")]
+    Override {
+        /// The parameter.
+        name: String,
+        /// The variable.
+        var: String,
+        /// Where the variable comes from.
+        what: &'static str,
+    },
     /// The env file could not be written.
     #[error("writing env file '{path}': {source}")]
     EnvFile {
@@ -124,6 +138,8 @@ pub struct SecretEnv {
     pub vars: BTreeMap<String, Secret>,
     /// Parameter name → version, the baseline of rotation polling.
     pub versions: BTreeMap<String, i64>,
+    /// Variable → the parameter it comes from, for error messages.
+    pub sources: BTreeMap<String, String>,
 }
 
 /// Maps `(name, value, version)` triples to variables; collisions are errors.
@@ -147,10 +163,46 @@ pub fn build_env(
             return Err(SecretsError::Collision { var, first, second });
         }
         owner.insert(var.clone(), name.clone());
+        env.sources.insert(var.clone(), name.clone());
         env.vars.insert(var, value);
         env.versions.insert(name, version);
     }
     Ok(env)
+}
+
+/// Variables the agent itself sets, or that decide which code the app runs: PATH, HOME, USER,
+/// LOGNAME, SHELL, and the dynamic loader's `LD_*`.
+#[must_use]
+pub fn protected(var: &str) -> bool {
+    matches!(var, "PATH" | "HOME" | "USER" | "LOGNAME" | "SHELL") || var.starts_with("LD_")
+}
+
+/// Refuses a secret that would replace a protected variable ([`protected`]) or a key of the
+/// app's non-secret environment `env` (`app.env` and what the agent adds to it), unless
+/// `allow` names it. The error names the parameter and the variable, never a value.
+pub fn refuse_overrides(
+    secrets: &SecretEnv,
+    env: &BTreeMap<String, String>,
+    allow: &BTreeSet<String>,
+) -> Result<(), SecretsError> {
+    for var in secrets.vars.keys() {
+        if allow.contains(var) {
+            continue;
+        }
+        let what = if env.contains_key(var) {
+            "the app's non-secret environment sets (app.env or the agent)"
+        } else if protected(var) {
+            "the agent sets or which decides what code the app runs (PATH, HOME, USER, LOGNAME, SHELL, LD_*)"
+        } else {
+            continue;
+        };
+        return Err(SecretsError::Override {
+            name: secrets.sources.get(var).cloned().unwrap_or_default(),
+            var: var.clone(),
+            what,
+        });
+    }
+    Ok(())
 }
 
 fn fetch_err<E>(path: &str, e: &aws_sdk_ssm::error::SdkError<E>) -> SecretsError
@@ -415,5 +467,46 @@ mod tests {
         b.remove("/a/y");
         assert_eq!(changed(&a, &b), vec!["/a/x".to_owned(), "/a/y".to_owned()]);
         assert_ne!(versions_id(&a), versions_id(&b));
+    }
+
+    #[test]
+    fn test_overrides_are_refused_unless_allowed() {
+        let env = |names: &[&str]| {
+            build_env(
+                "/a",
+                names
+                    .iter()
+                    .map(|n| (format!("/a/{n}"), Secret::new("hunter2".into()), 1))
+                    .collect(),
+            )
+            .unwrap()
+        };
+        let app_env: BTreeMap<String, String> = [("PORT".to_owned(), "8080".to_owned())].into();
+        let none = BTreeSet::new();
+        refuse_overrides(&env(&["db/password", "api-key"]), &app_env, &none).unwrap();
+        for (param, var) in [
+            ("path", "PATH"),
+            ("ld/preload", "LD_PRELOAD"),
+            ("ld-library-path", "LD_LIBRARY_PATH"),
+            ("home", "HOME"),
+            ("user", "USER"),
+            ("logname", "LOGNAME"),
+            ("shell", "SHELL"),
+            ("port", "PORT"),
+        ] {
+            let e = refuse_overrides(&env(&["ok", param]), &app_env, &none)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("'/a/{param}'")) && e.contains(&format!(" {var},")),
+                "{e}"
+            );
+            assert!(e.contains("allow_override"), "{e}");
+            assert!(!e.contains("hunter2"), "{e}");
+            let allow: BTreeSet<String> = [var.to_owned()].into();
+            refuse_overrides(&env(&["ok", param]), &app_env, &allow).unwrap();
+        }
+        // A name that only starts like a protected one is fine.
+        refuse_overrides(&env(&["pathfinder", "homepage"]), &app_env, &none).unwrap();
     }
 }

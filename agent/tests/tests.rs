@@ -19,6 +19,8 @@ mod input;
 mod jobs;
 #[path = "agent/lease.rs"]
 mod lease;
+#[path = "agent/leftovers.rs"]
+mod leftovers;
 #[path = "agent/lifecycle.rs"]
 mod lifecycle;
 #[path = "agent/logs.rs"]
@@ -29,5 +31,7 @@ mod reap;
 mod rollout;
 #[path = "agent/secrets.rs"]
 mod secrets;
+#[path = "agent/sensitive.rs"]
+mod sensitive;
 #[path = "agent/supervise.rs"]
 mod supervise;

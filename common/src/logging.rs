@@ -3,6 +3,7 @@
 //! Logs go to stderr; stdout is for data (`--output json`, `status`). Under systemd (the
 //! `JOURNAL_STREAM` variable is set) lines carry no timestamp: journald adds its own.
 
+use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -53,11 +54,22 @@ impl ColorChoice {
     }
 }
 
+/// Log targets of the AWS SDK and the HTTP stack below it (prefixes: `aws_` covers
+/// `aws_config`, `aws_smithy_*`, `aws_sdk_*`, `aws_sigv4`, `aws_runtime`, …).
+pub const SDK_TARGETS: &[&str] = &["aws_", "hyper", "h2", "rustls", "tower", "http"];
+
+/// The most those targets may log: their trace events carry request headers (the IMDS session
+/// token, `x-aws-ec2-metadata-token`) and responses (the IMDS token itself; with the SDK's
+/// `LOG_SENSITIVE_BODIES=true`, every decrypted secret of GetParametersByPath). No `RUST_LOG`
+/// or `-v` count lifts this cap.
+pub const SDK_MAX_LEVEL: LevelFilter = LevelFilter::DEBUG;
+
 /// The filter for a `-v` count: 0 → info, 1 → debug, 2+ → trace for our crates; other crates
-/// (the AWS SDK, hyper) stay at warn until `-vvv`. `RUST_LOG`, when set, wins: comma-separated
-/// `target=level` directives and a bare default level, e.g. `warn,bake_agent=debug`. (This is
-/// `tracing_subscriber`'s `Targets` syntax: no span or field filters, so no regex engine in the
-/// binaries; an unparsable `RUST_LOG` is reported on stderr and the default applies.)
+/// (the AWS SDK, hyper) stay at warn until `-vvv` (debug). `RUST_LOG`, when set, wins:
+/// comma-separated `target=level` directives and a bare default level, e.g.
+/// `warn,bake_agent=debug`. (This is `tracing_subscriber`'s `Targets` syntax: no span or field
+/// filters, so no regex engine in the binaries; an unparsable `RUST_LOG` is reported on stderr
+/// and the default applies.) Either way the SDK's targets are capped at [`SDK_MAX_LEVEL`].
 #[must_use]
 pub fn filter_for(verbosity: u8) -> Targets {
     filter_from(std::env::var("RUST_LOG").ok().as_deref(), verbosity)
@@ -66,7 +78,7 @@ pub fn filter_for(verbosity: u8) -> Targets {
 fn filter_from(rust_log: Option<&str>, verbosity: u8) -> Targets {
     if let Some(spec) = rust_log.filter(|s| !s.trim().is_empty()) {
         match spec.parse::<Targets>() {
-            Ok(t) => return t,
+            Ok(t) => return cap_sdk(&t),
             Err(e) => {
                 eprintln!("warning: RUST_LOG ignored ({e}); expected e.g. warn,bake_agent=debug")
             }
@@ -78,9 +90,48 @@ fn filter_from(rust_log: Option<&str>, verbosity: u8) -> Targets {
         _ => "trace",
     };
     let others = if verbosity >= 3 { "debug" } else { "warn" };
-    format!("{others},bake={ours},bake_agent={ours},bake_common={ours}")
+    let t = format!("{others},bake={ours},bake_agent={ours},bake_common={ours}")
         .parse()
-        .expect("a valid filter")
+        .expect("a valid filter");
+    cap_sdk(&t)
+}
+
+/// `t` with every SDK target ([`SDK_TARGETS`]) at most [`SDK_MAX_LEVEL`]. `Targets` matches
+/// the longest directive that is a prefix of an event's target, so the caps go in as
+/// directives of their own (at the level `t` gives the prefix, capped), and `t`'s directives
+/// for more specific SDK targets are capped too.
+fn cap_sdk(t: &Targets) -> Targets {
+    let sdk = |target: &str| SDK_TARGETS.iter().any(|p| target.starts_with(p));
+    let level_for = |target: &str| {
+        [
+            LevelFilter::TRACE,
+            LevelFilter::DEBUG,
+            LevelFilter::INFO,
+            LevelFilter::WARN,
+            LevelFilter::ERROR,
+        ]
+        .into_iter()
+        .find(|l| l.into_level().is_some_and(|l| t.would_enable(target, &l)))
+        .unwrap_or(LevelFilter::OFF)
+    };
+    let mut out = Targets::new();
+    if let Some(d) = t.default_level() {
+        out = out.with_default(d);
+    }
+    for (target, level) in t.iter() {
+        let level = if sdk(target) {
+            level.min(SDK_MAX_LEVEL)
+        } else {
+            level
+        };
+        out = out.with_target(target, level);
+    }
+    for prefix in SDK_TARGETS {
+        if !t.iter().any(|(target, _)| target == *prefix) {
+            out = out.with_target(*prefix, level_for(prefix).min(SDK_MAX_LEVEL));
+        }
+    }
+    out
 }
 
 /// Installs the global subscriber, colour as [`ColorChoice::Auto`]. Call once, first thing in
@@ -155,6 +206,51 @@ mod tests {
         let f = filter_from(None, 3);
         assert!(f.would_enable("bake::release", &Level::TRACE));
         assert!(f.would_enable("hyper", &Level::DEBUG));
+    }
+
+    #[test]
+    fn test_sdk_targets_never_trace() {
+        for (rust_log, verbosity) in [
+            (Some("trace"), 0),
+            (
+                Some("aws_smithy_runtime=trace,aws_config::imds=trace,hyper=trace"),
+                0,
+            ),
+            (Some("aws=trace,h=trace,a=trace"), 0),
+            (None, 3),
+        ] {
+            let f = filter_from(rust_log, verbosity);
+            for target in [
+                "aws_smithy_runtime::client::orchestrator",
+                "aws_smithy_runtime::client::orchestrator::http",
+                "aws_config::imds::client::token",
+                "aws_sigv4::http_request::sign",
+                "aws_sdk_ssm::operation",
+                "hyper::proto::h1::io",
+                "hyper_util::client::legacy::pool",
+                "h2::codec",
+                "rustls::client",
+                "tower::buffer",
+            ] {
+                assert!(
+                    !f.would_enable(target, &Level::TRACE),
+                    "{rust_log:?}/{verbosity}: {target} at trace"
+                );
+            }
+            assert!(
+                f.would_enable("aws_smithy_runtime::client::orchestrator", &Level::DEBUG),
+                "{rust_log:?}/{verbosity}: debug stays"
+            );
+        }
+        // Our own crates keep their trace, and a quiet default stays quiet for the SDK.
+        let f = filter_from(Some("trace"), 0);
+        assert!(f.would_enable("bake_agent::secrets", &Level::TRACE));
+        let f = filter_from(Some("warn"), 0);
+        assert!(!f.would_enable("aws_config::imds", &Level::INFO));
+        assert!(f.would_enable("aws_config::imds", &Level::WARN));
+        let f = filter_from(Some("error,aws_config=info"), 0);
+        assert!(f.would_enable("aws_config::imds", &Level::INFO));
+        assert!(!f.would_enable("aws_config::imds", &Level::DEBUG));
     }
 
     #[test]

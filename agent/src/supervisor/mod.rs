@@ -9,11 +9,19 @@
 //! memory, the (prebuilt) start plan is started again, and only then are counters, logs and the
 //! crash-loop report done. Any exit counts, also status 0: the app is meant to run forever.
 //!
+//! Nothing of a run outlives it: when the app's main process exits, the rest of its process
+//! group gets SIGKILL before the main process is reaped (one system call, before the respawn);
+//! processes that left the group (`setsid`, `setpgid`) are re-parented to the agent (a child
+//! subreaper) and the orphan reaper sends them SIGKILL after the respawn (see
+//! [`process::decide`] for what counts as left behind). The same holds after a stop.
+//!
 //! The supervisor has a thread of its own (`bake-supervise`, with a current-thread runtime that
-//! waits on nothing but the app's pidfd and the control channel), so a restart never queues
-//! behind log shipping, metrics or AWS calls on the agent's main runtime. The app's output pipes
-//! are read, and the crash-loop hook runs, on the main runtime. The app gets SIGKILL when this
-//! thread ends (parent-death signal): it ends after stopping the app, or with the agent.
+//! waits on nothing but the app's pidfd, the control channel and SIGCHLD), so a restart never
+//! queues behind log shipping, metrics or AWS calls on the agent's main runtime. The app is
+//! spawned, waited for and signalled there, and the orphan reaper runs there too, between those
+//! steps: it never runs while an app is being started. The app's output pipes are read, and the
+//! crash-loop hook runs, on the main runtime. The app gets SIGKILL when this thread ends
+//! (parent-death signal): it ends after stopping the app, or with the agent.
 
 /// Spawning, signals, subreaper.
 pub mod process;
@@ -21,7 +29,7 @@ pub mod process;
 pub mod spawn;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -193,7 +201,6 @@ pub async fn start(
     output: AppOutput,
     on_crash_loop: Option<CrashLoopHook>,
 ) -> Result<(SupervisorHandle, SupervisorDone), ProcessError> {
-    let managed = Arc::new(AtomicI32::new(0));
     let plan = process::plan(&spec)?;
     let program = spec.command[0].clone();
     let (tx, rx) = mpsc::channel(4);
@@ -201,7 +208,6 @@ pub async fn start(
     let restarts = Arc::new(AtomicU64::new(0));
     let (started_tx, started_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
-    tokio::spawn(process::reap_orphans(managed.clone()));
     let sup = Supervisor {
         spec,
         plan,
@@ -210,8 +216,8 @@ pub async fn start(
         on_crash_loop,
         restarts: restarts.clone(),
         state: state_tx,
-        managed,
         main: tokio::runtime::Handle::current(),
+        reaper: Reaper::new(),
     };
     let spawn_err = |source| ProcessError::Spawn {
         program: program.clone(),
@@ -258,25 +264,94 @@ struct Supervisor {
     on_crash_loop: Option<CrashLoopHook>,
     restarts: Arc<AtomicU64>,
     state: watch::Sender<AppState>,
-    managed: Arc<AtomicI32>,
     /// The agent's main runtime: the app's output is read there, the crash-loop hook runs there.
     main: tokio::runtime::Handle,
+    reaper: Reaper,
 }
 
 /// After an immediate restart, how long the supervisor leaves the CPUs to the starting app before
-/// it hands the new pipes to log shipping (which wakes the main thread), publishes the state and
-/// logs the restart. The pipes buffer what the app writes meanwhile (64 KiB each).
+/// it hands the new pipes to log shipping (which wakes the main thread), publishes the state,
+/// ends what the old run left outside its process group and logs the restart. The pipes buffer
+/// what the app writes meanwhile (64 KiB each).
 const RECORD_AFTER: Duration = Duration::from_millis(2);
+
+/// The orphan reaper's period when nothing wakes it.
+const REAP_EVERY: Duration = Duration::from_secs(30);
+/// After a SIGCHLD, how long the reaper waits so that one pass takes a burst of exits.
+const REAP_AFTER_SIGCHLD: Duration = Duration::from_millis(50);
+/// The first re-check after a pass that sent SIGKILL to leftovers; doubles, up to 1.28 s.
+const LEFTOVER_RECHECK: Duration = Duration::from_millis(10);
+
+/// The orphan reaper, run by the supervisor between its own steps (never while an app is being
+/// started; see [`process::tidy`]): on SIGCHLD (debounced), every 30 s, and right after every
+/// exit or stop of the app.
+#[derive(Debug)]
+struct Reaper {
+    sigchld: Option<tokio::signal::unix::Signal>,
+    next: tokio::time::Instant,
+    /// An app exited or was stopped, and no pass since found nothing left of it.
+    dirty: bool,
+    /// Passes in a row that still sent SIGKILL to leftovers.
+    rounds: u32,
+}
+
+impl Reaper {
+    fn new() -> Self {
+        Self {
+            sigchld: None,
+            next: tokio::time::Instant::now() + REAP_EVERY,
+            dirty: false,
+            rounds: 0,
+        }
+    }
+
+    /// Listens for SIGCHLD; call it on the runtime that runs the supervisor.
+    fn listen(&mut self) {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+            Ok(s) => self.sigchld = Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGCHLD; orphans are reaped every 30s and after each exit of the app");
+            }
+        }
+    }
+
+    /// One pass now; leftovers are ended while an exit or stop is not cleaned up yet.
+    fn pass(&mut self) -> process::Tidied {
+        let done = process::tidy(self.dirty);
+        let now = tokio::time::Instant::now();
+        if self.dirty && done.ended > 0 {
+            // They die in a moment (SIGKILL); their own orphans come to the agent then.
+            self.next = now + LEFTOVER_RECHECK.saturating_mul(1 << self.rounds.min(7));
+            self.rounds += 1;
+            if self.rounds == 8 {
+                tracing::warn!(
+                    ended = done.ended,
+                    "processes the app left behind are still there after SIGKILL"
+                );
+            }
+        } else {
+            self.dirty = false;
+            self.rounds = 0;
+            self.next = now + REAP_EVERY;
+        }
+        done
+    }
+}
+
+/// What woke the supervisor.
+enum Event {
+    /// The app's main process exited (its group got SIGKILL, it is reaped).
+    Exited(std::io::Result<std::process::ExitStatus>),
+    /// A request, or `None` when every handle is gone.
+    Control(Option<Control>),
+    /// The deadline passed.
+    Elapsed,
+}
 
 impl Supervisor {
     /// Starts the app from the plan; its pipes stay in the process until [`Self::record_start`].
     fn start_app(&mut self) -> Result<AppProcess, ProcessError> {
-        let child = process::spawn(&mut self.plan)?;
-        self.managed.store(
-            i32::try_from(child.id().unwrap_or(0)).unwrap_or(0),
-            Ordering::SeqCst,
-        );
-        Ok(child)
+        process::spawn(&mut self.plan)
     }
 
     /// Hands a started process's pipes to log shipping on the main runtime and publishes its pid.
@@ -318,11 +393,68 @@ impl Supervisor {
         }
     }
 
+    /// Waits for the app's exit, a request or `until`; runs the orphan reaper meanwhile.
+    async fn next_event(
+        &mut self,
+        child: &mut Option<AppProcess>,
+        rx: &mut mpsc::Receiver<Control>,
+        until: Option<tokio::time::Instant>,
+    ) -> Event {
+        enum Woke {
+            Event(Event),
+            Sigchld(bool),
+            Reap,
+        }
+        loop {
+            let reap_at = self.reaper.next;
+            let woke = {
+                let exit = async {
+                    match child.as_mut() {
+                        Some(c) => c.wait().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let sigchld = async {
+                    match self.reaper.sigchld.as_mut() {
+                        Some(s) => s.recv().await.is_some(),
+                        None => std::future::pending().await,
+                    }
+                };
+                let elapsed = async {
+                    match until {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    status = exit => Woke::Event(Event::Exited(status)),
+                    ctl = rx.recv() => Woke::Event(Event::Control(ctl)),
+                    () = elapsed => Woke::Event(Event::Elapsed),
+                    open = sigchld => Woke::Sigchld(open),
+                    () = tokio::time::sleep_until(reap_at) => Woke::Reap,
+                }
+            };
+            match woke {
+                Woke::Event(e) => return e,
+                Woke::Sigchld(true) => {
+                    let soon = tokio::time::Instant::now() + REAP_AFTER_SIGCHLD;
+                    self.reaper.next = self.reaper.next.min(soon);
+                }
+                Woke::Sigchld(false) => self.reaper.sigchld = None,
+                Woke::Reap => {
+                    self.reaper.pass();
+                }
+            }
+        }
+    }
+
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<Control>,
         started: oneshot::Sender<Result<u32, ProcessError>>,
     ) {
+        self.reaper.listen();
         let first = match self.start_app() {
             Ok(mut c) => {
                 self.record_start(&mut c);
@@ -338,46 +470,45 @@ impl Supervisor {
         let mut child = Some(first);
         loop {
             // Wait for an exit (or a failed spawn, which counts as one) or a request.
-            let exit = match child.as_mut() {
-                Some(c) => {
-                    tokio::select! {
-                        status = c.wait() => Some(status),
-                        ctl = rx.recv() => { if self.control(ctl, &mut child, &mut backoff).await { return; } None }
+            let status = if child.is_some() {
+                match self.next_event(&mut child, &mut rx, None).await {
+                    Event::Exited(status) => status,
+                    Event::Control(ctl) => {
+                        if self.control(ctl, &mut child, &mut backoff).await {
+                            return;
+                        }
+                        continue;
                     }
+                    Event::Elapsed => continue,
                 }
-                None => Some(Err(std::io::Error::other("spawn failed"))),
+            } else {
+                Err(std::io::Error::other("spawn failed"))
             };
-            let Some(status) = exit else { continue };
             let now = Instant::now();
-            let old_pid = child.as_ref().and_then(AppProcess::id);
+            // The old group got SIGKILL before its main process was reaped; what left the
+            // group is ended by the reaper's next passes.
+            self.reaper.dirty = true;
             let decision = on_exit(&mut backoff, now);
             let delay = decision.delay();
+            let mut ended = 0;
             if delay.is_zero() {
-                // Respawn first: stragglers of the old group go, then the new process starts.
-                if let Some(pid) = old_pid {
-                    process::signal_group(pid, nix::sys::signal::Signal::SIGKILL)
-                }
+                // Respawn first; the rest after the new process had the CPUs for its start.
                 child = self.respawn();
             } else {
-                if let Some(pid) = old_pid {
-                    process::signal_group(pid, nix::sys::signal::Signal::SIGKILL)
-                }
                 self.state.send_replace(AppState::BackingOff);
                 child = None;
-                tracing::warn!(status = ?status.as_ref().ok(), delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), consecutive = backoff.consecutive(), "app exited; restarting after backoff");
-                let sleep = tokio::time::sleep(delay);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        () = &mut sleep => break,
-                        ctl = rx.recv() => {
-                            if self.control(ctl, &mut child, &mut backoff).await {
-                                return;
-                            }
-                            if child.is_some() {
-                                break;
-                            }
-                        }
+                ended = self.reaper.pass().ended;
+                tracing::warn!(status = ?status.as_ref().ok(), delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), consecutive = backoff.consecutive(), ended, "app exited; restarting after backoff");
+                let until = tokio::time::Instant::now() + delay;
+                // Until the delay passed (no app runs meanwhile, so no exit comes).
+                while let Event::Control(ctl) =
+                    self.next_event(&mut child, &mut rx, Some(until)).await
+                {
+                    if self.control(ctl, &mut child, &mut backoff).await {
+                        return;
+                    }
+                    if child.is_some() {
+                        break;
                     }
                 }
                 if child.is_none() {
@@ -392,10 +523,11 @@ impl Supervisor {
                 if let Some(c) = child.as_mut() {
                     self.record_start(c);
                 }
+                ended = self.reaper.pass().ended;
             }
             let n = self.restarts.fetch_add(1, Ordering::SeqCst) + 1;
             if delay.is_zero() {
-                tracing::warn!(status = ?status.as_ref().ok(), restarts = n, respawn_us, "app exited; restarted at once");
+                tracing::warn!(status = ?status.as_ref().ok(), restarts = n, respawn_us, ended, "app exited; restarted at once");
             }
             if matches!(decision, Decision::RestartAndReportCrashLoop { .. }) {
                 tracing::error!(
@@ -412,6 +544,25 @@ impl Supervisor {
         }
     }
 
+    /// Stops the app (if any) and ends what it left outside its group, within about 1 s.
+    async fn stop_app(
+        &mut self,
+        child: &mut Option<AppProcess>,
+    ) -> Option<std::process::ExitStatus> {
+        let status = match child.as_mut() {
+            Some(c) => process::stop(c, self.spec.stop_signal, self.spec.stop_timeout).await,
+            None => None,
+        };
+        self.reaper.dirty = true;
+        for _ in 0..100 {
+            if self.reaper.pass().ended == 0 {
+                break;
+            }
+            tokio::time::sleep(LEFTOVER_RECHECK).await;
+        }
+        status
+    }
+
     /// Handles a request; `true` when the supervisor must end.
     async fn control(
         &mut self,
@@ -422,16 +573,13 @@ impl Supervisor {
         match ctl {
             None => {
                 // Every handle dropped: stop the app and end.
-                if let Some(c) = child.as_mut() {
-                    process::stop(c, self.spec.stop_signal, self.spec.stop_timeout).await;
-                }
+                self.stop_app(child).await;
                 self.state.send_replace(AppState::Stopped);
                 true
             }
             Some(Control::Stop(done)) => {
-                if let Some(c) = child.as_mut() {
-                    let status =
-                        process::stop(c, self.spec.stop_signal, self.spec.stop_timeout).await;
+                let status = self.stop_app(child).await;
+                if status.is_some() {
                     tracing::info!(?status, "app stopped");
                 }
                 self.state.send_replace(AppState::Stopped);
@@ -439,9 +587,7 @@ impl Supervisor {
                 true
             }
             Some(Control::Restart(spec, done)) => {
-                if let Some(c) = child.as_mut() {
-                    process::stop(c, self.spec.stop_signal, self.spec.stop_timeout).await;
-                }
+                self.stop_app(child).await;
                 if let Some(spec) = spec {
                     match process::plan(&spec) {
                         Ok(plan) => {
@@ -609,6 +755,71 @@ mod tests {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(all[1]), None).is_err(),
             "the app is gone after a stop"
         );
+    }
+
+    /// Orphans are reaped on the supervisor's thread, where the app is spawned: here the main
+    /// (test) runtime is held by a synchronous loop from before the orphan exists until it is
+    /// gone, and nothing else would reap it.
+    #[tokio::test]
+    async fn test_orphans_are_reaped_without_the_main_runtime() {
+        process::become_subreaper();
+        let dir = tempfile::tempdir().unwrap();
+        let helper = dir.path().join("helper");
+        // The subshell starts a short-lived helper and exits: the helper is re-parented to this
+        // process (a subreaper) and exits 0.3 s later, a zombie until someone reaps it.
+        let spec = AppSpec {
+            command: vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                format!(
+                    "(sleep 0.3 & echo $! > {}); exec sleep 60",
+                    helper.display()
+                ),
+            ],
+            env: std::collections::BTreeMap::new(),
+            secrets: std::collections::BTreeMap::new(),
+            working_dir: dir.path().to_owned(),
+            run_as: None,
+            stop_signal: nix::sys::signal::Signal::SIGTERM,
+            stop_timeout: Duration::from_secs(2),
+        };
+        let (handle, done) = start(spec, policy(), AppOutput::passthrough(), None)
+            .await
+            .unwrap();
+        // From here on the main runtime gets no turn until the helper is reaped.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pid = loop {
+            if let Some(p) = std::fs::read_to_string(&helper)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "the helper never started");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let mut seen_zombie_or_child = false;
+        while let Some(p) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| process::parse_stat(&s))
+        {
+            seen_zombie_or_child |= p.ppid == i32::try_from(std::process::id()).unwrap();
+            assert!(
+                Instant::now() < deadline,
+                "the orphan was not reaped while the main runtime was held"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            seen_zombie_or_child,
+            "the helper was never re-parented to the agent"
+        );
+        assert!(matches!(*handle.state.borrow(), AppState::Running(_)));
+        handle.stop().await;
+        tokio::time::timeout(Duration::from_secs(5), done)
+            .await
+            .expect("the supervisor thread ends after a stop")
+            .unwrap();
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! The app's process: spawned in its own session and process group, as the configured user;
-//! signals to the whole group; the agent as child subreaper, reaping orphaned grandchildren.
+//! signals to the whole group; the agent as child subreaper, and its orphan reaper ([`tidy`]),
+//! which reaps orphaned descendants and ends what an exited app left outside its group.
+//!
+//! All of it runs on the supervisor's thread: the app is spawned there (its parent-death signal
+//! is bound to that thread), waited for there, and the reaper runs there between those steps,
+//! never while an app is being started.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::{Gid, Group, Pid, Uid, User};
 
 use super::spawn::{self, AppProcess, Plan};
@@ -153,19 +157,9 @@ pub fn spawn(plan: &mut Plan) -> Result<AppProcess, ProcessError> {
     })
 }
 
-/// Sends `sig` to the process group `pgid`; a group that no longer exists is fine.
-pub fn signal_group(pgid: u32, sig: Signal) {
-    let Ok(raw) = i32::try_from(pgid) else { return };
-    match killpg(Pid::from_raw(raw), sig) {
-        Ok(()) | Err(nix::Error::ESRCH) => {}
-        Err(e) => {
-            tracing::warn!(pgid, signal = %sig, error = %e, "cannot signal the app's process group")
-        }
-    }
-}
-
 /// Stops the app: `stop_signal` to the group, wait up to `timeout`, then SIGKILL to the group.
-/// Leftovers of the group get SIGKILL too once the main process is gone.
+/// Once the main process has exited, what is left of its group gets SIGKILL too (see
+/// [`AppProcess::wait`]); processes that left the group are for [`tidy`].
 pub async fn stop(
     child: &mut AppProcess,
     sig: Signal,
@@ -174,8 +168,8 @@ pub async fn stop(
     let Some(pid) = child.id() else {
         return child.try_wait().ok().flatten();
     };
-    signal_group(pid, sig);
-    let status = match tokio::time::timeout(timeout, child.wait()).await {
+    child.signal_group(sig);
+    match tokio::time::timeout(timeout, child.wait()).await {
         Ok(s) => s.ok(),
         Err(_) => {
             tracing::warn!(
@@ -183,82 +177,319 @@ pub async fn stop(
                 timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
                 "app did not stop in time; SIGKILL to its process group"
             );
-            signal_group(pid, Signal::SIGKILL);
+            child.signal_group(Signal::SIGKILL);
             child.wait().await.ok()
         }
-    };
-    signal_group(pid, Signal::SIGKILL);
-    status
+    }
 }
 
-/// Makes the agent the reaper of orphaned descendants (instead of PID 1).
+/// Makes the agent the reaper of orphaned descendants (instead of PID 1): a process the app
+/// leaves behind is re-parented to the agent, which can then find it ([`tidy`]).
 pub fn become_subreaper() {
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         tracing::warn!(error = %e, "cannot become child subreaper; orphans go to PID 1");
     }
 }
 
-/// Pids of the agent's zombie children from /proc (state `Z`, parent = us).
+/// One process, as `/proc/PID/stat` shows it: the fields the orphan reaper decides on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Process id.
+    pub pid: i32,
+    /// Parent's pid.
+    pub ppid: i32,
+    /// Session id.
+    pub sid: i32,
+    /// State `Z`: exited, waiting to be reaped.
+    pub zombie: bool,
+    /// Start time (clock ticks since boot): with the pid, it names one process for good.
+    pub start: u64,
+}
+
+/// Parses `/proc/PID/stat` ("pid (comm) S ppid pgrp session … starttime …"; comm may hold
+/// spaces and parentheses, so the fields are counted after the last `)`).
 #[must_use]
-pub fn zombie_children() -> Vec<i32> {
-    let me = std::process::id();
+pub fn parse_stat(text: &str) -> Option<ProcStat> {
+    let open = text.find(" (")?;
+    let pid = text[..open].trim().parse().ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After comm: state(0) ppid(1) pgrp(2) session(3) … starttime(19).
+    Some(ProcStat {
+        pid,
+        ppid: f.get(1)?.parse().ok()?,
+        sid: f.get(3)?.parse().ok()?,
+        zombie: *f.first()? == "Z",
+        start: f.get(19)?.parse().ok()?,
+    })
+}
+
+fn read_stat(pid: i32) -> Option<ProcStat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Every process of the system (thread group leaders: what `/proc` lists).
+#[must_use]
+pub fn proc_table() -> Vec<ProcStat> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .is_some_and(|stat| {
-                    // "pid (comm) S ppid …": comm may hold spaces and parens, so split after the last ')'.
-                    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-                        return false;
-                    };
-                    let mut f = rest.split_whitespace();
-                    f.next() == Some("Z")
-                        && f.next().and_then(|p| p.parse::<u32>().ok()) == Some(me)
-                })
-        })
+        .filter_map(read_stat)
         .collect()
 }
 
-/// Reaps orphaned grandchildren that were re-parented to the agent, never `managed` (the app's
-/// main process, which tokio waits for itself). Runs on SIGCHLD, debounced, and every 30 s.
-pub async fn reap_orphans(managed: Arc<AtomicI32>) {
-    let Ok(mut sigchld) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
-    else {
-        tracing::warn!("cannot listen for SIGCHLD; orphans are reaped every 30s");
-        return reap_orphans_periodically(managed).await;
-    };
-    loop {
-        tokio::select! {
-            _ = sigchld.recv() => {}
-            () = tokio::time::sleep(Duration::from_secs(30)) => {}
-        }
-        // Let tokio reap its own child first, and never delay a respawn.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        reap_once(&managed);
-    }
+/// What one pass of the orphan reaper does, decided from a snapshot of `/proc`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Tidy {
+    /// Zombie children to reap: exited orphans the agent inherited.
+    pub reap: Vec<i32>,
+    /// Live processes a former run of the app left behind, to end.
+    pub end: Vec<ProcStat>,
 }
 
-async fn reap_orphans_periodically(managed: Arc<AtomicI32>) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        reap_once(&managed);
-    }
-}
-
-fn reap_once(managed: &AtomicI32) {
-    for pid in zombie_children() {
-        if pid == managed.load(Ordering::SeqCst) {
+/// Decides a pass (pure). `me` and `my_sid`: the agent's pid and session; `live`: the apps
+/// started and not reaped ([`spawn::live_apps`]), which their own supervisor waits for.
+///
+/// - Reaped: zombie children of the agent that are not a live app and not of the agent's own
+///   session (the agent's own short-lived children, such as `mount`, are waited for by whoever
+///   started them; every app runs in a session of its own).
+/// - Ended: live descendants of the agent that are neither a live app, nor below one, nor in the
+///   session of one, nor in the agent's session. Those are what the apps that exited left: an
+///   app's whole process group is killed when it exits, so these are processes that left its
+///   group (`setsid`, `setpgid`) and were re-parented to the agent, and their descendants.
+#[must_use]
+pub fn decide(table: &[ProcStat], me: i32, my_sid: i32, live: &BTreeSet<i32>) -> Tidy {
+    let parent: BTreeMap<i32, i32> = table.iter().map(|p| (p.pid, p.ppid)).collect();
+    let mut out = Tidy::default();
+    for p in table {
+        if p.pid == me || live.contains(&p.pid) || p.sid == my_sid {
             continue;
         }
-        if let Ok(status) = nix::sys::wait::waitpid(
-            Pid::from_raw(pid),
-            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-        ) {
+        if p.zombie {
+            if p.ppid == me {
+                out.reap.push(p.pid);
+            }
+            continue;
+        }
+        if live.contains(&p.sid) {
+            continue;
+        }
+        // Up the parent chain: below a live app (keep), or the agent's (end), or neither.
+        let mut at = p.ppid;
+        let mut mine = false;
+        for _ in 0..256 {
+            if at == me {
+                mine = true;
+                break;
+            }
+            if live.contains(&at) || at <= 1 {
+                break;
+            }
+            match parent.get(&at) {
+                Some(&pp) => at = pp,
+                None => break,
+            }
+        }
+        if mine {
+            out.end.push(*p);
+        }
+    }
+    out
+}
+
+/// What a [`tidy`] pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tidied {
+    /// Orphans reaped.
+    pub reaped: usize,
+    /// Leftover processes sent SIGKILL.
+    pub ended: usize,
+}
+
+/// One pass of the orphan reaper: reaps exited orphans and, with `end_leftovers`, sends SIGKILL
+/// to every process a former run of the app left behind (see [`decide`]). It holds the
+/// registry of live apps throughout, so no app starts during the pass, and it signals each
+/// process through a pidfd opened and checked against the snapshot (same start time), so a
+/// recycled pid is never signalled.
+pub fn tidy(end_leftovers: bool) -> Tidied {
+    let live = spawn::live_apps();
+    let me = i32::try_from(std::process::id()).unwrap_or(0);
+    let my_sid = nix::unistd::getsid(None).map_or(0, Pid::as_raw);
+    let plan = decide(&proc_table(), me, my_sid, &live);
+    let mut done = Tidied::default();
+    for pid in plan.reap {
+        // Our own zombie child (not a live app): reaping it frees nothing anyone waits for.
+        if let Ok(status) = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            done.reaped += 1;
             tracing::debug!(pid, ?status, "reaped an orphaned descendant");
         }
+    }
+    if end_leftovers {
+        for p in plan.end {
+            let Ok(fd) = spawn::pidfd_open(p.pid) else {
+                continue; // gone meanwhile
+            };
+            if read_stat(p.pid).is_some_and(|now| now.start == p.start)
+                && spawn::pidfd_send_signal(&fd, libc::SIGKILL).is_ok()
+            {
+                done.ended += 1;
+                tracing::debug!(
+                    pid = p.pid,
+                    sid = p.sid,
+                    "SIGKILL to a process the app left behind"
+                );
+            }
+        }
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pid: i32, ppid: i32, sid: i32, zombie: bool) -> ProcStat {
+        ProcStat {
+            pid,
+            ppid,
+            sid,
+            zombie,
+            start: 1,
+        }
+    }
+
+    #[test]
+    fn test_parse_stat_with_odd_comm() {
+        let s = parse_stat(
+            "4242 (my (odd) app) S 100 4242 4242 0 -1 4194560 1 2 3 4 5 6 7 8 20 0 1 0 987654 1 2",
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            ProcStat {
+                pid: 4242,
+                ppid: 100,
+                sid: 4242,
+                zombie: false,
+                start: 987_654
+            }
+        );
+        assert!(
+            parse_stat("9 (z) Z 1 9 9 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5")
+                .unwrap()
+                .zombie
+        );
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn test_decide_ends_what_old_runs_left_and_keeps_the_live_app() {
+        let (me, my_sid) = (100, 50);
+        let live: BTreeSet<i32> = [200].into();
+        let table = [
+            p(me, 1, my_sid, false),
+            // The live app, its child, a double-forked helper in its session, an escapee that
+            // still has its parent: all kept.
+            p(200, me, 200, false),
+            p(201, 200, 200, false),
+            p(202, me, 200, false),
+            p(203, 201, 203, false),
+            // The live app exited and is a zombie nobody reaped yet: never reaped here.
+            // (Its entry stands for the window between its exit and its supervisor's wait.)
+            // Left by an old run: an escapee re-parented to the agent, its child, a grandchild
+            // that left its session too.
+            p(300, me, 300, false),
+            p(301, 300, 300, false),
+            p(302, 301, 302, false),
+            // An exited orphan, and an old app's zombie member.
+            p(400, me, 400, true),
+            p(401, me, 150, true),
+            // The agent's own children in its session (a `mount`, a test's command), a zombie
+            // one too: neither ended nor reaped (whoever started them waits for them).
+            p(500, me, my_sid, false),
+            p(501, me, my_sid, true),
+            // Unrelated processes of the system.
+            p(600, 1, 600, false),
+            p(601, 600, 600, true),
+        ];
+        let t = decide(&table, me, my_sid, &live);
+        assert_eq!(t.reap, vec![400, 401]);
+        assert_eq!(
+            t.end.iter().map(|p| p.pid).collect::<Vec<_>>(),
+            vec![300, 301, 302]
+        );
+        // A live app that is a zombie (exited, its supervisor about to wait for it).
+        let table = [p(me, 1, my_sid, false), p(200, me, 200, true)];
+        assert_eq!(decide(&table, me, my_sid, &live), Tidy::default());
+    }
+
+    /// Sends SIGKILL to `pid` when dropped (a test's leftover, also when it fails).
+    struct KillOnDrop(i32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(self.0), Signal::SIGKILL);
+        }
+    }
+
+    fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(
+                std::time::Instant::now() < end,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A reaper pass forced into the window where an app has exited but its supervisor has not
+    /// waited for it yet (right after the spawn returned, for an app that exits at once): the
+    /// app stays its supervisor's to reap, and what it left outside its group is ended.
+    #[tokio::test(flavor = "current_thread")]
+    async fn test_a_pass_between_exit_and_wait_keeps_the_app_and_ends_its_leftover() {
+        become_subreaper();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("escapee");
+        let mut plan = spawn::Plan::new(
+            &[
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                format!("setsid sleep 300 & echo $! > {}; exit 7", file.display()),
+            ],
+            [("PATH", DEFAULT_PATH)],
+            std::path::Path::new("/"),
+            None,
+        )
+        .unwrap();
+        let mut app = plan.spawn().unwrap();
+        let pid = i32::try_from(app.id().unwrap()).unwrap();
+        let me = i32::try_from(std::process::id()).unwrap();
+        wait_until("the escapee's pid", || {
+            std::fs::read_to_string(&file).is_ok_and(|s| s.ends_with('\n'))
+        });
+        let escapee: i32 = std::fs::read_to_string(&file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let _kill = KillOnDrop(escapee);
+        wait_until("the app's exit and the escapee's re-parenting", || {
+            read_stat(pid).is_some_and(|p| p.zombie)
+                && read_stat(escapee).is_some_and(|p| p.ppid == me)
+        });
+        let done = tidy(true);
+        assert!(
+            read_stat(pid).is_some_and(|p| p.zombie),
+            "the pass reaped the app, whose supervisor waits for it"
+        );
+        assert_eq!(app.try_wait().unwrap().and_then(|s| s.code()), Some(7));
+        assert!(done.ended >= 1, "{done:?}");
+        // The escapee dies of the SIGKILL; a later pass reaps it.
+        wait_until("the escapee to be gone", || {
+            tidy(false);
+            read_stat(escapee).is_none()
+        });
     }
 }

@@ -15,8 +15,23 @@
 //! as `setuid`'s broadcast to all threads) and reports a failure through memory it shares with the
 //! parent before `_exit`.
 //!
-//! The exit is observed through a pidfd (Linux ≥ 5.3) registered with tokio's reactor.
+//! The exit is observed through a pidfd (Linux ≥ 5.3) registered with tokio's reactor. When the
+//! app's main process has exited, the rest of its process group gets SIGKILL before the main
+//! process is reaped: until then its pid, which is also the group's id, cannot name another
+//! process. Every started app that is not reaped yet is listed in a registry of this process
+//! ([`live_apps`]), so the supervisor's orphan reaper can tell the apps from what they left.
 
+// The child resets signal dispositions with the kernel's `struct sigaction` and a 64-bit signal
+// set (`KernelSigaction`); that layout is the one of x86_64 and arm64 Linux only.
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+compile_error!(
+    "supervisor/spawn.rs is written for Linux on x86_64 or aarch64 (kernel sigaction layout)"
+);
+
+use std::collections::BTreeSet;
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -24,10 +39,20 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use nix::sched::CloneFlags;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
+
+/// Pids of the apps started by [`Plan::spawn`] in this process and not reaped yet.
+static LIVE_APPS: Mutex<BTreeSet<libc::pid_t>> = Mutex::new(BTreeSet::new());
+
+/// The registry of started, unreaped apps. [`Plan::spawn`] holds it from the clone until the new
+/// pid is in it, so whoever holds it sees every app child of this process that is not reaped.
+pub fn live_apps() -> MutexGuard<'static, BTreeSet<libc::pid_t>> {
+    LIVE_APPS.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Size of the child's stack between clone and execve. It runs a handful of raw system calls;
 /// glibc's posix_spawn uses 32 KiB plus argv. Only the pages it touches become resident.
@@ -209,7 +234,7 @@ impl Plan {
     /// Starts the app: its own session and process group, stdin from /dev/null, stdout and
     /// stderr into fresh pipes, the configured user, SIGKILL when the calling thread ends.
     ///
-    /// Call it from a thread that lives as long as the app should (the agent's runtime thread):
+    /// Call it from a thread that lives as long as the app should (the supervisor's thread):
     /// the kernel sends the parent-death signal when that thread ends.
     pub fn spawn(&mut self) -> io::Result<AppProcess> {
         let program = self.resolve()?;
@@ -238,6 +263,9 @@ impl Plan {
         };
         let mut failure = Failure { stage: 0, errno: 0 };
         let failure_ptr: *mut Failure = &mut failure;
+        // Held until the new pid is registered: a reaper that holds it never sees the new child
+        // unregistered.
+        let mut live = live_apps();
         let pid = {
             let _blocked = BlockSignals::new()?;
             // SAFETY: CLONE_VM | CLONE_VFORK: the child shares our memory and runs on `stack`,
@@ -246,7 +274,8 @@ impl Plan {
             // points into, and `failure` all outlive the child's use of them. All signals are
             // blocked around the clone, so none of the agent's handlers can run on the child's
             // stack; `child_main` resets them before it unblocks. `child_main` makes only raw
-            // system calls (async-signal-safe, no allocation, no locks) and never returns.
+            // system calls (async-signal-safe, no allocation, no locks) and never returns; its
+            // contract (pointers valid, run only in such a child) holds for the same reasons.
             unsafe {
                 nix::sched::clone(
                     Box::new(|| child_main(&child, failure_ptr)),
@@ -274,7 +303,20 @@ impl Plan {
                 format!("{}: {err}", stage.what()),
             ));
         }
-        let pidfd = pidfd_open(pid_raw)?;
+        let pidfd = match pidfd_open(pid_raw) {
+            Ok(fd) => fd,
+            Err(e) => {
+                // Without a pidfd nobody could wait for it: end it here.
+                // SAFETY: kill and waitpid on our own, unreaped child.
+                unsafe {
+                    libc::kill(pid_raw, libc::SIGKILL);
+                    libc::waitpid(pid_raw, std::ptr::null_mut(), 0);
+                }
+                return Err(e);
+            }
+        };
+        live.insert(pid_raw);
+        drop(live);
         Ok(AppProcess {
             pid: u32::try_from(pid_raw).unwrap_or(0),
             // SAFETY: an OwnedFd keeps its descriptor open and unchanged until it is dropped
@@ -308,7 +350,8 @@ fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((above_stdio(r)?, above_stdio(w)?))
 }
 
-fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+/// `pidfd_open(2)`: a descriptor naming exactly process `pid` (non-blocking).
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     use std::os::fd::FromRawFd;
     // SAFETY: pidfd_open(2) takes a pid and flags; it returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, libc::PIDFD_NONBLOCK) };
@@ -406,8 +449,14 @@ unsafe fn fail(failure: *mut Failure, stage: Stage, errno: i32) -> ! {
 /// The child, between clone and execve: system calls only (the C library's thin,
 /// async-signal-safe wrappers, or raw calls where a wrapper has process-wide effects); never
 /// returns.
-fn child_main(a: &ChildArgs, failure: *mut Failure) -> isize {
-    // SAFETY: system calls on memory the suspended parent keeps alive (see Plan::spawn);
+///
+/// # Safety
+/// Call it only as the entry of a child cloned with `CLONE_VM | CLONE_VFORK` (the parent's
+/// thread suspended until the child calls execve or _exit), with every pointer in `a` (program,
+/// argv, envp and their strings, cwd, groups) and `failure` pointing to live memory of that
+/// parent, as [`Plan::spawn`] prepares them, and all signals blocked.
+unsafe fn child_main(a: &ChildArgs, failure: *mut Failure) -> isize {
+    // SAFETY: system calls on memory the suspended parent keeps alive (the function's contract);
     // errno lives in the parent thread's TLS, which is harmless while it waits.
     unsafe {
         let errno = || *libc::__errno_location();
@@ -470,7 +519,8 @@ fn child_main(a: &ChildArgs, failure: *mut Failure) -> isize {
     }
 }
 
-/// A started app: its pid, a pidfd to await its exit, its stdout/stderr pipes.
+/// A started app: its pid, a pidfd to await its exit and to check it before its group is
+/// signalled, its stdout/stderr pipes.
 #[derive(Debug)]
 pub struct AppProcess {
     pid: u32,
@@ -490,19 +540,51 @@ impl AppProcess {
         self.status.is_none().then_some(self.pid)
     }
 
-    /// The exit status if the process has exited (it is reaped then), without waiting.
-    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
-        reap(self.pid, &mut self.status)
+    /// Sends `sig` to the app's process group (its main process's pid is the group's id).
+    ///
+    /// Only while the main process is not reaped: then its pid cannot name another process or
+    /// group. Its pidfd proves that (a signal-0 probe through it fails with ESRCH once anything
+    /// reaped it), so a recycled pid is never signalled; one `killpg` then reaches every member
+    /// once (a second SIGTERM means "quit now" to many programs). Returns `false` when there was
+    /// nothing to signal.
+    pub fn signal_group(&self, sig: nix::sys::signal::Signal) -> bool {
+        if self.status.is_some() {
+            return false;
+        }
+        if let Err(e) = pidfd_send_signal(self.pidfd.get_ref(), 0) {
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                tracing::warn!(pid = self.pid, error = %e, "cannot check the app through its pidfd");
+            }
+            return false;
+        }
+        let Ok(pgid) = libc::pid_t::try_from(self.pid) else {
+            return false;
+        };
+        match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), sig) {
+            Ok(()) => true,
+            Err(nix::Error::ESRCH) => false,
+            Err(e) => {
+                tracing::warn!(pgid, signal = %sig, error = %e, "cannot signal the app's process group");
+                false
+            }
+        }
     }
 
-    /// Waits for the exit (cancel-safe: nothing is lost when the future is dropped).
+    /// The exit status if the main process has exited, without waiting. Then the rest of its
+    /// process group gets SIGKILL, and only after that is the main process reaped.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        reap_exited(self.pid, &mut self.status)
+    }
+
+    /// Waits for the exit (cancel-safe: nothing is lost when the future is dropped); see
+    /// [`Self::try_wait`].
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
         loop {
-            if let Some(s) = reap(self.pid, &mut self.status)? {
+            if let Some(s) = reap_exited(self.pid, &mut self.status)? {
                 return Ok(s);
             }
             let mut ready = self.pidfd.readable().await?;
-            if let Some(s) = reap(self.pid, &mut self.status)? {
+            if let Some(s) = reap_exited(self.pid, &mut self.status)? {
                 return Ok(s);
             }
             ready.clear_ready();
@@ -510,23 +592,81 @@ impl AppProcess {
     }
 }
 
-/// waitpid(WNOHANG) once; the status is remembered, so a reaped pid is never waited for again.
-fn reap(pid: u32, status: &mut Option<ExitStatus>) -> io::Result<Option<ExitStatus>> {
+/// [`AppProcess::try_wait`]: the status is remembered, so a reaped pid is never used again.
+fn reap_exited(pid: u32, status: &mut Option<ExitStatus>) -> io::Result<Option<ExitStatus>> {
     if let Some(s) = *status {
         return Ok(Some(s));
     }
-    let mut raw = 0;
     let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("bad pid"))?;
-    // SAFETY: waitpid on our own child with WNOHANG.
+    if !exited(pid)? {
+        return Ok(None);
+    }
+    // What is left of its process group goes now, while the zombie main process still holds
+    // the group's id: a leftover would keep the app's pipes, its port or its files.
+    // SAFETY: killpg on the group whose leader is our exited, unreaped child.
+    unsafe { libc::killpg(pid, libc::SIGKILL) };
+    let mut raw = 0;
+    // SAFETY: waitpid on our own child, which has exited.
     match unsafe { libc::waitpid(pid, &mut raw, libc::WNOHANG) } {
-        0 => Ok(None),
         -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
         _ => {
             let s = ExitStatus::from_raw(raw);
             *status = Some(s);
+            live_apps().remove(&pid);
             Ok(Some(s))
         }
     }
+}
+
+impl Drop for AppProcess {
+    fn drop(&mut self) {
+        // Nobody waits for it any more: it is an orphan to the supervisor's reaper now.
+        if self.status.is_none() {
+            if let Ok(pid) = libc::pid_t::try_from(self.pid) {
+                live_apps().remove(&pid);
+            }
+        }
+    }
+}
+
+/// Has our child `pid` exited? (`WNOWAIT`: it stays a zombie, unreaped.)
+fn exited(pid: libc::pid_t) -> io::Result<bool> {
+    let id = libc::id_t::try_from(pid).map_err(|_| io::Error::other("bad pid"))?;
+    // SAFETY: siginfo_t is plain data; all zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid on our own child with a valid siginfo_t to fill in.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            id,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: waitid filled `info` in, or left it zeroed (si_pid 0) when the child runs.
+    Ok(unsafe { info.si_pid() } != 0)
+}
+
+/// `pidfd_send_signal(2)`: a signal to exactly the process the pidfd names (0: only checks).
+pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
+    // SAFETY: a pidfd we own, a signal number, no siginfo, no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The app's environment as the supervisor builds it, for [`Plan::new`]: PATH, then HOME, USER
@@ -645,12 +785,14 @@ mod tests {
         assert_eq!(out.trim(), "/dev/null");
     }
 
+    /// Needs root (CI and the development machines run the tests as root): without it the
+    /// switch fails and so does the test.
     #[tokio::test(flavor = "current_thread")]
     async fn test_runs_as_the_given_user_and_groups() {
-        if nix::unistd::geteuid().as_raw() != 0 {
-            eprintln!("skipped: switching users needs root");
-            return;
-        }
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "switching users needs root: run the tests as root"
+        );
         let ids = Ids {
             uid: 65534,
             gid: 65533,
@@ -690,9 +832,11 @@ mod tests {
         let mut p = plan(&["true"], &[], Path::new("/nonexistent/dir"), None);
         let e = p.spawn().unwrap_err();
         assert!(e.to_string().starts_with("chdir"), "{e}");
-        // Every failed child was reaped by spawn itself.
-        // SAFETY: waitpid for any child, without blocking.
-        let rc = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        // Every failed child was reaped by spawn itself. __WNOTHREAD: only children of this
+        // test's thread (the one that called spawn), never those of tests on other threads.
+        // SAFETY: waitpid for a child of this thread, without blocking.
+        let rc =
+            unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG | libc::__WNOTHREAD) };
         assert!(rc <= 0, "a failed child was left behind: {rc}");
 
         let e = Plan::new(
