@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use crate::util::{agent, alive, imds, wait_for, Running, TestDir};
 
 /// Crash cycles of the flat-resources test. Each costs the agent a spawn, an exit and a reaper
-/// pass (about 3 ms on an idle machine); 2,000 are well past where a leak of two fds per cycle
-/// exhausts the default limit of 1,024 descriptors, and stay bounded in time on a loaded CI
-/// machine. (10,000 cycles measured once: see the commit message that introduced this test.)
-const CYCLES: u64 = 2_000;
+/// pass, a few milliseconds with the 1 ms backoff below: 10,000 took 56 s on a loaded 2-core
+/// machine (agent fds 21 -> 19, descendants 5 -> 5). The old leak (two fds and a process per
+/// cycle) fails the fd check within the first few hundred.
+const CYCLES: u64 = 10_000;
 
 /// Processes below `root`, by parent chain.
 fn descendants(root: i32) -> Vec<i32> {

@@ -31,13 +31,13 @@ fn test_a_secret_may_not_replace_the_apps_environment_unless_allowed() {
     });
     let t = TestDir::new();
     let marker = t.path("env");
+    let md = imds("i-0override");
     let run = |path: &str, extra: &str| {
         let cfg = t.config(&format!(
             "[identity]\nstandalone = true\n[app]\ncommand = [\"/bin/sh\", \"-c\", \"env > {}; exec sleep 300\"]\n\
              [app.env]\nGREETING = \"from-config\"\n[secrets]\npath = \"{path}\"\n{extra}",
             marker.display()
         ));
-        let md = imds("i-0override");
         Running::spawn(agent(&cfg, Some(&emu), Some(&md)))
     };
 
