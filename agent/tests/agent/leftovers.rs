@@ -101,7 +101,7 @@ fn test_crash_cycles_leave_no_processes_or_fds_behind() {
         starts.display()
     );
     let cfg = t.config(&format!(
-        "[identity]\nstandalone = true\n[app]\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\nstop_timeout = \"1s\"\n\
+        "[identity]\nstandalone = true\n[app]\nuser = \"root\"\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\nstop_timeout = \"1s\"\n\
          [supervise]\nbackoff_initial = \"1ms\"\nbackoff_max = \"1ms\"\nstable_after = \"1ms\"\ncrash_loop_count = 1000000\nmark_unhealthy = false\n"
     ));
     let md = imds("i-0leftover");
@@ -164,7 +164,7 @@ fn test_a_helper_the_app_detached_lives_until_the_app_exits() {
         apps.display()
     );
     let cfg = t.config(&format!(
-        "[identity]\nstandalone = true\n[app]\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\nstop_timeout = \"1s\"\n"
+        "[identity]\nstandalone = true\n[app]\nuser = \"root\"\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\nstop_timeout = \"1s\"\n"
     ));
     let md = imds("i-0detach");
     let mut a = Running::spawn(agent(&cfg, None, Some(&md)));

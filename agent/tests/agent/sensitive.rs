@@ -34,7 +34,7 @@ fn test_a_secret_may_not_replace_the_apps_environment_unless_allowed() {
     let md = imds("i-0override");
     let run = |path: &str, extra: &str| {
         let cfg = t.config(&format!(
-            "[identity]\nstandalone = true\n[app]\ncommand = [\"/bin/sh\", \"-c\", \"env > {}; exec sleep 300\"]\n\
+            "[identity]\nstandalone = true\n[app]\nuser = \"root\"\ncommand = [\"/bin/sh\", \"-c\", \"env > {}; exec sleep 300\"]\n\
              [app.env]\nGREETING = \"from-config\"\n[secrets]\npath = \"{path}\"\n{extra}",
             marker.display()
         ));
@@ -86,7 +86,7 @@ fn test_trace_logging_never_prints_the_imds_token_or_a_secret() {
     rt.block_on(put(&aws, "/t10/app/db/password", SECRET));
     let t = TestDir::new();
     let cfg = t.config(
-        "[identity]\nstandalone = true\n[app]\ncommand = [\"/bin/sh\", \"-c\", \"exec sleep 300\"]\n\
+        "[identity]\nstandalone = true\n[app]\nuser = \"root\"\ncommand = [\"/bin/sh\", \"-c\", \"exec sleep 300\"]\n\
          [secrets]\npath = \"/t10/app\"\n",
     );
     let id = "i-0trace";
