@@ -144,15 +144,15 @@ def main():
             break  # the later stacks import this one's exports
         template = yaml.load(body, Loader=CfnLoader)
         created = cfn.describe_stack_resources(StackName=name)["StackResources"]
-        skipped = [f"{r['LogicalResourceId']} ({r['ResourceType']})" for r in created if not r.get("PhysicalResourceId")]
+        absent = [f"{r['LogicalResourceId']} ({r['ResourceType']})" for r in created if not r.get("PhysicalResourceId")]
         # moto leaves a resource type it has no model for out of the stack, silently.
-        skipped += [
+        absent += [
             f"{logical} ({res['Type']}): not created"
             for logical, res in template["Resources"].items()
             if "Condition" not in res and logical not in {r["LogicalResourceId"] for r in created}
         ]
-        if skipped:
-            print(f"FAIL: {name}: resources without a physical id: {', '.join(skipped)}")
+        if absent:
+            print(f"FAIL: {name}: resources without a physical id: {', '.join(absent)}")
             failed.append(part)
         outputs[part] = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
         missing = sorted(set(template.get("Outputs", {})) - set(outputs[part]) - set(

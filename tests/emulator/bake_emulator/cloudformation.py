@@ -53,23 +53,46 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+class _RefAndAttributes:
+    """Ref and Fn::GetAtt read from instance attributes: ``REF`` names the one Ref returns (the
+    physical id), ``ATTRS`` maps each GetAtt attribute to one. A mixin, not a base class: moto
+    finds models among the *direct* subclasses of ``CloudFormationModel``."""
+
+    REF = "arn"
+    ATTRS: dict[str, str] = {}
+
+    @property
+    def physical_resource_id(self) -> str:
+        return getattr(self, self.REF)
+
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        return attr in cls.ATTRS
+
+    def get_cfn_attribute(self, attribute_name: str) -> Any:
+        if attribute_name in self.ATTRS:
+            return getattr(self, self.ATTRS[attribute_name])
+        from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
+
+        raise UnformattedGetAttTemplateException()
+
+
 # --------------------------------------------------------------------------------------------
 # Types with behaviour
 # --------------------------------------------------------------------------------------------
 
 
-class CfnAlarm(CloudFormationModel):
+class CfnAlarm(_RefAndAttributes, CloudFormationModel):
     """AWS::CloudWatch::Alarm: "Ref returns the alarm name"; "Fn::GetAtt ... Arn: The ARN of the
     CloudWatch alarm" (AWS CloudFormation resource reference). Created with PutMetricAlarm on the
     emulator's CloudWatch, so it is evaluated and its actions published like any other alarm."""
 
+    REF = "name"
+    ATTRS = {"Arn": "arn"}
+
     def __init__(self, name: str, arn: str) -> None:
         self.name = name
         self.arn = arn
-
-    @property
-    def physical_resource_id(self) -> str:
-        return self.name
 
     @staticmethod
     def cloudformation_name_type() -> str:
@@ -78,17 +101,6 @@ class CfnAlarm(CloudFormationModel):
     @staticmethod
     def cloudformation_type() -> str:
         return "AWS::CloudWatch::Alarm"
-
-    @classmethod
-    def has_cfn_attr(cls, attr: str) -> bool:
-        return attr == "Arn"
-
-    def get_cfn_attribute(self, attribute_name: str) -> Any:
-        if attribute_name == "Arn":
-            return self.arn
-        from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
-
-        raise UnformattedGetAttTemplateException()
 
     @classmethod
     def create_from_cloudformation_json(  # type: ignore[misc]
@@ -138,19 +150,18 @@ class CfnAlarm(CloudFormationModel):
         self.delete_from_cloudformation_json(self.name, {}, account_id, region_name)
 
 
-class CfnScalingPolicy(CloudFormationModel):
+class CfnScalingPolicy(_RefAndAttributes, CloudFormationModel):
     """AWS::AutoScaling::ScalingPolicy: "Ref returns the policy ARN"; "Fn::GetAtt ... Arn: The ARN
     of the AutoScaling scaling policy" and "PolicyName: The name of the AutoScaling scaling policy"
     (AWS CloudFormation resource reference). Recorded with PutScalingPolicy in moto's Auto Scaling
     backend; the emulator does not scale on it (no ALB request metrics exist locally)."""
 
+    REF = "arn"
+    ATTRS = {"Arn": "arn", "PolicyName": "name"}
+
     def __init__(self, name: str, arn: str) -> None:
         self.name = name
         self.arn = arn
-
-    @property
-    def physical_resource_id(self) -> str:
-        return self.arn
 
     @staticmethod
     def cloudformation_name_type() -> str:
@@ -159,19 +170,6 @@ class CfnScalingPolicy(CloudFormationModel):
     @staticmethod
     def cloudformation_type() -> str:
         return "AWS::AutoScaling::ScalingPolicy"
-
-    @classmethod
-    def has_cfn_attr(cls, attr: str) -> bool:
-        return attr in ("Arn", "PolicyName")
-
-    def get_cfn_attribute(self, attribute_name: str) -> Any:
-        if attribute_name == "Arn":
-            return self.arn
-        if attribute_name == "PolicyName":
-            return self.name
-        from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
-
-        raise UnformattedGetAttTemplateException()
 
     @classmethod
     def create_from_cloudformation_json(  # type: ignore[misc]
@@ -213,17 +211,16 @@ class CfnScalingPolicy(CloudFormationModel):
             autoscaling_backends[account_id][region_name].delete_policy(resource_name)
 
 
-class CfnSubscription(CloudFormationModel):
+class CfnSubscription(_RefAndAttributes, CloudFormationModel):
     """AWS::SNS::Subscription: "Ref returns the ARN of the subscription" (AWS CloudFormation
     resource reference). A real subscription on moto's SNS topic (an email one stays pending
     confirmation there too; nothing is sent)."""
 
+    REF = "arn"
+    ATTRS = {"Arn": "arn"}
+
     def __init__(self, arn: str) -> None:
         self.arn = arn
-
-    @property
-    def physical_resource_id(self) -> str:
-        return self.arn
 
     @staticmethod
     def cloudformation_name_type() -> str:
@@ -232,17 +229,6 @@ class CfnSubscription(CloudFormationModel):
     @staticmethod
     def cloudformation_type() -> str:
         return "AWS::SNS::Subscription"
-
-    @classmethod
-    def has_cfn_attr(cls, attr: str) -> bool:
-        return attr == "Arn"
-
-    def get_cfn_attribute(self, attribute_name: str) -> Any:
-        if attribute_name == "Arn":
-            return self.arn
-        from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
-
-        raise UnformattedGetAttTemplateException()
 
     @classmethod
     def create_from_cloudformation_json(  # type: ignore[misc]
@@ -265,17 +251,16 @@ class CfnSubscription(CloudFormationModel):
         return None
 
 
-class CfnCertificate(CloudFormationModel):
+class CfnCertificate(_RefAndAttributes, CloudFormationModel):
     """AWS::CertificateManager::Certificate: "Ref returns the certificate's ARN" (AWS
     CloudFormation resource reference). Requested from moto's ACM, since moto's load balancer
     listener looks its certificate up there; no validation or TLS happens locally."""
 
+    REF = "arn"
+    ATTRS = {}
+
     def __init__(self, arn: str) -> None:
         self.arn = arn
-
-    @property
-    def physical_resource_id(self) -> str:
-        return self.arn
 
     @staticmethod
     def cloudformation_name_type() -> str:
@@ -284,10 +269,6 @@ class CfnCertificate(CloudFormationModel):
     @staticmethod
     def cloudformation_type() -> str:
         return "AWS::CertificateManager::Certificate"
-
-    @classmethod
-    def has_cfn_attr(cls, attr: str) -> bool:
-        return False
 
     @classmethod
     def create_from_cloudformation_json(  # type: ignore[misc]
