@@ -475,9 +475,11 @@ mod tests {
             .parse()
             .unwrap();
         let _kill = KillOnDrop(escapee);
+        // The escapee's own session (setsid may not have run yet when the shell has exited
+        // under load: until then it is still in the app's session, which the pass leaves alone).
         wait_until("the app's exit and the escapee's re-parenting", || {
             read_stat(pid).is_some_and(|p| p.zombie)
-                && read_stat(escapee).is_some_and(|p| p.ppid == me)
+                && read_stat(escapee).is_some_and(|p| p.ppid == me && p.sid == escapee)
         });
         let done = tidy(true);
         assert!(
