@@ -25,8 +25,7 @@
 //! also when a test panics. [`LoadGen`] is a bounded load generator (count and time, loopback only).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,16 +33,24 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
-use aws_sdk_ec2::types::{RequestLaunchTemplateData, ResourceType, Tag, TagSpecification};
 use bake_common::aws::{Aws, AwsSettings};
 
 use crate::imds::{Imds, ImdsState};
 use crate::Emulator;
 
+/// The emulator's clients and fixtures (AMIs, launch template, group with hooks).
+pub mod aws;
 pub mod haproxy;
+/// A minimal loopback HTTP client.
+pub mod http;
+/// A bounded load generator.
+pub mod load;
+use aws::clients;
+pub use aws::{create_group, register_version_ami};
 pub use haproxy::HAPROXY;
 use haproxy::{Lb, TargetGroup};
+pub use http::http_get;
+pub use load::{Cause, LoadGen, LoadStats};
 
 /// The AMI tag naming the app version an image carries.
 pub const APP_VERSION_TAG: &str = "bake:app-version";
@@ -413,14 +420,6 @@ impl Drop for Fleet {
     }
 }
 
-async fn clients(settings: &AwsSettings) -> Aws {
-    let conf = bake_common::aws::sdk_config(settings).await;
-    let creds = aws_credential_types::provider::SharedCredentialsProvider::new(
-        aws_credential_types::Credentials::new("testing", "testing", None, None, "bake-fleet"),
-    );
-    Aws::from_conf(&conf.into_builder().credentials_provider(creds).build())
-}
-
 struct Seen {
     id: String,
     lifecycle: String,
@@ -777,446 +776,9 @@ spot = false
     )
 }
 
-/// Registers an AMI for app `version` (tag `bake:app-version`), as `bake build` would make.
-pub async fn register_version_ami(aws: &Aws, version: &str) -> anyhow::Result<String> {
-    let out = aws
-        .ec2
-        .register_image()
-        .name(format!("fleet-app-{version}"))
-        .description(format!("sample app {version}"))
-        .root_device_name("/dev/xvda")
-        .architecture(aws_sdk_ec2::types::ArchitectureValues::X8664)
-        .send()
-        .await
-        .context("RegisterImage")?;
-    let ami = out
-        .image_id()
-        .context("RegisterImage returned no id")?
-        .to_owned();
-    aws.ec2
-        .create_tags()
-        .resources(&ami)
-        .tags(Tag::builder().key(APP_VERSION_TAG).value(version).build())
-        .send()
-        .await
-        .context("CreateTags")?;
-    Ok(ami)
-}
-
-/// A launch template on `ami` (version 1, a script userdata the agent ignores) and group `name`
-/// of `capacity` instances on it over two AZs, with a launch hook ([`LAUNCH_HOOK`], ABANDON after
-/// `3000` emulated seconds) and a terminate hook ([`TERMINATE_HOOK`], CONTINUE after 3000). The
-/// group names version 1 (not `$Default`) so that a refresh can roll back. Returns the launch
-/// template id.
-pub async fn create_group(
-    aws: &Aws,
-    name: &str,
-    ami: &str,
-    capacity: i32,
-) -> anyhow::Result<String> {
-    let userdata = aws_smithy_types::base64::encode(format!("#!/bin/sh\necho fleet {name}\n"));
-    let lt = aws
-        .ec2
-        .create_launch_template()
-        .launch_template_name(format!("{name}-lt"))
-        .launch_template_data(
-            RequestLaunchTemplateData::builder()
-                .image_id(ami)
-                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-                .user_data(userdata)
-                .build(),
-        )
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::LaunchTemplate)
-                .tags(Tag::builder().key("fleet").value(name).build())
-                .build(),
-        )
-        .send()
-        .await
-        .context("CreateLaunchTemplate")?;
-    let lt_id = lt
-        .launch_template()
-        .and_then(|l| l.launch_template_id())
-        .context("no launch template id")?
-        .to_owned();
-    aws.asg
-        .create_auto_scaling_group()
-        .auto_scaling_group_name(name)
-        .launch_template(
-            LaunchTemplateSpecification::builder()
-                .launch_template_id(&lt_id)
-                .version("1")
-                .build(),
-        )
-        .min_size(0)
-        .max_size(capacity * 2 + 1)
-        .desired_capacity(0)
-        .availability_zones("us-east-1a")
-        .availability_zones("us-east-1b")
-        .send()
-        .await
-        .context("CreateAutoScalingGroup")?;
-    for (hook, transition, default) in [
-        (LAUNCH_HOOK, "autoscaling:EC2_INSTANCE_LAUNCHING", "ABANDON"),
-        (
-            TERMINATE_HOOK,
-            "autoscaling:EC2_INSTANCE_TERMINATING",
-            "CONTINUE",
-        ),
-    ] {
-        aws.asg
-            .put_lifecycle_hook()
-            .auto_scaling_group_name(name)
-            .lifecycle_hook_name(hook)
-            .lifecycle_transition(transition)
-            .default_result(default)
-            .heartbeat_timeout(3000)
-            .send()
-            .await
-            .with_context(|| format!("PutLifecycleHook {hook}"))?;
-    }
-    aws.asg
-        .update_auto_scaling_group()
-        .auto_scaling_group_name(name)
-        .min_size(capacity)
-        .desired_capacity(capacity)
-        .send()
-        .await
-        .context("UpdateAutoScalingGroup")?;
-    Ok(lt_id)
-}
-
-/// One `GET path` with `Connection: close`: (status, body). Loopback only.
-pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    if !addr.ip().is_loopback() {
-        bail!("{addr} is not a loopback address");
-    }
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.set_write_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: fleet\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out)?;
-    let text = String::from_utf8_lossy(&out);
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| {
-            format!(
-                "not an HTTP response: {:?}",
-                text.chars().take(80).collect::<String>()
-            )
-        })?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase().starts_with("transfer-encoding:")
-            && l.to_ascii_lowercase().contains("chunked")
-    });
-    Ok((
-        code,
-        if chunked {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        },
-    ))
-}
-
-/// The payload of a chunked body (enough for the sample app's short answers).
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        let tail = &after[n..];
-        rest = tail.strip_prefix("\r\n").unwrap_or(tail);
-    }
-    out
-}
-
-/// What a [`LoadGen`] saw.
-#[derive(Clone, Debug, Default)]
-pub struct LoadStats {
-    /// Requests sent.
-    pub sent: u64,
-    /// Answered 200.
-    pub ok: u64,
-    /// Anything else (errors, other statuses).
-    pub failed: u64,
-    /// 200 answers by body (`app VERSION`).
-    pub versions: BTreeMap<String, u64>,
-    /// The first few failures, for the test's message.
-    pub failures: Vec<String>,
-    /// Failures by cause ([`Cause`]'s names: `refused`, `reset`, `502`, `503`, `504`,
-    /// `timeout`, another status, `other`).
-    pub causes: BTreeMap<String, u64>,
-    /// How long it ran.
-    pub elapsed: Duration,
-}
-
-/// Why a request failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Cause {
-    /// The connection was refused.
-    Refused,
-    /// Reset or closed before a whole answer.
-    Reset,
-    /// No answer in time.
-    Timeout,
-    /// An answer other than 200.
-    Status(u16),
-    /// Anything else.
-    Other,
-}
-
-impl Cause {
-    /// The name counted in [`LoadStats::causes`].
-    #[must_use]
-    pub fn name(&self) -> String {
-        match self {
-            Self::Refused => "refused".into(),
-            Self::Reset => "reset".into(),
-            Self::Timeout => "timeout".into(),
-            Self::Status(c) => c.to_string(),
-            Self::Other => "other".into(),
-        }
-    }
-
-    /// The cause of a failed [`http_get`].
-    #[must_use]
-    pub fn of_error(e: &anyhow::Error) -> Self {
-        use std::io::ErrorKind as K;
-        if let Some(io) = e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()) {
-            return match io.kind() {
-                K::ConnectionRefused => Self::Refused,
-                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
-                    Self::Reset
-                }
-                K::TimedOut | K::WouldBlock => Self::Timeout,
-                _ => Self::Other,
-            };
-        }
-        // Closed with nothing or half an answer read.
-        if e.to_string().starts_with("not an HTTP response") {
-            return Self::Reset;
-        }
-        Self::Other
-    }
-}
-
-impl LoadStats {
-    /// Requests per second over the run.
-    #[must_use]
-    pub fn rate(&self) -> f64 {
-        let s = self.elapsed.as_secs_f64();
-        if s > 0.0 {
-            self.sent as f64 / s
-        } else {
-            0.0
-        }
-    }
-
-    /// `sent N, failed N (cause: n, …), N req/s`, for reports.
-    #[must_use]
-    pub fn summary(&self) -> String {
-        let causes: Vec<String> = self
-            .causes
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect();
-        format!(
-            "sent {}, ok {}, failed {} ({}), {:.0} req/s over {:.1}s",
-            self.sent,
-            self.ok,
-            self.failed,
-            if causes.is_empty() {
-                "none".into()
-            } else {
-                causes.join(", ")
-            },
-            self.rate(),
-            self.elapsed.as_secs_f64()
-        )
-    }
-
-    fn fail(&mut self, cause: &Cause, what: String) {
-        self.failed += 1;
-        *self.causes.entry(cause.name()).or_default() += 1;
-        if self.failures.len() < 10 {
-            self.failures.push(what);
-        }
-    }
-
-    fn merge(&mut self, o: Self) {
-        self.sent += o.sent;
-        self.ok += o.ok;
-        self.failed += o.failed;
-        for (k, v) in o.versions {
-            *self.versions.entry(k).or_default() += v;
-        }
-        for (k, v) in o.causes {
-            *self.causes.entry(k).or_default() += v;
-        }
-        self.failures.extend(
-            o.failures
-                .into_iter()
-                .take(10usize.saturating_sub(self.failures.len())),
-        );
-        self.elapsed = self.elapsed.max(o.elapsed);
-    }
-}
-
-/// A bounded load generator: `workers` threads each sending `GET path` to a loopback address,
-/// one new connection per request with `pause` between, until `max_requests` in all or `max_time`
-/// or [`LoadGen::stop`].
-#[derive(Debug)]
-pub struct LoadGen {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<LoadStats>>,
-    live: Arc<Mutex<LoadStats>>,
-}
-
-impl LoadGen {
-    /// Starts it; refuses any address that is not loopback.
-    pub fn start(
-        addr: SocketAddr,
-        path: &str,
-        workers: usize,
-        max_requests: u64,
-        max_time: Duration,
-        pause: Duration,
-    ) -> anyhow::Result<Self> {
-        if !addr.ip().is_loopback() {
-            bail!("the load generator only sends to loopback, not {addr}");
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let live = Arc::new(Mutex::new(LoadStats::default()));
-        let budget = Arc::new(std::sync::atomic::AtomicU64::new(max_requests));
-        let started = Instant::now();
-        let mut threads = Vec::new();
-        for _ in 0..workers.max(1) {
-            let (stop, budget, live, path) =
-                (stop.clone(), budget.clone(), live.clone(), path.to_owned());
-            threads.push(std::thread::spawn(move || {
-                let mut st = LoadStats::default();
-                while !stop.load(Ordering::SeqCst)
-                    && started.elapsed() < max_time
-                    && budget
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
-                        .is_ok()
-                {
-                    st.sent += 1;
-                    let mut one = LoadStats {
-                        sent: 1,
-                        ..LoadStats::default()
-                    };
-                    match http_get(addr, &path) {
-                        Ok((200, body)) => {
-                            st.ok += 1;
-                            one.ok = 1;
-                            let v = body.trim().to_owned();
-                            *st.versions.entry(v.clone()).or_default() += 1;
-                            one.versions.insert(v, 1);
-                        }
-                        Ok((code, body)) => {
-                            let what = format!("{code} {}", body.trim());
-                            st.fail(&Cause::Status(code), what.clone());
-                            one.fail(&Cause::Status(code), what);
-                        }
-                        Err(e) => {
-                            let cause = Cause::of_error(&e);
-                            st.fail(&cause, format!("{e:#}"));
-                            one.fail(&cause, format!("{e:#}"));
-                        }
-                    }
-                    one.elapsed = started.elapsed();
-                    live.lock().expect("load lock").merge(one);
-                    std::thread::sleep(pause);
-                }
-                st.elapsed = started.elapsed();
-                st
-            }));
-        }
-        Ok(Self {
-            stop,
-            threads,
-            live,
-        })
-    }
-
-    /// What has been counted so far (while running).
-    #[must_use]
-    pub fn snapshot(&self) -> LoadStats {
-        self.live.lock().expect("load lock").clone()
-    }
-
-    /// Stops it and returns the totals.
-    #[must_use]
-    pub fn stop(mut self) -> LoadStats {
-        self.stop.store(true, Ordering::SeqCst);
-        let mut total = LoadStats::default();
-        for t in self.threads.drain(..) {
-            if let Ok(s) = t.join() {
-                total.merge(s);
-            }
-        }
-        total
-    }
-}
-
-impl Drop for LoadGen {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn test_haproxy_config_has_the_edge_rules_and_no_static_server() {
-        let tg = TargetGroup::from_edge_template().unwrap();
-        let c = haproxy::config(8080, Path::new("/tmp/s"), &tg, 0.01);
-        assert!(c.contains("bind 127.0.0.1:8080"), "{c}");
-        assert!(c.contains("/crash") && c.contains("/generatecert"), "{c}");
-        assert!(
-            !c.lines().any(|l| l.trim_start().starts_with("server ")),
-            "{c}"
-        );
-        assert!(!c.contains('@'), "placeholders left: {c}");
-    }
-
-    #[test]
-    fn test_load_generator_refuses_non_loopback() {
-        let e = LoadGen::start(
-            SocketAddr::from(([10, 0, 0, 1], 80)),
-            "/",
-            1,
-            1,
-            Duration::from_secs(1),
-            Duration::ZERO,
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("loopback"), "{e}");
-    }
-
-    #[test]
-    fn test_dechunk() {
-        assert_eq!(dechunk("8\r\napp dev\n\r\n0\r\n\r\n"), "app dev\n");
-        assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), "abcde");
-    }
 
     #[test]
     fn test_version_names_are_checked() {
