@@ -45,6 +45,8 @@ pub mod haproxy;
 pub mod http;
 /// A bounded load generator.
 pub mod load;
+/// The fleet's decision: which instances to boot, stop, put behind the LB, take out (pure).
+pub mod reconcile;
 use aws::clients;
 pub use aws::{create_group, register_version_ami};
 pub use haproxy::HAPROXY;
