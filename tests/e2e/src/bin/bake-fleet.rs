@@ -168,8 +168,8 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
     println!("   haproxy on http://{} in front of:", f.lb_addr());
     for i in f.instances() {
         println!(
-            "   {}  app {}  127.0.0.1:{}  {}",
-            i.id, i.version, i.port, i.lifecycle
+            "   {}  app {}  {}  {}",
+            i.id, i.version, i.addr, i.lifecycle
         );
     }
     let dir = tempfile::Builder::new()
@@ -408,16 +408,13 @@ fn crash_one(f: &Fleet, interrupted: &AtomicBool) -> anyhow::Result<()> {
     let Some(victim) = f.instances().into_iter().next() else {
         return Ok(());
     };
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], victim.port));
+    let addr = victim.addr;
     println!(
         "== GET /crash through haproxy: {}",
         fleet::http_get(f.lb_addr(), "/crash")
             .map_or_else(|e| e.to_string(), |(c, _)| c.to_string())
     );
-    println!(
-        "== GET /crash on {} directly (127.0.0.1:{})",
-        victim.id, victim.port
-    );
+    println!("== GET /crash on {} directly ({addr})", victim.id);
     let t0 = Instant::now();
     let _ = fleet::http_get(addr, "/crash");
     let deadline = t0 + Duration::from_secs(30);

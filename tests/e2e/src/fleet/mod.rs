@@ -1,17 +1,18 @@
 //! The local fleet: the emulator's Auto Scaling group played out on this machine.
 //!
-//! [`Fleet::start`] polls the emulator's Auto Scaling group and EC2. For every instance the group
-//! launches it starts a **simulated instance**:
-//! - an instance metadata stand-in ([`Imds`], the project's one hand-written fake) serving the
-//!   instance's id, AZ, region, userdata (of the launch template version it was launched from,
-//!   base64-decoded), tags (`aws:autoscaling:groupName`) and `autoscaling/target-lifecycle-state`
-//!   (`InService`, then `Terminated` once the group has put it in `Terminating:Wait` and the load
-//!   balancer has stopped sending it traffic);
-//! - a `bake-agent run` process with its own config file and directory, pointed at the emulator and
-//!   at that stand-in, supervising the sample app (`examples/app/server.js`) of the version that
-//!   the instance's AMI names in its tag `bake:app-version`, on a port of its own on 127.0.0.1.
-//!   The harness keeps one directory per version (a copy of the app); version [`BROKEN`] never
-//!   becomes ready.
+//! [`Fleet::start`] polls the emulator's Auto Scaling group and EC2 and boots every instance the
+//! group launches, through a [`Runtime`]: by default [`ProcessRuntime`], a **simulated
+//! instance** made of
+//! - an instance metadata stand-in ([`Imds`](crate::Imds), the project's one hand-written fake)
+//!   serving the instance's id, AZ, region, userdata (of the launch template version it was
+//!   launched from, base64-decoded), tags (`aws:autoscaling:groupName`) and
+//!   `autoscaling/target-lifecycle-state` (`InService`, then `Terminated` once the group has put
+//!   it in `Terminating:Wait` and the load balancer has stopped sending it traffic);
+//! - a `bake-agent run` process with its own config file and directory, pointed at the emulator
+//!   and at that stand-in, supervising the sample app (`examples/app/server.js`) of the version
+//!   that the instance's AMI names in its tag `bake:app-version`, on a port of its own on
+//!   127.0.0.1. The harness keeps one directory per version (a copy of the app); version
+//!   [`BROKEN`] never becomes ready.
 //!
 //! haproxy (Debian's, `/usr/sbin/haproxy`, master-worker mode) plays the ALB and its target group
 //! ([`haproxy`]): the settings of `cloudformation/edge.yaml`'s target group (health checks,
@@ -21,25 +22,27 @@
 //! or the deregistration delay passed, removed; only then does its IMDS say `Terminated`.
 //! `/crash` and `/generatecert` are answered 403 at the edge, as the ALB's rules do.
 //!
-//! Everything (agents, apps, haproxy, the stand-ins) is stopped when the [`Fleet`] is dropped,
-//! also when a test panics. [`LoadGen`] is a bounded load generator (count and time, loopback only).
+//! The modules: [`reconcile`] decides (pure), the watcher observes and acts, [`runtime`] boots,
+//! [`haproxy`] is the load balancer, [`aws`] the emulator fixtures, [`http`] and [`load`] the
+//! client side. Everything (instances, haproxy, the stand-ins) is stopped when the [`Fleet`] is
+//! dropped, also when a test panics. [`LoadGen`] is a bounded load generator (count and time,
+//! loopback only).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use bake_common::aws::{Aws, AwsSettings};
+use anyhow::bail;
 
-use crate::imds::{Imds, ImdsState};
 use crate::Emulator;
 
+/// The `agent.toml` of a process-run instance.
+mod agent_config;
 /// The emulator's clients and fixtures (AMIs, launch template, group with hooks).
 pub mod aws;
+/// haproxy as the ALB and its target group.
 pub mod haproxy;
 /// A minimal loopback HTTP client.
 pub mod http;
@@ -47,12 +50,20 @@ pub mod http;
 pub mod load;
 /// The fleet's decision: which instances to boot, stop, put behind the LB, take out (pure).
 pub mod reconcile;
-use aws::clients;
+/// How an instance runs here: the [`Runtime`] trait and the process runtime.
+pub mod runtime;
+/// The I/O loop that observes, asks [`reconcile`] and acts.
+mod watcher;
+
 pub use aws::{create_group, register_version_ami};
 pub use haproxy::HAPROXY;
-use haproxy::{Lb, TargetGroup};
 pub use http::http_get;
 pub use load::{Cause, LoadGen, LoadStats};
+pub use runtime::process::ProcessRuntime;
+pub use runtime::{Instance, LaunchSpec, Runtime};
+
+use haproxy::{Lb, TargetGroup};
+use watcher::{Shared, Tracked, Watcher};
 
 /// The AMI tag naming the app version an image carries.
 pub const APP_VERSION_TAG: &str = "bake:app-version";
@@ -102,19 +113,24 @@ impl FleetOptions {
     }
 }
 
-/// One simulated instance as seen from outside.
+/// One instance of the fleet as seen from outside.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstanceView {
     /// `i-…`.
     pub id: String,
     /// The app version its AMI carries.
     pub version: String,
-    /// The app's port on 127.0.0.1.
+    /// The app's port (on 127.0.0.1 for the process runtime): `addr`'s port.
     pub port: u16,
+    /// Where the load balancer reaches its app.
+    pub addr: SocketAddr,
     /// The group's lifecycle state (`Pending:Wait`, `InService`, `Terminating:Wait`, …).
     pub lifecycle: String,
     /// Whether haproxy sends it requests (registered, passed its health checks, not draining).
     pub in_lb: bool,
+    /// Its runtime ended on its own (the agent exited) while the group still counted it; the
+    /// load balancer's health checks take it out, the harness does not boot it again.
+    pub exited: bool,
     /// The agent's log file.
     pub log: PathBuf,
 }
@@ -134,82 +150,11 @@ pub struct FleetStats {
     pub restarts: u64,
 }
 
-struct SimInstance {
-    view: InstanceView,
-    imds: Imds,
-    agent: Child,
-    /// Registered with haproxy (an `add server` was done).
-    registered: bool,
-    /// Deregistered at (haproxy `drain`).
-    draining_since: Option<Instant>,
-    /// Removed from haproxy (deregistration complete).
-    removed: bool,
-}
-
-impl SimInstance {
-    fn restarts(&self) -> u64 {
-        count_restarts(&self.view.log)
-    }
-
-    /// SIGTERM to the agent (it stops the app gracefully), SIGKILL after `grace`.
-    fn stop(&mut self, grace: Duration) {
-        if matches!(self.agent.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        let pid = self.agent.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", "--", &pid]).status();
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if matches!(self.agent.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // The app dies with the agent (its parent-death signal is SIGKILL).
-        let _ = self.agent.kill();
-        let _ = self.agent.wait();
-    }
-}
-
-impl Drop for SimInstance {
-    fn drop(&mut self) {
-        self.stop(Duration::from_secs(5));
-        let _ = &self.imds;
-    }
-}
-
-fn count_restarts(log: &Path) -> u64 {
-    std::fs::read_to_string(log).map_or(0, |t| {
-        t.lines()
-            .filter(|l| l.contains("app exited; restart"))
-            .count() as u64
-    })
-}
-
-#[derive(Default)]
-struct Shared {
-    instances: BTreeMap<String, SimInstance>,
-    gone: Vec<std::thread::JoinHandle<u64>>,
-    stats: FleetStats,
-    last_error: Option<String>,
-    lb_servers: Vec<(String, u16)>,
-}
-
 /// A free port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-fn which(program: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .and_then(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(program))
-                .find(|c| c.is_file())
-        })
-        .unwrap_or_else(|| PathBuf::from(program))
 }
 
 /// A running local fleet; stops everything it started when dropped.
@@ -232,22 +177,20 @@ impl std::fmt::Debug for Fleet {
     }
 }
 
-struct Ctx {
-    opts: FleetOptions,
-    dir: PathBuf,
-    app_src: PathBuf,
-    node: PathBuf,
-    child_env: Vec<(&'static str, String)>,
-    settings: AwsSettings,
-    /// AMI → app version.
-    ami_versions: BTreeMap<String, String>,
-    /// (launch template id, version) → userdata.
-    userdata: BTreeMap<(String, String), Option<Vec<u8>>>,
-}
-
 impl Fleet {
-    /// Starts haproxy and the watcher of `opts.asg` in `emu`.
+    /// Starts haproxy and the watcher of `opts.asg` in `emu`; instances run as host processes
+    /// ([`ProcessRuntime`]).
     pub fn start(emu: &Emulator, opts: FleetOptions) -> anyhow::Result<Self> {
+        let runtime = ProcessRuntime::new(emu, &opts);
+        Self::start_with(emu, opts, Box::new(runtime))
+    }
+
+    /// [`Fleet::start`] with instances booted by `runtime`.
+    pub fn start_with(
+        emu: &Emulator,
+        opts: FleetOptions,
+        runtime: Box<dyn Runtime>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("bake-fleet-{}-", opts.asg))
             .tempdir()?;
@@ -265,34 +208,15 @@ impl Fleet {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let haproxy = Arc::new(Mutex::new(Some(haproxy)));
         let stop = Arc::new(AtomicBool::new(false));
-        let mut ctx = Ctx {
-            opts: opts.clone(),
-            dir: dir.path().to_path_buf(),
-            app_src: crate::paths::repo_root().join("examples/app/server.js"),
-            node: which("node"),
-            child_env: emu.env(),
-            settings: emu.settings(),
-            ami_versions: BTreeMap::new(),
-            userdata: BTreeMap::new(),
-        };
-        let (sh, hp, st) = (shared.clone(), haproxy.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("fleet-watcher".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a runtime for the fleet watcher");
-                rt.block_on(async move {
-                    let aws = clients(&ctx.settings).await;
-                    while !st.load(Ordering::SeqCst) {
-                        if let Err(e) = tick(&mut ctx, &aws, &sh, &hp).await {
-                            sh.lock().expect("fleet lock").last_error = Some(format!("{e:#}"));
-                        }
-                        tokio::time::sleep(ctx.opts.poll).await;
-                    }
-                });
-            })?;
+        let watcher = Watcher::new(&opts.asg, dir.path().to_path_buf(), runtime);
+        let thread = watcher::spawn(
+            watcher,
+            emu.settings(),
+            opts.poll,
+            shared.clone(),
+            haproxy.clone(),
+            stop.clone(),
+        )?;
         Ok(Self {
             opts,
             dir,
@@ -333,7 +257,7 @@ impl Fleet {
     pub fn stats(&self) -> FleetStats {
         let g = self.shared.lock().expect("fleet lock");
         let mut s = g.stats.clone();
-        s.restarts += g.instances.values().map(SimInstance::restarts).sum::<u64>();
+        s.restarts += g.instances.values().map(Tracked::restarts).sum::<u64>();
         s
     }
 
@@ -419,377 +343,5 @@ impl Fleet {
 impl Drop for Fleet {
     fn drop(&mut self) {
         self.stop_all();
-    }
-}
-
-struct Seen {
-    id: String,
-    lifecycle: String,
-    az: String,
-    lt: Option<(String, String)>,
-}
-
-/// One poll: start what the group launched, follow lifecycle states, stop what it terminated,
-/// and bring haproxy in line with the instances in service.
-async fn tick(
-    ctx: &mut Ctx,
-    aws: &Aws,
-    shared: &Mutex<Shared>,
-    haproxy: &Mutex<Option<Lb>>,
-) -> anyhow::Result<()> {
-    let out = aws
-        .asg
-        .describe_auto_scaling_groups()
-        .auto_scaling_group_names(&ctx.opts.asg)
-        .send()
-        .await?;
-    let Some(group) = out.auto_scaling_groups().first() else {
-        bail!("Auto Scaling group {} not found", ctx.opts.asg);
-    };
-    let seen: Vec<Seen> = group
-        .instances()
-        .iter()
-        .filter_map(|i| {
-            Some(Seen {
-                id: i.instance_id()?.to_owned(),
-                lifecycle: i
-                    .lifecycle_state()
-                    .map(|s| s.as_str().to_owned())
-                    .unwrap_or_default(),
-                az: i.availability_zone().unwrap_or("us-east-1a").to_owned(),
-                lt: i.launch_template().and_then(|l| {
-                    Some((l.launch_template_id()?.to_owned(), l.version()?.to_owned()))
-                }),
-            })
-        })
-        .collect();
-    let known: BTreeSet<String> = shared
-        .lock()
-        .expect("fleet lock")
-        .instances
-        .keys()
-        .cloned()
-        .collect();
-    // New instances.
-    for s in seen
-        .iter()
-        .filter(|s| !known.contains(&s.id) && !s.lifecycle.starts_with("Terminat"))
-    {
-        let inst = launch(ctx, aws, s)
-            .await
-            .with_context(|| format!("starting simulated instance {}", s.id))?;
-        let mut g = shared.lock().expect("fleet lock");
-        g.stats.launched += 1;
-        g.instances.insert(s.id.clone(), inst);
-    }
-    let mut g = shared.lock().expect("fleet lock");
-    let by_id: BTreeMap<&str, &Seen> = seen.iter().map(|s| (s.id.as_str(), s)).collect();
-    for (id, inst) in &mut g.instances {
-        if let Some(s) = by_id.get(id.as_str()) {
-            inst.view.lifecycle.clone_from(&s.lifecycle);
-        }
-    }
-    let hp = haproxy.lock().expect("haproxy lock");
-    let lb = hp.as_ref().context("haproxy is stopped")?;
-    let states: BTreeMap<String, haproxy::ServerState> = lb
-        .servers()?
-        .into_iter()
-        .map(|s| (s.name.clone(), s))
-        .collect();
-    let delay = lb.deregistration_delay();
-    let (mut registered, mut deregistered) = (0, 0);
-    for inst in g.instances.values_mut() {
-        let id = inst.view.id.clone();
-        let in_group = by_id.contains_key(id.as_str());
-        let terminating = !in_group || inst.view.lifecycle.starts_with("Terminat");
-        if in_group && inst.view.lifecycle == "InService" && !inst.registered {
-            // RegisterTargets: the group registers an instance as it goes InService.
-            lb.register(&id, inst.view.port)?;
-            inst.registered = true;
-            registered += 1;
-        }
-        if terminating && inst.registered && inst.draining_since.is_none() {
-            // DeregisterTargets: no new requests; those in flight go on.
-            lb.deregister(&id)?;
-            inst.draining_since = Some(Instant::now());
-        }
-        if let (Some(since), false) = (inst.draining_since, inst.removed) {
-            // Complete at once when nothing is in flight, else after the delay.
-            let idle = states.get(&id).is_none_or(|s| s.sessions == 0);
-            if idle || since.elapsed() >= delay || !in_group {
-                lb.remove(&id)?;
-                inst.removed = true;
-                deregistered += 1;
-            }
-        }
-        // AWS deregisters first, then the instance enters Terminating:Wait; its IMDS says
-        // Terminated, and the agent drains the app and completes the terminate hook.
-        if terminating && (!inst.registered || inst.removed) {
-            inst.imds.update(|st| {
-                if st.target_lifecycle_state.as_deref() != Some("Terminated") {
-                    st.target_lifecycle_state = Some("Terminated".into());
-                }
-            });
-        }
-    }
-    let waiting: BTreeSet<String> = g
-        .instances
-        .values()
-        .filter(|i| i.draining_since.is_some() || !i.registered)
-        .map(|i| i.view.id.clone())
-        .collect();
-    let states: Vec<haproxy::ServerState> = states.into_values().collect();
-    // An initial target gets requests once it passed one health check.
-    lb.admit_healthy(&states, &|id| waiting.contains(id))?;
-    drop(hp);
-    let serving: BTreeSet<&str> = states
-        .iter()
-        .filter(|s| s.serving() && !waiting.contains(&s.name))
-        .map(|s| s.name.as_str())
-        .collect();
-    let mut servers = Vec::new();
-    for i in g.instances.values_mut() {
-        i.view.in_lb = serving.contains(i.view.id.as_str());
-        if i.view.in_lb {
-            servers.push((i.view.id.clone(), i.view.port));
-        }
-    }
-    g.lb_servers = servers;
-    g.stats.registered += registered;
-    g.stats.deregistered += deregistered;
-    // Gone from the group (terminated, abandoned): stop the agent once out of haproxy.
-    let gone: Vec<String> = g
-        .instances
-        .iter()
-        .filter(|(id, i)| !by_id.contains_key(id.as_str()) && (!i.registered || i.removed))
-        .map(|(id, _)| id.clone())
-        .collect();
-    for id in gone {
-        if let Some(mut inst) = g.instances.remove(&id) {
-            g.stats.terminated += 1;
-            inst.view.in_lb = false;
-            g.gone.push(std::thread::spawn(move || {
-                let n = inst.restarts();
-                drop(inst);
-                n
-            }));
-        }
-    }
-    // Fold finished stoppers' restart counts in.
-    let (done, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut g.gone)
-        .into_iter()
-        .partition(std::thread::JoinHandle::is_finished);
-    g.gone = pending;
-    for h in done {
-        g.stats.restarts += h.join().unwrap_or(0);
-    }
-    Ok(())
-}
-
-async fn launch(ctx: &mut Ctx, aws: &Aws, s: &Seen) -> anyhow::Result<SimInstance> {
-    let out = aws
-        .ec2
-        .describe_instances()
-        .instance_ids(&s.id)
-        .send()
-        .await?;
-    let ami = out
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .find_map(|i| i.image_id().map(str::to_owned))
-        .with_context(|| format!("EC2 does not know instance {}", s.id))?;
-    let version = match ctx.ami_versions.get(&ami) {
-        Some(v) => v.clone(),
-        None => {
-            let imgs = aws.ec2.describe_images().image_ids(&ami).send().await?;
-            let v = imgs
-                .images()
-                .first()
-                .and_then(|i| {
-                    i.tags()
-                        .iter()
-                        .find(|t| t.key() == Some(APP_VERSION_TAG))
-                        .and_then(|t| t.value())
-                })
-                .with_context(|| {
-                    format!(
-                        "AMI {ami} of instance {} has no {APP_VERSION_TAG} tag",
-                        s.id
-                    )
-                })?
-                .to_owned();
-            ctx.ami_versions.insert(ami.clone(), v.clone());
-            v
-        }
-    };
-    let user_data = match &s.lt {
-        None => None,
-        Some(key) => match ctx.userdata.get(key) {
-            Some(u) => u.clone(),
-            None => {
-                let v = aws
-                    .ec2
-                    .describe_launch_template_versions()
-                    .launch_template_id(&key.0)
-                    .versions(&key.1)
-                    .send()
-                    .await?;
-                let u = v
-                    .launch_template_versions()
-                    .first()
-                    .and_then(|v| v.launch_template_data())
-                    .and_then(|d| d.user_data())
-                    .and_then(|b64| aws_smithy_types::base64::decode(b64).ok());
-                ctx.userdata.insert(key.clone(), u.clone());
-                u
-            }
-        },
-    };
-    let app_dir = version_dir(&ctx.dir, &ctx.app_src, &version)?;
-    let inst_dir = ctx.dir.join("instances").join(&s.id);
-    std::fs::create_dir_all(&inst_dir)?;
-    let port = free_port()?;
-    let mut state = ImdsState::new(&s.id);
-    state.availability_zone.clone_from(&s.az);
-    state.region =
-        s.az.trim_end_matches(|c: char| c.is_ascii_lowercase())
-            .to_owned();
-    // As bytes: EC2 serves userdata as it was given (gzip included).
-    state.user_data_raw = user_data;
-    state.tags = Some(BTreeMap::from([(
-        "aws:autoscaling:groupName".to_owned(),
-        ctx.opts.asg.clone(),
-    )]));
-    state.target_lifecycle_state = Some("InService".into());
-    let imds = Imds::start(state)?;
-    let config = inst_dir.join("agent.toml");
-    std::fs::write(
-        &config,
-        agent_config(&ctx.opts, &ctx.node, &app_dir, &inst_dir, port, &version),
-    )?;
-    let log_path = inst_dir.join("agent.log");
-    let log = std::fs::File::create(&log_path)?;
-    let mut cmd = Command::new(&ctx.opts.agent_bin);
-    cmd.arg("--config")
-        .arg(&config)
-        .arg("run")
-        .current_dir(&inst_dir)
-        .env_remove("RUST_LOG")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("AWS_PROFILE")
-        .envs(ctx.child_env.iter().map(|(k, v)| (*k, v)))
-        .envs(imds.env())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    crate::process::die_with_parent(&mut cmd);
-    let agent = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", ctx.opts.agent_bin.display()))?;
-    Ok(SimInstance {
-        view: InstanceView {
-            id: s.id.clone(),
-            version,
-            port,
-            lifecycle: s.lifecycle.clone(),
-            in_lb: false,
-            log: log_path,
-        },
-        imds,
-        agent,
-        registered: false,
-        draining_since: None,
-        removed: false,
-    })
-}
-
-/// The app directory of `version`: a copy of the sample app (made once).
-fn version_dir(root: &Path, app_src: &Path, version: &str) -> anyhow::Result<PathBuf> {
-    if version.is_empty()
-        || !version
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-    {
-        bail!("app version {version:?} (AMI tag {APP_VERSION_TAG}): only letters, digits, '.', '_' and '-'");
-    }
-    let dir = root.join("versions").join(version);
-    if !dir.join("server.js").exists() {
-        std::fs::create_dir_all(&dir)?;
-        std::fs::copy(app_src, dir.join("server.js"))
-            .with_context(|| format!("copying {}", app_src.display()))?;
-    }
-    Ok(dir)
-}
-
-fn humantime(d: Duration) -> String {
-    format!("{}ms", d.as_millis())
-}
-
-/// The `agent.toml` "baked into the AMI" of a simulated instance.
-fn agent_config(
-    opts: &FleetOptions,
-    node: &Path,
-    app_dir: &Path,
-    inst_dir: &Path,
-    port: u16,
-    version: &str,
-) -> String {
-    let never_ready = if version == BROKEN {
-        "NEVER_READY = \"1\"\n"
-    } else {
-        ""
-    };
-    format!(
-        r#"[identity]
-imds_tags = true
-[app]
-command = ["{node}", "{app}/server.js"]
-user = "root"
-working_dir = "{inst}"
-stop_timeout = "5s"
-[app.env]
-PORT = "{port}"
-APP_VERSION = "{version}"
-UPLOADS_DIR = "{inst}/uploads"
-{never_ready}[supervise]
-backoff_initial = "100ms"
-backoff_max = "1s"
-stable_after = "5s"
-crash_loop_count = {count}
-crash_loop_window = "{window}"
-mark_unhealthy = true
-[readiness]
-probe = "http://127.0.0.1:{port}/health"
-interval = "100ms"
-timeout = "{ready}"
-heartbeat_interval = "2s"
-[lifecycle]
-poll_interval = "200ms"
-spot = false
-"#,
-        node = node.display(),
-        app = app_dir.display(),
-        inst = inst_dir.display(),
-        count = opts.crash_loop_count,
-        window = humantime(opts.crash_loop_window),
-        ready = humantime(opts.ready_timeout),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn test_version_names_are_checked() {
-        let d = tempfile::tempdir().unwrap();
-        let src = crate::paths::repo_root().join("examples/app/server.js");
-        assert!(version_dir(d.path(), &src, "../x").is_err());
-        assert!(version_dir(d.path(), &src, "2")
-            .unwrap()
-            .join("server.js")
-            .exists());
     }
 }
