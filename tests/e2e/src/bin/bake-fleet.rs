@@ -8,7 +8,7 @@
 //! on Ctrl-C or SIGTERM.
 //!
 //! Exit codes: 0 when both releases ended as expected with zero failed requests, 1 otherwise,
-//! 2 on a bad command line, 130 when interrupted.
+//! 2 on a bad command line, 130 when interrupted. `-h`/`--help` prints the usage and exits 0.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -28,13 +28,38 @@ const USAGE: &str =
 const LOAD_WORKERS: usize = 8;
 const LOAD_PAUSE: Duration = Duration::from_millis(100);
 
+#[derive(Debug)]
 struct Args {
     instances: i32,
     max_requests: u64,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut it = std::env::args().skip(1);
+/// What the command line asks for.
+#[derive(Debug)]
+enum Parsed {
+    /// Run the demo.
+    Demo(Args),
+    /// `-h` / `--help`: the usage on stdout, exit 0.
+    Help,
+}
+
+/// The usage with the exit codes, for `--help`.
+fn help() -> String {
+    format!(
+        "{USAGE}\n\nThe local fleet end to end: the emulator, a group of N instances played out\n\
+         behind haproxy, then under load a release of app 2 and of a never-ready app\n\
+         (rolled back). See docs/fleet.md.\n\n\
+         exit codes: 0 both releases as expected with 0 failed requests, 1 otherwise,\n\
+         2 bad command line, 130 interrupted\n"
+    )
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
+    let args: Vec<String> = args.into_iter().collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        return Ok(Parsed::Help);
+    }
+    let mut it = args.into_iter();
     if it.next().as_deref() != Some("demo") {
         return Err(USAGE.into());
     }
@@ -62,7 +87,7 @@ fn parse_args() -> Result<Args, String> {
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
     }
-    Ok(a)
+    Ok(Parsed::Demo(a))
 }
 
 /// The binaries next to this one (target/<profile>/).
@@ -90,8 +115,12 @@ struct Release {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(Parsed::Demo(a)) => a,
+        Ok(Parsed::Help) => {
+            print!("{}", help());
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("bake-fleet: {e}");
             return ExitCode::from(2);
@@ -431,5 +460,50 @@ fn crash_one(f: &Fleet, interrupted: &AtomicBool) -> anyhow::Result<()> {
             bail!("the app of {} did not come back within 30 s", victim.id);
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Parsed, String> {
+        parse_args(args.iter().map(|a| (*a).to_owned()))
+    }
+
+    #[test]
+    fn test_help_is_asked_for_anywhere_and_names_the_exit_codes() {
+        for args in [
+            &["demo", "--help"][..],
+            &["--help"],
+            &["-h"],
+            &["demo", "--instances", "2", "-h"],
+        ] {
+            assert!(matches!(parse(args), Ok(Parsed::Help)), "{args:?}");
+        }
+        assert!(
+            help().starts_with(USAGE) && help().contains("130"),
+            "{}",
+            help()
+        );
+    }
+
+    #[test]
+    fn test_options_are_checked() {
+        let Ok(Parsed::Demo(a)) = parse(&["demo", "--instances", "2", "--max-requests", "9"])
+        else {
+            panic!("a valid command line");
+        };
+        assert_eq!((a.instances, a.max_requests), (2, 9));
+        assert!(parse(&[]).unwrap_err().starts_with("usage"));
+        assert!(parse(&["demo", "--instances", "7"])
+            .unwrap_err()
+            .contains("--instances"));
+        assert!(parse(&["demo", "--max-requests"])
+            .unwrap_err()
+            .contains("needs a value"));
+        assert!(parse(&["demo", "--x", "1"])
+            .unwrap_err()
+            .contains("unknown option --x"));
     }
 }
