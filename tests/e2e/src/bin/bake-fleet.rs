@@ -7,7 +7,8 @@
 //! with a live view of the rollout, and a closing table. Everything is stopped at the end, also
 //! on Ctrl-C or SIGTERM.
 //!
-//! Exit codes: 0 when both releases ended as expected with zero failed requests, 1 otherwise,
+//! Exit codes: 0 when both releases ended as expected with zero failed requests (but for at most
+//! [`CRASH_FAILURE_BUDGET`] while the crashed app restarts), 1 otherwise,
 //! 2 on a bad command line, 130 when interrupted. `-h`/`--help` prints the usage and exits 0.
 
 use std::path::PathBuf;
@@ -27,6 +28,11 @@ const USAGE: &str =
 /// requests/s through haproxy.
 const LOAD_WORKERS: usize = 8;
 const LOAD_PAUSE: Duration = Duration::from_millis(100);
+/// Failed requests the `/crash` of one app may cost: the load balancer does not retry (an ALB
+/// does not), so a request sent to that app while its agent restarts it is a 502 until the
+/// health checks take it out (about a third of the load for some 200 ms); the e2e test of the
+/// same step allows as many.
+const CRASH_FAILURE_BUDGET: u64 = 10;
 
 #[derive(Debug)]
 struct Args {
@@ -49,7 +55,8 @@ fn help() -> String {
         "{USAGE}\n\nThe local fleet end to end: the emulator, a group of N instances played out\n\
          behind haproxy, then under load a release of app 2 and of a never-ready app\n\
          (rolled back). See docs/fleet.md.\n\n\
-         exit codes: 0 both releases as expected with 0 failed requests, 1 otherwise,\n\
+         exit codes: 0 both releases as expected with 0 failed requests (at most {CRASH_FAILURE_BUDGET}\n\
+         during the /crash), 1 otherwise,\n\
          2 bad command line, 130 interrupted\n"
     )
 }
@@ -225,6 +232,7 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
     )?;
     let started = Instant::now();
     let mut releases = Vec::new();
+    let mut crash_failed = 0;
     for (name, ami, expect) in [
         ("app 2", &v2, "successful"),
         (&format!("app {BROKEN}") as &str, &v3, "rolled_back"),
@@ -256,7 +264,11 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
         releases.push((r, expect));
         wait_serving(&f, n, "2", interrupted)?;
         if releases.len() == 1 {
+            let before = gen.snapshot().failed;
             crash_one(&f, interrupted)?;
+            // Requests sent to the app while it was down may end a little after it is back.
+            std::thread::sleep(Duration::from_millis(300));
+            crash_failed = gen.snapshot().failed - before;
         }
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -271,6 +283,11 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
     for (cause, n) in &load.causes {
         println!("| {:<26} | {:>18} |", format!("  failed: {cause}"), n);
     }
+    println!(
+        "| {:<26} | {:>18} |",
+        "  of them by the /crash",
+        format!("{crash_failed} (at most {CRASH_FAILURE_BUDGET})")
+    );
     println!(
         "| {:<26} | {:>18} |",
         "requests/s",
@@ -304,7 +321,9 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
         "targets deregistered", stats.deregistered
     );
     println!("everything stopped.");
-    Ok(load.failed == 0 && releases.iter().all(|(r, e)| r.result == *e))
+    Ok(load.failed == crash_failed
+        && crash_failed <= CRASH_FAILURE_BUDGET
+        && releases.iter().all(|(r, e)| r.result == *e))
 }
 
 fn wait_serving(
