@@ -171,7 +171,7 @@ def test_uploads_path_is_wired_once():
     assert not {"UPLOAD_DIR", "UPLOADS_DIR"} & set(ex["app"].get("env", {})), ex["app"]
     app = (ROOT / "examples/app/server.js").read_text()
     assert "process.env.UPLOADS_DIR" in app and "UPLOAD_DIR " not in app
-    for f in [*(ROOT / "systemd").iterdir(), ROOT / "cloudformation/fleet.yaml", ROOT / "tests/e2e/src/fleet.rs"]:
+    for f in [*(ROOT / "systemd").iterdir(), ROOT / "cloudformation/fleet.yaml", *(ROOT / "tests/e2e/src/fleet").rglob("*.rs")]:
         assert not re.search(r"\bUPLOAD_DIR\b|/mnt/uploads", f.read_text()), f"{f} uses the old name/path"
 
     reap = _unit("bake-agent-reap.service")

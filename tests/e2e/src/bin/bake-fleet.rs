@@ -7,8 +7,9 @@
 //! with a live view of the rollout, and a closing table. Everything is stopped at the end, also
 //! on Ctrl-C or SIGTERM.
 //!
-//! Exit codes: 0 when both releases ended as expected with zero failed requests, 1 otherwise,
-//! 2 on a bad command line, 130 when interrupted.
+//! Exit codes: 0 when both releases ended as expected with zero failed requests (but for at most
+//! [`CRASH_FAILURE_BUDGET`] while the crashed app restarts), 1 otherwise,
+//! 2 on a bad command line, 130 when interrupted. `-h`/`--help` prints the usage and exits 0.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -27,14 +28,45 @@ const USAGE: &str =
 /// requests/s through haproxy.
 const LOAD_WORKERS: usize = 8;
 const LOAD_PAUSE: Duration = Duration::from_millis(100);
+/// Failed requests the `/crash` of one app may cost: the load balancer does not retry (an ALB
+/// does not), so a request sent to that app while its agent restarts it is a 502 until the
+/// health checks take it out (about a third of the load for some 200 ms); the e2e test of the
+/// same step allows as many.
+const CRASH_FAILURE_BUDGET: u64 = 10;
 
+#[derive(Debug)]
 struct Args {
     instances: i32,
     max_requests: u64,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut it = std::env::args().skip(1);
+/// What the command line asks for.
+#[derive(Debug)]
+enum Parsed {
+    /// Run the demo.
+    Demo(Args),
+    /// `-h` / `--help`: the usage on stdout, exit 0.
+    Help,
+}
+
+/// The usage with the exit codes, for `--help`.
+fn help() -> String {
+    format!(
+        "{USAGE}\n\nThe local fleet end to end: the emulator, a group of N instances played out\n\
+         behind haproxy, then under load a release of app 2 and of a never-ready app\n\
+         (rolled back). See docs/fleet.md.\n\n\
+         exit codes: 0 both releases as expected with 0 failed requests (at most {CRASH_FAILURE_BUDGET}\n\
+         during the /crash), 1 otherwise,\n\
+         2 bad command line, 130 interrupted\n"
+    )
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
+    let args: Vec<String> = args.into_iter().collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        return Ok(Parsed::Help);
+    }
+    let mut it = args.into_iter();
     if it.next().as_deref() != Some("demo") {
         return Err(USAGE.into());
     }
@@ -62,7 +94,7 @@ fn parse_args() -> Result<Args, String> {
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
     }
-    Ok(a)
+    Ok(Parsed::Demo(a))
 }
 
 /// The binaries next to this one (target/<profile>/).
@@ -90,8 +122,12 @@ struct Release {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(Parsed::Demo(a)) => a,
+        Ok(Parsed::Help) => {
+            print!("{}", help());
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("bake-fleet: {e}");
             return ExitCode::from(2);
@@ -168,8 +204,8 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
     println!("   haproxy on http://{} in front of:", f.lb_addr());
     for i in f.instances() {
         println!(
-            "   {}  app {}  127.0.0.1:{}  {}",
-            i.id, i.version, i.port, i.lifecycle
+            "   {}  app {}  {}  {}",
+            i.id, i.version, i.addr, i.lifecycle
         );
     }
     let dir = tempfile::Builder::new()
@@ -196,6 +232,7 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
     )?;
     let started = Instant::now();
     let mut releases = Vec::new();
+    let mut crash_failed = 0;
     for (name, ami, expect) in [
         ("app 2", &v2, "successful"),
         (&format!("app {BROKEN}") as &str, &v3, "rolled_back"),
@@ -227,7 +264,11 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
         releases.push((r, expect));
         wait_serving(&f, n, "2", interrupted)?;
         if releases.len() == 1 {
+            let before = gen.snapshot().failed;
             crash_one(&f, interrupted)?;
+            // Requests sent to the app while it was down may end a little after it is back.
+            std::thread::sleep(Duration::from_millis(300));
+            crash_failed = gen.snapshot().failed - before;
         }
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -242,6 +283,11 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
     for (cause, n) in &load.causes {
         println!("| {:<26} | {:>18} |", format!("  failed: {cause}"), n);
     }
+    println!(
+        "| {:<26} | {:>18} |",
+        "  of them by the /crash",
+        format!("{crash_failed} (at most {CRASH_FAILURE_BUDGET})")
+    );
     println!(
         "| {:<26} | {:>18} |",
         "requests/s",
@@ -275,7 +321,9 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
         "targets deregistered", stats.deregistered
     );
     println!("everything stopped.");
-    Ok(load.failed == 0 && releases.iter().all(|(r, e)| r.result == *e))
+    Ok(load.failed == crash_failed
+        && crash_failed <= CRASH_FAILURE_BUDGET
+        && releases.iter().all(|(r, e)| r.result == *e))
 }
 
 fn wait_serving(
@@ -408,16 +456,13 @@ fn crash_one(f: &Fleet, interrupted: &AtomicBool) -> anyhow::Result<()> {
     let Some(victim) = f.instances().into_iter().next() else {
         return Ok(());
     };
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], victim.port));
+    let addr = victim.addr;
     println!(
         "== GET /crash through haproxy: {}",
         fleet::http_get(f.lb_addr(), "/crash")
             .map_or_else(|e| e.to_string(), |(c, _)| c.to_string())
     );
-    println!(
-        "== GET /crash on {} directly (127.0.0.1:{})",
-        victim.id, victim.port
-    );
+    println!("== GET /crash on {} directly ({addr})", victim.id);
     let t0 = Instant::now();
     let _ = fleet::http_get(addr, "/crash");
     let deadline = t0 + Duration::from_secs(30);
@@ -434,5 +479,50 @@ fn crash_one(f: &Fleet, interrupted: &AtomicBool) -> anyhow::Result<()> {
             bail!("the app of {} did not come back within 30 s", victim.id);
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Parsed, String> {
+        parse_args(args.iter().map(|a| (*a).to_owned()))
+    }
+
+    #[test]
+    fn test_help_is_asked_for_anywhere_and_names_the_exit_codes() {
+        for args in [
+            &["demo", "--help"][..],
+            &["--help"],
+            &["-h"],
+            &["demo", "--instances", "2", "-h"],
+        ] {
+            assert!(matches!(parse(args), Ok(Parsed::Help)), "{args:?}");
+        }
+        assert!(
+            help().starts_with(USAGE) && help().contains("130"),
+            "{}",
+            help()
+        );
+    }
+
+    #[test]
+    fn test_options_are_checked() {
+        let Ok(Parsed::Demo(a)) = parse(&["demo", "--instances", "2", "--max-requests", "9"])
+        else {
+            panic!("a valid command line");
+        };
+        assert_eq!((a.instances, a.max_requests), (2, 9));
+        assert!(parse(&[]).unwrap_err().starts_with("usage"));
+        assert!(parse(&["demo", "--instances", "7"])
+            .unwrap_err()
+            .contains("--instances"));
+        assert!(parse(&["demo", "--max-requests"])
+            .unwrap_err()
+            .contains("needs a value"));
+        assert!(parse(&["demo", "--x", "1"])
+            .unwrap_err()
+            .contains("unknown option --x"));
     }
 }

@@ -210,6 +210,13 @@ impl ServerState {
     pub fn serving(&self) -> bool {
         self.status.starts_with("UP")
     }
+
+    /// Registered, still kept from requests, and its last health check passed: an ALB's
+    /// `initial` target that may now be routed to.
+    #[must_use]
+    pub fn passed_first_check(&self) -> bool {
+        self.status == "MAINT" && self.check.starts_with("L7OK")
+    }
 }
 
 /// haproxy in master-worker mode, its own process group; stopped when dropped.
@@ -331,9 +338,14 @@ impl Lb {
     /// gets requests once [`Lb::admit_healthy`] has seen it pass one check (an ALB's `initial`
     /// target must pass one health check before it is routed to).
     pub fn register(&self, id: &str, port: u16) -> anyhow::Result<()> {
+        self.register_target(id, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// [`Lb::register`] for a target at any address (an instance with a network of its own).
+    pub fn register_target(&self, id: &str, addr: std::net::SocketAddr) -> anyhow::Result<()> {
         let inter = scaled(self.tg.interval, self.time_scale).as_millis();
         self.cli_ok(&format!(
-            "add server app/{id} 127.0.0.1:{port} check inter {inter}ms rise {} fall {}",
+            "add server app/{id} {addr} check inter {inter}ms rise {} fall {}",
             self.tg.healthy_threshold, self.tg.unhealthy_threshold
         ))?;
         self.cli_ok(&format!("enable health app/{id}"))
@@ -348,12 +360,17 @@ impl Lb {
     ) -> anyhow::Result<Vec<String>> {
         let mut admitted = Vec::new();
         for s in states {
-            if s.status == "MAINT" && s.check.starts_with("L7OK") && !draining(&s.name) {
-                self.cli_ok(&format!("enable server app/{}", s.name))?;
+            if s.passed_first_check() && !draining(&s.name) {
+                self.admit(&s.name)?;
                 admitted.push(s.name.clone());
             }
         }
         Ok(admitted)
+    }
+
+    /// Puts the registered server `id` in service (it passed its first health check).
+    pub fn admit(&self, id: &str) -> anyhow::Result<()> {
+        self.cli_ok(&format!("enable server app/{id}"))
     }
 
     /// DeregisterTargets: the target is `draining`: no new requests, the ones in flight go on.
@@ -423,6 +440,34 @@ impl Drop for Lb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_haproxy_config_has_the_edge_rules_and_no_static_server() {
+        let tg = TargetGroup::from_edge_template().unwrap();
+        let c = config(8080, Path::new("/tmp/s"), &tg, 0.01);
+        assert!(c.contains("bind 127.0.0.1:8080"), "{c}");
+        assert!(c.contains("/crash") && c.contains("/generatecert"), "{c}");
+        assert!(
+            !c.lines().any(|l| l.trim_start().starts_with("server ")),
+            "{c}"
+        );
+        assert!(!c.contains('@'), "placeholders left: {c}");
+    }
+
+    #[test]
+    fn test_passed_first_check_is_a_registered_target_kept_from_requests_whose_check_passed() {
+        let st = |status: &str, check: &str| ServerState {
+            name: "i-1".into(),
+            status: status.into(),
+            check: check.into(),
+            sessions: 0,
+        };
+        assert!(st("MAINT", "L7OK").passed_first_check());
+        assert!(!st("MAINT", "INI").passed_first_check());
+        assert!(!st("MAINT", "L4CON").passed_first_check());
+        assert!(!st("UP", "L7OK").passed_first_check(), "in service already");
+        assert!(!st("DRAIN", "L7OK").passed_first_check());
+    }
 
     #[test]
     fn test_target_group_is_read_from_the_edge_template() {

@@ -1,0 +1,347 @@
+//! The local fleet: the emulator's Auto Scaling group played out on this machine.
+//!
+//! [`Fleet::start`] polls the emulator's Auto Scaling group and EC2 and boots every instance the
+//! group launches, through a [`Runtime`]: by default [`ProcessRuntime`], a **simulated
+//! instance** made of
+//! - an instance metadata stand-in ([`Imds`](crate::Imds), the project's one hand-written fake)
+//!   serving the instance's id, AZ, region, userdata (of the launch template version it was
+//!   launched from, base64-decoded), tags (`aws:autoscaling:groupName`) and
+//!   `autoscaling/target-lifecycle-state` (`InService`, then `Terminated` once the group has put
+//!   it in `Terminating:Wait` and the load balancer has stopped sending it traffic);
+//! - a `bake-agent run` process with its own config file and directory, pointed at the emulator
+//!   and at that stand-in, supervising the sample app (`examples/app/server.js`) of the version
+//!   that the instance's AMI names in its tag `bake:app-version`, on a port of its own on
+//!   127.0.0.1. The harness keeps one directory per version (a copy of the app); version
+//!   [`BROKEN`] never becomes ready.
+//!
+//! haproxy (Debian's, `/usr/sbin/haproxy`, master-worker mode) plays the ALB and its target group
+//! ([`haproxy`]): the settings of `cloudformation/edge.yaml`'s target group (health checks,
+//! thresholds, matcher, deregistration delay), no retries. An instance the group has `InService`
+//! is registered (through haproxy's runtime API) and gets requests once it passed a health
+//! check; one the group is terminating is deregistered (draining) and, once its requests ended
+//! or the deregistration delay passed, removed; only then does its IMDS say `Terminated`.
+//! `/crash` and `/generatecert` are answered 403 at the edge, as the ALB's rules do.
+//!
+//! The modules: [`reconcile`] decides (pure), the watcher observes and acts, [`runtime`] boots,
+//! [`haproxy`] is the load balancer, [`aws`] the emulator fixtures, [`http`] and [`load`] the
+//! client side. Everything (instances, haproxy, the stand-ins) is stopped when the [`Fleet`] is
+//! dropped, also when a test panics. [`LoadGen`] is a bounded load generator (count and time,
+//! loopback only).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+use crate::Emulator;
+
+/// The `agent.toml` of a process-run instance.
+mod agent_config;
+/// The emulator's clients and fixtures (AMIs, launch template, group with hooks).
+pub mod aws;
+/// haproxy as the ALB and its target group.
+pub mod haproxy;
+/// A minimal loopback HTTP client.
+pub mod http;
+/// A bounded load generator.
+pub mod load;
+/// The fleet's decision: which instances to boot, stop, put behind the LB, take out (pure).
+pub mod reconcile;
+/// How an instance runs here: the [`Runtime`] trait and the process runtime.
+pub mod runtime;
+/// The I/O loop that observes, asks [`reconcile`] and acts.
+mod watcher;
+
+pub use aws::{create_group, register_version_ami};
+pub use haproxy::HAPROXY;
+pub use http::http_get;
+pub use load::{Cause, LoadGen, LoadStats};
+pub use runtime::process::ProcessRuntime;
+pub use runtime::{Instance, LaunchSpec, Runtime};
+
+use haproxy::{Lb, TargetGroup};
+use watcher::{Shared, Tracked, Watcher};
+
+/// The AMI tag naming the app version an image carries.
+pub const APP_VERSION_TAG: &str = "bake:app-version";
+/// The app version whose `/health` never answers 200 (rollback scenarios).
+pub const BROKEN: &str = "broken";
+/// The launch hook of groups made by [`create_group`].
+pub const LAUNCH_HOOK: &str = "launch";
+/// The terminate hook of groups made by [`create_group`].
+pub const TERMINATE_HOOK: &str = "drain";
+
+/// How the fleet runs.
+#[derive(Clone, Debug)]
+pub struct FleetOptions {
+    /// The Auto Scaling group to play out.
+    pub asg: String,
+    /// The `bake-agent` binary.
+    pub agent_bin: PathBuf,
+    /// How often the emulator is polled.
+    pub poll: Duration,
+    /// The emulator's clock scale, applied to the target group's health check interval and
+    /// timeout and its deregistration delay (the group's own clocks run at it too).
+    pub time_scale: f64,
+    /// The agent's `readiness.timeout` (never ready by then → ABANDON).
+    pub ready_timeout: Duration,
+    /// The agent's `supervise.crash_loop_count` within `crash_loop_window`.
+    pub crash_loop_count: u32,
+    /// The agent's `supervise.crash_loop_window`.
+    pub crash_loop_window: Duration,
+    /// The haproxy port on 127.0.0.1 (0: a free one).
+    pub lb_port: u16,
+}
+
+impl FleetOptions {
+    /// Defaults for group `asg`, with the agent binary `agent_bin`.
+    #[must_use]
+    pub fn new(asg: &str, agent_bin: PathBuf) -> Self {
+        Self {
+            asg: asg.to_owned(),
+            agent_bin,
+            poll: Duration::from_millis(150),
+            time_scale: crate::emulator::DEFAULT_TIME_SCALE,
+            ready_timeout: Duration::from_secs(30),
+            crash_loop_count: 4,
+            crash_loop_window: Duration::from_secs(30),
+            lb_port: 0,
+        }
+    }
+}
+
+/// One instance of the fleet as seen from outside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceView {
+    /// `i-…`.
+    pub id: String,
+    /// The app version its AMI carries.
+    pub version: String,
+    /// The app's port (on 127.0.0.1 for the process runtime): `addr`'s port.
+    pub port: u16,
+    /// Where the load balancer reaches its app.
+    pub addr: SocketAddr,
+    /// The group's lifecycle state (`Pending:Wait`, `InService`, `Terminating:Wait`, …).
+    pub lifecycle: String,
+    /// Whether haproxy sends it requests (registered, passed its health checks, not draining).
+    pub in_lb: bool,
+    /// Its runtime ended on its own (the agent exited) while the group still counted it; the
+    /// load balancer's health checks take it out, the harness does not boot it again.
+    pub exited: bool,
+    /// The agent's log file.
+    pub log: PathBuf,
+}
+
+/// Counters of a fleet's life.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FleetStats {
+    /// Simulated instances started.
+    pub launched: u64,
+    /// Simulated instances stopped because the group terminated them.
+    pub terminated: u64,
+    /// Targets registered with haproxy.
+    pub registered: u64,
+    /// Targets deregistered (drained and removed).
+    pub deregistered: u64,
+    /// App restarts by the agents (from their logs), stopped instances included.
+    pub restarts: u64,
+}
+
+/// A free port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A running local fleet; stops everything it started when dropped.
+pub struct Fleet {
+    opts: FleetOptions,
+    dir: tempfile::TempDir,
+    shared: Arc<Mutex<Shared>>,
+    haproxy: Arc<Mutex<Option<Lb>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    lb_port: u16,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("asg", &self.opts.asg)
+            .field("lb_port", &self.lb_port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fleet {
+    /// Starts haproxy and the watcher of `opts.asg` in `emu`; instances run as host processes
+    /// ([`ProcessRuntime`]).
+    pub fn start(emu: &Emulator, opts: FleetOptions) -> anyhow::Result<Self> {
+        let runtime = ProcessRuntime::new(emu, &opts);
+        Self::start_with(emu, opts, Box::new(runtime))
+    }
+
+    /// [`Fleet::start`] with instances booted by `runtime`.
+    pub fn start_with(
+        emu: &Emulator,
+        opts: FleetOptions,
+        runtime: Box<dyn Runtime>,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("bake-fleet-{}-", opts.asg))
+            .tempdir()?;
+        let lb_port = if opts.lb_port == 0 {
+            free_port()?
+        } else {
+            opts.lb_port
+        };
+        let haproxy = Lb::start(
+            dir.path(),
+            lb_port,
+            TargetGroup::from_edge_template()?,
+            opts.time_scale,
+        )?;
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let haproxy = Arc::new(Mutex::new(Some(haproxy)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = Watcher::new(&opts.asg, dir.path().to_path_buf(), runtime);
+        let thread = watcher::spawn(
+            watcher,
+            emu.settings(),
+            opts.poll,
+            shared.clone(),
+            haproxy.clone(),
+            stop.clone(),
+        )?;
+        Ok(Self {
+            opts,
+            dir,
+            shared,
+            haproxy,
+            stop,
+            thread: Some(thread),
+            lb_port,
+        })
+    }
+
+    /// haproxy's address (the fleet's "ALB").
+    #[must_use]
+    pub fn lb_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.lb_port))
+    }
+
+    /// The fleet's working directory (versions, instances, haproxy configuration and log).
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The simulated instances now running.
+    #[must_use]
+    pub fn instances(&self) -> Vec<InstanceView> {
+        self.shared
+            .lock()
+            .expect("fleet lock")
+            .instances
+            .values()
+            .map(|i| i.view.clone())
+            .collect()
+    }
+
+    /// The counters so far.
+    #[must_use]
+    pub fn stats(&self) -> FleetStats {
+        let g = self.shared.lock().expect("fleet lock");
+        let mut s = g.stats.clone();
+        s.restarts += g.instances.values().map(Tracked::restarts).sum::<u64>();
+        s
+    }
+
+    /// The last error of the watcher, if any (it keeps polling).
+    #[must_use]
+    pub fn last_error(&self) -> Option<String> {
+        self.shared.lock().expect("fleet lock").last_error.clone()
+    }
+
+    /// The servers haproxy sends requests to now: (instance id, port).
+    #[must_use]
+    pub fn lb_servers(&self) -> Vec<(String, u16)> {
+        self.shared.lock().expect("fleet lock").lb_servers.clone()
+    }
+
+    /// Waits until haproxy serves exactly `n` instances, all on `version`, and answers through
+    /// them; the error says what the fleet looks like.
+    pub fn wait_serving(&self, n: usize, version: &str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let inst = self.instances();
+            let lb: Vec<_> = inst.iter().filter(|i| i.in_lb).collect();
+            if inst.len() == n && lb.len() == n && lb.iter().all(|i| i.version == version) {
+                if let Ok((200, body)) = http_get(self.lb_addr(), "/") {
+                    if body.trim() == format!("app {version}") {
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the fleet did not serve {n} instances of version {version} within {timeout:?}: {inst:?}; last error: {:?}",
+                    self.last_error()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the watcher, every simulated instance and haproxy; returns the final counters.
+    pub fn shutdown(mut self) -> FleetStats {
+        self.stop_all()
+    }
+
+    fn stop_all(&mut self) -> FleetStats {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let (instances, gone, mut stats) = {
+            let mut g = self
+                .shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (
+                std::mem::take(&mut g.instances),
+                std::mem::take(&mut g.gone),
+                g.stats.clone(),
+            )
+        };
+        // Stop the instances in parallel: each agent drains its app gracefully.
+        let handles: Vec<_> = instances
+            .into_values()
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let n = i.restarts();
+                    drop(i);
+                    n
+                })
+            })
+            .collect();
+        for h in handles.into_iter().chain(gone) {
+            stats.restarts += h.join().unwrap_or(0);
+        }
+        self.haproxy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        stats
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}

@@ -1,0 +1,126 @@
+//! How an instance of the group runs on this machine. The watcher resolves what EC2 says of a
+//! launched instance (its AMI and that AMI's tags, its AZ, its launch template's userdata) into a
+//! [`LaunchSpec`] and hands it to the fleet's [`Runtime`], which boots it; the reconciler only
+//! ever sees the [`Instance`] that comes back. [`process::ProcessRuntime`] (the agent as a host
+//! process, the app on a 127.0.0.1 port) is the one runtime here; a runtime that boots the AMI's
+//! image as a container plugs in through the same two traits.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::imds::ImdsState;
+
+/// The agent's `target-lifecycle-state` as the group hands an instance in.
+pub const TARGET_IN_SERVICE: &str = "InService";
+/// The agent's `target-lifecycle-state` once the group terminates the instance.
+pub const TARGET_TERMINATED: &str = "Terminated";
+
+/// Runs a process-only instance: the agent as a host process.
+pub mod process;
+
+/// An instance the group launched, as EC2 describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchSpec {
+    /// `i-…`.
+    pub id: String,
+    /// The Auto Scaling group (the instance's tag `aws:autoscaling:groupName`).
+    pub asg: String,
+    /// Its AZ (`us-east-1a`).
+    pub availability_zone: String,
+    /// Its AMI.
+    pub image_id: String,
+    /// That AMI's tags (`bake:app-version`, the provenance tags, …).
+    pub image_tags: BTreeMap<String, String>,
+    /// The userdata of the launch template version it was launched from, as given (decoded
+    /// from base64; gzip stays gzip).
+    pub user_data: Option<Vec<u8>>,
+}
+
+impl LaunchSpec {
+    /// Its region: the AZ without its letter.
+    #[must_use]
+    pub fn region(&self) -> String {
+        self.availability_zone
+            .trim_end_matches(|c: char| c.is_ascii_lowercase())
+            .to_owned()
+    }
+
+    /// What its instance metadata serves at boot: id, AZ, region, userdata, the group's tag and
+    /// `autoscaling/target-lifecycle-state` `InService`.
+    #[must_use]
+    pub fn imds_state(&self) -> ImdsState {
+        let mut state = ImdsState::new(&self.id);
+        state.availability_zone.clone_from(&self.availability_zone);
+        state.region = self.region();
+        // As bytes: EC2 serves userdata as it was given (gzip included).
+        state.user_data_raw.clone_from(&self.user_data);
+        state.tags = Some(BTreeMap::from([(
+            "aws:autoscaling:groupName".to_owned(),
+            self.asg.clone(),
+        )]));
+        state.target_lifecycle_state = Some(TARGET_IN_SERVICE.into());
+        state
+    }
+}
+
+/// A way of running the group's instances here.
+pub trait Runtime: Send {
+    /// Boots `spec`: its agent starts and starts the app; this does not wait for either to be
+    /// ready. `dir` is the fleet's working directory; the instance's files go in
+    /// `dir/instances/<id>`.
+    fn boot(&mut self, spec: &LaunchSpec, dir: &Path) -> anyhow::Result<Box<dyn Instance>>;
+}
+
+/// One booted instance. Dropping it stops it (as [`Instance::stop`] with a few seconds' grace)
+/// and removes what its runtime made for it (processes, metadata service).
+pub trait Instance: Send {
+    /// The app version it serves (its AMI's `bake:app-version` tag).
+    fn version(&self) -> &str;
+    /// Where the load balancer reaches its app.
+    fn target(&self) -> SocketAddr;
+    /// The agent's log.
+    fn log(&self) -> &Path;
+    /// App restarts by its agent so far (from the agent's log).
+    fn restarts(&self) -> u64;
+    /// Its metadata's `autoscaling/target-lifecycle-state` becomes `Terminated`: the agent
+    /// drains the app and completes the terminate hook.
+    fn notify_terminated(&mut self);
+    /// Its runtime ended on its own (the agent exited, the container powered off).
+    fn has_exited(&mut self) -> bool;
+    /// Stops it: the agent is asked to stop the app gracefully, and killed after `grace`.
+    fn stop(&mut self, grace: Duration);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_imds_state_of_a_launch_spec() {
+        let spec = LaunchSpec {
+            id: "i-1".into(),
+            asg: "web".into(),
+            availability_zone: "eu-west-3b".into(),
+            image_id: "ami-1".into(),
+            image_tags: BTreeMap::new(),
+            user_data: Some(b"\x1f\x8b".to_vec()),
+        };
+        let st = spec.imds_state();
+        assert_eq!(st.region, "eu-west-3");
+        assert_eq!(st.availability_zone, "eu-west-3b");
+        assert_eq!(st.user_data_raw.as_deref(), Some(&b"\x1f\x8b"[..]));
+        assert_eq!(
+            st.tags
+                .unwrap()
+                .get("aws:autoscaling:groupName")
+                .map(String::as_str),
+            Some("web")
+        );
+        assert_eq!(
+            st.target_lifecycle_state.as_deref(),
+            Some(TARGET_IN_SERVICE)
+        );
+    }
+}

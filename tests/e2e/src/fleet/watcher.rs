@@ -1,0 +1,344 @@
+//! The fleet's I/O loop: every poll it observes the group (`DescribeAutoScalingGroups`), the
+//! instances it runs and haproxy's targets (`show stat`), asks [`reconcile::decide`] what to do,
+//! and does it: boots through the fleet's [`Runtime`] (after resolving the instance's AMI, its
+//! tags and its userdata from EC2), registers, admits, drains and removes targets, tells an
+//! instance's metadata it is terminated, stops what the group let go.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bake_common::aws::{Aws, AwsSettings};
+
+use super::haproxy::Lb;
+use super::reconcile::{self, Action, GroupInstance, Registration, Running};
+use super::runtime::{Instance, LaunchSpec, Runtime};
+use super::{FleetStats, InstanceView};
+
+/// An instance the fleet runs: what callers see, the instance itself, and the reconciler's
+/// record of it.
+pub(super) struct Tracked {
+    pub(super) view: InstanceView,
+    inst: Box<dyn Instance>,
+    state: Running,
+}
+
+impl Tracked {
+    pub(super) fn restarts(&self) -> u64 {
+        self.inst.restarts()
+    }
+}
+
+/// What the watcher thread and the [`super::Fleet`] handle share.
+#[derive(Default)]
+pub(super) struct Shared {
+    pub(super) instances: BTreeMap<String, Tracked>,
+    /// Stoppers of instances the group let go: each returns the instance's restart count.
+    pub(super) gone: Vec<std::thread::JoinHandle<u64>>,
+    pub(super) stats: FleetStats,
+    pub(super) last_error: Option<String>,
+    pub(super) lb_servers: Vec<(String, u16)>,
+}
+
+/// One instance of the group as `DescribeAutoScalingGroups` lists it.
+struct Seen {
+    id: String,
+    lifecycle: String,
+    az: String,
+    /// (launch template id, version) it was launched from.
+    lt: Option<(String, String)>,
+}
+
+/// The watcher's own state: the runtime and what it learnt from EC2.
+pub(super) struct Watcher {
+    asg: String,
+    dir: PathBuf,
+    runtime: Box<dyn Runtime>,
+    /// AMI → its tags.
+    image_tags: BTreeMap<String, BTreeMap<String, String>>,
+    /// (launch template id, version) → userdata.
+    userdata: BTreeMap<(String, String), Option<Vec<u8>>>,
+}
+
+/// Starts the watcher thread: a poll every `poll` until `stop`; a poll's error is kept in
+/// [`Shared::last_error`] and the next poll goes on.
+pub(super) fn spawn(
+    mut watcher: Watcher,
+    settings: AwsSettings,
+    poll: Duration,
+    shared: Arc<Mutex<Shared>>,
+    haproxy: Arc<Mutex<Option<Lb>>>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("fleet-watcher".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the fleet watcher");
+            rt.block_on(async move {
+                let aws = super::aws::clients(&settings).await;
+                while !stop.load(Ordering::SeqCst) {
+                    if let Err(e) = watcher.tick(&aws, &shared, &haproxy).await {
+                        shared.lock().expect("fleet lock").last_error = Some(format!("{e:#}"));
+                    }
+                    tokio::time::sleep(poll).await;
+                }
+            });
+        })
+}
+
+impl Watcher {
+    /// The watcher of group `asg`, its instances' files under `dir`, booted by `runtime`.
+    pub(super) fn new(asg: &str, dir: PathBuf, runtime: Box<dyn Runtime>) -> Self {
+        Self {
+            asg: asg.to_owned(),
+            dir,
+            runtime,
+            image_tags: BTreeMap::new(),
+            userdata: BTreeMap::new(),
+        }
+    }
+
+    /// One poll: observe, decide, act, then update what callers see.
+    async fn tick(
+        &mut self,
+        aws: &Aws,
+        shared: &Mutex<Shared>,
+        haproxy: &Mutex<Option<Lb>>,
+    ) -> anyhow::Result<()> {
+        let seen = self.describe_group(aws).await?;
+        let group: Vec<GroupInstance> = seen
+            .iter()
+            .map(|s| GroupInstance {
+                id: s.id.clone(),
+                lifecycle: s.lifecycle.clone(),
+            })
+            .collect();
+        let running: Vec<Running> = shared
+            .lock()
+            .expect("fleet lock")
+            .instances
+            .values_mut()
+            .map(|t| {
+                t.state.exited = t.inst.has_exited();
+                t.state.clone()
+            })
+            .collect();
+        let (servers, delay) = {
+            let hp = haproxy.lock().expect("haproxy lock");
+            let lb = hp.as_ref().context("haproxy is stopped")?;
+            (lb.servers()?, lb.deregistration_delay())
+        };
+        let plan = reconcile::decide(&group, &running, &servers, Instant::now(), delay);
+
+        let by_id: BTreeMap<&str, &Seen> = seen.iter().map(|s| (s.id.as_str(), s)).collect();
+        for action in &plan.actions {
+            if let Action::Boot { id } = action {
+                let s = by_id
+                    .get(id.as_str())
+                    .context("the reconciler boots only instances of the group")?;
+                let tracked = self
+                    .boot(aws, s)
+                    .await
+                    .with_context(|| format!("starting simulated instance {id}"))?;
+                let mut g = shared.lock().expect("fleet lock");
+                g.stats.launched += 1;
+                g.instances.insert(id.clone(), tracked);
+            } else {
+                let mut g = shared.lock().expect("fleet lock");
+                let hp = haproxy.lock().expect("haproxy lock");
+                let lb = hp.as_ref().context("haproxy is stopped")?;
+                apply(action, &mut g, lb)?;
+            }
+        }
+
+        let mut g = shared.lock().expect("fleet lock");
+        let mut lb_servers = Vec::new();
+        for (id, t) in &mut g.instances {
+            if let Some(s) = by_id.get(id.as_str()) {
+                t.view.lifecycle.clone_from(&s.lifecycle);
+            }
+            t.view.in_lb = plan.in_lb.contains(id);
+            if t.view.in_lb {
+                lb_servers.push((id.clone(), t.view.port));
+            }
+        }
+        g.lb_servers = lb_servers;
+        // Fold finished stoppers' restart counts in.
+        let (done, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut g.gone)
+            .into_iter()
+            .partition(std::thread::JoinHandle::is_finished);
+        g.gone = pending;
+        for h in done {
+            g.stats.restarts += h.join().unwrap_or(0);
+        }
+        Ok(())
+    }
+
+    async fn describe_group(&self, aws: &Aws) -> anyhow::Result<Vec<Seen>> {
+        let out = aws
+            .asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(&self.asg)
+            .send()
+            .await?;
+        let Some(group) = out.auto_scaling_groups().first() else {
+            bail!("Auto Scaling group {} not found", self.asg);
+        };
+        Ok(group
+            .instances()
+            .iter()
+            .filter_map(|i| {
+                Some(Seen {
+                    id: i.instance_id()?.to_owned(),
+                    lifecycle: i
+                        .lifecycle_state()
+                        .map(|s| s.as_str().to_owned())
+                        .unwrap_or_default(),
+                    az: i.availability_zone().unwrap_or("us-east-1a").to_owned(),
+                    lt: i.launch_template().and_then(|l| {
+                        Some((l.launch_template_id()?.to_owned(), l.version()?.to_owned()))
+                    }),
+                })
+            })
+            .collect())
+    }
+
+    /// Resolves what EC2 says of `s` and boots it.
+    async fn boot(&mut self, aws: &Aws, s: &Seen) -> anyhow::Result<Tracked> {
+        let out = aws
+            .ec2
+            .describe_instances()
+            .instance_ids(&s.id)
+            .send()
+            .await?;
+        let ami = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find_map(|i| i.image_id().map(str::to_owned))
+            .with_context(|| format!("EC2 does not know instance {}", s.id))?;
+        let image_tags = match self.image_tags.get(&ami) {
+            Some(t) => t.clone(),
+            None => {
+                let imgs = aws.ec2.describe_images().image_ids(&ami).send().await?;
+                let image = imgs
+                    .images()
+                    .first()
+                    .with_context(|| format!("EC2 does not know AMI {ami} of instance {}", s.id))?;
+                let tags: BTreeMap<String, String> = image
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+                    .collect();
+                self.image_tags.insert(ami.clone(), tags.clone());
+                tags
+            }
+        };
+        let user_data = match &s.lt {
+            None => None,
+            Some(key) => match self.userdata.get(key) {
+                Some(u) => u.clone(),
+                None => {
+                    let v = aws
+                        .ec2
+                        .describe_launch_template_versions()
+                        .launch_template_id(&key.0)
+                        .versions(&key.1)
+                        .send()
+                        .await?;
+                    let u = v
+                        .launch_template_versions()
+                        .first()
+                        .and_then(|v| v.launch_template_data())
+                        .and_then(|d| d.user_data())
+                        .and_then(|b64| aws_smithy_types::base64::decode(b64).ok());
+                    self.userdata.insert(key.clone(), u.clone());
+                    u
+                }
+            },
+        };
+        let spec = LaunchSpec {
+            id: s.id.clone(),
+            asg: self.asg.clone(),
+            availability_zone: s.az.clone(),
+            image_id: ami,
+            image_tags,
+            user_data,
+        };
+        let inst = self.runtime.boot(&spec, &self.dir)?;
+        let target = inst.target();
+        Ok(Tracked {
+            view: InstanceView {
+                id: s.id.clone(),
+                version: inst.version().to_owned(),
+                port: target.port(),
+                addr: target,
+                lifecycle: s.lifecycle.clone(),
+                in_lb: false,
+                exited: false,
+                log: inst.log().to_path_buf(),
+            },
+            inst,
+            state: Running::new(&s.id),
+        })
+    }
+}
+
+/// Carries out one action other than [`Action::Boot`] and records it.
+fn apply(action: &Action, g: &mut Shared, lb: &Lb) -> anyhow::Result<()> {
+    let id = action.id();
+    match action {
+        Action::Boot { .. } => bail!("{action:?} is not carried out here"),
+        Action::Admit { .. } => return lb.admit(id),
+        Action::Stop { .. } => {
+            if let Some(mut t) = g.instances.remove(id) {
+                g.stats.terminated += 1;
+                t.view.in_lb = false;
+                g.gone.push(std::thread::spawn(move || {
+                    let n = t.restarts();
+                    drop(t);
+                    n
+                }));
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
+    let Some(t) = g.instances.get_mut(id) else {
+        bail!("instance {id} is not running here");
+    };
+    match action {
+        Action::Register { .. } => {
+            lb.register_target(id, t.inst.target())?;
+            t.state.registration = Registration::Registered;
+            g.stats.registered += 1;
+        }
+        Action::Deregister { .. } => {
+            lb.deregister(id)?;
+            t.state.registration = Registration::Draining {
+                since: Instant::now(),
+            };
+        }
+        Action::Remove { .. } => {
+            lb.remove(id)?;
+            t.state.registration = Registration::Removed;
+            g.stats.deregistered += 1;
+        }
+        Action::NotifyTerminated { .. } => {
+            t.inst.notify_terminated();
+            t.state.told_terminated = true;
+        }
+        Action::Crashed { .. } => {
+            t.state.crash_reported = true;
+            t.view.exited = true;
+        }
+        Action::Boot { .. } | Action::Admit { .. } | Action::Stop { .. } => {}
+    }
+    Ok(())
+}
