@@ -2,7 +2,9 @@
 use std::path::PathBuf;
 
 use bake_common::logging::{ColorChoice, LogFormat};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Output;
 
 /// Bake a hardened AMI with Packer and roll it across an Auto Scaling Group.
 #[derive(Debug, Parser)]
@@ -50,15 +52,6 @@ pub struct Global {
     /// Result format on stdout.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
-}
-
-/// Result format on stdout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// Lines for people.
-    Text,
-    /// One JSON document, for scripts.
-    Json,
 }
 
 /// `bake` commands.

@@ -83,10 +83,19 @@ impl Exit {
     pub fn from_error(err: &anyhow::Error) -> Self {
         err.chain()
             .find_map(|e| {
-                e.downcast_ref::<Coded>().map(|c| c.code).or_else(|| {
-                    e.downcast_ref::<crate::config::ConfigError>()
-                        .map(|_| Exit::Config)
-                })
+                e.downcast_ref::<Coded>()
+                    .map(|c| c.code)
+                    .or_else(|| {
+                        e.downcast_ref::<crate::config::ConfigError>()
+                            .map(|_| Exit::Config)
+                    })
+                    .or_else(|| {
+                        e.downcast_ref::<crate::output::OutputError>()
+                            .map(|o| match o {
+                                crate::output::OutputError::Closed => Exit::StdoutClosed,
+                                crate::output::OutputError::Write(_) => Exit::Internal,
+                            })
+                    })
             })
             .unwrap_or(Exit::Internal)
     }

@@ -6,7 +6,25 @@ use std::time::{Duration, Instant, SystemTime};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::Output;
+/// Result format on stdout (`--output`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Lines for people.
+    Text,
+    /// One JSON document, for scripts.
+    Json,
+}
+
+/// The result could not be written on stdout.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The reader went away (`bake status | head -0`).
+    #[error("stdout is closed")]
+    Closed,
+    /// Another write error (a full disk under a redirect).
+    #[error("cannot write the result to stdout: {0}")]
+    Write(std::io::Error),
+}
 
 /// Progress of one long step (a build, a refresh), on stderr.
 #[derive(Debug)]
@@ -125,10 +143,9 @@ impl Drop for Progress {
 /// Writes a command's result on stdout: `json` as one document, or `text` for people.
 ///
 /// # Errors
-/// A closed stdout (the reader went away, as in `bake status | head -0`) is
-/// [`Exit::StdoutClosed`](crate::exit::Exit::StdoutClosed), which `main` reports by its exit
-/// code alone; any other write error is [`Exit::Internal`](crate::exit::Exit::Internal).
-pub fn emit(output: Output, json: &serde_json::Value, text: &str) -> anyhow::Result<()> {
+/// [`OutputError::Closed`] when the reader went away (as in `bake status | head -0`), which
+/// `main` reports by its exit code alone; [`OutputError::Write`] for any other write error.
+pub fn emit(output: Output, json: &serde_json::Value, text: &str) -> Result<(), OutputError> {
     let doc = match output {
         Output::Json => json.to_string(),
         Output::Text if text.is_empty() => return Ok(()),
@@ -141,21 +158,17 @@ pub fn emit(output: Output, json: &serde_json::Value, text: &str) -> anyhow::Res
 ///
 /// # Errors
 /// As for [`emit`].
-pub fn print(doc: &str) -> anyhow::Result<()> {
+pub fn print(doc: &str) -> Result<(), OutputError> {
     write_stdout(&mut std::io::stdout().lock(), doc)
 }
 
-/// Writes `doc` and a newline to `out` and flushes, mapping a closed pipe to its exit code.
-fn write_stdout(out: &mut impl std::io::Write, doc: &str) -> anyhow::Result<()> {
-    use crate::exit::{coded, Exit};
+/// Writes `doc` and a newline to `out` and flushes; a closed pipe is [`OutputError::Closed`].
+fn write_stdout(out: &mut impl std::io::Write, doc: &str) -> Result<(), OutputError> {
     writeln!(out, "{doc}")
         .and_then(|()| out.flush())
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::BrokenPipe => coded(Exit::StdoutClosed, "stdout is closed"),
-            _ => coded(
-                Exit::Internal,
-                format!("cannot write the result to stdout: {e}"),
-            ),
+            std::io::ErrorKind::BrokenPipe => OutputError::Closed,
+            _ => OutputError::Write(e),
         })
 }
 
