@@ -339,6 +339,19 @@ pub async fn build(
     })
 }
 
+/// A build's result as text for people: the AMI id, and why it was reused.
+#[must_use]
+pub fn render(r: &BuildResult) -> String {
+    if r.reused {
+        format!(
+            "{} (reused: same inputs hash {})",
+            r.image_id, r.inputs_hash
+        )
+    } else {
+        r.image_id.clone()
+    }
+}
+
 /// `bake validate`'s Packer part: `packer validate` with the invocation for the installed Packer
 /// and placeholder provenance values. No AWS calls.
 pub async fn validate(settings: &Settings) -> anyhow::Result<String> {

@@ -14,6 +14,8 @@ pub mod cli;
 pub mod config;
 /// Exit codes and error reporting.
 pub mod exit;
+/// The target's launch template.
+pub mod launch_template;
 /// Progress on stderr, results on stdout.
 pub mod output;
 /// Running Packer.
@@ -38,32 +40,7 @@ use bake_common::aws::Aws;
 use crate::cli::{Cli, Command, WatchArgs};
 use crate::config::Settings;
 use crate::exit::Exit;
-use crate::release::{ReleaseOptions, ReleaseReport};
-
-fn release_text(r: &ReleaseReport) -> String {
-    let mut s = format!(
-        "{}: {} on {} (launch template {} v{} → v{})",
-        r.result,
-        r.image_id,
-        r.auto_scaling_group,
-        r.launch_template_id,
-        r.previous_version,
-        r.version
-    );
-    if !r.instance_refresh_id.is_empty() {
-        s.push_str(&format!(", instance refresh {}", r.instance_refresh_id));
-    }
-    if let Some(snap) = &r.refresh {
-        s.push_str(&format!(": {}", snap.describe()));
-    }
-    if r.restored_default {
-        s.push_str(&format!(
-            "; default version set back to v{}",
-            r.previous_version
-        ));
-    }
-    s
-}
+use crate::release::ReleaseOptions;
 
 fn watch_opts(w: &WatchArgs) -> ReleaseOptions {
     ReleaseOptions {
@@ -136,15 +113,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 },
             )
             .await?;
-            let text = if r.reused {
-                format!(
-                    "{} (reused: same inputs hash {})",
-                    r.image_id, r.inputs_hash
-                )
-            } else {
-                r.image_id.clone()
-            };
-            output::emit(output, &serde_json::to_value(&r)?, &text)?;
+            output::emit(output, &serde_json::to_value(&r)?, &build::render(&r))?;
             Ok(Exit::Ok)
         }
         Command::Release(a) => {
@@ -162,7 +131,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             output::emit(
                 output,
                 &serde_json::to_value(&report)?,
-                &release_text(&report),
+                &release::render(&report),
             )?;
             Ok(code)
         }
@@ -172,36 +141,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             output::emit(
                 output,
                 &serde_json::to_value(&report)?,
-                &release_text(&report),
+                &rollback::render(&report),
             )?;
             Ok(code)
         }
         Command::Status { watch, timeout } => {
             let t = targets::resolve(&aws, settings.target()?).await?;
-            let mut code = Exit::Ok;
-            let mut watched = None;
-            if watch {
-                if let Some(current) = release::active_refresh(&aws, &t.auto_scaling_group).await? {
-                    let mut report = ReleaseReport::default();
-                    let wopts = release::watch_options(&settings, timeout, false);
-                    code = release::watch_into(
-                        &aws,
-                        &t.auto_scaling_group,
-                        &current.id,
-                        wopts,
-                        &mut report,
-                    )
-                    .await?;
-                    watched = Some(report);
-                }
-            }
+            let watched = if watch {
+                status::watch(&aws, &settings, &t, timeout).await?
+            } else {
+                None
+            };
             let fleet = status::fleet(&aws, &t).await?;
-            let mut json = serde_json::to_value(&fleet)?;
-            if let Some(w) = watched {
-                json["watch"] = serde_json::json!({ "result": w.result, "polls": w.polls, "watch_secs": w.watch_secs });
-            }
-            output::emit(output, &json, &status::render(&fleet))?;
-            Ok(code)
+            output::emit(
+                output,
+                &status::json(&fleet, watched.as_ref())?,
+                &status::render(&fleet),
+            )?;
+            Ok(watched.map_or(Exit::Ok, |w| w.exit))
         }
         Command::Prune { keep, dry_run } => {
             let t = match &settings.target {
@@ -210,21 +167,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             };
             let keep = keep.unwrap_or(settings.prune_keep) as usize;
             let plan = prune::prune(&aws, t.as_ref(), keep, dry_run).await?;
-            let verb = if dry_run { "would delete" } else { "deleted" };
-            let text: Vec<String> = plan
-                .iter()
-                .map(|p| match &p.kept_because {
-                    Some(why) => format!("kept\t{}\t{}\t{why}", p.image_id, p.created),
-                    None => format!(
-                        "{verb}\t{}\t{}\tsnapshots {}",
-                        p.image_id,
-                        p.created,
-                        p.snapshots.join(",")
-                    ),
-                })
-                .collect();
             let json = serde_json::json!({ "dry_run": dry_run, "keep": keep, "images": plan });
-            output::emit(output, &json, &text.join("\n"))?;
+            output::emit(output, &json, &prune::render(&plan, dry_run))?;
             Ok(Exit::Ok)
         }
     }

@@ -18,8 +18,7 @@ use bake_common::aws::Aws;
 
 use crate::config::{RefreshSettings, Settings};
 use crate::exit::{coded, Exit};
-use crate::output::Progress;
-use crate::refresh::{self, Outcome, Snapshot, WatchEnd, WatchOptions};
+use crate::refresh::{self, Snapshot, WatchOptions};
 use crate::targets::Targets;
 
 /// `bake release` options.
@@ -67,107 +66,6 @@ pub struct ReleaseReport {
     pub polls: u32,
     /// Seconds watched.
     pub watch_secs: f64,
-}
-
-fn aws_err<E: std::error::Error + 'static, R: std::fmt::Debug>(
-    what: String,
-) -> impl FnOnce(aws_sdk_ec2::error::SdkError<E, R>) -> anyhow::Error {
-    move |e| coded(Exit::Aws, format!("{what}: {}", DisplayErrorContext(&e)))
-}
-
-/// The default and latest version numbers of a launch template.
-pub async fn template_versions(aws: &Aws, lt: &str) -> anyhow::Result<(i64, i64)> {
-    let out = aws
-        .ec2
-        .describe_launch_templates()
-        .launch_template_ids(lt)
-        .send()
-        .await
-        .map_err(aws_err(format!("describing launch template '{lt}'")))?;
-    let t = out
-        .launch_templates()
-        .first()
-        .ok_or_else(|| coded(Exit::Aws, format!("launch template '{lt}' does not exist")))?;
-    Ok((
-        t.default_version_number().unwrap_or(1),
-        t.latest_version_number().unwrap_or(1),
-    ))
-}
-
-/// The image of version `version` of `lt`.
-pub async fn version_image(aws: &Aws, lt: &str, version: i64) -> anyhow::Result<Option<String>> {
-    let out = aws
-        .ec2
-        .describe_launch_template_versions()
-        .launch_template_id(lt)
-        .versions(version.to_string())
-        .send()
-        .await
-        .map_err(aws_err(format!(
-            "describing version {version} of launch template '{lt}'"
-        )))?;
-    Ok(out
-        .launch_template_versions()
-        .first()
-        .and_then(|v| v.launch_template_data())
-        .and_then(|d| d.image_id())
-        .map(ToOwned::to_owned))
-}
-
-/// Sets the default version of `lt`.
-pub async fn set_default(aws: &Aws, lt: &str, version: i64) -> anyhow::Result<()> {
-    aws.ec2
-        .modify_launch_template()
-        .launch_template_id(lt)
-        .default_version(version.to_string())
-        .send()
-        .await
-        .map_err(aws_err(format!(
-            "setting the default version of launch template '{lt}' to {version}"
-        )))?;
-    Ok(())
-}
-
-/// The newest refresh of `asg` if it is still running.
-pub async fn active_refresh(aws: &Aws, asg: &str) -> anyhow::Result<Option<Snapshot>> {
-    Ok(latest_refresh(aws, asg)
-        .await?
-        .filter(|s| refresh::is_active(&s.status)))
-}
-
-/// The newest refresh of `asg` (AWS lists them newest first).
-pub async fn latest_refresh(aws: &Aws, asg: &str) -> anyhow::Result<Option<Snapshot>> {
-    let out = aws
-        .asg
-        .describe_instance_refreshes()
-        .auto_scaling_group_name(asg)
-        .max_records(5)
-        .send()
-        .await
-        .map_err(|e| {
-            coded(
-                Exit::Aws,
-                format!(
-                    "describing instance refreshes of '{asg}': {}",
-                    DisplayErrorContext(&e)
-                ),
-            )
-        })?;
-    let Some(r) = out
-        .instance_refreshes()
-        .iter()
-        .max_by_key(|r| r.start_time().map(|t| (t.secs(), t.subsec_nanos())))
-    else {
-        return Ok(None);
-    };
-    let id = r.instance_refresh_id().unwrap_or_default().to_owned();
-    let state = refresh::WatchState { id, last: None };
-    Ok(match refresh::next(&state, &out) {
-        refresh::Action::Wait { snapshot, .. } | refresh::Action::Done { snapshot, .. } => {
-            Some(snapshot)
-        }
-        refresh::Action::Missing => None,
-    })
 }
 
 fn in_progress_error(asg: &str, s: &Snapshot) -> anyhow::Error {
@@ -310,70 +208,42 @@ async fn start_refresh(
         })
 }
 
-/// Watch options from config and flags.
-#[must_use]
-pub fn watch_options(
-    settings: &Settings,
-    timeout: Option<Duration>,
-    cancel_on_interrupt: bool,
-) -> WatchOptions {
-    WatchOptions {
-        timeout: timeout.unwrap_or(settings.refresh.timeout),
-        poll_interval: settings.refresh.poll_interval,
-        max_poll_interval: settings.refresh.max_poll_interval,
-        cancel_on_interrupt,
+impl ReleaseReport {
+    /// Takes what watching the refresh found; returns its exit code.
+    pub fn watched(&mut self, f: refresh::Followed) -> Exit {
+        self.result = f.result;
+        self.refresh = f.refresh;
+        self.polls = f.polls;
+        self.watch_secs = f.watch_secs;
+        f.exit
     }
 }
 
-/// Watches refresh `id` and fills `report`; returns the exit code.
-pub async fn watch_into(
-    aws: &Aws,
-    asg: &str,
-    id: &str,
-    opts: WatchOptions,
-    report: &mut ReleaseReport,
-) -> anyhow::Result<Exit> {
-    let progress = Progress::percent("refresh");
-    let watched = refresh::watch(&aws.asg, asg, id, opts, &progress)
-        .await
-        .map_err(|e| coded(Exit::Aws, e.to_string()))?;
-    progress.finish();
-    report.polls = watched.polls;
-    report.watch_secs = watched.elapsed.as_secs_f64();
-    let resume = format!("resume watching with `bake status --watch` (refresh {id} of '{asg}')");
-    Ok(match watched.end {
-        WatchEnd::Finished(outcome, snap) => {
-            report.result = serde_json::to_value(outcome)
-                .ok()
-                .and_then(|v| v.as_str().map(ToOwned::to_owned))
-                .unwrap_or_default();
-            match outcome {
-                Outcome::Successful => {}
-                Outcome::Partial => tracing::warn!(
-                    "partial release: instance refresh {id} of '{asg}' ended {} at its last checkpoint (refresh.partial); the instances not replaced still run the previous version",
-                    snap.describe()
-                ),
-                _ => tracing::error!("instance refresh {id} of '{asg}' ended {}", snap.describe()),
-            }
-            report.refresh = Some(snap);
-            outcome.exit()
-        }
-        WatchEnd::TimedOut(snap) => {
-            tracing::error!(
-                "stopped watching after {}; the refresh goes on; {resume}",
-                crate::output::secs(opts.timeout)
-            );
-            report.result = "timed_out".into();
-            report.refresh = snap;
-            Exit::TimedOut
-        }
-        WatchEnd::Detached(snap) => {
-            tracing::warn!("detached; the refresh goes on; {resume}; cancel it with `aws autoscaling cancel-instance-refresh --auto-scaling-group-name {asg}` or `bake rollback`");
-            report.result = "detached".into();
-            report.refresh = snap;
-            Exit::Interrupted
-        }
-    })
+/// A release's result as text for people.
+#[must_use]
+pub fn render(r: &ReleaseReport) -> String {
+    let mut s = format!(
+        "{}: {} on {} (launch template {} v{} → v{})",
+        r.result,
+        r.image_id,
+        r.auto_scaling_group,
+        r.launch_template_id,
+        r.previous_version,
+        r.version
+    );
+    if !r.instance_refresh_id.is_empty() {
+        s.push_str(&format!(", instance refresh {}", r.instance_refresh_id));
+    }
+    if let Some(snap) = &r.refresh {
+        s.push_str(&format!(": {}", snap.describe()));
+    }
+    if r.restored_default {
+        s.push_str(&format!(
+            "; default version set back to v{}",
+            r.previous_version
+        ));
+    }
+    s
 }
 
 /// Runs a release to its end.
@@ -385,9 +255,9 @@ pub async fn release(
 ) -> anyhow::Result<(ReleaseReport, Exit)> {
     let asg = &t.auto_scaling_group;
     let lt = &t.launch_template_id;
-    let wopts = watch_options(settings, opts.timeout, opts.cancel_on_interrupt);
+    let wopts = WatchOptions::new(&settings.refresh, opts.timeout, opts.cancel_on_interrupt);
     let prefs = release_preferences(&settings.refresh, t)?;
-    if let Some(current) = active_refresh(aws, asg).await? {
+    if let Some(current) = refresh::active(&aws.asg, asg).await? {
         if !opts.wait_for_current {
             return Err(in_progress_error(asg, &current));
         }
@@ -395,8 +265,8 @@ pub async fn release(
             "waiting for instance refresh {} of '{asg}' to end first",
             current.id
         );
-        let mut scratch = ReleaseReport::default();
-        match watch_into(aws, asg, &current.id, wopts, &mut scratch).await? {
+        let waited = refresh::follow(&aws.asg, asg, &current.id, wopts).await?;
+        match waited.exit {
             Exit::TimedOut => {
                 return Err(coded(
                     Exit::TimedOut,
@@ -412,7 +282,7 @@ pub async fn release(
                     "interrupted while waiting for the current refresh; nothing was released",
                 ))
             }
-            _ => tracing::info!("instance refresh {} ended {}", current.id, scratch.result),
+            _ => tracing::info!("instance refresh {} ended {}", current.id, waited.result),
         }
     }
     if settings.refresh.auto_rollback {
@@ -447,7 +317,7 @@ pub async fn release(
             "interrupted before anything was released; the launch template is unchanged",
         ));
     }
-    let (previous, _) = template_versions(aws, lt).await?;
+    let (previous, _) = crate::launch_template::versions(aws, lt).await?;
     let created = aws
         .ec2
         .create_launch_template_version()
@@ -461,9 +331,15 @@ pub async fn release(
         )
         .send()
         .await
-        .map_err(aws_err(format!(
-            "creating a version of launch template '{lt}'"
-        )))?;
+        .map_err(|e| {
+            coded(
+                Exit::Aws,
+                format!(
+                    "creating a version of launch template '{lt}': {}",
+                    DisplayErrorContext(&e)
+                ),
+            )
+        })?;
     let version = created
         .launch_template_version()
         .and_then(|v| v.version_number())
@@ -473,7 +349,7 @@ pub async fn release(
                 format!("CreateLaunchTemplateVersion on '{lt}' returned no version"),
             )
         })?;
-    set_default(aws, lt, version).await?;
+    crate::launch_template::set_default(aws, lt, version).await?;
     tracing::info!(launch_template = %lt, version, previous, image_id = %image_id, "new launch template version is the default");
     let mut report = ReleaseReport {
         auto_scaling_group: asg.clone(),
@@ -504,7 +380,7 @@ pub async fn release(
         report.result = "started".into();
         return Ok((report, Exit::Ok));
     }
-    let code = watch_into(aws, asg, &id, wopts, &mut report).await?;
+    let code = report.watched(refresh::follow(&aws.asg, asg, &id, wopts).await?);
     if matches!(
         code,
         Exit::RefreshFailed | Exit::RolledBack | Exit::Cancelled
@@ -517,7 +393,7 @@ pub async fn release(
 
 /// Sets the default back to `previous` and deletes `delete` (best effort, logged).
 async fn undo(aws: &Aws, lt: &str, previous: i64, delete: Option<i64>) {
-    match set_default(aws, lt, previous).await {
+    match crate::launch_template::set_default(aws, lt, previous).await {
         Ok(()) => tracing::warn!("launch template '{lt}' default version set back to {previous}"),
         Err(e) => {
             tracing::error!("could not restore the default version of '{lt}' to {previous}: {e:#}")

@@ -6,6 +6,7 @@ use bake_common::aws::Aws;
 
 use crate::config::Settings;
 use crate::exit::{coded, Exit};
+use crate::refresh::{self, WatchOptions};
 use crate::release::{self, ReleaseOptions, ReleaseReport};
 use crate::targets::Targets;
 
@@ -17,7 +18,7 @@ pub async fn rollback(
     opts: &ReleaseOptions,
 ) -> anyhow::Result<(ReleaseReport, Exit)> {
     let asg = &t.auto_scaling_group;
-    if let Some(current) = release::active_refresh(aws, asg).await? {
+    if let Some(current) = crate::refresh::active(&aws.asg, asg).await? {
         tracing::info!(
             "rolling back instance refresh {} of '{asg}' ({})",
             current.id,
@@ -47,8 +48,9 @@ pub async fn rollback(
         if opts.no_wait {
             return Ok((report, Exit::Ok));
         }
-        let wopts = release::watch_options(settings, opts.timeout, opts.cancel_on_interrupt);
-        let code = release::watch_into(aws, asg, &current.id, wopts, &mut report).await?;
+        let wopts = WatchOptions::new(&settings.refresh, opts.timeout, opts.cancel_on_interrupt);
+        let followed = refresh::follow(&aws.asg, asg, &current.id, wopts).await?;
+        let code = report.watched(followed);
         let code = match report.result.as_str() {
             "rolled_back" => Exit::Ok,
             _ => code,
@@ -56,9 +58,9 @@ pub async fn rollback(
         return Ok((report, code));
     }
     let lt = &t.launch_template_id;
-    let (default, _) = release::template_versions(aws, lt).await?;
+    let (default, _) = crate::launch_template::versions(aws, lt).await?;
     // The same choice `bake prune` protects (prune::rollback_choice).
-    let versions = crate::prune::template_images(aws, lt).await?;
+    let versions = crate::launch_template::images(aws, lt).await?;
     let Some((v, image)) =
         crate::prune::rollback_choice(&versions, default).map(|(v, image)| (v, image.clone()))
     else {
@@ -73,4 +75,10 @@ pub async fn rollback(
         ..opts.clone()
     };
     release::release(aws, settings, t, &opts).await
+}
+
+/// A rollback's result as text for people: a rollback is reported as a release is.
+#[must_use]
+pub fn render(r: &ReleaseReport) -> String {
+    release::render(r)
 }
