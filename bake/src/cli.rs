@@ -1,7 +1,8 @@
 //! Command line of `bake`.
 use std::path::PathBuf;
 
-use bake_common::logging::{ColorChoice, LogFormat};
+use bake_common::cli::LogArgs;
+use bake_common::logging::ColorChoice;
 use clap::{Args, Parser, Subcommand};
 
 use crate::output::Output;
@@ -31,12 +32,9 @@ pub struct Global {
         env = "BAKE_CONFIG"
     )]
     pub config: PathBuf,
-    /// More log output (-v debug, -vv trace, -vvv also the AWS SDK's).
-    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Verbosity and log line format.
+    #[command(flatten)]
+    pub log: LogArgs,
     /// AWS region; wins over AWS_REGION / AWS_DEFAULT_REGION, which win over [aws] region in
     /// bake.toml, which wins over the profile's region.
     #[arg(long, global = true, value_name = "REGION")]

@@ -4,30 +4,66 @@
 
 use std::collections::BTreeMap;
 
+use aws_sdk_ec2::error::SdkError;
+use aws_sdk_ec2::operation::describe_launch_template_versions::DescribeLaunchTemplateVersionsError;
+use aws_sdk_ec2::operation::describe_launch_templates::DescribeLaunchTemplatesError;
+use aws_sdk_ec2::operation::modify_launch_template::ModifyLaunchTemplateError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use bake_common::aws::Aws;
 
-use crate::exit::{coded, Exit};
-
-fn aws_err<E: std::error::Error + 'static, R: std::fmt::Debug>(
-    what: String,
-) -> impl FnOnce(aws_sdk_ec2::error::SdkError<E, R>) -> anyhow::Error {
-    move |e| coded(Exit::Aws, format!("{what}: {}", DisplayErrorContext(&e)))
+/// A launch template call that failed, with the SDK's error kept whole (boxed: it is large).
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchTemplateError {
+    /// `DescribeLaunchTemplates` failed.
+    #[error("describing launch template '{lt}': {}", DisplayErrorContext(.source))]
+    Describe {
+        /// The launch template id.
+        lt: String,
+        /// The SDK's error.
+        source: Box<SdkError<DescribeLaunchTemplatesError>>,
+    },
+    /// There is no launch template with that id.
+    #[error("launch template '{lt}' does not exist")]
+    Missing {
+        /// The launch template id.
+        lt: String,
+    },
+    /// `ModifyLaunchTemplate` (the default version) failed.
+    #[error("setting the default version of launch template '{lt}' to {version}: {}", DisplayErrorContext(.source))]
+    SetDefault {
+        /// The launch template id.
+        lt: String,
+        /// The version that was to be the default.
+        version: i64,
+        /// The SDK's error.
+        source: Box<SdkError<ModifyLaunchTemplateError>>,
+    },
+    /// `DescribeLaunchTemplateVersions` failed.
+    #[error("describing the versions of launch template '{lt}': {}", DisplayErrorContext(.source))]
+    DescribeVersions {
+        /// The launch template id.
+        lt: String,
+        /// The SDK's error.
+        source: Box<SdkError<DescribeLaunchTemplateVersionsError>>,
+    },
 }
 
 /// The default and latest version numbers of launch template `lt`.
-pub async fn versions(aws: &Aws, lt: &str) -> anyhow::Result<(i64, i64)> {
+pub async fn versions(aws: &Aws, lt: &str) -> Result<(i64, i64), LaunchTemplateError> {
     let out = aws
         .ec2
         .describe_launch_templates()
         .launch_template_ids(lt)
         .send()
         .await
-        .map_err(aws_err(format!("describing launch template '{lt}'")))?;
+        .map_err(|e| LaunchTemplateError::Describe {
+            lt: lt.to_owned(),
+            source: Box::new(e),
+        })?;
     let t = out
         .launch_templates()
         .first()
-        .ok_or_else(|| coded(Exit::Aws, format!("launch template '{lt}' does not exist")))?;
+        .ok_or_else(|| LaunchTemplateError::Missing { lt: lt.to_owned() })?;
     Ok((
         t.default_version_number().unwrap_or(1),
         t.latest_version_number().unwrap_or(1),
@@ -35,21 +71,23 @@ pub async fn versions(aws: &Aws, lt: &str) -> anyhow::Result<(i64, i64)> {
 }
 
 /// Sets the default version of `lt`.
-pub async fn set_default(aws: &Aws, lt: &str, version: i64) -> anyhow::Result<()> {
+pub async fn set_default(aws: &Aws, lt: &str, version: i64) -> Result<(), LaunchTemplateError> {
     aws.ec2
         .modify_launch_template()
         .launch_template_id(lt)
         .default_version(version.to_string())
         .send()
         .await
-        .map_err(aws_err(format!(
-            "setting the default version of launch template '{lt}' to {version}"
-        )))?;
+        .map_err(|e| LaunchTemplateError::SetDefault {
+            lt: lt.to_owned(),
+            version,
+            source: Box::new(e),
+        })?;
     Ok(())
 }
 
 /// Every version of `lt` that names an image: version → image.
-pub async fn images(aws: &Aws, lt: &str) -> anyhow::Result<BTreeMap<i64, String>> {
+pub async fn images(aws: &Aws, lt: &str) -> Result<BTreeMap<i64, String>, LaunchTemplateError> {
     let mut images = BTreeMap::new();
     let mut pages = aws
         .ec2
@@ -58,9 +96,10 @@ pub async fn images(aws: &Aws, lt: &str) -> anyhow::Result<BTreeMap<i64, String>
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(aws_err(format!(
-            "describing the versions of launch template '{lt}'"
-        )))?;
+        let page = page.map_err(|e| LaunchTemplateError::DescribeVersions {
+            lt: lt.to_owned(),
+            source: Box::new(e),
+        })?;
         for v in page.launch_template_versions() {
             if let (Some(n), Some(img)) = (
                 v.version_number(),

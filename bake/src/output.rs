@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant, SystemTime};
 
+use bake_common::exit::StdoutError;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Result format on stdout (`--output`).
@@ -13,17 +14,6 @@ pub enum Output {
     Text,
     /// One JSON document, for scripts.
     Json,
-}
-
-/// The result could not be written on stdout.
-#[derive(Debug, thiserror::Error)]
-pub enum OutputError {
-    /// The reader went away (`bake status | head -0`).
-    #[error("stdout is closed")]
-    Closed,
-    /// Another write error (a full disk under a redirect).
-    #[error("cannot write the result to stdout: {0}")]
-    Write(std::io::Error),
 }
 
 /// Progress of one long step (a build, a refresh), on stderr.
@@ -143,9 +133,9 @@ impl Drop for Progress {
 /// Writes a command's result on stdout: `json` as one document, or `text` for people.
 ///
 /// # Errors
-/// [`OutputError::Closed`] when the reader went away (as in `bake status | head -0`), which
-/// `main` reports by its exit code alone; [`OutputError::Write`] for any other write error.
-pub fn emit(output: Output, json: &serde_json::Value, text: &str) -> Result<(), OutputError> {
+/// [`StdoutError::Closed`] when the reader went away (as in `bake status | head -0`), which
+/// `main` reports by its exit code alone; [`StdoutError::Write`] for any other write error.
+pub fn emit(output: Output, json: &serde_json::Value, text: &str) -> Result<(), StdoutError> {
     let doc = match output {
         Output::Json => json.to_string(),
         Output::Text if text.is_empty() => return Ok(()),
@@ -158,18 +148,8 @@ pub fn emit(output: Output, json: &serde_json::Value, text: &str) -> Result<(), 
 ///
 /// # Errors
 /// As for [`emit`].
-pub fn print(doc: &str) -> Result<(), OutputError> {
-    write_stdout(&mut std::io::stdout().lock(), doc)
-}
-
-/// Writes `doc` and a newline to `out` and flushes; a closed pipe is [`OutputError::Closed`].
-fn write_stdout(out: &mut impl std::io::Write, doc: &str) -> Result<(), OutputError> {
-    writeln!(out, "{doc}")
-        .and_then(|()| out.flush())
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::BrokenPipe => OutputError::Closed,
-            _ => OutputError::Write(e),
-        })
+pub fn print(doc: &str) -> Result<(), StdoutError> {
+    bake_common::exit::write_line(&mut std::io::stdout().lock(), doc)
 }
 
 /// Formats a duration to whole seconds for people (`1m 5s`).

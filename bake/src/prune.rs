@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use bake_common::aws::Aws;
 
 use crate::ami::{self, PruneItem};
-use crate::exit::{coded, Exit};
 use crate::targets::Targets;
 
 /// AMIs that `bake rollback`, a release or a stack update could go back to: the image of every
@@ -84,9 +83,7 @@ pub async fn prune(
     keep: usize,
     dry_run: bool,
 ) -> anyhow::Result<Vec<PruneItem>> {
-    let images = ami::list_baked(&aws.ec2)
-        .await
-        .map_err(|e| coded(Exit::Aws, e.to_string()))?;
+    let images = ami::list_baked(&aws.ec2).await?;
     let mut in_use = match targets {
         Some(t) => used_by_template(aws, t).await?,
         None => BTreeMap::new(),
@@ -95,18 +92,13 @@ pub async fn prune(
         .iter()
         .filter_map(|i| i.image_id().map(ToOwned::to_owned))
         .collect();
-    for (k, v) in ami::used_by_instances(&aws.ec2, &ids)
-        .await
-        .map_err(|e| coded(Exit::Aws, e.to_string()))?
-    {
+    for (k, v) in ami::used_by_instances(&aws.ec2, &ids).await? {
         in_use.entry(k).or_insert(v);
     }
     let plan = ami::plan_prune(&images, keep, &in_use);
     if !dry_run {
         for item in plan.iter().filter(|p| p.kept_because.is_none()) {
-            ami::delete(&aws.ec2, item)
-                .await
-                .map_err(|e| coded(Exit::Aws, e.to_string()))?;
+            ami::delete(&aws.ec2, item).await?;
             tracing::info!(image_id = %item.image_id, snapshots = ?item.snapshots, "deregistered");
         }
     }

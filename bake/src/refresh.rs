@@ -9,7 +9,11 @@
 
 use std::time::Duration;
 
-use aws_sdk_autoscaling::operation::describe_instance_refreshes::DescribeInstanceRefreshesOutput;
+use aws_sdk_autoscaling::error::SdkError;
+use aws_sdk_autoscaling::operation::cancel_instance_refresh::CancelInstanceRefreshError;
+use aws_sdk_autoscaling::operation::describe_instance_refreshes::{
+    DescribeInstanceRefreshesError, DescribeInstanceRefreshesOutput,
+};
 use aws_sdk_autoscaling::types::{InstanceRefresh, InstanceRefreshStatus};
 use aws_smithy_types::error::display::DisplayErrorContext;
 
@@ -204,22 +208,16 @@ pub fn next(state: &WatchState, out: &DescribeInstanceRefreshesOutput) -> Action
 pub async fn latest(
     asg_client: &aws_sdk_autoscaling::Client,
     asg: &str,
-) -> anyhow::Result<Option<Snapshot>> {
+) -> Result<Option<Snapshot>, RefreshError> {
     let out = asg_client
         .describe_instance_refreshes()
         .auto_scaling_group_name(asg)
         .max_records(5)
         .send()
         .await
-        .map_err(|e| {
-            crate::exit::coded(
-                crate::exit::Exit::Aws,
-                RefreshError::Describe {
-                    asg: asg.to_owned(),
-                    message: DisplayErrorContext(&e).to_string(),
-                }
-                .to_string(),
-            )
+        .map_err(|e| RefreshError::Describe {
+            asg: asg.to_owned(),
+            source: Box::new(e),
         })?;
     Ok(newest(&out).map(snapshot))
 }
@@ -235,7 +233,7 @@ fn newest(out: &DescribeInstanceRefreshesOutput) -> Option<&InstanceRefresh> {
 pub async fn active(
     asg_client: &aws_sdk_autoscaling::Client,
     asg: &str,
-) -> anyhow::Result<Option<Snapshot>> {
+) -> Result<Option<Snapshot>, RefreshError> {
     Ok(latest(asg_client, asg)
         .await?
         .filter(|s| is_active(&s.status)))
@@ -271,24 +269,25 @@ impl Backoff {
     }
 }
 
-/// Errors while watching.
+/// Errors while reading or watching a refresh. The SDK's errors are kept whole (boxed: they
+/// are large), so a caller can ask for the service error.
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {
     /// `DescribeInstanceRefreshes` failed.
-    #[error("describing instance refreshes of '{asg}': {message}")]
+    #[error("describing instance refreshes of '{asg}': {}", DisplayErrorContext(.source))]
     Describe {
         /// The group.
         asg: String,
-        /// The SDK error.
-        message: String,
+        /// The SDK's error.
+        source: Box<SdkError<DescribeInstanceRefreshesError>>,
     },
     /// `CancelInstanceRefresh` failed.
-    #[error("cancelling the instance refresh of '{asg}': {message}")]
+    #[error("cancelling the instance refresh of '{asg}': {}", DisplayErrorContext(.source))]
     Cancel {
         /// The group.
         asg: String,
-        /// The SDK error.
-        message: String,
+        /// The SDK's error.
+        source: Box<SdkError<CancelInstanceRefreshError>>,
     },
     /// The refresh is not listed.
     #[error("instance refresh {id} of '{asg}' not found")]
@@ -384,7 +383,7 @@ pub async fn watch(
             .await
             .map_err(|e| RefreshError::Describe {
                 asg: asg.to_owned(),
-                message: DisplayErrorContext(&e).to_string(),
+                source: Box::new(e),
             })?;
         let delay = match next(&state, &out) {
             Action::Missing => {
@@ -436,7 +435,7 @@ pub async fn watch(
                         .auto_scaling_group_name(asg)
                         .send()
                         .await
-                        .map_err(|e| RefreshError::Cancel { asg: asg.to_owned(), message: DisplayErrorContext(&e).to_string() })?;
+                        .map_err(|e| RefreshError::Cancel { asg: asg.to_owned(), source: Box::new(e) })?;
                     cancelled = true;
                 } else {
                     return Ok(done(WatchEnd::Detached(state.last), polls));
@@ -469,11 +468,9 @@ pub async fn follow(
     asg: &str,
     id: &str,
     opts: WatchOptions,
-) -> anyhow::Result<Followed> {
+) -> Result<Followed, RefreshError> {
     let progress = Progress::percent("refresh");
-    let watched = watch(asg_client, asg, id, opts, &progress)
-        .await
-        .map_err(|e| crate::exit::coded(Exit::Aws, e.to_string()))?;
+    let watched = watch(asg_client, asg, id, opts, &progress).await?;
     progress.finish();
     let resume = format!("resume watching with `bake status --watch` (refresh {id} of '{asg}')");
     let (result, refresh, exit) = match watched.end {

@@ -8,16 +8,19 @@
 
 use std::time::Duration;
 
+use aws_sdk_autoscaling::operation::start_instance_refresh::StartInstanceRefreshError;
 use aws_sdk_autoscaling::types::{
     AlarmSpecification, DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences,
     RefreshStrategy,
 };
+use aws_sdk_ec2::operation::create_launch_template_version::CreateLaunchTemplateVersionError;
 use aws_sdk_ec2::types::RequestLaunchTemplateData;
+use aws_sdk_ssm::operation::put_parameter::PutParameterError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use bake_common::aws::Aws;
 
 use crate::config::{RefreshSettings, Settings};
-use crate::exit::{coded, Exit};
+use crate::exit::Exit;
 use crate::refresh::{self, Snapshot, WatchOptions};
 use crate::targets::Targets;
 
@@ -68,31 +71,110 @@ pub struct ReleaseReport {
     pub watch_secs: f64,
 }
 
-fn in_progress_error(asg: &str, s: &Snapshot) -> anyhow::Error {
-    coded(
-        Exit::InProgress,
-        format!(
-            "auto scaling group '{asg}' already has an instance refresh in progress ({}: {}); watch it with `bake status --watch`, or run `bake release --wait-for-current` to release after it",
-            s.id,
-            s.describe()
-        ),
-    )
+/// What can go wrong in a release, besides the errors of the steps it takes (targets, build,
+/// launch template, refresh). The SDK's errors are kept whole (boxed: they are large), so a
+/// caller can ask for the service error.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// A refresh is running and `--wait-for-current` was not given.
+    #[error("auto scaling group '{asg}' already has an instance refresh in progress ({}: {}); watch it with `bake status --watch`, or run `bake release --wait-for-current` to release after it", .current.id, .current.describe())]
+    InProgress {
+        /// The group.
+        asg: String,
+        /// The refresh in progress (boxed: it is large).
+        current: Box<Snapshot>,
+    },
+    /// `StartInstanceRefresh` answered `InstanceRefreshInProgress` (a refresh started since the
+    /// check).
+    #[error("auto scaling group '{asg}' already has an instance refresh in progress; watch it with `bake status --watch`, or run `bake release --wait-for-current`")]
+    StartedMeanwhile {
+        /// The group.
+        asg: String,
+    },
+    /// `StartInstanceRefresh` failed.
+    #[error("starting an instance refresh of '{asg}': {}", DisplayErrorContext(.source))]
+    Start {
+        /// The group.
+        asg: String,
+        /// The SDK's error.
+        source: Box<aws_sdk_autoscaling::error::SdkError<StartInstanceRefreshError>>,
+    },
+    /// `StartInstanceRefresh` named no refresh.
+    #[error("StartInstanceRefresh on '{asg}' returned no refresh id")]
+    NoRefreshId {
+        /// The group.
+        asg: String,
+    },
+    /// `CreateLaunchTemplateVersion` failed.
+    #[error("creating a version of launch template '{lt}': {}", DisplayErrorContext(.source))]
+    CreateVersion {
+        /// The launch template id.
+        lt: String,
+        /// The SDK's error.
+        source: Box<aws_sdk_ec2::error::SdkError<CreateLaunchTemplateVersionError>>,
+    },
+    /// `CreateLaunchTemplateVersion` named no version.
+    #[error("CreateLaunchTemplateVersion on '{lt}' returned no version")]
+    NoVersion {
+        /// The launch template id.
+        lt: String,
+    },
+    /// `PutParameter` of the refresh preferences failed.
+    #[error("recording the refresh preferences in SSM parameter '{name}': {}", DisplayErrorContext(.source))]
+    RecordPreferences {
+        /// The SSM parameter.
+        name: String,
+        /// The SDK's error.
+        source: Box<aws_sdk_ssm::error::SdkError<PutParameterError>>,
+    },
+    /// `--ami` names no image that can be described.
+    #[error("--ami: {source}")]
+    Ami {
+        /// Why.
+        source: crate::ami::AmiError,
+    },
+    /// The stack's alarms need `refresh.auto_rollback`.
+    #[error("refresh.auto_rollback: the stack's {} output lists alarms ({}), which need refresh.auto_rollback = true", crate::targets::OUTPUT_ROLLBACK_ALARMS, .alarms.join(", "))]
+    AlarmsNeedAutoRollback {
+        /// The stack's alarms.
+        alarms: Vec<String>,
+    },
+    /// Auto rollback asked for a group that launches from `$Default` or `$Latest`.
+    #[error("refresh.auto_rollback: auto scaling group '{asg}' launches from launch template version {version}, and AWS rolls back only groups on a numbered version: give the group a version number (CloudFormation: !GetAtt LaunchTemplate.LatestVersionNumber) or set refresh.auto_rollback = false")]
+    UnnumberedVersion {
+        /// The group.
+        asg: String,
+        /// `$Default` or `$Latest`.
+        version: String,
+    },
+    /// `--wait-for-current`: the refresh in progress did not end within the timeout.
+    #[error("instance refresh {id} of '{asg}' did not end in time")]
+    CurrentTimedOut {
+        /// The group.
+        asg: String,
+        /// The refresh waited for.
+        id: String,
+    },
+    /// `--wait-for-current`: interrupted while waiting.
+    #[error("interrupted while waiting for the current refresh; nothing was released")]
+    InterruptedWaiting,
+    /// Interrupted during the build or before the launch template changed.
+    #[error("interrupted before anything was released; the launch template is unchanged")]
+    Interrupted,
 }
 
 /// The refresh preferences of a release to `t`: `[refresh]`, with the stack's
 /// `RollbackAlarmNames` joining `refresh.alarms`. Alarms need auto rollback (AWS refuses an
 /// alarm specification without it), so stack alarms with `refresh.auto_rollback = false` are a
 /// configuration error, found before anything is changed.
-pub fn release_preferences(r: &RefreshSettings, t: &Targets) -> anyhow::Result<RefreshPreferences> {
+pub fn release_preferences(
+    r: &RefreshSettings,
+    t: &Targets,
+) -> Result<RefreshPreferences, ReleaseError> {
     if !t.rollback_alarms.is_empty() && !r.auto_rollback {
-        return Err(coded(
-            Exit::Config,
-            format!(
-                "refresh.auto_rollback: the stack's {} output lists alarms ({}), which need refresh.auto_rollback = true",
-                crate::targets::OUTPUT_ROLLBACK_ALARMS,
-                t.rollback_alarms.join(", ")
-            ),
-        ));
+        return Err(ReleaseError::AlarmsNeedAutoRollback {
+            alarms: t.rollback_alarms.clone(),
+        });
     }
     let mut r = r.clone();
     for a in &t.rollback_alarms {
@@ -109,7 +191,7 @@ async fn record_preferences(
     aws: &Aws,
     asg: &str,
     prefs: &RefreshPreferences,
-) -> anyhow::Result<()> {
+) -> Result<(), ReleaseError> {
     use bake_common::refresh_preferences::{parameter_name, Recorded};
     let name = parameter_name(asg);
     aws.ssm
@@ -123,14 +205,9 @@ async fn record_preferences(
         .overwrite(true)
         .send()
         .await
-        .map_err(|e| {
-            coded(
-                Exit::Aws,
-                format!(
-                    "recording the refresh preferences in SSM parameter '{name}': {}",
-                    DisplayErrorContext(&e)
-                ),
-            )
+        .map_err(|e| ReleaseError::RecordPreferences {
+            name: name.clone(),
+            source: Box::new(e),
         })?;
     tracing::debug!(parameter = %name, "refresh preferences recorded");
     Ok(())
@@ -168,7 +245,7 @@ async fn start_refresh(
     t: &Targets,
     version: i64,
     prefs: RefreshPreferences,
-) -> anyhow::Result<String> {
+) -> Result<String, ReleaseError> {
     let asg = &t.auto_scaling_group;
     let out = aws
         .asg
@@ -188,24 +265,18 @@ async fn start_refresh(
         .preferences(prefs)
         .send()
         .await
-        .map_err(|e| {
-            use aws_sdk_autoscaling::operation::start_instance_refresh::StartInstanceRefreshError as E;
-            match e.as_service_error() {
-                Some(E::InstanceRefreshInProgressFault(_)) => coded(
-                    Exit::InProgress,
-                    format!("auto scaling group '{asg}' already has an instance refresh in progress; watch it with `bake status --watch`, or run `bake release --wait-for-current`"),
-                ),
-                _ => coded(Exit::Aws, format!("starting an instance refresh of '{asg}': {}", DisplayErrorContext(&e))),
+        .map_err(|e| match e.as_service_error() {
+            Some(StartInstanceRefreshError::InstanceRefreshInProgressFault(_)) => {
+                ReleaseError::StartedMeanwhile { asg: asg.clone() }
             }
+            _ => ReleaseError::Start {
+                asg: asg.clone(),
+                source: Box::new(e),
+            },
         })?;
     out.instance_refresh_id()
         .map(ToOwned::to_owned)
-        .ok_or_else(|| {
-            coded(
-                Exit::Aws,
-                format!("StartInstanceRefresh on '{asg}' returned no refresh id"),
-            )
-        })
+        .ok_or_else(|| ReleaseError::NoRefreshId { asg: asg.clone() })
 }
 
 impl ReleaseReport {
@@ -259,7 +330,11 @@ pub async fn release(
     let prefs = release_preferences(&settings.refresh, t)?;
     if let Some(current) = refresh::active(&aws.asg, asg).await? {
         if !opts.wait_for_current {
-            return Err(in_progress_error(asg, &current));
+            return Err(ReleaseError::InProgress {
+                asg: asg.clone(),
+                current: Box::new(current),
+            }
+            .into());
         }
         tracing::info!(
             "waiting for instance refresh {} of '{asg}' to end first",
@@ -268,20 +343,13 @@ pub async fn release(
         let waited = refresh::follow(&aws.asg, asg, &current.id, wopts).await?;
         match waited.exit {
             Exit::TimedOut => {
-                return Err(coded(
-                    Exit::TimedOut,
-                    format!(
-                        "instance refresh {} of '{asg}' did not end in time",
-                        current.id
-                    ),
-                ))
+                return Err(ReleaseError::CurrentTimedOut {
+                    asg: asg.clone(),
+                    id: current.id,
+                }
+                .into())
             }
-            Exit::Interrupted => {
-                return Err(coded(
-                    Exit::Interrupted,
-                    "interrupted while waiting for the current refresh; nothing was released",
-                ))
-            }
+            Exit::Interrupted => return Err(ReleaseError::InterruptedWaiting.into()),
             _ => tracing::info!("instance refresh {} ended {}", current.id, waited.result),
         }
     }
@@ -293,17 +361,18 @@ pub async fn release(
             .and_then(|l| l.version())
             .filter(|v| v.starts_with('$'))
         {
-            return Err(coded(
-                Exit::Config,
-                format!("refresh.auto_rollback: auto scaling group '{asg}' launches from launch template version {v}, and AWS rolls back only groups on a numbered version: give the group a version number (CloudFormation: !GetAtt LaunchTemplate.LatestVersionNumber) or set refresh.auto_rollback = false"),
-            ));
+            return Err(ReleaseError::UnnumberedVersion {
+                asg: asg.clone(),
+                version: v.to_owned(),
+            }
+            .into());
         }
     }
     let (image_id, reused) = match &opts.ami {
         Some(ami) => {
             crate::ami::describe(&aws.ec2, ami)
                 .await
-                .map_err(|e| coded(Exit::Aws, format!("--ami: {e}")))?;
+                .map_err(|source| ReleaseError::Ami { source })?;
             (ami.clone(), None)
         }
         None => {
@@ -312,10 +381,7 @@ pub async fn release(
         }
     };
     if crate::signals::received() > 0 {
-        return Err(coded(
-            Exit::Interrupted,
-            "interrupted before anything was released; the launch template is unchanged",
-        ));
+        return Err(ReleaseError::Interrupted.into());
     }
     let (previous, _) = crate::launch_template::versions(aws, lt).await?;
     let created = aws
@@ -331,24 +397,14 @@ pub async fn release(
         )
         .send()
         .await
-        .map_err(|e| {
-            coded(
-                Exit::Aws,
-                format!(
-                    "creating a version of launch template '{lt}': {}",
-                    DisplayErrorContext(&e)
-                ),
-            )
+        .map_err(|e| ReleaseError::CreateVersion {
+            lt: lt.clone(),
+            source: Box::new(e),
         })?;
     let version = created
         .launch_template_version()
         .and_then(|v| v.version_number())
-        .ok_or_else(|| {
-            coded(
-                Exit::Aws,
-                format!("CreateLaunchTemplateVersion on '{lt}' returned no version"),
-            )
-        })?;
+        .ok_or_else(|| ReleaseError::NoVersion { lt: lt.clone() })?;
     crate::launch_template::set_default(aws, lt, version).await?;
     tracing::info!(launch_template = %lt, version, previous, image_id = %image_id, "new launch template version is the default");
     let mut report = ReleaseReport {
@@ -369,7 +425,7 @@ pub async fn release(
         Err(e) => {
             // No half-done change: the template goes back to what it was.
             undo(aws, lt, previous, Some(version)).await;
-            return Err(e.context(format!(
+            return Err(anyhow::Error::new(e).context(format!(
                 "launch template '{lt}' restored to default version {previous}"
             )));
         }

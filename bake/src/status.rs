@@ -3,11 +3,25 @@
 
 use std::collections::BTreeMap;
 
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use bake_common::aws::Aws;
 
 use crate::config::Settings;
-use crate::exit::{coded, Exit};
+
+/// A call of `bake status` of its own that failed (the others are the targets', the launch
+/// template's and the refresh's). The SDK's error is kept whole (boxed: it is large).
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// `DescribeInstances` of the group's instances failed.
+    #[error("describing the instances of '{asg}': {}", DisplayErrorContext(.source))]
+    DescribeInstances {
+        /// The group.
+        asg: String,
+        /// The SDK's error.
+        source: Box<aws_sdk_ec2::error::SdkError<DescribeInstancesError>>,
+    },
+}
 use crate::refresh::{self, Followed, Snapshot, WatchOptions};
 use crate::targets::Targets;
 
@@ -63,15 +77,9 @@ pub async fn fleet(aws: &Aws, t: &Targets) -> anyhow::Result<Fleet> {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                coded(
-                    Exit::Aws,
-                    format!(
-                        "describing the instances of '{}': {}",
-                        t.auto_scaling_group,
-                        DisplayErrorContext(&e)
-                    ),
-                )
+            let page = page.map_err(|e| StatusError::DescribeInstances {
+                asg: t.auto_scaling_group.clone(),
+                source: Box::new(e),
             })?;
             for r in page.reservations() {
                 for i in r.instances() {
