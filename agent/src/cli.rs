@@ -1,7 +1,7 @@
 //! Command line of `bake-agent`.
 use std::path::PathBuf;
 
-use bake_common::logging::LogFormat;
+use bake_common::cli::LogArgs;
 use clap::{Args, Parser, Subcommand};
 
 use crate::lease::Period;
@@ -31,12 +31,9 @@ pub struct Global {
         env = "BAKE_AGENT_CONFIG"
     )]
     pub config: PathBuf,
-    /// More log output (-v debug, -vv trace, -vvv also the AWS SDK's).
-    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Verbosity and log line format.
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// `bake-agent` commands.

@@ -57,14 +57,14 @@ impl From<Exit> for std::process::ExitCode {
     reason = "called where a println! would be; the callers have no Result to carry the code"
 )]
 pub fn print_line(line: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
-        let code = if e.kind() == std::io::ErrorKind::BrokenPipe {
-            Exit::StdoutClosed
-        } else {
-            eprintln!("error: cannot write to stdout: {e}");
-            Exit::Internal
+    use bake_common::exit::StdoutError;
+    if let Err(e) = bake_common::exit::write_line(&mut std::io::stdout().lock(), line) {
+        let code = match e {
+            StdoutError::Closed => Exit::StdoutClosed,
+            StdoutError::Write(e) => {
+                eprintln!("error: cannot write to stdout: {e}");
+                Exit::Internal
+            }
         };
         std::process::exit(i32::from(code as u8));
     }
@@ -78,30 +78,18 @@ macro_rules! outln {
     };
 }
 
-/// Marks an error with the exit code it should produce; found anywhere in an anyhow chain.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct Coded {
-    /// The exit code.
-    pub code: Exit,
-    /// What went wrong.
-    pub message: String,
-}
+/// An error marked with the exit code it should produce; found anywhere in an anyhow chain.
+pub type Coded = bake_common::exit::Coded<Exit>;
 
 /// Wraps any error with the exit code it should produce.
 pub fn coded(code: Exit, err: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::Error::new(Coded {
-        code,
-        message: err.to_string(),
-    })
+    Coded::new(code, err).into()
 }
 
 impl Exit {
     /// The code for an error chain: the first [`Coded`] in it, else [`Exit::Internal`].
     #[must_use]
     pub fn from_error(err: &anyhow::Error) -> Self {
-        err.chain()
-            .find_map(|e| e.downcast_ref::<Coded>().map(|c| c.code))
-            .unwrap_or(Exit::Internal)
+        bake_common::exit::first_code(err.as_ref(), |_| None).unwrap_or(Exit::Internal)
     }
 }

@@ -6,7 +6,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = bake_agent::cli::Cli::parse();
-    bake_common::logging::init(cli.global.log_format, cli.global.verbose);
+    cli.global
+        .log
+        .init_logging(bake_common::logging::ColorChoice::Auto);
     // A current-thread runtime: the agent is I/O bound and stays small (idle RSS). The app is not
     // started here: the supervisor spawns, waits for and reaps it on a thread of its own, whose
     // end the app's parent-death signal is bound to (supervisor/mod.rs).

@@ -32,18 +32,32 @@ pub enum AmiError {
         source: std::io::Error,
     },
     /// An EC2 call failed.
-    #[error("{call} ({resource}): {message}")]
+    #[error("{call} ({resource}): {}", DisplayErrorContext(.source.as_ref()))]
     Ec2 {
         /// The API call.
         call: &'static str,
         /// What it was about.
         resource: String,
-        /// The SDK error, with its context.
+        /// The SDK's error (an `aws_sdk_ec2::error::SdkError` of `call`'s operation error, to
+        /// `downcast_ref` for the service error).
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An EC2 call answered, but not with the one image asked for.
+    #[error("{call} ({resource}): {message}")]
+    NoImage {
+        /// The API call.
+        call: &'static str,
+        /// What it was about.
+        resource: String,
+        /// What it answered.
         message: String,
     },
 }
 
-fn ec2_err<E: std::error::Error + 'static, R: std::fmt::Debug>(
+fn ec2_err<
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+>(
     call: &'static str,
     resource: impl Into<String>,
 ) -> impl FnOnce(aws_sdk_ec2::error::SdkError<E, R>) -> AmiError {
@@ -51,7 +65,7 @@ fn ec2_err<E: std::error::Error + 'static, R: std::fmt::Debug>(
     move |e| AmiError::Ec2 {
         call,
         resource,
-        message: DisplayErrorContext(&e).to_string(),
+        source: Box::new(e),
     }
 }
 
@@ -443,9 +457,10 @@ pub async fn resolve_filter(
     filter: &serde_json::Value,
 ) -> Result<String, AmiError> {
     let shown = filter.to_string();
-    let err = |message: String| AmiError::Ec2 {
+    let resource = format!("source_ami_filter {shown}");
+    let err = |message: String| AmiError::NoImage {
         call: "DescribeImages",
-        resource: format!("source_ami_filter {shown}"),
+        resource: resource.clone(),
         message,
     };
     let mut req = ec2.describe_images();
@@ -476,7 +491,7 @@ pub async fn resolve_filter(
     let out = req
         .send()
         .await
-        .map_err(|e| err(DisplayErrorContext(&e).to_string()))?;
+        .map_err(ec2_err("DescribeImages", resource.clone()))?;
     let mut images = out.images().to_vec();
     images.sort_by(|a, b| b.creation_date().cmp(&a.creation_date()));
     let most_recent = filter["most_recent"].as_bool().unwrap_or(false);
@@ -613,11 +628,14 @@ pub async fn describe(ec2: &aws_sdk_ec2::Client, ami: &str) -> Result<Image, Ami
         .send()
         .await
         .map_err(ec2_err("DescribeImages", ami))?;
-    out.images().first().cloned().ok_or_else(|| AmiError::Ec2 {
-        call: "DescribeImages",
-        resource: ami.to_owned(),
-        message: "no such image".into(),
-    })
+    out.images()
+        .first()
+        .cloned()
+        .ok_or_else(|| AmiError::NoImage {
+            call: "DescribeImages",
+            resource: ami.to_owned(),
+            message: "no such image".into(),
+        })
 }
 
 /// Tags the AMI and its snapshots with `tags` (idempotent; Packer may have set some already,

@@ -7,7 +7,6 @@ use bake_common::aws::Aws;
 
 use crate::ami;
 use crate::config::{PackerSettings, Settings};
-use crate::exit::{coded, Exit};
 use crate::output::Progress;
 use crate::packer::{self, PackerError};
 
@@ -47,16 +46,44 @@ pub struct BuildResult {
     pub total_secs: f64,
 }
 
-/// Maps Packer errors to exit codes.
-fn packer_error(e: PackerError) -> anyhow::Error {
-    let code = match &e {
-        PackerError::Interrupted => Exit::Interrupted,
-        PackerError::Template { .. } | PackerError::Spawn { .. } | PackerError::Version { .. } => {
-            Exit::Config
-        }
-        _ => Exit::Build,
-    };
-    coded(code, e.to_string())
+/// What can go wrong in a build, besides the errors of Packer ([`PackerError`]) and of the AMI
+/// calls ([`ami::AmiError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// No region to build in.
+    #[error("aws.region: no region (set aws.region in bake.toml or AWS_REGION)")]
+    NoRegion,
+    /// `packer console` printed something that is not the JSON asked for.
+    #[error("packer.template: packer console printed {printed:?} for {expression}: {source}")]
+    Console {
+        /// What it printed.
+        printed: String,
+        /// What it was asked.
+        expression: String,
+        /// Why it is not JSON.
+        source: serde_json::Error,
+    },
+    /// The template's `source_ami` cannot be described.
+    #[error("the template's source_ami: {source}")]
+    SourceAmi {
+        /// Why.
+        source: ami::AmiError,
+    },
+    /// The template's `source_ami_filter` names no single image.
+    #[error("the template's base image: {source}")]
+    BaseImage {
+        /// Why.
+        source: ami::AmiError,
+    },
+    /// Packer succeeded but made no AMI in the region.
+    #[error("packer build finished without an AMI")]
+    NoAmi,
+    /// `bake validate`: `packer validate` refused the template (or could not be run).
+    #[error(transparent)]
+    Validate(PackerError),
+    /// `bake validate`: `packer validate` took too long.
+    #[error("packer validate did not finish within 5 minutes")]
+    ValidateTimedOut,
 }
 
 /// The app release as passed to Packer: a value naming an existing file or directory (relative to
@@ -137,25 +164,23 @@ async fn base_ami(
             return Ok(None);
         }
     };
-    let printed = packer::console(&p.binary, inv, vars, &expression)
-        .await
-        .map_err(packer_error)?;
-    let v: serde_json::Value = serde_json::from_str(&printed).map_err(|e| {
-        coded(
-            Exit::Config,
-            format!("packer.template: packer console printed {printed:?} for {expression}: {e}"),
-        )
-    })?;
+    let printed = packer::console(&p.binary, inv, vars, &expression).await?;
+    let v: serde_json::Value =
+        serde_json::from_str(&printed).map_err(|source| BuildError::Console {
+            printed: printed.clone(),
+            expression: expression.clone(),
+            source,
+        })?;
     if let Some(ami) = v["ami"].as_str().filter(|a| !a.is_empty()) {
         ami::describe(&aws.ec2, ami)
             .await
-            .map_err(|e| coded(Exit::Aws, format!("the template's source_ami: {e}")))?;
+            .map_err(|source| BuildError::SourceAmi { source })?;
         return Ok(Some(ami.to_owned()));
     }
     if v["filter"].is_object() {
         let id = ami::resolve_filter(&aws.ec2, &v["filter"])
             .await
-            .map_err(|e| coded(Exit::Aws, format!("the template's base image: {e}")))?;
+            .map_err(|source| BuildError::BaseImage { source })?;
         return Ok(Some(id));
     }
     Ok(None)
@@ -177,17 +202,12 @@ pub async fn build(
 ) -> anyhow::Result<BuildResult> {
     let started = Instant::now();
     let p = settings.packer()?;
-    let region = aws.region.clone().ok_or_else(|| {
-        coded(
-            Exit::Config,
-            "aws.region: no region (set aws.region in bake.toml or AWS_REGION)",
-        )
-    })?;
+    let region = aws.region.clone().ok_or(BuildError::NoRegion)?;
     let progress = Progress::spinner("build");
     let (release, release_path) = app_release(settings, opts.app_release.as_deref());
     let mut own = own_inputs(settings, p, &region, release.clone());
-    let version = packer::version(&p.binary).await.map_err(packer_error)?;
-    let inv = packer::invocation(&p.template, version).map_err(packer_error)?;
+    let version = packer::version(&p.binary).await?;
+    let inv = packer::invocation(&p.template, version)?;
     progress.step("resolving the base AMI");
     let base = base_ami(aws, p, &inv, &packer::var_args(&inv, &own, &p.variables)).await?;
     // Packer builds from exactly the AMI that was hashed (no second most_recent lookup).
@@ -223,16 +243,12 @@ pub async fn build(
         agent_binary: p.agent_binary.as_deref(),
         app_release: app,
         base_ami: base.as_deref(),
-    })
-    .map_err(|e| coded(Exit::Config, e.to_string()))?;
+    })?;
     let hash = manifest.hash();
     let name = template_name(p);
     if !opts.force {
         progress.step("looking for an AMI with the same inputs");
-        if let Some(img) = ami::find_cached(&aws.ec2, &hash)
-            .await
-            .map_err(|e| coded(Exit::Aws, e.to_string()))?
-        {
+        if let Some(img) = ami::find_cached(&aws.ec2, &hash).await? {
             let id = img.image_id().unwrap_or_default().to_owned();
             progress.finish();
             tracing::info!(image_id = %id, inputs_hash = %hash, "reusing {id}: it was built from the same inputs (use --force to build anew)");
@@ -253,10 +269,7 @@ pub async fn build(
     // Say why the last AMI of this template is not reused.
     let mut changed_since = None;
     let mut changes = Vec::new();
-    if let Some(prev) = ami::latest_of_template(&aws.ec2, &name)
-        .await
-        .map_err(|e| coded(Exit::Aws, e.to_string()))?
-    {
+    if let Some(prev) = ami::latest_of_template(&aws.ec2, &name).await? {
         let prev_id = prev.image_id().unwrap_or_default().to_owned();
         match manifest.changes_since(&prev) {
             Some(c) if c.is_empty() => {
@@ -290,9 +303,7 @@ pub async fn build(
     let args = packer::var_args(&inv, &vars, &p.variables);
     tracing::info!(packer = %version, template = %p.template.display(), init = inv.init, "building");
     progress.step(&format!("packer {version} build"));
-    let built = packer::build(&p.binary, &inv, &args, p.timeout, &progress)
-        .await
-        .map_err(packer_error)?;
+    let built = packer::build(&p.binary, &inv, &args, p.timeout, &progress).await?;
     let packer_elapsed = built.packer_elapsed;
     let (_, image_id) = built
         .amis
@@ -300,23 +311,15 @@ pub async fn build(
         .find(|(r, _)| r == &region)
         .or_else(|| built.amis.first())
         .cloned()
-        .ok_or_else(|| coded(Exit::Build, "packer build finished without an AMI"))?;
+        .ok_or(BuildError::NoAmi)?;
     progress.step(&format!("tagging {image_id} and its snapshots"));
-    let image = ami::describe(&aws.ec2, &image_id)
-        .await
-        .map_err(|e| coded(Exit::Aws, e.to_string()))?;
+    let image = ami::describe(&aws.ec2, &image_id).await?;
     let mut tags = ami::provenance_tags(&hash, &commit, &built_at, settings.app_version.as_deref());
     tags.push((ami::TAG_TEMPLATE.to_owned(), name));
-    ami::tag_image(&aws.ec2, &image, &tags)
-        .await
-        .map_err(|e| coded(Exit::Aws, e.to_string()))?;
+    ami::tag_image(&aws.ec2, &image, &tags).await?;
     // What it was built from, on the AMI only (the snapshots keep the provenance).
-    ami::tag_image_only(&aws.ec2, &image_id, &manifest.tags())
-        .await
-        .map_err(|e| coded(Exit::Aws, e.to_string()))?;
-    ami::require_imdsv2(&aws.ec2, &image)
-        .await
-        .map_err(|e| coded(Exit::Aws, e.to_string()))?;
+    ami::tag_image_only(&aws.ec2, &image_id, &manifest.tags()).await?;
+    ami::require_imdsv2(&aws.ec2, &image).await?;
     progress.finish();
     let total = started.elapsed();
     tracing::info!(
@@ -339,12 +342,25 @@ pub async fn build(
     })
 }
 
+/// A build's result as text for people: the AMI id, and why it was reused.
+#[must_use]
+pub fn render(r: &BuildResult) -> String {
+    if r.reused {
+        format!(
+            "{} (reused: same inputs hash {})",
+            r.image_id, r.inputs_hash
+        )
+    } else {
+        r.image_id.clone()
+    }
+}
+
 /// `bake validate`'s Packer part: `packer validate` with the invocation for the installed Packer
 /// and placeholder provenance values. No AWS calls.
 pub async fn validate(settings: &Settings) -> anyhow::Result<String> {
     let p = settings.packer()?;
-    let version = packer::version(&p.binary).await.map_err(packer_error)?;
-    let inv = packer::invocation(&p.template, version).map_err(packer_error)?;
+    let version = packer::version(&p.binary).await?;
+    let inv = packer::invocation(&p.template, version)?;
     let region = settings
         .aws
         .region
@@ -362,13 +378,8 @@ pub async fn validate(settings: &Settings) -> anyhow::Result<String> {
     let args = packer::var_args(&inv, &vars, &p.variables);
     let fut = packer::validate(&p.binary, &inv, &args);
     match tokio::time::timeout(Duration::from_secs(300), fut).await {
-        Ok(r) => r.map_err(|e| coded(Exit::Config, e.to_string()))?,
-        Err(_) => {
-            return Err(coded(
-                Exit::Config,
-                "packer validate did not finish within 5 minutes",
-            ))
-        }
+        Ok(r) => r.map_err(BuildError::Validate)?,
+        Err(_) => return Err(BuildError::ValidateTimedOut.into()),
     }
     Ok(format!(
         "packer {version}: {} is valid",

@@ -1,8 +1,11 @@
 //! Command line of `bake`.
 use std::path::PathBuf;
 
-use bake_common::logging::{ColorChoice, LogFormat};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use bake_common::cli::LogArgs;
+use bake_common::logging::ColorChoice;
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Output;
 
 /// Bake a hardened AMI with Packer and roll it across an Auto Scaling Group.
 #[derive(Debug, Parser)]
@@ -29,12 +32,9 @@ pub struct Global {
         env = "BAKE_CONFIG"
     )]
     pub config: PathBuf,
-    /// More log output (-v debug, -vv trace, -vvv also the AWS SDK's).
-    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Verbosity and log line format.
+    #[command(flatten)]
+    pub log: LogArgs,
     /// AWS region; wins over AWS_REGION / AWS_DEFAULT_REGION, which win over [aws] region in
     /// bake.toml, which wins over the profile's region.
     #[arg(long, global = true, value_name = "REGION")]
@@ -52,15 +52,6 @@ pub struct Global {
     pub output: Output,
 }
 
-/// Result format on stdout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// Lines for people.
-    Text,
-    /// One JSON document, for scripts.
-    Json,
-}
-
 /// `bake` commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -76,7 +67,7 @@ pub enum Command {
         #[arg(long)]
         watch: bool,
         /// Stop watching after this long (e.g. "30m"; default refresh.timeout).
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = parse_timeout)]
         timeout: Option<std::time::Duration>,
     },
     /// Roll back the refresh in progress, or release the previous image again.
@@ -132,7 +123,7 @@ pub struct WatchArgs {
     #[arg(long)]
     pub no_wait: bool,
     /// Stop watching after this long (e.g. "30m"; default refresh.timeout); the refresh goes on.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_timeout)]
     pub timeout: Option<std::time::Duration>,
     /// An interrupt (Ctrl-C, SIGTERM, SIGHUP) cancels the refresh instead of detaching from it.
     #[arg(long)]
@@ -156,12 +147,13 @@ pub struct ReleaseArgs {
     pub wait_for_current: bool,
 }
 
-/// A watch timeout: more than 0 and at most [`crate::config::MAX_TIMEOUT`], checked before
-/// anything is changed in AWS.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("\"{s}\" is not a duration ({e}); examples: \"90s\", \"30m\""))?;
-    crate::config::check_duration(d, false, crate::config::MAX_TIMEOUT)?;
+/// A watch timeout (`--timeout`): a duration as in the config files
+/// ([`bake_common::duration::parse`]), more than 0 and at most [`crate::config::MAX_TIMEOUT`],
+/// checked before anything is changed in AWS.
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = bake_common::duration::parse("--timeout", s).map_err(|e| e.to_string())?;
+    crate::config::check_duration(d, false, crate::config::MAX_TIMEOUT)
+        .map_err(|m| format!("--timeout: {m}"))?;
     Ok(d)
 }
 
@@ -177,13 +169,28 @@ mod tests {
 
     #[test]
     fn test_timeout_is_bounded() {
-        assert!(parse_duration("30m").is_ok());
-        assert!(parse_duration("0s").unwrap_err().contains("more than 0s"));
-        let e = parse_duration("500000000000y").unwrap_err();
+        assert!(parse_timeout("30m").is_ok());
+        assert!(parse_timeout("0s").unwrap_err().contains("more than 0s"));
+        let e = parse_timeout("500000000000y").unwrap_err();
         assert!(e.contains("longer than the maximum"), "{e}");
         let e = Cli::try_parse_from(["bake", "release", "--timeout", "500000000000y"])
             .unwrap_err()
             .to_string();
         assert!(e.contains("--timeout"), "{e}");
+    }
+
+    #[test]
+    fn test_timeout_is_parsed_as_config_durations_are() {
+        // The one duration parser of the workspace: same text as a bad `refresh.timeout`.
+        let e = parse_timeout("5x").unwrap_err();
+        let config = bake_common::duration::parse("--timeout", "5x")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, config);
+        assert!(e.starts_with("--timeout: \"5x\" is not a duration"), "{e}");
+        assert_eq!(
+            parse_timeout(" 90s ").unwrap(),
+            std::time::Duration::from_secs(90)
+        );
     }
 }

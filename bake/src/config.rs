@@ -216,7 +216,7 @@ pub struct RefreshSettings {
     pub timeout: Duration,
     /// Default 5 s.
     pub poll_interval: Duration,
-    /// Default 30 s.
+    /// Default 15 s ([`DEFAULT_MAX_POLL_INTERVAL`]), or `poll_interval` when that is longer.
     pub max_poll_interval: Duration,
 }
 

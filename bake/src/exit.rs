@@ -1,4 +1,5 @@
-//! The one list of `bake`'s exit codes. Also in `--help` and the README.
+//! The one list of `bake`'s exit codes. Also in `--help` and the README. Which error gets which
+//! code is decided in one place, [`crate::exit_code`].
 
 /// Exit codes of `bake`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,39 +56,5 @@ Exit codes:
 impl From<Exit> for std::process::ExitCode {
     fn from(e: Exit) -> Self {
         std::process::ExitCode::from(e as u8)
-    }
-}
-
-/// Marks an error with the exit code it should produce; found anywhere in an anyhow chain.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct Coded {
-    /// The exit code.
-    pub code: Exit,
-    /// What went wrong.
-    pub message: String,
-}
-
-/// Shorthand for an error with an exit code.
-pub fn coded(code: Exit, message: impl Into<String>) -> anyhow::Error {
-    Coded {
-        code,
-        message: message.into(),
-    }
-    .into()
-}
-
-impl Exit {
-    /// The code for an error chain: the first [`Coded`] in it, else [`Exit::Internal`].
-    #[must_use]
-    pub fn from_error(err: &anyhow::Error) -> Self {
-        err.chain()
-            .find_map(|e| {
-                e.downcast_ref::<Coded>().map(|c| c.code).or_else(|| {
-                    e.downcast_ref::<crate::config::ConfigError>()
-                        .map(|_| Exit::Config)
-                })
-            })
-            .unwrap_or(Exit::Internal)
     }
 }

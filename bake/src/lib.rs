@@ -14,6 +14,8 @@ pub mod cli;
 pub mod config;
 /// Exit codes and error reporting.
 pub mod exit;
+/// The target's launch template.
+pub mod launch_template;
 /// Progress on stderr, results on stdout.
 pub mod output;
 /// Running Packer.
@@ -38,32 +40,7 @@ use bake_common::aws::Aws;
 use crate::cli::{Cli, Command, WatchArgs};
 use crate::config::Settings;
 use crate::exit::Exit;
-use crate::release::{ReleaseOptions, ReleaseReport};
-
-fn release_text(r: &ReleaseReport) -> String {
-    let mut s = format!(
-        "{}: {} on {} (launch template {} v{} → v{})",
-        r.result,
-        r.image_id,
-        r.auto_scaling_group,
-        r.launch_template_id,
-        r.previous_version,
-        r.version
-    );
-    if !r.instance_refresh_id.is_empty() {
-        s.push_str(&format!(", instance refresh {}", r.instance_refresh_id));
-    }
-    if let Some(snap) = &r.refresh {
-        s.push_str(&format!(": {}", snap.describe()));
-    }
-    if r.restored_default {
-        s.push_str(&format!(
-            "; default version set back to v{}",
-            r.previous_version
-        ));
-    }
-    s
-}
+use crate::release::ReleaseOptions;
 
 fn watch_opts(w: &WatchArgs) -> ReleaseOptions {
     ReleaseOptions {
@@ -99,14 +76,127 @@ fn aws_precedence(
     }
 }
 
+/// The exit code of a failed command: the one place where an error becomes a code. The chain is
+/// read from the outside in, and the first error with a code decides (an `anyhow` context has
+/// none); an error no module raised is [`Exit::Internal`]. The matches name every variant, so a
+/// new one gets its code here.
+#[must_use]
+pub fn exit_code(err: &anyhow::Error) -> Exit {
+    bake_common::exit::first_code(err.as_ref(), code_of).unwrap_or(Exit::Internal)
+}
+
+/// The code of one error of a chain, if it has one ([`exit_code`]).
+fn code_of(e: &(dyn std::error::Error + 'static)) -> Option<Exit> {
+    use crate::ami::AmiError;
+    use crate::build::BuildError;
+    use crate::launch_template::LaunchTemplateError;
+    use crate::packer::PackerError;
+    use crate::refresh::RefreshError;
+    use crate::release::ReleaseError;
+    use crate::rollback::RollbackError;
+    use crate::status::StatusError;
+    use crate::targets::TargetError;
+    use bake_common::exit::StdoutError;
+    if e.is::<config::ConfigError>() {
+        return Some(Exit::Config);
+    }
+    if let Some(e) = e.downcast_ref::<StdoutError>() {
+        return Some(match e {
+            StdoutError::Closed => Exit::StdoutClosed,
+            StdoutError::Write(_) => Exit::Internal,
+        });
+    }
+    if let Some(e) = e.downcast_ref::<TargetError>() {
+        return Some(match e {
+            TargetError::GroupWithoutLaunchTemplate { .. } | TargetError::NoOutput { .. } => {
+                Exit::Config
+            }
+            TargetError::DescribeGroup { .. }
+            | TargetError::NoGroup { .. }
+            | TargetError::DescribeLaunchTemplate { .. }
+            | TargetError::NoLaunchTemplate { .. }
+            | TargetError::DescribeStack { .. }
+            | TargetError::NoStack { .. } => Exit::Aws,
+        });
+    }
+    if let Some(e) = e.downcast_ref::<LaunchTemplateError>() {
+        return Some(match e {
+            LaunchTemplateError::Describe { .. }
+            | LaunchTemplateError::Missing { .. }
+            | LaunchTemplateError::SetDefault { .. }
+            | LaunchTemplateError::DescribeVersions { .. } => Exit::Aws,
+        });
+    }
+    if let Some(e) = e.downcast_ref::<RefreshError>() {
+        return Some(match e {
+            RefreshError::Describe { .. }
+            | RefreshError::Cancel { .. }
+            | RefreshError::Missing { .. } => Exit::Aws,
+        });
+    }
+    if let Some(e) = e.downcast_ref::<ReleaseError>() {
+        return Some(match e {
+            ReleaseError::InProgress { .. } | ReleaseError::StartedMeanwhile { .. } => {
+                Exit::InProgress
+            }
+            ReleaseError::Start { .. }
+            | ReleaseError::NoRefreshId { .. }
+            | ReleaseError::CreateVersion { .. }
+            | ReleaseError::NoVersion { .. }
+            | ReleaseError::RecordPreferences { .. }
+            | ReleaseError::Ami { .. } => Exit::Aws,
+            ReleaseError::AlarmsNeedAutoRollback { .. }
+            | ReleaseError::UnnumberedVersion { .. } => Exit::Config,
+            ReleaseError::CurrentTimedOut { .. } => Exit::TimedOut,
+            ReleaseError::InterruptedWaiting | ReleaseError::Interrupted => Exit::Interrupted,
+        });
+    }
+    if let Some(e) = e.downcast_ref::<RollbackError>() {
+        return Some(match e {
+            RollbackError::Rollback { .. } => Exit::Aws,
+            RollbackError::NoPreviousVersion { .. } => Exit::Config,
+        });
+    }
+    if let Some(e) = e.downcast_ref::<StatusError>() {
+        return Some(match e {
+            StatusError::DescribeInstances { .. } => Exit::Aws,
+        });
+    }
+    if let Some(e) = e.downcast_ref::<BuildError>() {
+        return Some(match e {
+            BuildError::NoRegion
+            | BuildError::Console { .. }
+            | BuildError::Validate(_)
+            | BuildError::ValidateTimedOut => Exit::Config,
+            BuildError::SourceAmi { .. } | BuildError::BaseImage { .. } => Exit::Aws,
+            BuildError::NoAmi => Exit::Build,
+        });
+    }
+    if let Some(e) = e.downcast_ref::<PackerError>() {
+        return Some(match e {
+            PackerError::Interrupted => Exit::Interrupted,
+            PackerError::Spawn { .. }
+            | PackerError::Version { .. }
+            | PackerError::Template { .. } => Exit::Config,
+            PackerError::Failed { .. }
+            | PackerError::TimedOut(_)
+            | PackerError::NoArtifact
+            | PackerError::Io { .. } => Exit::Build,
+        });
+    }
+    if let Some(e) = e.downcast_ref::<AmiError>() {
+        return Some(match e {
+            AmiError::Input { .. } => Exit::Config,
+            AmiError::Ec2 { .. } | AmiError::NoImage { .. } => Exit::Aws,
+        });
+    }
+    None
+}
+
 /// Runs one command to its end.
 pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
-    signals::install().map_err(|e| {
-        exit::coded(
-            Exit::Internal,
-            format!("cannot handle SIGINT, SIGTERM and SIGHUP: {e}"),
-        )
-    })?;
+    signals::install()
+        .map_err(|e| anyhow::anyhow!("cannot handle SIGINT, SIGTERM and SIGHUP: {e}"))?;
     if let Command::Completion { shell } = cli.command {
         output::print(crate::cli::completion(shell).trim_end())?;
         return Ok(Exit::Ok);
@@ -136,15 +226,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 },
             )
             .await?;
-            let text = if r.reused {
-                format!(
-                    "{} (reused: same inputs hash {})",
-                    r.image_id, r.inputs_hash
-                )
-            } else {
-                r.image_id.clone()
-            };
-            output::emit(output, &serde_json::to_value(&r)?, &text)?;
+            output::emit(output, &serde_json::to_value(&r)?, &build::render(&r))?;
             Ok(Exit::Ok)
         }
         Command::Release(a) => {
@@ -162,7 +244,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             output::emit(
                 output,
                 &serde_json::to_value(&report)?,
-                &release_text(&report),
+                &release::render(&report),
             )?;
             Ok(code)
         }
@@ -172,36 +254,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             output::emit(
                 output,
                 &serde_json::to_value(&report)?,
-                &release_text(&report),
+                &rollback::render(&report),
             )?;
             Ok(code)
         }
         Command::Status { watch, timeout } => {
             let t = targets::resolve(&aws, settings.target()?).await?;
-            let mut code = Exit::Ok;
-            let mut watched = None;
-            if watch {
-                if let Some(current) = release::active_refresh(&aws, &t.auto_scaling_group).await? {
-                    let mut report = ReleaseReport::default();
-                    let wopts = release::watch_options(&settings, timeout, false);
-                    code = release::watch_into(
-                        &aws,
-                        &t.auto_scaling_group,
-                        &current.id,
-                        wopts,
-                        &mut report,
-                    )
-                    .await?;
-                    watched = Some(report);
-                }
-            }
+            let watched = if watch {
+                status::watch(&aws, &settings, &t, timeout).await?
+            } else {
+                None
+            };
             let fleet = status::fleet(&aws, &t).await?;
-            let mut json = serde_json::to_value(&fleet)?;
-            if let Some(w) = watched {
-                json["watch"] = serde_json::json!({ "result": w.result, "polls": w.polls, "watch_secs": w.watch_secs });
-            }
-            output::emit(output, &json, &status::render(&fleet))?;
-            Ok(code)
+            output::emit(
+                output,
+                &status::json(&fleet, watched.as_ref())?,
+                &status::render(&fleet),
+            )?;
+            Ok(watched.map_or(Exit::Ok, |w| w.exit))
         }
         Command::Prune { keep, dry_run } => {
             let t = match &settings.target {
@@ -210,21 +280,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             };
             let keep = keep.unwrap_or(settings.prune_keep) as usize;
             let plan = prune::prune(&aws, t.as_ref(), keep, dry_run).await?;
-            let verb = if dry_run { "would delete" } else { "deleted" };
-            let text: Vec<String> = plan
-                .iter()
-                .map(|p| match &p.kept_because {
-                    Some(why) => format!("kept\t{}\t{}\t{why}", p.image_id, p.created),
-                    None => format!(
-                        "{verb}\t{}\t{}\tsnapshots {}",
-                        p.image_id,
-                        p.created,
-                        p.snapshots.join(",")
-                    ),
-                })
-                .collect();
             let json = serde_json::json!({ "dry_run": dry_run, "keep": keep, "images": plan });
-            output::emit(output, &json, &text.join("\n"))?;
+            output::emit(output, &json, &prune::render(&plan, dry_run))?;
             Ok(Exit::Ok)
         }
     }
@@ -240,6 +297,57 @@ mod tests {
         argv.extend_from_slice(args);
         argv.push("validate");
         Cli::try_parse_from(argv).unwrap().global
+    }
+
+    #[test]
+    fn test_exit_code_is_decided_by_the_outermost_typed_error() {
+        use aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsError;
+        type GroupsError = aws_sdk_autoscaling::error::SdkError<DescribeAutoScalingGroupsError>;
+        let aws = anyhow::Error::new(crate::targets::TargetError::DescribeGroup {
+            asg: "web".into(),
+            source: Box::new(GroupsError::construction_failure("no region")),
+        });
+        assert_eq!(exit_code(&aws), Exit::Aws);
+        // The SDK's error stays whole, for a caller that asks for the service error.
+        match aws.downcast_ref::<crate::targets::TargetError>() {
+            Some(crate::targets::TargetError::DescribeGroup { source, .. }) => {
+                assert!(source.as_service_error().is_none(), "{source:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(aws.chain().any(|e| e.is::<Box<GroupsError>>()), "{aws:?}");
+        assert!(aws
+            .to_string()
+            .starts_with("describing auto scaling group 'web': "));
+        let config = anyhow::Error::new(crate::targets::TargetError::NoOutput {
+            stack: "s".into(),
+            key: crate::targets::OUTPUT_ASG,
+        })
+        .context("resolving the targets");
+        assert_eq!(exit_code(&config), Exit::Config);
+        let input = || crate::ami::AmiError::Input {
+            key: "packer.template",
+            path: "/x".into(),
+            source: std::io::Error::other("gone"),
+        };
+        assert_eq!(exit_code(&input().into()), Exit::Config);
+        // Wrapped, the outer error decides.
+        let ami = release::ReleaseError::Ami { source: input() };
+        assert_eq!(exit_code(&ami.into()), Exit::Aws);
+        let in_progress = release::ReleaseError::StartedMeanwhile { asg: "web".into() };
+        assert_eq!(
+            exit_code(&anyhow::Error::new(in_progress).context("restored")),
+            Exit::InProgress
+        );
+        let closed = bake_common::exit::StdoutError::Closed;
+        assert_eq!(exit_code(&closed.into()), Exit::StdoutClosed);
+        assert_eq!(
+            exit_code(&packer::PackerError::Interrupted.into()),
+            Exit::Interrupted
+        );
+        assert_eq!(exit_code(&anyhow::anyhow!("unforeseen")), Exit::Internal);
+        let coded = bake_common::exit::Coded::new(Exit::Build, "x");
+        assert_eq!(exit_code(&coded.into()), Exit::Build);
     }
 
     #[test]

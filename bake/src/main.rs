@@ -6,11 +6,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = bake::cli::Cli::parse();
-    bake_common::logging::init_with_color(
-        cli.global.log_format,
-        cli.global.verbose,
-        cli.global.color,
-    );
+    cli.global.log.init_logging(cli.global.color);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -25,7 +21,7 @@ fn main() -> ExitCode {
     match runtime.block_on(bake::run(cli)) {
         Ok(code) => code.into(),
         Err(err) => {
-            let code = bake::exit::Exit::from_error(&err);
+            let code = bake::exit_code(&err);
             // Nobody reads a closed stdout: the exit code says it; stderr stays quiet.
             if code != bake::exit::Exit::StdoutClosed {
                 bake_common::logging::log_error_chain(err.as_ref());

@@ -4,9 +4,17 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant, SystemTime};
 
+use bake_common::exit::StdoutError;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::Output;
+/// Result format on stdout (`--output`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Lines for people.
+    Text,
+    /// One JSON document, for scripts.
+    Json,
+}
 
 /// Progress of one long step (a build, a refresh), on stderr.
 #[derive(Debug)]
@@ -125,10 +133,9 @@ impl Drop for Progress {
 /// Writes a command's result on stdout: `json` as one document, or `text` for people.
 ///
 /// # Errors
-/// A closed stdout (the reader went away, as in `bake status | head -0`) is
-/// [`Exit::StdoutClosed`](crate::exit::Exit::StdoutClosed), which `main` reports by its exit
-/// code alone; any other write error is [`Exit::Internal`](crate::exit::Exit::Internal).
-pub fn emit(output: Output, json: &serde_json::Value, text: &str) -> anyhow::Result<()> {
+/// [`StdoutError::Closed`] when the reader went away (as in `bake status | head -0`), which
+/// `main` reports by its exit code alone; [`StdoutError::Write`] for any other write error.
+pub fn emit(output: Output, json: &serde_json::Value, text: &str) -> Result<(), StdoutError> {
     let doc = match output {
         Output::Json => json.to_string(),
         Output::Text if text.is_empty() => return Ok(()),
@@ -141,22 +148,8 @@ pub fn emit(output: Output, json: &serde_json::Value, text: &str) -> anyhow::Res
 ///
 /// # Errors
 /// As for [`emit`].
-pub fn print(doc: &str) -> anyhow::Result<()> {
-    write_stdout(&mut std::io::stdout().lock(), doc)
-}
-
-/// Writes `doc` and a newline to `out` and flushes, mapping a closed pipe to its exit code.
-fn write_stdout(out: &mut impl std::io::Write, doc: &str) -> anyhow::Result<()> {
-    use crate::exit::{coded, Exit};
-    writeln!(out, "{doc}")
-        .and_then(|()| out.flush())
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::BrokenPipe => coded(Exit::StdoutClosed, "stdout is closed"),
-            _ => coded(
-                Exit::Internal,
-                format!("cannot write the result to stdout: {e}"),
-            ),
-        })
+pub fn print(doc: &str) -> Result<(), StdoutError> {
+    bake_common::exit::write_line(&mut std::io::stdout().lock(), doc)
 }
 
 /// Formats a duration to whole seconds for people (`1m 5s`).

@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use bake_common::aws::Aws;
 
 use crate::ami::{self, PruneItem};
-use crate::exit::{coded, Exit};
 use crate::targets::Targets;
 
 /// AMIs that `bake rollback`, a release or a stack update could go back to: the image of every
@@ -18,8 +17,8 @@ use crate::targets::Targets;
 async fn used_by_template(aws: &Aws, t: &Targets) -> anyhow::Result<BTreeMap<String, String>> {
     let lt = &t.launch_template_id;
     let group = crate::targets::describe_group(aws, &t.auto_scaling_group).await?;
-    let (default, latest) = crate::release::template_versions(aws, lt).await?;
-    let versions = template_images(aws, lt).await?;
+    let (default, latest) = crate::launch_template::versions(aws, lt).await?;
+    let versions = crate::launch_template::images(aws, lt).await?;
     let resolve = |v: &str| match v {
         "$Default" => Some(default),
         "$Latest" => Some(latest),
@@ -77,37 +76,6 @@ pub fn rollback_choice(versions: &BTreeMap<i64, String>, default: i64) -> Option
         .map(|(v, img)| (*v, img))
 }
 
-/// Every version of `lt` that names an image: version → image.
-pub(crate) async fn template_images(aws: &Aws, lt: &str) -> anyhow::Result<BTreeMap<i64, String>> {
-    let mut images = BTreeMap::new();
-    let mut pages = aws
-        .ec2
-        .describe_launch_template_versions()
-        .launch_template_id(lt)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| {
-            coded(
-                Exit::Aws,
-                format!(
-                    "describing the versions of launch template '{lt}': {}",
-                    aws_smithy_types::error::display::DisplayErrorContext(&e)
-                ),
-            )
-        })?;
-        for v in page.launch_template_versions() {
-            if let (Some(n), Some(img)) = (
-                v.version_number(),
-                v.launch_template_data().and_then(|d| d.image_id()),
-            ) {
-                images.insert(n, img.to_owned());
-            }
-        }
-    }
-    Ok(images)
-}
-
 /// Plans and (unless `dry_run`) carries out the prune.
 pub async fn prune(
     aws: &Aws,
@@ -115,9 +83,7 @@ pub async fn prune(
     keep: usize,
     dry_run: bool,
 ) -> anyhow::Result<Vec<PruneItem>> {
-    let images = ami::list_baked(&aws.ec2)
-        .await
-        .map_err(|e| coded(Exit::Aws, e.to_string()))?;
+    let images = ami::list_baked(&aws.ec2).await?;
     let mut in_use = match targets {
         Some(t) => used_by_template(aws, t).await?,
         None => BTreeMap::new(),
@@ -126,22 +92,36 @@ pub async fn prune(
         .iter()
         .filter_map(|i| i.image_id().map(ToOwned::to_owned))
         .collect();
-    for (k, v) in ami::used_by_instances(&aws.ec2, &ids)
-        .await
-        .map_err(|e| coded(Exit::Aws, e.to_string()))?
-    {
+    for (k, v) in ami::used_by_instances(&aws.ec2, &ids).await? {
         in_use.entry(k).or_insert(v);
     }
     let plan = ami::plan_prune(&images, keep, &in_use);
     if !dry_run {
         for item in plan.iter().filter(|p| p.kept_because.is_none()) {
-            ami::delete(&aws.ec2, item)
-                .await
-                .map_err(|e| coded(Exit::Aws, e.to_string()))?;
+            ami::delete(&aws.ec2, item).await?;
             tracing::info!(image_id = %item.image_id, snapshots = ?item.snapshots, "deregistered");
         }
     }
     Ok(plan)
+}
+
+/// The plan as text for people: one line an AMI, deleted (or, with `dry_run`, to be deleted)
+/// with its snapshots, or kept and why.
+#[must_use]
+pub fn render(plan: &[PruneItem], dry_run: bool) -> String {
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    plan.iter()
+        .map(|p| match &p.kept_because {
+            Some(why) => format!("kept\t{}\t{}\t{why}", p.image_id, p.created),
+            None => format!(
+                "{verb}\t{}\t{}\tsnapshots {}",
+                p.image_id,
+                p.created,
+                p.snapshots.join(",")
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]

@@ -9,10 +9,16 @@
 
 use std::time::Duration;
 
-use aws_sdk_autoscaling::operation::describe_instance_refreshes::DescribeInstanceRefreshesOutput;
-use aws_sdk_autoscaling::types::InstanceRefreshStatus;
+use aws_sdk_autoscaling::error::SdkError;
+use aws_sdk_autoscaling::operation::cancel_instance_refresh::CancelInstanceRefreshError;
+use aws_sdk_autoscaling::operation::describe_instance_refreshes::{
+    DescribeInstanceRefreshesError, DescribeInstanceRefreshesOutput,
+};
+use aws_sdk_autoscaling::types::{InstanceRefresh, InstanceRefreshStatus};
 use aws_smithy_types::error::display::DisplayErrorContext;
 
+use crate::config::RefreshSettings;
+use crate::exit::Exit;
 use crate::output::Progress;
 
 /// What one `DescribeInstanceRefreshes` says about the watched refresh.
@@ -82,8 +88,7 @@ pub enum Outcome {
 impl Outcome {
     /// The exit code for this outcome.
     #[must_use]
-    pub fn exit(self) -> crate::exit::Exit {
-        use crate::exit::Exit;
+    pub fn exit(self) -> Exit {
         match self {
             Outcome::Successful => Exit::Ok,
             Outcome::Partial => Exit::Partial,
@@ -133,24 +138,17 @@ pub fn is_active(status: &str) -> bool {
     )
 }
 
-/// The state machine: given what AWS said, what next.
+/// What AWS says of one refresh, as a [`Snapshot`]. During a rollback the percentage and the
+/// instances left are the rollback's own.
 #[must_use]
-pub fn next(state: &WatchState, out: &DescribeInstanceRefreshesOutput) -> Action {
-    let Some(r) = out
-        .instance_refreshes()
-        .iter()
-        .find(|r| r.instance_refresh_id() == Some(state.id.as_str()))
-    else {
-        return Action::Missing;
-    };
+pub fn snapshot(r: &InstanceRefresh) -> Snapshot {
     let status = r
         .status()
         .map_or_else(|| "Unknown".to_owned(), |s| s.as_str().to_owned());
-    // During a rollback AWS reports the rollback's own progress.
     let rolling_back = matches!(r.status(), Some(InstanceRefreshStatus::RollbackInProgress));
     let rb = r.rollback_details();
-    let snapshot = Snapshot {
-        id: state.id.clone(),
+    Snapshot {
+        id: r.instance_refresh_id().unwrap_or_default().to_owned(),
         status,
         percentage: if rolling_back {
             rb.and_then(|d| d.percentage_complete_on_rollback())
@@ -167,7 +165,20 @@ pub fn next(state: &WatchState, out: &DescribeInstanceRefreshesOutput) -> Action
             .map(ToOwned::to_owned)
             .or_else(|| rb.and_then(|d| d.rollback_reason()).map(ToOwned::to_owned)),
         rollback_reason: rb.and_then(|d| d.rollback_reason()).map(ToOwned::to_owned),
+    }
+}
+
+/// The state machine: given what AWS said, what next.
+#[must_use]
+pub fn next(state: &WatchState, out: &DescribeInstanceRefreshesOutput) -> Action {
+    let Some(r) = out
+        .instance_refreshes()
+        .iter()
+        .find(|r| r.instance_refresh_id() == Some(state.id.as_str()))
+    else {
+        return Action::Missing;
     };
+    let snapshot = snapshot(r);
     // "To replace all instances, the last number in the array must be 100": a refresh whose last
     // checkpoint is lower ends `Successful` with the rest of the group on the old configuration.
     let partial = r
@@ -190,6 +201,42 @@ pub fn next(state: &WatchState, out: &DescribeInstanceRefreshesOutput) -> Action
             Action::Wait { snapshot, changed }
         }
     }
+}
+
+/// The newest refresh of `asg` (AWS lists them newest first; the newest start time wins), if
+/// it has any.
+pub async fn latest(
+    asg_client: &aws_sdk_autoscaling::Client,
+    asg: &str,
+) -> Result<Option<Snapshot>, RefreshError> {
+    let out = asg_client
+        .describe_instance_refreshes()
+        .auto_scaling_group_name(asg)
+        .max_records(5)
+        .send()
+        .await
+        .map_err(|e| RefreshError::Describe {
+            asg: asg.to_owned(),
+            source: Box::new(e),
+        })?;
+    Ok(newest(&out).map(snapshot))
+}
+
+/// The newest refresh in `out`, by start time.
+fn newest(out: &DescribeInstanceRefreshesOutput) -> Option<&InstanceRefresh> {
+    out.instance_refreshes()
+        .iter()
+        .max_by_key(|r| r.start_time().map(|t| (t.secs(), t.subsec_nanos())))
+}
+
+/// The newest refresh of `asg` if it is still running ([`is_active`]).
+pub async fn active(
+    asg_client: &aws_sdk_autoscaling::Client,
+    asg: &str,
+) -> Result<Option<Snapshot>, RefreshError> {
+    Ok(latest(asg_client, asg)
+        .await?
+        .filter(|s| is_active(&s.status)))
 }
 
 /// The poll schedule: `min` after a change, ×1.5 per unchanged poll, at most `max`.
@@ -222,24 +269,25 @@ impl Backoff {
     }
 }
 
-/// Errors while watching.
+/// Errors while reading or watching a refresh. The SDK's errors are kept whole (boxed: they
+/// are large), so a caller can ask for the service error.
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {
     /// `DescribeInstanceRefreshes` failed.
-    #[error("describing instance refreshes of '{asg}': {message}")]
+    #[error("describing instance refreshes of '{asg}': {}", DisplayErrorContext(.source))]
     Describe {
         /// The group.
         asg: String,
-        /// The SDK error.
-        message: String,
+        /// The SDK's error.
+        source: Box<SdkError<DescribeInstanceRefreshesError>>,
     },
     /// `CancelInstanceRefresh` failed.
-    #[error("cancelling the instance refresh of '{asg}': {message}")]
+    #[error("cancelling the instance refresh of '{asg}': {}", DisplayErrorContext(.source))]
     Cancel {
         /// The group.
         asg: String,
-        /// The SDK error.
-        message: String,
+        /// The SDK's error.
+        source: Box<SdkError<CancelInstanceRefreshError>>,
     },
     /// The refresh is not listed.
     #[error("instance refresh {id} of '{asg}' not found")]
@@ -262,6 +310,19 @@ pub struct WatchOptions {
     pub max_poll_interval: Duration,
     /// An interrupt (Ctrl-C, SIGTERM, SIGHUP) cancels the refresh instead of detaching.
     pub cancel_on_interrupt: bool,
+}
+
+impl WatchOptions {
+    /// From `[refresh]` and the command line's `--timeout` (which wins over `refresh.timeout`).
+    #[must_use]
+    pub fn new(r: &RefreshSettings, timeout: Option<Duration>, cancel_on_interrupt: bool) -> Self {
+        Self {
+            timeout: timeout.unwrap_or(r.timeout),
+            poll_interval: r.poll_interval,
+            max_poll_interval: r.max_poll_interval,
+            cancel_on_interrupt,
+        }
+    }
 }
 
 /// How watching ended.
@@ -322,7 +383,7 @@ pub async fn watch(
             .await
             .map_err(|e| RefreshError::Describe {
                 asg: asg.to_owned(),
-                message: DisplayErrorContext(&e).to_string(),
+                source: Box::new(e),
             })?;
         let delay = match next(&state, &out) {
             Action::Missing => {
@@ -374,7 +435,7 @@ pub async fn watch(
                         .auto_scaling_group_name(asg)
                         .send()
                         .await
-                        .map_err(|e| RefreshError::Cancel { asg: asg.to_owned(), message: DisplayErrorContext(&e).to_string() })?;
+                        .map_err(|e| RefreshError::Cancel { asg: asg.to_owned(), source: Box::new(e) })?;
                     cancelled = true;
                 } else {
                     return Ok(done(WatchEnd::Detached(state.last), polls));
@@ -382,6 +443,71 @@ pub async fn watch(
             }
         }
     }
+}
+
+/// A refresh watched to its end (or to a timeout or an interrupt), as the commands report it.
+#[derive(Clone, Debug)]
+pub struct Followed {
+    /// `successful`, `partial`, `failed`, `cancelled`, `rolled_back`, `rollback_failed` (the
+    /// [`Outcome`]), `timed_out` or `detached`.
+    pub result: String,
+    /// The refresh's last known state.
+    pub refresh: Option<Snapshot>,
+    /// `DescribeInstanceRefreshes` calls made.
+    pub polls: u32,
+    /// Seconds watched.
+    pub watch_secs: f64,
+    /// The exit code of this end.
+    pub exit: Exit,
+}
+
+/// Watches refresh `id` of `asg` with a progress bar ([`watch`]) and says how it ended, in the
+/// log too (with how to resume watching after a timeout or an interrupt).
+pub async fn follow(
+    asg_client: &aws_sdk_autoscaling::Client,
+    asg: &str,
+    id: &str,
+    opts: WatchOptions,
+) -> Result<Followed, RefreshError> {
+    let progress = Progress::percent("refresh");
+    let watched = watch(asg_client, asg, id, opts, &progress).await?;
+    progress.finish();
+    let resume = format!("resume watching with `bake status --watch` (refresh {id} of '{asg}')");
+    let (result, refresh, exit) = match watched.end {
+        WatchEnd::Finished(outcome, snap) => {
+            let result = serde_json::to_value(outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(ToOwned::to_owned))
+                .unwrap_or_default();
+            match outcome {
+                Outcome::Successful => {}
+                Outcome::Partial => tracing::warn!(
+                    "partial release: instance refresh {id} of '{asg}' ended {} at its last checkpoint (refresh.partial); the instances not replaced still run the previous version",
+                    snap.describe()
+                ),
+                _ => tracing::error!("instance refresh {id} of '{asg}' ended {}", snap.describe()),
+            }
+            (result, Some(snap), outcome.exit())
+        }
+        WatchEnd::TimedOut(snap) => {
+            tracing::error!(
+                "stopped watching after {}; the refresh goes on; {resume}",
+                crate::output::secs(opts.timeout)
+            );
+            ("timed_out".to_owned(), snap, Exit::TimedOut)
+        }
+        WatchEnd::Detached(snap) => {
+            tracing::warn!("detached; the refresh goes on; {resume}; cancel it with `aws autoscaling cancel-instance-refresh --auto-scaling-group-name {asg}` or `bake rollback`");
+            ("detached".to_owned(), snap, Exit::Interrupted)
+        }
+    };
+    Ok(Followed {
+        result,
+        refresh,
+        polls: watched.polls,
+        watch_secs: watched.elapsed.as_secs_f64(),
+        exit,
+    })
 }
 
 #[cfg(test)]
@@ -627,6 +753,32 @@ mod tests {
         assert_eq!(
             next(&s, &DescribeInstanceRefreshesOutput::builder().build()),
             Action::Missing
+        );
+    }
+
+    #[test]
+    fn test_snapshot_of_the_newest_refresh() {
+        let at = |secs| aws_smithy_types::DateTime::from_secs(secs);
+        let refresh = |id: &str, status, secs| {
+            InstanceRefresh::builder()
+                .instance_refresh_id(id)
+                .status(status)
+                .percentage_complete(40)
+                .instances_to_update(3)
+                .start_time(at(secs))
+                .build()
+        };
+        let o = DescribeInstanceRefreshesOutput::builder()
+            .instance_refreshes(refresh("old", InstanceRefreshStatus::Successful, 100))
+            .instance_refreshes(refresh("new", InstanceRefreshStatus::InProgress, 200))
+            .build();
+        let s = snapshot(newest(&o).expect("two refreshes"));
+        assert_eq!((s.id.as_str(), s.status.as_str()), ("new", "InProgress"));
+        assert_eq!(s.describe(), "InProgress 40%, 3 instances left");
+        assert!(is_active(&s.status));
+        assert_eq!(
+            newest(&DescribeInstanceRefreshesOutput::builder().build()),
+            None
         );
     }
 

@@ -8,18 +8,20 @@
 
 use std::time::Duration;
 
+use aws_sdk_autoscaling::operation::start_instance_refresh::StartInstanceRefreshError;
 use aws_sdk_autoscaling::types::{
     AlarmSpecification, DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences,
     RefreshStrategy,
 };
+use aws_sdk_ec2::operation::create_launch_template_version::CreateLaunchTemplateVersionError;
 use aws_sdk_ec2::types::RequestLaunchTemplateData;
+use aws_sdk_ssm::operation::put_parameter::PutParameterError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use bake_common::aws::Aws;
 
 use crate::config::{RefreshSettings, Settings};
-use crate::exit::{coded, Exit};
-use crate::output::Progress;
-use crate::refresh::{self, Outcome, Snapshot, WatchEnd, WatchOptions};
+use crate::exit::Exit;
+use crate::refresh::{self, Snapshot, WatchOptions};
 use crate::targets::Targets;
 
 /// `bake release` options.
@@ -69,132 +71,110 @@ pub struct ReleaseReport {
     pub watch_secs: f64,
 }
 
-fn aws_err<E: std::error::Error + 'static, R: std::fmt::Debug>(
-    what: String,
-) -> impl FnOnce(aws_sdk_ec2::error::SdkError<E, R>) -> anyhow::Error {
-    move |e| coded(Exit::Aws, format!("{what}: {}", DisplayErrorContext(&e)))
-}
-
-/// The default and latest version numbers of a launch template.
-pub async fn template_versions(aws: &Aws, lt: &str) -> anyhow::Result<(i64, i64)> {
-    let out = aws
-        .ec2
-        .describe_launch_templates()
-        .launch_template_ids(lt)
-        .send()
-        .await
-        .map_err(aws_err(format!("describing launch template '{lt}'")))?;
-    let t = out
-        .launch_templates()
-        .first()
-        .ok_or_else(|| coded(Exit::Aws, format!("launch template '{lt}' does not exist")))?;
-    Ok((
-        t.default_version_number().unwrap_or(1),
-        t.latest_version_number().unwrap_or(1),
-    ))
-}
-
-/// The image of version `version` of `lt`.
-pub async fn version_image(aws: &Aws, lt: &str, version: i64) -> anyhow::Result<Option<String>> {
-    let out = aws
-        .ec2
-        .describe_launch_template_versions()
-        .launch_template_id(lt)
-        .versions(version.to_string())
-        .send()
-        .await
-        .map_err(aws_err(format!(
-            "describing version {version} of launch template '{lt}'"
-        )))?;
-    Ok(out
-        .launch_template_versions()
-        .first()
-        .and_then(|v| v.launch_template_data())
-        .and_then(|d| d.image_id())
-        .map(ToOwned::to_owned))
-}
-
-/// Sets the default version of `lt`.
-pub async fn set_default(aws: &Aws, lt: &str, version: i64) -> anyhow::Result<()> {
-    aws.ec2
-        .modify_launch_template()
-        .launch_template_id(lt)
-        .default_version(version.to_string())
-        .send()
-        .await
-        .map_err(aws_err(format!(
-            "setting the default version of launch template '{lt}' to {version}"
-        )))?;
-    Ok(())
-}
-
-/// The newest refresh of `asg` if it is still running.
-pub async fn active_refresh(aws: &Aws, asg: &str) -> anyhow::Result<Option<Snapshot>> {
-    Ok(latest_refresh(aws, asg)
-        .await?
-        .filter(|s| refresh::is_active(&s.status)))
-}
-
-/// The newest refresh of `asg` (AWS lists them newest first).
-pub async fn latest_refresh(aws: &Aws, asg: &str) -> anyhow::Result<Option<Snapshot>> {
-    let out = aws
-        .asg
-        .describe_instance_refreshes()
-        .auto_scaling_group_name(asg)
-        .max_records(5)
-        .send()
-        .await
-        .map_err(|e| {
-            coded(
-                Exit::Aws,
-                format!(
-                    "describing instance refreshes of '{asg}': {}",
-                    DisplayErrorContext(&e)
-                ),
-            )
-        })?;
-    let Some(r) = out
-        .instance_refreshes()
-        .iter()
-        .max_by_key(|r| r.start_time().map(|t| (t.secs(), t.subsec_nanos())))
-    else {
-        return Ok(None);
-    };
-    let id = r.instance_refresh_id().unwrap_or_default().to_owned();
-    let state = refresh::WatchState { id, last: None };
-    Ok(match refresh::next(&state, &out) {
-        refresh::Action::Wait { snapshot, .. } | refresh::Action::Done { snapshot, .. } => {
-            Some(snapshot)
-        }
-        refresh::Action::Missing => None,
-    })
-}
-
-fn in_progress_error(asg: &str, s: &Snapshot) -> anyhow::Error {
-    coded(
-        Exit::InProgress,
-        format!(
-            "auto scaling group '{asg}' already has an instance refresh in progress ({}: {}); watch it with `bake status --watch`, or run `bake release --wait-for-current` to release after it",
-            s.id,
-            s.describe()
-        ),
-    )
+/// What can go wrong in a release, besides the errors of the steps it takes (targets, build,
+/// launch template, refresh). The SDK's errors are kept whole (boxed: they are large), so a
+/// caller can ask for the service error.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// A refresh is running and `--wait-for-current` was not given.
+    #[error("auto scaling group '{asg}' already has an instance refresh in progress ({}: {}); watch it with `bake status --watch`, or run `bake release --wait-for-current` to release after it", .current.id, .current.describe())]
+    InProgress {
+        /// The group.
+        asg: String,
+        /// The refresh in progress (boxed: it is large).
+        current: Box<Snapshot>,
+    },
+    /// `StartInstanceRefresh` answered `InstanceRefreshInProgress` (a refresh started since the
+    /// check).
+    #[error("auto scaling group '{asg}' already has an instance refresh in progress; watch it with `bake status --watch`, or run `bake release --wait-for-current`")]
+    StartedMeanwhile {
+        /// The group.
+        asg: String,
+    },
+    /// `StartInstanceRefresh` failed.
+    #[error("starting an instance refresh of '{asg}': {}", DisplayErrorContext(.source))]
+    Start {
+        /// The group.
+        asg: String,
+        /// The SDK's error.
+        source: Box<aws_sdk_autoscaling::error::SdkError<StartInstanceRefreshError>>,
+    },
+    /// `StartInstanceRefresh` named no refresh.
+    #[error("StartInstanceRefresh on '{asg}' returned no refresh id")]
+    NoRefreshId {
+        /// The group.
+        asg: String,
+    },
+    /// `CreateLaunchTemplateVersion` failed.
+    #[error("creating a version of launch template '{lt}': {}", DisplayErrorContext(.source))]
+    CreateVersion {
+        /// The launch template id.
+        lt: String,
+        /// The SDK's error.
+        source: Box<aws_sdk_ec2::error::SdkError<CreateLaunchTemplateVersionError>>,
+    },
+    /// `CreateLaunchTemplateVersion` named no version.
+    #[error("CreateLaunchTemplateVersion on '{lt}' returned no version")]
+    NoVersion {
+        /// The launch template id.
+        lt: String,
+    },
+    /// `PutParameter` of the refresh preferences failed.
+    #[error("recording the refresh preferences in SSM parameter '{name}': {}", DisplayErrorContext(.source))]
+    RecordPreferences {
+        /// The SSM parameter.
+        name: String,
+        /// The SDK's error.
+        source: Box<aws_sdk_ssm::error::SdkError<PutParameterError>>,
+    },
+    /// `--ami` names no image that can be described.
+    #[error("--ami: {source}")]
+    Ami {
+        /// Why.
+        source: crate::ami::AmiError,
+    },
+    /// The stack's alarms need `refresh.auto_rollback`.
+    #[error("refresh.auto_rollback: the stack's {} output lists alarms ({}), which need refresh.auto_rollback = true", crate::targets::OUTPUT_ROLLBACK_ALARMS, .alarms.join(", "))]
+    AlarmsNeedAutoRollback {
+        /// The stack's alarms.
+        alarms: Vec<String>,
+    },
+    /// Auto rollback asked for a group that launches from `$Default` or `$Latest`.
+    #[error("refresh.auto_rollback: auto scaling group '{asg}' launches from launch template version {version}, and AWS rolls back only groups on a numbered version: give the group a version number (CloudFormation: !GetAtt LaunchTemplate.LatestVersionNumber) or set refresh.auto_rollback = false")]
+    UnnumberedVersion {
+        /// The group.
+        asg: String,
+        /// `$Default` or `$Latest`.
+        version: String,
+    },
+    /// `--wait-for-current`: the refresh in progress did not end within the timeout.
+    #[error("instance refresh {id} of '{asg}' did not end in time")]
+    CurrentTimedOut {
+        /// The group.
+        asg: String,
+        /// The refresh waited for.
+        id: String,
+    },
+    /// `--wait-for-current`: interrupted while waiting.
+    #[error("interrupted while waiting for the current refresh; nothing was released")]
+    InterruptedWaiting,
+    /// Interrupted during the build or before the launch template changed.
+    #[error("interrupted before anything was released; the launch template is unchanged")]
+    Interrupted,
 }
 
 /// The refresh preferences of a release to `t`: `[refresh]`, with the stack's
 /// `RollbackAlarmNames` joining `refresh.alarms`. Alarms need auto rollback (AWS refuses an
 /// alarm specification without it), so stack alarms with `refresh.auto_rollback = false` are a
 /// configuration error, found before anything is changed.
-pub fn release_preferences(r: &RefreshSettings, t: &Targets) -> anyhow::Result<RefreshPreferences> {
+pub fn release_preferences(
+    r: &RefreshSettings,
+    t: &Targets,
+) -> Result<RefreshPreferences, ReleaseError> {
     if !t.rollback_alarms.is_empty() && !r.auto_rollback {
-        return Err(coded(
-            Exit::Config,
-            format!(
-                "refresh.auto_rollback: the stack's {} output lists alarms ({}), which need refresh.auto_rollback = true",
-                crate::targets::OUTPUT_ROLLBACK_ALARMS,
-                t.rollback_alarms.join(", ")
-            ),
-        ));
+        return Err(ReleaseError::AlarmsNeedAutoRollback {
+            alarms: t.rollback_alarms.clone(),
+        });
     }
     let mut r = r.clone();
     for a in &t.rollback_alarms {
@@ -211,7 +191,7 @@ async fn record_preferences(
     aws: &Aws,
     asg: &str,
     prefs: &RefreshPreferences,
-) -> anyhow::Result<()> {
+) -> Result<(), ReleaseError> {
     use bake_common::refresh_preferences::{parameter_name, Recorded};
     let name = parameter_name(asg);
     aws.ssm
@@ -225,14 +205,9 @@ async fn record_preferences(
         .overwrite(true)
         .send()
         .await
-        .map_err(|e| {
-            coded(
-                Exit::Aws,
-                format!(
-                    "recording the refresh preferences in SSM parameter '{name}': {}",
-                    DisplayErrorContext(&e)
-                ),
-            )
+        .map_err(|e| ReleaseError::RecordPreferences {
+            name: name.clone(),
+            source: Box::new(e),
         })?;
     tracing::debug!(parameter = %name, "refresh preferences recorded");
     Ok(())
@@ -270,7 +245,7 @@ async fn start_refresh(
     t: &Targets,
     version: i64,
     prefs: RefreshPreferences,
-) -> anyhow::Result<String> {
+) -> Result<String, ReleaseError> {
     let asg = &t.auto_scaling_group;
     let out = aws
         .asg
@@ -290,90 +265,56 @@ async fn start_refresh(
         .preferences(prefs)
         .send()
         .await
-        .map_err(|e| {
-            use aws_sdk_autoscaling::operation::start_instance_refresh::StartInstanceRefreshError as E;
-            match e.as_service_error() {
-                Some(E::InstanceRefreshInProgressFault(_)) => coded(
-                    Exit::InProgress,
-                    format!("auto scaling group '{asg}' already has an instance refresh in progress; watch it with `bake status --watch`, or run `bake release --wait-for-current`"),
-                ),
-                _ => coded(Exit::Aws, format!("starting an instance refresh of '{asg}': {}", DisplayErrorContext(&e))),
+        .map_err(|e| match e.as_service_error() {
+            Some(StartInstanceRefreshError::InstanceRefreshInProgressFault(_)) => {
+                ReleaseError::StartedMeanwhile { asg: asg.clone() }
             }
+            _ => ReleaseError::Start {
+                asg: asg.clone(),
+                source: Box::new(e),
+            },
         })?;
     out.instance_refresh_id()
         .map(ToOwned::to_owned)
-        .ok_or_else(|| {
-            coded(
-                Exit::Aws,
-                format!("StartInstanceRefresh on '{asg}' returned no refresh id"),
-            )
-        })
+        .ok_or_else(|| ReleaseError::NoRefreshId { asg: asg.clone() })
 }
 
-/// Watch options from config and flags.
-#[must_use]
-pub fn watch_options(
-    settings: &Settings,
-    timeout: Option<Duration>,
-    cancel_on_interrupt: bool,
-) -> WatchOptions {
-    WatchOptions {
-        timeout: timeout.unwrap_or(settings.refresh.timeout),
-        poll_interval: settings.refresh.poll_interval,
-        max_poll_interval: settings.refresh.max_poll_interval,
-        cancel_on_interrupt,
+impl ReleaseReport {
+    /// Takes what watching the refresh found; returns its exit code.
+    pub fn watched(&mut self, f: refresh::Followed) -> Exit {
+        self.result = f.result;
+        self.refresh = f.refresh;
+        self.polls = f.polls;
+        self.watch_secs = f.watch_secs;
+        f.exit
     }
 }
 
-/// Watches refresh `id` and fills `report`; returns the exit code.
-pub async fn watch_into(
-    aws: &Aws,
-    asg: &str,
-    id: &str,
-    opts: WatchOptions,
-    report: &mut ReleaseReport,
-) -> anyhow::Result<Exit> {
-    let progress = Progress::percent("refresh");
-    let watched = refresh::watch(&aws.asg, asg, id, opts, &progress)
-        .await
-        .map_err(|e| coded(Exit::Aws, e.to_string()))?;
-    progress.finish();
-    report.polls = watched.polls;
-    report.watch_secs = watched.elapsed.as_secs_f64();
-    let resume = format!("resume watching with `bake status --watch` (refresh {id} of '{asg}')");
-    Ok(match watched.end {
-        WatchEnd::Finished(outcome, snap) => {
-            report.result = serde_json::to_value(outcome)
-                .ok()
-                .and_then(|v| v.as_str().map(ToOwned::to_owned))
-                .unwrap_or_default();
-            match outcome {
-                Outcome::Successful => {}
-                Outcome::Partial => tracing::warn!(
-                    "partial release: instance refresh {id} of '{asg}' ended {} at its last checkpoint (refresh.partial); the instances not replaced still run the previous version",
-                    snap.describe()
-                ),
-                _ => tracing::error!("instance refresh {id} of '{asg}' ended {}", snap.describe()),
-            }
-            report.refresh = Some(snap);
-            outcome.exit()
-        }
-        WatchEnd::TimedOut(snap) => {
-            tracing::error!(
-                "stopped watching after {}; the refresh goes on; {resume}",
-                crate::output::secs(opts.timeout)
-            );
-            report.result = "timed_out".into();
-            report.refresh = snap;
-            Exit::TimedOut
-        }
-        WatchEnd::Detached(snap) => {
-            tracing::warn!("detached; the refresh goes on; {resume}; cancel it with `aws autoscaling cancel-instance-refresh --auto-scaling-group-name {asg}` or `bake rollback`");
-            report.result = "detached".into();
-            report.refresh = snap;
-            Exit::Interrupted
-        }
-    })
+/// A release's result as text for people.
+#[must_use]
+pub fn render(r: &ReleaseReport) -> String {
+    let mut s = format!(
+        "{}: {} on {} (launch template {} v{} → v{})",
+        r.result,
+        r.image_id,
+        r.auto_scaling_group,
+        r.launch_template_id,
+        r.previous_version,
+        r.version
+    );
+    if !r.instance_refresh_id.is_empty() {
+        s.push_str(&format!(", instance refresh {}", r.instance_refresh_id));
+    }
+    if let Some(snap) = &r.refresh {
+        s.push_str(&format!(": {}", snap.describe()));
+    }
+    if r.restored_default {
+        s.push_str(&format!(
+            "; default version set back to v{}",
+            r.previous_version
+        ));
+    }
+    s
 }
 
 /// Runs a release to its end.
@@ -385,34 +326,31 @@ pub async fn release(
 ) -> anyhow::Result<(ReleaseReport, Exit)> {
     let asg = &t.auto_scaling_group;
     let lt = &t.launch_template_id;
-    let wopts = watch_options(settings, opts.timeout, opts.cancel_on_interrupt);
+    let wopts = WatchOptions::new(&settings.refresh, opts.timeout, opts.cancel_on_interrupt);
     let prefs = release_preferences(&settings.refresh, t)?;
-    if let Some(current) = active_refresh(aws, asg).await? {
+    if let Some(current) = refresh::active(&aws.asg, asg).await? {
         if !opts.wait_for_current {
-            return Err(in_progress_error(asg, &current));
+            return Err(ReleaseError::InProgress {
+                asg: asg.clone(),
+                current: Box::new(current),
+            }
+            .into());
         }
         tracing::info!(
             "waiting for instance refresh {} of '{asg}' to end first",
             current.id
         );
-        let mut scratch = ReleaseReport::default();
-        match watch_into(aws, asg, &current.id, wopts, &mut scratch).await? {
+        let waited = refresh::follow(&aws.asg, asg, &current.id, wopts).await?;
+        match waited.exit {
             Exit::TimedOut => {
-                return Err(coded(
-                    Exit::TimedOut,
-                    format!(
-                        "instance refresh {} of '{asg}' did not end in time",
-                        current.id
-                    ),
-                ))
+                return Err(ReleaseError::CurrentTimedOut {
+                    asg: asg.clone(),
+                    id: current.id,
+                }
+                .into())
             }
-            Exit::Interrupted => {
-                return Err(coded(
-                    Exit::Interrupted,
-                    "interrupted while waiting for the current refresh; nothing was released",
-                ))
-            }
-            _ => tracing::info!("instance refresh {} ended {}", current.id, scratch.result),
+            Exit::Interrupted => return Err(ReleaseError::InterruptedWaiting.into()),
+            _ => tracing::info!("instance refresh {} ended {}", current.id, waited.result),
         }
     }
     if settings.refresh.auto_rollback {
@@ -423,17 +361,18 @@ pub async fn release(
             .and_then(|l| l.version())
             .filter(|v| v.starts_with('$'))
         {
-            return Err(coded(
-                Exit::Config,
-                format!("refresh.auto_rollback: auto scaling group '{asg}' launches from launch template version {v}, and AWS rolls back only groups on a numbered version: give the group a version number (CloudFormation: !GetAtt LaunchTemplate.LatestVersionNumber) or set refresh.auto_rollback = false"),
-            ));
+            return Err(ReleaseError::UnnumberedVersion {
+                asg: asg.clone(),
+                version: v.to_owned(),
+            }
+            .into());
         }
     }
     let (image_id, reused) = match &opts.ami {
         Some(ami) => {
             crate::ami::describe(&aws.ec2, ami)
                 .await
-                .map_err(|e| coded(Exit::Aws, format!("--ami: {e}")))?;
+                .map_err(|source| ReleaseError::Ami { source })?;
             (ami.clone(), None)
         }
         None => {
@@ -442,12 +381,9 @@ pub async fn release(
         }
     };
     if crate::signals::received() > 0 {
-        return Err(coded(
-            Exit::Interrupted,
-            "interrupted before anything was released; the launch template is unchanged",
-        ));
+        return Err(ReleaseError::Interrupted.into());
     }
-    let (previous, _) = template_versions(aws, lt).await?;
+    let (previous, _) = crate::launch_template::versions(aws, lt).await?;
     let created = aws
         .ec2
         .create_launch_template_version()
@@ -461,19 +397,15 @@ pub async fn release(
         )
         .send()
         .await
-        .map_err(aws_err(format!(
-            "creating a version of launch template '{lt}'"
-        )))?;
+        .map_err(|e| ReleaseError::CreateVersion {
+            lt: lt.clone(),
+            source: Box::new(e),
+        })?;
     let version = created
         .launch_template_version()
         .and_then(|v| v.version_number())
-        .ok_or_else(|| {
-            coded(
-                Exit::Aws,
-                format!("CreateLaunchTemplateVersion on '{lt}' returned no version"),
-            )
-        })?;
-    set_default(aws, lt, version).await?;
+        .ok_or_else(|| ReleaseError::NoVersion { lt: lt.clone() })?;
+    crate::launch_template::set_default(aws, lt, version).await?;
     tracing::info!(launch_template = %lt, version, previous, image_id = %image_id, "new launch template version is the default");
     let mut report = ReleaseReport {
         auto_scaling_group: asg.clone(),
@@ -493,7 +425,7 @@ pub async fn release(
         Err(e) => {
             // No half-done change: the template goes back to what it was.
             undo(aws, lt, previous, Some(version)).await;
-            return Err(e.context(format!(
+            return Err(anyhow::Error::new(e).context(format!(
                 "launch template '{lt}' restored to default version {previous}"
             )));
         }
@@ -504,7 +436,7 @@ pub async fn release(
         report.result = "started".into();
         return Ok((report, Exit::Ok));
     }
-    let code = watch_into(aws, asg, &id, wopts, &mut report).await?;
+    let code = report.watched(refresh::follow(&aws.asg, asg, &id, wopts).await?);
     if matches!(
         code,
         Exit::RefreshFailed | Exit::RolledBack | Exit::Cancelled
@@ -517,7 +449,7 @@ pub async fn release(
 
 /// Sets the default back to `previous` and deletes `delete` (best effort, logged).
 async fn undo(aws: &Aws, lt: &str, previous: i64, delete: Option<i64>) {
-    match set_default(aws, lt, previous).await {
+    match crate::launch_template::set_default(aws, lt, previous).await {
         Ok(()) => tracing::warn!("launch template '{lt}' default version set back to {previous}"),
         Err(e) => {
             tracing::error!("could not restore the default version of '{lt}' to {previous}: {e:#}")

@@ -1,13 +1,39 @@
 //! `bake rollback`: roll back the refresh in progress (`RollbackInstanceRefresh`), or, when none
 //! is running, release the image of the launch template version before the current default.
 
+use aws_sdk_autoscaling::operation::rollback_instance_refresh::RollbackInstanceRefreshError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use bake_common::aws::Aws;
 
 use crate::config::Settings;
-use crate::exit::{coded, Exit};
+use crate::exit::Exit;
+use crate::refresh::{self, WatchOptions};
 use crate::release::{self, ReleaseOptions, ReleaseReport};
 use crate::targets::Targets;
+
+/// What can go wrong in a rollback, besides the errors of a release. The SDK's error is kept
+/// whole (boxed: it is large), so a caller can ask for the service error.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    /// `RollbackInstanceRefresh` failed.
+    #[error("rolling back the instance refresh of '{asg}': {}", DisplayErrorContext(.source))]
+    Rollback {
+        /// The group.
+        asg: String,
+        /// The SDK's error.
+        source: Box<aws_sdk_autoscaling::error::SdkError<RollbackInstanceRefreshError>>,
+    },
+    /// No refresh is running and no version before the default names an image.
+    #[error(
+        "launch template '{lt}' has no version before its default (v{default}) to roll back to"
+    )]
+    NoPreviousVersion {
+        /// The launch template id.
+        lt: String,
+        /// Its default version.
+        default: i64,
+    },
+}
 
 /// Rolls back; returns the report and the exit code. A rolled-back refresh is success here.
 pub async fn rollback(
@@ -17,7 +43,7 @@ pub async fn rollback(
     opts: &ReleaseOptions,
 ) -> anyhow::Result<(ReleaseReport, Exit)> {
     let asg = &t.auto_scaling_group;
-    if let Some(current) = release::active_refresh(aws, asg).await? {
+    if let Some(current) = crate::refresh::active(&aws.asg, asg).await? {
         tracing::info!(
             "rolling back instance refresh {} of '{asg}' ({})",
             current.id,
@@ -28,14 +54,9 @@ pub async fn rollback(
             .auto_scaling_group_name(asg)
             .send()
             .await
-            .map_err(|e| {
-                coded(
-                    Exit::Aws,
-                    format!(
-                        "rolling back the instance refresh of '{asg}': {}",
-                        DisplayErrorContext(&e)
-                    ),
-                )
+            .map_err(|e| RollbackError::Rollback {
+                asg: asg.clone(),
+                source: Box::new(e),
             })?;
         let mut report = ReleaseReport {
             auto_scaling_group: asg.clone(),
@@ -47,8 +68,9 @@ pub async fn rollback(
         if opts.no_wait {
             return Ok((report, Exit::Ok));
         }
-        let wopts = release::watch_options(settings, opts.timeout, opts.cancel_on_interrupt);
-        let code = release::watch_into(aws, asg, &current.id, wopts, &mut report).await?;
+        let wopts = WatchOptions::new(&settings.refresh, opts.timeout, opts.cancel_on_interrupt);
+        let followed = refresh::follow(&aws.asg, asg, &current.id, wopts).await?;
+        let code = report.watched(followed);
         let code = match report.result.as_str() {
             "rolled_back" => Exit::Ok,
             _ => code,
@@ -56,13 +78,17 @@ pub async fn rollback(
         return Ok((report, code));
     }
     let lt = &t.launch_template_id;
-    let (default, _) = release::template_versions(aws, lt).await?;
+    let (default, _) = crate::launch_template::versions(aws, lt).await?;
     // The same choice `bake prune` protects (prune::rollback_choice).
-    let versions = crate::prune::template_images(aws, lt).await?;
+    let versions = crate::launch_template::images(aws, lt).await?;
     let Some((v, image)) =
         crate::prune::rollback_choice(&versions, default).map(|(v, image)| (v, image.clone()))
     else {
-        return Err(coded(Exit::Config, format!("launch template '{lt}' has no version before its default (v{default}) to roll back to")));
+        return Err(RollbackError::NoPreviousVersion {
+            lt: lt.clone(),
+            default,
+        }
+        .into());
     };
     tracing::info!(
         "no refresh in progress: releasing {image} of launch template version {v} again"
@@ -73,4 +99,10 @@ pub async fn rollback(
         ..opts.clone()
     };
     release::release(aws, settings, t, &opts).await
+}
+
+/// A rollback's result as text for people: a rollback is reported as a release is.
+#[must_use]
+pub fn render(r: &ReleaseReport) -> String {
+    release::render(r)
 }

@@ -3,11 +3,26 @@
 
 use std::collections::BTreeMap;
 
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use bake_common::aws::Aws;
 
-use crate::exit::{coded, Exit};
-use crate::refresh::Snapshot;
+use crate::config::Settings;
+
+/// A call of `bake status` of its own that failed (the others are the targets', the launch
+/// template's and the refresh's). The SDK's error is kept whole (boxed: it is large).
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// `DescribeInstances` of the group's instances failed.
+    #[error("describing the instances of '{asg}': {}", DisplayErrorContext(.source))]
+    DescribeInstances {
+        /// The group.
+        asg: String,
+        /// The SDK's error.
+        source: Box<aws_sdk_ec2::error::SdkError<DescribeInstancesError>>,
+    },
+}
+use crate::refresh::{self, Followed, Snapshot, WatchOptions};
 use crate::targets::Targets;
 
 /// One instance of the group.
@@ -62,15 +77,9 @@ pub async fn fleet(aws: &Aws, t: &Targets) -> anyhow::Result<Fleet> {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                coded(
-                    Exit::Aws,
-                    format!(
-                        "describing the instances of '{}': {}",
-                        t.auto_scaling_group,
-                        DisplayErrorContext(&e)
-                    ),
-                )
+            let page = page.map_err(|e| StatusError::DescribeInstances {
+                asg: t.auto_scaling_group.clone(),
+                source: Box::new(e),
             })?;
             for r in page.reservations() {
                 for i in r.instances() {
@@ -97,8 +106,8 @@ pub async fn fleet(aws: &Aws, t: &Targets) -> anyhow::Result<Fleet> {
         })
         .collect();
     let (default_version, latest_version) =
-        crate::release::template_versions(aws, &t.launch_template_id).await?;
-    let refresh = crate::release::latest_refresh(aws, &t.auto_scaling_group).await?;
+        crate::launch_template::versions(aws, &t.launch_template_id).await?;
+    let refresh = crate::refresh::latest(&aws.asg, &t.auto_scaling_group).await?;
     Ok(Fleet {
         targets: t.clone(),
         desired_capacity: group.desired_capacity(),
@@ -107,6 +116,36 @@ pub async fn fleet(aws: &Aws, t: &Targets) -> anyhow::Result<Fleet> {
         instances,
         refresh,
     })
+}
+
+/// `bake status --watch`: follows the refresh in progress, if there is one, to its end.
+pub async fn watch(
+    aws: &Aws,
+    settings: &Settings,
+    t: &Targets,
+    timeout: Option<std::time::Duration>,
+) -> anyhow::Result<Option<Followed>> {
+    let asg = &t.auto_scaling_group;
+    let Some(current) = refresh::active(&aws.asg, asg).await? else {
+        return Ok(None);
+    };
+    let opts = WatchOptions::new(&settings.refresh, timeout, false);
+    Ok(Some(
+        refresh::follow(&aws.asg, asg, &current.id, opts).await?,
+    ))
+}
+
+/// The fleet as one JSON document, with how watching ended under `watch`.
+///
+/// # Errors
+/// None in practice: the fleet is plain data.
+pub fn json(f: &Fleet, watched: Option<&Followed>) -> serde_json::Result<serde_json::Value> {
+    let mut json = serde_json::to_value(f)?;
+    if let Some(w) = watched {
+        json["watch"] =
+            serde_json::json!({ "result": w.result, "polls": w.polls, "watch_secs": w.watch_secs });
+    }
+    Ok(json)
 }
 
 /// The fleet as text.

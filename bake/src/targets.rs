@@ -3,12 +3,77 @@
 //! and the optional output `RollbackAlarmNames` (comma-separated alarms that join
 //! `refresh.alarms` in the refresh's alarm specification).
 
+use aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsError;
 use aws_sdk_autoscaling::types::AutoScalingGroup;
+use aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksError;
+use aws_sdk_ec2::operation::describe_launch_templates::DescribeLaunchTemplatesError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use bake_common::aws::Aws;
 
 use crate::config::Target;
-use crate::exit::{coded, Exit};
+
+/// What can go wrong resolving `[target]`. The SDK's errors are kept whole (boxed: they are
+/// large), so a caller can ask for the service error.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// `DescribeAutoScalingGroups` failed.
+    #[error("describing auto scaling group '{asg}': {}", DisplayErrorContext(.source))]
+    DescribeGroup {
+        /// The group.
+        asg: String,
+        /// The SDK's error.
+        source: Box<aws_sdk_autoscaling::error::SdkError<DescribeAutoScalingGroupsError>>,
+    },
+    /// The group does not exist.
+    #[error("auto scaling group '{asg}' does not exist")]
+    NoGroup {
+        /// The group.
+        asg: String,
+    },
+    /// `target.launch_template` is unset and the group has no launch template of its own.
+    #[error("target.launch_template: auto scaling group '{asg}' has no launch template of its own (mixed instances policy or launch configuration); set target.launch_template")]
+    GroupWithoutLaunchTemplate {
+        /// The group.
+        asg: String,
+    },
+    /// `DescribeLaunchTemplates` by name failed.
+    #[error("target.launch_template: launch template '{name}': {}", DisplayErrorContext(.source))]
+    DescribeLaunchTemplate {
+        /// `target.launch_template`.
+        name: String,
+        /// The SDK's error.
+        source: Box<aws_sdk_ec2::error::SdkError<DescribeLaunchTemplatesError>>,
+    },
+    /// No launch template has that name.
+    #[error("target.launch_template: launch template '{name}' does not exist")]
+    NoLaunchTemplate {
+        /// `target.launch_template`.
+        name: String,
+    },
+    /// `DescribeStacks` failed.
+    #[error("target.stack: describing CloudFormation stack '{stack}': {}", DisplayErrorContext(.source))]
+    DescribeStack {
+        /// `target.stack`.
+        stack: String,
+        /// The SDK's error.
+        source: Box<aws_sdk_cloudformation::error::SdkError<DescribeStacksError>>,
+    },
+    /// The stack does not exist (CloudFormation answers `ValidationError`: "Stack with id X
+    /// does not exist").
+    #[error("target.stack: CloudFormation stack '{stack}' does not exist")]
+    NoStack {
+        /// `target.stack`.
+        stack: String,
+    },
+    /// The stack lacks an output bake needs.
+    #[error("target.stack: CloudFormation stack '{stack}' has no output '{key}'")]
+    NoOutput {
+        /// `target.stack`.
+        stack: String,
+        /// The output.
+        key: &'static str,
+    },
+}
 
 /// Stack output naming the Auto Scaling Group.
 pub const OUTPUT_ASG: &str = "AutoScalingGroupName";
@@ -29,7 +94,7 @@ pub struct Targets {
 }
 
 /// Resolves `target` to names that exist.
-pub async fn resolve(aws: &Aws, target: &Target) -> anyhow::Result<Targets> {
+pub async fn resolve(aws: &Aws, target: &Target) -> Result<Targets, TargetError> {
     let (asg, lt, rollback_alarms) = match target {
         Target::Direct {
             auto_scaling_group,
@@ -48,12 +113,8 @@ pub async fn resolve(aws: &Aws, target: &Target) -> anyhow::Result<Targets> {
     let lt = match lt {
         Some(lt) if lt.starts_with("lt-") => lt,
         Some(name) => launch_template_id_by_name(aws, &name).await?,
-        None => group_launch_template(&group).ok_or_else(|| {
-            coded(
-                Exit::Config,
-                format!("target.launch_template: auto scaling group '{asg}' has no launch template of its own (mixed instances policy or launch configuration); set target.launch_template"),
-            )
-        })?,
+        None => group_launch_template(&group)
+            .ok_or_else(|| TargetError::GroupWithoutLaunchTemplate { asg: asg.clone() })?,
     };
     Ok(Targets {
         auto_scaling_group: asg,
@@ -72,59 +133,43 @@ pub fn group_launch_template(group: &AutoScalingGroup) -> Option<String> {
 }
 
 /// Describes one group; a missing group is an error naming it.
-pub async fn describe_group(aws: &Aws, asg: &str) -> anyhow::Result<AutoScalingGroup> {
+pub async fn describe_group(aws: &Aws, asg: &str) -> Result<AutoScalingGroup, TargetError> {
     let out = aws
         .asg
         .describe_auto_scaling_groups()
         .auto_scaling_group_names(asg)
         .send()
         .await
-        .map_err(|e| {
-            coded(
-                Exit::Aws,
-                format!(
-                    "describing auto scaling group '{asg}': {}",
-                    DisplayErrorContext(&e)
-                ),
-            )
+        .map_err(|e| TargetError::DescribeGroup {
+            asg: asg.to_owned(),
+            source: Box::new(e),
         })?;
     out.auto_scaling_groups()
         .iter()
         .find(|g| g.auto_scaling_group_name() == Some(asg))
         .cloned()
-        .ok_or_else(|| {
-            coded(
-                Exit::Aws,
-                format!("auto scaling group '{asg}' does not exist"),
-            )
+        .ok_or_else(|| TargetError::NoGroup {
+            asg: asg.to_owned(),
         })
 }
 
-async fn launch_template_id_by_name(aws: &Aws, name: &str) -> anyhow::Result<String> {
+async fn launch_template_id_by_name(aws: &Aws, name: &str) -> Result<String, TargetError> {
     let out = aws
         .ec2
         .describe_launch_templates()
         .launch_template_names(name)
         .send()
         .await
-        .map_err(|e| {
-            coded(
-                Exit::Aws,
-                format!(
-                    "target.launch_template: launch template '{name}': {}",
-                    DisplayErrorContext(&e)
-                ),
-            )
+        .map_err(|e| TargetError::DescribeLaunchTemplate {
+            name: name.to_owned(),
+            source: Box::new(e),
         })?;
     out.launch_templates()
         .first()
         .and_then(|t| t.launch_template_id())
         .map(ToOwned::to_owned)
-        .ok_or_else(|| {
-            coded(
-                Exit::Aws,
-                format!("target.launch_template: launch template '{name}' does not exist"),
-            )
+        .ok_or_else(|| TargetError::NoLaunchTemplate {
+            name: name.to_owned(),
         })
 }
 
@@ -146,7 +191,7 @@ pub fn split_alarm_names(value: &str) -> Vec<String> {
         .collect()
 }
 
-async fn from_stack(aws: &Aws, stack: &str) -> anyhow::Result<StackTargets> {
+async fn from_stack(aws: &Aws, stack: &str) -> Result<StackTargets, TargetError> {
     let out = aws
         .cfn
         .describe_stacks()
@@ -160,38 +205,29 @@ async fn from_stack(aws: &Aws, stack: &str) -> anyhow::Result<StackTargets> {
                 .and_then(aws_sdk_cloudformation::error::ProvideErrorMetadata::message)
                 .is_some_and(|m| m.contains("does not exist"));
             if missing {
-                coded(
-                    Exit::Aws,
-                    format!("target.stack: CloudFormation stack '{stack}' does not exist"),
-                )
+                TargetError::NoStack {
+                    stack: stack.to_owned(),
+                }
             } else {
-                coded(
-                    Exit::Aws,
-                    format!(
-                        "target.stack: describing CloudFormation stack '{stack}': {}",
-                        DisplayErrorContext(&e)
-                    ),
-                )
+                TargetError::DescribeStack {
+                    stack: stack.to_owned(),
+                    source: Box::new(e),
+                }
             }
         })?;
-    let s = out.stacks().first().ok_or_else(|| {
-        coded(
-            Exit::Aws,
-            format!("target.stack: CloudFormation stack '{stack}' does not exist"),
-        )
+    let s = out.stacks().first().ok_or_else(|| TargetError::NoStack {
+        stack: stack.to_owned(),
     })?;
-    let output = |key: &str| -> anyhow::Result<String> {
+    let output = |key: &'static str| -> Result<String, TargetError> {
         s.outputs()
             .iter()
             .find(|o| o.output_key() == Some(key))
             .and_then(|o| o.output_value())
             .filter(|v| !v.is_empty())
             .map(ToOwned::to_owned)
-            .ok_or_else(|| {
-                coded(
-                    Exit::Config,
-                    format!("target.stack: CloudFormation stack '{stack}' has no output '{key}'"),
-                )
+            .ok_or_else(|| TargetError::NoOutput {
+                stack: stack.to_owned(),
+                key,
             })
     };
     let alarms = s

@@ -6,11 +6,15 @@
 //! - [`refresh_preferences`]: the instance refresh preferences `bake release` records for the
 //!   agent's secret-rotation rollouts;
 //! - [`logging`]: the `tracing` subscriber, readable on a terminal or JSON for machines;
-//! - [`version`]: the version string with the git commit, for `--version`.
+//! - [`version`]: the version string with the git commit, for `--version`;
+//! - [`cli`]: the command-line options both binaries have (verbosity, log format);
+//! - [`exit`]: exit codes carried through an error chain, and result lines on stdout.
 #![warn(missing_docs)]
 
 pub mod aws;
+pub mod cli;
 pub mod duration;
+pub mod exit;
 pub mod logging;
 pub mod refresh_preferences;
 pub mod version;

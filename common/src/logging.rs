@@ -164,16 +164,28 @@ pub fn init_with_color(format: LogFormat, verbosity: u8, color: ColorChoice) {
 /// through `as_ref()`). Also printed plainly on stderr when logging is filtered off, so a failing
 /// command never exits silently.
 pub fn log_error_chain(err: &(dyn std::error::Error + 'static)) {
-    let mut text = format!("error: {err}");
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        text.push_str(&format!("\n -> {c}"));
-        cause = c.source();
-    }
+    let text = error_chain_text(err);
     tracing::error!("{text}");
     if !tracing::enabled!(tracing::Level::ERROR) {
         eprintln!("{text}");
     }
+}
+
+/// `error: …` then ` -> cause` for each cause whose text the lines above do not already hold:
+/// an error that shows its source in its own message (an AWS SDK error through
+/// `DisplayErrorContext`, which writes the whole chain) keeps it as its `source()` for callers,
+/// and it is said once.
+fn error_chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = format!("error: {err}");
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let line = c.to_string();
+        if !text.contains(&line) {
+            text.push_str(&format!("\n -> {line}"));
+        }
+        cause = c.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -181,6 +193,41 @@ mod tests {
     use super::*;
     use tracing::level_filters::LevelFilter;
     use tracing::Level;
+
+    #[test]
+    fn test_error_chain_says_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("describing group 'web': {source}: timed out")]
+        struct Shown {
+            source: std::io::Error,
+        }
+        #[derive(Debug, thiserror::Error)]
+        #[error("release of 'web'")]
+        struct Context {
+            source: Shown,
+        }
+        let e = Context {
+            source: Shown {
+                source: std::io::Error::other("dispatch failure"),
+            },
+        };
+        assert_eq!(
+            error_chain_text(&e),
+            "error: release of 'web'\n -> describing group 'web': dispatch failure: timed out"
+        );
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading 'x'")]
+        struct Hidden {
+            source: std::io::Error,
+        }
+        let plain = Hidden {
+            source: std::io::Error::other("permission denied"),
+        };
+        assert_eq!(
+            error_chain_text(&plain),
+            "error: reading 'x'\n -> permission denied"
+        );
+    }
 
     #[test]
     fn test_color_choice() {
