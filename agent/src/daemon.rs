@@ -218,23 +218,16 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     tracing::info!(step = "supervise", elapsed_ms = ms(t), "boot step done");
 
     // Metrics: CPU/memory/disk, the supervisor's restart counter, the shipper's counters.
-    let metrics = match &settings.metrics {
-        Some(m) => match metrics::start(
+    let metrics = settings.metrics.as_ref().map(|m| {
+        metrics::start(
             aws.cw.clone(),
             m,
             &identity.instance_id,
             identity.asg_name.as_deref(),
             handle.restarts.clone(),
             shipper.as_ref().map(ShipperHandle::stats),
-        ) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start publishing metrics");
-                None
-            }
-        },
-        None => None,
-    };
+        )
+    });
 
     // 5. Readiness → launch hook, sd_notify READY.
     let ready_task = tokio::spawn(readiness_and_launch_hook(settings.clone(), target.clone()));

@@ -94,10 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 } else {
                     "none"
                 },
-                s.metrics.as_ref().map_or("off", |m| m
-                    .namespace
-                    .as_deref()
-                    .unwrap_or(metrics::DEFAULT_NAMESPACE)),
+                s.metrics.as_ref().map_or("off", |m| m.namespace.as_str()),
             );
             Ok(Exit::Ok.into())
         }

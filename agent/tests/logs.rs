@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
-use bake_agent::logs::{LogsConfig, Shipper};
+use bake_agent::logs::{LogsConfig, LogsSettings, Shipper};
 use bake_e2e::Emulator;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -484,13 +484,17 @@ async fn client_for(url: &str) -> aws_sdk_cloudwatchlogs::Client {
     aws_sdk_cloudwatchlogs::Client::new(&conf)
 }
 
-fn file_config(dir: &Path, stream: &str, extra: &str) -> LogsConfig {
-    toml::from_str(&format!(
+fn file_config(dir: &Path, stream: &str, extra: &str) -> LogsSettings {
+    settings(&format!(
         "state_dir = \"{d}/state\"\npoll_interval = \"50ms\"\n[[files]]\npath = \"{d}/logs/*.log\"\n\
          log_group = \"{GROUP}\"\nlog_stream = \"{stream}\"\n{extra}",
         d = dir.display()
     ))
-    .unwrap()
+}
+
+/// `[logs]` as agent.toml writes it, checked as the agent checks it.
+fn settings(text: &str) -> LogsSettings {
+    LogsSettings::with_config(&toml::from_str::<LogsConfig>(text).unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -537,11 +541,10 @@ async fn test_app_stdout_stderr_through_spool() {
     let emu = Emulator::start().unwrap();
     let aws = emu.aws().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg: LogsConfig = toml::from_str(&format!(
+    let cfg = settings(&format!(
         "state_dir = \"{}/state\"\npoll_interval = \"50ms\"\n[app]\nlog_group = \"/bake/app\"\n",
         dir.path().display()
-    ))
-    .unwrap();
+    ));
     let (app, handle) = Shipper::start(aws.logs.clone(), &cfg, "i-app").unwrap();
     let mut child = tokio::process::Command::new("sh")
         .args(["-c", "i=0; while [ $i -lt 2000 ]; do echo \"$i out\"; echo \"$i err\" >&2; i=$((i+1)); done; printf '2000 no newline'"])
@@ -645,8 +648,11 @@ async fn test_multiline_timestamps_and_recreated_stream() {
 async fn test_metrics_reach_cloudwatch_with_dimensions() {
     let emu = Emulator::start().unwrap();
     let aws = emu.aws().await;
-    let cfg: bake_agent::metrics::MetricsConfig =
-        toml::from_str("publish_interval = \"1s\"").unwrap();
+    let cfg = bake_agent::metrics::MetricsSettings::with_config(
+        &toml::from_str("publish_interval = \"1s\"").unwrap(),
+    )
+    .unwrap()
+    .expect("metrics on");
     let restarts = Arc::new(AtomicU64::new(0));
     let m = bake_agent::metrics::start(
         aws.cw.clone(),
@@ -655,8 +661,7 @@ async fn test_metrics_reach_cloudwatch_with_dimensions() {
         Some("asg-1"),
         restarts.clone(),
         None,
-    )
-    .unwrap();
+    );
     restarts.fetch_add(2, Ordering::Relaxed);
     let wanted = [
         "CPUUtilization",
