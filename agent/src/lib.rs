@@ -19,6 +19,8 @@ pub mod daemon;
 pub mod exit;
 /// `firewall`: the app's port in the instance's nftables set.
 pub mod firewall;
+/// 64-bit FNV-1a for stable names and fingerprints.
+pub mod fnv;
 /// Identity: instance id, region, AZ, group.
 pub mod identity;
 /// IMDSv2 client.

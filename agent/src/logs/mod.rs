@@ -21,24 +21,30 @@
 //! The shipper needs a Tokio runtime (current-thread is fine): senders are tasks; each source
 //! also gets one plain thread that reads its files, so file I/O never blocks the runtime.
 //!
-//! Layout: [`settings`] checks `[logs]`, [`tail`] reads files into batches, [`batch`] keeps every PutLogEvents limit,
-//! [`ship`] sends and retries, [`checkpoint`] remembers what was acknowledged, [`spool`] puts
-//! stdout/stderr on disk first. See docs/logs.md.
+//! Layout: [`settings`] checks `[logs]` and resolves it into one [`source`] per stream, [`tail`]
+//! reads files into batches, [`batch`] keeps every PutLogEvents limit, [`ship`] sends and
+//! retries, [`checkpoint`] remembers what was acknowledged (by [`file_id`]), [`spool`] puts
+//! stdout/stderr on disk first, [`stats`] counts for the metrics. See docs/logs.md.
 
 pub mod batch;
 pub mod checkpoint;
+pub mod file_id;
 pub mod settings;
 pub mod ship;
+pub mod source;
 pub mod spool;
+pub mod stats;
 pub mod tail;
 
 pub use self::settings::{
     AppLogsConfig, FileLogsConfig, LogsConfig, LogsConfigError, LogsSettings, DEFAULT_ROTATED,
     DEFAULT_STATE_DIR,
 };
+pub use self::source::SourceSpec;
+pub use self::stats::LogStats;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,78 +62,6 @@ pub enum LogsError {
     /// The state directory or a checkpoint cannot be used.
     #[error("log state: {0}")]
     State(String),
-}
-
-/// One source, resolved: a glob to one stream.
-#[derive(Debug)]
-pub struct SourceSpec {
-    /// Name used in logs and for the checkpoint file.
-    pub name: String,
-    /// Glob of the files.
-    pub pattern: String,
-    /// Files are spool segments (ordered by name, deleted once shipped).
-    pub spool: bool,
-    /// Log group.
-    pub group: String,
-    /// Log stream.
-    pub stream: String,
-    /// Retention for the group.
-    pub retention_days: Option<u32>,
-    /// Multiline start pattern.
-    pub multiline_start: Option<regex_lite::Regex>,
-    /// Timestamp format.
-    pub timestamp_format: Option<String>,
-    /// Poll interval.
-    pub poll: Duration,
-    /// Rotated-copy name pattern (`{path}`), see [`FileLogsConfig::rotated`].
-    pub rotated: Option<String>,
-}
-
-impl SourceSpec {
-    /// The rotated copy's name for the matched file `path`.
-    #[must_use]
-    pub fn rotated_path(&self, path: &Path) -> Option<PathBuf> {
-        let pattern = self.rotated.as_deref()?;
-        Some(PathBuf::from(pattern.replace("{path}", path.to_str()?)))
-    }
-}
-
-/// 64-bit FNV-1a: a stable name for a source's checkpoint and a file's head fingerprint (not
-/// security relevant).
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// Shipping counters, read by the metrics publisher. All cumulative except `lag_ms`.
-#[derive(Debug, Default)]
-pub struct LogStats {
-    /// Events acknowledged by CloudWatch (rejected ones included).
-    pub events_shipped: AtomicU64,
-    /// Bytes acknowledged, counted as CloudWatch does (message + 26 per event).
-    pub bytes_shipped: AtomicU64,
-    /// PutLogEvents requests that succeeded.
-    pub requests: AtomicU64,
-    /// Failed attempts that were retried.
-    pub retries: AtomicU64,
-    /// Events CloudWatch refused (`rejectedLogEventsInfo`, or an invalid batch).
-    pub rejected_events: AtomicU64,
-    /// Lines of app output dropped because the spool was full.
-    pub dropped_events: AtomicU64,
-    /// Bytes of app output dropped because the spool was full.
-    pub dropped_bytes: AtomicU64,
-    /// Events sent with the read time because theirs was too old or too far ahead.
-    pub retimed_events: AtomicU64,
-    /// Lines longer than an event can be, sent as several events.
-    pub split_events: AtomicU64,
-    /// Milliseconds from reading the last acknowledged batch's first line to its acknowledgement.
-    pub lag_ms: AtomicU64,
-    /// Files found truncated or rewritten in place (shorter than the read position, or a head
-    /// that no longer matches), read again from their start.
-    pub truncations: AtomicU64,
-    /// Rotated copies (copytruncate) whose unread rest was read before the truncated file.
-    pub rotated_copies: AtomicU64,
 }
 
 /// Starts log shipping.

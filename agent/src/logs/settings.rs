@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::source::SourceSpec;
 use super::spool::SpoolWriter;
-use super::SourceSpec;
 
 /// Default directory for checkpoints and the stdout/stderr spool: below the systemd unit's
 /// `StateDirectory=bake` (`/var/lib/bake`, mode 0750, kept across agent restarts).
@@ -365,7 +365,7 @@ impl LogsSettings {
                 // The checkpoint file name: stable for the same glob and destination.
                 let name = format!(
                     "file-{:016x}",
-                    super::fnv1a(format!("{}\n{group}\n{stream}", f.path).as_bytes())
+                    crate::fnv::fnv1a(format!("{}\n{group}\n{stream}", f.path).as_bytes())
                 );
                 SourceSpec {
                     name,

@@ -18,8 +18,9 @@ use aws_sdk_cloudwatchlogs::Client;
 use tokio::sync::{mpsc, watch};
 
 use super::checkpoint::Checkpoints;
+use super::source::SourceSpec;
+use super::stats::LogStats;
 use super::tail::Work;
-use super::{LogStats, SourceSpec};
 
 /// First retry delay.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);

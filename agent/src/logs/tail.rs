@@ -32,10 +32,12 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 use super::batch::{
-    split_message, Batch, Clock, FileId, Stamp, MAX_MESSAGE_BYTES, RECYCLED_MIN_BYTES, SPLIT_MARKER,
+    split_message, Batch, Clock, Stamp, MAX_MESSAGE_BYTES, RECYCLED_MIN_BYTES, SPLIT_MARKER,
 };
-use super::checkpoint::{Fingerprint, Position, HEAD_BYTES};
-use super::{LogStats, SourceSpec};
+use super::checkpoint::Position;
+use super::file_id::{FileId, Fingerprint, HEAD_BYTES};
+use super::source::SourceSpec;
+use super::stats::LogStats;
 
 /// Batches that exist per source: one filled by the reader while the other is in flight.
 pub const BATCHES_PER_SOURCE: usize = 2;
@@ -756,7 +758,7 @@ mod tests {
             multiline_start: multiline.map(|r| regex_lite::Regex::new(r).unwrap()),
             timestamp_format: None,
             poll: Duration::from_millis(20),
-            rotated: Some(super::super::DEFAULT_ROTATED.into()),
+            rotated: Some(super::super::settings::DEFAULT_ROTATED.into()),
         })
     }
 
