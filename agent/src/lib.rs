@@ -13,7 +13,7 @@
 pub mod cli;
 /// `agent.toml` + userdata → validated settings.
 pub mod config;
-/// The `run` daemon: boot sequence, readiness, rotation, drain.
+/// The `run` daemon: boot sequence, readiness, drain.
 pub mod daemon;
 /// Exit codes and error reporting.
 pub mod exit;
@@ -47,6 +47,8 @@ pub mod readiness;
 pub mod reap;
 /// The instance refresh of a secret rotation and its outcome.
 pub mod rollout;
+/// Secret rotation: polling the versions and answering a change.
+pub mod rotation;
 /// Secrets from SSM Parameter Store.
 pub mod secrets;
 /// The app's supervisor.
