@@ -525,10 +525,7 @@ async fn test_throttling_5xx_resets_and_deleted_file_lose_nothing() {
     // Deleted while not fully read: finished from the open descriptor.
     std::fs::remove_file(&log).unwrap();
     proxy.faulting.store(false, Ordering::SeqCst);
-    assert!(
-        handle.flush(Duration::from_secs(60)).await,
-        "flush did not complete"
-    );
+    wait_for_all(&aws.logs, stream, n, Duration::from_secs(60)).await;
     let retries = handle.stats().retries.load(Ordering::Relaxed);
     assert!(retries >= 2, "retries counted: {retries}");
     assert!(handle.shutdown(Duration::from_secs(10)).await);
@@ -558,8 +555,7 @@ async fn test_app_stdout_stderr_through_spool() {
         app.drained(Duration::from_secs(10)).await,
         "the pipes reached their end"
     );
-    assert!(handle.flush(Duration::from_secs(30)).await);
-    assert!(handle.shutdown(Duration::from_secs(10)).await);
+    assert!(handle.shutdown(Duration::from_secs(30)).await);
     let out = stream_messages(&aws.logs, "/bake/app", "i-app/stdout").await;
     assert_complete(&out, 2001, 0);
     assert_eq!(out.last().map(String::as_str), Some("2000 no newline"));
@@ -602,8 +598,15 @@ async fn test_multiline_timestamps_and_recreated_stream() {
         format!("{stamp} first\nTraceback:\n  at a\n  at b\n{stamp} second\n"),
     )
     .unwrap();
-    assert!(handle.flush(Duration::from_secs(30)).await);
-    let msgs = stream_messages(&aws.logs, GROUP, stream).await;
+    // The second event is sent once no continuation line came for a while.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let msgs = loop {
+        let msgs = stream_messages(&aws.logs, GROUP, stream).await;
+        if msgs.len() >= 2 || Instant::now() > deadline {
+            break msgs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(
         msgs,
         vec![
@@ -624,8 +627,7 @@ async fn test_multiline_timestamps_and_recreated_stream() {
         .open(&log)
         .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{stamp} third\n").as_bytes()))
         .unwrap();
-    assert!(handle.flush(Duration::from_secs(30)).await);
-    assert!(handle.shutdown(Duration::from_secs(10)).await);
+    assert!(handle.shutdown(Duration::from_secs(30)).await);
     let events = aws
         .logs
         .get_log_events()

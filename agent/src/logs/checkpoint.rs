@@ -129,18 +129,6 @@ impl Checkpoints {
         })
     }
 
-    /// The acknowledged offset of `id`, if known.
-    #[must_use]
-    pub fn get(&self, id: FileId) -> Option<u64> {
-        self.offsets.get(&id).map(|p| p.offset)
-    }
-
-    /// The acknowledged position (offset and head fingerprint) of `id`, if known.
-    #[must_use]
-    pub fn position(&self, id: FileId) -> Option<Position> {
-        self.offsets.get(&id).copied()
-    }
-
     /// All known files.
     #[must_use]
     pub fn files(&self) -> Vec<(FileId, Position)> {
@@ -240,13 +228,15 @@ mod tests {
         c.save().unwrap();
         assert!(!c.is_dirty());
         let c2 = Checkpoints::load(&path).unwrap();
-        assert_eq!(c2.get(id), Some(10));
         assert_eq!(
-            c2.position(id),
-            Some(Position {
-                offset: 10,
-                head: Some(head)
-            })
+            c2.files(),
+            vec![(
+                id,
+                Position {
+                    offset: 10,
+                    head: Some(head)
+                }
+            )]
         );
         assert!(!path.with_extension("json.tmp").exists());
     }
@@ -257,13 +247,15 @@ mod tests {
         let path = dir.path().join("src.json");
         std::fs::write(&path, r#"{"files":[{"dev":1,"ino":2,"offset":42}]}"#).unwrap();
         let c = Checkpoints::load(&path).unwrap();
-        let pos = c.position(FileId { dev: 1, ino: 2 }).unwrap();
         assert_eq!(
-            pos,
-            Position {
-                offset: 42,
-                head: None
-            }
+            c.files(),
+            vec![(
+                FileId { dev: 1, ino: 2 },
+                Position {
+                    offset: 42,
+                    head: None
+                }
+            )]
         );
     }
 

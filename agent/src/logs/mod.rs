@@ -1,22 +1,21 @@
 //! Log shipping: the app's stdout/stderr and configured files to CloudWatch Logs, at least once.
 //!
-//! # Wiring it into the agent (for `run`'s boot sequence)
+//! # How the agent wires it in (`daemon.rs`)
 //! ```ignore
 //! // agent.toml's `[logs]` table is deserialized as `logs::LogsConfig` (deny_unknown_fields) and
 //! // checked once, when the configuration is loaded (`run` and `check` alike), by
 //! // `LogsSettings::with_config` (errors name the key, e.g. `logs.files[0].multiline_start: …`).
-//! let (app_output, shipper) = logs::Shipper::start(aws.logs.clone(), &settings.logs, &identity.instance_id)?;
+//! let (app_output, shipper) = logs::Shipper::start(aws.logs.clone(), &logs_settings, &identity.instance_id)?;
 //! // Hand `app_output` (cheap to clone) to the supervisor: it calls
 //! // `app_output.attach(child.stdout.take(), child.stderr.take())` for every process it starts.
-//! let restarts = Arc::new(AtomicU64::new(0)); // the supervisor increments it on every restart
-//! let metrics = metrics::start(aws.cw.clone(), &settings.metrics, &instance_id, asg_name.as_deref(),
-//!                              restarts.clone(), Some(shipper.stats()));
-//! // Draining / SIGTERM, after the app stopped: wait for its pipes' ends, then ship the rest.
-//! app_output.drained(Duration::from_secs(2)).await;
-//! shipper.shutdown(Duration::from_secs(10)).await; // sends what was read, within the deadline
+//! let metrics = metrics::start(aws.cw.clone(), &metrics_settings, &instance_id, asg_name.as_deref(),
+//!                              supervisor.restarts.clone(), Some(shipper.stats()));
+//! // On SIGTERM and on termination, once the app stopped and before the terminate lifecycle
+//! // hook is completed: wait for its pipes' ends, then ship the rest.
+//! app_output.drained(daemon::PIPES_DEADLINE).await;
+//! shipper.shutdown(daemon::LOG_FLUSH_DEADLINE).await; // sends what was read, within the deadline
 //! metrics.shutdown().await;
-//! // Before completing the terminate lifecycle hook while the app keeps running:
-//! shipper.flush(Duration::from_secs(5)).await;
+//! // Only then: CompleteLifecycleAction CONTINUE on the terminate hook.
 //! ```
 //! The shipper needs a Tokio runtime (current-thread is fine): senders are tasks; each source
 //! also gets one plain thread that reads its files, so file I/O never blocks the runtime.
@@ -45,7 +44,7 @@ pub use self::stats::LogStats;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -72,14 +71,12 @@ struct Running {
     control: Arc<Control>,
     thread: std::thread::JoinHandle<()>,
     sender: tokio::task::JoinHandle<()>,
-    acked: watch::Receiver<u64>,
 }
 
-/// Controls running log shipping: flush, shutdown, stats.
+/// Controls running log shipping: shutdown, stats.
 pub struct ShipperHandle {
     sources: Vec<Running>,
     stats: Arc<LogStats>,
-    next_gen: AtomicU64,
 }
 
 impl std::fmt::Debug for ShipperHandle {
@@ -140,7 +137,6 @@ impl Shipper {
             // Capacity 1, and the reader owns two batches (tail::BATCHES_PER_SOURCE): one filled
             // while the other is in flight, ~2.5 MiB per source at most.
             let (tx, rx) = mpsc::channel(1);
-            let (acked_tx, acked) = watch::channel(0);
             let control = Arc::new(Control::default());
             let tailer = Tailer::new(spec.clone(), start, tx, stats.clone(), control.clone());
             let thread = std::thread::Builder::new()
@@ -153,24 +149,15 @@ impl Shipper {
                 rx,
                 checkpoints,
                 stats.clone(),
-                acked_tx,
             ));
             tracing::info!(source = %spec.name, pattern = %spec.pattern, group = %spec.group, stream = %spec.stream, "shipping logs");
             sources.push(Running {
                 control,
                 thread,
                 sender,
-                acked,
             });
         }
-        Ok((
-            app,
-            ShipperHandle {
-                sources,
-                stats,
-                next_gen: AtomicU64::new(1),
-            },
-        ))
+        Ok((app, ShipperHandle { sources, stats }))
     }
 }
 
@@ -179,25 +166,6 @@ impl ShipperHandle {
     #[must_use]
     pub fn stats(&self) -> Arc<LogStats> {
         self.stats.clone()
-    }
-
-    /// Sends everything read so far (multiline events included) and waits until CloudWatch
-    /// acknowledged it, at most `deadline`. Returns whether everything was acknowledged.
-    pub async fn flush(&self, deadline: Duration) -> bool {
-        let gen = self.next_gen.fetch_add(1, Ordering::AcqRel);
-        for s in &self.sources {
-            s.control.flush_gen.fetch_max(gen, Ordering::AcqRel);
-        }
-        let wait = async {
-            for s in &self.sources {
-                let mut rx = s.acked.clone();
-                if rx.wait_for(|g| *g >= gen).await.is_err() {
-                    return false;
-                }
-            }
-            true
-        };
-        tokio::time::timeout(deadline, wait).await.unwrap_or(false)
     }
 
     /// Reads what is left, sends it, writes the checkpoints and stops, within `deadline`.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bake_e2e::{Imds, ImdsState};
 
-use crate::util::{agent, group, rt, wait_for, Running, TestDir};
+use crate::util::{agent, group, rt, state_of, wait_for, Running, TestDir};
 
 const LOG_GROUP: &str = "/bake/test-app";
 
@@ -192,6 +192,106 @@ fn test_run_ships_app_output_publishes_metrics_and_flushes_on_sigterm() {
         !err.contains("app: line"),
         "with [logs] the app's output goes to CloudWatch, not the agent's stderr: {err}"
     );
+}
+
+/// On termination (Terminating:Wait), the line the app wrote just before it was stopped and the
+/// one it wrote in answer to its stop signal are in CloudWatch Logs before the agent completes
+/// the terminate hook: the drain ships them first.
+#[test]
+fn test_termination_ships_the_last_lines_before_the_terminate_hook() {
+    let emu = bake_e2e::Emulator::start().unwrap();
+    let rt = rt();
+    let aws = rt.block_on(emu.aws());
+    let ids = rt.block_on(group(
+        &aws,
+        "drain-logs",
+        1,
+        &[("autoscaling:EC2_INSTANCE_TERMINATING", "ABANDON")],
+    ));
+    let id = ids[0].clone();
+    let t = TestDir::new();
+    let said = t.path("said");
+    // The app: a line every 50 ms; one last line once it is told the instance terminates (the
+    // `said` file then exists), a goodbye line on SIGTERM.
+    let app = t.path("app.sh");
+    std::fs::write(
+        &app,
+        format!(
+            "trap 'echo \"goodbye after SIGTERM\"; exit 0' TERM\n\
+             i=0\n\
+             while :; do\n\
+             \x20 echo \"line $i\"\n\
+             \x20 if [ -e '{said}.ask' ] && [ ! -e '{said}' ]; then echo \"last words before the drain\"; : > '{said}'; fi\n\
+             \x20 i=$((i+1))\n\
+             \x20 sleep 0.05\n\
+             done\n",
+            said = said.display(),
+        ),
+    )
+    .unwrap();
+    let cfg = t.config(&format!(
+        "[identity]\nasg_name = \"drain-logs\"\n[app]\nuser = \"root\"\ncommand = [\"sh\", \"{}\"]\nstop_timeout = \"5s\"\n\
+         [lifecycle]\npoll_interval = \"200ms\"\n\
+         [logs]\nstate_dir = \"{}\"\npoll_interval = \"100ms\"\n[logs.app]\nlog_group = \"{LOG_GROUP}\"\n",
+        app.display(),
+        t.path("logs-state").display()
+    ));
+    let md = crate::util::imds(&id);
+    let mut a = Running::spawn(agent(&cfg, Some(&emu), Some(&md)));
+    let out_stream = format!("{id}/stdout");
+    wait_for(
+        "stdout lines in CloudWatch Logs",
+        Duration::from_secs(60),
+        || (!line_numbers(&rt.block_on(messages(&aws, &out_stream))).is_empty()).then_some(()),
+    );
+    rt.block_on(async {
+        aws.asg
+            .terminate_instance_in_auto_scaling_group()
+            .instance_id(&id)
+            .should_decrement_desired_capacity(true)
+            .send()
+            .await
+            .expect("terminate")
+    });
+    wait_for("Terminating:Wait", Duration::from_secs(10), || {
+        (rt.block_on(state_of(&aws, "drain-logs", &id))?.0 == "Terminating:Wait").then_some(())
+    });
+    std::fs::write(t.path("said.ask"), "").unwrap();
+    wait_for("the app's last words", Duration::from_secs(30), || {
+        said.exists().then_some(())
+    });
+    // What IMDS shows a terminating instance.
+    md.update(|s| s.target_lifecycle_state = Some("Terminated".into()));
+    // The moment the hook is completed (the instance leaves Terminating:Wait), the lines are
+    // there.
+    let msgs = wait_for(
+        "the instance to leave Terminating:Wait",
+        Duration::from_secs(30),
+        || match rt.block_on(state_of(&aws, "drain-logs", &id)) {
+            Some((s, _)) if s == "Terminating:Wait" => None,
+            _ => Some(rt.block_on(messages(&aws, &out_stream))),
+        },
+    );
+    let tail: Vec<_> = msgs.iter().rev().take(5).collect();
+    assert!(
+        msgs.contains(&"last words before the drain".to_owned()),
+        "line written before the drain missing when the hook was completed; stream ends with {tail:?}"
+    );
+    assert_eq!(
+        msgs.last().map(String::as_str),
+        Some("goodbye after SIGTERM"),
+        "stream ends with {tail:?}"
+    );
+    assert_eq!(a.wait(Duration::from_secs(20)), Some(0), "{}", a.stderr());
+    let err = a.stderr();
+    let shipped = err
+        .find("log shipping stopped")
+        .expect("log shipping stopped");
+    let completed = err
+        .find("lifecycle action completed")
+        .expect("terminate hook completed");
+    assert!(shipped < completed, "{err}");
+    assert!(err.contains("complete=true"), "{err}");
 }
 
 /// `check` (and so `run`) refuses log globs into /proc and /sys, naming the key: their files
