@@ -1761,7 +1761,7 @@ mod tests {
             .lines()
             .find_map(|l| l.strip_prefix("TimeoutStopSec="))
             .expect("TimeoutStopSec= in bake-agent.service");
-        let stop = humantime::parse_duration(value.trim()).unwrap();
+        let stop = bake_common::duration::parse("TimeoutStopSec", value).unwrap();
         let metrics_last_interval = Duration::from_secs(5);
         let terminate_hook = Duration::from_secs(40);
         let drain = MAX_STOP_TIMEOUT
