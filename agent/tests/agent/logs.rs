@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bake_e2e::{Imds, ImdsState};
 
-use crate::util::{agent, group, rt, state_of, wait_for, Running, TestDir};
+use crate::util::{agent, group, rt, state_of, terminate_into_wait, wait_for, Running, TestDir};
 
 const LOG_GROUP: &str = "/bake/test-app";
 
@@ -71,6 +71,20 @@ fn line_numbers(msgs: &[String]) -> Vec<u64> {
     msgs.iter()
         .filter_map(|m| m.strip_prefix("line ")?.parse().ok())
         .collect()
+}
+
+/// `msgs` holds `last_words` (described as `what`) and ends with the app's answer to SIGTERM.
+fn assert_last_lines(msgs: &[String], last_words: &str, what: &str) {
+    let tail: Vec<_> = msgs.iter().rev().take(5).collect();
+    assert!(
+        msgs.iter().any(|m| m == last_words),
+        "{what} missing; stream ends with {tail:?}"
+    );
+    assert_eq!(
+        msgs.last().map(String::as_str),
+        Some("goodbye after SIGTERM"),
+        "stream ends with {tail:?}"
+    );
 }
 
 #[test]
@@ -166,16 +180,7 @@ fn test_run_ships_app_output_publishes_metrics_and_flushes_on_sigterm() {
         a.stderr()
     );
     let msgs = rt.block_on(messages(&aws, &out_stream));
-    let tail: Vec<_> = msgs.iter().rev().take(5).collect();
-    assert!(
-        msgs.contains(&"last words 7d3f".to_owned()),
-        "line printed before SIGTERM missing; stream ends with {tail:?}"
-    );
-    assert_eq!(
-        msgs.last().map(String::as_str),
-        Some("goodbye after SIGTERM"),
-        "stream ends with {tail:?}"
-    );
+    assert_last_lines(&msgs, "last words 7d3f", "line printed before SIGTERM");
     // Every line, in order (at-least-once: a retried request may repeat a run of lines).
     let mut first_seen = Vec::new();
     for n in line_numbers(&msgs) {
@@ -244,18 +249,7 @@ fn test_termination_ships_the_last_lines_before_the_terminate_hook() {
         Duration::from_secs(60),
         || (!line_numbers(&rt.block_on(messages(&aws, &out_stream))).is_empty()).then_some(()),
     );
-    rt.block_on(async {
-        aws.asg
-            .terminate_instance_in_auto_scaling_group()
-            .instance_id(&id)
-            .should_decrement_desired_capacity(true)
-            .send()
-            .await
-            .expect("terminate")
-    });
-    wait_for("Terminating:Wait", Duration::from_secs(10), || {
-        (rt.block_on(state_of(&aws, "drain-logs", &id))?.0 == "Terminating:Wait").then_some(())
-    });
+    terminate_into_wait(&rt, &aws, "drain-logs", &id);
     std::fs::write(t.path("said.ask"), "").unwrap();
     wait_for("the app's last words", Duration::from_secs(30), || {
         said.exists().then_some(())
@@ -272,15 +266,10 @@ fn test_termination_ships_the_last_lines_before_the_terminate_hook() {
             _ => Some(rt.block_on(messages(&aws, &out_stream))),
         },
     );
-    let tail: Vec<_> = msgs.iter().rev().take(5).collect();
-    assert!(
-        msgs.contains(&"last words before the drain".to_owned()),
-        "line written before the drain missing when the hook was completed; stream ends with {tail:?}"
-    );
-    assert_eq!(
-        msgs.last().map(String::as_str),
-        Some("goodbye after SIGTERM"),
-        "stream ends with {tail:?}"
+    assert_last_lines(
+        &msgs,
+        "last words before the drain",
+        "line written before the drain, when the hook was completed,",
     );
     assert_eq!(a.wait(Duration::from_secs(20)), Some(0), "{}", a.stderr());
     let err = a.stderr();
