@@ -73,6 +73,32 @@ fn line_numbers(msgs: &[String]) -> Vec<u64> {
         .collect()
 }
 
+/// The app of these tests, in `t`: a numbered line on stdout every 50 ms, every fifth number on
+/// stderr too; once the trigger file exists, one last line with its content (`last words …`)
+/// and then the `said` file; a goodbye line on SIGTERM. Returns (script, trigger, said).
+fn talking_app(t: &TestDir) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let (trigger, said) = (t.path("trigger"), t.path("said"));
+    let app = t.path("app.sh");
+    std::fs::write(
+        &app,
+        format!(
+            "trap 'echo \"goodbye after SIGTERM\"; exit 0' TERM\n\
+             i=0\n\
+             while :; do\n\
+             \x20 echo \"line $i\"\n\
+             \x20 if [ $((i % 5)) -eq 0 ]; then echo \"warn $i\" >&2; fi\n\
+             \x20 if [ -e '{trigger}' ] && [ ! -e '{said}' ]; then echo \"last words $(cat '{trigger}')\"; : > '{said}'; fi\n\
+             \x20 i=$((i+1))\n\
+             \x20 sleep 0.05\n\
+             done\n",
+            trigger = trigger.display(),
+            said = said.display(),
+        ),
+    )
+    .unwrap();
+    (app, trigger, said)
+}
+
 /// `msgs` holds `last_words` (described as `what`) and ends with the app's answer to SIGTERM.
 fn assert_last_lines(msgs: &[String], last_words: &str, what: &str) {
     let tail: Vec<_> = msgs.iter().rev().take(5).collect();
@@ -95,28 +121,7 @@ fn test_run_ships_app_output_publishes_metrics_and_flushes_on_sigterm() {
     let ids = rt.block_on(group(&aws, "shipping", 1, &[]));
     let id = ids[0].clone();
     let t = TestDir::new();
-    let (trigger, said) = (t.path("trigger"), t.path("said"));
-    // The app: a numbered line on stdout every 50 ms, every fifth number on stderr too; once the
-    // trigger file exists, one last line with its content and then the `said` file; a goodbye
-    // line on SIGTERM.
-    let app = t.path("app.sh");
-    std::fs::write(
-        &app,
-        format!(
-            "trap 'echo \"goodbye after SIGTERM\"; exit 0' TERM\n\
-             i=0\n\
-             while :; do\n\
-             \x20 echo \"line $i\"\n\
-             \x20 if [ $((i % 5)) -eq 0 ]; then echo \"warn $i\" >&2; fi\n\
-             \x20 if [ -e '{trigger}' ] && [ ! -e '{said}' ]; then echo \"last words $(cat '{trigger}')\"; : > '{said}'; fi\n\
-             \x20 i=$((i+1))\n\
-             \x20 sleep 0.05\n\
-             done\n",
-            trigger = trigger.display(),
-            said = said.display(),
-        ),
-    )
-    .unwrap();
+    let (app, trigger, said) = talking_app(&t);
     let cfg = t.config(&format!(
         "[identity]\nasg_name = \"shipping\"\n[app]\nuser = \"root\"\ncommand = [\"sh\", \"{}\"]\nstop_timeout = \"5s\"\n\
          [lifecycle]\npoll_interval = \"200ms\"\n",
@@ -215,25 +220,7 @@ fn test_termination_ships_the_last_lines_before_the_terminate_hook() {
     ));
     let id = ids[0].clone();
     let t = TestDir::new();
-    let said = t.path("said");
-    // The app: a line every 50 ms; one last line once it is told the instance terminates (the
-    // `said` file then exists), a goodbye line on SIGTERM.
-    let app = t.path("app.sh");
-    std::fs::write(
-        &app,
-        format!(
-            "trap 'echo \"goodbye after SIGTERM\"; exit 0' TERM\n\
-             i=0\n\
-             while :; do\n\
-             \x20 echo \"line $i\"\n\
-             \x20 if [ -e '{said}.ask' ] && [ ! -e '{said}' ]; then echo \"last words before the drain\"; : > '{said}'; fi\n\
-             \x20 i=$((i+1))\n\
-             \x20 sleep 0.05\n\
-             done\n",
-            said = said.display(),
-        ),
-    )
-    .unwrap();
+    let (app, trigger, said) = talking_app(&t);
     let cfg = t.config(&format!(
         "[identity]\nasg_name = \"drain-logs\"\n[app]\nuser = \"root\"\ncommand = [\"sh\", \"{}\"]\nstop_timeout = \"5s\"\n\
          [lifecycle]\npoll_interval = \"200ms\"\n\
@@ -250,7 +237,7 @@ fn test_termination_ships_the_last_lines_before_the_terminate_hook() {
         || (!line_numbers(&rt.block_on(messages(&aws, &out_stream))).is_empty()).then_some(()),
     );
     terminate_into_wait(&rt, &aws, "drain-logs", &id);
-    std::fs::write(t.path("said.ask"), "").unwrap();
+    std::fs::write(&trigger, "before the drain").unwrap();
     wait_for("the app's last words", Duration::from_secs(30), || {
         said.exists().then_some(())
     });
