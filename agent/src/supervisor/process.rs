@@ -523,9 +523,11 @@ mod tests {
             .parse()
             .unwrap();
         let _kill = KillOnDrop(escapee);
+        // Its own session too: until `setsid` ran, it is in the app's session, which the reaper
+        // leaves to the app's supervisor.
         wait_until("the app's exit and the escapee's re-parenting", || {
             read_stat(pid).is_some_and(|p| p.zombie)
-                && read_stat(escapee).is_some_and(|p| p.ppid == me)
+                && read_stat(escapee).is_some_and(|p| p.ppid == me && p.sid == escapee)
         });
         let done = tidy(true);
         assert!(
