@@ -6,7 +6,8 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::Instant;
 
-use bake_agent::supervisor::spawn::{environment, Plan};
+use bake_agent::supervisor::process::environment;
+use bake_agent::supervisor::spawn::Plan;
 
 fn median(mut v: Vec<u128>) -> u128 {
     v.sort_unstable();

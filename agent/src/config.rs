@@ -15,8 +15,8 @@ use bake_common::aws::AwsSettings;
 use nix::sys::signal::Signal;
 use serde::Deserialize;
 
-use crate::logs::{LogsConfig, LogsError};
-use crate::metrics::MetricsConfig;
+use crate::logs::{LogsConfig, LogsSettings};
+use crate::metrics::{MetricsConfig, MetricsSettings};
 
 /// Default grace period between the stop signal and SIGKILL of the app's process group.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -310,11 +310,11 @@ pub struct Settings {
     pub lifecycle: LifecycleSettings,
     /// Leases.
     pub lease: LeaseSettings,
-    /// Log shipping, checked with [`LogsConfig::validate`]; `None` without `[logs]`.
-    pub logs: Option<LogsConfig>,
-    /// Metrics, checked with [`MetricsConfig::validate`]; `None` without `[metrics]` or with
+    /// Log shipping ([`LogsSettings::with_config`]); `None` without `[logs]`.
+    pub logs: Option<LogsSettings>,
+    /// Metrics ([`MetricsSettings::with_config`]); `None` without `[metrics]` or with
     /// `enabled = false`.
-    pub metrics: Option<MetricsConfig>,
+    pub metrics: Option<MetricsSettings>,
     /// Uploads; `None` without `[uploads]`.
     pub uploads: Option<UploadsSettings>,
     /// The sources, for messages: `/etc/bake/agent.toml` or `/etc/bake/agent.toml + userdata`.
@@ -790,21 +790,12 @@ impl Settings {
             ttl,
             max_attempts,
         };
-        let logs = match raw.logs {
-            Some(l) => {
-                l.validate().map_err(|e| match e {
-                    LogsError::Config { key, message } => v.err(&key, message),
-                    LogsError::State(m) => v.err("logs", m),
-                })?;
-                Some(l)
-            }
+        let logs = match &raw.logs {
+            Some(l) => Some(LogsSettings::with_config(l).map_err(|e| v.err(&e.key, e.message))?),
             None => None,
         };
-        let metrics = match raw.metrics {
-            Some(m) => {
-                m.validate().map_err(|e| v.err(&e.key, e.message))?;
-                m.enabled().then_some(m)
-            }
+        let metrics = match &raw.metrics {
+            Some(m) => MetricsSettings::with_config(m).map_err(|e| v.err(&e.key, e.message))?,
             None => None,
         };
         let uploads = match raw.uploads {
@@ -868,7 +859,7 @@ impl Validator<'_> {
         }
     }
 
-    /// A humantime duration, at most [`MAX_DURATION`].
+    /// A humantime duration ([`bake_common::duration::parse`]), at most [`MAX_DURATION`].
     fn dur(
         &self,
         key: &str,
@@ -877,15 +868,9 @@ impl Validator<'_> {
     ) -> Result<Duration, ConfigError> {
         let d = match value {
             None => default,
-            Some(s) => bake_common::duration::parse(key, &s).map_err(|e| {
-                self.err(
-                    key,
-                    format!(
-                        "\"{}\" is not a duration (examples: \"500ms\", \"30s\", \"5m\"): {}",
-                        e.value, e.reason
-                    ),
-                )
-            })?,
+            Some(s) => {
+                bake_common::duration::parse(key, &s).map_err(|e| self.err(key, e.message()))?
+            }
         };
         self.at_most(key, d, MAX_DURATION)
     }
@@ -1513,13 +1498,13 @@ mod tests {
                   log_group = \"g\"\nlog_stream = \"{instance_id}/b\"\n[metrics]\nnamespace = \"Prod\"\n";
         let s = load_str(base, Some(ud)).unwrap();
         let logs = s.logs.unwrap();
-        assert_eq!(logs.retention_days, Some(14));
-        assert_eq!(logs.app.unwrap().log_group, "/bake/prod");
+        assert_eq!(logs.retention_days, 14);
+        assert_eq!(logs.app.unwrap().log_group.as_str(), "/bake/prod");
         assert_eq!(logs.files.len(), 1);
         assert_eq!(logs.files[0].path, "/var/log/b.log");
         let m = s.metrics.unwrap();
-        assert_eq!(m.publish_interval.as_deref(), Some("30s"));
-        assert_eq!(m.namespace.as_deref(), Some("Prod"));
+        assert_eq!(m.publish_interval, Duration::from_secs(30));
+        assert_eq!(m.namespace, "Prod");
         let s = load_str("[metrics]\nenabled = false\n", None).unwrap();
         assert!(s.metrics.is_none());
     }
@@ -1776,7 +1761,7 @@ mod tests {
             .lines()
             .find_map(|l| l.strip_prefix("TimeoutStopSec="))
             .expect("TimeoutStopSec= in bake-agent.service");
-        let stop = humantime::parse_duration(value.trim()).unwrap();
+        let stop = bake_common::duration::parse("TimeoutStopSec", value).unwrap();
         let metrics_last_interval = Duration::from_secs(5);
         let terminate_hook = Duration::from_secs(40);
         let drain = MAX_STOP_TIMEOUT

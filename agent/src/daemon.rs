@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{OnChange, Settings};
+use crate::config::Settings;
 use crate::exit::{coded, Exit};
 use crate::identity::{self, Identity};
 use crate::imds::Imds;
@@ -19,9 +19,9 @@ use crate::metrics::{self, MetricsHandle};
 use crate::mount;
 use crate::notify;
 use crate::readiness;
-use crate::rollout::Rollout;
+use crate::rotation;
 use crate::secrets::{self, SecretEnv};
-use crate::supervisor::{self, process, SupervisorHandle};
+use crate::supervisor::{self, process};
 
 fn ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
@@ -209,23 +209,16 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     tracing::info!(step = "supervise", elapsed_ms = ms(t), "boot step done");
 
     // Metrics: CPU/memory/disk, the supervisor's restart counter, the shipper's counters.
-    let metrics = match &settings.metrics {
-        Some(m) => match metrics::start(
+    let metrics = settings.metrics.as_ref().map(|m| {
+        metrics::start(
             aws.cw.clone(),
             m,
             &identity.instance_id,
             identity.asg_name.as_deref(),
             handle.restarts.clone(),
             shipper.as_ref().map(ShipperHandle::stats),
-        ) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start publishing metrics");
-                None
-            }
-        },
-        None => None,
-    };
+        )
+    });
 
     // 5. Readiness → launch hook, sd_notify READY.
     let ready_task = tokio::spawn(readiness_and_launch_hook(settings.clone(), target.clone()));
@@ -234,40 +227,15 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     }
 
     // Secret rotation.
-    if let (Some(s), Some(poll)) = (
-        settings.secrets.clone(),
-        settings.secrets.as_ref().and_then(|s| s.poll_interval),
-    ) {
-        let rollout = match (&target, &s.on_change) {
-            (Some(tg), OnChange::Rollout) => Some(Rollout {
-                ssm: aws.ssm.clone(),
-                asg: aws.asg.clone(),
-                cw: aws.cw.clone(),
-                metrics: settings.metrics.clone(),
-                group: tg.group.clone(),
-                instance_id: identity.instance_id.clone(),
-                lease_prefix: settings.lease.prefix.clone(),
-                poll,
-            }),
-            _ => None,
-        };
-        if let Some(r) = &rollout {
-            // An instance that a rollout's refresh launched follows it to its end too.
-            let r = r.clone();
-            let id = secrets::versions_id(&secret_env.versions);
-            tokio::spawn(async move { r.resume(&id).await });
-        }
-        let rot = Rotation {
-            ssm: aws.ssm.clone(),
-            settings: s,
-            rollout,
-            handle: handle.clone(),
-            spec: spec.clone(),
-            poll,
-            baseline: secret_env.versions.clone(),
-        };
-        tokio::spawn(rot.run());
-    }
+    rotation::start(
+        &settings,
+        &aws,
+        target.as_ref().map(|tg| tg.group.as_str()),
+        &identity.instance_id,
+        handle.clone(),
+        spec.clone(),
+        secret_env.versions.clone(),
+    );
     tracing::info!(elapsed_ms = ms(boot_start), "agent up");
 
     // 6. Until SIGTERM or termination.
@@ -384,79 +352,5 @@ async fn readiness_and_launch_hook(settings: Settings, target: Option<Target>) {
             "unmapped the start-up pages of the binary"
         ),
         Err(e) => tracing::debug!(error = %e, "cannot unmap the start-up pages"),
-    }
-}
-
-struct Rotation {
-    ssm: aws_sdk_ssm::Client,
-    settings: crate::config::SecretsSettings,
-    /// `on_change = "rollout"` in a group.
-    rollout: Option<Rollout>,
-    handle: SupervisorHandle,
-    spec: process::AppSpec,
-    poll: Duration,
-    baseline: std::collections::BTreeMap<String, i64>,
-}
-
-impl Rotation {
-    async fn run(mut self) {
-        loop {
-            tokio::time::sleep(self.poll).await;
-            let now = match secrets::versions(&self.ssm, &self.settings.path).await {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot poll secret versions");
-                    continue;
-                }
-            };
-            let changed = secrets::changed(&self.baseline, &now);
-            if changed.is_empty() {
-                continue;
-            }
-            tracing::info!(?changed, on_change = ?self.settings.on_change, "secrets changed");
-            match self.settings.on_change {
-                OnChange::Ignore => {}
-                OnChange::Restart => match secrets::fetch(&self.ssm, &self.settings.path)
-                    .await
-                    .and_then(|e| {
-                        secrets::refuse_overrides(&e, &self.spec.env, &self.settings.allow_override)
-                            .map(|()| e)
-                    }) {
-                    Ok(env) => {
-                        if let Some(file) = &self.settings.env_file {
-                            let owner = self
-                                .spec
-                                .run_as
-                                .as_ref()
-                                .map(|r| (r.uid.as_raw(), r.gid.as_raw()));
-                            if let Err(e) = secrets::write_env_file(file, &env, owner) {
-                                tracing::error!(error = %e, "cannot rewrite the env file");
-                            }
-                        }
-                        self.spec.secrets = env.vars;
-                        self.handle.restart(Some(self.spec.clone())).await;
-                    }
-                    Err(e) => {
-                        // Keep the app running on its old values; retry at the next poll.
-                        tracing::error!(error = %e, "cannot read the rotated secrets; app keeps the old ones");
-                        continue;
-                    }
-                },
-                OnChange::Rollout => match &self.rollout {
-                    None => tracing::warn!(
-                        "secrets changed but the instance is in no group; nothing to roll out"
-                    ),
-                    // The outcome of a started rollout (also a failed start) is recorded and
-                    // published by the rollout itself; only an unusable lease is retried.
-                    Some(r) => {
-                        if let Err(e) = r.start(&secrets::versions_id(&now)).await {
-                            tracing::error!(error = %e, "cannot take the secret rollout lease; retrying at the next poll");
-                            continue;
-                        }
-                    }
-                },
-            }
-            self.baseline = now;
-        }
     }
 }

@@ -30,7 +30,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::daemon;
 use crate::exit::{coded, Exit};
 use crate::lease::{self, Attempt, AttemptState, Created, Judged, Period};
-use crate::metrics::{self, MetricsConfig};
+use crate::metrics::{self, MetricsSettings};
 
 /// How long CMD may take to exit after the call forwarded SIGTERM to it, before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -38,7 +38,7 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 struct Job<'a> {
     ssm: &'a aws_sdk_ssm::Client,
     cw: &'a aws_sdk_cloudwatch::Client,
-    metrics: Option<&'a MetricsConfig>,
+    metrics: Option<&'a MetricsSettings>,
     name: &'a str,
     group: String,
     instance_id: String,

@@ -11,9 +11,9 @@
 //! - `bake-agent job` (see [`crate::job`]): per job and period `{prefix}/{asg}/{job}/{period}`,
 //!   each try is a create-only `…/attempt-N` holding an [`Attempt`] (holder, expiry, state), and
 //!   a success is recorded once in `…/succeeded`.
-//! - the secret-rotation rollout (see `daemon.rs`): the lease `{prefix}/{asg}/secrets-rollout/{id}`
-//!   holds a [`Holder`] (with the refresh it started) and `…/{id}.outcome` records the refresh's
-//!   end once.
+//! - the secret-rotation rollout (see [`crate::rollout`]): the lease
+//!   `{prefix}/{asg}/secrets-rollout/{id}` holds a [`Holder`] (with the refresh it started) and
+//!   `…/{id}.outcome` records the refresh's end once.
 //!
 //! Period ids come from chrono: ISO 8601 weeks (`2026-W48`, the year of the week's Thursday), UTC
 //! days (`2026-11-23`) and UTC hours (`2026-11-23T16`).

@@ -13,12 +13,14 @@
 pub mod cli;
 /// `agent.toml` + userdata → validated settings.
 pub mod config;
-/// The `run` daemon: boot sequence, readiness, rotation, drain.
+/// The `run` daemon: boot sequence, readiness, drain.
 pub mod daemon;
 /// Exit codes and error reporting.
 pub mod exit;
 /// `firewall`: the app's port in the instance's nftables set.
 pub mod firewall;
+/// 64-bit FNV-1a for stable names and fingerprints.
+pub mod fnv;
 /// Identity: instance id, region, AZ, group.
 pub mod identity;
 /// IMDSv2 client.
@@ -45,6 +47,8 @@ pub mod readiness;
 pub mod reap;
 /// The instance refresh of a secret rotation and its outcome.
 pub mod rollout;
+/// Secret rotation: polling the versions and answering a change.
+pub mod rotation;
 /// Secrets from SSM Parameter Store.
 pub mod secrets;
 /// The app's supervisor.
@@ -94,10 +98,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 } else {
                     "none"
                 },
-                s.metrics.as_ref().map_or("off", |m| m
-                    .namespace
-                    .as_deref()
-                    .unwrap_or(metrics::DEFAULT_NAMESPACE)),
+                s.metrics.as_ref().map_or("off", |m| m.namespace.as_str()),
             );
             Ok(Exit::Ok.into())
         }

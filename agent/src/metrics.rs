@@ -43,6 +43,10 @@ pub const RESTARTS_METRIC: &str = "AppRestarts";
 pub const FLEET_METRICS: [&str; 2] = [CPU_METRIC, RESTARTS_METRIC];
 /// Default time between two PutMetricData calls.
 pub const DEFAULT_PUBLISH_INTERVAL: Duration = Duration::from_secs(60);
+/// Shortest `publish_interval`.
+pub const MIN_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest `publish_interval`.
+pub const MAX_PUBLISH_INTERVAL: Duration = Duration::from_secs(300);
 /// CPU sampling period.
 pub const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
 /// Unsent data kept for the next attempt when CloudWatch is away (datums).
@@ -72,48 +76,40 @@ pub struct MetricsError {
     pub message: String,
 }
 
-struct Settings {
-    namespace: String,
-    interval: Duration,
-    disk_path: PathBuf,
+/// `[metrics]`, validated: what [`start`] and [`publish_count`] run with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Namespace of every metric.
+    pub namespace: String,
+    /// Time between two PutMetricData calls.
+    pub publish_interval: Duration,
+    /// File system whose usage is `DiskUtilization`.
+    pub disk_path: PathBuf,
 }
 
-impl MetricsConfig {
-    /// Checks every value.
+impl MetricsSettings {
+    /// Checks and types every value of `cfg`; `None` when metrics are off (`enabled = false`,
+    /// whose other values are checked all the same).
     ///
     /// # Errors
     /// [`MetricsError`] naming the key.
-    pub fn validate(&self) -> Result<(), MetricsError> {
-        self.settings().map(|_| ())
-    }
-
-    /// Whether metrics are published.
-    #[must_use]
-    pub fn enabled(&self) -> bool {
-        self.enabled.unwrap_or(true)
-    }
-
-    fn settings(&self) -> Result<Settings, MetricsError> {
+    pub fn with_config(cfg: &MetricsConfig) -> Result<Option<Self>, MetricsError> {
         let bad = |key: &str, message: String| MetricsError {
             key: key.into(),
             message,
         };
-        let interval = match &self.publish_interval {
+        let publish_interval = match &cfg.publish_interval {
             None => DEFAULT_PUBLISH_INTERVAL,
-            Some(s) => humantime::parse_duration(s).map_err(|e| {
-                bad(
-                    "metrics.publish_interval",
-                    format!("{s:?} is not a duration: {e}"),
-                )
-            })?,
+            Some(s) => bake_common::duration::parse("metrics.publish_interval", s)
+                .map_err(|e| bad(&e.key, e.message()))?,
         };
-        if interval < Duration::from_secs(1) || interval > Duration::from_secs(300) {
+        if !(MIN_PUBLISH_INTERVAL..=MAX_PUBLISH_INTERVAL).contains(&publish_interval) {
             return Err(bad(
                 "metrics.publish_interval",
                 "must be between 1s and 5m".into(),
             ));
         }
-        let namespace = self
+        let namespace = cfg
             .namespace
             .clone()
             .unwrap_or_else(|| DEFAULT_NAMESPACE.into());
@@ -123,12 +119,12 @@ impl MetricsConfig {
                 format!("{namespace:?} is not a namespace of our own"),
             ));
         }
-        let disk_path = self.disk_path.clone().unwrap_or_else(|| PathBuf::from("/"));
-        Ok(Settings {
+        let disk_path = cfg.disk_path.clone().unwrap_or_else(|| PathBuf::from("/"));
+        Ok(cfg.enabled.unwrap_or(true).then_some(Self {
             namespace,
-            interval,
+            publish_interval,
             disk_path,
-        })
+        }))
     }
 }
 
@@ -251,7 +247,7 @@ impl MetricsHandle {
 
 struct Publisher {
     client: aws_sdk_cloudwatch::Client,
-    settings: Settings,
+    settings: MetricsSettings,
     dims: Vec<Dimension>,
     fleet_dims: Option<Vec<Dimension>>,
     restarts: Arc<AtomicU64>,
@@ -367,24 +363,14 @@ impl Publisher {
 
 /// Starts sampling and publishing; call within a Tokio runtime. `restarts` is the supervisor's
 /// restart counter (cumulative); `log_stats` comes from [`crate::logs::ShipperHandle::stats`].
-///
-/// # Errors
-/// A bad `[metrics]` value.
 pub fn start(
     client: aws_sdk_cloudwatch::Client,
-    cfg: &MetricsConfig,
+    settings: &MetricsSettings,
     instance_id: &str,
     asg_name: Option<&str>,
     restarts: Arc<AtomicU64>,
     log_stats: Option<Arc<LogStats>>,
-) -> Result<MetricsHandle, MetricsError> {
-    let settings = cfg.settings()?;
-    if !cfg.enabled() {
-        return Ok(MetricsHandle {
-            stop: None,
-            task: None,
-        });
-    }
+) -> MetricsHandle {
     let mut dims = vec![dim("InstanceId", instance_id)];
     let fleet_dims = asg_name.map(|a| vec![dim("AutoScalingGroupName", a)]);
     if let Some(a) = asg_name {
@@ -393,7 +379,7 @@ pub fn start(
     let last_restarts = restarts.load(Ordering::Relaxed);
     let mut publisher = Publisher {
         client,
-        settings,
+        settings: settings.clone(),
         dims,
         fleet_dims,
         restarts,
@@ -415,7 +401,7 @@ pub fn start(
         let mut cpu: Option<Stats> = None;
         let mut sample = tokio::time::interval(SAMPLE_PERIOD);
         sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut publish = tokio::time::interval(publisher.settings.interval);
+        let mut publish = tokio::time::interval(publisher.settings.publish_interval);
         publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         publish.tick().await; // the first tick is immediate
         loop {
@@ -437,27 +423,26 @@ pub fn start(
             }
         }
     });
-    Ok(MetricsHandle {
+    MetricsHandle {
         stop: Some(stop_tx),
         task: Some(task),
-    })
+    }
 }
 
 /// Publishes one `Count` datum `name` = `value` with the dimensions `dims` into the namespace of
-/// `cfg`, at once: the outcome metrics of `bake-agent job` (`JobSucceeded`, `JobFailed`,
+/// `settings`, at once: the outcome metrics of `bake-agent job` (`JobSucceeded`, `JobFailed`,
 /// `JobPeriodSucceeded`) and of secret-rotation rollouts (`SecretRolloutSucceeded`,
 /// `SecretRolloutFailed`). Retries are the SDK's.
 ///
 /// # Errors
-/// A bad `[metrics]` value or the PutMetricData error, with the namespace and metric named.
+/// The PutMetricData error, with the namespace and metric named.
 pub async fn publish_count(
     client: &aws_sdk_cloudwatch::Client,
-    cfg: &MetricsConfig,
+    settings: &MetricsSettings,
     name: &str,
     value: f64,
     dims: &[(&str, &str)],
 ) -> Result<(), String> {
-    let settings = cfg.settings().map_err(|e| e.to_string())?;
     let datum = MetricDatum::builder()
         .metric_name(name)
         .set_dimensions(Some(dims.iter().map(|(k, v)| dim(k, v)).collect()))
@@ -525,14 +510,33 @@ mod tests {
         );
     }
 
+    fn settings(text: &str) -> Result<Option<MetricsSettings>, MetricsError> {
+        MetricsSettings::with_config(&toml::from_str(text).unwrap())
+    }
+
     #[test]
     fn test_config_names_keys() {
-        let c: MetricsConfig = toml::from_str("publish_interval = \"0s\"").unwrap();
-        assert!(c
-            .validate()
+        assert!(settings("publish_interval = \"0s\"")
             .unwrap_err()
             .to_string()
             .starts_with("metrics.publish_interval:"));
+        let e = settings("publish_interval = \"5x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("metrics.publish_interval: \"5x\" is not a duration (examples:"),
+            "{e}"
+        );
+        assert_eq!(
+            settings("publish_interval = \"30s\"\ndisk_path = \"/var\"").unwrap(),
+            Some(MetricsSettings {
+                namespace: DEFAULT_NAMESPACE.into(),
+                publish_interval: Duration::from_secs(30),
+                disk_path: PathBuf::from("/var"),
+            })
+        );
+        assert_eq!(settings("enabled = false").unwrap(), None);
+        assert!(settings("enabled = false\nnamespace = \"AWS/EC2\"").is_err());
         assert!(toml::from_str::<MetricsConfig>("intervall = 1")
             .unwrap_err()
             .to_string()

@@ -35,7 +35,7 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use bake_common::refresh_preferences::{self, Recorded};
 
 use crate::lease::{self, Created, Holder};
-use crate::metrics::{self, MetricsConfig};
+use crate::metrics::{self, MetricsSettings};
 
 /// How long a follower watches one refresh before it records it as failed.
 pub const WATCH_LIMIT: Duration = Duration::from_secs(72 * 3600);
@@ -65,7 +65,7 @@ pub struct Rollout {
     /// CloudWatch (the outcome metric).
     pub cw: aws_sdk_cloudwatch::Client,
     /// `[metrics]`; `None`: the outcome is logged only.
-    pub metrics: Option<MetricsConfig>,
+    pub metrics: Option<MetricsSettings>,
     /// The instance's group.
     pub group: String,
     /// This instance.

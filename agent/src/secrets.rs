@@ -364,18 +364,12 @@ pub fn changed(old: &BTreeMap<String, i64>, new: &BTreeMap<String, i64>) -> Vec<
 /// A short, stable id of a set of versions: the lease key of one rotation (FNV-1a, hex).
 #[must_use]
 pub fn versions_id(v: &BTreeMap<String, i64>) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut bytes = Vec::new();
     for (k, ver) in v {
-        for b in k
-            .bytes()
-            .chain(ver.to_string().bytes())
-            .chain(std::iter::once(0))
-        {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+        bytes.extend(k.bytes().chain(ver.to_string().bytes()));
+        bytes.push(0);
     }
-    format!("{h:016x}")
+    format!("{:016x}", crate::fnv::fnv1a(&bytes))
 }
 
 #[cfg(test)]
@@ -467,6 +461,10 @@ mod tests {
         b.remove("/a/y");
         assert_eq!(changed(&a, &b), vec!["/a/x".to_owned(), "/a/y".to_owned()]);
         assert_ne!(versions_id(&a), versions_id(&b));
+        // The lease key of a rotation: agents of different versions must agree on it.
+        let v: BTreeMap<String, i64> =
+            [("/app/db".to_owned(), 3), ("/app/key".to_owned(), 12)].into();
+        assert_eq!(versions_id(&v), "bf8d603fb4d2125c");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
-use bake_agent::logs::{LogsConfig, Shipper};
+use bake_agent::logs::{LogsConfig, LogsSettings, Shipper};
 use bake_e2e::Emulator;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -484,13 +484,17 @@ async fn client_for(url: &str) -> aws_sdk_cloudwatchlogs::Client {
     aws_sdk_cloudwatchlogs::Client::new(&conf)
 }
 
-fn file_config(dir: &Path, stream: &str, extra: &str) -> LogsConfig {
-    toml::from_str(&format!(
+fn file_config(dir: &Path, stream: &str, extra: &str) -> LogsSettings {
+    settings(&format!(
         "state_dir = \"{d}/state\"\npoll_interval = \"50ms\"\n[[files]]\npath = \"{d}/logs/*.log\"\n\
          log_group = \"{GROUP}\"\nlog_stream = \"{stream}\"\n{extra}",
         d = dir.display()
     ))
-    .unwrap()
+}
+
+/// `[logs]` as agent.toml writes it, checked as the agent checks it.
+fn settings(text: &str) -> LogsSettings {
+    LogsSettings::with_config(&toml::from_str::<LogsConfig>(text).unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,10 +525,7 @@ async fn test_throttling_5xx_resets_and_deleted_file_lose_nothing() {
     // Deleted while not fully read: finished from the open descriptor.
     std::fs::remove_file(&log).unwrap();
     proxy.faulting.store(false, Ordering::SeqCst);
-    assert!(
-        handle.flush(Duration::from_secs(60)).await,
-        "flush did not complete"
-    );
+    wait_for_all(&aws.logs, stream, n, Duration::from_secs(60)).await;
     let retries = handle.stats().retries.load(Ordering::Relaxed);
     assert!(retries >= 2, "retries counted: {retries}");
     assert!(handle.shutdown(Duration::from_secs(10)).await);
@@ -537,11 +538,10 @@ async fn test_app_stdout_stderr_through_spool() {
     let emu = Emulator::start().unwrap();
     let aws = emu.aws().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg: LogsConfig = toml::from_str(&format!(
+    let cfg = settings(&format!(
         "state_dir = \"{}/state\"\npoll_interval = \"50ms\"\n[app]\nlog_group = \"/bake/app\"\n",
         dir.path().display()
-    ))
-    .unwrap();
+    ));
     let (app, handle) = Shipper::start(aws.logs.clone(), &cfg, "i-app").unwrap();
     let mut child = tokio::process::Command::new("sh")
         .args(["-c", "i=0; while [ $i -lt 2000 ]; do echo \"$i out\"; echo \"$i err\" >&2; i=$((i+1)); done; printf '2000 no newline'"])
@@ -555,8 +555,7 @@ async fn test_app_stdout_stderr_through_spool() {
         app.drained(Duration::from_secs(10)).await,
         "the pipes reached their end"
     );
-    assert!(handle.flush(Duration::from_secs(30)).await);
-    assert!(handle.shutdown(Duration::from_secs(10)).await);
+    assert!(handle.shutdown(Duration::from_secs(30)).await);
     let out = stream_messages(&aws.logs, "/bake/app", "i-app/stdout").await;
     assert_complete(&out, 2001, 0);
     assert_eq!(out.last().map(String::as_str), Some("2000 no newline"));
@@ -599,8 +598,15 @@ async fn test_multiline_timestamps_and_recreated_stream() {
         format!("{stamp} first\nTraceback:\n  at a\n  at b\n{stamp} second\n"),
     )
     .unwrap();
-    assert!(handle.flush(Duration::from_secs(30)).await);
-    let msgs = stream_messages(&aws.logs, GROUP, stream).await;
+    // The second event is sent once no continuation line came for a while.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let msgs = loop {
+        let msgs = stream_messages(&aws.logs, GROUP, stream).await;
+        if msgs.len() >= 2 || Instant::now() > deadline {
+            break msgs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(
         msgs,
         vec![
@@ -621,8 +627,7 @@ async fn test_multiline_timestamps_and_recreated_stream() {
         .open(&log)
         .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{stamp} third\n").as_bytes()))
         .unwrap();
-    assert!(handle.flush(Duration::from_secs(30)).await);
-    assert!(handle.shutdown(Duration::from_secs(10)).await);
+    assert!(handle.shutdown(Duration::from_secs(30)).await);
     let events = aws
         .logs
         .get_log_events()
@@ -645,8 +650,11 @@ async fn test_multiline_timestamps_and_recreated_stream() {
 async fn test_metrics_reach_cloudwatch_with_dimensions() {
     let emu = Emulator::start().unwrap();
     let aws = emu.aws().await;
-    let cfg: bake_agent::metrics::MetricsConfig =
-        toml::from_str("publish_interval = \"1s\"").unwrap();
+    let cfg = bake_agent::metrics::MetricsSettings::with_config(
+        &toml::from_str("publish_interval = \"1s\"").unwrap(),
+    )
+    .unwrap()
+    .expect("metrics on");
     let restarts = Arc::new(AtomicU64::new(0));
     let m = bake_agent::metrics::start(
         aws.cw.clone(),
@@ -655,8 +663,7 @@ async fn test_metrics_reach_cloudwatch_with_dimensions() {
         Some("asg-1"),
         restarts.clone(),
         None,
-    )
-    .unwrap();
+    );
     restarts.fetch_add(2, Ordering::Relaxed);
     let wanted = [
         "CPUUtilization",

@@ -75,11 +75,8 @@ mod bounded_timeout {
         let Some(s) = Option::<String>::deserialize(d)? else {
             return Ok(None);
         };
-        let v = humantime::parse_duration(s.trim()).map_err(|e| {
-            D::Error::custom(format!(
-                "\"{s}\" is not a duration ({e}); examples: \"5s\", \"30s\", \"2m\""
-            ))
-        })?;
+        // toml names the key: the message need not.
+        let v = crate::duration::parse("", &s).map_err(|e| D::Error::custom(e.message()))?;
         if v.is_zero() {
             return Err(D::Error::custom(format!("\"{s}\": must be more than 0s")));
         }
@@ -92,7 +89,10 @@ mod bounded_timeout {
     }
 
     pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        super::super::duration::serde_humantime_opt::serialize(v, s)
+        match v {
+            Some(v) => s.serialize_str(&humantime::format_duration(*v).to_string()),
+            None => s.serialize_none(),
+        }
     }
 }
 

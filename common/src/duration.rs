@@ -1,10 +1,11 @@
-//! Durations in config files are humantime strings: `"250ms"`, `"30s"`, `"5m"`, `"14d"`.
+//! Durations in config files and on command lines are humantime strings: `"250ms"`, `"30s"`,
+//! `"5m"`, `"14d"`. [`parse`] is the one parser of both binaries; bounds are the callers'.
 
 use std::time::Duration;
 
 /// A config value that is not a duration.
 #[derive(Debug, thiserror::Error)]
-#[error("{key}: \"{value}\" is not a duration (examples: \"500ms\", \"30s\", \"5m\", \"14d\"): {reason}")]
+#[error("{key}: {}", self.message())]
 pub struct DurationError {
     /// The dotted key path of the value, e.g. `supervise.restart_backoff`.
     pub key: String,
@@ -14,6 +15,18 @@ pub struct DurationError {
     pub reason: String,
 }
 
+impl DurationError {
+    /// What is wrong, without the key: for errors that name the key (and its source) their own
+    /// way, e.g. `agent.toml: supervise.backoff_max: …`.
+    #[must_use]
+    pub fn message(&self) -> String {
+        format!(
+            "\"{}\" is not a duration (examples: \"500ms\", \"30s\", \"5m\", \"14d\"): {}",
+            self.value, self.reason
+        )
+    }
+}
+
 /// Parses `value` (the value of `key`) as a humantime duration.
 pub fn parse(key: &str, value: &str) -> Result<Duration, DurationError> {
     humantime::parse_duration(value.trim()).map_err(|e| DurationError {
@@ -21,52 +34,6 @@ pub fn parse(key: &str, value: &str) -> Result<Duration, DurationError> {
         value: value.to_owned(),
         reason: e.to_string(),
     })
-}
-
-/// serde adapter: `#[serde(with = "bake_common::duration::serde_humantime")]` on a `Duration`.
-pub mod serde_humantime {
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    /// Deserializes a humantime string.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim()).map_err(|e| {
-            D::Error::custom(format!(
-                "\"{s}\" is not a duration ({e}); examples: \"500ms\", \"30s\", \"5m\", \"14d\""
-            ))
-        })
-    }
-
-    /// Serializes as a humantime string.
-    pub fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*v).to_string())
-    }
-}
-
-/// serde adapter for `Option<Duration>`.
-pub mod serde_humantime_opt {
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    /// Deserializes an optional humantime string.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| {
-            humantime::parse_duration(s.trim()).map_err(|e| {
-                D::Error::custom(format!("\"{s}\" is not a duration ({e}); examples: \"500ms\", \"30s\", \"5m\", \"14d\""))
-            })
-        })
-        .transpose()
-    }
-
-    /// Serializes as an optional humantime string.
-    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(v) => s.serialize_str(&humantime::format_duration(*v).to_string()),
-            None => s.serialize_none(),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -88,6 +55,21 @@ mod tests {
         assert!(
             e.starts_with("supervise.restart_backoff: \"5x\" is not a duration"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn test_message_leaves_the_key_to_the_caller() {
+        let e = parse("metrics.publish_interval", "soon").unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("\"soon\" is not a duration (examples: \"500ms\""),
+            "{}",
+            e.message()
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("metrics.publish_interval: {}", e.message())
         );
     }
 }

@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bake_agent::logs::{LogsConfig, Shipper};
+use bake_agent::logs::{LogsConfig, LogsSettings, Shipper};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,10 +21,11 @@ async fn run(path: &str) -> Result<(), (u8, String)> {
     let text =
         std::fs::read_to_string(path).map_err(|e| (2, format!("cannot read '{path}': {e}")))?;
     let cfg: Config = toml::from_str(&text).map_err(|e| (2, format!("{path}: {e}")))?;
+    let settings = LogsSettings::with_config(&cfg.logs).map_err(|e| (2, format!("{path}: {e}")))?;
     // Only the client it uses: the other services' clients would cost heap and code for nothing.
     let conf = bake_common::aws::sdk_config(&bake_common::aws::AwsSettings::default()).await;
     let logs = aws_sdk_cloudwatchlogs::Client::new(&conf);
-    let (_app, handle) = Shipper::start(logs, &cfg.logs, &cfg.instance_id)
+    let (_app, handle) = Shipper::start(logs, &settings, &cfg.instance_id)
         .map_err(|e| (2, format!("{path}: {e}")))?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| (1, format!("signal handler: {e}")))?;

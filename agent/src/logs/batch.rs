@@ -8,6 +8,8 @@
 
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 
+use super::file_id::{FileId, Fingerprint};
+
 /// Maximum request size in bytes, overhead included.
 pub const MAX_BATCH_BYTES: usize = 1_048_576;
 /// Bytes CloudWatch Logs adds to every event's message when counting a request's size.
@@ -32,15 +34,6 @@ pub const RECYCLED_MIN_BYTES: usize = 64 * 1024;
 /// Appended to every piece but the last of a line longer than [`MAX_MESSAGE_BYTES`].
 pub const SPLIT_MARKER: &str = " [bake-agent: line continues in next event]";
 
-/// Where an event's bytes came from, so that an acknowledged batch can move a checkpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileId {
-    /// Device number (`st_dev`).
-    pub dev: u64,
-    /// Inode number (`st_ino`).
-    pub ino: u64,
-}
-
 /// One PutLogEvents request's worth of events, stored compactly: one string holding every
 /// message back to back, and (timestamp, end) per event. No per-line allocation while building.
 #[derive(Debug, Default)]
@@ -51,7 +44,7 @@ pub struct Batch {
     bytes: usize,
     /// The end offsets the batch reaches in each file it read from (checkpoint after ack).
     /// With each, the file's head fingerprint, which the checkpoint keeps as proof.
-    pub offsets: Vec<(FileId, u64, Option<super::checkpoint::Fingerprint>)>,
+    pub offsets: Vec<(FileId, u64, Option<Fingerprint>)>,
     /// Files fully read whose data ends in this batch: delete (spool) or forget after ack.
     pub finished: Vec<(FileId, std::path::PathBuf)>,
     /// When the oldest data of this batch was read, for the shipping-lag metric.
@@ -171,7 +164,7 @@ impl Batch {
     }
 
     /// Records that this batch reaches `offset` in file `id`, whose head is `head`.
-    pub fn reach(&mut self, id: FileId, offset: u64, head: Option<super::checkpoint::Fingerprint>) {
+    pub fn reach(&mut self, id: FileId, offset: u64, head: Option<Fingerprint>) {
         match self.offsets.iter_mut().find(|(f, _, _)| *f == id) {
             Some(slot) => {
                 if offset >= slot.1 {

@@ -16,7 +16,7 @@
 //! file (no hashing per line on the hot path), and the same fingerprint lets the running reader
 //! re-validate an idle file by comparing its first bytes. A head that no longer matches means the
 //! file was truncated or replaced: it is read again from 0 (a truncation, counted in
-//! [`super::LogStats::truncations`]). Entries written before fingerprints existed have none and
+//! [`super::stats::LogStats::truncations`]). Entries written before fingerprints existed have none and
 //! their offset is trusted as it was. The head of a rewritten file matches the old one only if its
 //! first line is byte for byte the same (same timestamp, same text): then, as before, only the
 //! size check protects it.
@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::batch::FileId;
+use super::file_id::{FileId, Fingerprint};
 
 /// Errors reading or writing a checkpoint file.
 #[derive(Debug, thiserror::Error)]
@@ -46,40 +46,6 @@ pub enum CheckpointError {
         /// The cause.
         source: serde_json::Error,
     },
-}
-
-/// Bytes at the start of a file that make up its [`Fingerprint`].
-pub const HEAD_BYTES: usize = 256;
-
-/// A file's first bytes (up to [`HEAD_BYTES`]), hashed: proof that a checkpoint's offset still
-/// points into the content it was taken of.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Fingerprint {
-    /// How many of the file's first bytes are hashed (less than [`HEAD_BYTES`] while the file
-    /// was shorter).
-    pub len: u32,
-    /// 64-bit FNV-1a of those bytes (accidental matches only; not security relevant).
-    pub hash: u64,
-}
-
-impl Fingerprint {
-    /// The fingerprint of a file whose first bytes are `head` (at most [`HEAD_BYTES`] are used).
-    #[must_use]
-    pub fn of(head: &[u8]) -> Self {
-        let head = &head[..head.len().min(HEAD_BYTES)];
-        Self {
-            len: u32::try_from(head.len()).expect("at most HEAD_BYTES"),
-            hash: super::fnv1a(head),
-        }
-    }
-
-    /// Whether a file starting with `head` (its first bytes, at least as many as were
-    /// fingerprinted when it was that long) is the fingerprinted file.
-    #[must_use]
-    pub fn matches(&self, head: &[u8]) -> bool {
-        let len = self.len as usize;
-        head.len() >= len && super::fnv1a(&head[..len]) == self.hash
-    }
 }
 
 /// Where reading a file resumes: the acknowledged offset and the file's head fingerprint
@@ -161,18 +127,6 @@ impl Checkpoints {
             offsets,
             dirty: false,
         })
-    }
-
-    /// The acknowledged offset of `id`, if known.
-    #[must_use]
-    pub fn get(&self, id: FileId) -> Option<u64> {
-        self.offsets.get(&id).map(|p| p.offset)
-    }
-
-    /// The acknowledged position (offset and head fingerprint) of `id`, if known.
-    #[must_use]
-    pub fn position(&self, id: FileId) -> Option<Position> {
-        self.offsets.get(&id).copied()
     }
 
     /// All known files.
@@ -274,13 +228,15 @@ mod tests {
         c.save().unwrap();
         assert!(!c.is_dirty());
         let c2 = Checkpoints::load(&path).unwrap();
-        assert_eq!(c2.get(id), Some(10));
         assert_eq!(
-            c2.position(id),
-            Some(Position {
-                offset: 10,
-                head: Some(head)
-            })
+            c2.files(),
+            vec![(
+                id,
+                Position {
+                    offset: 10,
+                    head: Some(head)
+                }
+            )]
         );
         assert!(!path.with_extension("json.tmp").exists());
     }
@@ -291,25 +247,16 @@ mod tests {
         let path = dir.path().join("src.json");
         std::fs::write(&path, r#"{"files":[{"dev":1,"ino":2,"offset":42}]}"#).unwrap();
         let c = Checkpoints::load(&path).unwrap();
-        let pos = c.position(FileId { dev: 1, ino: 2 }).unwrap();
         assert_eq!(
-            pos,
-            Position {
-                offset: 42,
-                head: None
-            }
+            c.files(),
+            vec![(
+                FileId { dev: 1, ino: 2 },
+                Position {
+                    offset: 42,
+                    head: None
+                }
+            )]
         );
-    }
-
-    #[test]
-    fn test_fingerprint_matches_only_the_same_head() {
-        let fp = Fingerprint::of(b"000000001 a\n");
-        assert!(fp.matches(b"000000001 a\n000000002 b\n")); // grown: same head
-        assert!(!fp.matches(b"000000012500 x\n")); // truncated and rewritten
-        assert!(!fp.matches(b"000000001")); // shorter than what was fingerprinted
-        let long = vec![b'x'; 1000];
-        assert_eq!(Fingerprint::of(&long).len as usize, HEAD_BYTES);
-        assert!(Fingerprint::of(&long).matches(&long[..HEAD_BYTES]));
     }
 
     #[test]

@@ -15,22 +15,25 @@ use std::time::{Duration, Instant};
 use aws_sdk_cloudwatchlogs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_cloudwatchlogs::types::RejectedLogEventsInfo;
 use aws_sdk_cloudwatchlogs::Client;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::checkpoint::Checkpoints;
+use super::source::SourceSpec;
+use super::stats::LogStats;
 use super::tail::Work;
-use super::{LogStats, SourceSpec};
 
 /// First retry delay.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Longest retry delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(20);
-/// Checkpoints are written at most this often while data flows (and always on flush/stop).
+/// Checkpoints are written at most this often while data flows (and always when a file is
+/// finished, and at the end).
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
-/// Exponential backoff with full jitter: attempt n waits a random time in
-/// [0, min(20 s, 100 ms * 2^n)], i.e. up to 0.1 s, 0.2 s, 0.4 s, … 20 s
-/// (<https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/>).
+/// Exponential backoff with jitter: attempt n waits a random time in [cap / 10, cap], cap =
+/// min(20 s, 100 ms * 2^n), i.e. up to 0.1 s, 0.2 s, 0.4 s, … 20 s. Full jitter
+/// (<https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/>) but for the
+/// floor of a tenth of the cap, so that a retry never follows its failure at once.
 #[derive(Debug, Default)]
 pub struct Backoff {
     attempt: u32,
@@ -185,7 +188,6 @@ pub async fn run(
     mut rx: mpsc::Receiver<Work>,
     mut checkpoints: Checkpoints,
     stats: Arc<LogStats>,
-    acked_gen: watch::Sender<u64>,
 ) {
     let mut ready = false;
     let mut last_save = Instant::now();
@@ -236,19 +238,11 @@ pub async fn run(
         for (id, _) in &work.batch.finished {
             checkpoints.forget(*id);
         }
-        let urgent = finished || work.flush_gen > 0;
-        if checkpoints.is_dirty() && (urgent || last_save.elapsed() >= CHECKPOINT_EVERY) {
+        if checkpoints.is_dirty() && (finished || last_save.elapsed() >= CHECKPOINT_EVERY) {
             if let Err(e) = checkpoints.save() {
                 tracing::error!(error = %e, "writing log checkpoint");
             }
             last_save = Instant::now();
-        }
-        if work.flush_gen > 0 {
-            acked_gen.send_if_modified(|g| {
-                let newer = work.flush_gen > *g;
-                *g = (*g).max(work.flush_gen);
-                newer
-            });
         }
     }
     if checkpoints.is_dirty() {
@@ -286,6 +280,15 @@ mod tests {
         assert!(first <= BACKOFF_BASE);
         for _ in 0..40 {
             assert!(b.next_delay() <= BACKOFF_MAX);
+        }
+        // Every delay is between a tenth of its cap and the cap.
+        for n in 0..12u32 {
+            let cap = BACKOFF_BASE.saturating_mul(1 << n).min(BACKOFF_MAX);
+            for _ in 0..50 {
+                let mut b = Backoff { attempt: n };
+                let d = b.next_delay();
+                assert!(d >= cap / 10 && d <= cap, "attempt {n}: {d:?} of {cap:?}");
+            }
         }
     }
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::LogStats;
+use super::stats::LogStats;
 
 /// Size at which a segment is closed and the next one started (4 MiB).
 pub const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;

@@ -25,17 +25,19 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
 use super::batch::{
-    split_message, Batch, Clock, FileId, Stamp, MAX_MESSAGE_BYTES, RECYCLED_MIN_BYTES, SPLIT_MARKER,
+    split_message, Batch, Clock, Stamp, MAX_MESSAGE_BYTES, RECYCLED_MIN_BYTES, SPLIT_MARKER,
 };
-use super::checkpoint::{Fingerprint, Position, HEAD_BYTES};
-use super::{LogStats, SourceSpec};
+use super::checkpoint::Position;
+use super::file_id::{FileId, Fingerprint, HEAD_BYTES};
+use super::source::SourceSpec;
+use super::stats::LogStats;
 
 /// Batches that exist per source: one filled by the reader while the other is in flight.
 pub const BATCHES_PER_SOURCE: usize = 2;
@@ -56,8 +58,6 @@ pub struct Work {
     pub batch: Batch,
     /// Files truncated in place: their checkpoint goes back to 0 before `batch.offsets` apply.
     pub truncated: Vec<FileId>,
-    /// The flush generation this batch completes (see [`super::ShipperHandle::flush`]).
-    pub flush_gen: u64,
     /// Where the batch goes back to.
     home: std::sync::mpsc::Sender<Batch>,
 }
@@ -76,8 +76,6 @@ impl Drop for Work {
 pub struct Control {
     /// Send what is there and stop.
     pub stop: AtomicBool,
-    /// Highest flush generation requested.
-    pub flush_gen: AtomicU64,
 }
 
 struct Pending {
@@ -189,12 +187,11 @@ fn epoch_ms(t: SystemTime) -> i64 {
 impl Emitter {
     /// Hands the current batch to the sender and takes an empty one, waiting (bounded by the
     /// sender's life) until the sender gave one back when all of them are out.
-    fn send(&mut self, flush_gen: u64) {
+    fn send(&mut self) {
         let batch = std::mem::take(&mut self.batch);
         let work = Work {
             batch,
             truncated: std::mem::take(&mut self.truncated),
-            flush_gen,
             home: self.home.clone(),
         };
         if self.tx.blocking_send(work).is_err() {
@@ -265,7 +262,7 @@ impl Emitter {
                 self.batch.first_read = Some(self.read_at);
             }
             if self.batch.push(ts, msg).is_err() {
-                self.send(0);
+                self.send();
                 self.batch.first_read = Some(self.read_at);
                 self.batch
                     .push(ts, msg)
@@ -609,7 +606,7 @@ impl Tailer {
         if self.emitter.batch.offsets.iter().any(|o| o.0 == t.id) {
             // Offsets into the old content go first, so the reset to 0 comes after them and
             // the new content's offsets are not held back by the old, larger ones.
-            self.emitter.send(0);
+            self.emitter.send();
         }
         let t = &self.files[i];
         let (id, path) = (t.id, t.path.clone());
@@ -672,15 +669,10 @@ impl Tailer {
     pub fn run(mut self) {
         let discover_every = self.poll.max(Duration::from_millis(100));
         let mut last_discover: Option<Instant> = None;
-        let mut sent_gen = 0u64;
         loop {
             let stopping = self.control.stop.load(Ordering::Acquire);
-            // A flush covers files created before it was asked for: look for them first.
-            let flush_asked = self.control.flush_gen.load(Ordering::Acquire) > sent_gen;
-            if flush_asked
-                || stopping
-                || last_discover.is_none_or(|t| t.elapsed() >= discover_every)
-            {
+            // Stopping covers files created before it was asked for: look for them first.
+            if stopping || last_discover.is_none_or(|t| t.elapsed() >= discover_every) {
                 self.discover();
                 last_discover = Some(Instant::now());
             }
@@ -712,9 +704,7 @@ impl Tailer {
             if self.emitter.closed {
                 return;
             }
-            let want_gen = self.control.flush_gen.load(Ordering::Acquire);
-            let flushing = want_gen > sent_gen || stopping;
-            let age = if flushing {
+            let age = if stopping {
                 None
             } else {
                 Some(MULTILINE_FLUSH)
@@ -722,13 +712,9 @@ impl Tailer {
             for t in &mut self.files {
                 self.emitter.flush_pending(t, age);
             }
-            if progressed == 0 || flushing {
-                if !self.emitter.batch.is_void()
-                    || !self.emitter.truncated.is_empty()
-                    || want_gen > sent_gen
-                {
-                    self.emitter.send(want_gen);
-                    sent_gen = want_gen;
+            if progressed == 0 || stopping {
+                if !self.emitter.batch.is_void() || !self.emitter.truncated.is_empty() {
+                    self.emitter.send();
                 }
                 if stopping {
                     return;
@@ -756,7 +742,7 @@ mod tests {
             multiline_start: multiline.map(|r| regex_lite::Regex::new(r).unwrap()),
             timestamp_format: None,
             poll: Duration::from_millis(20),
-            rotated: Some(super::super::DEFAULT_ROTATED.into()),
+            rotated: Some(super::super::settings::DEFAULT_ROTATED.into()),
         })
     }
 
@@ -1106,7 +1092,7 @@ mod tests {
         tailer.close(0);
         assert_eq!(tailer.files[0].path, log);
         assert_eq!(tailer.read_file(0), 300);
-        tailer.emitter.send(0);
+        tailer.emitter.send();
         let second = rx.try_recv().unwrap();
         let seqs: Vec<u64> = second
             .batch
@@ -1202,7 +1188,7 @@ mod tests {
         assert!(first.truncated.is_empty());
         drop(first); // acknowledged: the batch goes back to the reader
         assert_eq!(tailer.read_file(0), 1500);
-        tailer.emitter.send(0);
+        tailer.emitter.send();
         let second = rx.try_recv().unwrap();
         let id = id_of(&log);
         assert_eq!(second.truncated, vec![id]);

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::SuperviseSettings;
 use crate::logs::AppOutput;
@@ -145,25 +145,12 @@ pub enum Control {
     Restart(Option<Box<AppSpec>>, oneshot::Sender<()>),
 }
 
-/// The app's state as others see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AppState {
-    /// Running with this pid.
-    Running(u32),
-    /// Waiting for the restart delay.
-    BackingOff,
-    /// Stopped for good.
-    Stopped,
-}
-
 /// Talks to a running supervisor. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct SupervisorHandle {
     tx: mpsc::Sender<Control>,
     /// Restarts since the agent started, for the metrics publisher (app restarts metric).
     pub restarts: Arc<AtomicU64>,
-    /// The app's state.
-    pub state: watch::Receiver<AppState>,
 }
 
 impl SupervisorHandle {
@@ -206,7 +193,6 @@ pub async fn start(
     let plan = process::plan(&spec)?;
     let program = spec.command[0].clone();
     let (tx, rx) = mpsc::channel(4);
-    let (state_tx, state_rx) = watch::channel(AppState::Stopped);
     let restarts = Arc::new(AtomicU64::new(0));
     let (started_tx, started_rx) = oneshot::channel();
     let (done_tx, done_rx) = oneshot::channel();
@@ -217,7 +203,6 @@ pub async fn start(
         output,
         on_crash_loop,
         restarts: restarts.clone(),
-        state: state_tx,
         main: tokio::runtime::Handle::current(),
         reaper: Reaper::new(),
     };
@@ -248,14 +233,7 @@ pub async fn start(
         .await
         .map_err(|_| spawn_err(std::io::Error::other("the supervisor thread ended")))??;
     tracing::info!(pid, %program, "app started");
-    Ok((
-        SupervisorHandle {
-            tx,
-            restarts,
-            state: state_rx,
-        },
-        done_rx,
-    ))
+    Ok((SupervisorHandle { tx, restarts }, done_rx))
 }
 
 struct Supervisor {
@@ -265,7 +243,6 @@ struct Supervisor {
     output: AppOutput,
     on_crash_loop: Option<CrashLoopHook>,
     restarts: Arc<AtomicU64>,
-    state: watch::Sender<AppState>,
     /// The agent's main runtime: the app's output is read there, the crash-loop hook runs there.
     main: tokio::runtime::Handle,
     reaper: Reaper,
@@ -374,8 +351,6 @@ impl Supervisor {
             let (out, err) = (pipe(child.stdout.take()), pipe(child.stderr.take()));
             self.output.attach(out, err);
         }
-        self.state
-            .send_replace(AppState::Running(child.id().unwrap_or(0)));
     }
 
     /// Starts the app again and records it at once (not on the crash path).
@@ -497,7 +472,6 @@ impl Supervisor {
                 // Respawn first; the rest after the new process had the CPUs for its start.
                 child = self.respawn();
             } else {
-                self.state.send_replace(AppState::BackingOff);
                 child = None;
                 ended = self.reaper.pass().ended;
                 tracing::warn!(status = ?status.as_ref().ok(), delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), consecutive = backoff.consecutive(), ended, "app exited; restarting after backoff");
@@ -576,7 +550,6 @@ impl Supervisor {
             None => {
                 // Every handle dropped: stop the app and end.
                 self.stop_app(child).await;
-                self.state.send_replace(AppState::Stopped);
                 true
             }
             Some(Control::Stop(done)) => {
@@ -584,7 +557,6 @@ impl Supervisor {
                 if status.is_some() {
                     tracing::info!(?status, "app stopped");
                 }
-                self.state.send_replace(AppState::Stopped);
                 let _ = done.send(());
                 true
             }
@@ -721,9 +693,6 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         let first = lines()[0];
-        assert!(
-            matches!(*handle.state.borrow(), AppState::Running(p) if i32::try_from(p) == Ok(first))
-        );
 
         // From here on the main runtime gets no turn until the replacement is seen.
         nix::sys::signal::kill(
@@ -816,7 +785,6 @@ mod tests {
             seen_zombie_or_child,
             "the helper was never re-parented to the agent"
         );
-        assert!(matches!(*handle.state.borrow(), AppState::Running(_)));
         handle.stop().await;
         tokio::time::timeout(Duration::from_secs(5), done)
             .await

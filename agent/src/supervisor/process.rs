@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -120,6 +120,29 @@ pub struct AppSpec {
 /// Default PATH of the app (the agent's own environment is not inherited).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// The app's environment as the supervisor builds it, for [`Plan::new`]: PATH, then HOME, USER
+/// and LOGNAME when switching users, then `app.env`, then the secrets; a later key wins.
+#[must_use]
+pub fn environment<'a>(
+    home_user: Option<(&'a Path, &'a str)>,
+    env: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut vars: Vec<(&str, &str)> = vec![("PATH", DEFAULT_PATH)];
+    if let Some((home, user)) = home_user {
+        vars.push(("HOME", home.to_str().unwrap_or("/")));
+        vars.push(("USER", user));
+        vars.push(("LOGNAME", user));
+    }
+    for (k, v) in env {
+        if let Some(slot) = vars.iter_mut().find(|(name, _)| *name == k) {
+            slot.1 = v;
+        } else {
+            vars.push((k, v));
+        }
+    }
+    vars
+}
+
 /// Prepares the reusable start plan: starting it again restarts the app without rebuilding
 /// anything (see [`super::spawn`]).
 ///
@@ -131,7 +154,7 @@ pub fn plan(spec: &AppSpec) -> Result<Plan, ProcessError> {
         .run_as
         .as_ref()
         .map(|r| (r.home.as_path(), r.name.as_str()));
-    let env = spawn::environment(
+    let env = environment(
         home_user,
         spec.env
             .iter()
@@ -361,6 +384,31 @@ mod tests {
     }
 
     #[test]
+    fn test_environment_is_path_account_env_then_secrets() {
+        let vars = environment(
+            Some((Path::new("/home/app"), "app")),
+            [
+                ("FOO", "1"),
+                ("PATH", "/opt/bin"),
+                ("HOME", "/srv"),
+                ("SECRET", "s"),
+            ],
+        );
+        assert_eq!(
+            vars,
+            vec![
+                ("PATH", "/opt/bin"),
+                ("HOME", "/srv"),
+                ("USER", "app"),
+                ("LOGNAME", "app"),
+                ("FOO", "1"),
+                ("SECRET", "s"),
+            ]
+        );
+        assert_eq!(environment(None, []), vec![("PATH", DEFAULT_PATH)]);
+    }
+
+    #[test]
     fn test_parse_stat_with_odd_comm() {
         let s = parse_stat(
             "4242 (my (odd) app) S 100 4242 4242 0 -1 4194560 1 2 3 4 5 6 7 8 20 0 1 0 987654 1 2",
@@ -475,8 +523,8 @@ mod tests {
             .parse()
             .unwrap();
         let _kill = KillOnDrop(escapee);
-        // The escapee's own session (setsid may not have run yet when the shell has exited
-        // under load: until then it is still in the app's session, which the pass leaves alone).
+        // Its own session too: until `setsid` ran, it is in the app's session, which the reaper
+        // leaves to the app's supervisor.
         wait_until("the app's exit and the escapee's re-parenting", || {
             read_stat(pid).is_some_and(|p| p.zombie)
                 && read_stat(escapee).is_some_and(|p| p.ppid == me && p.sid == escapee)

@@ -54,6 +54,10 @@ pub fn live_apps() -> MutexGuard<'static, BTreeSet<libc::pid_t>> {
     LIVE_APPS.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Where a program without a `/` is looked up when the environment has no PATH: execvp's
+/// default. (The supervisor always gives the app a PATH of its own.)
+const EXECVP_PATH: &str = "/bin:/usr/bin";
+
 /// Size of the child's stack between clone and execve. It runs a handful of raw system calls;
 /// glibc's posix_spawn uses 32 KiB plus argv. Only the pages it touches become resident.
 const CHILD_STACK: usize = 64 * 1024;
@@ -217,10 +221,7 @@ impl Plan {
         if prog.contains(&b'/') {
             return Ok(self.program.clone());
         }
-        let path = self
-            .path
-            .as_deref()
-            .unwrap_or(super::process::DEFAULT_PATH.as_bytes());
+        let path = self.path.as_deref().unwrap_or(EXECVP_PATH.as_bytes());
         for dir in path.split(|b| *b == b':').filter(|d| !d.is_empty()) {
             let cand = Path::new(OsStr::from_bytes(dir)).join(OsStr::from_bytes(prog));
             if is_executable(&cand) {
@@ -684,29 +685,6 @@ pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// The app's environment as the supervisor builds it, for [`Plan::new`]: PATH, then HOME, USER
-/// and LOGNAME when switching users, then `app.env`, then the secrets; a later key wins.
-#[must_use]
-pub fn environment<'a>(
-    home_user: Option<(&'a Path, &'a str)>,
-    env: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> Vec<(&'a str, &'a str)> {
-    let mut vars: Vec<(&str, &str)> = vec![("PATH", super::process::DEFAULT_PATH)];
-    if let Some((home, user)) = home_user {
-        vars.push(("HOME", home.to_str().unwrap_or("/")));
-        vars.push(("USER", user));
-        vars.push(("LOGNAME", user));
-    }
-    for (k, v) in env {
-        if let Some(slot) = vars.iter_mut().find(|(name, _)| *name == k) {
-            slot.1 = v;
-        } else {
-            vars.push((k, v));
-        }
-    }
-    vars
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -714,10 +692,13 @@ mod tests {
     use tokio::io::AsyncReadExt;
     use tokio::net::unix::pipe;
 
+    /// A plan with exactly `env`, and a PATH when `env` has none.
     fn plan(cmd: &[&str], env: &[(&str, &str)], cwd: &Path, ids: Option<Ids>) -> Plan {
         let cmd: Vec<String> = cmd.iter().map(|s| (*s).to_owned()).collect();
-        let vars = environment(None, env.iter().copied());
-        Plan::new(&cmd, vars, cwd, ids).unwrap()
+        let path = [("PATH", "/usr/bin:/bin")]
+            .into_iter()
+            .filter(|_| !env.iter().any(|(k, _)| *k == "PATH"));
+        Plan::new(&cmd, path.chain(env.iter().copied()), cwd, ids).unwrap()
     }
 
     async fn output(p: &mut AppProcess) -> (String, String, ExitStatus) {

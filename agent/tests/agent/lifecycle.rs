@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use crate::util::{
-    agent, free_port, group, imds, rt, sample_app, state_of, wait_for, Running, TestDir,
+    agent, free_port, group, imds, rt, sample_app, state_of, terminate_into_wait, wait_for,
+    Running, TestDir,
 };
 
 const LAUNCHING: &str = "autoscaling:EC2_INSTANCE_LAUNCHING";
@@ -100,18 +101,7 @@ fn test_termination_drains_and_completes_hook() {
     wait_for("app ready", Duration::from_secs(30), || {
         a.stderr().contains("app is ready").then_some(())
     });
-    rt.block_on(async {
-        aws.asg
-            .terminate_instance_in_auto_scaling_group()
-            .instance_id(&id)
-            .should_decrement_desired_capacity(true)
-            .send()
-            .await
-            .expect("terminate")
-    });
-    wait_for("Terminating:Wait", Duration::from_secs(10), || {
-        (rt.block_on(state_of(&aws, "term", &id))?.0 == "Terminating:Wait").then_some(())
-    });
+    terminate_into_wait(&rt, &aws, "term", &id);
     // What IMDS shows a terminating instance (the local fleet harness does the same).
     md.update(|s| s.target_lifecycle_state = Some("Terminated".into()));
     assert_eq!(a.wait(Duration::from_secs(20)), Some(0), "{}", a.stderr());

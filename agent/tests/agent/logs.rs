@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bake_e2e::{Imds, ImdsState};
 
-use crate::util::{agent, group, rt, wait_for, Running, TestDir};
+use crate::util::{agent, group, rt, state_of, terminate_into_wait, wait_for, Running, TestDir};
 
 const LOG_GROUP: &str = "/bake/test-app";
 
@@ -73,18 +73,11 @@ fn line_numbers(msgs: &[String]) -> Vec<u64> {
         .collect()
 }
 
-#[test]
-fn test_run_ships_app_output_publishes_metrics_and_flushes_on_sigterm() {
-    let emu = bake_e2e::Emulator::start().unwrap();
-    let rt = rt();
-    let aws = rt.block_on(emu.aws());
-    let ids = rt.block_on(group(&aws, "shipping", 1, &[]));
-    let id = ids[0].clone();
-    let t = TestDir::new();
+/// The app of these tests, in `t`: a numbered line on stdout every 50 ms, every fifth number on
+/// stderr too; once the trigger file exists, one last line with its content (`last words …`)
+/// and then the `said` file; a goodbye line on SIGTERM. Returns (script, trigger, said).
+fn talking_app(t: &TestDir) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let (trigger, said) = (t.path("trigger"), t.path("said"));
-    // The app: a numbered line on stdout every 50 ms, every fifth number on stderr too; once the
-    // trigger file exists, one last line with its content and then the `said` file; a goodbye
-    // line on SIGTERM.
     let app = t.path("app.sh");
     std::fs::write(
         &app,
@@ -103,6 +96,32 @@ fn test_run_ships_app_output_publishes_metrics_and_flushes_on_sigterm() {
         ),
     )
     .unwrap();
+    (app, trigger, said)
+}
+
+/// `msgs` holds `last_words` (described as `what`) and ends with the app's answer to SIGTERM.
+fn assert_last_lines(msgs: &[String], last_words: &str, what: &str) {
+    let tail: Vec<_> = msgs.iter().rev().take(5).collect();
+    assert!(
+        msgs.iter().any(|m| m == last_words),
+        "{what} missing; stream ends with {tail:?}"
+    );
+    assert_eq!(
+        msgs.last().map(String::as_str),
+        Some("goodbye after SIGTERM"),
+        "stream ends with {tail:?}"
+    );
+}
+
+#[test]
+fn test_run_ships_app_output_publishes_metrics_and_flushes_on_sigterm() {
+    let emu = bake_e2e::Emulator::start().unwrap();
+    let rt = rt();
+    let aws = rt.block_on(emu.aws());
+    let ids = rt.block_on(group(&aws, "shipping", 1, &[]));
+    let id = ids[0].clone();
+    let t = TestDir::new();
+    let (app, trigger, said) = talking_app(&t);
     let cfg = t.config(&format!(
         "[identity]\nasg_name = \"shipping\"\n[app]\nuser = \"root\"\ncommand = [\"sh\", \"{}\"]\nstop_timeout = \"5s\"\n\
          [lifecycle]\npoll_interval = \"200ms\"\n",
@@ -166,16 +185,7 @@ fn test_run_ships_app_output_publishes_metrics_and_flushes_on_sigterm() {
         a.stderr()
     );
     let msgs = rt.block_on(messages(&aws, &out_stream));
-    let tail: Vec<_> = msgs.iter().rev().take(5).collect();
-    assert!(
-        msgs.contains(&"last words 7d3f".to_owned()),
-        "line printed before SIGTERM missing; stream ends with {tail:?}"
-    );
-    assert_eq!(
-        msgs.last().map(String::as_str),
-        Some("goodbye after SIGTERM"),
-        "stream ends with {tail:?}"
-    );
+    assert_last_lines(&msgs, "last words 7d3f", "line printed before SIGTERM");
     // Every line, in order (at-least-once: a retried request may repeat a run of lines).
     let mut first_seen = Vec::new();
     for n in line_numbers(&msgs) {
@@ -192,6 +202,72 @@ fn test_run_ships_app_output_publishes_metrics_and_flushes_on_sigterm() {
         !err.contains("app: line"),
         "with [logs] the app's output goes to CloudWatch, not the agent's stderr: {err}"
     );
+}
+
+/// On termination (Terminating:Wait), the line the app wrote just before it was stopped and the
+/// one it wrote in answer to its stop signal are in CloudWatch Logs before the agent completes
+/// the terminate hook: the drain ships them first.
+#[test]
+fn test_termination_ships_the_last_lines_before_the_terminate_hook() {
+    let emu = bake_e2e::Emulator::start().unwrap();
+    let rt = rt();
+    let aws = rt.block_on(emu.aws());
+    let ids = rt.block_on(group(
+        &aws,
+        "drain-logs",
+        1,
+        &[("autoscaling:EC2_INSTANCE_TERMINATING", "ABANDON")],
+    ));
+    let id = ids[0].clone();
+    let t = TestDir::new();
+    let (app, trigger, said) = talking_app(&t);
+    let cfg = t.config(&format!(
+        "[identity]\nasg_name = \"drain-logs\"\n[app]\nuser = \"root\"\ncommand = [\"sh\", \"{}\"]\nstop_timeout = \"5s\"\n\
+         [lifecycle]\npoll_interval = \"200ms\"\n\
+         [logs]\nstate_dir = \"{}\"\npoll_interval = \"100ms\"\n[logs.app]\nlog_group = \"{LOG_GROUP}\"\n",
+        app.display(),
+        t.path("logs-state").display()
+    ));
+    let md = crate::util::imds(&id);
+    let mut a = Running::spawn(agent(&cfg, Some(&emu), Some(&md)));
+    let out_stream = format!("{id}/stdout");
+    wait_for(
+        "stdout lines in CloudWatch Logs",
+        Duration::from_secs(60),
+        || (!line_numbers(&rt.block_on(messages(&aws, &out_stream))).is_empty()).then_some(()),
+    );
+    terminate_into_wait(&rt, &aws, "drain-logs", &id);
+    std::fs::write(&trigger, "before the drain").unwrap();
+    wait_for("the app's last words", Duration::from_secs(30), || {
+        said.exists().then_some(())
+    });
+    // What IMDS shows a terminating instance.
+    md.update(|s| s.target_lifecycle_state = Some("Terminated".into()));
+    // The moment the hook is completed (the instance leaves Terminating:Wait), the lines are
+    // there.
+    let msgs = wait_for(
+        "the instance to leave Terminating:Wait",
+        Duration::from_secs(30),
+        || match rt.block_on(state_of(&aws, "drain-logs", &id)) {
+            Some((s, _)) if s == "Terminating:Wait" => None,
+            _ => Some(rt.block_on(messages(&aws, &out_stream))),
+        },
+    );
+    assert_last_lines(
+        &msgs,
+        "last words before the drain",
+        "line written before the drain, when the hook was completed,",
+    );
+    assert_eq!(a.wait(Duration::from_secs(20)), Some(0), "{}", a.stderr());
+    let err = a.stderr();
+    let shipped = err
+        .find("log shipping stopped")
+        .expect("log shipping stopped");
+    let completed = err
+        .find("lifecycle action completed")
+        .expect("terminate hook completed");
+    assert!(shipped < completed, "{err}");
+    assert!(err.contains("complete=true"), "{err}");
 }
 
 /// `check` (and so `run`) refuses log globs into /proc and /sys, naming the key: their files

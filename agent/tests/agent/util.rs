@@ -294,6 +294,28 @@ pub async fn state_of(
         .map(|(_, s, h)| (s, h))
 }
 
+/// Terminates the instance `id` of `group` through Auto Scaling (desired capacity down by one)
+/// and waits until its terminate hook holds it in `Terminating:Wait`.
+pub fn terminate_into_wait(
+    rt: &tokio::runtime::Runtime,
+    aws: &bake_common::aws::Aws,
+    group: &str,
+    id: &str,
+) {
+    rt.block_on(async {
+        aws.asg
+            .terminate_instance_in_auto_scaling_group()
+            .instance_id(id)
+            .should_decrement_desired_capacity(true)
+            .send()
+            .await
+            .expect("terminate")
+    });
+    wait_for("Terminating:Wait", Duration::from_secs(10), || {
+        (rt.block_on(state_of(aws, group, id))?.0 == "Terminating:Wait").then_some(())
+    });
+}
+
 /// Processes whose parent is `pid`, with their state letter.
 pub fn children_of(pid: i32) -> Vec<(i32, char)> {
     let mut out = Vec::new();
