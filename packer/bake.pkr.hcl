@@ -132,6 +132,12 @@ variable "agent_binary" {
   description = "The bake-agent binary for the image's architecture (static musl build recommended)."
 }
 
+variable "app_packages" {
+  type        = string
+  default     = ""
+  description = "Debian (or dnf) packages the app needs at run time, space-separated, installed by install-app.sh (e.g. nodejs for the example app, whose command is /usr/bin/node)."
+}
+
 variable "agent_config" {
   type        = string
   default     = ""
@@ -263,6 +269,7 @@ locals {
   ]
   provision_env = [
     "BAKE_HARDEN_AIDE_INIT=${var.aide_init ? 1 : 0}",
+    "BAKE_APP_PACKAGES=${var.app_packages}",
   ]
   # The local target's driver and its settings (scripts/local-root.sh).
   local_root_sh = "${path.root}/scripts/local-root.sh"

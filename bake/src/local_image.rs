@@ -165,6 +165,7 @@ pub async fn build(
     })?
     .map_err(io(format!("locking '{}'", lock_path.display())))?;
 
+    let mut image_elapsed = std::time::Duration::ZERO;
     let made = if dir.is_dir() {
         progress.step(&format!("reusing the local image {}", rootfs.display()));
         tracing::info!(image = %rootfs.display(), "reusing the local image built from the same inputs");
@@ -214,7 +215,8 @@ pub async fn build(
             let _ = std::fs::remove_dir_all(&path);
             return Err(io(format!("renaming the image to '{}'", dir.display()))(e));
         }
-        tracing::info!(image = %rootfs.display(), secs = started.elapsed().as_secs(), "local image built");
+        image_elapsed = started.elapsed();
+        tracing::info!(image = %rootfs.display(), secs = image_elapsed.as_secs(), "local image built");
         true
     };
 
@@ -223,7 +225,9 @@ pub async fn build(
     args.push(format!("-except={LOCAL_SOURCE}"));
     args.extend(record_vars(inv, ec2_endpoint));
     progress.step("registering the local image's AMI");
-    let built = packer::build(binary, inv, &args, timeout, progress).await?;
+    let mut built = packer::build(binary, inv, &args, timeout, progress).await?;
+    // Packer's time: both builds.
+    built.packer_elapsed += image_elapsed;
     Ok(LocalBuilt {
         built,
         rootfs,

@@ -22,7 +22,8 @@
 #
 # The debootstrap cache: one directory per (suite, architecture, package list, mirror), named
 # SUITE-ARCH-<first 16 hex digits of the sha256 of that key>, holding rootfs/ and, once
-# complete, a file `complete`. A second build copies it instead of running debootstrap again.
+# complete, a file `complete` (and a lock file SUITE-ARCH-KEY.lock beside it). A second build
+# copies it instead of running debootstrap again.
 # Delete the directory (or all of BAKE_LOCAL_CACHE) to make the next build fetch a fresh base,
 # e.g. for newer security updates (harden.sh also dist-upgrades at every build).
 #
@@ -67,6 +68,10 @@ base() {
   arch=$(dpkg --print-architecture)
   key=$(printf '%s\n' "$suite" "$arch" "$packages" "$mirror" | sha256sum | cut -c1-16)
   dir="$cache/$suite-$arch-$key"
+  mkdir -p "$cache"
+  # One debootstrap per cache entry at a time; a concurrent build waits and then copies it.
+  exec 9>"$dir.lock"
+  flock 9
   if [[ -f $dir/complete ]]; then
     log "debootstrap base $dir (cached)"
   else
@@ -90,6 +95,7 @@ base() {
   [[ ! -e $root || -z $(ls -A "$root") ]] || die "$root is not empty"
   mkdir -p "$root"
   cp -a "$dir/rootfs/." "$root/"
+  exec 9>&-
   # Refuse service starts from maintainer scripts: there is no init to start them with.
   printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
   chmod 0755 "$root/usr/sbin/policy-rc.d"
