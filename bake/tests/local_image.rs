@@ -296,6 +296,94 @@ version = "1.0.0"
     });
 }
 
+/// Ctrl-C while a script runs in the root: bake stops Packer, the container's processes end with
+/// it, and neither an image, nor a build directory, nor an AMI is left.
+#[test]
+fn test_interrupted_local_build_leaves_no_image_and_no_process() {
+    let w = World::shipped("local-image-int");
+    std::fs::write(
+        w.path("packer/scripts/install-app.sh"),
+        "#!/usr/bin/env bash
+echo 'install-app: waiting' >&2
+exec -a bake-test-local-image-int sleep 300
+",
+    )
+    .unwrap();
+    let work = w.path("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let cache = repo().join(".work/debootstrap");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::os::unix::fs::symlink(&cache, work.join("debootstrap")).unwrap();
+    w.write_raw_config(&format!(
+        r#"[packer]
+template = "packer"
+agent_binary = {agent:?}
+target = "local"
+work_dir = "work"
+[packer.variables]
+source_ami = "{base}"
+aide_init = false
+[app]
+release = "app"
+"#,
+        agent = agent().display().to_string(),
+        base = crate::util::BASE_AMI,
+    ));
+    let child = w
+        .command(&["build"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The script runs inside the root: its sleep, named by `exec -a`.
+    let in_root = || -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.starts_with(b"bake-test-local-image-int\0"))
+            })
+            .collect()
+    };
+    let ran = w.wait_for(Duration::from_secs(120), || !in_root().is_empty());
+    // Interrupted in any case, so that nothing outlives a failing test.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(ran, "install-app.sh never ran in the root");
+    let images = work.join("images");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&images)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "left in work/images: {left:?}");
+    assert!(
+        w.wait_for(Duration::from_secs(10), || in_root().is_empty()),
+        "processes of the root outlive the build: {:?}",
+        in_root()
+    );
+    w.rt.block_on(async {
+        let out = w
+            .aws
+            .ec2
+            .describe_images()
+            .owners("self")
+            .send()
+            .await
+            .unwrap();
+        assert!(out.images().is_empty(), "{:?}", out.images());
+    });
+}
+
 /// `packer.target` takes "ami" or "local"; anything else is an error naming the key.
 #[test]
 fn test_unknown_packer_target_is_a_config_error() {
