@@ -7,6 +7,7 @@ use bake_common::aws::Aws;
 
 use crate::ami;
 use crate::config::{PackerSettings, Settings};
+use crate::local_image;
 use crate::output::Progress;
 use crate::packer::{self, PackerError};
 
@@ -231,6 +232,10 @@ pub async fn build(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     hashed.extend(p.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let local = p.target == local_image::Target::Local;
+    if local {
+        hashed.insert("packer.target".to_owned(), "local".to_owned());
+    }
     let app = match (&release_path, &release) {
         (Some(path), _) => Some(ami::AppRelease::Path(path)),
         (None, Some(v)) => Some(ami::AppRelease::Value(v)),
@@ -248,7 +253,10 @@ pub async fn build(
     let name = template_name(p);
     if !opts.force {
         progress.step("looking for an AMI with the same inputs");
-        if let Some(img) = ami::find_cached(&aws.ec2, &hash).await? {
+        if let Some(img) = ami::find_cached(&aws.ec2, &hash)
+            .await?
+            .filter(|img| !local || local_image::reusable(img))
+        {
             let id = img.image_id().unwrap_or_default().to_owned();
             progress.finish();
             tracing::info!(image_id = %id, inputs_hash = %hash, "reusing {id}: it was built from the same inputs (use --force to build anew)");
@@ -303,7 +311,23 @@ pub async fn build(
     let args = packer::var_args(&inv, &vars, &p.variables);
     tracing::info!(packer = %version, template = %p.template.display(), init = inv.init, "building");
     progress.step(&format!("packer {version} build"));
-    let built = packer::build(&p.binary, &inv, &args, p.timeout, &progress).await?;
+    let (built, local_rootfs) = if local {
+        let l = local_image::build(
+            &p.binary,
+            &inv,
+            &args,
+            local_image::ec2_endpoint(&settings.aws).as_deref(),
+            &p.work_dir,
+            &hash,
+            p.timeout,
+            &progress,
+        )
+        .await?;
+        (l.built, Some(l.rootfs))
+    } else {
+        let built = packer::build(&p.binary, &inv, &args, p.timeout, &progress).await?;
+        (built, None)
+    };
     let packer_elapsed = built.packer_elapsed;
     let (_, image_id) = built
         .amis
@@ -316,6 +340,12 @@ pub async fn build(
     let image = ami::describe(&aws.ec2, &image_id).await?;
     let mut tags = ami::provenance_tags(&hash, &commit, &built_at, settings.app_version.as_deref());
     tags.push((ami::TAG_TEMPLATE.to_owned(), name));
+    if let Some(rootfs) = &local_rootfs {
+        tags.push((
+            local_image::TAG_LOCAL_IMAGE.to_owned(),
+            rootfs.display().to_string(),
+        ));
+    }
     ami::tag_image(&aws.ec2, &image, &tags).await?;
     // What it was built from, on the AMI only (the snapshots keep the provenance).
     ami::tag_image_only(&aws.ec2, &image_id, &manifest.tags()).await?;

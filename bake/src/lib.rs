@@ -16,6 +16,8 @@ pub mod config;
 pub mod exit;
 /// The target's launch template.
 pub mod launch_template;
+/// The local target: a root file system image and its AMI record.
+pub mod local_image;
 /// Progress on stderr, results on stdout.
 pub mod output;
 /// Running Packer.

@@ -14,6 +14,8 @@ mod config;
 #[cfg(test)]
 mod layout;
 #[cfg(test)]
+mod local_image;
+#[cfg(test)]
 mod prune;
 #[cfg(test)]
 mod release;
