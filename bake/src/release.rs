@@ -8,13 +8,13 @@
 
 use std::time::Duration;
 
+use crate::aws::Aws;
 use aws_sdk_autoscaling::types::{
     AlarmSpecification, DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences,
     RefreshStrategy,
 };
 use aws_sdk_ec2::types::RequestLaunchTemplateData;
 use aws_smithy_types::error::display::DisplayErrorContext;
-use bake_common::aws::Aws;
 
 use crate::config::{RefreshSettings, Settings};
 use crate::exit::{coded, Exit};

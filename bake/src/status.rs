@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::aws::Aws;
 use aws_smithy_types::error::display::DisplayErrorContext;
-use bake_common::aws::Aws;
 
 use crate::exit::{coded, Exit};
 use crate::refresh::Snapshot;

@@ -3,9 +3,9 @@
 //! and the optional output `RollbackAlarmNames` (comma-separated alarms that join
 //! `refresh.alarms` in the refresh's alarm specification).
 
+use crate::aws::Aws;
 use aws_sdk_autoscaling::types::AutoScalingGroup;
 use aws_smithy_types::error::display::DisplayErrorContext;
-use bake_common::aws::Aws;
 
 use crate::config::Target;
 use crate::exit::{coded, Exit};

@@ -36,10 +36,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
 use aws_sdk_ec2::types::{RequestLaunchTemplateData, ResourceType, Tag, TagSpecification};
-use bake_common::aws::{Aws, AwsSettings};
+use bake_common::aws::AwsSettings;
 
 use crate::imds::{Imds, ImdsState};
-use crate::Emulator;
+use crate::{Aws, Emulator};
 
 pub mod haproxy;
 pub use haproxy::HAPROXY;
