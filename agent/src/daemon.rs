@@ -34,7 +34,7 @@ pub struct Boot {
     /// Validated settings.
     pub settings: Settings,
     /// AWS clients.
-    pub aws: bake_common::aws::Aws,
+    pub aws: crate::aws::Aws,
     /// The metadata client.
     pub imds: Imds,
 }
@@ -59,7 +59,7 @@ pub async fn boot(config: &Path) -> anyhow::Result<Boot> {
     if aws_settings.region.is_none() {
         aws_settings.region = Some(identity.region.clone());
     }
-    let aws = bake_common::aws::Aws::load(&aws_settings).await;
+    let aws = crate::aws::Aws::load(&aws_settings).await;
     identity::resolve_group(&mut identity, &settings.identity, &imds, &aws.asg)
         .await
         .map_err(|e| coded(Exit::Aws, e))?;
@@ -85,7 +85,7 @@ pub const LOG_FLUSH_DEADLINE: Duration = Duration::from_secs(10);
 /// agent's stderr (journald) instead: the app runs either way.
 fn start_logs(
     settings: &Settings,
-    aws: &bake_common::aws::Aws,
+    aws: &crate::aws::Aws,
     instance_id: &str,
 ) -> (AppOutput, Option<ShipperHandle>) {
     let Some(cfg) = &settings.logs else {

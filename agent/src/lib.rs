@@ -9,6 +9,8 @@
 //! Configuration: `/etc/bake/agent.toml` (`--config`) with userdata TOML laid over it; see
 //! docs/agent.md. Exit codes: [`exit::Exit`].
 
+/// The AWS clients the agent calls.
+pub mod aws;
 /// Command line.
 pub mod cli;
 /// `agent.toml` + userdata → validated settings.

@@ -20,7 +20,7 @@ use crate::supervisor::SupervisorHandle;
 /// end too ([`Rollout::resume`]). Call it within a Tokio runtime.
 pub fn start(
     settings: &Settings,
-    aws: &bake_common::aws::Aws,
+    aws: &crate::aws::Aws,
     group: Option<&str>,
     instance_id: &str,
     handle: SupervisorHandle,

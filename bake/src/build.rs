@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use bake_common::aws::Aws;
+use crate::aws::Aws;
 
 use crate::ami;
 use crate::config::{PackerSettings, Settings};

@@ -4,12 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use crate::aws::Aws;
 use aws_sdk_ec2::error::SdkError;
 use aws_sdk_ec2::operation::describe_launch_template_versions::DescribeLaunchTemplateVersionsError;
 use aws_sdk_ec2::operation::describe_launch_templates::DescribeLaunchTemplatesError;
 use aws_sdk_ec2::operation::modify_launch_template::ModifyLaunchTemplateError;
 use aws_smithy_types::error::display::DisplayErrorContext;
-use bake_common::aws::Aws;
 
 /// A launch template call that failed, with the SDK's error kept whole (boxed: it is large).
 #[derive(Debug, thiserror::Error)]

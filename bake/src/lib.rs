@@ -6,6 +6,8 @@
 
 /// AMIs: inputs hash, provenance tags, bake cache, prune helpers.
 pub mod ami;
+/// The AWS clients bake calls.
+pub mod aws;
 /// `bake build`.
 pub mod build;
 /// Command line.
@@ -37,7 +39,7 @@ pub mod status;
 /// Resolving `[target]`.
 pub mod targets;
 
-use bake_common::aws::Aws;
+use crate::aws::Aws;
 
 use crate::cli::{Cli, Command, WatchArgs};
 use crate::config::Settings;

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bake_common::aws::Aws;
+use crate::aws::Aws;
 
 use crate::ami::{self, PruneItem};
 use crate::targets::Targets;

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use crate::aws::Aws;
 use aws_sdk_autoscaling::operation::start_instance_refresh::StartInstanceRefreshError;
 use aws_sdk_autoscaling::types::{
     AlarmSpecification, DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences,
@@ -17,7 +18,6 @@ use aws_sdk_ec2::operation::create_launch_template_version::CreateLaunchTemplate
 use aws_sdk_ec2::types::RequestLaunchTemplateData;
 use aws_sdk_ssm::operation::put_parameter::PutParameterError;
 use aws_smithy_types::error::display::DisplayErrorContext;
-use bake_common::aws::Aws;
 
 use crate::config::{RefreshSettings, Settings};
 use crate::exit::Exit;

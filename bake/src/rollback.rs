@@ -1,9 +1,9 @@
 //! `bake rollback`: roll back the refresh in progress (`RollbackInstanceRefresh`), or, when none
 //! is running, release the image of the launch template version before the current default.
 
+use crate::aws::Aws;
 use aws_sdk_autoscaling::operation::rollback_instance_refresh::RollbackInstanceRefreshError;
 use aws_smithy_types::error::display::DisplayErrorContext;
-use bake_common::aws::Aws;
 
 use crate::config::Settings;
 use crate::exit::Exit;

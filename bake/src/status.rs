@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::aws::Aws;
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesError;
 use aws_smithy_types::error::display::DisplayErrorContext;
-use bake_common::aws::Aws;
 
 use crate::config::Settings;
 

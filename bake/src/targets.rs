@@ -3,12 +3,12 @@
 //! and the optional output `RollbackAlarmNames` (comma-separated alarms that join
 //! `refresh.alarms` in the refresh's alarm specification).
 
+use crate::aws::Aws;
 use aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsError;
 use aws_sdk_autoscaling::types::AutoScalingGroup;
 use aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksError;
 use aws_sdk_ec2::operation::describe_launch_templates::DescribeLaunchTemplatesError;
 use aws_smithy_types::error::display::DisplayErrorContext;
-use bake_common::aws::Aws;
 
 use crate::config::Target;
 

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
 use aws_sdk_ec2::types::{RequestLaunchTemplateData, ResourceType, Tag, TagSpecification};
-use bake_common::aws::Aws;
-use bake_e2e::Emulator;
+use bake_e2e::{Aws, Emulator};
 
 /// An AMI moto has out of the box (DescribeImages lists ~1300 of them).
 pub const BASE_AMI: &str = "ami-1e749f67";

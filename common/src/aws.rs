@@ -1,10 +1,15 @@
-//! Where AWS calls go, built once in `main` and passed down.
+//! Where AWS calls go: one `SdkConfig` per process, loaded in `main`, its clients passed down.
 //!
 //! Everything defers to the SDK's standard chain unless set here: `AWS_REGION` /
 //! `AWS_DEFAULT_REGION`, `AWS_PROFILE`, credentials (env, profile, SSO, web identity, IMDS),
 //! and the endpoint override `AWS_ENDPOINT_URL` with its per-service variants
 //! (`AWS_ENDPOINT_URL_AUTO_SCALING`, `AWS_ENDPOINT_URL_CLOUDWATCH`, …). That is how the very same
 //! binaries run against real AWS and against the local emulator: there is no test branch here.
+//!
+//! Each binary builds the clients it calls with [`aws_client!`](crate::aws_client) from
+//! [`sdk_config`] and depends on their service crates itself; this crate has only Auto Scaling's,
+//! which both call ([`crate::refresh_preferences`]). So `bake-agent` compiles and links no EC2 or
+//! CloudFormation code, even in a workspace build that also builds `bake`.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -114,9 +119,10 @@ pub fn timeout_config(settings: &AwsSettings) -> aws_config::timeout::TimeoutCon
 
 /// Names the service, operation and endpoint in a call's error when it never got an answer (a
 /// timeout, a refused connection, a DNS failure): the SDK's own "dispatch failure" or "timeout"
-/// names none of them. Runs once per call, after the last attempt.
-#[derive(Debug)]
-struct NameTheEndpoint;
+/// names none of them. Runs once per call, after the last attempt. Every client gets it from
+/// [`aws_client!`](crate::aws_client).
+#[derive(Clone, Copy, Debug)]
+pub struct NameTheEndpoint;
 
 /// A call that got no answer from its endpoint.
 #[derive(Debug)]
@@ -244,69 +250,27 @@ pub async fn sdk_config(settings: &AwsSettings) -> aws_config::SdkConfig {
         .await
 }
 
-/// The AWS clients of the project, all from one `SdkConfig`. Cloning is cheap.
-#[derive(Clone, Debug)]
-pub struct Aws {
-    /// EC2: AMIs, snapshots, launch templates, instances.
-    pub ec2: aws_sdk_ec2::Client,
-    /// Auto Scaling: groups, instance refreshes, lifecycle actions, instance health.
-    pub asg: aws_sdk_autoscaling::Client,
-    /// SSM Parameter Store: secrets and fleet leases.
-    pub ssm: aws_sdk_ssm::Client,
-    /// CloudWatch metrics and alarms.
-    pub cw: aws_sdk_cloudwatch::Client,
-    /// CloudWatch Logs.
-    pub logs: aws_sdk_cloudwatchlogs::Client,
-    /// CloudFormation: stack outputs naming the targets.
-    pub cfn: aws_sdk_cloudformation::Client,
-    /// The region the clients talk to, if one was resolved.
-    pub region: Option<String>,
-}
-
-impl Aws {
-    /// Clients for every service from one config.
-    #[must_use]
-    /// Every client names the service and endpoint of a call that got no answer.
-    pub fn from_conf(conf: &aws_config::SdkConfig) -> Self {
-        Self {
-            ec2: aws_sdk_ec2::Client::from_conf(
-                aws_sdk_ec2::config::Builder::from(conf)
-                    .interceptor(NameTheEndpoint)
-                    .build(),
-            ),
-            asg: aws_sdk_autoscaling::Client::from_conf(
-                aws_sdk_autoscaling::config::Builder::from(conf)
-                    .interceptor(NameTheEndpoint)
-                    .build(),
-            ),
-            ssm: aws_sdk_ssm::Client::from_conf(
-                aws_sdk_ssm::config::Builder::from(conf)
-                    .interceptor(NameTheEndpoint)
-                    .build(),
-            ),
-            cw: aws_sdk_cloudwatch::Client::from_conf(
-                aws_sdk_cloudwatch::config::Builder::from(conf)
-                    .interceptor(NameTheEndpoint)
-                    .build(),
-            ),
-            logs: aws_sdk_cloudwatchlogs::Client::from_conf(
-                aws_sdk_cloudwatchlogs::config::Builder::from(conf)
-                    .interceptor(NameTheEndpoint)
-                    .build(),
-            ),
-            cfn: aws_sdk_cloudformation::Client::from_conf(
-                aws_sdk_cloudformation::config::Builder::from(conf)
-                    .interceptor(NameTheEndpoint)
-                    .build(),
-            ),
-            region: conf.region().map(ToString::to_string),
-        }
-    }
-
-    /// Loads the config from `settings` and builds every client.
-    pub async fn load(settings: &AwsSettings) -> Self {
-        Self::from_conf(&sdk_config(settings).await)
-    }
+/// A client of the service crate `$sdk` (e.g. `aws_sdk_ssm`) from the `SdkConfig` `$conf`, which
+/// names the service, operation and endpoint of a call that got no answer ([`NameTheEndpoint`]).
+///
+/// A macro, expanded in the caller, so that this crate needs no service crate: each binary
+/// builds the clients it calls and compiles only their crates.
+///
+/// ```no_run
+/// # async fn clients(settings: &bake_common::aws::AwsSettings) {
+/// let conf = bake_common::aws::sdk_config(settings).await;
+/// let asg: aws_sdk_autoscaling::Client = bake_common::aws_client!(aws_sdk_autoscaling, &conf);
+/// # }
+/// ```
+#[macro_export]
+macro_rules! aws_client {
+    ($sdk:ident, $conf:expr) => {
+        $sdk::Client::from_conf(
+            $sdk::config::Builder::from($conf)
+                .interceptor($crate::aws::NameTheEndpoint)
+                .build(),
+        )
+    };
 }
 
 #[cfg(test)]
@@ -394,14 +358,10 @@ mod tests {
                 aws_credential_types::Credentials::new("k", "s", None, None, "test"),
             ),
         );
-        let aws = Aws::from_conf(&conf.build());
+        let asg: aws_sdk_autoscaling::Client =
+            crate::aws_client!(aws_sdk_autoscaling, &conf.build());
         let started = std::time::Instant::now();
-        let e = aws
-            .asg
-            .describe_auto_scaling_groups()
-            .send()
-            .await
-            .unwrap_err();
+        let e = asg.describe_auto_scaling_groups().send().await.unwrap_err();
         let elapsed = started.elapsed();
         assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
         let text = aws_smithy_types::error::display::DisplayErrorContext(&e).to_string();
@@ -409,6 +369,75 @@ mod tests {
         assert!(text.contains("DescribeAutoScalingGroups"), "{text}");
         assert!(text.contains(&addr.to_string()), "{text}");
         drop(listener);
+    }
+
+    /// The `aws-sdk-*` crates in the normal (not dev, not build) dependency graph of `package`,
+    /// as `cargo tree` resolves it for a build of that package alone.
+    fn service_crates(package: &str) -> std::collections::BTreeSet<String> {
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+        let out = std::process::Command::new(env!("CARGO"))
+            .args(["tree", "--frozen", "-e", "normal", "--prefix", "none"])
+            .args([
+                "--format",
+                "{p}",
+                "--manifest-path",
+                manifest,
+                "-p",
+                package,
+            ])
+            .output()
+            .expect("cargo runs");
+        assert!(
+            out.status.success(),
+            "cargo tree: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').next())
+            .filter(|name| name.starts_with("aws-sdk-"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// This crate holds no service crate but Auto Scaling's (both binaries call it), so each
+    /// binary compiles only the clients it calls: a workspace build unifies this crate's
+    /// features across both binaries, and another service crate here (or behind a feature
+    /// `bake` enables) would be built into the agent too.
+    #[test]
+    fn test_each_binary_builds_only_the_service_crates_it_calls() {
+        // aws-config's own: STS (web identity, assumed roles) and SSO (`sso` profiles).
+        let config = ["aws-sdk-sso", "aws-sdk-ssooidc", "aws-sdk-sts"];
+        let want = |services: &[&str]| -> std::collections::BTreeSet<String> {
+            services
+                .iter()
+                .chain(&config)
+                .map(|s| (*s).to_owned())
+                .collect()
+        };
+        assert_eq!(
+            service_crates("bake-common"),
+            want(&["aws-sdk-autoscaling"])
+        );
+        assert_eq!(
+            service_crates("bake-agent"),
+            want(&[
+                "aws-sdk-autoscaling",
+                "aws-sdk-cloudwatch",
+                "aws-sdk-cloudwatchlogs",
+                "aws-sdk-ssm"
+            ])
+        );
+        assert_eq!(
+            service_crates("bake"),
+            want(&[
+                "aws-sdk-autoscaling",
+                "aws-sdk-cloudformation",
+                "aws-sdk-ec2",
+                "aws-sdk-ssm"
+            ])
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! bake-common: the little that `bake` and `bake-agent` share.
 //!
 //! - [`aws`]: one `SdkConfig` built from the SDK's standard chain (region, profile, credentials,
-//!   `AWS_ENDPOINT_URL` and its per-service variants), and the clients both binaries use;
+//!   `AWS_ENDPOINT_URL` and its per-service variants), and [`aws_client!`] to build each
+//!   service's client from it (no service crate here: each binary depends on the ones it calls);
 //! - [`duration`]: humantime strings (`"30s"`, `"14d"`) in config files;
 //! - [`refresh_preferences`]: the instance refresh preferences `bake release` records for the
 //!   agent's secret-rotation rollouts;

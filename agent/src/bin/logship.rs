@@ -24,7 +24,8 @@ async fn run(path: &str) -> Result<(), (u8, String)> {
     let settings = LogsSettings::with_config(&cfg.logs).map_err(|e| (2, format!("{path}: {e}")))?;
     // Only the client it uses: the other services' clients would cost heap and code for nothing.
     let conf = bake_common::aws::sdk_config(&bake_common::aws::AwsSettings::default()).await;
-    let logs = aws_sdk_cloudwatchlogs::Client::new(&conf);
+    let logs: aws_sdk_cloudwatchlogs::Client =
+        bake_common::aws_client!(aws_sdk_cloudwatchlogs, &conf);
     let (_app, handle) = Shipper::start(logs, &settings, &cfg.instance_id)
         .map_err(|e| (2, format!("{path}: {e}")))?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

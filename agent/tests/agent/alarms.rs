@@ -83,7 +83,7 @@ fn alarms_in_templates() -> Vec<Alarm> {
 }
 
 /// Every metric in the emulator's CloudWatch (all namespaces, all pages).
-async fn published(aws: &bake_common::aws::Aws) -> BTreeSet<MetricKey> {
+async fn published(aws: &bake_e2e::Aws) -> BTreeSet<MetricKey> {
     let mut out = BTreeSet::new();
     let mut token: Option<String> = None;
     for _ in 0..100 {

@@ -12,7 +12,7 @@ const LOG_GROUP: &str = "/bake/test-app";
 
 /// Every message of a stream, oldest first (GetLogEvents from the head, all pages); empty
 /// while the stream does not exist.
-async fn messages(aws: &bake_common::aws::Aws, stream: &str) -> Vec<String> {
+async fn messages(aws: &bake_e2e::Aws, stream: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     for _ in 0..1000 {
@@ -40,7 +40,7 @@ async fn messages(aws: &bake_common::aws::Aws, stream: &str) -> Vec<String> {
 }
 
 /// `InstanceId=…,AutoScalingGroupName=…` (sorted) of every `CPUUtilization` in `Bake/Agent`.
-async fn cpu_dimensions(aws: &bake_common::aws::Aws) -> Vec<Vec<String>> {
+async fn cpu_dimensions(aws: &bake_e2e::Aws) -> Vec<Vec<String>> {
     let Ok(listed) = aws
         .cw
         .list_metrics()

@@ -9,7 +9,7 @@ use bake_common::refresh_preferences::{parameter_name, Recorded};
 
 use crate::util::{agent, group, imds, rt, wait_for, Running, TestDir};
 
-async fn put(aws: &bake_common::aws::Aws, name: &str, value: &str, t: ParameterType) {
+async fn put(aws: &bake_e2e::Aws, name: &str, value: &str, t: ParameterType) {
     aws.ssm
         .put_parameter()
         .name(name)
@@ -29,7 +29,7 @@ fn config(group: &str, path: &str) -> String {
 }
 
 /// Metric names in Bake/Agent whose only dimension is `AutoScalingGroupName = group`.
-async fn group_metrics(aws: &bake_common::aws::Aws, group: &str) -> Vec<String> {
+async fn group_metrics(aws: &bake_e2e::Aws, group: &str) -> Vec<String> {
     let out = aws
         .cw
         .list_metrics()

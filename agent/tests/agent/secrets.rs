@@ -10,7 +10,7 @@ use crate::util::{agent, group, imds, rt, wait_for, Running, TestDir};
 
 const SECRET: &str = "s3cr3t-value-7f1d";
 
-async fn put(aws: &bake_common::aws::Aws, name: &str, value: &str, overwrite: bool) {
+async fn put(aws: &bake_e2e::Aws, name: &str, value: &str, overwrite: bool) {
     aws.ssm
         .put_parameter()
         .name(name)

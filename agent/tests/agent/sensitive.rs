@@ -8,7 +8,7 @@ use aws_sdk_ssm::types::ParameterType;
 
 use crate::util::{agent, imds, rt, wait_for, Running, TestDir};
 
-async fn put(aws: &bake_common::aws::Aws, name: &str, value: &str) {
+async fn put(aws: &bake_e2e::Aws, name: &str, value: &str) {
     aws.ssm
         .put_parameter()
         .name(name)

@@ -180,7 +180,7 @@ pub fn rt() -> tokio::runtime::Runtime {
 /// Creates group `name` with `desired` instances in the emulator (hooks: `(transition, default
 /// result)`), and returns its instance ids once they exist.
 pub async fn group(
-    aws: &bake_common::aws::Aws,
+    aws: &bake_e2e::Aws,
     name: &str,
     desired: i32,
     hooks: &[(&str, &str)],
@@ -254,7 +254,7 @@ pub async fn group(
 }
 
 /// (instance id, lifecycle state, health) of the group's instances.
-pub async fn instances(aws: &bake_common::aws::Aws, name: &str) -> Vec<(String, String, String)> {
+pub async fn instances(aws: &bake_e2e::Aws, name: &str) -> Vec<(String, String, String)> {
     let out = aws
         .asg
         .describe_auto_scaling_groups()
@@ -282,11 +282,7 @@ pub async fn instances(aws: &bake_common::aws::Aws, name: &str) -> Vec<(String, 
 }
 
 /// The lifecycle state of one instance (None once it left the group).
-pub async fn state_of(
-    aws: &bake_common::aws::Aws,
-    group: &str,
-    id: &str,
-) -> Option<(String, String)> {
+pub async fn state_of(aws: &bake_e2e::Aws, group: &str, id: &str) -> Option<(String, String)> {
     instances(aws, group)
         .await
         .into_iter()
@@ -298,7 +294,7 @@ pub async fn state_of(
 /// and waits until its terminate hook holds it in `Terminating:Wait`.
 pub fn terminate_into_wait(
     rt: &tokio::runtime::Runtime,
-    aws: &bake_common::aws::Aws,
+    aws: &bake_e2e::Aws,
     group: &str,
     id: &str,
 ) {

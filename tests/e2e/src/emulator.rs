@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
-use bake_common::aws::{Aws, AwsSettings};
+use bake_common::aws::AwsSettings;
+
+use crate::Aws;
 
 /// Clock scale the tests run the emulator at: AWS's minutes become a few seconds.
 pub const DEFAULT_TIME_SCALE: f64 = 0.01;

@@ -6,6 +6,8 @@
 //! - [`imds`]: the hand-written instance metadata (IMDSv2) stand-in, one per simulated instance.
 //! - [`fleet`]: the local fleet (agents, apps, haproxy) playing out an emulated Auto Scaling group.
 
+/// Clients for every service.
+pub mod aws;
 /// The local AWS emulator.
 pub mod emulator;
 /// The local fleet: simulated instances of the emulator's Auto Scaling group, haproxy, load.
@@ -17,5 +19,6 @@ pub mod paths;
 /// Child processes that do not outlive the harness.
 pub mod process;
 
+pub use aws::Aws;
 pub use emulator::Emulator;
 pub use imds::{Imds, ImdsState};

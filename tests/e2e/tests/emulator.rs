@@ -7,7 +7,7 @@ use aws_sdk_ssm::types::ParameterType;
 use bake_e2e::Emulator;
 
 /// An image moto knows out of the box (its bundled AMI list).
-async fn any_image(aws: &bake_common::aws::Aws) -> String {
+async fn any_image(aws: &bake_e2e::Aws) -> String {
     let images = aws
         .ec2
         .describe_images()

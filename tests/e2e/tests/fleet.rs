@@ -10,7 +10,7 @@ use bake_e2e::Emulator;
 struct World {
     emu: Emulator,
     rt: tokio::runtime::Runtime,
-    aws: bake_common::aws::Aws,
+    aws: bake_e2e::Aws,
     dir: tempfile::TempDir,
     asg: String,
 }

@@ -4,7 +4,9 @@
 use anyhow::Context;
 use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
 use aws_sdk_ec2::types::{RequestLaunchTemplateData, ResourceType, Tag, TagSpecification};
-use bake_common::aws::{Aws, AwsSettings};
+use bake_common::aws::AwsSettings;
+
+use crate::Aws;
 
 use super::{APP_VERSION_TAG, LAUNCH_HOOK, TERMINATE_HOOK};
 

@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bake_common::aws::{Aws, AwsSettings};
+use bake_common::aws::AwsSettings;
+
+use crate::Aws;
 
 use super::haproxy::Lb;
 use super::reconcile::{self, Action, GroupInstance, Registration, Running};

@@ -1,0 +1,40 @@
+//! The AWS clients `bake` calls, all from the one `SdkConfig` of the process
+//! ([`bake_common::aws::sdk_config`]). Only the services it calls are built in.
+
+use bake_common::aws::{sdk_config, AwsSettings};
+use bake_common::aws_client;
+
+/// `bake`'s clients. Cloning is cheap.
+#[derive(Clone, Debug)]
+pub struct Aws {
+    /// EC2: AMIs, snapshots, launch templates, instances.
+    pub ec2: aws_sdk_ec2::Client,
+    /// Auto Scaling: groups, instance refreshes.
+    pub asg: aws_sdk_autoscaling::Client,
+    /// SSM Parameter Store: the refresh preferences of the last release
+    /// ([`bake_common::refresh_preferences`]).
+    pub ssm: aws_sdk_ssm::Client,
+    /// CloudFormation: stack outputs naming the targets.
+    pub cfn: aws_sdk_cloudformation::Client,
+    /// The region the clients talk to, if one was resolved.
+    pub region: Option<String>,
+}
+
+impl Aws {
+    /// Every client from one config.
+    #[must_use]
+    pub fn from_conf(conf: &aws_config::SdkConfig) -> Self {
+        Self {
+            ec2: aws_client!(aws_sdk_ec2, conf),
+            asg: aws_client!(aws_sdk_autoscaling, conf),
+            ssm: aws_client!(aws_sdk_ssm, conf),
+            cfn: aws_client!(aws_sdk_cloudformation, conf),
+            region: conf.region().map(ToString::to_string),
+        }
+    }
+
+    /// Loads the config from `settings` and builds every client.
+    pub async fn load(settings: &AwsSettings) -> Self {
+        Self::from_conf(&sdk_config(settings).await)
+    }
+}

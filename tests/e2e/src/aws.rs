@@ -1,0 +1,39 @@
+//! Clients for every service the binaries call, for tests to arrange and inspect the emulator.
+//! (Each binary builds only its own clients: `bake::aws`, `bake_agent::aws`.)
+
+use bake_common::aws_client;
+
+/// One client per service, all from one config. Cloning is cheap.
+#[derive(Clone, Debug)]
+pub struct Aws {
+    /// EC2: AMIs, snapshots, launch templates, instances.
+    pub ec2: aws_sdk_ec2::Client,
+    /// Auto Scaling: groups, instance refreshes, lifecycle actions, instance health.
+    pub asg: aws_sdk_autoscaling::Client,
+    /// SSM Parameter Store: secrets, fleet leases, refresh preferences.
+    pub ssm: aws_sdk_ssm::Client,
+    /// CloudWatch metrics and alarms.
+    pub cw: aws_sdk_cloudwatch::Client,
+    /// CloudWatch Logs.
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// CloudFormation: stacks and their outputs.
+    pub cfn: aws_sdk_cloudformation::Client,
+    /// The region the clients talk to, if one was resolved.
+    pub region: Option<String>,
+}
+
+impl Aws {
+    /// Every client from one config.
+    #[must_use]
+    pub fn from_conf(conf: &aws_config::SdkConfig) -> Self {
+        Self {
+            ec2: aws_client!(aws_sdk_ec2, conf),
+            asg: aws_client!(aws_sdk_autoscaling, conf),
+            ssm: aws_client!(aws_sdk_ssm, conf),
+            cw: aws_client!(aws_sdk_cloudwatch, conf),
+            logs: aws_client!(aws_sdk_cloudwatchlogs, conf),
+            cfn: aws_client!(aws_sdk_cloudformation, conf),
+            region: conf.region().map(ToString::to_string),
+        }
+    }
+}
