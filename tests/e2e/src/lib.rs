@@ -6,6 +6,8 @@
 //! - [`imds`]: the hand-written instance metadata (IMDSv2) stand-in, one per simulated instance.
 //! - [`fleet`]: the local fleet (agents, apps, haproxy) playing out an emulated Auto Scaling group.
 
+/// Booted instances: an AMI's image under systemd-nspawn, systemd as PID 1.
+pub mod boot;
 /// The local AWS emulator.
 pub mod emulator;
 /// The local fleet: simulated instances of the emulator's Auto Scaling group, haproxy, load.

@@ -1,0 +1,451 @@
+//! Proofs on booted instances: the image booted under systemd (`bake_e2e::boot`), the shipped
+//! units running the real `bake-agent`, against the emulator through the instance's relay.
+//!
+//! One instance carries every proof that does not disturb the others, in this order: boot →
+//! READY → app ready → launch hook CONTINUE; the network boundary; an upload on the shared
+//! directory and the app's output in CloudWatch Logs; an app crash; a SIGKILLed agent; a frozen
+//! agent and systemd's watchdog. Needs root (network namespaces, nspawn), as CI runs.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
+use aws_sdk_ec2::types::{RequestLaunchTemplateData, Tag};
+use bake_common::aws::Aws;
+use bake_e2e::boot::{self, BootSpec, Instance};
+use bake_e2e::{Emulator, ImdsState};
+use nix::sys::signal::Signal;
+
+const GROUP: &str = "booted";
+const LAUNCH_HOOK: &str = "launch";
+const TERMINATE_HOOK: &str = "drain";
+const APP_PORT: u16 = 3000;
+const SECRETS_PATH: &str = "/bake/booted/app";
+const LOG_GROUP: &str = "/bake/booted/app";
+/// `WatchdogSec=` of systemd/bake-agent.service.
+const WATCHDOG: Duration = Duration::from_secs(30);
+/// `RestartSec=` of systemd/bake-agent.service.
+const RESTART_SEC: Duration = Duration::from_secs(2);
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Polls `f` every 100 ms until it gives a value; after `timeout`, fails with what the instance
+/// says about itself (failed units, the agent's journal).
+fn wait_for<T>(
+    inst: &Instance,
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out ({timeout:?}) waiting for {what}\n{}",
+            diagnostics(inst)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn diagnostics(inst: &Instance) -> String {
+    format!(
+        "failed units and their last lines:\n{}\nbake-agent.service:\n{}\njournal of bake-agent.service (last 60 lines):\n{}",
+        inst.sh(
+            "for u in $(systemctl --failed --plain --no-legend | cut -d' ' -f1); do \
+             echo \"== $u\"; journalctl -u \"$u\" -n 10 -o cat --no-pager; done"
+        ),
+        inst.sh("systemctl status --no-pager -n 0 bake-agent.service"),
+        inst.sh("journalctl -u bake-agent.service --no-pager -n 60 -o cat"),
+    )
+}
+
+/// The image the tests boot: the locally baked image's AMI.
+async fn image(aws: &Aws) -> String {
+    let root = std::env::var("BAKE_BOOT_DEV_ROOT").map_or_else(
+        |_| bake_e2e::paths::repo_root().join(".work/devroot"),
+        PathBuf::from,
+    );
+    let out = aws
+        .ec2
+        .register_image()
+        .name("booted-dev")
+        .root_device_name("/dev/xvda")
+        .architecture(aws_sdk_ec2::types::ArchitectureValues::X8664)
+        .send()
+        .await
+        .expect("RegisterImage");
+    let ami = out.image_id().unwrap().to_owned();
+    aws.ec2
+        .create_tags()
+        .resources(&ami)
+        .tags(
+            Tag::builder()
+                .key(boot::LOCAL_IMAGE_TAG)
+                .value(root.display().to_string())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateTags");
+    ami
+}
+
+/// A group of one instance on `ami` with a launch hook whose default is ABANDON (only the
+/// agent's CONTINUE brings the instance InService) and a terminate hook. Returns its instance.
+async fn group(aws: &Aws, ami: &str) -> String {
+    aws.ec2
+        .create_launch_template()
+        .launch_template_name(format!("{GROUP}-lt"))
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .image_id(ami)
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateLaunchTemplate");
+    aws.asg
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(GROUP)
+        .launch_template(
+            LaunchTemplateSpecification::builder()
+                .launch_template_name(format!("{GROUP}-lt"))
+                .version("$Latest")
+                .build(),
+        )
+        .min_size(0)
+        .max_size(2)
+        .desired_capacity(0)
+        .availability_zones("us-east-1a")
+        .send()
+        .await
+        .expect("CreateAutoScalingGroup");
+    for (hook, transition, default) in [
+        (LAUNCH_HOOK, "autoscaling:EC2_INSTANCE_LAUNCHING", "ABANDON"),
+        (
+            TERMINATE_HOOK,
+            "autoscaling:EC2_INSTANCE_TERMINATING",
+            "CONTINUE",
+        ),
+    ] {
+        aws.asg
+            .put_lifecycle_hook()
+            .auto_scaling_group_name(GROUP)
+            .lifecycle_hook_name(hook)
+            .lifecycle_transition(transition)
+            .default_result(default)
+            .heartbeat_timeout(3600)
+            .send()
+            .await
+            .expect("PutLifecycleHook");
+    }
+    aws.asg
+        .set_desired_capacity()
+        .auto_scaling_group_name(GROUP)
+        .desired_capacity(1)
+        .send()
+        .await
+        .expect("SetDesiredCapacity");
+    for _ in 0..100 {
+        if let Some((id, _)) = lifecycle(aws).await.into_iter().next() {
+            return id;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the group launched no instance");
+}
+
+/// (instance, lifecycle state) of the group's instances.
+async fn lifecycle(aws: &Aws) -> BTreeMap<String, String> {
+    let out = aws
+        .asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(GROUP)
+        .send()
+        .await
+        .expect("DescribeAutoScalingGroups");
+    out.auto_scaling_groups()
+        .iter()
+        .flat_map(|g| g.instances())
+        .map(|i| {
+            (
+                i.instance_id().unwrap_or_default().to_owned(),
+                i.lifecycle_state()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// The fleet's userdata, shaped as `cloudformation/fleet.yaml` renders it.
+fn userdata() -> String {
+    format!(
+        r#"[identity]
+asg_name = "{GROUP}"
+
+[app]
+command = ["/usr/bin/node", "/opt/app/server.js"]
+user = "app"
+working_dir = "/opt/app"
+port = {APP_PORT}
+
+[app.env]
+HOST = "0.0.0.0"
+APP_VERSION = "booted"
+
+[secrets]
+path = "{SECRETS_PATH}"
+env_file = "/run/bake/app.env"
+
+[efs]
+file_system_id = "fs-0123456789abcdef0"
+mount_point = "/mnt/efs"
+
+[uploads]
+dir = "/mnt/efs/uploads"
+
+[readiness]
+probe = "http://127.0.0.1:{APP_PORT}/health"
+interval = "200ms"
+launch_hook = "{LAUNCH_HOOK}"
+
+[lifecycle]
+terminate_hook = "{TERMINATE_HOOK}"
+poll_interval = "1s"
+spot = false
+
+[metrics]
+publish_interval = "10s"
+
+[logs]
+retention_days = 7
+poll_interval = "250ms"
+
+[logs.app]
+log_group = "{LOG_GROUP}"
+"#
+    )
+}
+
+/// `METHOD path` to the instance's app port over the fleet network: (status, body).
+fn http(inst: &Instance, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
+    let addr = SocketAddr::from((inst.addr(), APP_PORT));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: app\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    s.write_all(body)?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()))
+}
+
+/// Processes of the instance running the sample app.
+fn apps(inst: &Instance) -> Vec<boot::Proc> {
+    inst.processes()
+        .into_iter()
+        .filter(|p| p.cmdline.contains("/opt/app/server.js"))
+        .collect()
+}
+
+/// The app runs exactly once in the whole instance, as a child of the agent's main process, in
+/// the agent's cgroup. Returns (agent, app).
+fn supervised_once(inst: &Instance) -> (boot::Proc, boot::Proc) {
+    let agent = inst
+        .main_pid("bake-agent.service")
+        .expect("bake-agent.service has a main process");
+    let apps = apps(inst);
+    assert_eq!(
+        apps.len(),
+        1,
+        "exactly one app process in the instance: {apps:#?}"
+    );
+    let app = apps.into_iter().next().unwrap();
+    assert_eq!(
+        app.host_ppid, agent.host_pid,
+        "the app's parent is the agent: {app:?} {agent:?}"
+    );
+    assert!(
+        app.cgroup.contains("bake-agent.service"),
+        "the app is in the agent's cgroup: {app:?}"
+    );
+    (agent, app)
+}
+
+fn active(inst: &Instance, unit: &str) -> bool {
+    inst.show(unit, &["ActiveState", "SubState"])
+        .is_ok_and(|m| m["ActiveState"] == "active" && m["SubState"] == "running")
+}
+
+/// From inside the instance: can a TCP connection to `addr` be made within 3 s?
+fn connects(inst: &Instance, addr: &str, port: u16) -> bool {
+    inst.exec(&[
+        "timeout",
+        "3",
+        "bash",
+        "-c",
+        &format!("exec 3<>/dev/tcp/{addr}/{port}"),
+    ])
+    .is_ok_and(|o| o.status.success())
+}
+
+/// The host's first global IPv4 address outside the fleet's /24 (its real interface).
+fn host_global_addr() -> Option<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let a = l.split_whitespace().skip_while(|w| *w != "inet").nth(1)?;
+        let a = a.split('/').next()?;
+        (!a.starts_with("10.231.")).then(|| a.to_owned())
+    })
+}
+
+async fn log_events(aws: &Aws, stream: &str) -> Vec<String> {
+    match aws
+        .logs
+        .get_log_events()
+        .log_group_name(LOG_GROUP)
+        .log_stream_name(stream)
+        .start_from_head(true)
+        .send()
+        .await
+    {
+        Ok(out) => out
+            .events()
+            .iter()
+            .filter_map(|e| e.message().map(str::to_owned))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn test_booted_instance_serves_supervises_and_is_watched() {
+    let emu = Emulator::start_with_scale(None).expect("emulator starts");
+    let rt = rt();
+    let aws = rt.block_on(emu.aws());
+    rt.block_on(
+        aws.ssm
+            .put_parameter()
+            .name(format!("{SECRETS_PATH}/db/connection-string"))
+            .value("postgres://app:s3cret@db/app")
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .send(),
+    )
+    .expect("PutParameter");
+    let ami = rt.block_on(image(&aws));
+    let id = rt.block_on(group(&aws, &ami));
+    assert_eq!(rt.block_on(lifecycle(&aws))[&id], "Pending:Wait");
+
+    // The image is found from the instance's AMI alone.
+    let image_id = rt.block_on(boot::instance_image(&aws, &id)).unwrap();
+    assert_eq!(image_id, ami);
+    let root = rt.block_on(boot::image_root(&aws, &image_id)).unwrap();
+    let shared = tempfile::Builder::new()
+        .prefix("bake-efs-")
+        .tempdir()
+        .unwrap();
+    let mut state = ImdsState::new(&id);
+    state.user_data = Some(userdata());
+    state.tags = Some(BTreeMap::from([(
+        "aws:autoscaling:groupName".to_owned(),
+        GROUP.to_owned(),
+    )]));
+    let mut spec = BootSpec::new(root, state, emu.url()).unwrap();
+    spec.shared_dir = Some(shared.path().to_path_buf());
+
+    // a. boot → systemd running → agent READY (Type=notify) → app ready → CONTINUE.
+    let inst = Instance::boot(spec).expect("the instance boots");
+    let t = inst.times().clone();
+    eprintln!(
+        "{}: systemd {} ({}), failed units: [{}]",
+        inst.machine(),
+        inst.state(),
+        t.systemd.as_millis(),
+        inst.failed_units()
+    );
+    let unit = inst
+        .show(
+            "bake-agent.service",
+            &[
+                "Type",
+                "NotifyAccess",
+                "WatchdogUSec",
+                "FragmentPath",
+                "DropInPaths",
+            ],
+        )
+        .unwrap();
+    assert_eq!(unit["Type"], "notify", "{unit:?}");
+    assert_eq!(
+        unit["FragmentPath"],
+        "/etc/systemd/system/bake-agent.service"
+    );
+    assert_eq!(
+        unit["DropInPaths"],
+        format!(
+            "/etc/systemd/system/bake-agent.service.d/{}",
+            boot::DROPIN_NAME
+        ),
+        "only the test drop-in is added to the shipped unit"
+    );
+    wait_for(
+        &inst,
+        "bake-agent.service active/running (READY=1)",
+        Duration::from_secs(90),
+        || active(&inst, "bake-agent.service").then_some(()),
+    );
+    let ready_at = inst
+        .show("bake-agent.service", &["ActiveEnterTimestampMonotonic"])
+        .ok()
+        .and_then(|m| m["ActiveEnterTimestampMonotonic"].parse::<u64>().ok())
+        .map(|us| inst.since_start(Duration::from_micros(us)))
+        .unwrap();
+    let continued = wait_for(
+        &inst,
+        "the launch hook's CONTINUE (InService)",
+        Duration::from_secs(60),
+        || {
+            (rt.block_on(lifecycle(&aws)).get(&id).map(String::as_str) == Some("InService"))
+                .then(|| inst.started().elapsed())
+        },
+    );
+    let journal = inst.journal("bake-agent.service");
+    let app_ready = inst
+        .journal_time("bake-agent.service", "app is ready")
+        .unwrap_or_else(|| panic!("no 'app is ready' in the agent's journal:\n{journal}"));
+    eprintln!(
+        "boot times (ms): container {} systemd {} agent-ready {} app-ready {} continue-seen {}",
+        t.container.as_millis(),
+        t.systemd.as_millis(),
+        ready_at.as_millis(),
+        app_ready.as_millis(),
+        continued.as_millis()
+    );
+    assert_eq!(http(&inst, "GET", "/health", b"").unwrap().0, 200);
+    let (agent, _) = supervised_once(&inst);
+}
