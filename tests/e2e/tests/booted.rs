@@ -357,6 +357,7 @@ fn test_booted_instance_serves_supervises_and_is_watched() {
             .send(),
     )
     .expect("PutParameter");
+    let forward_before = ip_forward();
     let ami = rt.block_on(image(&aws));
     let id = rt.block_on(group(&aws, &ami));
     assert_eq!(rt.block_on(lifecycle(&aws))[&id], "Pending:Wait");
@@ -447,5 +448,259 @@ fn test_booted_instance_serves_supervises_and_is_watched() {
         continued.as_millis()
     );
     assert_eq!(http(&inst, "GET", "/health", b"").unwrap().0, 200);
-    let (agent, _) = supervised_once(&inst);
+    let (agent, app) = supervised_once(&inst);
+    assert!(
+        journal.contains("step=\"mount\"") && journal.contains("already=true"),
+        "the agent found the EFS stand-in mounted and left it:\n{journal}"
+    );
+
+    network_is_fenced(&inst, &emu, &forward_before);
+    uploads_and_logs(&inst, &rt, &aws, &id, shared.path());
+    let (agent, app) = app_crash_is_restarted(&inst, agent, app);
+    let (agent, _) = killed_agent_is_restarted(&inst, agent, app);
+    frozen_agent_is_restarted_by_the_watchdog(&inst, agent);
+
+    // Powered off cleanly, then nothing of it is left on the host.
+    let veth = inst.veth();
+    let leader = inst.leader();
+    let mut inst = inst;
+    let t = Instant::now();
+    assert!(
+        inst.power_off(boot::STOP_GRACE),
+        "the instance powers off within {:?}",
+        boot::STOP_GRACE
+    );
+    eprintln!("power off: {} ms", t.elapsed().as_millis());
+    drop(inst);
+    assert!(
+        !std::path::Path::new("/sys/class/net").join(&veth).exists(),
+        "{veth} is gone with the instance"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{leader}")).exists(),
+        "the instance's PID 1 is gone"
+    );
+    assert_eq!(
+        ip_forward(),
+        forward_before,
+        "the host's forwarding is untouched"
+    );
+}
+
+fn ip_forward() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap()
+}
+
+/// From inside the instance, only its own /30 (the relay at the host end) and its own loopback
+/// (the metadata service) answer: no default route, the host's real address, a public address
+/// and the host's loopback (where the emulator listens) are out of reach.
+fn network_is_fenced(inst: &Instance, emu: &Emulator, forward_before: &str) {
+    let relay = inst.relay().addr();
+    assert!(
+        connects(inst, &relay.ip().to_string(), relay.port()),
+        "the relay at {relay} is reachable"
+    );
+    assert!(
+        connects(inst, "169.254.169.254", 80),
+        "IMDS on the instance's loopback"
+    );
+    let routes = inst.sh("cat /proc/net/route");
+    assert!(
+        routes
+            .lines()
+            .skip(1)
+            .all(|l| l.split_whitespace().nth(1) != Some("00000000")),
+        "no default route in the instance:\n{routes}"
+    );
+    let emu_port: u16 = emu.url().rsplit(':').next().unwrap().parse().unwrap();
+    let host = host_global_addr().expect("the host has an address on a real interface");
+    for (addr, port) in [
+        (host.as_str(), emu_port),
+        (host.as_str(), 22),
+        ("1.1.1.1", 443),
+        ("127.0.0.1", emu_port),
+        ("127.0.0.53", 53),
+        ("10.231.1.1", 80),
+    ] {
+        assert!(
+            !connects(inst, addr, port),
+            "{addr}:{port} must be out of reach of the instance"
+        );
+    }
+    let v6 = inst.sh("cat /proc/net/if_inet6");
+    assert!(
+        !v6.lines().any(|l| l.trim_end().ends_with("host0")),
+        "no IPv6 address on host0 (no link-local way to the host):\n{v6}"
+    );
+    assert_eq!(
+        ip_forward(),
+        forward_before,
+        "the host's forwarding is untouched"
+    );
+}
+
+/// e. An upload to the app lands in the shared directory on the host; the app's output reaches
+/// CloudWatch Logs in the emulator.
+fn uploads_and_logs(
+    inst: &Instance,
+    rt: &tokio::runtime::Runtime,
+    aws: &Aws,
+    id: &str,
+    shared: &std::path::Path,
+) {
+    let (code, body) = http(inst, "PUT", "/upload/booted.txt", b"from a booted instance").unwrap();
+    assert_eq!(code, 201, "{body}");
+    let stored = shared.join("uploads/booted.txt");
+    assert_eq!(
+        std::fs::read_to_string(&stored).unwrap(),
+        "from a booted instance"
+    );
+    let meta = std::fs::metadata(shared.join("uploads")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        10_000,
+        "the uploads directory belongs to the app user (ExecStartPost)"
+    );
+    let stream = format!("{id}/stdout");
+    let events = wait_for(
+        inst,
+        "the app's start line in CloudWatch Logs",
+        Duration::from_secs(30),
+        || {
+            let ev = rt.block_on(log_events(aws, &stream));
+            ev.iter()
+                .any(|m| m.contains("listening on 0.0.0.0:3000"))
+                .then_some(ev)
+        },
+    );
+    assert!(
+        events.iter().any(|m| m.contains("db configured: yes")),
+        "the SSM secret reached the app: {events:?}"
+    );
+}
+
+/// b1. The app crashes → the agent restarts it, the agent itself keeps running.
+fn app_crash_is_restarted(
+    inst: &Instance,
+    agent: boot::Proc,
+    app: boot::Proc,
+) -> (boot::Proc, boot::Proc) {
+    let _ = http(inst, "GET", "/crash", b"");
+    let (agent2, app2) = wait_for(inst, "a new app process", Duration::from_secs(20), || {
+        let apps = apps(inst);
+        (apps.len() == 1 && apps[0].host_pid != app.host_pid).then(|| supervised_once(inst))
+    });
+    assert_eq!(
+        agent2.host_pid, agent.host_pid,
+        "the agent itself was not restarted"
+    );
+    wait_for(
+        inst,
+        "the restarted app to serve",
+        Duration::from_secs(20),
+        || (http(inst, "GET", "/health", b"").ok()?.0 == 200).then_some(()),
+    );
+    let journal = inst.journal("bake-agent.service");
+    assert!(journal.contains("app exited; restart"), "{journal}");
+    (agent2, app2)
+}
+
+fn n_restarts(inst: &Instance) -> u32 {
+    inst.show("bake-agent.service", &["NRestarts"]).unwrap()["NRestarts"]
+        .parse()
+        .unwrap()
+}
+
+/// b2. The agent is SIGKILLed → systemd restarts it (Restart=always, RestartSec=2s); its app
+/// goes with it and the new agent's app is the only one (no orphan, no double).
+fn killed_agent_is_restarted(
+    inst: &Instance,
+    agent: boot::Proc,
+    app: boot::Proc,
+) -> (boot::Proc, boot::Proc) {
+    let before = n_restarts(inst);
+    let t = Instant::now();
+    inst.signal(&agent, Signal::SIGKILL).unwrap();
+    let new_agent = wait_for(
+        inst,
+        "systemd to restart the agent",
+        Duration::from_secs(30),
+        || {
+            let a = inst.main_pid("bake-agent.service")?;
+            (a.host_pid != agent.host_pid && active(inst, "bake-agent.service")).then_some(a)
+        },
+    );
+    let restarted = t.elapsed();
+    eprintln!("SIGKILL → agent READY again: {} ms", restarted.as_millis());
+    assert!(
+        restarted >= RESTART_SEC,
+        "RestartSec= is honoured: {restarted:?}"
+    );
+    assert_eq!(n_restarts(inst), before + 1);
+    let (agent2, app2) = wait_for(inst, "the new agent's app", Duration::from_secs(20), || {
+        let apps = apps(inst);
+        (apps.len() == 1 && apps[0].host_ppid == new_agent.host_pid).then(|| supervised_once(inst))
+    });
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", app.host_pid)).exists(),
+        "the old app is gone"
+    );
+    wait_for(
+        inst,
+        "the app to serve again",
+        Duration::from_secs(20),
+        || (http(inst, "GET", "/health", b"").ok()?.0 == 200).then_some(()),
+    );
+    (agent2, app2)
+}
+
+/// c. The agent is frozen (SIGSTOP) → it stops sending WATCHDOG=1 and systemd kills it within
+/// WatchdogSec of its last ping, then restarts it.
+fn frozen_agent_is_restarted_by_the_watchdog(inst: &Instance, agent: boot::Proc) {
+    let t = Instant::now();
+    inst.signal(&agent, Signal::SIGSTOP).unwrap();
+    wait_for(
+        inst,
+        "the watchdog to end the frozen agent",
+        WATCHDOG + Duration::from_secs(10),
+        || {
+            (!std::path::Path::new(&format!("/proc/{}", agent.host_pid)).exists()
+                || std::fs::read_to_string(format!("/proc/{}/stat", agent.host_pid))
+                    .is_ok_and(|s| s.contains(") Z ")))
+            .then_some(())
+        },
+    );
+    let killed = t.elapsed();
+    let new_agent = wait_for(
+        inst,
+        "the agent back after the watchdog",
+        Duration::from_secs(30),
+        || {
+            let a = inst.main_pid("bake-agent.service")?;
+            (a.host_pid != agent.host_pid && active(inst, "bake-agent.service")).then_some(a)
+        },
+    );
+    let back = t.elapsed();
+    eprintln!(
+        "SIGSTOP → killed by the watchdog: {} ms, → READY again: {} ms",
+        killed.as_millis(),
+        back.as_millis()
+    );
+    assert!(
+        killed <= WATCHDOG + Duration::from_secs(1),
+        "the watchdog fires within WatchdogSec={WATCHDOG:?} of the freeze: {killed:?}"
+    );
+    let journal = inst.journal("bake-agent.service");
+    assert!(journal.contains("Watchdog timeout"), "{journal}");
+    let (a, _) = wait_for(
+        inst,
+        "one app under the new agent",
+        Duration::from_secs(20),
+        || {
+            let apps = apps(inst);
+            (apps.len() == 1 && apps[0].host_ppid == new_agent.host_pid)
+                .then(|| supervised_once(inst))
+        },
+    );
+    assert_eq!(a.host_pid, new_agent.host_pid);
 }

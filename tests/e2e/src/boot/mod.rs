@@ -338,7 +338,7 @@ impl Instance {
                 let Some(ns) = status_field(pid, "NSpid:") else {
                     continue;
                 };
-                if !ns.split_whitespace().last().is_some_and(|p| p == "1") || pid == 1 {
+                if ns.split_whitespace().last() != Some("1") || pid == 1 {
                     continue;
                 }
                 let mut up = ppid(pid);
