@@ -85,6 +85,10 @@ pub enum Command {
         #[arg(long, default_value = crate::firewall::DEFAULT_NFT)]
         nft: PathBuf,
     },
+    /// Mount `[efs]` at its mount point (systemd's `ExecStartPre=+` of bake-agent.service: the
+    /// daemon itself does not mount). Reads the configuration as `run` does (baked file +
+    /// userdata); already mounted or no `[efs]`: nothing to do, exit 0; mount failed: exit 6.
+    Mount,
     /// Print a shell completion script: `bake-agent completion bash >
     /// /etc/bash_completion.d/bake-agent` (zsh: a `_bake-agent` file on `$fpath`; fish:
     /// `~/.config/fish/completions/bake-agent.fish`).

@@ -161,21 +161,12 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
         tracing::info!(step = "secrets", count = secret_env.vars.len(), path = %s.path, elapsed_ms = ms(t), "boot step done");
     }
 
-    // 3. Mounts.
+    // 3. Mounts: made by `bake-agent mount` before the daemon starts (the unit's ExecStartPre=+,
+    // outside this sandbox); here only checked.
     if let Some(efs) = &settings.efs {
         let t = Instant::now();
-        let helper = Path::new(mount::EFS_HELPER).exists();
-        let spec =
-            mount::spec(efs, &identity.region, helper).map_err(|e| coded(Exit::Config, e))?;
-        let fresh = mount::ensure_mounted(
-            &spec,
-            &mount::CommandMounter,
-            efs.timeout,
-            mount::system_resolve,
-        )
-        .await
-        .map_err(|e| coded(Exit::Mount, e))?;
-        tracing::info!(step = "mount", target = %spec.target.display(), fstype = %spec.fstype, already = !fresh, elapsed_ms = ms(t), "boot step done");
+        let m = mount::check_mounted(efs).map_err(|e| coded(Exit::Mount, e))?;
+        tracing::info!(step = "mount", target = %efs.mount_point.display(), fstype = %m.fstype, elapsed_ms = ms(t), "boot step done");
     }
 
     // 4. Supervise.

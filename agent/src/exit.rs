@@ -16,7 +16,7 @@ pub enum Exit {
     Imds = 4,
     /// Secrets could not be loaded (missing path, access denied, name collision): the app was not started.
     Secrets = 5,
-    /// The EFS file system could not be mounted.
+    /// The EFS file system could not be mounted (`mount`), or is not mounted (`run`).
     Mount = 6,
     /// The app could not be started.
     App = 7,
@@ -36,7 +36,7 @@ Exit codes:
   3  AWS error (API call failed or resource not found)
   4  instance metadata service unreachable or incomplete
   5  secrets could not be loaded; the app was not started
-  6  EFS mount failed
+  6  EFS mount failed (mount), or the EFS mount point is not mounted (run)
   7  the app could not be started
   8  firewall: nft could not open [app] port
   141 stdout closed before a result line was written (as for SIGPIPE); nothing is printed

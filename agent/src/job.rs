@@ -178,9 +178,11 @@ async fn run_attempt(
     let name = job.name;
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| coded(Exit::Internal, e))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| coded(Exit::Internal, e))?;
-    let child = tokio::process::Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .spawn();
+    let mut command = tokio::process::Command::new(&cmd[0]);
+    command.args(&cmd[1..]);
+    // SAFETY: restrict_exec makes raw prctl calls only (async-signal-safe, no allocation).
+    unsafe { command.pre_exec(crate::supervisor::spawn::restrict_exec) };
+    let child = command.spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {

@@ -158,6 +158,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tracing::info!(port, set = %firewall::SET.join(" "), "app port opened in the firewall");
             Ok(Exit::Ok.into())
         }
+        Command::Mount => Ok(mount::run(config).await?.into()),
         Command::Completion { shell } => {
             crate::outln!("{}", crate::cli::completion(shell).trim_end());
             Ok(Exit::Ok.into())

@@ -4,6 +4,11 @@
 //! `mount -t efs -o tls[,accesspoint=fsap-…] fs-…:/ MOUNT_POINT`. Without it: NFS 4.1 to
 //! `fs-….efs.REGION.amazonaws.com:/` with AWS's recommended options
 //! (<https://docs.aws.amazon.com/efs/latest/ug/mounting-fs-nfs-mount-settings.html>).
+//! The mount is made by `bake-agent mount` ([`run`]), systemd's `ExecStartPre=+` of
+//! bake-agent.service: outside the daemon's sandbox, in the instance's mount namespace, so the
+//! daemon itself needs neither CAP_SYS_ADMIN nor mount(2) and runs in a read-only namespace of
+//! its own, which sees the mount (it is made before the daemon starts, and later mounts
+//! propagate into it). The daemon only checks that it is there ([`check_mounted`]).
 //! The [`Mounter`] trait exists only because the kernel that runs our tests has no NFS client:
 //! tests swap in a tmpfs mount and keep the rest of the path (mountinfo, DNS retry, verification).
 
@@ -12,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::config::EfsSettings;
+use crate::exit::{coded, Exit};
+use crate::imds::Imds;
 
 /// AWS's recommended NFS options for EFS.
 pub const NFS_OPTIONS: &[&str] = &[
@@ -53,6 +60,9 @@ pub enum MountError {
         /// Why.
         message: String,
     },
+    /// The daemon found nothing mounted at the mount point.
+    #[error("efs.mount_point {0} is not mounted: `bake-agent mount` (ExecStartPre of bake-agent.service) mounts it before the daemon starts")]
+    NotMounted(PathBuf),
     /// Reading /proc/self/mountinfo or creating the mount point failed.
     #[error("{what}: {source}")]
     Io {
@@ -295,6 +305,38 @@ where
         });
     }
     Ok(true)
+}
+
+/// `bake-agent mount`: reads the configuration as `run` does (baked file + userdata from IMDS)
+/// and mounts `[efs]` at its mount point: mountinfo check (already mounted: nothing to do), DNS
+/// retried within `[efs] timeout`, mount, verification. Without `[efs]`: nothing to do.
+/// Exit codes: 0 mounted or nothing to do, 2 configuration (also an access point without the
+/// efs helper), 4 IMDS, 6 the mount failed.
+pub async fn run(config: &Path) -> anyhow::Result<Exit> {
+    let imds = Imds::from_env();
+    let settings = crate::config::load_on_instance(config, &imds).await?;
+    let Some(efs) = &settings.efs else {
+        tracing::info!(config = %settings.origin, "no [efs]: nothing to mount");
+        return Ok(Exit::Ok);
+    };
+    let t = Instant::now();
+    let identity = crate::identity::from_imds(&imds)
+        .await
+        .map_err(|e| coded(Exit::Imds, e))?;
+    let helper = Path::new(EFS_HELPER).exists();
+    let spec = spec(efs, &identity.region, helper).map_err(|e| coded(Exit::Config, e))?;
+    let fresh = ensure_mounted(&spec, &CommandMounter, efs.timeout, system_resolve)
+        .await
+        .map_err(|e| coded(Exit::Mount, e))?;
+    tracing::info!(step = "mount", target = %spec.target.display(), fstype = %spec.fstype,
+        already = !fresh, elapsed_ms = u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "boot step done");
+    Ok(Exit::Ok)
+}
+
+/// The daemon's check: what is mounted at `efs.mount_point`, or [`MountError::NotMounted`].
+pub fn check_mounted(efs: &EfsSettings) -> Result<MountEntry, MountError> {
+    mounted_at(&efs.mount_point)?.ok_or_else(|| MountError::NotMounted(efs.mount_point.clone()))
 }
 
 #[cfg(test)]

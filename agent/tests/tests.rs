@@ -29,6 +29,8 @@ mod logs;
 mod reap;
 #[path = "agent/rollout.rs"]
 mod rollout;
+#[path = "agent/sandbox.rs"]
+mod sandbox;
 #[path = "agent/secrets.rs"]
 mod secrets;
 #[path = "agent/sensitive.rs"]

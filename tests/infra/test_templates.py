@@ -179,8 +179,15 @@ def test_uploads_path_is_wired_once():
     assert not any(k.startswith("Condition") for k in reap), "a Condition*= skips the reap silently"
     writable = [p.lstrip("-") for v in reap.get("ReadWritePaths", []) for p in v.split()]
     assert any(updir.startswith(w.rstrip("/") + "/") for w in writable), (updir, writable)
-    post = " ".join(_unit("bake-agent.service").get("ExecStartPost", []))
-    assert f"mountpoint -q {mount};" in post and f" {updir};" in post, post
+    agent = _unit("bake-agent.service")
+    pre = agent.get("ExecStartPre", [])
+    mkdir = [i for i, c in enumerate(pre) if f"mountpoint -q {mount};" in c and f" {updir};" in c]
+    assert mkdir, pre
+    # After the mount step, before the daemon (and so the app) starts.
+    assert pre.index("+/usr/local/bin/bake-agent mount --config /etc/bake/agent.toml") < mkdir[0], pre
+    # The app writes its uploads in the agent's sandbox: writable there too.
+    writable = [p.lstrip("-") for v in agent.get("ReadWritePaths", []) for p in v.split()]
+    assert any(updir.startswith(w.rstrip("/") + "/") for w in writable), (updir, writable)
 
 
 def test_uploads_live_less_than_two_weeks():
