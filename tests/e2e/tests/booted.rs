@@ -454,8 +454,10 @@ fn test_booted_instance_serves_supervises_and_is_watched() {
         "the agent found the EFS stand-in mounted and left it:\n{journal}"
     );
 
+    sandbox_as_shipped(&inst, &app);
     network_is_fenced(&inst, &emu, &forward_before);
     uploads_and_logs(&inst, &rt, &aws, &id, shared.path());
+    timers_do_their_work(&inst, &rt, &aws, shared.path());
     let (agent, app) = app_crash_is_restarted(&inst, agent, app);
     let (agent, _) = killed_agent_is_restarted(&inst, agent, app);
     frozen_agent_is_restarted_by_the_watchdog(&inst, agent);
@@ -485,6 +487,35 @@ fn test_booted_instance_serves_supervises_and_is_watched() {
         forward_before,
         "the host's forwarding is untouched"
     );
+}
+
+/// f (the part that needs a booted instance): the unit's sandbox as systemd applies it. The app
+/// starts with no capabilities at all and no_new_privs; `systemd-analyze security` in the
+/// instance rates the agent's unit at most 3.5.
+fn sandbox_as_shipped(inst: &Instance, app: &boot::Proc) {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", app.host_pid)).unwrap();
+    for (field, want) in [
+        ("CapBnd:", "0000000000000000"),
+        ("CapEff:", "0000000000000000"),
+        ("CapInh:", "0000000000000000"),
+        ("CapAmb:", "0000000000000000"),
+        ("NoNewPrivs:", "1"),
+    ] {
+        let got = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .map(str::trim);
+        assert_eq!(got, Some(want), "the app's {field}\n{status}");
+    }
+    let out = inst.sh("systemd-analyze security --no-pager bake-agent.service | tail -n 1");
+    let exposure: f64 = out
+        .split("exposure level for bake-agent.service:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in {out:?}"));
+    eprintln!("systemd-analyze security bake-agent.service in the instance: {exposure}");
+    assert!(exposure <= 3.5, "exposure {exposure} > 3.5: {out}");
 }
 
 fn ip_forward() -> String {
@@ -576,6 +607,66 @@ fn uploads_and_logs(
     assert!(
         events.iter().any(|m| m.contains("db configured: yes")),
         "the SSM secret reached the app: {events:?}"
+    );
+}
+
+/// d. Both timers are installed and active; starting the reaper removes expired uploads from
+/// the shared directory (and keeps fresh ones); starting the weekly job takes this week's
+/// fleet-wide lease in SSM.
+fn timers_do_their_work(
+    inst: &Instance,
+    rt: &tokio::runtime::Runtime,
+    aws: &Aws,
+    shared: &std::path::Path,
+) {
+    let timers = inst.sh("systemctl list-timers --all --no-pager");
+    for t in ["bake-user-stats.timer", "bake-agent-reap.timer"] {
+        assert!(timers.contains(t), "{t} in list-timers:\n{timers}");
+        assert_eq!(
+            inst.show(t, &["ActiveState"]).unwrap()["ActiveState"],
+            "active",
+            "{t} is active"
+        );
+    }
+    let old = shared.join("uploads/expired.bin");
+    std::fs::write(&old, b"old").unwrap();
+    std::os::unix::fs::chown(&old, Some(10_000), Some(10_000)).unwrap();
+    let fortnight = std::time::SystemTime::now() - Duration::from_secs(14 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(fortnight)
+        .unwrap();
+    let out = inst.sh("systemctl start bake-agent-reap.service; echo rc=$?");
+    let reap = inst.journal("bake-agent-reap.service");
+    assert!(out.ends_with("rc=0"), "{out}\n{reap}");
+    assert!(!old.exists(), "the expired upload is reaped:\n{reap}");
+    assert!(
+        shared.join("uploads/booted.txt").exists(),
+        "a fresh upload stays:\n{reap}"
+    );
+
+    let out = inst.sh("systemctl start bake-user-stats.service; echo rc=$?");
+    let job = inst.journal("bake-user-stats.service");
+    eprintln!("bake-user-stats.service: {out}\n{job}");
+    let lease = format!("/bake/leases/{GROUP}/user-stats");
+    let names: Vec<String> = rt
+        .block_on(
+            aws.ssm
+                .get_parameters_by_path()
+                .path(&lease)
+                .recursive(true)
+                .send(),
+        )
+        .unwrap()
+        .parameters()
+        .iter()
+        .filter_map(|p| p.name().map(str::to_owned))
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with("/attempt-1")),
+        "the job took the week's lease under {lease}: {names:?}\n{job}"
     );
 }
 
