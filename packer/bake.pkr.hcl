@@ -10,6 +10,24 @@
 #     packer build -var region=eu-west-1 -var app_release=… -var agent_binary=… packer/bake.pkr.hcl
 # Everything in this file (variables included) must therefore parse with Packer 1.6.6.
 #
+# Two sources, one set of provisioning steps (the uploads in local.uploads, the scripts in
+# local.provision_scripts with local.provision_env):
+#   amazon-ebs.bake  an EC2 build instance, provisioned over SSH through Session Manager; with
+#                    communicator = "none" (the emulator) it only registers the AMI record.
+#   null.local       the local target (`[packer] target = "local"` in bake.toml): no machine,
+#                    communicator none; shell-local steps run scripts/local-root.sh on the build
+#                    host, which makes a Debian root file system in var.local_root (debootstrap,
+#                    cached), uploads the same files into it and runs the same scripts inside it
+#                    with systemd-nspawn (see that script's header for what differs from EC2 and
+#                    why). Packer 1.6.6 has no builder for a local root file system (its chroot
+#                    builder needs EC2 volumes, lxc/docker need their daemons), hence null plus
+#                    shell-local. Its steps are skipped unless var.local_root is set, so a build
+#                    of the AMI alone (no -only) runs them not.
+#   bake runs the local target as two builds: `-only=null.local` (the image, into a temporary
+#   directory renamed to .work/images/<inputs hash>/ when every step succeeded), then
+#   `-except=null.local -var communicator=none` (the AMI record in the emulator, tagged
+#   bake:local-image with the image's path). A failed image build registers no AMI.
+#
 # IMDSv2: Packer 1.6.6's amazon-ebs knows neither `metadata_options` (build instance) nor
 # `imds_support` (AMI), and an unknown block is a hard error there, so they cannot be in this
 # file. Instead: the build instance gets IMDSv2-only from the region's EC2 instance-metadata
@@ -114,6 +132,12 @@ variable "agent_binary" {
   description = "The bake-agent binary for the image's architecture (static musl build recommended)."
 }
 
+variable "app_packages" {
+  type        = string
+  default     = ""
+  description = "Debian (or dnf) packages the app needs at run time, space-separated, installed by install-app.sh (e.g. nodejs for the example app, whose command is /usr/bin/node)."
+}
+
 variable "agent_config" {
   type        = string
   default     = ""
@@ -124,6 +148,36 @@ variable "aide_init" {
   type        = bool
   default     = true
   description = "Build the AIDE file-integrity database in the image (adds a few minutes)."
+}
+
+variable "local_root" {
+  type        = string
+  default     = ""
+  description = "The local target: the root file system directory to build (bake passes a temporary directory); empty = no local build."
+}
+
+variable "local_cache_dir" {
+  type        = string
+  default     = ""
+  description = "The local target: the debootstrap cache directory (bake passes <work dir>/debootstrap)."
+}
+
+variable "local_suite" {
+  type        = string
+  default     = "bookworm"
+  description = "The local target: the Debian suite of the base root file system (Debian 12, as the debian-12 AMIs)."
+}
+
+variable "local_packages" {
+  type        = list(string)
+  default     = ["systemd", "systemd-sysv", "dbus"]
+  description = "The local target: packages debootstrap adds to its minbase variant: what a Debian cloud AMI has and the scripts and the agent need that the scripts do not install themselves (systemd as init, D-Bus for systemctl)."
+}
+
+variable "local_mirror" {
+  type        = string
+  default     = "http://deb.debian.org/debian"
+  description = "The local target: the Debian mirror debootstrap uses."
 }
 
 variable "ami_name_prefix" {
@@ -193,10 +247,44 @@ locals {
     "bake:base-os"       = var.base_os
     "bake:packer-source" = "amazon-ebs.bake"
   })
-  # A release file is uploaded as is, a directory's contents into /tmp/bake/app-release.
-  # (Packer 1.6.6 has no regex functions, and its locals cannot refer to other locals.)
-  app_dest   = (substr(var.app_release, -7, 7) == ".tar.gz" || substr(var.app_release, -4, 4) == ".tgz" || substr(var.app_release, -4, 4) == ".tar") ? "/tmp/bake/app-release.tar.gz" : "/tmp/bake/app-release"
-  app_source = (substr(var.app_release, -7, 7) == ".tar.gz" || substr(var.app_release, -4, 4) == ".tgz" || substr(var.app_release, -4, 4) == ".tar") ? var.app_release : "${var.app_release}/"
+  # What both sources upload to /tmp/bake before the scripts run (a source ending in / is a
+  # directory whose contents are uploaded). A release file is uploaded as is, a directory's
+  # contents into /tmp/bake/app-release. (Packer 1.6.6 has no regex functions, and its locals
+  # cannot refer to other locals.)
+  uploads = [
+    {
+      source      = (substr(var.app_release, -7, 7) == ".tar.gz" || substr(var.app_release, -4, 4) == ".tgz" || substr(var.app_release, -4, 4) == ".tar") ? var.app_release : "${var.app_release}/"
+      destination = (substr(var.app_release, -7, 7) == ".tar.gz" || substr(var.app_release, -4, 4) == ".tgz" || substr(var.app_release, -4, 4) == ".tar") ? "/tmp/bake/app-release.tar.gz" : "/tmp/bake/app-release"
+    },
+    { source = var.agent_binary, destination = "/tmp/bake/bake-agent" },
+    { source = "${path.root}/../systemd/", destination = "/tmp/bake/systemd" },
+    { source = "${path.root}/../docs/deploy.md", destination = "/tmp/bake/deploy.md" },
+    { source = var.agent_config == "" ? "${path.root}/files/agent.toml" : var.agent_config, destination = "/tmp/bake/agent.toml" },
+  ]
+  # The provisioning scripts, in order, and their environment: the same for both sources.
+  provision_scripts = [
+    "${path.root}/scripts/install-app.sh",
+    "${path.root}/scripts/harden.sh",
+    "${path.root}/scripts/cleanup.sh",
+  ]
+  provision_env = [
+    "BAKE_HARDEN_AIDE_INIT=${var.aide_init ? 1 : 0}",
+    "BAKE_APP_PACKAGES=${var.app_packages}",
+  ]
+  # The local target's driver and its settings (scripts/local-root.sh).
+  local_root_sh = "${path.root}/scripts/local-root.sh"
+  local_env = [
+    "BAKE_LOCAL_ROOT=${var.local_root}",
+    "BAKE_LOCAL_CACHE=${var.local_cache_dir}",
+    "BAKE_LOCAL_SUITE=${var.local_suite}",
+    "BAKE_LOCAL_PACKAGES=${join(",", var.local_packages)}",
+    "BAKE_LOCAL_MIRROR=${var.local_mirror}",
+  ]
+}
+
+# The local target: no machine; the shell-local steps of the build make the image.
+source "null" "local" {
+  communicator = "none"
 }
 
 source "amazon-ebs" "bake" {
@@ -282,58 +370,76 @@ source "amazon-ebs" "bake" {
 }
 
 build {
-  sources = ["source.amazon-ebs.bake"]
+  sources = ["source.amazon-ebs.bake", "source.null.local"]
 
-  # With communicator = "none" (the emulator) there is no machine to provision: every
-  # provisioner is skipped and the build just registers the image.
+  # amazon-ebs.bake: with communicator = "none" (the emulator) there is no machine to
+  # provision: every provisioner is skipped and the build just registers the image.
   # Order matters: every provisioner opens new SSH sessions over Session Manager, so sshd stays
   # installed and running until the last line of the last script (cleanup.sh removes it).
   provisioner "shell" {
-    except = var.communicator == "none" ? ["amazon-ebs.bake"] : []
+    except = var.communicator == "none" ? ["amazon-ebs.bake", "null.local"] : ["null.local"]
     inline = ["install -d -m 0700 /tmp/bake"]
   }
 
   provisioner "file" {
-    except      = var.communicator == "none" ? ["amazon-ebs.bake"] : []
-    source      = local.app_source
-    destination = local.app_dest
+    except      = var.communicator == "none" ? ["amazon-ebs.bake", "null.local"] : ["null.local"]
+    source      = local.uploads[0].source
+    destination = local.uploads[0].destination
   }
 
   provisioner "file" {
-    except      = var.communicator == "none" ? ["amazon-ebs.bake"] : []
-    source      = var.agent_binary
-    destination = "/tmp/bake/bake-agent"
+    except      = var.communicator == "none" ? ["amazon-ebs.bake", "null.local"] : ["null.local"]
+    source      = local.uploads[1].source
+    destination = local.uploads[1].destination
   }
 
   provisioner "file" {
-    except      = var.communicator == "none" ? ["amazon-ebs.bake"] : []
-    source      = "${path.root}/../systemd/"
-    destination = "/tmp/bake/systemd"
+    except      = var.communicator == "none" ? ["amazon-ebs.bake", "null.local"] : ["null.local"]
+    source      = local.uploads[2].source
+    destination = local.uploads[2].destination
   }
 
   provisioner "file" {
-    except      = var.communicator == "none" ? ["amazon-ebs.bake"] : []
-    source      = "${path.root}/../docs/deploy.md"
-    destination = "/tmp/bake/deploy.md"
+    except      = var.communicator == "none" ? ["amazon-ebs.bake", "null.local"] : ["null.local"]
+    source      = local.uploads[3].source
+    destination = local.uploads[3].destination
   }
 
   provisioner "file" {
-    except      = var.communicator == "none" ? ["amazon-ebs.bake"] : []
-    source      = var.agent_config == "" ? "${path.root}/files/agent.toml" : var.agent_config
-    destination = "/tmp/bake/agent.toml"
+    except      = var.communicator == "none" ? ["amazon-ebs.bake", "null.local"] : ["null.local"]
+    source      = local.uploads[4].source
+    destination = local.uploads[4].destination
   }
 
   provisioner "shell" {
-    except          = var.communicator == "none" ? ["amazon-ebs.bake"] : []
-    execute_command = "sudo -n env {{ .Vars }} bash '{{ .Path }}'"
-    scripts = [
-      "${path.root}/scripts/install-app.sh",
-      "${path.root}/scripts/harden.sh",
-      "${path.root}/scripts/cleanup.sh",
-    ]
-    environment_vars = [
-      "BAKE_HARDEN_AIDE_INIT=${var.aide_init ? 1 : 0}",
-    ]
+    except           = var.communicator == "none" ? ["amazon-ebs.bake", "null.local"] : ["null.local"]
+    execute_command  = "sudo -n env {{ .Vars }} bash '{{ .Path }}'"
+    scripts          = local.provision_scripts
+    environment_vars = local.provision_env
+  }
+
+  # null.local (only when var.local_root is set): the base root file system, the same uploads,
+  # the same scripts with the same environment, run inside the root by scripts/local-root.sh.
+  provisioner "shell-local" {
+    except           = var.local_root == "" ? ["amazon-ebs.bake", "null.local"] : ["amazon-ebs.bake"]
+    environment_vars = local.local_env
+    inline = concat(
+      ["'${local.local_root_sh}' base"],
+      [for u in local.uploads : "'${local.local_root_sh}' stage '${u.source}' '${u.destination}'"],
+    )
+  }
+
+  provisioner "shell-local" {
+    except           = var.local_root == "" ? ["amazon-ebs.bake", "null.local"] : ["amazon-ebs.bake"]
+    environment_vars = concat(local.local_env, local.provision_env)
+    execute_command  = ["/bin/bash", "-c", "{{.Vars}} '${local.local_root_sh}' run '{{.Script}}'"]
+    scripts          = local.provision_scripts
+  }
+
+  provisioner "shell-local" {
+    except           = var.local_root == "" ? ["amazon-ebs.bake", "null.local"] : ["amazon-ebs.bake"]
+    environment_vars = local.local_env
+    inline           = ["'${local.local_root_sh}' finish"]
   }
 
   # Next to the template directory, not in it: what a build writes must not change the

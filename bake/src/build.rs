@@ -8,6 +8,7 @@ use bake_common::aws::Aws;
 use crate::ami;
 use crate::config::{PackerSettings, Settings};
 use crate::exit::{coded, Exit};
+use crate::local_image;
 use crate::output::Progress;
 use crate::packer::{self, PackerError};
 
@@ -211,6 +212,10 @@ pub async fn build(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     hashed.extend(p.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let local = p.target == local_image::Target::Local;
+    if local {
+        hashed.insert("packer.target".to_owned(), "local".to_owned());
+    }
     let app = match (&release_path, &release) {
         (Some(path), _) => Some(ami::AppRelease::Path(path)),
         (None, Some(v)) => Some(ami::AppRelease::Value(v)),
@@ -232,6 +237,7 @@ pub async fn build(
         if let Some(img) = ami::find_cached(&aws.ec2, &hash)
             .await
             .map_err(|e| coded(Exit::Aws, e.to_string()))?
+            .filter(|img| !local || local_image::reusable(img))
         {
             let id = img.image_id().unwrap_or_default().to_owned();
             progress.finish();
@@ -290,9 +296,26 @@ pub async fn build(
     let args = packer::var_args(&inv, &vars, &p.variables);
     tracing::info!(packer = %version, template = %p.template.display(), init = inv.init, "building");
     progress.step(&format!("packer {version} build"));
-    let built = packer::build(&p.binary, &inv, &args, p.timeout, &progress)
+    let (built, local_rootfs) = if local {
+        let l = local_image::build(
+            &p.binary,
+            &inv,
+            &args,
+            local_image::ec2_endpoint(&settings.aws).as_deref(),
+            &p.work_dir,
+            &hash,
+            p.timeout,
+            &progress,
+        )
         .await
         .map_err(packer_error)?;
+        (l.built, Some(l.rootfs))
+    } else {
+        let built = packer::build(&p.binary, &inv, &args, p.timeout, &progress)
+            .await
+            .map_err(packer_error)?;
+        (built, None)
+    };
     let packer_elapsed = built.packer_elapsed;
     let (_, image_id) = built
         .amis
@@ -307,6 +330,12 @@ pub async fn build(
         .map_err(|e| coded(Exit::Aws, e.to_string()))?;
     let mut tags = ami::provenance_tags(&hash, &commit, &built_at, settings.app_version.as_deref());
     tags.push((ami::TAG_TEMPLATE.to_owned(), name));
+    if let Some(rootfs) = &local_rootfs {
+        tags.push((
+            local_image::TAG_LOCAL_IMAGE.to_owned(),
+            rootfs.display().to_string(),
+        ));
+    }
     ami::tag_image(&aws.ec2, &image, &tags)
         .await
         .map_err(|e| coded(Exit::Aws, e.to_string()))?;

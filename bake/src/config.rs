@@ -106,6 +106,10 @@ pub struct RawPacker {
     pub variables: Option<BTreeMap<String, toml::Value>>,
     /// Longest time a build may take.
     pub timeout: Option<String>,
+    /// What to build: `ami` (default) or `local` (a root file system and its AMI record).
+    pub target: Option<String>,
+    /// The local target's work dir (images, debootstrap cache); default `.work`.
+    pub work_dir: Option<PathBuf>,
 }
 
 /// `[app]` as written.
@@ -186,6 +190,10 @@ pub struct PackerSettings {
     pub variables: BTreeMap<String, String>,
     /// Longest build.
     pub timeout: Option<Duration>,
+    /// What `bake build` makes (`packer.target`).
+    pub target: crate::local_image::Target,
+    /// The local target's work dir (absolute; default `.work` next to bake.toml).
+    pub work_dir: PathBuf,
 }
 
 /// `[refresh]`, validated.
@@ -477,6 +485,21 @@ impl Validator<'_> {
             agent_binary: p.agent_binary.map(|a| self.path(a)),
             variables,
             timeout: self.bounded("packer.timeout", p.timeout, false, MAX_TIMEOUT)?,
+            target: match p.target.as_deref().map(crate::local_image::Target::parse) {
+                None => crate::local_image::Target::default(),
+                Some(Some(t)) => t,
+                Some(None) => {
+                    return Err(self.invalid(
+                        "packer.target",
+                        format!(
+                            "{:?} is not a target: {}",
+                            p.target.unwrap_or_default(),
+                            crate::local_image::Target::NAMES
+                        ),
+                    ))
+                }
+            },
+            work_dir: self.path(p.work_dir.unwrap_or_else(|| PathBuf::from(".work"))),
         })
     }
 

@@ -14,6 +14,8 @@ pub mod cli;
 pub mod config;
 /// Exit codes and error reporting.
 pub mod exit;
+/// The local target: a root file system image and its AMI record.
+pub mod local_image;
 /// Progress on stderr, results on stdout.
 pub mod output;
 /// Running Packer.

@@ -27,6 +27,8 @@ pub const RESERVED_VARIABLES: &[&str] = &[
     "bake_version",
     "bake_built_at",
     "app_version",
+    "local_root",
+    "local_cache_dir",
 ];
 
 /// How long Packer gets to clean up after an interrupt before it is killed.

@@ -12,6 +12,8 @@ mod cli;
 #[cfg(test)]
 mod config;
 #[cfg(test)]
+mod local_image;
+#[cfg(test)]
 mod prune;
 #[cfg(test)]
 mod release;

@@ -2,6 +2,11 @@
 # Installs what Packer uploaded to /tmp/bake: the app release (a tarball or a directory) into
 # /opt/app, bake-agent into /usr/local/bin, the systemd units, and the baked agent config.
 # Runs as root on the build instance before harden.sh. Idempotent.
+#
+# Environment:
+#   BAKE_UPLOAD_DIR     where the uploads are (default /tmp/bake)
+#   BAKE_APP_PACKAGES   space-separated packages the app needs at run time (the template's
+#                       app_packages), e.g. "nodejs"; default none
 set -euo pipefail
 umask 022
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
@@ -37,15 +42,16 @@ rm -rf /opt/app
 mv /opt/app.new /opt/app
 install -d -m 0750 -o app -g app /var/log/app
 
-log "packages the agent uses"
+log "packages the agent and the app use"
+read -r -a app_packages <<<"${BAKE_APP_PACKAGES:-}"
 if command -v apt-get >/dev/null 2>&1; then
   apt-get update -qq
   # nfs-common: mount.nfs for EFS over NFS 4.1 (no rpcbind needed, it is masked by harden.sh).
-  apt-get install -y -qq --no-install-recommends nfs-common ca-certificates >/dev/null
+  apt-get install -y -qq --no-install-recommends nfs-common ca-certificates "${app_packages[@]}" >/dev/null
 else
   # Amazon Linux ships the EFS mount helper (TLS in transit, access points). Debian does not
   # package it: there the agent mounts over NFS 4.1 (see docs/deploy.md, EFS on Debian).
-  dnf -y -q install nfs-utils amazon-efs-utils
+  dnf -y -q install nfs-utils amazon-efs-utils "${app_packages[@]}"
 fi
 
 log "bake-agent"
