@@ -9,11 +9,10 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
-use aws_sdk_ec2::types::{RequestLaunchTemplateData, Tag};
+use aws_sdk_ec2::types::RequestLaunchTemplateData;
 use bake_common::aws::Aws;
 use bake_e2e::boot::{self, BootSpec, Instance};
 use bake_e2e::{Emulator, ImdsState};
@@ -71,34 +70,12 @@ fn diagnostics(inst: &Instance) -> String {
     )
 }
 
-/// The image the tests boot: the locally baked image's AMI.
-async fn image(aws: &Aws) -> String {
-    let root = std::env::var("BAKE_BOOT_DEV_ROOT").map_or_else(
-        |_| bake_e2e::paths::repo_root().join(".work/devroot"),
-        PathBuf::from,
-    );
-    let out = aws
-        .ec2
-        .register_image()
-        .name("booted-dev")
-        .root_device_name("/dev/xvda")
-        .architecture(aws_sdk_ec2::types::ArchitectureValues::X8664)
-        .send()
-        .await
-        .expect("RegisterImage");
-    let ami = out.image_id().unwrap().to_owned();
-    aws.ec2
-        .create_tags()
-        .resources(&ami)
-        .tags(
-            Tag::builder()
-                .key(boot::LOCAL_IMAGE_TAG)
-                .value(root.display().to_string())
-                .build(),
-        )
-        .send()
-        .await
-        .expect("CreateTags");
+/// The image the tests boot: baked by `bake build` with the local target (once per run; a
+/// fresh emulator only gets a new AMI record for it).
+fn image(emu: &Emulator) -> String {
+    let t = Instant::now();
+    let ami = boot::image::bake_local_image(emu).expect("bake build of the local image");
+    eprintln!("bake build (local image): {} ms", t.elapsed().as_millis());
     ami
 }
 
@@ -358,7 +335,7 @@ fn test_booted_instance_serves_supervises_and_is_watched() {
     )
     .expect("PutParameter");
     let forward_before = ip_forward();
-    let ami = rt.block_on(image(&aws));
+    let ami = image(&emu);
     let id = rt.block_on(group(&aws, &ami));
     assert_eq!(rt.block_on(lifecycle(&aws))[&id], "Pending:Wait");
 
@@ -794,4 +771,83 @@ fn frozen_agent_is_restarted_by_the_watchdog(inst: &Instance, agent: boot::Proc)
         },
     );
     assert_eq!(a.host_pid, new_agent.host_pid);
+}
+
+/// The minimum hardening index tests/infra/harden-audit requires of the image in a chroot.
+const LYNIS_MIN: u32 = 80;
+
+/// g. Lynis (the host's, bound read-only into the instance) audits a booted instance: the checks
+/// a chroot cannot run (services, boot, kernel, accounting) run here. Its hardening index is
+/// recorded and is at least the chroot audit's minimum.
+#[test]
+fn test_lynis_in_a_booted_instance() {
+    let emu = Emulator::start_with_scale(None).expect("emulator starts");
+    let rt = rt();
+    let aws = rt.block_on(emu.aws());
+    let ami = image(&emu);
+    let root = rt.block_on(boot::image_root(&aws, &ami)).unwrap();
+    let lynis = tempfile::Builder::new()
+        .prefix("bake-lynis-")
+        .tempdir()
+        .unwrap();
+    for (from, to) in [
+        ("/usr/share/lynis/.", "."),
+        ("/etc/lynis/.", "."),
+        ("/usr/sbin/lynis", "lynis"),
+    ] {
+        let st = std::process::Command::new("cp")
+            .args(["-a", from])
+            .arg(lynis.path().join(to))
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "copying {from} (Lynis is installed by tools/setup)"
+        );
+    }
+    // No userdata: the agent fails closed (no app to run), which Lynis does not look at.
+    let mut spec = BootSpec::new(root, ImdsState::new("i-0lynis"), emu.url()).unwrap();
+    spec.binds_ro
+        .push((lynis.path().to_path_buf(), "/run/lynis-audit".into()));
+    let inst = Instance::boot(spec).expect("the instance boots");
+    let t = Instant::now();
+    let out = inst.sh(
+        "cd /run/lynis-audit && sh ./lynis audit system --quick --quiet --no-colors \
+         --logfile /var/tmp/lynis.log --report-file /var/tmp/lynis-report.dat >/dev/null 2>&1; \
+         cat /var/tmp/lynis-report.dat",
+    );
+    let index: u32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("hardening_index="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no hardening index in Lynis's report:\n{out}"));
+    let field = |k: &str| -> Vec<String> {
+        out.lines()
+            .filter_map(|l| l.strip_prefix(k))
+            .flat_map(|v| v.split('|'))
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let executed = field("tests_executed=");
+    let skipped = field("tests_skipped=");
+    eprintln!(
+        "lynis in a booted instance: hardening index {index} ({} ms; {} tests run, {} skipped); \
+         warnings: {:?}; skipped: {skipped:?}",
+        t.elapsed().as_millis(),
+        executed.len(),
+        skipped.len(),
+        field("warning[]="),
+    );
+    // What a chroot cannot answer: the service manager, the running kernel, accounting.
+    for prefix in ["BOOT-", "KRNL-", "ACCT-"] {
+        assert!(
+            executed.iter().any(|t| t.starts_with(prefix)),
+            "Lynis ran no {prefix}* test: {executed:?}"
+        );
+    }
+    assert!(
+        index >= LYNIS_MIN,
+        "hardening index {index} < {LYNIS_MIN} in a booted instance"
+    );
 }

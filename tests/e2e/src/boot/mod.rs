@@ -34,6 +34,7 @@
 //! service and the relay, deletes the veth pair and removes the instance's directory. Every wait
 //! is bounded.
 
+pub mod image;
 pub mod network;
 pub mod relay;
 
@@ -153,6 +154,8 @@ pub struct BootSpec {
     pub fleet_net: Ipv4Addr,
     /// How long systemd may take to reach `running` (or `degraded`).
     pub timeout: Duration,
+    /// More read-only binds: (host path, path in the instance), e.g. an audit tool.
+    pub binds_ro: Vec<(PathBuf, String)>,
 }
 
 impl BootSpec {
@@ -170,6 +173,7 @@ impl BootSpec {
             shared_dir: None,
             fleet_net: network::DEFAULT_FLEET_NET,
             timeout: Duration::from_secs(120),
+            binds_ro: Vec::new(),
         })
     }
 }
@@ -264,6 +268,9 @@ impl Instance {
             .arg(format!("--machine={}", slot.machine()));
         if let Some(shared) = &spec.shared_dir {
             cmd.arg(format!("--bind={}:{EFS_MOUNT_POINT}", shared.display()));
+        }
+        for (host, inside) in &spec.binds_ro {
+            cmd.arg(format!("--bind-ro={}:{inside}", host.display()));
         }
         for (unit, body) in dropins(&relay.url()) {
             let file = dir.path().join(format!("{unit}.conf"));
