@@ -124,6 +124,26 @@ fn check_rootfs(root: &Path) {
     assert!(nft.contains("set app_ports {"), "{nft}");
     assert!(nft.contains("tcp dport @app_ports accept"), "{nft}");
     assert!(nft.contains("policy drop;"), "{nft}");
+    // The ruleset loads in the image itself (its nft, its files; in a network namespace of its
+    // own, the image never written: --volatile=overlay).
+    let out = std::process::Command::new("systemd-nspawn")
+        .args([
+            "--quiet",
+            "--register=no",
+            "--keep-unit",
+            "--pipe",
+            "--private-network",
+        ])
+        .args(["--volatile=overlay", "--machine=bake-test-nft", "-D"])
+        .arg(root)
+        .args(["/usr/sbin/nft", "-c", "-f", "/etc/nftables.conf"])
+        .output()
+        .expect("systemd-nspawn runs (systemd-container)");
+    assert!(
+        out.status.success(),
+        "the image's /etc/nftables.conf does not load: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sysctl = std::fs::read_to_string(root.join("etc/sysctl.d/60-bake-hardening.conf")).unwrap();
     assert!(sysctl.contains("net.ipv4.ip_forward = 0"), "{sysctl}");
     let pkgs = installed(root);

@@ -55,8 +55,16 @@ fn test_template_uses_ssh_over_session_manager_with_an_instance_profile() {
 #[test]
 fn test_sshd_is_removed_only_after_the_last_session_is_opened() {
     let hcl = repo_file("packer/bake.pkr.hcl");
-    let last_provisioner = &hcl[hcl.rfind("provisioner \"").unwrap()..];
-    let scripts: Vec<&str> = last_provisioner
+    // The build instance's provisioners come before the shell-local ones (null.local's, on the
+    // build host); the last of them runs local.provision_scripts.
+    let remote = &hcl[..hcl.find("provisioner \"shell-local\"").unwrap_or(hcl.len())];
+    let last_provisioner = &remote[remote.rfind("provisioner \"").unwrap()..];
+    assert!(
+        last_provisioner.contains("= local.provision_scripts"),
+        "{last_provisioner}"
+    );
+    let list = &hcl[hcl.find("provision_scripts = [").unwrap()..];
+    let scripts: Vec<&str> = list[..list.find(']').unwrap()]
         .lines()
         .map(str::trim)
         .filter(|l| l.starts_with("\"${path.root}/scripts/"))

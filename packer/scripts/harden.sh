@@ -355,7 +355,9 @@ table inet filter {
     ct state established,related accept
     ct state invalid drop
     ip protocol icmp icmp type { echo-request, destination-unreachable, time-exceeded } accept
-    ip6 nexthdr ipv6-icmp accept
+    # nft's own keyword, not a name from /etc/protocols (netbase), which an image may lack: an
+    # unresolved name fails the whole ruleset, and then nothing is filtered.
+    meta l4proto icmpv6 accept
     tcp dport @app_ports accept
   }
   chain forward {
