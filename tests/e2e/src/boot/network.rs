@@ -81,8 +81,7 @@ impl Slot {
     }
 
     fn octet(&self, n: u8) -> Ipv4Addr {
-        let [a, b, c, _] = self.base.octets();
-        Ipv4Addr::new(a, b, c, self.index * 4 + n)
+        slot_addr(self.base, self.index, n)
     }
 
     /// The host end, `N.(4i+1)`.
@@ -109,6 +108,12 @@ impl Slot {
     pub fn veth(&self) -> String {
         format!("ve-{}", self.machine())
     }
+}
+
+/// Address `n` (0..4) of slot `index` of the /24 `base`: `N.(4·index + n)`.
+fn slot_addr(base: Ipv4Addr, index: u8, n: u8) -> Ipv4Addr {
+    let [a, b, c, _] = base.octets();
+    Ipv4Addr::new(a, b, c, index * 4 + n)
 }
 
 /// IPv4 addresses on the host's interfaces.
@@ -232,5 +237,43 @@ impl Drop for Netns {
         if Path::new("/sys/class/net").join(&self.veth).exists() {
             let _ = ip(&["link", "del", &self.veth]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_slot_addresses_follow_the_fleet_plan() {
+        // Slot i = N.(4i)/30: host end .4i+1, instance .4i+2.
+        assert_eq!(
+            slot_addr(DEFAULT_FLEET_NET, 0, 1),
+            Ipv4Addr::new(10, 231, 0, 1)
+        );
+        assert_eq!(
+            slot_addr(DEFAULT_FLEET_NET, 0, 2),
+            Ipv4Addr::new(10, 231, 0, 2)
+        );
+        assert_eq!(
+            slot_addr(DEFAULT_FLEET_NET, 5, 1),
+            Ipv4Addr::new(10, 231, 0, 21)
+        );
+        assert_eq!(
+            slot_addr(DEFAULT_FLEET_NET, 5, 2),
+            Ipv4Addr::new(10, 231, 0, 22)
+        );
+        assert_eq!(
+            slot_addr(DEFAULT_FLEET_NET, SLOTS - 1, 2),
+            Ipv4Addr::new(10, 231, 0, 254)
+        );
+    }
+
+    #[test]
+    fn test_fleet_network_must_be_a_private_slash_24() {
+        let e = Slot::take(Ipv4Addr::new(10, 231, 0, 4)).unwrap_err();
+        assert!(e.to_string().contains("network address of a /24"), "{e}");
+        let e = Slot::take(Ipv4Addr::new(8, 8, 8, 0)).unwrap_err();
+        assert!(e.to_string().contains("not a private"), "{e}");
     }
 }
