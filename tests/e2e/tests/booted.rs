@@ -26,6 +26,9 @@ const SECRETS_PATH: &str = "/bake/booted/app";
 const LOG_GROUP: &str = "/bake/booted/app";
 /// `WatchdogSec=` of systemd/bake-agent.service.
 const WATCHDOG: Duration = Duration::from_secs(30);
+/// How late after WatchdogSec the kill may be seen: systemd's reaction and this test's 100 ms
+/// polling on a loaded 2-core machine (measured: 0.0–0.15 s).
+const WATCHDOG_SLACK: Duration = Duration::from_secs(2);
 /// `RestartSec=` of systemd/bake-agent.service.
 const RESTART_SEC: Duration = Duration::from_secs(2);
 
@@ -755,7 +758,7 @@ fn frozen_agent_is_restarted_by_the_watchdog(inst: &Instance, agent: boot::Proc)
         back.as_millis()
     );
     assert!(
-        killed <= WATCHDOG + Duration::from_secs(1),
+        killed <= WATCHDOG + WATCHDOG_SLACK,
         "the watchdog fires within WatchdogSec={WATCHDOG:?} of the freeze: {killed:?}"
     );
     let journal = inst.journal("bake-agent.service");
