@@ -338,6 +338,7 @@ fn test_booted_instance_serves_supervises_and_is_watched() {
     )
     .expect("PutParameter");
     let forward_before = ip_forward();
+    let ruleset_before = host_ruleset();
     let ami = image(&emu);
     let id = rt.block_on(group(&aws, &ami));
     assert_eq!(rt.block_on(lifecycle(&aws))[&id], "Pending:Wait");
@@ -436,6 +437,7 @@ fn test_booted_instance_serves_supervises_and_is_watched() {
 
     sandbox_as_shipped(&inst, &app);
     network_is_fenced(&inst, &emu, &forward_before);
+    firewall_is_the_instances_own(&inst, &ruleset_before);
     uploads_and_logs(&inst, &rt, &aws, &id, shared.path());
     timers_do_their_work(&inst, &rt, &aws, shared.path());
     let (agent, app) = app_crash_is_restarted(&inst, agent, app);
@@ -502,6 +504,16 @@ fn ip_forward() -> String {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap()
 }
 
+/// The host's own nftables ruleset.
+fn host_ruleset() -> String {
+    let out = std::process::Command::new("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .expect("nft (tools/setup installs nftables)");
+    assert!(out.status.success(), "nft list ruleset on the host");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// From inside the instance, only its own /30 (the relay at the host end) and its own loopback
 /// (the metadata service) answer: no default route, the host's real address, a public address
 /// and the host's loopback (where the emulator listens) are out of reach.
@@ -547,6 +559,30 @@ fn network_is_fenced(inst: &Instance, emu: &Emulator, forward_before: &str) {
         ip_forward(),
         forward_before,
         "the host's forwarding is untouched"
+    );
+}
+
+/// The image's nftables ruleset is loaded in the instance's namespace and governs it alone: from
+/// the host, the app's port (opened by `bake-agent firewall`) answers, another port's SYN is
+/// dropped (no RST: a timeout), and the host's own ruleset is unchanged.
+fn firewall_is_the_instances_own(inst: &Instance, ruleset_before: &str) {
+    let inside = inst.sh("nft list set inet filter app_ports");
+    assert!(
+        inside.contains(&format!("elements = {{ {APP_PORT} }}")),
+        "the app's port is in the instance's set app_ports:\n{inside}"
+    );
+    let closed = SocketAddr::from((inst.addr(), 22));
+    let e = TcpStream::connect_timeout(&closed, Duration::from_secs(1))
+        .expect_err("port 22 of the instance is closed");
+    assert_eq!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut,
+        "dropped by the instance's policy, not refused: {e}"
+    );
+    assert_eq!(
+        host_ruleset(),
+        ruleset_before,
+        "the host's nftables ruleset is untouched"
     );
 }
 
