@@ -890,3 +890,63 @@ fn test_lynis_in_a_booted_instance() {
         "hardening index {index} < {LYNIS_MIN} in a booted instance"
     );
 }
+
+/// An instance's image is found only through its AMI's `bake:local-image` tag, and a tag that
+/// does not name a bootable root file system is an error naming the image and the tag.
+#[test]
+fn test_image_root_needs_the_local_image_tag() {
+    let emu = Emulator::start().expect("emulator starts");
+    let rt = rt();
+    let aws = rt.block_on(emu.aws());
+    let register = |tag: Option<&str>| -> String {
+        rt.block_on(async {
+            let ami = aws
+                .ec2
+                .register_image()
+                .name(format!("img-{}", tag.unwrap_or("none").replace('/', "_")))
+                .root_device_name("/dev/xvda")
+                .send()
+                .await
+                .unwrap()
+                .image_id()
+                .unwrap()
+                .to_owned();
+            if let Some(v) = tag {
+                aws.ec2
+                    .create_tags()
+                    .resources(&ami)
+                    .tags(
+                        aws_sdk_ec2::types::Tag::builder()
+                            .key(boot::LOCAL_IMAGE_TAG)
+                            .value(v)
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            ami
+        })
+    };
+    let empty = tempfile::tempdir().unwrap();
+    let empty_path = empty.path().display().to_string();
+    for (tag, want) in [
+        (None, "has no bake:local-image tag"),
+        (Some("relative/rootfs"), "is not an absolute path"),
+        (
+            Some(empty_path.as_str()),
+            "holds no bootable root file system",
+        ),
+    ] {
+        let ami = register(tag);
+        let e = rt
+            .block_on(boot::image_root(&aws, &ami))
+            .expect_err("not a bootable image");
+        let msg = format!("{e:#}");
+        assert!(msg.contains(&ami) && msg.contains(want), "{msg}");
+    }
+    let e = rt
+        .block_on(boot::image_root(&aws, "ami-00000000000000000"))
+        .expect_err("no such image");
+    assert!(format!("{e:#}").contains("ami-00000000000000000"), "{e:#}");
+}
