@@ -181,7 +181,7 @@ async fn run_attempt(
     let mut command = tokio::process::Command::new(&cmd[0]);
     command.args(&cmd[1..]);
     // SAFETY: restrict_exec makes raw prctl calls only (async-signal-safe, no allocation).
-    unsafe { command.pre_exec(crate::supervisor::spawn::restrict_exec) };
+    unsafe { command.pre_exec(crate::supervisor::privileges::restrict_exec) };
     let child = command.spawn();
     let mut child = match child {
         Ok(c) => c,

@@ -23,6 +23,8 @@
 //! crash-loop hook runs, on the main runtime. The app gets SIGKILL when this thread ends
 //! (parent-death signal): it ends after stopping the app, or with the agent.
 
+/// No capabilities and no_new_privs for the programs the agent starts.
+pub mod privileges;
 /// Spawning, signals, subreaper.
 pub mod process;
 /// Starting a process without copying the agent (clone with CLONE_VM | CLONE_VFORK).
