@@ -44,8 +44,19 @@ pub fn local_image_config() -> anyhow::Result<String> {
     Ok(text)
 }
 
+/// Serialises the builds of this harness (test processes of one run): two `bake build`s
+/// started together in one template directory have been seen to fail Packer (exit 4) while the
+/// other built the image; one at a time, the second only registers its AMI record. The wait is
+/// bounded by the holder's own [`BUILD_TIMEOUT`].
+const BUILD_LOCK: &str = "/run/bake-e2e/image-build.lock";
+
 /// `bake build -o json` of the local image against `emu`: the AMI id.
 pub fn bake_local_image(emu: &Emulator) -> anyhow::Result<String> {
+    std::fs::create_dir_all("/run/bake-e2e")?;
+    let lock =
+        std::fs::File::create(BUILD_LOCK).with_context(|| format!("creating {BUILD_LOCK}"))?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow::anyhow!("locking {BUILD_LOCK}: {e}"))?;
     let dir = tempfile::Builder::new().prefix("bake-image-").tempdir()?;
     std::fs::write(dir.path().join("bake.toml"), local_image_config()?)?;
     std::fs::create_dir_all(dir.path().join("tmp"))?;
