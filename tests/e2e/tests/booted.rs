@@ -2,9 +2,11 @@
 //! units running the real `bake-agent`, against the emulator through the instance's relay.
 //!
 //! One instance carries every proof that does not disturb the others, in this order: boot →
-//! READY → app ready → launch hook CONTINUE; the network boundary; an upload on the shared
-//! directory and the app's output in CloudWatch Logs; an app crash; a SIGKILLed agent; a frozen
-//! agent and systemd's watchdog. Needs root (network namespaces, nspawn), as CI runs.
+//! READY → app ready → launch hook CONTINUE; the sandbox as applied; the network boundary and
+//! the instance's own firewall; an upload on the shared directory and the app's output in
+//! CloudWatch Logs; the timers, the reaper and the weekly job's lease; an app crash; a SIGKILLed
+//! agent; a frozen agent and systemd's watchdog; power-off and teardown. Lynis gets an instance
+//! of its own. Needs root (network namespaces, nspawn), as CI runs.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
