@@ -83,7 +83,13 @@ pub struct Imds {
 impl Imds {
     /// Starts serving `state` on a free loopback port.
     pub fn start(state: ImdsState) -> anyhow::Result<Self> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        Self::start_on(std::net::TcpListener::bind("127.0.0.1:0")?, state)
+    }
+
+    /// Starts serving `state` on `listener`, bound by the caller: a socket keeps the network
+    /// namespace it was made in, so one bound inside a container's namespace serves that
+    /// container (the booted instances' 169.254.169.254:80).
+    pub fn start_on(listener: std::net::TcpListener, state: ImdsState) -> anyhow::Result<Self> {
         listener.set_nonblocking(true)?;
         let url = format!("http://{}", listener.local_addr()?);
         let shared = Arc::new(Mutex::new(Shared {

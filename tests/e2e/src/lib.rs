@@ -5,9 +5,13 @@
 //! - [`paths`]: the repository, the built binaries.
 //! - [`imds`]: the hand-written instance metadata (IMDSv2) stand-in, one per simulated instance.
 //! - [`fleet`]: the local fleet (agents, apps, haproxy) playing out an emulated Auto Scaling group.
+//! - [`boot`]: booted instances: an AMI's local image under systemd-nspawn, in its own network
+//!   namespace.
 
 /// Clients for every service.
 pub mod aws;
+/// Booted instances: an AMI's image under systemd-nspawn, systemd as PID 1.
+pub mod boot;
 /// The local AWS emulator.
 pub mod emulator;
 /// The local fleet: simulated instances of the emulator's Auto Scaling group, haproxy, load.

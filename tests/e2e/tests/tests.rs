@@ -1,6 +1,8 @@
 //! Integration tests against the local AWS emulator (one emulator per test).
 
 #[cfg(test)]
+mod booted;
+#[cfg(test)]
 mod cloudwatch_cbor;
 #[cfg(test)]
 mod emulator;

@@ -1,0 +1,108 @@
+//! The image booted instances boot: baked by the real `bake build` with the local target
+//! (`examples/local-image/bake.toml`: debootstrap, then packer/scripts/install-app.sh, harden.sh
+//! and cleanup.sh), registered in the given emulator as an AMI tagged `bake:local-image`.
+//!
+//! The configuration is that example file with its paths made absolute and this test run's
+//! `bake-agent`, exactly as `bake/tests/local_image.rs` writes it: the same inputs hash, so a
+//! test run builds the image once (concurrent builds of one hash wait for each other) and every
+//! later build with the same inputs only registers a new AMI record for it (a few seconds).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::paths::{repo_root, workspace_bin};
+use crate::Emulator;
+
+/// The longest a build may take: a clean clone's debootstrap plus the provisioning downloads.
+pub const BUILD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// examples/local-image/bake.toml with absolute paths and this run's agent binary.
+pub fn local_image_config() -> anyhow::Result<String> {
+    let repo = repo_root();
+    let repo = std::fs::canonicalize(&repo).unwrap_or(repo);
+    let example = repo.join("examples/local-image/bake.toml");
+    let text = std::fs::read_to_string(&example)
+        .with_context(|| format!("reading {}", example.display()))?;
+    let text = text
+        .replace(
+            "\"../../target/debug/bake-agent\"",
+            &format!("{:?}", workspace_bin("bake-agent").display().to_string()),
+        )
+        .replace("\"../../", &format!("\"{}/", repo.display()))
+        .replace(
+            "\"../app\"",
+            &format!("\"{}/examples/app\"", repo.display()),
+        );
+    if text.contains("\"../") {
+        bail!(
+            "{}: a relative path is left after rewriting",
+            example.display()
+        );
+    }
+    Ok(text)
+}
+
+/// Serialises the builds of this harness (test processes of one run): two `bake build`s
+/// started together in one template directory have been seen to fail Packer (exit 4) while the
+/// other built the image; one at a time, the second only registers its AMI record. The wait is
+/// bounded by the holder's own [`BUILD_TIMEOUT`].
+const BUILD_LOCK: &str = "/run/bake-e2e/image-build.lock";
+
+/// `bake build -o json` of the local image against `emu`: the AMI id.
+pub fn bake_local_image(emu: &Emulator) -> anyhow::Result<String> {
+    std::fs::create_dir_all("/run/bake-e2e")?;
+    let lock =
+        std::fs::File::create(BUILD_LOCK).with_context(|| format!("creating {BUILD_LOCK}"))?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow::anyhow!("locking {BUILD_LOCK}: {e}"))?;
+    let dir = tempfile::Builder::new().prefix("bake-image-").tempdir()?;
+    std::fs::write(dir.path().join("bake.toml"), local_image_config()?)?;
+    std::fs::create_dir_all(dir.path().join("tmp"))?;
+    let out_path = dir.path().join("build.json");
+    let err_path = dir.path().join("build.log");
+    let mut cmd = Command::new(workspace_bin("bake"));
+    cmd.args(["build", "-o", "json"])
+        .current_dir(dir.path())
+        .env_remove("BAKE_CONFIG")
+        .env_remove("RUST_LOG")
+        .env("TMPDIR", dir.path().join("tmp"))
+        .env("CHECKPOINT_DISABLE", "1")
+        .envs(emu.env())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path)?)
+        .stderr(std::fs::File::create(&err_path)?);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    crate::process::die_with_parent(&mut cmd);
+    let started = Instant::now();
+    let mut child = cmd.spawn().context("starting bake build")?;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if started.elapsed() > BUILD_TIMEOUT {
+            crate::process::stop_group(&mut child, Duration::from_secs(10));
+            bail!(
+                "bake build did not finish within {BUILD_TIMEOUT:?}: {}",
+                tail(&err_path)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if !status.success() {
+        bail!("bake build failed ({status}): {}", tail(&err_path));
+    }
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_path)?)
+        .with_context(|| format!("bake build's JSON: {}", tail(&out_path)))?;
+    json["image_id"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("no image_id in bake build's output {json}"))
+}
+
+fn tail(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
