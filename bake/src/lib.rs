@@ -85,6 +85,73 @@ pub fn exit_code(err: &anyhow::Error) -> Exit {
     bake_common::exit::first_code(err.as_ref(), code_of).unwrap_or(Exit::Internal)
 }
 
+/// What the operator is told about a failed command: its exit code from [`exit_code`], and one
+/// line saying what to do for the common failures — no credentials, an endpoint that does not
+/// answer (a wrong region or endpoint URL), a group that does not exist, no Packer — else the
+/// error and its causes without the SDK's debug dump (that comes with `-v`).
+#[must_use]
+pub fn failure(err: &anyhow::Error) -> exit::Failure {
+    use bake_common::aws::CallFailure;
+    let exit = exit_code(err);
+    let (plain, causes) = exit::plain_chain(err.as_ref());
+    let (code, message, causes) = match bake_common::aws::call_failure(err.as_ref()) {
+        Some(CallFailure::NoCredentials) => (
+            "no_credentials",
+            exit::NO_CREDENTIALS.to_owned(),
+            Vec::new(),
+        ),
+        Some(CallFailure::Credentials { reason }) => (
+            "credentials",
+            format!(
+                "cannot load AWS credentials ({reason}): check the profile (--profile, \
+                 AWS_PROFILE, aws.profile), run 'aws sso login' if it uses SSO, or set \
+                 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            ),
+            Vec::new(),
+        ),
+        Some(CallFailure::NoAnswer {
+            service,
+            endpoint,
+            reason,
+            ..
+        }) => (
+            "no_answer",
+            format!(
+                "no answer from {service} at {endpoint} ({reason}): check the region \
+                 (--region, AWS_REGION, aws.region), the endpoint (AWS_ENDPOINT_URL, \
+                 aws.endpoint_url) and the network"
+            ),
+            Vec::new(),
+        ),
+        None => {
+            let code = bake_common::exit::chain(err.as_ref())
+                .find_map(|e| {
+                    match e.downcast_ref::<targets::TargetError>() {
+                        Some(targets::TargetError::NoGroup { .. }) => return Some("no_group"),
+                        Some(targets::TargetError::NoStack { .. }) => return Some("no_stack"),
+                        _ => {}
+                    }
+                    if matches!(
+                        e.downcast_ref::<packer::PackerError>(),
+                        Some(packer::PackerError::NotFound { .. })
+                    ) {
+                        Some("no_packer")
+                    } else {
+                        None
+                    }
+                })
+                .unwrap_or_else(|| exit.name());
+            (code, plain, causes)
+        }
+    };
+    exit::Failure {
+        exit,
+        code,
+        message,
+        causes,
+    }
+}
+
 /// The code of one error of a chain, if it has one ([`exit_code`]).
 fn code_of(e: &(dyn std::error::Error + 'static)) -> Option<Exit> {
     use crate::ami::AmiError;
@@ -176,6 +243,7 @@ fn code_of(e: &(dyn std::error::Error + 'static)) -> Option<Exit> {
         return Some(match e {
             PackerError::Interrupted => Exit::Interrupted,
             PackerError::Spawn { .. }
+            | PackerError::NotFound { .. }
             | PackerError::Version { .. }
             | PackerError::Template { .. } => Exit::Config,
             PackerError::Failed { .. }
@@ -230,6 +298,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Release(a) => {
+            if a.ami.is_none() {
+                // Before any AWS call: a release that cannot build changes nothing.
+                packer::locate(&settings.packer()?.binary)?;
+            }
             let t = targets::resolve(&aws, settings.target()?).await?;
             let opts = ReleaseOptions {
                 ami: a.ami,

@@ -309,6 +309,60 @@ impl Aws {
     }
 }
 
+/// Why an AWS call failed when the cause is the same whatever the call, so that what to do
+/// about it names none of the call's own resources: no credentials, or no answer from the
+/// endpoint. Found in an error chain by [`call_failure`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallFailure {
+    /// No provider of the standard chain (environment, profile, web identity, ECS, IMDS) had
+    /// credentials.
+    NoCredentials,
+    /// A provider failed to load credentials (an expired SSO session, a broken profile).
+    Credentials {
+        /// The provider's innermost reason.
+        reason: String,
+    },
+    /// The endpoint never answered: connection refused, a name that does not resolve, a
+    /// timeout.
+    NoAnswer {
+        /// The service, e.g. `Auto Scaling`.
+        service: String,
+        /// The operation, e.g. `DescribeAutoScalingGroups`.
+        operation: String,
+        /// The URL of the last attempt, without its query.
+        endpoint: String,
+        /// The innermost reason, e.g. `Connection refused (os error 111)`.
+        reason: String,
+    },
+}
+
+/// The [`CallFailure`] somewhere in `err`'s chain, if there is one.
+#[must_use]
+pub fn call_failure(err: &(dyn std::error::Error + 'static)) -> Option<CallFailure> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let innermost = |e: &(dyn std::error::Error + 'static)| {
+        crate::exit::chain(e)
+            .last()
+            .map_or_else(String::new, |e| e.to_string())
+    };
+    crate::exit::chain(err).find_map(|e| {
+        if let Some(n) = e.downcast_ref::<NoAnswer>() {
+            return Some(CallFailure::NoAnswer {
+                service: n.service.clone(),
+                operation: n.operation.clone(),
+                endpoint: n.endpoint.clone(),
+                reason: innermost(e),
+            });
+        }
+        e.downcast_ref::<CredentialsError>().map(|c| match c {
+            CredentialsError::CredentialsNotLoaded(_) => CallFailure::NoCredentials,
+            _ => CallFailure::Credentials {
+                reason: innermost(e),
+            },
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,6 +462,19 @@ mod tests {
         assert!(text.contains("Auto Scaling"), "{text}");
         assert!(text.contains("DescribeAutoScalingGroups"), "{text}");
         assert!(text.contains(&addr.to_string()), "{text}");
+        match call_failure(&e) {
+            Some(CallFailure::NoAnswer {
+                service,
+                operation,
+                endpoint,
+                ..
+            }) => {
+                assert_eq!(service, "Auto Scaling");
+                assert_eq!(operation, "DescribeAutoScalingGroups");
+                assert_eq!(endpoint, format!("http://{addr}/"));
+            }
+            other => panic!("{other:?}"),
+        }
         drop(listener);
     }
 
