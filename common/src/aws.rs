@@ -30,8 +30,11 @@ pub struct AwsSettings {
     /// One endpoint for every service, e.g. the emulator's `http://127.0.0.1:5000`.
     /// Default: `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>`, else AWS's own.
     pub endpoint_url: Option<String>,
-    /// Attempts per API call, including the first (standard retry mode). Default: 3.
+    /// Attempts per API call, including the first. Default: 3.
     pub max_attempts: Option<NonZeroU32>,
+    /// How calls are retried: `standard`, or `adaptive` (standard plus client-side rate
+    /// limiting when AWS throttles). Default: standard.
+    pub retry_mode: Option<RetryMode>,
     /// Longest time one attempt of an API call may take, connecting included, e.g. `"30s"`
     /// (more than 0, at most 1 h). Default: [`DEFAULT_ATTEMPT_TIMEOUT`].
     #[serde(
@@ -48,6 +51,30 @@ pub struct AwsSettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub operation_timeout: Option<Duration>,
+}
+
+/// The SDK's retry modes (`aws.retry_mode`, `AWS_RETRY_MODE`; the AWS CLI's `legacy` has no
+/// counterpart in the Rust SDK).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetryMode {
+    /// Exponential back-off with jitter, a retry quota.
+    #[default]
+    Standard,
+    /// Standard, and a client-side rate limit that slows down when AWS throttles.
+    Adaptive,
+}
+
+impl std::str::FromStr for RetryMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "standard" => Ok(Self::Standard),
+            "adaptive" => Ok(Self::Adaptive),
+            _ => Err(format!("'{s}' is not a retry mode: standard or adaptive")),
+        }
+    }
 }
 
 /// Default attempts per API call (the SDK's standard retry mode default).
@@ -220,6 +247,22 @@ pub fn http_client() -> aws_types::sdk_config::SharedHttpClient {
         .build_https()
 }
 
+/// The retries of every call: `max_attempts` (default [`DEFAULT_MAX_ATTEMPTS`]) in
+/// `retry_mode` (default standard). Always set here: the SDK's own chain would read
+/// `AWS_MAX_ATTEMPTS` / `AWS_RETRY_MODE` too, but panics on a bad value; a binary that honours
+/// them reads them into `settings` first, with an error naming the variable.
+#[must_use]
+pub fn retry_config(settings: &AwsSettings) -> aws_config::retry::RetryConfig {
+    let attempts = settings
+        .max_attempts
+        .map_or(DEFAULT_MAX_ATTEMPTS, NonZeroU32::get);
+    let config = match settings.retry_mode.unwrap_or_default() {
+        RetryMode::Standard => aws_config::retry::RetryConfig::standard(),
+        RetryMode::Adaptive => aws_config::retry::RetryConfig::adaptive(),
+    };
+    config.with_max_attempts(attempts)
+}
+
 /// Builds the one `SdkConfig` of the process from `settings` on top of the standard chain.
 #[allow(clippy::disallowed_methods)] // the one place allowed to load SDK config
 pub async fn sdk_config(settings: &AwsSettings) -> aws_config::SdkConfig {
@@ -234,11 +277,8 @@ pub async fn sdk_config(settings: &AwsSettings) -> aws_config::SdkConfig {
     if let Some(url) = &settings.endpoint_url {
         loader = loader.endpoint_url(url);
     }
-    let attempts = settings
-        .max_attempts
-        .map_or(DEFAULT_MAX_ATTEMPTS, NonZeroU32::get);
     loader
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(attempts))
+        .retry_config(retry_config(settings))
         .timeout_config(timeout_config(settings))
         .load()
         .await
