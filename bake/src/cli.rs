@@ -90,6 +90,30 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Write the man pages (roff) into DIR: bake.1 and bake-COMMAND.1 for every command (for
+    /// packagers: `bake manpage target/man`, then install DIR/*.1 into /usr/share/man/man1).
+    /// Reads no configuration.
+    #[command(hide = true)]
+    Manpage {
+        /// Directory to write the pages into (created if missing).
+        dir: PathBuf,
+    },
+}
+
+/// Writes the man pages of `bake` and of every command into `dir` (clap_mangen); returns the
+/// files written.
+///
+/// # Errors
+/// The directory cannot be created or a page written.
+pub fn manpages(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), dir)?;
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "1"))
+        .collect();
+    pages.sort();
+    Ok(pages)
 }
 
 /// The completion script of `bake` for `shell`.

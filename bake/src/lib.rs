@@ -296,6 +296,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         output::print(crate::cli::completion(shell).trim_end())?;
         return Ok(Exit::Ok);
     }
+    if let Command::Manpage { dir } = &cli.command {
+        let pages = cli::manpages(dir).map_err(|e| {
+            bake_common::exit::Coded::new(
+                Exit::Config,
+                format!("cannot write man pages into '{}': {e}", dir.display()),
+            )
+        })?;
+        let names: Vec<String> = pages.iter().map(|p| p.display().to_string()).collect();
+        let json = serde_json::json!({ "pages": names });
+        output::emit(cli.global.output, &json, &names.join("\n"))?;
+        return Ok(Exit::Ok);
+    }
     let mut settings = Settings::load(&cli.global.config)?;
     settings.aws = aws_precedence(&settings.aws, &cli.global, |k| std::env::var(k).ok())?;
     let output = cli.global.output;
@@ -310,7 +322,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
     }
     let aws = Aws::load(&settings.aws).await;
     match cli.command {
-        Command::Validate | Command::Completion { .. } => unreachable!("handled above"),
+        Command::Validate | Command::Completion { .. } | Command::Manpage { .. } => {
+            unreachable!("handled above")
+        }
         Command::Build(b) => {
             let r = build::build(
                 &aws,

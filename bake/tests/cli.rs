@@ -186,3 +186,61 @@ fn test_region_flag_beats_env_beats_bake_toml() {
     assert_eq!(o.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("does not exist"), "{stderr}");
 }
+
+/// The man pages (`bake manpage DIR`, hidden): one per command, each naming every option of its
+/// command (roff writes `-` as `\-`).
+#[test]
+fn test_man_pages_cover_every_command_and_flag() {
+    use clap::CommandFactory;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("man");
+    let o = Command::new(BAKE)
+        .args(["manpage", out.to_str().unwrap()])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let page = |name: &str| {
+        let p = out.join(format!("{name}.1"));
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .replace("\\-", "-")
+    };
+    let mut cmd = bake::cli::Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let flags = |c: &clap::Command| -> Vec<String> {
+        c.get_arguments()
+            .filter(|a| !a.is_hide_set())
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect()
+    };
+    let top = page("bake");
+    for f in flags(&cmd) {
+        assert!(top.contains(&f), "bake.1 lacks {f}");
+    }
+    assert!(top.contains("Exit codes"), "bake.1 lists the exit codes");
+    let mut written = 1;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let text = page(&format!("bake-{}", sub.get_name()));
+        written += 1;
+        assert!(text.contains(&format!("bake-{}", sub.get_name())), "{text}");
+        for f in flags(sub) {
+            assert!(
+                text.contains(&f),
+                "bake-{}.1 lacks {f}: {text}",
+                sub.get_name()
+            );
+        }
+    }
+    assert!(written >= 8, "{written} pages");
+    // Nothing else, and not the hidden command itself.
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), written);
+    assert!(!out.join("bake-manpage.1").exists());
+    let release = page("bake-release");
+    assert!(release.contains("--cancel-on-interrupt") && release.contains("--region"));
+}
