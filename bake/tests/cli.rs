@@ -244,3 +244,47 @@ fn test_man_pages_cover_every_command_and_flag() {
     let release = page("bake-release");
     assert!(release.contains("--cancel-on-interrupt") && release.contains("--region"));
 }
+
+/// `bake status` for people: aligned columns with the app version of each instance's AMI (its
+/// `bake:app-version` tag), the image's age and the time since launch; the same in JSON.
+#[test]
+fn test_status_shows_app_version_image_age_and_uptime() {
+    let w = crate::util::World::new("cli-status");
+    w.fleet(crate::util::BASE_AMI, 2);
+    w.rt.block_on(async {
+        w.aws
+            .ec2
+            .create_tags()
+            .resources(crate::util::BASE_AMI)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("bake:app-version")
+                    .value("2.3.4")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+    let r = w.bake(&["status"]).expect(0);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{}", r.stdout);
+    let header = lines[1];
+    assert!(header.starts_with("INSTANCE "), "{}", r.stdout);
+    let app = header.find("  APP").unwrap() + 2;
+    let up = header.find("  UP").unwrap() + 2;
+    for l in &lines[2..4] {
+        assert!(l.starts_with("i-"), "{}", r.stdout);
+        assert!(l[app..].starts_with("2.3.4 "), "{}", r.stdout);
+        // Launched moments ago: seconds.
+        let uptime = l[up..].split_whitespace().next().unwrap();
+        assert!(uptime.ends_with('s'), "{uptime}: {}", r.stdout);
+        assert!(l.contains(crate::util::BASE_AMI), "{}", r.stdout);
+    }
+    let j = w.bake(&["status", "-o", "json"]).expect(0).json();
+    for i in j["instances"].as_array().unwrap() {
+        assert_eq!(i["app_version"], "2.3.4", "{i}");
+        assert!(i["launch_time"].as_str().is_some(), "{i}");
+        assert!(i["image_created"].as_str().is_some(), "{i}");
+    }
+}
