@@ -5,7 +5,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = bake::cli::Cli::parse();
+    let cli = match bake::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            if e.use_stderr() && bake::cli::asks_for_json(std::env::args_os()) {
+                // A bad command line is an error document too (exit 2, as clap's own).
+                let _ = bake::output::print(&bake::cli::usage_error_json(&e).to_string());
+            }
+            e.exit()
+        }
+    };
     let output = cli.global.output;
     cli.global.log.init_logging(cli.global.color);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

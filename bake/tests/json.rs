@@ -51,6 +51,9 @@ fn test_every_json_document_has_a_schema_version() {
         &["--region", "ap-south-1", "status", "-o", "json"],
         3,
     );
+    // A command line clap refuses, too.
+    check("usage", &["status", "--nope", "-o", "json"], 2);
+    assert_eq!(seen["usage"]["code"], "usage");
     assert_eq!(seen["error"]["code"], "no_group");
     assert_eq!(seen["release"]["result"], "started");
     let commands = json_commands();
