@@ -82,8 +82,8 @@ impl Exit {
 pub struct Failure {
     /// The exit code ([`crate::exit_code`]).
     pub exit: Exit,
-    /// What failed, for scripts: `no_credentials`, `credentials`, `no_answer`, `no_group`,
-    /// `no_stack`, `no_packer`, or else the exit code's [`Exit::name`].
+    /// What failed, for scripts: `no_credentials`, `credentials`, `no_answer`, `no_region`,
+    /// `no_group`, `no_stack`, `no_packer`, or else the exit code's [`Exit::name`].
     pub code: &'static str,
     /// The one line, without the SDK's debug dump.
     pub message: String,
@@ -130,6 +130,11 @@ impl Failure {
 pub const NO_CREDENTIALS: &str = "no AWS credentials found: set AWS_PROFILE (or --profile) to a \
     profile of ~/.aws/config, run 'aws sso login', or set AWS_ACCESS_KEY_ID and \
     AWS_SECRET_ACCESS_KEY";
+
+/// The one sentence for no region at all (before any call: the SDK's own "Missing Region" says
+/// nothing of where to set one).
+pub const NO_REGION: &str = "no AWS region: set --region, AWS_REGION or aws.region in bake.toml \
+    (or region in the profile of ~/.aws/config)";
 
 /// The message and causes of `err`'s chain as [`bake_common::logging::error_chain_text`] says
 /// them, without the debug dump the SDK's `DisplayErrorContext` appends to an error (` (…)`

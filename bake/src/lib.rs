@@ -158,6 +158,11 @@ pub fn failure(err: &anyhow::Error) -> exit::Failure {
                         Some(targets::TargetError::NoStack { .. }) => return Some("no_stack"),
                         _ => {}
                     }
+                    if e.downcast_ref::<bake_common::exit::Coded<Exit>>()
+                        .is_some_and(|c| c.message == exit::NO_REGION)
+                    {
+                        return Some("no_region");
+                    }
                     if matches!(
                         e.downcast_ref::<packer::PackerError>(),
                         Some(packer::PackerError::NotFound { .. })
@@ -321,6 +326,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         return Ok(Exit::Ok);
     }
     let aws = Aws::load(&settings.aws).await;
+    if aws.region.is_none() && !matches!(cli.command, Command::Build(_)) {
+        // `build` says it itself (build::BuildError::NoRegion).
+        return Err(bake_common::exit::Coded::new(Exit::Aws, exit::NO_REGION).into());
+    }
     match cli.command {
         Command::Validate | Command::Completion { .. } | Command::Manpage { .. } => {
             unreachable!("handled above")

@@ -204,3 +204,38 @@ fn test_other_errors_keep_their_text_without_the_sdk_dump() {
     .expect(3);
     assert_error_doc(&r, "aws", 3, &line);
 }
+
+#[test]
+fn test_no_region_says_where_to_set_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bake.toml"),
+        "[aws]\nendpoint_url = \"http://127.0.0.1:9\"\n[target]\nauto_scaling_group = \"web\"\n",
+    )
+    .unwrap();
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "k".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "s".to_owned()),
+        // Not on EC2: the chain's last source of a region has none.
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+    ];
+    let want = "no AWS region: set --region, AWS_REGION or aws.region in bake.toml (or region \
+                in the profile of ~/.aws/config)";
+    for args in [
+        &["status"][..],
+        &["release", "--ami", "ami-1"],
+        &["rollback"],
+        &["prune"],
+    ] {
+        let r = bake_bare(dir.path(), args, &env).expect(3);
+        assert_eq!(error_line(&r), want, "{args:?}");
+    }
+    let r = bake_bare(dir.path(), &["status", "-o", "json"], &env).expect(3);
+    assert_error_doc(&r, "no_region", 3, want);
+    // With one, the call is made (and fails on the closed port).
+    let r = bake_bare(dir.path(), &["--region", "us-east-1", "status"], &env).expect(3);
+    assert!(
+        error_line(&r).starts_with("no answer from Auto Scaling"),
+        "{r:?}"
+    );
+}
