@@ -108,6 +108,60 @@ pub fn completion(shell: clap_complete::Shell) -> String {
     String::from_utf8_lossy(&script).into_owned()
 }
 
+/// `bake-agent manpage DIR`: writes the man pages (roff) into DIR, bake-agent.1 and
+/// bake-agent-COMMAND.1 for every command (for packagers: `bake-agent manpage target/man`, then
+/// DIR/*.1 into /usr/share/man/man1). Hidden, and not one of [`Command`]: it is answered from
+/// the raw arguments before anything else (no configuration, no logging).
+#[derive(Debug, Parser)]
+#[command(name = "bake-agent manpage", bin_name = "bake-agent manpage")]
+pub struct ManpageArgs {
+    /// Directory to write the pages into (created if missing).
+    pub dir: PathBuf,
+}
+
+/// Answers `bake-agent manpage DIR` when `args` (the process's arguments) are that: the exit
+/// code, `None` for any other command line.
+pub fn manpage_command(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Option<std::process::ExitCode> {
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    if args.get(1).is_none_or(|a| a != "manpage") {
+        return None;
+    }
+    let m = ManpageArgs::try_parse_from(&args[1..]).unwrap_or_else(|e| e.exit());
+    Some(match manpages(&m.dir) {
+        Ok(pages) => {
+            for p in pages {
+                println!("{}", p.display());
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "error: cannot write man pages into '{}': {e}",
+                m.dir.display()
+            );
+            crate::exit::Exit::Config.into()
+        }
+    })
+}
+
+/// Writes the man pages of `bake-agent` and of every command into `dir` (clap_mangen);
+/// returns the files written.
+///
+/// # Errors
+/// The directory cannot be created or a page written.
+pub fn manpages(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), dir)?;
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "1"))
+        .collect();
+    pages.sort();
+    Ok(pages)
+}
+
 fn parse_age(s: &str) -> Result<std::time::Duration, String> {
     bake_common::duration::parse("--older-than", s).map_err(|e| e.to_string())
 }
@@ -120,6 +174,45 @@ mod tests {
     #[test]
     fn test_cli_is_consistent() {
         Cli::command().debug_assert();
+        ManpageArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn test_man_pages_cover_every_command_and_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let pages = manpages(dir.path()).unwrap();
+        let page = |name: &str| {
+            let p = dir.path().join(format!("{name}.1"));
+            assert!(pages.contains(&p), "{} not written: {pages:?}", p.display());
+            std::fs::read_to_string(&p).unwrap().replace("\\-", "-")
+        };
+        let mut cmd = Cli::command().disable_help_subcommand(true);
+        cmd.build();
+        let flags = |c: &clap::Command| -> Vec<String> {
+            c.get_arguments()
+                .filter(|a| !a.is_hide_set())
+                .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+                .collect()
+        };
+        let top = page("bake-agent");
+        assert!(top.contains("Exit codes"), "{top}");
+        for f in flags(&cmd) {
+            assert!(top.contains(&f), "bake-agent.1 lacks {f}");
+        }
+        let subs: Vec<&clap::Command> = cmd.get_subcommands().collect();
+        assert!(subs.len() >= 7, "{subs:?}");
+        for sub in &subs {
+            let name = format!("bake-agent-{}", sub.get_name());
+            let text = page(&name);
+            for f in flags(sub) {
+                assert!(text.contains(&f), "{name}.1 lacks {f}: {text}");
+            }
+        }
+        assert_eq!(pages.len(), subs.len() + 1, "{pages:?}");
+        assert!(page("bake-agent-reap").contains("--older-than"));
+        // Any other command line is not the man page writer's.
+        assert!(manpage_command(["bake-agent", "check"].map(Into::into)).is_none());
+        assert!(manpage_command(["bake-agent"].map(Into::into)).is_none());
     }
 
     #[test]

@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    if let Some(code) = bake_agent::cli::manpage_command(std::env::args_os()) {
+        return code;
+    }
     let cli = bake_agent::cli::Cli::parse();
     cli.global
         .log

@@ -90,6 +90,64 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Write the man pages (roff) into DIR: bake.1 and bake-COMMAND.1 for every command (for
+    /// packagers: `bake manpage target/man`, then install DIR/*.1 into /usr/share/man/man1).
+    /// Reads no configuration.
+    #[command(hide = true)]
+    Manpage {
+        /// Directory to write the pages into (created if missing).
+        dir: PathBuf,
+    },
+}
+
+/// Writes the man pages of `bake` and of every command into `dir` (clap_mangen); returns the
+/// files written.
+///
+/// # Errors
+/// The directory cannot be created or a page written.
+pub fn manpages(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), dir)?;
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "1"))
+        .collect();
+    pages.sort();
+    Ok(pages)
+}
+
+/// Whether a command line clap refused asks for `--output json` (`-o json`, `-ojson`,
+/// `-o=json`, `--output json`, `--output=json`), so that its error is a JSON document too.
+#[must_use]
+pub fn asks_for_json(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    args.iter().enumerate().any(|(i, a)| {
+        matches!(a.as_str(), "-ojson" | "-o=json" | "--output=json")
+            || (matches!(a.as_str(), "-o" | "--output")
+                && args.get(i + 1).is_some_and(|v| v == "json"))
+    })
+}
+
+/// The error document of a command line clap refused: code `usage`, exit code 2.
+#[must_use]
+pub fn usage_error_json(e: &clap::Error) -> serde_json::Value {
+    let text = e.render().to_string();
+    let message = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned();
+    serde_json::json!({
+        "schema_version": crate::output::SCHEMA_VERSION,
+        "error": message,
+        "code": "usage",
+        "exit_code": crate::exit::Exit::Config as u8,
+        "causes": [],
+    })
 }
 
 /// The completion script of `bake` for `shell`.
@@ -165,6 +223,34 @@ mod tests {
     #[test]
     fn test_cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn test_a_refused_command_line_asking_for_json_gets_a_document() {
+        let args = |a: &[&str]| {
+            a.iter()
+                .map(Into::into)
+                .collect::<Vec<std::ffi::OsString>>()
+        };
+        for a in [
+            &["bake", "-o", "json", "bogus"][..],
+            &["bake", "status", "--output", "json", "--nope"],
+            &["bake", "-ojson", "x"],
+            &["bake", "--output=json", "x"],
+            &["bake", "-o=json", "x"],
+        ] {
+            assert!(asks_for_json(args(a)), "{a:?}");
+        }
+        assert!(!asks_for_json(args(&["bake", "status", "--nope"])));
+        assert!(!asks_for_json(args(&["bake", "-o", "text", "json"])));
+        let e = Cli::try_parse_from(["bake", "status", "--nope", "-o", "json"]).unwrap_err();
+        let doc = usage_error_json(&e);
+        assert_eq!(doc["code"], "usage");
+        assert_eq!(doc["exit_code"], 2);
+        assert_eq!(doc["schema_version"], 1);
+        let message = doc["error"].as_str().unwrap();
+        assert!(message.contains("--nope"), "{message}");
+        assert!(!message.starts_with("error"), "{message}");
     }
 
     #[test]

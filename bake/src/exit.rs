@@ -1,5 +1,6 @@
 //! The one list of `bake`'s exit codes. Also in `--help` and the README. Which error gets which
-//! code is decided in one place, [`crate::exit_code`].
+//! code is decided in one place, [`crate::exit_code`]; what the operator is told about a failed
+//! command, in [`crate::failure`], which takes its code from there.
 
 /// Exit codes of `bake`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +53,103 @@ Exit codes:
   10 partial release: the refresh stopped at its last checkpoint (refresh.partial)
   130 interrupted by SIGINT, SIGTERM or SIGHUP (build stopped and cleaned up, or watching detached)
   141 stdout closed before the result was written (as for SIGPIPE); nothing is printed";
+
+impl Exit {
+    /// The code's name in an error document (`--output json`), e.g. `aws`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Internal => "internal",
+            Self::Config => "config",
+            Self::Aws => "aws",
+            Self::Build => "build",
+            Self::RefreshFailed => "refresh_failed",
+            Self::RolledBack => "rolled_back",
+            Self::Cancelled => "cancelled",
+            Self::TimedOut => "timed_out",
+            Self::InProgress => "in_progress",
+            Self::Partial => "partial",
+            Self::Interrupted => "interrupted",
+            Self::StdoutClosed => "stdout_closed",
+        }
+    }
+}
+
+/// A failed command as its operator reads it ([`crate::failure`]): one line saying what to do
+/// for the common failures, the exit code, and a name for scripts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The exit code ([`crate::exit_code`]).
+    pub exit: Exit,
+    /// What failed, for scripts: `no_credentials`, `credentials`, `no_answer`, `no_region`,
+    /// `no_group`, `no_stack`, `no_packer`, or else the exit code's [`Exit::name`].
+    pub code: &'static str,
+    /// The one line, without the SDK's debug dump.
+    pub message: String,
+    /// The causes the line does not already say (contexts around a typed error).
+    pub causes: Vec<String>,
+}
+
+impl Failure {
+    /// The error document printed on stdout under `--output json`.
+    #[must_use]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "schema_version": crate::output::SCHEMA_VERSION,
+            "error": self.message,
+            "code": self.code,
+            "exit_code": self.exit as u8,
+            "causes": self.causes,
+        })
+    }
+
+    /// `error: …` and a ` -> cause` line per cause, as stderr shows it.
+    #[must_use]
+    pub fn text(&self) -> String {
+        let mut text = format!("error: {}", self.message);
+        for c in &self.causes {
+            text.push_str("\n -> ");
+            text.push_str(c);
+        }
+        text
+    }
+
+    /// Logs [`Failure::text`] (also plainly on stderr when logging is filtered off, so a
+    /// failing command never exits silently).
+    pub fn log(&self) {
+        let text = self.text();
+        tracing::error!("{text}");
+        if !tracing::enabled!(tracing::Level::ERROR) {
+            eprintln!("{text}");
+        }
+    }
+}
+
+/// The one sentence for no credentials at all.
+pub const NO_CREDENTIALS: &str = "no AWS credentials found: set AWS_PROFILE (or --profile) to a \
+    profile of ~/.aws/config, run 'aws sso login', or set AWS_ACCESS_KEY_ID and \
+    AWS_SECRET_ACCESS_KEY";
+
+/// The one sentence for no region at all (before any call: the SDK's own "Missing Region" says
+/// nothing of where to set one).
+pub const NO_REGION: &str = "no AWS region: set --region, AWS_REGION or aws.region in bake.toml \
+    (or region in the profile of ~/.aws/config)";
+
+/// The message and causes of `err`'s chain as [`bake_common::logging::error_chain_text`] says
+/// them, without the debug dump the SDK's `DisplayErrorContext` appends to an error (` (…)`
+/// after its text): that comes with `-v`.
+#[must_use]
+pub fn plain_chain(err: &(dyn std::error::Error + 'static)) -> (String, Vec<String>) {
+    let mut text = bake_common::logging::error_chain_text(err);
+    for e in bake_common::exit::chain(err) {
+        text = text.replace(&format!(" ({e:?})"), "");
+    }
+    let text = text.strip_prefix("error: ").unwrap_or(&text).to_owned();
+    let mut lines = text.split("\n -> ").map(ToOwned::to_owned);
+    let message = lines.next().unwrap_or_default();
+    (message, lines.collect())
+}
 
 impl From<Exit> for std::process::ExitCode {
     fn from(e: Exit) -> Self {

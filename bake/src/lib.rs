@@ -56,15 +56,42 @@ fn watch_opts(w: &WatchArgs) -> ReleaseOptions {
 }
 
 /// The AWS CLI's order for region and profile: flag, then environment, then bake.toml's
-/// `[aws]` (then, for the region, the SDK's own chain: the profile's region, IMDS). An empty
+/// `[aws]` (then, for the region, the SDK's own chain: the profile's region, IMDS). Retries:
+/// bake.toml's `aws.max_attempts` / `aws.retry_mode`, else `AWS_MAX_ATTEMPTS` /
+/// `AWS_RETRY_MODE`, else 3 attempts in standard mode (each value on its own). An empty
 /// variable counts as unset.
+///
+/// # Errors
+/// A retry variable that is not a number of attempts (at least 1) or a retry mode, named.
 fn aws_precedence(
     file: &bake_common::aws::AwsSettings,
     flags: &cli::Global,
     env: impl Fn(&str) -> Option<String>,
-) -> bake_common::aws::AwsSettings {
-    let env = |k: &str| env(k).filter(|v| !v.is_empty());
-    bake_common::aws::AwsSettings {
+) -> Result<bake_common::aws::AwsSettings, config::ConfigError> {
+    let env = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    let invalid = |key: &str, message: String| config::ConfigError::Invalid {
+        file: "environment".to_owned(),
+        key: key.to_owned(),
+        message,
+    };
+    let max_attempts = match (file.max_attempts, env("AWS_MAX_ATTEMPTS")) {
+        (Some(n), _) => Some(n),
+        (None, None) => None,
+        (None, Some(v)) => Some(v.trim().parse().map_err(|_| {
+            invalid(
+                "AWS_MAX_ATTEMPTS",
+                format!("'{v}' is not a number of attempts (1 or more)"),
+            )
+        })?),
+    };
+    let retry_mode = match (file.retry_mode, env("AWS_RETRY_MODE")) {
+        (Some(m), _) => Some(m),
+        (None, None) => None,
+        (None, Some(v)) => Some(v.parse().map_err(|m| invalid("AWS_RETRY_MODE", m))?),
+    };
+    Ok(bake_common::aws::AwsSettings {
+        max_attempts,
+        retry_mode,
         region: flags
             .region
             .clone()
@@ -77,7 +104,7 @@ fn aws_precedence(
             .or_else(|| env("AWS_PROFILE"))
             .or_else(|| file.profile.clone()),
         ..file.clone()
-    }
+    })
 }
 
 /// The exit code of a failed command: the one place where an error becomes a code. The chain is
@@ -87,6 +114,78 @@ fn aws_precedence(
 #[must_use]
 pub fn exit_code(err: &anyhow::Error) -> Exit {
     bake_common::exit::first_code(err.as_ref(), code_of).unwrap_or(Exit::Internal)
+}
+
+/// What the operator is told about a failed command: its exit code from [`exit_code`], and one
+/// line saying what to do for the common failures — no credentials, an endpoint that does not
+/// answer (a wrong region or endpoint URL), a group that does not exist, no Packer — else the
+/// error and its causes without the SDK's debug dump (that comes with `-v`).
+#[must_use]
+pub fn failure(err: &anyhow::Error) -> exit::Failure {
+    use bake_common::aws::CallFailure;
+    let exit = exit_code(err);
+    let (plain, causes) = exit::plain_chain(err.as_ref());
+    let (code, message, causes) = match bake_common::aws::call_failure(err.as_ref()) {
+        Some(CallFailure::NoCredentials) => (
+            "no_credentials",
+            exit::NO_CREDENTIALS.to_owned(),
+            Vec::new(),
+        ),
+        Some(CallFailure::Credentials { reason }) => (
+            "credentials",
+            format!(
+                "cannot load AWS credentials ({reason}): check the profile (--profile, \
+                 AWS_PROFILE, aws.profile), run 'aws sso login' if it uses SSO, or set \
+                 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            ),
+            Vec::new(),
+        ),
+        Some(CallFailure::NoAnswer {
+            service,
+            endpoint,
+            reason,
+            ..
+        }) => (
+            "no_answer",
+            format!(
+                "no answer from {service} at {endpoint} ({reason}): check the region \
+                 (--region, AWS_REGION, aws.region), the endpoint (AWS_ENDPOINT_URL, \
+                 aws.endpoint_url) and the network"
+            ),
+            Vec::new(),
+        ),
+        None => {
+            let code = bake_common::exit::chain(err.as_ref())
+                .find_map(|e| {
+                    match e.downcast_ref::<targets::TargetError>() {
+                        Some(targets::TargetError::NoGroup { .. }) => return Some("no_group"),
+                        Some(targets::TargetError::NoStack { .. }) => return Some("no_stack"),
+                        _ => {}
+                    }
+                    if e.downcast_ref::<bake_common::exit::Coded<Exit>>()
+                        .is_some_and(|c| c.message == exit::NO_REGION)
+                    {
+                        return Some("no_region");
+                    }
+                    if matches!(
+                        e.downcast_ref::<packer::PackerError>(),
+                        Some(packer::PackerError::NotFound { .. })
+                    ) {
+                        Some("no_packer")
+                    } else {
+                        None
+                    }
+                })
+                .unwrap_or_else(|| exit.name());
+            (code, plain, causes)
+        }
+    };
+    exit::Failure {
+        exit,
+        code,
+        message,
+        causes,
+    }
 }
 
 /// The code of one error of a chain, if it has one ([`exit_code`]).
@@ -180,6 +279,7 @@ fn code_of(e: &(dyn std::error::Error + 'static)) -> Option<Exit> {
         return Some(match e {
             PackerError::Interrupted => Exit::Interrupted,
             PackerError::Spawn { .. }
+            | PackerError::NotFound { .. }
             | PackerError::Version { .. }
             | PackerError::Template { .. } => Exit::Config,
             PackerError::Failed { .. }
@@ -205,8 +305,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         output::print(crate::cli::completion(shell).trim_end())?;
         return Ok(Exit::Ok);
     }
+    if let Command::Manpage { dir } = &cli.command {
+        let pages = cli::manpages(dir).map_err(|e| {
+            bake_common::exit::Coded::new(
+                Exit::Config,
+                format!("cannot write man pages into '{}': {e}", dir.display()),
+            )
+        })?;
+        let names: Vec<String> = pages.iter().map(|p| p.display().to_string()).collect();
+        let json = serde_json::json!({ "pages": names });
+        output::emit(cli.global.output, &json, &names.join("\n"))?;
+        return Ok(Exit::Ok);
+    }
     let mut settings = Settings::load(&cli.global.config)?;
-    settings.aws = aws_precedence(&settings.aws, &cli.global, |k| std::env::var(k).ok());
+    settings.aws = aws_precedence(&settings.aws, &cli.global, |k| std::env::var(k).ok())?;
     let output = cli.global.output;
     if let Command::Validate = cli.command {
         let mut checks = vec![format!("{}: valid", settings.path.display())];
@@ -218,8 +330,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         return Ok(Exit::Ok);
     }
     let aws = Aws::load(&settings.aws).await;
+    if aws.region.is_none() && !matches!(cli.command, Command::Build(_)) {
+        // `build` says it itself (build::BuildError::NoRegion).
+        return Err(bake_common::exit::Coded::new(Exit::Aws, exit::NO_REGION).into());
+    }
     match cli.command {
-        Command::Validate | Command::Completion { .. } => unreachable!("handled above"),
+        Command::Validate | Command::Completion { .. } | Command::Manpage { .. } => {
+            unreachable!("handled above")
+        }
         Command::Build(b) => {
             let r = build::build(
                 &aws,
@@ -234,6 +352,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Release(a) => {
+            if a.ami.is_none() {
+                // Before any AWS call: a release that cannot build changes nothing.
+                packer::locate(&settings.packer()?.binary)?;
+            }
             let t = targets::resolve(&aws, settings.target()?).await?;
             let opts = ReleaseOptions {
                 ami: a.ami,
@@ -371,21 +493,80 @@ mod tests {
             &file,
             &global(&["--region", "flag-region", "--profile", "p"]),
             env,
-        );
+        )
+        .unwrap();
         assert_eq!(a.region.as_deref(), Some("flag-region"));
         assert_eq!(a.profile.as_deref(), Some("p"));
         assert_eq!(a.endpoint_url, file.endpoint_url);
-        let a = aws_precedence(&file, &global(&[]), env);
+        let a = aws_precedence(&file, &global(&[]), env).unwrap();
         assert_eq!(a.region.as_deref(), Some("env-region"));
         assert_eq!(a.profile.as_deref(), Some("env-profile"));
         let a = aws_precedence(&file, &global(&[]), |k| {
             (k == "AWS_DEFAULT_REGION").then(|| "default-region".to_owned())
-        });
+        })
+        .unwrap();
         assert_eq!(a.region.as_deref(), Some("default-region"));
-        let a = aws_precedence(&file, &global(&[]), |_| Some(String::new()));
+        let a = aws_precedence(&file, &global(&[]), |_| Some(String::new())).unwrap();
         assert_eq!(a.region.as_deref(), Some("file-region"));
         assert_eq!(a.profile.as_deref(), Some("file-profile"));
-        let a = aws_precedence(&Default::default(), &global(&[]), |_| None);
+        let a = aws_precedence(&Default::default(), &global(&[]), |_| None).unwrap();
         assert_eq!((a.region, a.profile), (None, None));
+    }
+
+    #[test]
+    fn test_retry_settings_are_file_then_env_then_default() {
+        use bake_common::aws::{retry_config, AwsSettings, RetryMode};
+        use std::num::NonZeroU32;
+        let env = |k: &str| match k {
+            "AWS_MAX_ATTEMPTS" => Some("7".to_owned()),
+            "AWS_RETRY_MODE" => Some("adaptive".to_owned()),
+            _ => None,
+        };
+        let none = AwsSettings::default();
+        // The environment where the file says nothing.
+        let a = aws_precedence(&none, &global(&[]), env).unwrap();
+        assert_eq!(a.max_attempts, NonZeroU32::new(7));
+        assert_eq!(a.retry_mode, Some(RetryMode::Adaptive));
+        let rc = retry_config(&a);
+        assert_eq!(rc.max_attempts(), 7);
+        assert_eq!(rc.mode(), aws_config::retry::RetryMode::Adaptive);
+        // The file wins, each value on its own.
+        let file: AwsSettings = toml::from_str("max_attempts = 2").unwrap();
+        let a = aws_precedence(&file, &global(&[]), env).unwrap();
+        assert_eq!(a.max_attempts, NonZeroU32::new(2));
+        assert_eq!(a.retry_mode, Some(RetryMode::Adaptive));
+        let file: AwsSettings = toml::from_str("retry_mode = \"standard\"").unwrap();
+        let a = aws_precedence(&file, &global(&[]), env).unwrap();
+        assert_eq!(a.max_attempts, NonZeroU32::new(7));
+        assert_eq!(
+            retry_config(&a).mode(),
+            aws_config::retry::RetryMode::Standard
+        );
+        // Neither: 3 attempts, standard; an empty variable counts as unset.
+        let a = aws_precedence(&none, &global(&[]), |_| Some(" ".to_owned())).unwrap();
+        let rc = retry_config(&a);
+        assert_eq!(rc.max_attempts(), bake_common::aws::DEFAULT_MAX_ATTEMPTS);
+        assert_eq!(rc.mode(), aws_config::retry::RetryMode::Standard);
+        // A bad value is an error naming the variable (the SDK itself would panic on it).
+        for (k, v, want) in [
+            ("AWS_MAX_ATTEMPTS", "0", "not a number of attempts"),
+            ("AWS_MAX_ATTEMPTS", "three", "not a number of attempts"),
+            (
+                "AWS_RETRY_MODE",
+                "legacy",
+                "not a retry mode: standard or adaptive",
+            ),
+        ] {
+            let e = aws_precedence(&none, &global(&[]), |key| (key == k).then(|| v.to_owned()))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("environment: {k}: '{v}'")), "{e}");
+            assert!(e.contains(want), "{e}");
+        }
+        // bake.toml's value is checked where it is parsed.
+        let e = toml::from_str::<AwsSettings>("retry_mode = \"fast\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("retry_mode"), "{e}");
     }
 }

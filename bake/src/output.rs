@@ -7,6 +7,10 @@ use std::time::{Duration, Instant, SystemTime};
 use bake_common::exit::StdoutError;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// The version of every JSON document bake prints (`schema_version`): raised when a field
+/// changes meaning or goes away, not when one is added.
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// Result format on stdout (`--output`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
@@ -137,11 +141,22 @@ impl Drop for Progress {
 /// `main` reports by its exit code alone; [`StdoutError::Write`] for any other write error.
 pub fn emit(output: Output, json: &serde_json::Value, text: &str) -> Result<(), StdoutError> {
     let doc = match output {
-        Output::Json => json.to_string(),
+        Output::Json => with_schema_version(json).to_string(),
         Output::Text if text.is_empty() => return Ok(()),
         Output::Text => text.trim_end().to_owned(),
     };
     print(&doc)
+}
+
+/// `json` with `schema_version` ([`SCHEMA_VERSION`]) as a field of its own: every document
+/// bake prints is an object.
+#[must_use]
+pub fn with_schema_version(json: &serde_json::Value) -> serde_json::Value {
+    let mut doc = json.clone();
+    if let Some(o) = doc.as_object_mut() {
+        o.insert("schema_version".to_owned(), SCHEMA_VERSION.into());
+    }
+    doc
 }
 
 /// Writes `doc` and a newline on stdout; errors as for [`emit`].

@@ -45,6 +45,13 @@ pub enum PackerError {
         /// Why.
         source: std::io::Error,
     },
+    /// There is no such executable: on `PATH` (a bare name) or at the path `packer.binary`
+    /// gives.
+    #[error("{}", not_found(.binary))]
+    NotFound {
+        /// `packer.binary` (default `packer`).
+        binary: PathBuf,
+    },
     /// `packer version` printed something unexpected.
     #[error("cannot tell the version of '{binary}' from {output:?}")]
     Version {
@@ -123,6 +130,49 @@ impl std::fmt::Display for Version {
     }
 }
 
+/// The message of [`PackerError::NotFound`], with how to install Packer.
+fn not_found(binary: &Path) -> String {
+    if binary.components().count() > 1 {
+        format!(
+            "packer.binary: '{}' does not exist or is not executable: install Packer (Debian and \
+             Ubuntu: 'apt install packer'; elsewhere https://developer.hashicorp.com/packer/install) \
+             or correct packer.binary in bake.toml",
+            binary.display()
+        )
+    } else {
+        format!(
+            "no '{}' on PATH: install Packer (Debian and Ubuntu: 'apt install packer'; elsewhere \
+             https://developer.hashicorp.com/packer/install) or set packer.binary in bake.toml to \
+             its path",
+            binary.display()
+        )
+    }
+}
+
+/// The executable `binary` names (a path, or a bare name looked up on `PATH` as a shell
+/// does), without running it: checked before any AWS call of a command that builds.
+///
+/// # Errors
+/// [`PackerError::NotFound`].
+pub fn locate(binary: &Path) -> Result<PathBuf, PackerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let found = if binary.components().count() > 1 {
+        runnable(binary).then(|| binary.to_owned())
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(binary))
+                .find(|p| runnable(p))
+        })
+    };
+    found.ok_or_else(|| PackerError::NotFound {
+        binary: binary.to_owned(),
+    })
+}
+
 /// Runs `packer version`.
 pub async fn version(binary: &Path) -> Result<Version, PackerError> {
     let out = Command::new(binary)
@@ -131,9 +181,14 @@ pub async fn version(binary: &Path) -> Result<Version, PackerError> {
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|source| PackerError::Spawn {
-            binary: binary.display().to_string(),
-            source,
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => PackerError::NotFound {
+                binary: binary.to_owned(),
+            },
+            _ => PackerError::Spawn {
+                binary: binary.display().to_string(),
+                source,
+            },
         })?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     Version::parse(&text).ok_or_else(|| PackerError::Version {

@@ -25,10 +25,12 @@ pub enum TargetError {
         source: Box<aws_sdk_autoscaling::error::SdkError<DescribeAutoScalingGroupsError>>,
     },
     /// The group does not exist.
-    #[error("auto scaling group '{asg}' does not exist")]
+    #[error("auto scaling group '{asg}' does not exist in region {}", .region.as_deref().unwrap_or("(none set)"))]
     NoGroup {
         /// The group.
         asg: String,
+        /// The region asked.
+        region: Option<String>,
     },
     /// `target.launch_template` is unset and the group has no launch template of its own.
     #[error("target.launch_template: auto scaling group '{asg}' has no launch template of its own (mixed instances policy or launch configuration); set target.launch_template")]
@@ -144,13 +146,17 @@ pub async fn describe_group(aws: &Aws, asg: &str) -> Result<AutoScalingGroup, Ta
             asg: asg.to_owned(),
             source: Box::new(e),
         })?;
-    out.auto_scaling_groups()
+    if let Some(g) = out
+        .auto_scaling_groups()
         .iter()
         .find(|g| g.auto_scaling_group_name() == Some(asg))
-        .cloned()
-        .ok_or_else(|| TargetError::NoGroup {
-            asg: asg.to_owned(),
-        })
+    {
+        return Ok(g.clone());
+    }
+    Err(TargetError::NoGroup {
+        asg: asg.to_owned(),
+        region: aws.region.clone(),
+    })
 }
 
 async fn launch_template_id_by_name(aws: &Aws, name: &str) -> Result<String, TargetError> {

@@ -186,3 +186,105 @@ fn test_region_flag_beats_env_beats_bake_toml() {
     assert_eq!(o.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("does not exist"), "{stderr}");
 }
+
+/// The man pages (`bake manpage DIR`, hidden): one per command, each naming every option of its
+/// command (roff writes `-` as `\-`).
+#[test]
+fn test_man_pages_cover_every_command_and_flag() {
+    use clap::CommandFactory;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("man");
+    let o = Command::new(BAKE)
+        .args(["manpage", out.to_str().unwrap()])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let page = |name: &str| {
+        let p = out.join(format!("{name}.1"));
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .replace("\\-", "-")
+    };
+    let mut cmd = bake::cli::Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let flags = |c: &clap::Command| -> Vec<String> {
+        c.get_arguments()
+            .filter(|a| !a.is_hide_set())
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect()
+    };
+    let top = page("bake");
+    for f in flags(&cmd) {
+        assert!(top.contains(&f), "bake.1 lacks {f}");
+    }
+    assert!(top.contains("Exit codes"), "bake.1 lists the exit codes");
+    let mut written = 1;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let text = page(&format!("bake-{}", sub.get_name()));
+        written += 1;
+        assert!(text.contains(&format!("bake-{}", sub.get_name())), "{text}");
+        for f in flags(sub) {
+            assert!(
+                text.contains(&f),
+                "bake-{}.1 lacks {f}: {text}",
+                sub.get_name()
+            );
+        }
+    }
+    assert!(written >= 8, "{written} pages");
+    // Nothing else, and not the hidden command itself.
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), written);
+    assert!(!out.join("bake-manpage.1").exists());
+    let release = page("bake-release");
+    assert!(release.contains("--cancel-on-interrupt") && release.contains("--region"));
+}
+
+/// `bake status` for people: aligned columns with the app version of each instance's AMI (its
+/// `bake:app-version` tag), the image's age and the time since launch; the same in JSON.
+#[test]
+fn test_status_shows_app_version_image_age_and_uptime() {
+    let w = crate::util::World::new("cli-status");
+    w.fleet(crate::util::BASE_AMI, 2);
+    w.rt.block_on(async {
+        w.aws
+            .ec2
+            .create_tags()
+            .resources(crate::util::BASE_AMI)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("bake:app-version")
+                    .value("2.3.4")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+    let r = w.bake(&["status"]).expect(0);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{}", r.stdout);
+    let header = lines[1];
+    assert!(header.starts_with("INSTANCE "), "{}", r.stdout);
+    let app = header.find("  APP").unwrap() + 2;
+    let up = header.find("  UP").unwrap() + 2;
+    for l in &lines[2..4] {
+        assert!(l.starts_with("i-"), "{}", r.stdout);
+        assert!(l[app..].starts_with("2.3.4 "), "{}", r.stdout);
+        // Launched moments ago: seconds.
+        let uptime = l[up..].split_whitespace().next().unwrap();
+        assert!(uptime.ends_with('s'), "{uptime}: {}", r.stdout);
+        assert!(l.contains(crate::util::BASE_AMI), "{}", r.stdout);
+    }
+    let j = w.bake(&["status", "-o", "json"]).expect(0).json();
+    for i in j["instances"].as_array().unwrap() {
+        assert_eq!(i["app_version"], "2.3.4", "{i}");
+        assert!(i["launch_time"].as_str().is_some(), "{i}");
+        assert!(i["image_created"].as_str().is_some(), "{i}");
+    }
+}

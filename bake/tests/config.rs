@@ -48,7 +48,14 @@ fn test_unknown_stack_and_group_are_clear_errors() {
         "{}",
         r.stderr
     );
-    assert!(r.stdout.is_empty(), "{r:?}");
+    // The error is a JSON document on stdout too.
+    let doc = r.json();
+    assert_eq!(doc["code"], "no_stack", "{doc}");
+    assert_eq!(doc["exit_code"], 3, "{doc}");
+    assert_eq!(
+        doc["error"],
+        "target.stack: CloudFormation stack 'no-such-stack' does not exist"
+    );
     w.write_raw_config("[target]\nauto_scaling_group = \"no-such-group\"\n");
     let r = w.bake(&["status"]).expect(3);
     assert!(

@@ -12,6 +12,10 @@ mod cli;
 #[cfg(test)]
 mod config;
 #[cfg(test)]
+mod errors;
+#[cfg(test)]
+mod json;
+#[cfg(test)]
 mod layout;
 #[cfg(test)]
 mod local_image;

@@ -31,7 +31,8 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(o: Output) -> Self {
+    /// What a finished `bake` process did.
+    pub fn from_output(o: Output) -> Self {
         Self {
             code: o.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -227,7 +228,7 @@ timeout = "2m"
 
     /// Runs `bake ARGS`.
     pub fn bake(&self, args: &[&str]) -> Run {
-        Run::from(self.command(args).output().expect("bake runs"))
+        Run::from_output(self.command(args).output().expect("bake runs"))
     }
 
     /// A launch template (image `image`) and a group of `capacity` on its version 1 over two AZs, without

@@ -35,8 +35,11 @@ pub struct AwsSettings {
     /// One endpoint for every service, e.g. the emulator's `http://127.0.0.1:5000`.
     /// Default: `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>`, else AWS's own.
     pub endpoint_url: Option<String>,
-    /// Attempts per API call, including the first (standard retry mode). Default: 3.
+    /// Attempts per API call, including the first. Default: 3.
     pub max_attempts: Option<NonZeroU32>,
+    /// How calls are retried: `standard`, or `adaptive` (standard plus client-side rate
+    /// limiting when AWS throttles). Default: standard.
+    pub retry_mode: Option<RetryMode>,
     /// Longest time one attempt of an API call may take, connecting included, e.g. `"30s"`
     /// (more than 0, at most 1 h). Default: [`DEFAULT_ATTEMPT_TIMEOUT`].
     #[serde(
@@ -53,6 +56,30 @@ pub struct AwsSettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub operation_timeout: Option<Duration>,
+}
+
+/// The SDK's retry modes (`aws.retry_mode`, `AWS_RETRY_MODE`; the AWS CLI's `legacy` has no
+/// counterpart in the Rust SDK).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetryMode {
+    /// Exponential back-off with jitter, a retry quota.
+    #[default]
+    Standard,
+    /// Standard, and a client-side rate limit that slows down when AWS throttles.
+    Adaptive,
+}
+
+impl std::str::FromStr for RetryMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "standard" => Ok(Self::Standard),
+            "adaptive" => Ok(Self::Adaptive),
+            _ => Err(format!("'{s}' is not a retry mode: standard or adaptive")),
+        }
+    }
 }
 
 /// Default attempts per API call (the SDK's standard retry mode default).
@@ -226,6 +253,22 @@ pub fn http_client() -> aws_types::sdk_config::SharedHttpClient {
         .build_https()
 }
 
+/// The retries of every call: `max_attempts` (default [`DEFAULT_MAX_ATTEMPTS`]) in
+/// `retry_mode` (default standard). Always set here: the SDK's own chain would read
+/// `AWS_MAX_ATTEMPTS` / `AWS_RETRY_MODE` too, but panics on a bad value; a binary that honours
+/// them reads them into `settings` first, with an error naming the variable.
+#[must_use]
+pub fn retry_config(settings: &AwsSettings) -> aws_config::retry::RetryConfig {
+    let attempts = settings
+        .max_attempts
+        .map_or(DEFAULT_MAX_ATTEMPTS, NonZeroU32::get);
+    let config = match settings.retry_mode.unwrap_or_default() {
+        RetryMode::Standard => aws_config::retry::RetryConfig::standard(),
+        RetryMode::Adaptive => aws_config::retry::RetryConfig::adaptive(),
+    };
+    config.with_max_attempts(attempts)
+}
+
 /// Builds the one `SdkConfig` of the process from `settings` on top of the standard chain.
 #[allow(clippy::disallowed_methods)] // the one place allowed to load SDK config
 pub async fn sdk_config(settings: &AwsSettings) -> aws_config::SdkConfig {
@@ -240,11 +283,8 @@ pub async fn sdk_config(settings: &AwsSettings) -> aws_config::SdkConfig {
     if let Some(url) = &settings.endpoint_url {
         loader = loader.endpoint_url(url);
     }
-    let attempts = settings
-        .max_attempts
-        .map_or(DEFAULT_MAX_ATTEMPTS, NonZeroU32::get);
     loader
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(attempts))
+        .retry_config(retry_config(settings))
         .timeout_config(timeout_config(settings))
         .load()
         .await
@@ -271,6 +311,60 @@ macro_rules! aws_client {
                 .build(),
         )
     };
+}
+
+/// Why an AWS call failed when the cause is the same whatever the call, so that what to do
+/// about it names none of the call's own resources: no credentials, or no answer from the
+/// endpoint. Found in an error chain by [`call_failure`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallFailure {
+    /// No provider of the standard chain (environment, profile, web identity, ECS, IMDS) had
+    /// credentials.
+    NoCredentials,
+    /// A provider failed to load credentials (an expired SSO session, a broken profile).
+    Credentials {
+        /// The provider's innermost reason.
+        reason: String,
+    },
+    /// The endpoint never answered: connection refused, a name that does not resolve, a
+    /// timeout.
+    NoAnswer {
+        /// The service, e.g. `Auto Scaling`.
+        service: String,
+        /// The operation, e.g. `DescribeAutoScalingGroups`.
+        operation: String,
+        /// The URL of the last attempt, without its query.
+        endpoint: String,
+        /// The innermost reason, e.g. `Connection refused (os error 111)`.
+        reason: String,
+    },
+}
+
+/// The [`CallFailure`] somewhere in `err`'s chain, if there is one.
+#[must_use]
+pub fn call_failure(err: &(dyn std::error::Error + 'static)) -> Option<CallFailure> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let innermost = |e: &(dyn std::error::Error + 'static)| {
+        crate::exit::chain(e)
+            .last()
+            .map_or_else(String::new, |e| e.to_string())
+    };
+    crate::exit::chain(err).find_map(|e| {
+        if let Some(n) = e.downcast_ref::<NoAnswer>() {
+            return Some(CallFailure::NoAnswer {
+                service: n.service.clone(),
+                operation: n.operation.clone(),
+                endpoint: n.endpoint.clone(),
+                reason: innermost(e),
+            });
+        }
+        e.downcast_ref::<CredentialsError>().map(|c| match c {
+            CredentialsError::CredentialsNotLoaded(_) => CallFailure::NoCredentials,
+            _ => CallFailure::Credentials {
+                reason: innermost(e),
+            },
+        })
+    })
 }
 
 #[cfg(test)]
@@ -368,6 +462,19 @@ mod tests {
         assert!(text.contains("Auto Scaling"), "{text}");
         assert!(text.contains("DescribeAutoScalingGroups"), "{text}");
         assert!(text.contains(&addr.to_string()), "{text}");
+        match call_failure(&e) {
+            Some(CallFailure::NoAnswer {
+                service,
+                operation,
+                endpoint,
+                ..
+            }) => {
+                assert_eq!(service, "Auto Scaling");
+                assert_eq!(operation, "DescribeAutoScalingGroups");
+                assert_eq!(endpoint, format!("http://{addr}/"));
+            }
+            other => panic!("{other:?}"),
+        }
         drop(listener);
     }
 

@@ -175,7 +175,8 @@ pub fn log_error_chain(err: &(dyn std::error::Error + 'static)) {
 /// an error that shows its source in its own message (an AWS SDK error through
 /// `DisplayErrorContext`, which writes the whole chain) keeps it as its `source()` for callers,
 /// and it is said once.
-fn error_chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+#[must_use]
+pub fn error_chain_text(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = format!("error: {err}");
     let mut cause = err.source();
     while let Some(c) = cause {

@@ -21,7 +21,7 @@ NOT_MESSAGES = re.compile(
 
 def _sources():
     text = []
-    for d in ("agent/src", "common/src"):
+    for d in ("agent/src", "bake/src", "common/src"):
         for f in sorted((ROOT / d).rglob("*.rs")):
             text.append(f.read_text())
     # Messages split over Rust string continuation lines ("…\<newline>   …") joined.
