@@ -100,20 +100,12 @@ pub enum Command {
     },
 }
 
-/// Writes the man pages of `bake` and of every command into `dir` (clap_mangen); returns the
-/// files written.
+/// Writes the man pages of `bake` and of every command into `dir`; returns the files written.
 ///
 /// # Errors
 /// The directory cannot be created or a page written.
 pub fn manpages(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)?;
-    clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), dir)?;
-    let mut pages: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "1"))
-        .collect();
-    pages.sort();
-    Ok(pages)
+    bake_common::cli::write_man_pages(<Cli as clap::CommandFactory>::command(), dir)
 }
 
 /// Whether a command line clap refused asks for `--output json` (`-o json`, `-ojson`,
