@@ -195,16 +195,28 @@ fn template_name(p: &PackerSettings) -> String {
     )
 }
 
-/// Builds (or reuses) the AMI.
-pub async fn build(
+/// What a build starts from: the Packer invocation, bake's own variables, the base AMI and the
+/// inputs manifest whose hash names the image ([`prepare`]).
+struct Prepared {
+    region: String,
+    own: BTreeMap<String, String>,
+    version: packer::Version,
+    inv: packer::Invocation,
+    base: Option<String>,
+    manifest: ami::Manifest,
+    local: bool,
+}
+
+/// Everything a build needs before it looks at the cache: `packer version`, the base AMI (`packer
+/// console` and DescribeImages) and the inputs hash. Reads only: no AWS write, no Packer build.
+async fn prepare(
     aws: &Aws,
     settings: &Settings,
     opts: &BuildOptions,
-) -> anyhow::Result<BuildResult> {
-    let started = Instant::now();
+    progress: &Progress,
+) -> anyhow::Result<Prepared> {
     let p = settings.packer()?;
     let region = aws.region.clone().ok_or(BuildError::NoRegion)?;
-    let progress = Progress::spinner("build");
     let (release, release_path) = app_release(settings, opts.app_release.as_deref());
     let mut own = own_inputs(settings, p, &region, release.clone());
     let version = packer::version(&p.binary).await?;
@@ -249,6 +261,57 @@ pub async fn build(
         app_release: app,
         base_ami: base.as_deref(),
     })?;
+    Ok(Prepared {
+        region,
+        own,
+        version,
+        inv,
+        base,
+        manifest,
+        local,
+    })
+}
+
+/// What `bake build` would start from, without building: the inputs hash and the AMI of the bake
+/// cache that `build` would reuse (`None` with `--force`, or when no AMI has that hash yet).
+/// Reads only ([`prepare`], DescribeImages).
+pub async fn cached(
+    aws: &Aws,
+    settings: &Settings,
+    opts: &BuildOptions,
+) -> anyhow::Result<(String, Option<aws_sdk_ec2::types::Image>)> {
+    let progress = Progress::spinner("plan");
+    let prepared = prepare(aws, settings, opts, &progress).await?;
+    let hash = prepared.manifest.hash();
+    if opts.force {
+        return Ok((hash, None));
+    }
+    progress.step("looking for an AMI with the same inputs");
+    let image = ami::find_cached(&aws.ec2, &hash)
+        .await?
+        .filter(|img| !prepared.local || local_image::reusable(img));
+    progress.finish();
+    Ok((hash, image))
+}
+
+/// Builds (or reuses) the AMI.
+pub async fn build(
+    aws: &Aws,
+    settings: &Settings,
+    opts: &BuildOptions,
+) -> anyhow::Result<BuildResult> {
+    let started = Instant::now();
+    let p = settings.packer()?;
+    let progress = Progress::spinner("build");
+    let Prepared {
+        region,
+        own,
+        version,
+        inv,
+        base,
+        manifest,
+        local,
+    } = prepare(aws, settings, opts, &progress).await?;
     let hash = manifest.hash();
     let name = template_name(p);
     if !opts.force {

@@ -60,6 +60,10 @@ pub enum Command {
     /// Build (or take --ami), make it the launch template's default and roll it out with an
     /// instance refresh, watched to the end.
     Release(ReleaseArgs),
+    /// What `release` would do, changing nothing: the image change, the new launch template
+    /// version, the refresh preferences and alarms, the instances replaced and in what batches.
+    /// Exit 0 when there is nothing to do, 11 when a release would change something.
+    Plan(PlanArgs),
     /// The fleet: instances, AMI, launch template version, health, lifecycle state, AZ, and the
     /// current or last instance refresh.
     Status {
@@ -195,6 +199,17 @@ pub struct ReleaseArgs {
     /// If a refresh is in progress, wait for it to end, then release.
     #[arg(long)]
     pub wait_for_current: bool,
+}
+
+/// Options of `bake plan`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PlanArgs {
+    /// Plan the release of this AMI instead of the one `build` would make or reuse.
+    #[arg(long, value_name = "ID")]
+    pub ami: Option<String>,
+    /// Build options, as for `release` (`--force`: a release would build anew).
+    #[command(flatten)]
+    pub build: BuildArgs,
 }
 
 /// A watch timeout (`--timeout`): a duration as in the config files

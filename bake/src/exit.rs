@@ -29,6 +29,9 @@ pub enum Exit {
     /// A partial release (`refresh.partial`): the refresh ended `Successful` at its last
     /// checkpoint, below 100 %, and the rest of the fleet still runs the previous version.
     Partial = 10,
+    /// `bake plan`: a release would change something (a new image, or a build first); 0 is
+    /// nothing to do.
+    Changes = 11,
     /// Interrupted (SIGINT/Ctrl-C, SIGTERM or SIGHUP): a build was stopped and cleaned up, or
     /// watching was detached.
     Interrupted = 130,
@@ -51,6 +54,7 @@ Exit codes:
   8  timed out waiting for the instance refresh (it goes on)
   9  an instance refresh is already in progress
   10 partial release: the refresh stopped at its last checkpoint (refresh.partial)
+  11 plan: a release would change something (0: nothing to do)
   130 interrupted by SIGINT, SIGTERM or SIGHUP (build stopped and cleaned up, or watching detached)
   141 stdout closed before the result was written (as for SIGPIPE); nothing is printed";
 
@@ -70,6 +74,7 @@ impl Exit {
             Self::TimedOut => "timed_out",
             Self::InProgress => "in_progress",
             Self::Partial => "partial",
+            Self::Changes => "changes",
             Self::Interrupted => "interrupted",
             Self::StdoutClosed => "stdout_closed",
         }

@@ -24,6 +24,8 @@ pub mod local_image;
 pub mod output;
 /// Running Packer.
 pub mod packer;
+/// `bake plan`.
+pub mod plan;
 /// `bake prune`.
 pub mod prune;
 /// The instance refresh state machine and poller.
@@ -373,6 +375,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 &release::render(&report),
             )?;
             Ok(code)
+        }
+        Command::Plan(a) => {
+            if a.ami.is_none() {
+                // As for a release: no Packer is said before any AWS call.
+                packer::locate(&settings.packer()?.binary)?;
+            }
+            let t = targets::resolve(&aws, settings.target()?).await?;
+            let opts = plan::PlanOptions {
+                ami: a.ami,
+                build: build::BuildOptions {
+                    force: a.build.force,
+                    app_release: a.build.app_release,
+                },
+            };
+            let p = plan::plan(&aws, &settings, &t, &opts).await?;
+            output::emit(output, &serde_json::to_value(&p)?, &plan::render(&p))?;
+            Ok(p.exit())
         }
         Command::Rollback(w) => {
             let t = targets::resolve(&aws, settings.target()?).await?;

@@ -185,6 +185,28 @@ pub fn release_preferences(
     Ok(preferences(&r))
 }
 
+/// AWS rejects `AutoRollback` for a group that launches from `$Default` or `$Latest`: said
+/// before anything is changed.
+pub fn check_numbered_version(
+    r: &RefreshSettings,
+    group: &aws_sdk_autoscaling::types::AutoScalingGroup,
+) -> Result<(), ReleaseError> {
+    match group
+        .launch_template()
+        .and_then(|l| l.version())
+        .filter(|v| r.auto_rollback && v.starts_with('$'))
+    {
+        Some(v) => Err(ReleaseError::UnnumberedVersion {
+            asg: group
+                .auto_scaling_group_name()
+                .unwrap_or_default()
+                .to_owned(),
+            version: v.to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Records `prefs` in SSM ([`bake_common::refresh_preferences`]), where the agent's
 /// secret-rotation rollouts read the preferences of the last release.
 async fn record_preferences(
@@ -354,19 +376,8 @@ pub async fn release(
         }
     }
     if settings.refresh.auto_rollback {
-        // AWS rejects AutoRollback for groups on $Default/$Latest; say so before changing anything.
         let group = crate::targets::describe_group(aws, asg).await?;
-        if let Some(v) = group
-            .launch_template()
-            .and_then(|l| l.version())
-            .filter(|v| v.starts_with('$'))
-        {
-            return Err(ReleaseError::UnnumberedVersion {
-                asg: asg.clone(),
-                version: v.to_owned(),
-            }
-            .into());
-        }
+        check_numbered_version(&settings.refresh, &group)?;
     }
     let (image_id, reused) = match &opts.ami {
         Some(ami) => {
@@ -475,6 +486,33 @@ async fn undo(aws: &Aws, lt: &str, previous: i64, delete: Option<i64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_auto_rollback_needs_a_numbered_version() {
+        use aws_sdk_autoscaling::types::{AutoScalingGroup, LaunchTemplateSpecification};
+        let group = |v: &str| {
+            AutoScalingGroup::builder()
+                .auto_scaling_group_name("web")
+                .launch_template(LaunchTemplateSpecification::builder().version(v).build())
+                .build()
+        };
+        let mut r = Settings::parse(
+            "",
+            std::path::Path::new("bake.toml"),
+            std::path::Path::new("/"),
+        )
+        .unwrap()
+        .refresh;
+        assert!(r.auto_rollback);
+        let e = check_numbered_version(&r, &group("$Default")).unwrap_err();
+        assert!(
+            e.to_string().starts_with("refresh.auto_rollback: auto scaling group 'web' launches from launch template version $Default"),
+            "{e}"
+        );
+        assert!(check_numbered_version(&r, &group("3")).is_ok());
+        r.auto_rollback = false;
+        assert!(check_numbered_version(&r, &group("$Latest")).is_ok());
+    }
 
     #[test]
     fn test_preferences_from_config() {

@@ -135,6 +135,7 @@ fn test_completion_scripts_name_the_subcommands() {
         for sub in [
             "build",
             "release",
+            "plan",
             "status",
             "rollback",
             "prune",

@@ -37,6 +37,7 @@ fn test_every_json_document_has_a_schema_version() {
     };
     check("validate", &["validate", "-o", "json"], 0);
     check("build", &["build", "-o", "json"], 0);
+    check("plan", &["plan", "--ami", BASE_AMI, "-o", "json"], 0);
     check(
         "release",
         &["release", "--ami", BASE_AMI, "--no-wait", "-o", "json"],

@@ -20,6 +20,8 @@ mod layout;
 #[cfg(test)]
 mod local_image;
 #[cfg(test)]
+mod plan;
+#[cfg(test)]
 mod prune;
 #[cfg(test)]
 mod release;
