@@ -211,3 +211,69 @@ fn test_plan_without_a_cached_image_says_a_build_is_needed_and_builds_nothing() 
     let j = w.bake(&["plan", "--force", "-o", "json"]).expect(11).json();
     assert_eq!(j["build_needed"], true, "{j}");
 }
+
+#[test]
+fn test_plan_names_a_refresh_in_progress_and_a_missing_ami() {
+    use aws_sdk_autoscaling::types::{
+        DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences,
+    };
+    let w = World::new("plan-busy");
+    config(&w, "");
+    let lt = w.fleet(BASE_AMI, 2);
+    let r = w
+        .bake(&["plan", "--ami", "ami-00000000000000000"])
+        .expect(3);
+    assert!(
+        r.stderr.contains("--ami") && r.stderr.contains("ami-00000000000000000"),
+        "{}",
+        r.stderr
+    );
+    // A checkpoint at 50 % with an hour's delay keeps the refresh running.
+    let id = w.rt.block_on(async {
+        w.aws
+            .asg
+            .start_instance_refresh()
+            .auto_scaling_group_name(w.asg())
+            .desired_configuration(
+                DesiredConfiguration::builder()
+                    .launch_template(
+                        LaunchTemplateSpecification::builder()
+                            .launch_template_id(&lt)
+                            .version("1")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .preferences(
+                RefreshPreferences::builder()
+                    .skip_matching(false)
+                    .min_healthy_percentage(50)
+                    .checkpoint_percentages(50)
+                    .checkpoint_percentages(100)
+                    .checkpoint_delay(3600)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .instance_refresh_id()
+            .unwrap()
+            .to_owned()
+    });
+    let ami = w.build(&[]);
+    let j = w
+        .bake(&["plan", "--ami", &ami, "-o", "json"])
+        .expect(11)
+        .json();
+    assert_eq!(j["refresh_in_progress"]["id"], id.as_str(), "{j}");
+    let t = w.bake(&["plan", "--ami", &ami]).expect(11);
+    assert!(
+        t.stdout
+            .contains(&format!("instance refresh {id} is in progress"))
+            && t.stdout.contains("--wait-for-current")
+            && t.stdout.contains(&format!("bake release --ami {ami}")),
+        "{}",
+        t.stdout
+    );
+    assert_eq!(w.lt_versions(&lt), (1, 1));
+}
