@@ -21,6 +21,7 @@ use crate::notify;
 use crate::readiness;
 use crate::rotation;
 use crate::secrets::{self, SecretEnv};
+use crate::status::{self, Readiness, Status};
 use crate::supervisor::{self, process};
 
 fn ms(since: Instant) -> u64 {
@@ -202,10 +203,21 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     // would end the agent and leave the app to its parent-death signal, unflushed).
     let mut sigterm = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
-    let (handle, mut sup_done) =
-        supervisor::start(spec.clone(), settings.supervise, output.clone(), crash_hook)
-            .await
-            .map_err(|e| coded(Exit::App, e))?;
+    // The status line (`systemctl status`): app state, restarts, readiness, log shipping lag.
+    let status = Status::new();
+    if let Some(s) = &shipper {
+        status.set_log_stats(s.stats());
+    }
+    let publisher = tokio::spawn(status::publish(status.clone()));
+    let (handle, mut sup_done) = supervisor::start(
+        spec.clone(),
+        settings.supervise,
+        output.clone(),
+        crash_hook,
+        status.clone(),
+    )
+    .await
+    .map_err(|e| coded(Exit::App, e))?;
     tracing::info!(step = "supervise", elapsed_ms = ms(t), "boot step done");
 
     // Metrics: CPU/memory/disk, the supervisor's restart counter, the shipper's counters.
@@ -221,7 +233,11 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     });
 
     // 5. Readiness → launch hook, sd_notify READY.
-    let ready_task = tokio::spawn(readiness_and_launch_hook(settings.clone(), target.clone()));
+    let ready_task = tokio::spawn(readiness_and_launch_hook(
+        settings.clone(),
+        target.clone(),
+        status.clone(),
+    ));
     if let Some(interval) = notify::watchdog_ping_interval() {
         tokio::spawn(notify::watchdog(interval));
     }
@@ -253,6 +269,7 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
         t = lifecycle::watch_termination(&imds, settings.lifecycle.poll_interval, settings.lifecycle.spot) => Some(t),
     };
     ready_task.abort();
+    status.update(|s| s.draining = why.is_some());
     notify::notify("STOPPING=1");
     match &why {
         None => tracing::info!("signal received; stopping the app"),
@@ -276,6 +293,9 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
         elapsed_ms = ms(t),
         "app stopped, logs flushed"
     );
+    publisher.abort();
+    // The last word, whether or not the publisher had its turn since the app stopped.
+    status.send_if_changed();
     if why.is_some() {
         if let Some(tg) = &target {
             match tg
@@ -298,7 +318,11 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     Ok(if supervisor_died { Exit::App } else { Exit::Ok })
 }
 
-async fn readiness_and_launch_hook(settings: Settings, target: Option<Target>) {
+async fn readiness_and_launch_hook(
+    settings: Settings,
+    target: Option<Target>,
+    status: Arc<Status>,
+) {
     let hook = match &target {
         Some(tg) => match tg
             .hook(
@@ -330,6 +354,13 @@ async fn readiness_and_launch_hook(settings: Settings, target: Option<Target>) {
         }
         None => true,
     };
+    status.update(|s| {
+        s.readiness = if ready {
+            Readiness::Ready
+        } else {
+            Readiness::NeverReady
+        };
+    });
     if ready {
         tracing::info!(step = "readiness", elapsed_ms = ms(t), "app is ready");
         notify::notify("READY=1");

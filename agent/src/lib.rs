@@ -53,6 +53,8 @@ pub mod rollout;
 pub mod rotation;
 /// Secrets from SSM Parameter Store.
 pub mod secrets;
+/// The status line (sd_notify `STATUS=`).
+pub mod status;
 /// The app's supervisor.
 pub mod supervisor;
 

@@ -341,3 +341,60 @@ pub fn alive(pid: i32) -> bool {
             .is_some_and(|i| !s[i + 1..].trim_start().starts_with('Z'))
     })
 }
+
+/// A stand-in for systemd's notify socket (`$NOTIFY_SOCKET`): a datagram socket in the test's
+/// directory whose messages (`READY=1`, `STATUS=…`) a thread collects.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NotifySocket {
+    pub fn bind(path: PathBuf) -> Self {
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind the notify socket");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (m2, s2) = (messages.clone(), stop.clone());
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    m2.lock().unwrap().push(text);
+                }
+            }
+        });
+        Self {
+            path,
+            messages,
+            stop,
+            reader: Some(reader),
+        }
+    }
+
+    /// Every message so far, in order.
+    pub fn messages(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// The `STATUS=` lines so far, without the key.
+    pub fn statuses(&self) -> Vec<String> {
+        self.messages()
+            .iter()
+            .filter_map(|m| m.strip_prefix("STATUS=").map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}

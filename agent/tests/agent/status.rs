@@ -1,0 +1,81 @@
+//! What the agent says about itself: the `STATUS=` lines systemd shows (`systemctl status`),
+//! received on a stand-in for the notify socket.
+
+use std::time::Duration;
+
+use crate::util::{agent, imds, wait_for, NotifySocket, Running, TestDir};
+
+/// Position of the first status line equal to `want` at or after `from`, or a panic naming all.
+fn find(lines: &[String], from: usize, want: &str) -> usize {
+    lines[from..]
+        .iter()
+        .position(|l| l == want)
+        .map(|i| from + i)
+        .unwrap_or_else(|| panic!("no STATUS={want:?} after #{from} in {lines:#?}"))
+}
+
+#[test]
+fn test_status_lines_follow_crash_and_restart() {
+    let t = TestDir::new();
+    let pids = t.path("pids");
+    // Runs 1 and 2 crash (exit 3) after 0.2 s; run 3 stays. The first exit restarts at once,
+    // the second after backoff_initial.
+    let script = format!(
+        "echo $$ >> {p}; [ $(wc -l < {p}) -ge 3 ] && exec sleep 300; sleep 0.2; exit 3",
+        p = pids.display()
+    );
+    let cfg = t.config(&format!(
+        "[identity]\nstandalone = true\n[app]\nuser = \"root\"\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\nstop_timeout = \"1s\"\n\
+         [supervise]\nbackoff_initial = \"1s\"\ncrash_loop_count = 100\n"
+    ));
+    let sock = NotifySocket::bind(t.path("notify.sock"));
+    let md = imds("i-0status");
+    let mut cmd = agent(&cfg, None, Some(&md));
+    cmd.env("NOTIFY_SOCKET", &sock.path);
+    let mut a = Running::spawn(cmd);
+    let p: Vec<String> = wait_for("3 starts", Duration::from_secs(30), || {
+        let v: Vec<String> = std::fs::read_to_string(&pids)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        (v.len() >= 3).then_some(v)
+    });
+    let last = format!("app running (pid {}), 2 restarts", p[2]);
+    wait_for("the third run's status", Duration::from_secs(10), || {
+        sock.statuses().contains(&last).then_some(())
+    });
+    // Idle for 2.5 s: nothing changes, so nothing is sent (the line is sent on changes only).
+    let before = sock.messages().len();
+    std::thread::sleep(Duration::from_millis(2500));
+    let idle: Vec<String> = sock.messages()[before..]
+        .iter()
+        .filter(|m| m.starts_with("STATUS="))
+        .cloned()
+        .collect();
+    assert!(idle.is_empty(), "sent while idle: {idle:?}");
+    assert_eq!(a.terminate(Duration::from_secs(10)), Some(0));
+    wait_for("the last status", Duration::from_secs(5), || {
+        sock.statuses()
+            .contains(&"app stopped, 2 restarts".to_owned())
+            .then_some(())
+    });
+
+    let lines = sock.statuses();
+    let i = find(&lines, 0, &format!("app running (pid {})", p[0]));
+    let i = find(&lines, i, &format!("app running (pid {}), 1 restart", p[1]));
+    let i = find(
+        &lines,
+        i,
+        "app exited (exit code 3), restart in 1s, 1 restart",
+    );
+    let i = find(&lines, i, &last);
+    let i = find(&lines, i, "app stopping, 2 restarts");
+    find(&lines, i, "app stopped, 2 restarts");
+    for w in lines.windows(2) {
+        assert_ne!(w[0], w[1], "the same line twice in a row: {lines:#?}");
+    }
+    let all = sock.messages();
+    assert!(all.iter().any(|m| m == "READY=1"), "{all:?}");
+    assert!(all.iter().any(|m| m == "STOPPING=1"), "{all:?}");
+}
