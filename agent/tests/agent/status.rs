@@ -79,3 +79,88 @@ fn test_status_lines_follow_crash_and_restart() {
     assert!(all.iter().any(|m| m == "READY=1"), "{all:?}");
     assert!(all.iter().any(|m| m == "STOPPING=1"), "{all:?}");
 }
+
+/// `JOURNAL_STREAM` naming `file` (device:inode), as systemd sets it for a unit's stderr.
+fn journal_stream_of(file: &std::fs::File) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata().unwrap();
+    format!("{}:{}", m.dev(), m.ino())
+}
+
+#[test]
+fn test_journal_lines_carry_their_priority() {
+    let t = TestDir::new();
+    let starts = t.path("starts");
+    // The first run prints a line (no [logs]: it goes to the agent's stderr) and crashes (a
+    // warning: restarted at once); the second stays.
+    let script = format!(
+        "echo $$ >> {p}; [ $(wc -l < {p}) -ge 2 ] && exec sleep 300; echo hello-out; exit 3",
+        p = starts.display()
+    );
+    let cfg = t.config(&format!(
+        "[identity]\nstandalone = true\n[app]\nuser = \"root\"\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\nstop_timeout = \"1s\"\n"
+    ));
+    let md = imds("i-0journal");
+    let log = t.path("stderr");
+    let err = std::fs::File::create(&log).unwrap();
+    let mut cmd = agent(&cfg, None, Some(&md));
+    cmd.env("JOURNAL_STREAM", journal_stream_of(&err))
+        .arg("run")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(err);
+    let child = cmd.spawn().unwrap();
+    let mut a = Running::from_child(child);
+    let text = wait_for("the restart warning", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("restarted at once").then_some(text)
+    });
+    assert_eq!(a.terminate(Duration::from_secs(10)), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap_or(text);
+    let lines: Vec<&str> = text.lines().collect();
+    for l in &lines {
+        assert!(
+            ["<3>", "<4>", "<6>", "<7>"]
+                .iter()
+                .any(|p| l.starts_with(p)),
+            "a line without a priority: {l:?} in {text}"
+        );
+    }
+    let with = |needle: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {text}"))
+            .to_owned()
+    };
+    assert!(with("agent up").starts_with("<6>"), "{text}");
+    assert!(with("restarted at once").starts_with("<4>"), "{text}");
+    assert_eq!(with("hello-out"), "<6>app: hello-out", "{text}");
+
+    // An error (a cause on a line of its own gets the prefix too: logging.rs's unit test).
+    let err = std::fs::File::create(t.path("check-stderr")).unwrap();
+    let stream = journal_stream_of(&err);
+    let out = agent(&t.path("missing.toml"), None, None)
+        .env("JOURNAL_STREAM", &stream)
+        .arg("check")
+        .stderr(err)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = std::fs::read_to_string(t.path("check-stderr")).unwrap();
+    assert!(text.contains("missing.toml"), "{text}");
+    assert!(text.lines().all(|l| l.starts_with("<3>")), "{text}");
+
+    // JOURNAL_STREAM inherited by a process whose stderr went elsewhere: no prefixes.
+    let err = std::fs::File::create(t.path("other-stderr")).unwrap();
+    let out = agent(&t.path("missing.toml"), None, None)
+        .env("JOURNAL_STREAM", &stream)
+        .arg("check")
+        .stderr(err)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = std::fs::read_to_string(t.path("other-stderr")).unwrap();
+    assert!(text.contains("error:"), "{text}");
+    assert!(!text.contains("<3>"), "{text}");
+}

@@ -96,6 +96,15 @@ impl Running {
         }
     }
 
+    /// A started agent whose stderr the test redirected itself (nothing collected).
+    pub fn from_child(child: Child) -> Self {
+        Self {
+            child,
+            stderr: std::sync::Arc::new(std::sync::Mutex::new(String::new())),
+            reader: None,
+        }
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
