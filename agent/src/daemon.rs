@@ -124,7 +124,7 @@ async fn flush_logs(output: &AppOutput, shipper: Option<ShipperHandle>) {
 
 /// Runs the daemon until SIGTERM/SIGINT (exit 0 after a graceful stop) or termination (drain,
 /// complete the terminate hook, exit 0).
-pub async fn run(config: &Path) -> anyhow::Result<Exit> {
+pub async fn run(config: &Path, status_file: &Path) -> anyhow::Result<Exit> {
     let boot_start = Instant::now();
     let Boot {
         identity,
@@ -208,6 +208,10 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     if let Some(s) = &shipper {
         status.set_log_stats(s.stats());
     }
+    status.set_file(
+        status_file.to_owned(),
+        spec.run_as.as_ref().map(|r| r.gid.as_raw()),
+    );
     let publisher = tokio::spawn(status::publish(status.clone()));
     let (handle, mut sup_done) = supervisor::start(
         spec.clone(),
@@ -296,6 +300,8 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     publisher.abort();
     // The last word, whether or not the publisher had its turn since the app stopped.
     status.send_if_changed();
+    // No state file: no agent (`bake-agent status`).
+    status.remove_file();
     if why.is_some() {
         if let Some(tg) = &target {
             match tg
@@ -367,10 +373,20 @@ async fn readiness_and_launch_hook(
     }
     if let (Some(tg), Some(h)) = (&target, &hook) {
         let result = if ready { "CONTINUE" } else { "ABANDON" };
-        if let Err(e) = tg.complete(h, result).await {
-            // No pending action (the instance was already InService, e.g. an agent restart).
-            tracing::warn!(error = %e, "cannot complete the launch hook");
+        match tg.complete(h, result).await {
+            Ok(()) => status.update(|s| {
+                s.lifecycle = Some(format!("launch hook completed ({result})"));
+            }),
+            Err(e) => {
+                // No pending action (the instance was already InService, e.g. an agent restart).
+                tracing::warn!(error = %e, "cannot complete the launch hook");
+                status.update(|s| {
+                    s.last_error = Some(format!("cannot complete the launch hook: {e}"));
+                });
+            }
         }
+    } else if target.is_some() {
+        status.update(|s| s.lifecycle = Some("no launch hook".to_owned()));
     }
     // The boot is over: its code need not stay resident (see memory.rs).
     let before = memory::resident_kib();

@@ -5,11 +5,18 @@
 //! The supervisor and the daemon record state changes in a [`Status`]; [`publish`] sends the
 //! line at once after a change of state and otherwise at most once a second (when only the
 //! log shipping lag moved), and never the same line twice in a row.
+//!
+//! The same state, with more detail (lifecycle, last error, log shipping counters), goes to a
+//! JSON state file (default `/run/bake/status.json`, mode 0640, group the app's group, replaced
+//! atomically by a rename) that `bake-agent status` reads; the daemon removes it when it stops.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::exit::Exit;
 use crate::logs::LogStats;
 use crate::notify;
 
@@ -60,6 +67,11 @@ pub struct State {
     pub readiness: Readiness,
     /// Draining for a termination (instance terminating, spot interruption).
     pub draining: bool,
+    /// Where the instance's lifecycle stands, as the agent last saw it (e.g. `launch hook
+    /// completed (CONTINUE)`).
+    pub lifecycle: Option<String>,
+    /// The last error the agent logged about the app or the instance.
+    pub last_error: Option<String>,
 }
 
 /// Shared status: written by the supervisor (its own thread) and the daemon, read by
@@ -71,6 +83,10 @@ pub struct Status {
     log_stats: OnceLock<Arc<LogStats>>,
     /// The line sent last.
     sent: Mutex<String>,
+    /// The state file and the group that may read it.
+    file: OnceLock<(PathBuf, Option<u32>)>,
+    /// What the state file holds (without its time stamp).
+    written: Mutex<serde_json::Value>,
 }
 
 impl Status {
@@ -132,6 +148,127 @@ impl Status {
     pub fn line(&self) -> String {
         line(&self.state(), self.log_lag_ms())
     }
+
+    /// Keeps the state file at `path`, readable by group `gid` (the app's group) too.
+    pub fn set_file(&self, path: PathBuf, gid: Option<u32>) {
+        let _ = self.file.set((path, gid));
+    }
+
+    /// The state file's document (without `updated_at`).
+    #[must_use]
+    pub fn report(&self) -> serde_json::Value {
+        report(&self.state(), self.log_stats.get().map(AsRef::as_ref))
+    }
+
+    /// Writes the state file if its content changed. A failure is logged once per kind.
+    pub fn write_if_changed(&self) {
+        let Some((path, gid)) = self.file.get() else {
+            return;
+        };
+        let now = self.report();
+        let mut written = self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *written == now {
+            return;
+        }
+        let mut doc = now.clone();
+        doc["updated_at"] = humantime::format_rfc3339_millis(std::time::SystemTime::now())
+            .to_string()
+            .into();
+        match write_atomically(path, *gid, &doc) {
+            Ok(()) => *written = now,
+            Err(e) if written.is_null() => {
+                // Logged once: the next attempts come with the next change.
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the status file");
+                *written = serde_json::Value::Bool(false);
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Removes the state file (the agent stops): no file means no agent.
+    pub fn remove_file(&self) {
+        if let Some((path, _)) = self.file.get() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The state file's document for `state` (without `updated_at`).
+#[must_use]
+pub fn report(state: &State, logs: Option<&LogStats>) -> serde_json::Value {
+    let lag = logs.and_then(|s| {
+        (s.requests.load(Ordering::Relaxed) > 0).then(|| s.lag_ms.load(Ordering::Relaxed))
+    });
+    let (app, pid, exit, restart_in_ms) = match &state.app {
+        App::Starting => ("starting", None, None, None),
+        App::Running { pid } => ("running", Some(*pid), None, None),
+        App::Exited { how, restart_in } => (
+            "exited",
+            None,
+            Some(how.clone()),
+            Some(u64::try_from(restart_in.as_millis()).unwrap_or(u64::MAX)),
+        ),
+        App::Stopping => ("stopping", None, None, None),
+        App::Stopped => ("stopped", None, None, None),
+    };
+    let logs = logs.map(|s| {
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "lag_ms": lag,
+            "events_shipped": n(&s.events_shipped),
+            "bytes_shipped": n(&s.bytes_shipped),
+            "requests": n(&s.requests),
+            "retries": n(&s.retries),
+            "rejected_events": n(&s.rejected_events),
+            "dropped_events": n(&s.dropped_events),
+        })
+    });
+    serde_json::json!({
+        "schema_version": 1,
+        "agent_pid": std::process::id(),
+        "line": line(state, lag),
+        "app": { "state": app, "pid": pid, "exit": exit, "restart_in_ms": restart_in_ms },
+        "restarts": state.restarts,
+        "readiness": match state.readiness {
+            Readiness::Waiting => "waiting",
+            Readiness::Ready => "ready",
+            Readiness::NeverReady => "never_ready",
+        },
+        "draining": state.draining,
+        "lifecycle": state.lifecycle,
+        "last_error": state.last_error,
+        "logs": logs,
+    })
+}
+
+/// Writes `doc` to `path` through a temporary file in the same directory (mode 0640, group
+/// `gid`) renamed over it, so a reader sees the old file or the new one, never half of one.
+fn write_atomically(path: &Path, gid: Option<u32>, doc: &serde_json::Value) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    // A leftover keeps its mode on open: start from a new file.
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .open(&tmp)?;
+    if let Some(g) = gid {
+        std::os::unix::fs::fchown(&f, None, Some(g))?;
+    }
+    // Exactly 0640, whatever the umask.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o640))?;
+    f.write_all(doc.to_string().as_bytes())?;
+    f.write_all(b"\n")?;
+    drop(f);
+    std::fs::rename(&tmp, path)
 }
 
 /// The status line for `state` and the log shipping lag (`None`: no shipping, or nothing
@@ -186,6 +323,113 @@ pub fn exit_text(status: Option<&std::process::ExitStatus>) -> String {
     }
 }
 
+/// Where `run` keeps the state file and `status` reads it (`--status-file`).
+pub const DEFAULT_FILE: &str = "/run/bake/status.json";
+
+/// `bake-agent status`: prints the state file at `path` (text or its JSON) and returns
+/// [`Exit::Ok`], or says on stderr that the agent is not running and returns
+/// [`Exit::NotRunning`] (no file, or the pid that wrote it is gone), or [`Exit::Internal`] for a
+/// file that cannot be read or parsed.
+#[must_use]
+pub fn show(path: &Path, output: crate::cli::StatusOutput) -> Exit {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "bake-agent is not running: no status file at '{}' (systemctl status bake-agent)",
+                path.display()
+            );
+            return Exit::NotRunning;
+        }
+        Err(e) => {
+            eprintln!("error: cannot read '{}': {e}", path.display());
+            return Exit::Internal;
+        }
+    };
+    let doc: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: '{}' is not a status document: {e}", path.display());
+            return Exit::Internal;
+        }
+    };
+    let pid = doc["agent_pid"].as_u64().unwrap_or(0);
+    if !Path::new(&format!("/proc/{pid}")).exists() || pid == 0 {
+        eprintln!(
+            "bake-agent is not running: '{}' was written by pid {pid}, which is gone",
+            path.display()
+        );
+        return Exit::NotRunning;
+    }
+    match output {
+        crate::cli::StatusOutput::Json => crate::outln!("{}", text.trim_end()),
+        crate::cli::StatusOutput::Text => crate::outln!("{}", render(&doc).trim_end()),
+    }
+    Exit::Ok
+}
+
+/// The state file's document as aligned lines.
+#[must_use]
+pub fn render(doc: &serde_json::Value) -> String {
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(t) => t.clone(),
+        serde_json::Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    };
+    let app = &doc["app"];
+    let app_text = match app["state"].as_str().unwrap_or("?") {
+        "running" => format!("running (pid {})", s(&app["pid"])),
+        "exited" => format!(
+            "exited ({}), restart in {} ms",
+            s(&app["exit"]),
+            s(&app["restart_in_ms"])
+        ),
+        other => other.to_owned(),
+    };
+    let mut rows = vec![
+        (
+            "agent",
+            format!(
+                "running (pid {}), updated {}",
+                s(&doc["agent_pid"]),
+                s(&doc["updated_at"])
+            ),
+        ),
+        ("app", app_text),
+        ("restarts", s(&doc["restarts"])),
+        ("readiness", s(&doc["readiness"]).replace('_', " ")),
+        ("lifecycle", s(&doc["lifecycle"])),
+    ];
+    if doc["draining"].as_bool() == Some(true) {
+        rows.push(("draining", "yes".to_owned()));
+    }
+    let logs = &doc["logs"];
+    rows.push((
+        "logs",
+        if logs.is_null() {
+            "not shipped ([logs] not configured)".to_owned()
+        } else {
+            format!(
+                "{}, {} events shipped, {} retries, {} rejected, {} dropped",
+                logs["lag_ms"].as_u64().map_or_else(
+                    || "nothing acknowledged yet".to_owned(),
+                    |ms| format!("{ms} ms behind")
+                ),
+                s(&logs["events_shipped"]),
+                s(&logs["retries"]),
+                s(&logs["rejected_events"]),
+                s(&logs["dropped_events"]),
+            )
+        },
+    ));
+    rows.push(("last error", s(&doc["last_error"])));
+    let mut out = String::new();
+    for (k, v) in rows {
+        out.push_str(&format!("{k:<11}{v}\n"));
+    }
+    out
+}
+
 /// The least time between two lines when only the log shipping lag changed.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -200,6 +444,7 @@ pub async fn publish(status: Arc<Status>) {
             _ = tick.tick() => {}
         }
         status.send_if_changed();
+        status.write_if_changed();
     }
 }
 
@@ -238,6 +483,72 @@ mod tests {
             line(&s, None),
             "app running (pid 9), never became ready, 1 restart"
         );
+    }
+
+    #[test]
+    fn test_report_and_render() {
+        let state = State {
+            app: App::Running { pid: 812 },
+            restarts: 2,
+            readiness: Readiness::Ready,
+            lifecycle: Some("launch hook completed (CONTINUE)".to_owned()),
+            ..State::default()
+        };
+        let stats = LogStats::default();
+        stats.requests.store(3, Ordering::Relaxed);
+        stats.lag_ms.store(120, Ordering::Relaxed);
+        stats.events_shipped.store(40, Ordering::Relaxed);
+        let mut doc = report(&state, Some(&stats));
+        assert_eq!(doc["app"]["pid"], 812);
+        assert_eq!(doc["logs"]["lag_ms"], 120);
+        assert_eq!(
+            doc["line"],
+            "app running (pid 812), 2 restarts, logs 120 ms behind"
+        );
+        doc["updated_at"] = "2026-12-01T18:00:00.000Z".into();
+        let text = render(&doc);
+        let want = format!(
+            "agent      running (pid {}), updated 2026-12-01T18:00:00.000Z\n\
+             app        running (pid 812)\n\
+             restarts   2\n\
+             readiness  ready\n\
+             lifecycle  launch hook completed (CONTINUE)\n\
+             logs       120 ms behind, 40 events shipped, 0 retries, 0 rejected, 0 dropped\n\
+             last error -\n",
+            std::process::id()
+        );
+        assert_eq!(text, want);
+        let doc = report(&State::default(), None);
+        assert!(render(&doc).contains("logs       not shipped ([logs] not configured)"));
+    }
+
+    #[test]
+    fn test_state_file_is_written_atomically_0640() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/status.json");
+        let st = Status::new();
+        st.set_file(path.clone(), None);
+        st.write_if_changed();
+        let first = std::fs::read_to_string(&path).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&first).unwrap();
+        assert_eq!(doc["app"]["state"], "starting");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        // Unchanged: not written again (the time stamp stays).
+        std::thread::sleep(Duration::from_millis(5));
+        st.write_if_changed();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), first);
+        st.update(|s| s.app = App::Running { pid: 7 });
+        st.write_if_changed();
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(doc["app"]["pid"], 7);
+        assert!(!path.with_extension("json.tmp").exists());
+        st.remove_file();
+        assert!(!path.exists());
     }
 
     #[test]

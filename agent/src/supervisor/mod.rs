@@ -383,6 +383,8 @@ impl Supervisor {
             Ok(child) => Some(child),
             Err(e) => {
                 tracing::error!(error = %e, "cannot restart the app");
+                self.status
+                    .update(|s| s.last_error = Some(format!("cannot restart the app: {e}")));
                 None
             }
         }
@@ -539,6 +541,12 @@ impl Supervisor {
                     window_s = self.policy.crash_loop_window.as_secs(),
                     "app is in a crash loop"
                 );
+                let text = format!(
+                    "app is in a crash loop: {} exits within {}s",
+                    self.policy.crash_loop_count,
+                    self.policy.crash_loop_window.as_secs()
+                );
+                self.status.update(|s| s.last_error = Some(text));
                 if let Some(hook) = &self.on_crash_loop {
                     let _main = self.main.enter();
                     hook();

@@ -164,3 +164,95 @@ fn test_journal_lines_carry_their_priority() {
     assert!(text.contains("error:"), "{text}");
     assert!(!text.contains("<3>"), "{text}");
 }
+
+#[test]
+fn test_status_command_reads_the_running_agent() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new();
+    let pids = t.path("pids");
+    // Runs 1 and 2 crash, run 3 stays: with crash_loop_count = 2 that is a crash loop.
+    let script = format!(
+        "echo $$ >> {p}; [ $(wc -l < {p}) -ge 3 ] && exec sleep 300; exit 3",
+        p = pids.display()
+    );
+    let cfg = t.config(&format!(
+        "[identity]\nstandalone = true\n[app]\nuser = \"root\"\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\nstop_timeout = \"1s\"\n\
+         [supervise]\nbackoff_initial = \"100ms\"\ncrash_loop_count = 2\ncrash_loop_window = \"30s\"\n"
+    ));
+    let file = t.path("status.json");
+    let status = |args: &[&str]| {
+        agent(&cfg, None, None)
+            .arg("status")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // No agent yet: no state file, exit 9.
+    let out = status(&[]);
+    assert_eq!(out.status.code(), Some(9));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bake-agent is not running"),
+        "{out:?}"
+    );
+
+    let md = imds("i-0statuscmd");
+    let mut a = Running::spawn(agent(&cfg, None, Some(&md)));
+    let third = wait_for("3 starts", Duration::from_secs(30), || {
+        let v: Vec<u64> = std::fs::read_to_string(&pids)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect();
+        v.get(2).copied()
+    });
+    let doc: serde_json::Value = wait_for(
+        "the third run in the state file",
+        Duration::from_secs(10),
+        || {
+            let out = status(&["-o", "json"]);
+            let doc: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (out.status.code() == Some(0)
+                && doc["app"]["pid"] == third
+                && doc["readiness"] == "ready")
+                .then_some(doc)
+        },
+    );
+    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["agent_pid"], a.pid());
+    assert_eq!(doc["app"]["state"], "running");
+    assert_eq!(doc["restarts"], 2);
+    assert_eq!(
+        doc["last_error"], "app is in a crash loop: 2 exits within 30s",
+        "{doc}"
+    );
+    assert!(doc["logs"].is_null(), "no [logs]: {doc}");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    let out = status(&[]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!("app        running (pid {third})")),
+        "{text}"
+    );
+    assert!(text.contains("restarts   2\n"), "{text}");
+    assert!(text.contains("readiness  ready\n"), "{text}");
+
+    // Stopped: the file is gone, and status says so.
+    assert_eq!(a.terminate(Duration::from_secs(10)), Some(0));
+    assert!(!file.exists());
+    assert_eq!(status(&[]).status.code(), Some(9));
+
+    // A file left by an agent that died (its pid gone): not running either.
+    let mut stale = doc.clone();
+    stale["agent_pid"] = a.pid().into();
+    std::fs::write(&file, stale.to_string()).unwrap();
+    let out = status(&[]);
+    assert_eq!(out.status.code(), Some(9));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("which is gone"),
+        "{out:?}"
+    );
+}

@@ -50,6 +50,14 @@ pub fn agent(config: &Path, emu: Option<&Emulator>, imds: Option<&Imds>) -> Comm
     c.env_remove("RUST_LOG")
         .env_remove("NOTIFY_SOCKET")
         .env_remove("AWS_ENDPOINT_URL");
+    // The state file next to the config, never the host's /run/bake.
+    c.env(
+        "BAKE_AGENT_STATUS_FILE",
+        config
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join("status.json"),
+    );
     // Without a stand-in, point IMDS at a closed port so nothing leaves loopback.
     c.env("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9/");
     if let Some(e) = emu {
