@@ -299,7 +299,7 @@ pub async fn run(config: &Path, status_file: &Path) -> anyhow::Result<Exit> {
     );
     publisher.abort();
     // The last word, whether or not the publisher had its turn since the app stopped.
-    status.send_if_changed();
+    let _ = status.send_if_changed();
     // No state file: no agent (`bake-agent status`).
     status.remove_file();
     if why.is_some() {

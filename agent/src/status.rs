@@ -130,17 +130,19 @@ impl Status {
         (s.requests.load(Ordering::Relaxed) > 0).then(|| s.lag_ms.load(Ordering::Relaxed))
     }
 
-    /// Sends `STATUS=<line>` unless that line was the last one sent.
-    pub fn send_if_changed(&self) {
+    /// Sends `STATUS=<line>` unless that line was the last one sent; whether it sent.
+    pub fn send_if_changed(&self) -> bool {
         let now = self.line();
         let mut sent = self
             .sent
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *sent != now {
-            notify::notify(&format!("STATUS={now}"));
-            *sent = now;
+        if *sent == now {
+            return false;
         }
+        notify::notify(&format!("STATUS={now}"));
+        *sent = now;
+        true
     }
 
     /// The status line now.
@@ -438,12 +440,19 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 pub async fn publish(status: Arc<Status>) {
     let mut tick = tokio::time::interval(MIN_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_send = tokio::time::Instant::now();
     loop {
-        tokio::select! {
-            () = status.changed.notified() => {}
-            _ = tick.tick() => {}
+        let changed = tokio::select! {
+            () = status.changed.notified() => true,
+            _ = tick.tick() => false,
+        };
+        // At most the counters moved: nothing within MIN_INTERVAL of the last line sent.
+        if !changed && last_send.elapsed() < MIN_INTERVAL {
+            continue;
         }
-        status.send_if_changed();
+        if status.send_if_changed() {
+            last_send = tokio::time::Instant::now();
+        }
         status.write_if_changed();
     }
 }

@@ -363,7 +363,7 @@ pub fn alive(pid: i32) -> bool {
 /// directory whose messages (`READY=1`, `STATUS=…`) a thread collects.
 pub struct NotifySocket {
     pub path: PathBuf,
-    messages: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
@@ -381,7 +381,7 @@ impl NotifySocket {
             while !s2.load(std::sync::atomic::Ordering::Relaxed) {
                 if let Ok(n) = sock.recv(&mut buf) {
                     let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    m2.lock().unwrap().push(text);
+                    m2.lock().unwrap().push((Instant::now(), text));
                 }
             }
         });
@@ -395,6 +395,11 @@ impl NotifySocket {
 
     /// Every message so far, in order.
     pub fn messages(&self) -> Vec<String> {
+        self.timed().into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Every message so far with the time it came, in order.
+    pub fn timed(&self) -> Vec<(Instant, String)> {
         self.messages.lock().unwrap().clone()
     }
 
