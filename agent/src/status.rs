@@ -226,6 +226,11 @@ pub fn report(state: &State, logs: Option<&LogStats>) -> serde_json::Value {
             "retries": n(&s.retries),
             "rejected_events": n(&s.rejected_events),
             "dropped_events": n(&s.dropped_events),
+            "sources": s.sources().into_iter().map(|(name, v)| (name, serde_json::json!({
+                "lag_ms": v.lag_ms,
+                "events_shipped": v.events_shipped,
+                "acked_at_ms": v.acked_at_ms,
+            }))).collect::<serde_json::Map<_, _>>(),
         })
     });
     serde_json::json!({
@@ -424,6 +429,18 @@ pub fn render(doc: &serde_json::Value) -> String {
             )
         },
     ));
+    if let Some(sources) = logs["sources"].as_object() {
+        for (name, v) in sources {
+            rows.push((
+                "",
+                format!(
+                    "{name}: {} ms behind, {} events shipped",
+                    s(&v["lag_ms"]),
+                    s(&v["events_shipped"])
+                ),
+            ));
+        }
+    }
     rows.push(("last error", s(&doc["last_error"])));
     let mut out = String::new();
     for (k, v) in rows {
@@ -507,6 +524,7 @@ mod tests {
         stats.requests.store(3, Ordering::Relaxed);
         stats.lag_ms.store(120, Ordering::Relaxed);
         stats.events_shipped.store(40, Ordering::Relaxed);
+        stats.record_source("app-stdout", 40, Some(120));
         let mut doc = report(&state, Some(&stats));
         assert_eq!(doc["app"]["pid"], 812);
         assert_eq!(doc["logs"]["lag_ms"], 120);
@@ -523,8 +541,10 @@ mod tests {
              readiness  ready\n\
              lifecycle  launch hook completed (CONTINUE)\n\
              logs       120 ms behind, 40 events shipped, 0 retries, 0 rejected, 0 dropped\n\
+             {:11}app-stdout: 120 ms behind, 40 events shipped\n\
              last error -\n",
-            std::process::id()
+            std::process::id(),
+            ""
         );
         assert_eq!(text, want);
         let doc = report(&State::default(), None);

@@ -198,6 +198,14 @@ fn test_run_ships_app_output_publishes_metrics_and_flushes_on_sigterm() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(doc["logs"]["lag_ms"].is_u64(), "{doc}");
     assert!(doc["logs"]["events_shipped"].as_u64() >= Some(10), "{doc}");
+    assert!(
+        doc["logs"]["sources"]["app-stdout"]["events_shipped"].as_u64() >= Some(10),
+        "{doc}"
+    );
+    assert!(
+        doc["logs"]["sources"]["app-stderr"]["lag_ms"].is_u64(),
+        "{doc}"
+    );
     // CPU with the instance's and the group's dimensions, and with the group's alone.
     let want = vec![
         "AutoScalingGroupName=shipping".to_owned(),
