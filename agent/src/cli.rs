@@ -34,6 +34,25 @@ pub struct Global {
     /// Verbosity and log line format.
     #[command(flatten)]
     pub log: LogArgs,
+    /// The state file `run` keeps (app state, restarts, readiness, lifecycle, log shipping) and
+    /// `status` reads.
+    #[arg(
+        long,
+        global = true,
+        default_value = crate::status::DEFAULT_FILE,
+        env = "BAKE_AGENT_STATUS_FILE"
+    )]
+    pub status_file: PathBuf,
+}
+
+/// How `status` prints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusOutput {
+    /// Aligned lines for a person.
+    #[default]
+    Text,
+    /// The state file's JSON document, as it is.
+    Json,
 }
 
 /// `bake-agent` commands.
@@ -42,6 +61,14 @@ pub enum Command {
     /// The daemon (systemd's `bake-agent.service`): identity, secrets, mounts, supervise the app,
     /// lifecycle hooks, drain on termination.
     Run,
+    /// How the running agent is: app state and pid, restarts, readiness, lifecycle, log
+    /// shipping, last error (from the state file `run` keeps). Exit 0 when the agent runs, 9
+    /// when it does not (no state file, or the process that wrote it is gone).
+    Status {
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = StatusOutput::Text)]
+        output: StatusOutput,
+    },
     /// Validate the configuration file (and a userdata file) exactly as `run` would, and explain
     /// errors by key.
     Check {

@@ -21,6 +21,7 @@ use crate::notify;
 use crate::readiness;
 use crate::rotation;
 use crate::secrets::{self, SecretEnv};
+use crate::status::{self, Readiness, Status};
 use crate::supervisor::{self, process};
 
 fn ms(since: Instant) -> u64 {
@@ -123,7 +124,7 @@ async fn flush_logs(output: &AppOutput, shipper: Option<ShipperHandle>) {
 
 /// Runs the daemon until SIGTERM/SIGINT (exit 0 after a graceful stop) or termination (drain,
 /// complete the terminate hook, exit 0).
-pub async fn run(config: &Path) -> anyhow::Result<Exit> {
+pub async fn run(config: &Path, status_file: &Path) -> anyhow::Result<Exit> {
     let boot_start = Instant::now();
     let Boot {
         identity,
@@ -202,10 +203,25 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     // would end the agent and leave the app to its parent-death signal, unflushed).
     let mut sigterm = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
-    let (handle, mut sup_done) =
-        supervisor::start(spec.clone(), settings.supervise, output.clone(), crash_hook)
-            .await
-            .map_err(|e| coded(Exit::App, e))?;
+    // The status line (`systemctl status`): app state, restarts, readiness, log shipping lag.
+    let status = Status::new();
+    if let Some(s) = &shipper {
+        status.set_log_stats(s.stats());
+    }
+    status.set_file(
+        status_file.to_owned(),
+        spec.run_as.as_ref().map(|r| r.gid.as_raw()),
+    );
+    let publisher = tokio::spawn(status::publish(status.clone()));
+    let (handle, mut sup_done) = supervisor::start(
+        spec.clone(),
+        settings.supervise,
+        output.clone(),
+        crash_hook,
+        status.clone(),
+    )
+    .await
+    .map_err(|e| coded(Exit::App, e))?;
     tracing::info!(step = "supervise", elapsed_ms = ms(t), "boot step done");
 
     // Metrics: CPU/memory/disk, the supervisor's restart counter, the shipper's counters.
@@ -221,7 +237,11 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     });
 
     // 5. Readiness → launch hook, sd_notify READY.
-    let ready_task = tokio::spawn(readiness_and_launch_hook(settings.clone(), target.clone()));
+    let ready_task = tokio::spawn(readiness_and_launch_hook(
+        settings.clone(),
+        target.clone(),
+        status.clone(),
+    ));
     if let Some(interval) = notify::watchdog_ping_interval() {
         tokio::spawn(notify::watchdog(interval));
     }
@@ -253,6 +273,7 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
         t = lifecycle::watch_termination(&imds, settings.lifecycle.poll_interval, settings.lifecycle.spot) => Some(t),
     };
     ready_task.abort();
+    status.update(|s| s.draining = why.is_some());
     notify::notify("STOPPING=1");
     match &why {
         None => tracing::info!("signal received; stopping the app"),
@@ -276,6 +297,11 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
         elapsed_ms = ms(t),
         "app stopped, logs flushed"
     );
+    publisher.abort();
+    // The last word, whether or not the publisher had its turn since the app stopped.
+    let _ = status.send_if_changed();
+    // No state file: no agent (`bake-agent status`).
+    status.remove_file();
     if why.is_some() {
         if let Some(tg) = &target {
             match tg
@@ -298,7 +324,11 @@ pub async fn run(config: &Path) -> anyhow::Result<Exit> {
     Ok(if supervisor_died { Exit::App } else { Exit::Ok })
 }
 
-async fn readiness_and_launch_hook(settings: Settings, target: Option<Target>) {
+async fn readiness_and_launch_hook(
+    settings: Settings,
+    target: Option<Target>,
+    status: Arc<Status>,
+) {
     let hook = match &target {
         Some(tg) => match tg
             .hook(
@@ -330,16 +360,33 @@ async fn readiness_and_launch_hook(settings: Settings, target: Option<Target>) {
         }
         None => true,
     };
+    status.update(|s| {
+        s.readiness = if ready {
+            Readiness::Ready
+        } else {
+            Readiness::NeverReady
+        };
+    });
     if ready {
         tracing::info!(step = "readiness", elapsed_ms = ms(t), "app is ready");
         notify::notify("READY=1");
     }
     if let (Some(tg), Some(h)) = (&target, &hook) {
         let result = if ready { "CONTINUE" } else { "ABANDON" };
-        if let Err(e) = tg.complete(h, result).await {
-            // No pending action (the instance was already InService, e.g. an agent restart).
-            tracing::warn!(error = %e, "cannot complete the launch hook");
+        match tg.complete(h, result).await {
+            Ok(()) => status.update(|s| {
+                s.lifecycle = Some(format!("launch hook completed ({result})"));
+            }),
+            Err(e) => {
+                // No pending action (the instance was already InService, e.g. an agent restart).
+                tracing::warn!(error = %e, "cannot complete the launch hook");
+                status.update(|s| {
+                    s.last_error = Some(format!("cannot complete the launch hook: {e}"));
+                });
+            }
         }
+    } else if target.is_some() {
+        status.update(|s| s.lifecycle = Some("no launch hook".to_owned()));
     }
     // The boot is over: its code need not stay resident (see memory.rs).
     let before = memory::resident_kib();

@@ -22,6 +22,8 @@ pub enum Exit {
     App = 7,
     /// `firewall`: nft could not add `[app] port` to the firewall.
     Firewall = 8,
+    /// `status`: the agent is not running (no state file, or the process that wrote it is gone).
+    NotRunning = 9,
     /// stdout was closed before a result line was written (`bake-agent check | head -0`):
     /// 128 + SIGPIPE, as a shell reports a command ended by a closed pipe. Nothing is printed.
     StdoutClosed = 141,
@@ -39,6 +41,7 @@ Exit codes:
   6  EFS mount failed (mount), or the EFS mount point is not mounted (run)
   7  the app could not be started
   8  firewall: nft could not open [app] port
+  9  status: the agent is not running (no state file, or its process is gone)
   141 stdout closed before a result line was written (as for SIGPIPE); nothing is printed
   job: once CMD ran, its own exit code (128+N when killed by signal N)";
 

@@ -53,6 +53,8 @@ pub mod rollout;
 pub mod rotation;
 /// Secrets from SSM Parameter Store.
 pub mod secrets;
+/// The status line (sd_notify `STATUS=`).
+pub mod status;
 /// The app's supervisor.
 pub mod supervisor;
 
@@ -66,7 +68,8 @@ use crate::exit::{coded, Exit};
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = &cli.global.config;
     match cli.command {
-        Command::Run => Ok(daemon::run(config).await?.into()),
+        Command::Run => Ok(daemon::run(config, &cli.global.status_file).await?.into()),
+        Command::Status { output } => Ok(status::show(&cli.global.status_file, output).into()),
         Command::Check { userdata } => {
             let ud = match &userdata {
                 Some(p) => Some(std::fs::read(p).map_err(|e| {

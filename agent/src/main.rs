@@ -9,9 +9,14 @@ fn main() -> ExitCode {
         return code;
     }
     let cli = bake_agent::cli::Cli::parse();
-    cli.global
-        .log
-        .init_logging(bake_common::logging::ColorChoice::Auto);
+    // Under systemd, each line carries its syslog priority (`<4>` …) for journald, so that
+    // `journalctl -p warning -u bake-agent` works.
+    bake_common::logging::init_with_priorities(
+        cli.global.log.log_format,
+        cli.global.log.verbose,
+        bake_common::logging::ColorChoice::Auto,
+        true,
+    );
     // A current-thread runtime: the agent is I/O bound and stays small (idle RSS). The app is not
     // started here: the supervisor spawns, waits for and reaps it on a thread of its own, whose
     // end the app's parent-death signal is bound to (supervisor/mod.rs).

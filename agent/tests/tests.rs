@@ -35,5 +35,7 @@ mod sandbox;
 mod secrets;
 #[path = "agent/sensitive.rs"]
 mod sensitive;
+#[path = "agent/status.rs"]
+mod status;
 #[path = "agent/supervise.rs"]
 mod supervise;

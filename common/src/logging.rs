@@ -1,7 +1,9 @@
 //! One `tracing` subscriber for our code and the AWS SDK (which logs through `tracing` too).
 //!
 //! Logs go to stderr; stdout is for data (`--output json`, `status`). Under systemd (the
-//! `JOURNAL_STREAM` variable is set) lines carry no timestamp: journald adds its own.
+//! `JOURNAL_STREAM` variable is set) lines carry no timestamp: journald adds its own; with
+//! [`init_with_priorities`] (the agent) they also carry their syslog priority when stderr is
+//! that journal stream.
 
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::Targets;
@@ -142,11 +144,29 @@ pub fn init(format: LogFormat, verbosity: u8) {
 
 /// Installs the global subscriber with colour as `color` decides.
 pub fn init_with_color(format: LogFormat, verbosity: u8, color: ColorChoice) {
+    init_with_priorities(format, verbosity, color, false);
+}
+
+/// Installs the global subscriber with colour as `color` decides and, when `journal_priorities`
+/// is set and stderr is the journal stream systemd connected ([`stderr_is_journal`]), every
+/// line prefixed with its syslog priority (`<3>` error, `<4>` warn, `<6>` info, `<7>` debug and
+/// trace), which journald (`SyslogLevelPrefix=yes`, its default) takes as the entry's priority
+/// and strips: `journalctl -p warning` then shows warnings and errors only. Elsewhere (a
+/// terminal, a pipe, a file) lines are written as without the option.
+pub fn init_with_priorities(
+    format: LogFormat,
+    verbosity: u8,
+    color: ColorChoice,
+    journal_priorities: bool,
+) {
     let filter = filter_for(verbosity);
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let ansi = color.ansi_on_stderr();
+    let writer = JournalStderr {
+        prefix: journal_priorities && stderr_is_journal(),
+    };
     let layer = fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false)
         .with_ansi(ansi);
     let layer = match (format, under_journald) {
@@ -158,6 +178,112 @@ pub fn init_with_color(format: LogFormat, verbosity: u8, color: ColorChoice) {
     let _ = tracing_subscriber::registry()
         .with(layer.with_filter(filter))
         .try_init();
+}
+
+/// Whether this process's stderr is the stream systemd connected to the journal: `JOURNAL_STREAM`
+/// (`DEVICE:INODE`, set by systemd for a service with `StandardError=journal`) names the device
+/// and inode of fd 2 (as `sd_journal_stream_fd(3)` says to check: the variable is inherited by
+/// processes whose stderr went elsewhere).
+#[must_use]
+pub fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(var) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata())
+        .is_ok_and(|m| journal_stream_is(&var, m.dev(), m.ino()))
+}
+
+/// Whether the `JOURNAL_STREAM` value `var` names device `dev` and inode `ino`.
+#[must_use]
+pub fn journal_stream_is(var: &std::ffi::OsStr, dev: u64, ino: u64) -> bool {
+    var.to_str()
+        .and_then(|v| v.split_once(':'))
+        .and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?)))
+        == Some((dev, ino))
+}
+
+/// The syslog priority of a log level: error 3, warn 4, info 6, debug and trace 7.
+#[must_use]
+pub fn syslog_priority(level: tracing::Level) -> u8 {
+    match level {
+        tracing::Level::ERROR => 3,
+        tracing::Level::WARN => 4,
+        tracing::Level::INFO => 6,
+        _ => 7,
+    }
+}
+
+/// `buf` with `<prio>` before every line: at its start when `at_line_start`, and after every
+/// newline that more text follows. Updates `at_line_start` for the next piece of the same event.
+#[must_use]
+pub fn prefix_lines(prio: u8, at_line_start: &mut bool, buf: &[u8]) -> Vec<u8> {
+    let tag = format!("<{prio}>");
+    let mut out = Vec::with_capacity(buf.len() + tag.len() * 2);
+    for &b in buf {
+        if *at_line_start {
+            out.extend_from_slice(tag.as_bytes());
+            *at_line_start = false;
+        }
+        out.push(b);
+        if b == b'\n' {
+            *at_line_start = true;
+        }
+    }
+    out
+}
+
+/// stderr, each line of an event prefixed with its syslog priority when `prefix` is set.
+#[derive(Clone, Copy, Debug)]
+struct JournalStderr {
+    prefix: bool,
+}
+
+/// One event's writer: [`prefix_lines`] over what the formatter writes, to stderr.
+#[derive(Debug)]
+struct PrefixedStderr {
+    prio: Option<u8>,
+    at_line_start: bool,
+}
+
+impl std::io::Write for PrefixedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.prio {
+            Some(p) => {
+                let out = prefix_lines(p, &mut self.at_line_start, buf);
+                std::io::stderr().lock().write_all(&out)?;
+                Ok(buf.len())
+            }
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> fmt::MakeWriter<'a> for JournalStderr {
+    type Writer = PrefixedStderr;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        PrefixedStderr {
+            prio: self.prefix.then_some(6),
+            at_line_start: true,
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        PrefixedStderr {
+            prio: self.prefix.then(|| syslog_priority(*meta.level())),
+            at_line_start: true,
+        }
+    }
 }
 
 /// Logs `error: …` then ` -> cause` for each cause of `err` (an `anyhow::Error` gives its chain
@@ -228,6 +354,43 @@ mod tests {
             error_chain_text(&plain),
             "error: reading 'x'\n -> permission denied"
         );
+    }
+
+    #[test]
+    fn test_priority_prefix_on_every_line() {
+        let mut start = true;
+        assert_eq!(
+            prefix_lines(3, &mut start, b"error: x\n -> cause\n"),
+            b"<3>error: x\n<3> -> cause\n"
+        );
+        assert!(start);
+        // An event written in pieces: a line split over two writes gets one prefix.
+        let mut start = true;
+        let mut out = prefix_lines(4, &mut start, b"WARN app ");
+        out.extend(prefix_lines(4, &mut start, b"exited\n"));
+        assert_eq!(out, b"<4>WARN app exited\n");
+        assert_eq!(
+            [
+                tracing::Level::ERROR,
+                tracing::Level::WARN,
+                tracing::Level::INFO,
+                tracing::Level::DEBUG,
+                tracing::Level::TRACE
+            ]
+            .map(syslog_priority),
+            [3, 4, 6, 7, 7]
+        );
+    }
+
+    #[test]
+    fn test_journal_stream_names_device_and_inode() {
+        use std::ffi::OsStr;
+        assert!(journal_stream_is(OsStr::new("8:12345"), 8, 12345));
+        assert!(!journal_stream_is(OsStr::new("8:12346"), 8, 12345));
+        assert!(!journal_stream_is(OsStr::new("9:12345"), 8, 12345));
+        assert!(!journal_stream_is(OsStr::new("8"), 8, 12345));
+        assert!(!journal_stream_is(OsStr::new(""), 0, 0));
+        assert!(!journal_stream_is(OsStr::new("x:y"), 0, 0));
     }
 
     #[test]

@@ -306,10 +306,18 @@ impl AppOutput {
     }
 }
 
+/// Writes the app's lines to the agent's stderr as `PREFIX: line`; into the journal with the
+/// syslog priority info (`<6>`), as the agent's own lines carry theirs (bake_common::logging).
 fn passthrough_write(prefix: &str, chunk: Option<&[u8]>) {
+    static JOURNAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let tag = if *JOURNAL.get_or_init(bake_common::logging::stderr_is_journal) {
+        "<6>"
+    } else {
+        ""
+    };
     if let Some(c) = chunk {
         for line in String::from_utf8_lossy(c).lines() {
-            eprintln!("{prefix}: {line}");
+            eprintln!("{tag}{prefix}: {line}");
         }
     }
 }

@@ -214,12 +214,14 @@ pub async fn run(
             stats
                 .bytes_shipped
                 .fetch_add(work.batch.bytes() as u64, Ordering::Relaxed);
-            if let Some(t) = work.batch.first_read {
-                stats.lag_ms.store(
-                    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    Ordering::Relaxed,
-                );
+            let lag = work
+                .batch
+                .first_read
+                .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX));
+            if let Some(l) = lag {
+                stats.lag_ms.store(l, Ordering::Relaxed);
             }
+            stats.record_source(&spec.name, work.batch.len() as u64, lag);
         }
         for id in &work.truncated {
             checkpoints.set(*id, 0);

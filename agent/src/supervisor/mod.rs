@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::SuperviseSettings;
 use crate::logs::AppOutput;
+use crate::status::{self, App, Status};
 use crate::supervisor::process::{AppSpec, ProcessError};
 use crate::supervisor::spawn::{AppProcess, Plan};
 
@@ -189,6 +190,7 @@ pub async fn start(
     policy: SuperviseSettings,
     output: AppOutput,
     on_crash_loop: Option<CrashLoopHook>,
+    status: Arc<Status>,
 ) -> Result<(SupervisorHandle, SupervisorDone), ProcessError> {
     let plan = process::plan(&spec)?;
     let program = spec.command[0].clone();
@@ -205,6 +207,7 @@ pub async fn start(
         restarts: restarts.clone(),
         main: tokio::runtime::Handle::current(),
         reaper: Reaper::new(),
+        status,
     };
     let spawn_err = |source| ProcessError::Spawn {
         program: program.clone(),
@@ -246,6 +249,8 @@ struct Supervisor {
     /// The agent's main runtime: the app's output is read there, the crash-loop hook runs there.
     main: tokio::runtime::Handle,
     reaper: Reaper,
+    /// App state and restarts for the status line.
+    status: Arc<Status>,
 }
 
 /// After an immediate restart, how long the supervisor leaves the CPUs to the starting app before
@@ -353,6 +358,19 @@ impl Supervisor {
         }
     }
 
+    /// Publishes the running app's pid (and the restart count, in the same change).
+    fn publish_running(&self, child: Option<&AppProcess>, restarts: Option<u64>) {
+        let pid = child.and_then(AppProcess::id);
+        self.status.update(|s| {
+            if let Some(pid) = pid {
+                s.app = App::Running { pid };
+            }
+            if let Some(n) = restarts {
+                s.restarts = n;
+            }
+        });
+    }
+
     /// Starts the app again and records it at once (not on the crash path).
     fn respawn_and_record(&mut self) -> Option<AppProcess> {
         let mut child = self.respawn()?;
@@ -365,6 +383,8 @@ impl Supervisor {
             Ok(child) => Some(child),
             Err(e) => {
                 tracing::error!(error = %e, "cannot restart the app");
+                self.status
+                    .update(|s| s.last_error = Some(format!("cannot restart the app: {e}")));
                 None
             }
         }
@@ -435,6 +455,7 @@ impl Supervisor {
         let first = match self.start_app() {
             Ok(mut c) => {
                 self.record_start(&mut c);
+                self.publish_running(Some(&c), None);
                 c
             }
             Err(e) => {
@@ -474,6 +495,13 @@ impl Supervisor {
             } else {
                 child = None;
                 ended = self.reaper.pass().ended;
+                let how = status::exit_text(status.as_ref().ok());
+                self.status.update(|s| {
+                    s.app = App::Exited {
+                        how,
+                        restart_in: delay,
+                    };
+                });
                 tracing::warn!(status = ?status.as_ref().ok(), delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), consecutive = backoff.consecutive(), ended, "app exited; restarting after backoff");
                 let until = tokio::time::Instant::now() + delay;
                 // Until the delay passed (no app runs meanwhile, so no exit comes).
@@ -502,6 +530,7 @@ impl Supervisor {
                 ended = self.reaper.pass().ended;
             }
             let n = self.restarts.fetch_add(1, Ordering::SeqCst) + 1;
+            self.publish_running(child.as_ref(), Some(n));
             if delay.is_zero() {
                 tracing::warn!(status = ?status.as_ref().ok(), restarts = n, respawn_us, ended, "app exited; restarted at once");
             }
@@ -512,6 +541,12 @@ impl Supervisor {
                     window_s = self.policy.crash_loop_window.as_secs(),
                     "app is in a crash loop"
                 );
+                let text = format!(
+                    "app is in a crash loop: {} exits within {}s",
+                    self.policy.crash_loop_count,
+                    self.policy.crash_loop_window.as_secs()
+                );
+                self.status.update(|s| s.last_error = Some(text));
                 if let Some(hook) = &self.on_crash_loop {
                     let _main = self.main.enter();
                     hook();
@@ -525,6 +560,7 @@ impl Supervisor {
         &mut self,
         child: &mut Option<AppProcess>,
     ) -> Option<std::process::ExitStatus> {
+        self.status.update(|s| s.app = App::Stopping);
         let status = match child.as_mut() {
             Some(c) => process::stop(c, self.spec.stop_signal, self.spec.stop_timeout).await,
             None => None,
@@ -554,6 +590,7 @@ impl Supervisor {
             }
             Some(Control::Stop(done)) => {
                 let status = self.stop_app(child).await;
+                self.status.update(|s| s.app = App::Stopped);
                 if status.is_some() {
                     tracing::info!(?status, "app stopped");
                 }
@@ -574,6 +611,7 @@ impl Supervisor {
                     }
                 }
                 *child = self.respawn_and_record();
+                self.publish_running(child.as_ref(), None);
                 backoff.started(Instant::now());
                 tracing::info!("app restarted on request");
                 let _ = done.send(());
@@ -678,9 +716,15 @@ mod tests {
             stop_signal: nix::sys::signal::Signal::SIGTERM,
             stop_timeout: Duration::from_secs(2),
         };
-        let (handle, done) = start(spec, policy(), AppOutput::passthrough(), None)
-            .await
-            .unwrap();
+        let (handle, done) = start(
+            spec,
+            policy(),
+            AppOutput::passthrough(),
+            None,
+            Status::new(),
+        )
+        .await
+        .unwrap();
         let lines = || {
             std::fs::read_to_string(&pids)
                 .unwrap_or_default()
@@ -754,9 +798,15 @@ mod tests {
             stop_signal: nix::sys::signal::Signal::SIGTERM,
             stop_timeout: Duration::from_secs(2),
         };
-        let (handle, done) = start(spec, policy(), AppOutput::passthrough(), None)
-            .await
-            .unwrap();
+        let (handle, done) = start(
+            spec,
+            policy(),
+            AppOutput::passthrough(),
+            None,
+            Status::new(),
+        )
+        .await
+        .unwrap();
         // From here on the main runtime gets no turn until the helper is reaped.
         let deadline = Instant::now() + Duration::from_secs(10);
         let pid = loop {

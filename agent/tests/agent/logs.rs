@@ -138,7 +138,10 @@ fn test_run_ships_app_output_publishes_metrics_and_flushes_on_sigterm() {
         ..ImdsState::new(&id)
     })
     .expect("start the IMDS stand-in");
-    let mut a = Running::spawn(agent(&cfg, Some(&emu), Some(&md)));
+    let sock = crate::util::NotifySocket::bind(t.path("notify.sock"));
+    let mut cmd = agent(&cfg, Some(&emu), Some(&md));
+    cmd.env("NOTIFY_SOCKET", &sock.path);
+    let mut a = Running::spawn(cmd);
     let (out_stream, err_stream) = (format!("{id}/stdout"), format!("{id}/stderr"));
 
     // While it runs: stdout and stderr lines in their streams.
@@ -155,6 +158,53 @@ fn test_run_ships_app_output_publishes_metrics_and_flushes_on_sigterm() {
                 .contains(&"warn 0".to_owned())
                 .then_some(())
         },
+    );
+    // The status line and `bake-agent status` carry the shipping lag once a batch is acknowledged.
+    wait_for(
+        "the lag in the status line",
+        Duration::from_secs(10),
+        || {
+            sock.statuses()
+                .iter()
+                .any(|l| l.starts_with("app running (pid ") && l.ends_with(" ms behind"))
+                .then_some(())
+        },
+    );
+    // Lines that differ in the lag only come at least a second apart (a state change may come
+    // sooner; its line ends in a new app state).
+    std::thread::sleep(Duration::from_millis(2500));
+    let timed: Vec<(std::time::Instant, String)> = sock
+        .timed()
+        .into_iter()
+        .filter(|(_, m)| m.starts_with("STATUS="))
+        .collect();
+    let state_of = |l: &str| l.split(", logs ").next().unwrap_or_default().to_owned();
+    for w in timed.windows(2) {
+        if w[0].1.contains(" ms behind") && state_of(&w[0].1) == state_of(&w[1].1) {
+            let gap = w[1].0 - w[0].0;
+            assert!(
+                gap >= Duration::from_millis(900),
+                "lag-only lines {gap:?} apart: {:?} then {:?}",
+                w[0].1,
+                w[1].1
+            );
+        }
+    }
+    let out = agent(&cfg, None, None)
+        .args(["status", "-o", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["logs"]["lag_ms"].is_u64(), "{doc}");
+    assert!(doc["logs"]["events_shipped"].as_u64() >= Some(10), "{doc}");
+    assert!(
+        doc["logs"]["sources"]["app-stdout"]["events_shipped"].as_u64() >= Some(10),
+        "{doc}"
+    );
+    assert!(
+        doc["logs"]["sources"]["app-stderr"]["lag_ms"].is_u64(),
+        "{doc}"
     );
     // CPU with the instance's and the group's dimensions, and with the group's alone.
     let want = vec![

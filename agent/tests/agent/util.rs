@@ -50,6 +50,14 @@ pub fn agent(config: &Path, emu: Option<&Emulator>, imds: Option<&Imds>) -> Comm
     c.env_remove("RUST_LOG")
         .env_remove("NOTIFY_SOCKET")
         .env_remove("AWS_ENDPOINT_URL");
+    // The state file next to the config, never the host's /run/bake.
+    c.env(
+        "BAKE_AGENT_STATUS_FILE",
+        config
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join("status.json"),
+    );
     // Without a stand-in, point IMDS at a closed port so nothing leaves loopback.
     c.env("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9/");
     if let Some(e) = emu {
@@ -93,6 +101,15 @@ impl Running {
             child,
             stderr,
             reader: Some(reader),
+        }
+    }
+
+    /// A started agent whose stderr the test redirected itself (nothing collected).
+    pub fn from_child(child: Child) -> Self {
+        Self {
+            child,
+            stderr: std::sync::Arc::new(std::sync::Mutex::new(String::new())),
+            reader: None,
         }
     }
 
@@ -340,4 +357,66 @@ pub fn alive(pid: i32) -> bool {
         s.rfind(')')
             .is_some_and(|i| !s[i + 1..].trim_start().starts_with('Z'))
     })
+}
+
+/// A stand-in for systemd's notify socket (`$NOTIFY_SOCKET`): a datagram socket in the test's
+/// directory whose messages (`READY=1`, `STATUS=…`) a thread collects.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NotifySocket {
+    pub fn bind(path: PathBuf) -> Self {
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind the notify socket");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (m2, s2) = (messages.clone(), stop.clone());
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    m2.lock().unwrap().push((Instant::now(), text));
+                }
+            }
+        });
+        Self {
+            path,
+            messages,
+            stop,
+            reader: Some(reader),
+        }
+    }
+
+    /// Every message so far, in order.
+    pub fn messages(&self) -> Vec<String> {
+        self.timed().into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Every message so far with the time it came, in order.
+    pub fn timed(&self) -> Vec<(Instant, String)> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// The `STATUS=` lines so far, without the key.
+    pub fn statuses(&self) -> Vec<String> {
+        self.messages()
+            .iter()
+            .filter_map(|m| m.strip_prefix("STATUS=").map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
 }
