@@ -423,10 +423,13 @@ impl Supervisor {
                         None => std::future::pending().await,
                     }
                 };
+                // A request first: an app that crash-loops without backoff has always exited
+                // again by the time this is polled, and with its exit first a stop would
+                // never be seen.
                 tokio::select! {
                     biased;
-                    status = exit => Woke::Event(Event::Exited(status)),
                     ctl = rx.recv() => Woke::Event(Event::Control(ctl)),
+                    status = exit => Woke::Event(Event::Exited(status)),
                     () = elapsed => Woke::Event(Event::Elapsed),
                     open = sigchld => Woke::Sigchld(open),
                     () = tokio::time::sleep_until(reap_at) => Woke::Reap,
