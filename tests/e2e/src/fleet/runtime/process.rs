@@ -74,6 +74,8 @@ impl Runtime for ProcessRuntime {
             .env_remove("AWS_PROFILE")
             .envs(self.child_env.iter().map(|(k, v)| (*k, v)))
             .envs(imds.env())
+            // Each simulated instance keeps its own state file (the default is /run/bake/).
+            .env("BAKE_AGENT_STATUS_FILE", inst_dir.join("status.json"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
