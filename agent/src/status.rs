@@ -453,7 +453,9 @@ pub fn render(doc: &serde_json::Value) -> String {
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Sends `STATUS=<line>` through sd_notify at each change of state and, for lag changes, at
-/// most every [`MIN_INTERVAL`]; never the same line twice in a row. Runs forever.
+/// most every [`MIN_INTERVAL`]; never the same line twice in a row. Runs forever. It sends the
+/// state it finds when it wakes: a state that lasted less than that (e.g. "stopping" of an app
+/// that ends at once) may be replaced by the next one before it is sent.
 pub async fn publish(status: Arc<Status>) {
     let mut tick = tokio::time::interval(MIN_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

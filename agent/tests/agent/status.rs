@@ -70,7 +70,9 @@ fn test_status_lines_follow_crash_and_restart() {
         "app exited (exit code 3), restart in 1s, 1 restart",
     );
     let i = find(&lines, i, &last);
-    let i = find(&lines, i, "app stopping, 2 restarts");
+    // "app stopping" lasts as long as the app takes to end after SIGTERM (`sleep` at once): the
+    // publisher sends the state it finds when it wakes, so a busy machine may see only
+    // "stopped". Whether or not it was sent, "stopped" comes after the last running line.
     find(&lines, i, "app stopped, 2 restarts");
     for w in lines.windows(2) {
         assert_ne!(w[0], w[1], "the same line twice in a row: {lines:#?}");
