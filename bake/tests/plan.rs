@@ -214,9 +214,6 @@ fn test_plan_without_a_cached_image_says_a_build_is_needed_and_builds_nothing() 
 
 #[test]
 fn test_plan_names_a_refresh_in_progress_and_a_missing_ami() {
-    use aws_sdk_autoscaling::types::{
-        DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences,
-    };
     let w = World::new("plan-busy");
     config(&w, "");
     let lt = w.fleet(BASE_AMI, 2);
@@ -228,38 +225,7 @@ fn test_plan_names_a_refresh_in_progress_and_a_missing_ami() {
         "{}",
         r.stderr
     );
-    // A checkpoint at 50 % with an hour's delay keeps the refresh running.
-    let id = w.rt.block_on(async {
-        w.aws
-            .asg
-            .start_instance_refresh()
-            .auto_scaling_group_name(w.asg())
-            .desired_configuration(
-                DesiredConfiguration::builder()
-                    .launch_template(
-                        LaunchTemplateSpecification::builder()
-                            .launch_template_id(&lt)
-                            .version("1")
-                            .build(),
-                    )
-                    .build(),
-            )
-            .preferences(
-                RefreshPreferences::builder()
-                    .skip_matching(false)
-                    .min_healthy_percentage(50)
-                    .checkpoint_percentages(50)
-                    .checkpoint_percentages(100)
-                    .checkpoint_delay(3600)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap()
-            .instance_refresh_id()
-            .unwrap()
-            .to_owned()
-    });
+    let id = w.start_slow_refresh(&lt);
     let ami = w.build(&[]);
     let j = w
         .bake(&["plan", "--ami", &ami, "-o", "json"])

@@ -2,10 +2,6 @@
 
 use std::time::Duration;
 
-use aws_sdk_autoscaling::types::{
-    DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences,
-};
-
 use crate::util::{World, BASE_AMI};
 
 #[test]
@@ -198,45 +194,11 @@ fn test_release_with_failing_replacements_rolls_back() {
     assert_eq!(w.lt_versions(&lt).0, 1, "the previous default is back");
 }
 
-fn start_slow_refresh(w: &World, lt: &str) -> String {
-    w.rt.block_on(async {
-        // A checkpoint at 50 % with an hour's delay (36 s at the emulator's time scale) keeps it running.
-        let out = w
-            .aws
-            .asg
-            .start_instance_refresh()
-            .auto_scaling_group_name(w.asg())
-            .desired_configuration(
-                DesiredConfiguration::builder()
-                    .launch_template(
-                        LaunchTemplateSpecification::builder()
-                            .launch_template_id(lt)
-                            .version("1")
-                            .build(),
-                    )
-                    .build(),
-            )
-            .preferences(
-                RefreshPreferences::builder()
-                    .skip_matching(false)
-                    .min_healthy_percentage(50)
-                    .checkpoint_percentages(50)
-                    .checkpoint_percentages(100)
-                    .checkpoint_delay(3600)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        out.instance_refresh_id().unwrap().to_owned()
-    })
-}
-
 #[test]
 fn test_release_while_a_refresh_is_running_is_a_clear_error() {
     let w = World::new("release-busy");
     let lt = w.fleet(BASE_AMI, 2);
-    let id = start_slow_refresh(&w, &lt);
+    let id = w.start_slow_refresh(&lt);
     let r = w.bake(&["release", "--ami", BASE_AMI]).expect(9);
     assert!(r.stderr.contains(&id), "names the refresh: {}", r.stderr);
     assert!(r.stderr.contains("bake status --watch"), "{}", r.stderr);

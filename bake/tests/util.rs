@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
+use aws_sdk_autoscaling::types::{
+    DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences,
+};
 use aws_sdk_ec2::types::{RequestLaunchTemplateData, ResourceType, Tag, TagSpecification};
 use bake_e2e::{Aws, Emulator};
 
@@ -281,6 +283,41 @@ timeout = "2m"
                 .await
                 .unwrap();
             lt_id
+        })
+    }
+
+    /// Starts an instance refresh of the group to version 1 of `lt` that stays running: a
+    /// checkpoint at 50 % with an hour's delay (36 s at the emulator's time scale). Its id.
+    pub fn start_slow_refresh(&self, lt: &str) -> String {
+        self.rt.block_on(async {
+            let out = self
+                .aws
+                .asg
+                .start_instance_refresh()
+                .auto_scaling_group_name(self.asg())
+                .desired_configuration(
+                    DesiredConfiguration::builder()
+                        .launch_template(
+                            LaunchTemplateSpecification::builder()
+                                .launch_template_id(lt)
+                                .version("1")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .preferences(
+                    RefreshPreferences::builder()
+                        .skip_matching(false)
+                        .min_healthy_percentage(50)
+                        .checkpoint_percentages(50)
+                        .checkpoint_percentages(100)
+                        .checkpoint_delay(3600)
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+            out.instance_refresh_id().unwrap().to_owned()
         })
     }
 
