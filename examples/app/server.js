@@ -3,7 +3,8 @@
 //
 // Environment:
 //   PORT                  port to listen on (default 3000), on HOST (default 127.0.0.1)
-//   APP_VERSION           answered by GET / (default "dev")
+//   APP_VERSION           answered by GET /; unset: the release's own VERSION file (next to this
+//                         file, one line, written when the release is cut), else "dev"
 //   DB_CONNECTION_STRING  the database; only whether it is set is reported (never its value)
 //   UPLOADS_DIR           where uploads go (bake-agent sets it from agent.toml [uploads] dir);
 //                         unset: PUT/POST /upload and GET /download answer 503
@@ -32,7 +33,16 @@ if (process.env.CRASH_ON_START === '1') {
 
 const port = parseInt(process.env.PORT || '3000', 10);
 const host = process.env.HOST || '127.0.0.1';
-const version = process.env.APP_VERSION || 'dev';
+// The release says which version it is: an image carries one release, so a fleet's instances
+// answer the version of their own image whatever the launch template's environment says.
+function releaseVersion() {
+  try {
+    return fs.readFileSync(path.join(__dirname, 'VERSION'), 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+const version = process.env.APP_VERSION || releaseVersion() || 'dev';
 // No default: a directory under the (read-only) release would fail at the first upload, and one
 // on the instance's disk would not be shared by the fleet nor reaped.
 const uploadDir = process.env.UPLOADS_DIR || '';

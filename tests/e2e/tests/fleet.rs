@@ -1,10 +1,12 @@
-//! End-to-end scenarios on the local fleet: the emulator's group played out by real `bake-agent`
-//! processes and sample apps behind haproxy, released with the real `bake`.
+//! End-to-end scenarios on the local fleet: the emulator's group played out behind haproxy by
+//! booted instances (each its image, baked by `bake build`, under systemd in a container of its
+//! own), released with the real `bake`. One scenario also runs on process instances (the
+//! faster runtime for unit-level work). Needs root (containers, network namespaces), as CI runs.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bake_e2e::fleet::{self, Fleet, FleetOptions, LoadGen, BROKEN};
+use bake_e2e::fleet::{self, Fleet, FleetOptions, LoadGen, RuntimeKind, BROKEN, V1, V2};
 use bake_e2e::Emulator;
 
 struct World {
@@ -13,6 +15,7 @@ struct World {
     aws: bake_e2e::Aws,
     dir: tempfile::TempDir,
     asg: String,
+    runtime: RuntimeKind,
 }
 
 /// Launch before terminate: the group may double, never drops below its capacity.
@@ -55,13 +58,20 @@ impl World {
             aws,
             dir,
             asg: asg.to_owned(),
+            runtime: RuntimeKind::Booted,
         }
     }
 
+    /// The AMI of app `version` for this world's runtime (a local image for booted instances).
     fn ami(&self, version: &str) -> String {
-        self.rt
-            .block_on(fleet::register_version_ami(&self.aws, version))
-            .unwrap()
+        let t = Instant::now();
+        let ami = self.runtime.version_ami(&self.emu, version).unwrap();
+        eprintln!(
+            "AMI of app {version} ({:?}): {ami} in {} ms",
+            self.runtime,
+            t.elapsed().as_millis()
+        );
+        ami
     }
 
     /// A group of `n` on `ami` and its local fleet, serving `version`.
@@ -72,11 +82,13 @@ impl World {
         n: i32,
         tweak: impl FnOnce(&mut FleetOptions),
     ) -> Fleet {
-        self.rt
-            .block_on(fleet::create_group(&self.aws, &self.asg, ami, n))
-            .unwrap();
         let mut opts = FleetOptions::new(&self.asg, bake_e2e::paths::workspace_bin("bake-agent"));
+        opts.runtime = self.runtime;
         tweak(&mut opts);
+        let userdata = fleet::userdata::userdata(&opts).unwrap();
+        self.rt
+            .block_on(fleet::create_group(&self.aws, &self.asg, ami, n, &userdata))
+            .unwrap();
         let f = Fleet::start(&self.emu, opts).unwrap();
         f.wait_serving(
             usize::try_from(n).unwrap(),
@@ -172,11 +184,12 @@ fn load(f: &Fleet, max: u64) -> LoadGen {
     .unwrap()
 }
 
-#[test]
-fn test_fleet_edge_rules_and_simulated_instances() {
-    let w = World::new("edge");
-    let v1 = w.ami("1");
-    let f = w.fleet(&v1, "1", 2, |_| {});
+/// The edge's rules and the fleet's instances, on `runtime`; returns the fleet's directory.
+fn edge_rules_and_instances(runtime: RuntimeKind, asg: &str) -> std::path::PathBuf {
+    let mut w = World::new(asg);
+    w.runtime = runtime;
+    let v1 = w.ami(V1);
+    let f = w.fleet(&v1, V1, 2, |_| {});
     // The edge refuses /crash and /generatecert; the fleet answers the rest.
     assert_eq!(fleet::http_get(f.lb_addr(), "/crash").unwrap().0, 403);
     assert_eq!(
@@ -188,7 +201,7 @@ fn test_fleet_edge_rules_and_simulated_instances() {
         (200, "ok\n".into())
     );
     assert_eq!(f.lb_servers().len(), 2);
-    // Each simulated instance is a group member in service, its app on its own port.
+    // Each instance is a group member in service, its app at its own address.
     let group = w.group();
     for i in f.instances() {
         assert!(
@@ -196,28 +209,52 @@ fn test_fleet_edge_rules_and_simulated_instances() {
             "{i:?} in {group:?}"
         );
         assert_eq!(
-            fleet::http_get(([127, 0, 0, 1], i.port).into(), "/").unwrap(),
-            (200, "app 1\n".into())
+            fleet::http_get(i.addr, "/").unwrap(),
+            (200, format!("app {V1}\n"))
         );
         let log = std::fs::read_to_string(&i.log).unwrap();
         assert!(log.contains("app is ready"), "{log}");
     }
+    let dir = f.dir().to_path_buf();
     let stats = f.shutdown();
     assert_eq!(stats.launched, 2);
+    dir
+}
+
+/// Booted instances: each at its own address in the fleet's /24, its app the image's release.
+#[test]
+fn test_fleet_edge_rules_and_booted_instances() {
+    let dir = edge_rules_and_instances(RuntimeKind::Booted, "edge");
+    // The instances' containers are gone with the fleet: no process names the fleet's
+    // directory (each nspawn binds its EFS stand-in from there).
+    let dir = dir.display().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&dir))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Process instances (the faster runtime): the same on 127.0.0.1 ports.
+#[test]
+fn test_fleet_edge_rules_and_process_instances() {
+    let _ = edge_rules_and_instances(RuntimeKind::Process, "edgep");
 }
 
 /// A release of version 2 under load with the refresh preferences of `w`: Successful, every
 /// instance on version 2, at least 50 requests/s and zero failed requests (by cause otherwise).
 fn release_under_load(w: &World, scenario: &str) {
-    let (v1, v2) = (w.ami("1"), w.ami("2"));
-    let f = w.fleet(&v1, "1", 3, |_| {});
+    let (v1, v2) = (w.ami(V1), w.ami(V2));
+    let f = w.fleet(&v1, V1, 3, |_| {});
     let before: Vec<String> = f.instances().into_iter().map(|i| i.id).collect();
     let gen = load(&f, 50_000);
     let started = Instant::now();
     let (code, json, stderr) = w.release(&v2);
     let rollout = started.elapsed();
     // Let the last drains finish under load.
-    if let Err(e) = f.wait_serving(3, "2", Duration::from_secs(60)) {
+    if let Err(e) = f.wait_serving(3, V2, Duration::from_secs(60)) {
         panic!("{e:#}\nbake release exited {code}: {json}\n{stderr}");
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -234,7 +271,7 @@ fn release_under_load(w: &World, scenario: &str) {
     assert_eq!(now.len(), 3, "{now:?}");
     assert!(
         now.iter()
-            .all(|i| i.version == "2" && !before.contains(&i.id)),
+            .all(|i| i.version == V2 && !before.contains(&i.id)),
         "{now:?}"
     );
     // Each replacement went in service only once its app answered: the agent completes the
@@ -262,7 +299,8 @@ fn release_under_load(w: &World, scenario: &str) {
         stats.failures
     );
     assert!(
-        stats.versions.contains_key("app 1") && stats.versions.contains_key("app 2"),
+        stats.versions.contains_key(&format!("app {V1}"))
+            && stats.versions.contains_key(&format!("app {V2}")),
         "{stats:?}"
     );
     let fs = f.shutdown();
@@ -292,18 +330,14 @@ fn test_release_with_the_example_preferences_has_zero_failed_requests() {
 #[test]
 fn test_crash_under_load_is_restarted_with_bounded_failures() {
     let w = World::new("crash");
-    let v1 = w.ami("1");
-    let f = w.fleet(&v1, "1", 2, |_| {});
+    let v1 = w.ami(V1);
+    let f = w.fleet(&v1, V1, 2, |_| {});
     let victim = f.instances()[0].clone();
     let gen = load(&f, 20_000);
     std::thread::sleep(Duration::from_millis(500));
-    let _ = fleet::http_get(([127, 0, 0, 1], victim.port).into(), "/crash");
+    let _ = fleet::http_get(victim.addr, "/crash");
     wait_for("the app to answer again", Duration::from_secs(20), || {
-        matches!(
-            fleet::http_get(([127, 0, 0, 1], victim.port).into(), "/"),
-            Ok((200, _))
-        )
-        .then_some(())
+        matches!(fleet::http_get(victim.addr, "/"), Ok((200, _))).then_some(())
     });
     std::thread::sleep(Duration::from_secs(1));
     let stats = gen.stop();
@@ -321,10 +355,10 @@ fn test_crash_under_load_is_restarted_with_bounded_failures() {
 #[test]
 fn test_crash_loop_gets_the_instance_replaced() {
     let w = World::new("loop");
-    let v1 = w.ami("1");
-    let f = w.fleet(&v1, "1", 2, |o| o.crash_loop_count = 3);
+    let v1 = w.ami(V1);
+    let f = w.fleet(&v1, V1, 2, |o| o.crash_loop_count = 3);
     let victim = f.instances()[0].clone();
-    let addr = ([127, 0, 0, 1], victim.port).into();
+    let addr = victim.addr;
     for _ in 0..3 {
         wait_for("the app to answer", Duration::from_secs(20), || {
             matches!(fleet::http_get(addr, "/"), Ok((200, _))).then_some(())
@@ -336,7 +370,7 @@ fn test_crash_loop_gets_the_instance_replaced() {
         Duration::from_secs(60),
         || (!f.instances().iter().any(|i| i.id == victim.id)).then_some(()),
     );
-    f.wait_serving(2, "1", Duration::from_secs(60)).unwrap();
+    f.wait_serving(2, V1, Duration::from_secs(60)).unwrap();
     let log = std::fs::read_to_string(&victim.log).unwrap();
     assert!(log.to_lowercase().contains("unhealthy"), "{log}");
     let fs = f.stats();
@@ -344,16 +378,16 @@ fn test_crash_loop_gets_the_instance_replaced() {
     assert_eq!(fs.launched, 3, "{fs:?}");
 }
 
-/// Scenario b: version 3 never becomes ready: the refresh fails and rolls back, the fleet is back
-/// on version 2, `bake release` exits non-zero with the reason.
+/// Scenario b: version `broken` never becomes ready: the refresh fails and rolls back, the fleet
+/// is back on version 2, `bake release` exits non-zero with the reason.
 #[test]
 fn test_never_ready_release_rolls_back() {
     let w = World::new("broken");
-    let (v2, v3) = (w.ami("2"), w.ami(BROKEN));
-    let f = w.fleet(&v2, "2", 2, |o| o.ready_timeout = Duration::from_secs(4));
+    let (v2, v3) = (w.ami(V2), w.ami(BROKEN));
+    let f = w.fleet(&v2, V2, 2, |o| o.ready_timeout = Duration::from_secs(4));
     let gen = load(&f, 50_000);
     let (code, json, stderr) = w.release(&v3);
-    f.wait_serving(2, "2", Duration::from_secs(90)).unwrap();
+    f.wait_serving(2, V2, Duration::from_secs(90)).unwrap();
     let stats = gen.stop();
     eprintln!(
         "broken release: {json}, load {}, fleet {:?}",
@@ -378,7 +412,7 @@ fn test_never_ready_release_rolls_back() {
         !stats.versions.contains_key(&format!("app {BROKEN}")),
         "{stats:?}"
     );
-    assert!(f.instances().iter().all(|i| i.version == "2"));
+    assert!(f.instances().iter().all(|i| i.version == V2));
 }
 
 /// A loopback target for the load balancer's own tests: `/health` answers 200 (after

@@ -1,11 +1,12 @@
 //! `bake-fleet demo`: the local fleet end to end, for people (`make demo` runs it).
 //!
-//! Starts the local AWS emulator, registers AMIs for app versions 1, 2 and `broken`, creates a
-//! group of N instances on version 1 and plays it out as a local fleet (a `bake-agent` and the
-//! sample app per instance, haproxy in front), then, under a bounded load through haproxy:
-//! `bake release` of version 2 (succeeds) and of version `broken` (never ready: rolled back),
-//! with a live view of the rollout, and a closing table. Everything is stopped at the end, also
-//! on Ctrl-C or SIGTERM.
+//! Starts the local AWS emulator, bakes (or reuses) the images of app versions 1.0.0, 2.0.0 and
+//! `broken` with `bake build`, creates a group of N instances on 1.0.0 and plays it out as a local
+//! fleet (each instance its image booted under systemd in a container of its own, haproxy in
+//! front; `--runtime process`: a `bake-agent` host process per instance instead), then, under a
+//! bounded load through haproxy: `bake release` of 2.0.0 (succeeds) and of `broken` (never
+//! ready: rolled back), with a live view of the rollout, and a closing table. Everything is
+//! stopped at the end, also on Ctrl-C or SIGTERM.
 //!
 //! Exit codes: 0 when both releases ended as expected with zero failed requests (but for at most
 //! [`CRASH_FAILURE_BUDGET`] while the crashed app restarts), 1 otherwise,
@@ -18,11 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bake_e2e::fleet::{self, Fleet, FleetOptions, LoadGen, BROKEN};
+use bake_e2e::fleet::{self, Fleet, FleetOptions, LoadGen, RuntimeKind, BROKEN, V1, V2};
 use bake_e2e::Emulator;
 
-const USAGE: &str =
-    "usage: bake-fleet demo [--instances N (1-6, default 3)] [--max-requests N (default 100000)]";
+const USAGE: &str = "usage: bake-fleet demo [--instances N (1-6, default 3)] [--max-requests N (default 100000)]\n                       [--runtime booted|process (default booted)]";
 
 /// Concurrent clients of the load, each pausing [`LOAD_PAUSE`] between requests: about 70
 /// requests/s through haproxy.
@@ -38,6 +38,7 @@ const CRASH_FAILURE_BUDGET: u64 = 10;
 struct Args {
     instances: i32,
     max_requests: u64,
+    runtime: RuntimeKind,
 }
 
 /// What the command line asks for.
@@ -53,8 +54,9 @@ enum Parsed {
 fn help() -> String {
     format!(
         "{USAGE}\n\nThe local fleet end to end: the emulator, a group of N instances played out\n\
-         behind haproxy, then under load a release of app 2 and of a never-ready app\n\
-         (rolled back). See docs/fleet.md.\n\n\
+         behind haproxy (booted: each instance its image under systemd in a container, needs\n\
+         root; process: bake-agent host processes), then under load a release of app 2.0.0\n\
+         and of a never-ready app (rolled back). See docs/fleet.md.\n\n\
          exit codes: 0 both releases as expected with 0 failed requests (at most {CRASH_FAILURE_BUDGET}\n\
          during the /crash), 1 otherwise,\n\
          2 bad command line, 130 interrupted\n"
@@ -73,6 +75,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> 
     let mut a = Args {
         instances: 3,
         max_requests: 100_000,
+        runtime: RuntimeKind::default(),
     };
     while let Some(flag) = it.next() {
         let value = it
@@ -90,6 +93,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> 
                 a.max_requests = value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                     format!("--max-requests: {value:?} is not a positive integer")
                 })?;
+            }
+            "--runtime" => {
+                a.runtime = RuntimeKind::parse(&value).map_err(|e| format!("--runtime: {e}"))?;
             }
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
@@ -187,20 +193,35 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
     let aws = rt.block_on(emu.aws());
     println!("   {} (emulated time runs 100x faster)", emu.url());
     let asg = "demo-web";
-    let v1 = rt.block_on(fleet::register_version_ami(&aws, "1"))?;
-    let v2 = rt.block_on(fleet::register_version_ami(&aws, "2"))?;
-    let v3 = rt.block_on(fleet::register_version_ami(&aws, BROKEN))?;
-    println!("== AMIs: app 1 = {v1}, app 2 = {v2}, app {BROKEN} = {v3}");
-    rt.block_on(fleet::create_group(&aws, asg, &v1, args.instances))?;
-    println!(
-        "== group {asg}: {} instances on app 1; starting the local fleet",
-        args.instances
-    );
+    if args.runtime == RuntimeKind::Booted {
+        println!("== bake build of the images of app {V1}, {V2} and {BROKEN} (local target: debootstrap, then the image's provisioning scripts; reused when their inputs did not change)");
+    }
+    let mut amis = Vec::new();
+    for v in [V1, V2, BROKEN] {
+        check(interrupted)?;
+        let t0 = Instant::now();
+        let ami = args.runtime.version_ami(&emu, v)?;
+        println!("   app {v}: {ami} ({:.1}s)", t0.elapsed().as_secs_f64());
+        amis.push(ami);
+    }
+    let (v1, v2, v3) = (amis[0].clone(), amis[1].clone(), amis[2].clone());
     let mut opts = FleetOptions::new(asg, agent);
     opts.ready_timeout = Duration::from_secs(5);
+    opts.runtime = args.runtime;
+    rt.block_on(fleet::create_group(
+        &aws,
+        asg,
+        &v1,
+        args.instances,
+        &fleet::userdata::userdata(&opts)?,
+    ))?;
+    println!(
+        "== group {asg}: {} instances on app {V1}; starting the local fleet ({:?} instances)",
+        args.instances, args.runtime
+    );
     let f = Fleet::start(&emu, opts)?;
     let n = usize::try_from(args.instances)?;
-    wait_serving(&f, n, "1", interrupted)?;
+    wait_serving(&f, n, V1, interrupted)?;
     println!("   haproxy on http://{} in front of:", f.lb_addr());
     for i in f.instances() {
         println!(
@@ -234,7 +255,7 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
     let mut releases = Vec::new();
     let mut crash_failed = 0;
     for (name, ami, expect) in [
-        ("app 2", &v2, "successful"),
+        (&format!("app {V2}") as &str, &v2, "successful"),
         (&format!("app {BROKEN}") as &str, &v3, "rolled_back"),
     ] {
         check(interrupted)?;
@@ -262,7 +283,7 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
             }
         );
         releases.push((r, expect));
-        wait_serving(&f, n, "2", interrupted)?;
+        wait_serving(&f, n, V2, interrupted)?;
         if releases.len() == 1 {
             let before = gen.snapshot().failed;
             crash_one(&f, interrupted)?;
@@ -509,11 +530,22 @@ mod tests {
 
     #[test]
     fn test_options_are_checked() {
-        let Ok(Parsed::Demo(a)) = parse(&["demo", "--instances", "2", "--max-requests", "9"])
-        else {
+        let Ok(Parsed::Demo(a)) = parse(&[
+            "demo",
+            "--instances",
+            "2",
+            "--max-requests",
+            "9",
+            "--runtime",
+            "process",
+        ]) else {
             panic!("a valid command line");
         };
         assert_eq!((a.instances, a.max_requests), (2, 9));
+        assert_eq!(a.runtime, RuntimeKind::Process);
+        assert!(parse(&["demo", "--runtime", "vm"])
+            .unwrap_err()
+            .contains("--runtime"));
         assert!(parse(&[]).unwrap_err().starts_with("usage"));
         assert!(parse(&["demo", "--instances", "7"])
             .unwrap_err()

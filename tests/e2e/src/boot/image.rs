@@ -52,13 +52,96 @@ const BUILD_LOCK: &str = "/run/bake-e2e/image-build.lock";
 
 /// `bake build -o json` of the local image against `emu`: the AMI id.
 pub fn bake_local_image(emu: &Emulator) -> anyhow::Result<String> {
+    bake_with_config(emu, &local_image_config()?)
+}
+
+/// The version examples/app says it is (its `VERSION` file).
+pub fn example_app_version() -> anyhow::Result<String> {
+    let file = repo_root().join("examples/app/VERSION");
+    Ok(std::fs::read_to_string(&file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .trim()
+        .to_owned())
+}
+
+/// The local image of app `version`, baked by `bake build` against `emu`: the AMI id (tagged
+/// `bake:app-version` = `version`).
+///
+/// The version examples/app says it is ([`example_app_version`]) is exactly
+/// [`bake_local_image`]. Any other is a release cut from examples/app with its own `VERSION`
+/// file; [`crate::fleet::BROKEN`]'s is a release with a bug: its `/health` never answers 200 (its
+/// server.js starts by setting `NEVER_READY`). The release is hashed by content, so each version
+/// is built once per work directory and reused by every later run.
+pub fn bake_version_image(emu: &Emulator, version: &str) -> anyhow::Result<String> {
+    if version == example_app_version()? {
+        return bake_local_image(emu);
+    }
+    if version.is_empty()
+        || !version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        bail!("app version {version:?}: only letters, digits, '.', '_' and '-'");
+    }
+    let release = tempfile::Builder::new().prefix("bake-release-").tempdir()?;
+    let src = repo_root().join("examples/app");
+    for entry in std::fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), release.path().join(entry.file_name()))?;
+        }
+    }
+    std::fs::write(release.path().join("VERSION"), format!("{version}\n"))?;
+    if version == crate::fleet::BROKEN {
+        let server = release.path().join("server.js");
+        let original = std::fs::read_to_string(&server)?;
+        let code = original.replacen(
+            "'use strict';\n",
+            "'use strict';\nprocess.env.NEVER_READY = '1'; // this release's bug: never healthy\n",
+            1,
+        );
+        if code == original {
+            bail!(
+                "{}: no 'use strict' line to put the bug after",
+                server.display()
+            );
+        }
+        std::fs::write(&server, code)?;
+    }
+    let repo = std::fs::canonicalize(repo_root()).unwrap_or_else(|_| repo_root());
+    let example_release = format!("release = \"{}/examples/app\"", repo.display());
+    let example_version = format!("version = \"{}\"", example_app_version()?);
+    let config = local_image_config()?;
+    if !config.lines().any(|l| l == example_release)
+        || !config.lines().any(|l| l == example_version)
+    {
+        bail!("examples/local-image/bake.toml has no lines {example_release:?} and {example_version:?}");
+    }
+    let config = config
+        .lines()
+        .map(|l| {
+            if l == example_release {
+                format!("release = \"{}\"", release.path().display())
+            } else if l == example_version {
+                format!("version = \"{version}\"")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    bake_with_config(emu, &config)
+}
+
+/// `bake build -o json` with the configuration `config` against `emu`: the AMI id.
+fn bake_with_config(emu: &Emulator, config: &str) -> anyhow::Result<String> {
     std::fs::create_dir_all("/run/bake-e2e")?;
     let lock =
         std::fs::File::create(BUILD_LOCK).with_context(|| format!("creating {BUILD_LOCK}"))?;
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| anyhow::anyhow!("locking {BUILD_LOCK}: {e}"))?;
     let dir = tempfile::Builder::new().prefix("bake-image-").tempdir()?;
-    std::fs::write(dir.path().join("bake.toml"), local_image_config()?)?;
+    std::fs::write(dir.path().join("bake.toml"), config)?;
     std::fs::create_dir_all(dir.path().join("tmp"))?;
     let out_path = dir.path().join("build.json");
     let err_path = dir.path().join("build.log");

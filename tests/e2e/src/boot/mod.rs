@@ -84,14 +84,20 @@ pub async fn image_root(aws: &Aws, image_id: &str) -> anyhow::Result<PathBuf> {
         .images()
         .first()
         .with_context(|| format!("image {image_id} does not exist"))?;
-    let tag = img
+    let tags: BTreeMap<String, String> = img
         .tags()
         .iter()
-        .find(|t| t.key() == Some(LOCAL_IMAGE_TAG))
-        .and_then(|t| t.value())
-        .with_context(|| {
-            format!("image {image_id} has no {LOCAL_IMAGE_TAG} tag: it was not baked locally")
-        })?;
+        .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+        .collect();
+    root_of(image_id, &tags)
+}
+
+/// The root file system of image `image_id` from its tags (its [`LOCAL_IMAGE_TAG`]): an absolute
+/// path to a directory with systemd in it.
+pub fn root_of(image_id: &str, tags: &BTreeMap<String, String>) -> anyhow::Result<PathBuf> {
+    let tag = tags.get(LOCAL_IMAGE_TAG).with_context(|| {
+        format!("image {image_id} has no {LOCAL_IMAGE_TAG} tag: it was not baked locally")
+    })?;
     let root = PathBuf::from(tag);
     if !root.is_absolute() {
         bail!("image {image_id}: {LOCAL_IMAGE_TAG} = {tag:?} is not an absolute path");
@@ -156,6 +162,11 @@ pub struct BootSpec {
     pub timeout: Duration,
     /// More read-only binds: (host path, path in the instance), e.g. an audit tool.
     pub binds_ro: Vec<(PathBuf, String)>,
+    /// Whether [`Instance::boot`] waits for systemd's boot to finish (`running` or `degraded`);
+    /// `false`: it returns as soon as the container's systemd runs, as EC2's RunInstances returns
+    /// before the instance has booted (an agent that never gets its app ready holds systemd's boot
+    /// for its unit's TimeoutStartSec).
+    pub wait_booted: bool,
 }
 
 impl BootSpec {
@@ -174,6 +185,7 @@ impl BootSpec {
             fleet_net: network::DEFAULT_FLEET_NET,
             timeout: Duration::from_secs(120),
             binds_ro: Vec::new(),
+            wait_booted: true,
         })
     }
 }
@@ -242,6 +254,8 @@ impl Instance {
     /// Boots `spec`: the network, the metadata service, the relay, the drop-ins, then nspawn;
     /// returns once systemd is `running` or `degraded` (the failed units are in [`Self::state`]
     /// and [`Self::failed_units`]), or fails after `spec.timeout` with the console's last lines.
+    /// With `spec.wait_booted` false it returns once the container's systemd runs ([`Self::state`]
+    /// `starting`, [`BootTimes::systemd`] zero and [`Self::since_start`] counting from then).
     pub fn boot(spec: BootSpec) -> anyhow::Result<Self> {
         let slot = Slot::take(spec.fleet_net)?;
         let (netns, imds_listener) = Netns::create(&slot)?;
@@ -307,6 +321,10 @@ impl Instance {
         me.leader = me.find_leader(deadline)?;
         me.times.container = started.elapsed();
         me.pidns = std::fs::read_link(format!("/proc/{}/ns/pid", me.leader))?;
+        if !spec.wait_booted {
+            "starting".clone_into(&mut me.state);
+            return Ok(me);
+        }
         me.wait_running(deadline)?;
         me.userspace_mono = me
             .show_manager("UserspaceTimestampMonotonic")
@@ -322,6 +340,11 @@ impl Instance {
             .map(Duration::from_micros);
         me.times.systemd = finish.map_or_else(|| started.elapsed(), |f| me.since_start(f));
         Ok(me)
+    }
+
+    /// Whether the container ended on its own (powered off, or nspawn failed).
+    pub fn has_exited(&mut self) -> bool {
+        self.nspawn_exited().is_some()
     }
 
     fn nspawn_exited(&mut self) -> Option<std::process::ExitStatus> {

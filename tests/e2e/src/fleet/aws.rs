@@ -45,9 +45,12 @@ pub async fn register_version_ami(aws: &Aws, version: &str) -> anyhow::Result<St
     Ok(ami)
 }
 
-/// A launch template on `ami` (version 1, a script userdata the agent ignores) and group `name`
+/// A launch template on `ami` (version 1, with `userdata`: [`super::userdata::userdata`] for
+/// booted instances; the process runtime writes its own configuration) and group `name`
 /// of `capacity` instances on it over two AZs, with a launch hook ([`LAUNCH_HOOK`], ABANDON after
-/// `3000` emulated seconds) and a terminate hook ([`TERMINATE_HOOK`], CONTINUE after 3000). The
+/// `3000` emulated seconds) and a terminate hook ([`TERMINATE_HOOK`], CONTINUE after 3000), and
+/// the environment's one secret, as the data stack makes it: a SecureString
+/// `/bake/<name>/app/db/connection-string` (the agent fails closed on an empty path). The
 /// group names version 1 (not `$Default`) so that a refresh can roll back. Returns the launch
 /// template id.
 pub async fn create_group(
@@ -55,8 +58,18 @@ pub async fn create_group(
     name: &str,
     ami: &str,
     capacity: i32,
+    userdata: &str,
 ) -> anyhow::Result<String> {
-    let userdata = aws_smithy_types::base64::encode(format!("#!/bin/sh\necho fleet {name}\n"));
+    aws.ssm
+        .put_parameter()
+        .name(format!("/bake/{name}/app/db/connection-string"))
+        .value(format!("postgres://app:fleet-{name}@db.internal/app"))
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .context("PutParameter")?;
+    let userdata = aws_smithy_types::base64::encode(userdata);
     let lt = aws
         .ec2
         .create_launch_template()

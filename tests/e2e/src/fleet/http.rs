@@ -1,16 +1,28 @@
 //! A minimal HTTP/1.1 client for the fleet's tests and load: one `GET` per connection, to
-//! loopback addresses only.
+//! loopback addresses and the fleet's own instances only ([`fleet_reachable`]).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-/// One `GET path` with `Connection: close`: (status, body). Loopback only.
+use crate::boot::network::DEFAULT_FLEET_NET;
+
+/// Whether the fleet's clients may send to `addr`: a loopback address, or one in the booted
+/// fleet's /24 ([`DEFAULT_FLEET_NET`]: the addresses of containers the harness made).
+#[must_use]
+pub fn fleet_reachable(addr: SocketAddr) -> bool {
+    match addr.ip() {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.octets()[..3] == DEFAULT_FLEET_NET.octets()[..3],
+        IpAddr::V6(v6) => v6.is_loopback(),
+    }
+}
+
+/// One `GET path` with `Connection: close`: (status, body). Loopback and the fleet's /24 only.
 pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    if !addr.ip().is_loopback() {
-        bail!("{addr} is not a loopback address");
+    if !fleet_reachable(addr) {
+        bail!("{addr} is neither a loopback address nor in the fleet's network");
     }
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -75,6 +87,8 @@ mod tests {
     #[test]
     fn test_http_get_refuses_non_loopback() {
         let e = http_get(SocketAddr::from(([10, 0, 0, 1], 80)), "/").unwrap_err();
-        assert!(e.to_string().contains("not a loopback address"), "{e}");
+        assert!(e.to_string().contains("neither a loopback address"), "{e}");
+        assert!(fleet_reachable(SocketAddr::from(([10, 231, 0, 6], 3000))));
+        assert!(!fleet_reachable(SocketAddr::from(([10, 231, 1, 6], 3000))));
     }
 }

@@ -143,7 +143,8 @@ impl LoadStats {
     }
 }
 
-/// A bounded load generator: `workers` threads each sending `GET path` to a loopback address,
+/// A bounded load generator: `workers` threads each sending `GET path` to a loopback address (or
+/// one of the fleet's instances, [`super::http::fleet_reachable`]),
 /// one new connection per request with `pause` between, until `max_requests` in all or `max_time`
 /// or [`LoadGen::stop`].
 #[derive(Debug)]
@@ -154,7 +155,7 @@ pub struct LoadGen {
 }
 
 impl LoadGen {
-    /// Starts it; refuses any address that is not loopback.
+    /// Starts it; refuses any address that is neither loopback nor the fleet's.
     pub fn start(
         addr: SocketAddr,
         path: &str,
@@ -163,8 +164,8 @@ impl LoadGen {
         max_time: Duration,
         pause: Duration,
     ) -> anyhow::Result<Self> {
-        if !addr.ip().is_loopback() {
-            bail!("the load generator only sends to loopback, not {addr}");
+        if !super::http::fleet_reachable(addr) {
+            bail!("the load generator only sends to loopback and the fleet's network, not {addr}");
         }
         let stop = Arc::new(AtomicBool::new(false));
         let live = Arc::new(Mutex::new(LoadStats::default()));

@@ -1,18 +1,25 @@
 //! The local fleet: the emulator's Auto Scaling group played out on this machine.
 //!
 //! [`Fleet::start`] polls the emulator's Auto Scaling group and EC2 and boots every instance the
-//! group launches, through a [`Runtime`]: by default [`ProcessRuntime`], a **simulated
-//! instance** made of
-//! - an instance metadata stand-in ([`Imds`](crate::Imds), the project's one hand-written fake)
-//!   serving the instance's id, AZ, region, userdata (of the launch template version it was
-//!   launched from, base64-decoded), tags (`aws:autoscaling:groupName`) and
-//!   `autoscaling/target-lifecycle-state` (`InService`, then `Terminated` once the group has put
-//!   it in `Terminating:Wait` and the load balancer has stopped sending it traffic);
-//! - a `bake-agent run` process with its own config file and directory, pointed at the emulator
-//!   and at that stand-in, supervising the sample app (`examples/app/server.js`) of the version
-//!   that the instance's AMI names in its tag `bake:app-version`, on a port of its own on
-//!   127.0.0.1. The harness keeps one directory per version (a copy of the app); version
-//!   [`BROKEN`] never becomes ready.
+//! group launches, through a [`Runtime`] ([`FleetOptions::runtime`]):
+//! - [`RuntimeKind::Booted`] (the default, [`BootedRuntime`]): the instance's AMI is a local
+//!   image baked by `bake build` ([`RuntimeKind::version_ami`]), booted as a `systemd-nspawn`
+//!   container ([`crate::boot`]): systemd as PID 1, `bake-agent` started by the image's own
+//!   unit and configured by the launch template's userdata ([`userdata::userdata`]: what
+//!   `cloudformation/fleet.yaml` renders, with a test fleet's clocks), the app of the release the
+//!   image carries on port [`userdata::APP_PORT`] of the instance's own address in the fleet's
+//!   /24, the EFS stand-in a host directory shared by every instance;
+//! - [`RuntimeKind::Process`] ([`ProcessRuntime`]): a **simulated instance**, faster, for
+//!   unit-level work: a `bake-agent run` process with a configuration of its own, supervising
+//!   the sample app (`examples/app/server.js`) of the version its AMI names in its tag
+//!   `bake:app-version` on a port of 127.0.0.1.
+//!
+//! Either way each instance has an instance metadata stand-in ([`Imds`](crate::Imds), the
+//! project's one hand-written fake) serving its id, AZ, region, userdata (of the launch
+//! template version it was launched from), tags (`aws:autoscaling:groupName`) and
+//! `autoscaling/target-lifecycle-state` (`InService`, then `Terminated` once the group has put
+//! it in `Terminating:Wait` and the load balancer has stopped sending it traffic). Version
+//! [`BROKEN`] never becomes ready.
 //!
 //! haproxy (Debian's, `/usr/sbin/haproxy`, master-worker mode) plays the ALB and its target group
 //! ([`haproxy`]): the settings of `cloudformation/edge.yaml`'s target group (health checks,
@@ -52,6 +59,8 @@ pub mod load;
 pub mod reconcile;
 /// How an instance runs here: the [`Runtime`] trait and the process runtime.
 pub mod runtime;
+/// The launch template's userdata: fleet.yaml's agent configuration with a test fleet's clocks.
+pub mod userdata;
 /// The I/O loop that observes, asks [`reconcile`] and acts.
 mod watcher;
 
@@ -59,6 +68,7 @@ pub use aws::{create_group, register_version_ami};
 pub use haproxy::HAPROXY;
 pub use http::http_get;
 pub use load::{Cause, LoadGen, LoadStats};
+pub use runtime::booted::BootedRuntime;
 pub use runtime::process::ProcessRuntime;
 pub use runtime::{Instance, LaunchSpec, Runtime};
 
@@ -69,10 +79,49 @@ use watcher::{Shared, Tracked, Watcher};
 pub const APP_VERSION_TAG: &str = "bake:app-version";
 /// The app version whose `/health` never answers 200 (rollback scenarios).
 pub const BROKEN: &str = "broken";
-/// The launch hook of groups made by [`create_group`].
-pub const LAUNCH_HOOK: &str = "launch";
-/// The terminate hook of groups made by [`create_group`].
-pub const TERMINATE_HOOK: &str = "drain";
+/// The first version of the scenarios: examples/app's own (its `VERSION` file).
+pub const V1: &str = "1.0.0";
+/// The second version of the scenarios: a release cut from examples/app with that `VERSION`.
+pub const V2: &str = "2.0.0";
+/// The launch hook of groups made by [`create_group`] (fleet.yaml's).
+pub const LAUNCH_HOOK: &str = "bake-launch";
+/// The terminate hook of groups made by [`create_group`] (fleet.yaml's).
+pub const TERMINATE_HOOK: &str = "bake-terminate";
+
+/// How the fleet's instances run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// Booted from their AMI's local image under systemd ([`BootedRuntime`]).
+    #[default]
+    Booted,
+    /// `bake-agent` as a host process ([`ProcessRuntime`]).
+    Process,
+}
+
+impl RuntimeKind {
+    /// `booted` or `process`.
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "booted" => Ok(Self::Booted),
+            "process" => Ok(Self::Process),
+            _ => bail!("runtime {s:?}: expected \"booted\" or \"process\""),
+        }
+    }
+
+    /// The AMI of app `version` in `emu` for instances of this kind: a local image baked by
+    /// `bake build` with that release ([`crate::boot::image::bake_version_image`]: built once per
+    /// work directory, then only registered) for booted ones; an AMI record tagged
+    /// `bake:app-version` for process ones.
+    pub fn version_ami(self, emu: &Emulator, version: &str) -> anyhow::Result<String> {
+        match self {
+            Self::Booted => crate::boot::image::bake_version_image(emu, version),
+            Self::Process => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(async { register_version_ami(&emu.aws().await, version).await }),
+        }
+    }
+}
 
 /// How the fleet runs.
 #[derive(Clone, Debug)]
@@ -94,6 +143,8 @@ pub struct FleetOptions {
     pub crash_loop_window: Duration,
     /// The haproxy port on 127.0.0.1 (0: a free one).
     pub lb_port: u16,
+    /// How instances run.
+    pub runtime: RuntimeKind,
 }
 
 impl FleetOptions {
@@ -109,6 +160,7 @@ impl FleetOptions {
             crash_loop_count: 4,
             crash_loop_window: Duration::from_secs(30),
             lb_port: 0,
+            runtime: RuntimeKind::default(),
         }
     }
 }
@@ -120,7 +172,7 @@ pub struct InstanceView {
     pub id: String,
     /// The app version its AMI carries.
     pub version: String,
-    /// The app's port (on 127.0.0.1 for the process runtime): `addr`'s port.
+    /// The app's port: `addr`'s port.
     pub port: u16,
     /// Where the load balancer reaches its app.
     pub addr: SocketAddr,
@@ -138,9 +190,9 @@ pub struct InstanceView {
 /// Counters of a fleet's life.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FleetStats {
-    /// Simulated instances started.
+    /// Instances started.
     pub launched: u64,
-    /// Simulated instances stopped because the group terminated them.
+    /// Instances stopped because the group terminated them.
     pub terminated: u64,
     /// Targets registered with haproxy.
     pub registered: u64,
@@ -178,11 +230,14 @@ impl std::fmt::Debug for Fleet {
 }
 
 impl Fleet {
-    /// Starts haproxy and the watcher of `opts.asg` in `emu`; instances run as host processes
-    /// ([`ProcessRuntime`]).
+    /// Starts haproxy and the watcher of `opts.asg` in `emu`; instances run as
+    /// `opts.runtime` says.
     pub fn start(emu: &Emulator, opts: FleetOptions) -> anyhow::Result<Self> {
-        let runtime = ProcessRuntime::new(emu, &opts);
-        Self::start_with(emu, opts, Box::new(runtime))
+        let runtime: Box<dyn Runtime> = match opts.runtime {
+            RuntimeKind::Booted => Box::new(BootedRuntime::new(emu)),
+            RuntimeKind::Process => Box::new(ProcessRuntime::new(emu, &opts)),
+        };
+        Self::start_with(emu, opts, runtime)
     }
 
     /// [`Fleet::start`] with instances booted by `runtime`.
@@ -240,7 +295,7 @@ impl Fleet {
         self.dir.path()
     }
 
-    /// The simulated instances now running.
+    /// The instances now running.
     #[must_use]
     pub fn instances(&self) -> Vec<InstanceView> {
         self.shared
@@ -288,8 +343,21 @@ impl Fleet {
                 }
             }
             if Instant::now() > deadline {
+                let logs: String = inst
+                    .iter()
+                    .map(|i| {
+                        let text = std::fs::read_to_string(&i.log).unwrap_or_default();
+                        let lines: Vec<&str> = text.lines().collect();
+                        format!(
+                            "\n== {} (last lines of {}):\n{}",
+                            i.id,
+                            i.log.display(),
+                            lines[lines.len().saturating_sub(15)..].join("\n")
+                        )
+                    })
+                    .collect();
                 bail!(
-                    "the fleet did not serve {n} instances of version {version} within {timeout:?}: {inst:?}; last error: {:?}",
+                    "the fleet did not serve {n} instances of version {version} within {timeout:?}: {inst:?}; last error: {:?}{logs}",
                     self.last_error()
                 );
             }
@@ -297,7 +365,7 @@ impl Fleet {
         }
     }
 
-    /// Stops the watcher, every simulated instance and haproxy; returns the final counters.
+    /// Stops the watcher, every instance and haproxy; returns the final counters.
     pub fn shutdown(mut self) -> FleetStats {
         self.stop_all()
     }

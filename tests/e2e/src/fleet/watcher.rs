@@ -147,7 +147,7 @@ impl Watcher {
                 let tracked = self
                     .boot(aws, s)
                     .await
-                    .with_context(|| format!("starting simulated instance {id}"))?;
+                    .with_context(|| format!("starting instance {id}"))?;
                 let mut g = shared.lock().expect("fleet lock");
                 g.stats.launched += 1;
                 g.instances.insert(id.clone(), tracked);

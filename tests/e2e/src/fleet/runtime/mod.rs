@@ -1,9 +1,9 @@
 //! How an instance of the group runs on this machine. The watcher resolves what EC2 says of a
 //! launched instance (its AMI and that AMI's tags, its AZ, its launch template's userdata) into a
 //! [`LaunchSpec`] and hands it to the fleet's [`Runtime`], which boots it; the reconciler only
-//! ever sees the [`Instance`] that comes back. [`process::ProcessRuntime`] (the agent as a host
-//! process, the app on a 127.0.0.1 port) is the one runtime here; a runtime that boots the AMI's
-//! image as a container plugs in through the same two traits.
+//! ever sees the [`Instance`] that comes back. Two runtimes: [`booted::BootedRuntime`] (the AMI's
+//! image booted as a container under systemd: the default) and [`process::ProcessRuntime`] (the
+//! agent as a host process, the app on a 127.0.0.1 port: faster, for unit-level work).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,6 +17,8 @@ pub const TARGET_IN_SERVICE: &str = "InService";
 /// The agent's `target-lifecycle-state` once the group terminates the instance.
 pub const TARGET_TERMINATED: &str = "Terminated";
 
+/// Boots an instance from its AMI's image under systemd.
+pub mod booted;
 /// Runs a process-only instance: the agent as a host process.
 pub mod process;
 
@@ -73,8 +75,8 @@ pub trait Runtime: Send {
     fn boot(&mut self, spec: &LaunchSpec, dir: &Path) -> anyhow::Result<Box<dyn Instance>>;
 }
 
-/// One booted instance. Dropping it stops it (as [`Instance::stop`] with a few seconds' grace)
-/// and removes what its runtime made for it (processes, metadata service).
+/// One booted instance. Dropping it stops it (as [`Instance::stop`] with its runtime's grace)
+/// and removes what its runtime made for it (processes, container, network, metadata service).
 pub trait Instance: Send {
     /// The app version it serves (its AMI's `bake:app-version` tag).
     fn version(&self) -> &str;

@@ -56,7 +56,11 @@ impl Runtime for ProcessRuntime {
         let inst_dir = dir.join("instances").join(&spec.id);
         std::fs::create_dir_all(&inst_dir)?;
         let port = free_port()?;
-        let imds = Imds::start(spec.imds_state())?;
+        // Its configuration is the file written below, whole: the launch template's userdata
+        // (fleet.yaml's, for booted instances) is not served to it.
+        let mut state = spec.imds_state();
+        state.user_data_raw = None;
+        let imds = Imds::start(state)?;
         let config = inst_dir.join("agent.toml");
         std::fs::write(
             &config,
@@ -160,7 +164,7 @@ impl Drop for ProcessInstance {
 }
 
 /// App restarts logged by an agent.
-fn count_restarts(log: &Path) -> u64 {
+pub(super) fn count_restarts(log: &Path) -> u64 {
     std::fs::read_to_string(log).map_or(0, |t| {
         t.lines()
             .filter(|l| l.contains("app exited; restart"))
