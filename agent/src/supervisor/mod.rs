@@ -27,6 +27,8 @@
 pub mod privileges;
 /// Spawning, signals, subreaper.
 pub mod process;
+/// Socket activation: the app's listening socket, bound once by the agent.
+pub mod socket;
 /// Starting a process without copying the agent (clone with CLONE_VM | CLONE_VFORK).
 pub mod spawn;
 
@@ -718,6 +720,7 @@ mod tests {
             run_as: None,
             stop_signal: nix::sys::signal::Signal::SIGTERM,
             stop_timeout: Duration::from_secs(2),
+            listen: None,
         };
         let (handle, done) = start(
             spec,
@@ -800,6 +803,7 @@ mod tests {
             run_as: None,
             stop_signal: nix::sys::signal::Signal::SIGTERM,
             stop_timeout: Duration::from_secs(2),
+            listen: None,
         };
         let (handle, done) = start(
             spec,
