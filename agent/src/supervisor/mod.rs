@@ -22,6 +22,9 @@
 //! steps: it never runs while an app is being started. The app's output pipes are read, and the
 //! crash-loop hook runs, on the main runtime. The app gets SIGKILL when this thread ends
 //! (parent-death signal): it ends after stopping the app, or with the agent.
+//!
+//! With `[app] listen` every start gets the agent's listening socket as fd 3 ([`socket`]); the
+//! socket lives in the spec, not in a run, so connections queue in its backlog between runs.
 
 /// No capabilities and no_new_privs for the programs the agent starts.
 pub mod privileges;

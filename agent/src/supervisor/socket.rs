@@ -68,7 +68,10 @@ impl ListenSocket {
             .ok()
             .and_then(|a| a.as_socket())
             .unwrap_or(addr);
-        Ok(Self { fd: s.into(), addr })
+        Ok(Self {
+            fd: above_listen_fd(s.into()).map_err(|e| err("move the socket above fd 3", e))?,
+            addr,
+        })
     }
 
     /// Stops listening once the app is down for good: `shutdown(SHUT_RD)` on a listening socket
@@ -85,6 +88,22 @@ impl ListenSocket {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+}
+
+/// `fd`, or a close-on-exec copy numbered above [`LISTEN_FD`]: the child then always makes fd 3
+/// with one `dup2` (which clears close-on-exec on the copy), never from fd 3 onto itself.
+fn above_listen_fd(fd: OwnedFd) -> std::io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if fd.as_raw_fd() > LISTEN_FD {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own; it returns a new descriptor or -1.
+    let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, LISTEN_FD + 1) };
+    if copy < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
 }
 
 impl AsFd for ListenSocket {
@@ -137,6 +156,7 @@ mod tests {
             0,
             "close-on-exec"
         );
+        assert!(s.as_raw_fd() > LISTEN_FD);
         assert!(
             socket2::SockRef::from(&s).reuse_address().unwrap(),
             "SO_REUSEADDR"
@@ -154,6 +174,27 @@ mod tests {
             .map(|_| std::net::TcpStream::connect(s.addr()).unwrap())
             .collect();
         assert_eq!(queue(&s).0, 20, "{} clients", clients.len());
+    }
+
+    #[test]
+    fn test_a_low_descriptor_moves_above_fd_3() {
+        let (low, _keep) = std::os::unix::net::UnixStream::pair().unwrap();
+        let low = OwnedFd::from(low);
+        // SAFETY: a copy of stdin (unused by the test), restored below.
+        let saved = unsafe { libc::dup(0) };
+        assert!(saved >= 0);
+        // SAFETY: fd 0 of this test process now names `low`'s socket.
+        assert_eq!(unsafe { libc::dup2(low.as_raw_fd(), 0) }, 0);
+        // SAFETY: fd 0 is open (just made); the OwnedFd owns it until it is moved.
+        let zero = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(0) };
+        let moved = above_listen_fd(zero).unwrap();
+        assert!(moved.as_raw_fd() > LISTEN_FD);
+        assert_ne!(fd_flags(moved.as_raw_fd()) & libc::FD_CLOEXEC, 0);
+        // SAFETY: stdin back as it was (`zero` was closed when it was moved).
+        unsafe {
+            libc::dup2(saved, 0);
+            libc::close(saved);
+        }
     }
 
     #[test]

@@ -490,13 +490,9 @@ unsafe fn pass_listen_socket(a: &ChildArgs) -> Result<(), i32> {
     // the function's contract describes.
     unsafe {
         let errno = || *libc::__errno_location();
-        if a.listen == LISTEN_FD {
-            // dup2 onto itself would keep close-on-exec: clear it instead.
-            let fl = libc::fcntl(LISTEN_FD, libc::F_GETFD);
-            if fl < 0 || libc::fcntl(LISTEN_FD, libc::F_SETFD, fl & !libc::FD_CLOEXEC) < 0 {
-                return Err(errno());
-            }
-        } else if libc::dup2(a.listen, LISTEN_FD) < 0 {
+        // The agent's socket is never fd 3 itself (ListenSocket keeps it above), so this makes
+        // a copy, and the copy is not close-on-exec.
+        if libc::dup2(a.listen, LISTEN_FD) < 0 {
             return Err(errno());
         }
         let fl = libc::fcntl(LISTEN_FD, libc::F_GETFL);
