@@ -127,8 +127,9 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 }
 
 /// Runs the load against the app (PORT or socket activation), crashes it [`CRASHES`] times,
-/// and returns what the clients saw.
-fn measure(listen: bool) -> LoadStats {
+/// and returns what the clients saw and, per crash, the time from the crash's answer to the
+/// next start's first answer to `/health` (polled every 20 ms).
+fn measure(listen: bool) -> (LoadStats, Vec<Duration>) {
     let port = free_port().expect("a free port");
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let agent = Agent::start(port, listen);
@@ -137,16 +138,19 @@ fn measure(listen: bool) -> LoadStats {
     });
     let load = LoadGen::start(addr, "/", CLIENTS, MAX_REQUESTS, MAX_TIME, PAUSE).expect("load");
     std::thread::sleep(Duration::from_secs(1));
+    let mut windows = Vec::new();
     for n in 1..=CRASHES {
         // The crash request itself is not part of the load: its 500 is the app's last answer.
         let (code, _) = http_get(addr, "/crash").expect("GET /crash");
         assert_eq!(code, 500);
+        let crashed = Instant::now();
         wait_until("the restart", Duration::from_secs(10), || {
             agent.log().matches("restarted at once").count() >= n
         });
         wait_until("the app to answer again", Duration::from_secs(10), || {
             matches!(http_get(addr, "/health"), Ok((200, _)))
         });
+        windows.push(crashed.elapsed());
         std::thread::sleep(Duration::from_secs(2));
     }
     let stats = load.stop();
@@ -157,14 +161,16 @@ fn measure(listen: bool) -> LoadStats {
         "every crash restarted at once: {log}"
     );
     drop(agent);
-    stats
+    (stats, windows)
 }
 
-fn report(what: &str, s: &LoadStats) -> f64 {
+fn report(what: &str, s: &LoadStats, windows: &[Duration]) -> f64 {
     #[allow(clippy::cast_precision_loss)] // counts far below 2^52
     let per_crash = s.failed as f64 / CRASHES as f64;
+    let ms: Vec<u128> = windows.iter().map(Duration::as_millis).collect();
     eprintln!(
-        "{what}: {CRASHES} crashes, {CLIENTS} clients: {per_crash:.1} failed requests per crash; {}",
+        "{what}: {CRASHES} crashes, {CLIENTS} clients: {per_crash:.1} failed requests per crash; {}; \
+         crash to next answer (ms): {ms:?}",
         s.summary()
     );
     if !s.failures.is_empty() {
@@ -175,10 +181,10 @@ fn report(what: &str, s: &LoadStats) -> f64 {
 
 #[test]
 fn test_socket_activation_loses_only_the_requests_in_flight_at_a_crash() {
-    let before = measure(false);
-    let after = measure(true);
-    report("app binds PORT", &before);
-    report("socket activation", &after);
+    let (before, before_windows) = measure(false);
+    let (after, after_windows) = measure(true);
+    report("app binds PORT", &before, &before_windows);
+    report("socket activation", &after, &after_windows);
     for s in [&before, &after] {
         assert!(s.ok > 1000, "the load ran: {}", s.summary());
     }
