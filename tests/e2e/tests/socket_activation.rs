@@ -3,10 +3,11 @@
 //! 8 concurrent clients on loopback straight at the app's port (no load balancer, so nothing
 //! retries for them), and `GET /crash` a few times.
 //!
-//! Without socket activation a crash costs the requests the dying app had accepted plus every
-//! connection refused while the next start binds the port again (Node needs ~100-200 ms). With
-//! it, the agent's socket queues those connections and the next start answers them: a crash
-//! costs at most the requests in flight at the moment of the crash, and none is refused.
+//! Without socket activation a crash costs the requests the dying app had accepted, the
+//! connections waiting in its own socket, and every connection refused until the next start has
+//! bound its port again. With it, the agent's socket keeps the waiting connections and queues
+//! the new ones, and the next start answers them: a crash costs at most the requests in flight
+//! at the moment of the crash, and none is refused. The numbers are printed (docs/agent.md).
 
 use std::io::Read;
 use std::net::SocketAddr;
