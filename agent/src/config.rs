@@ -186,6 +186,12 @@ pub struct RawApp {
     /// The TCP port the app listens on (1..=65535): given to it as `PORT`, and opened in the
     /// instance's firewall by `bake-agent firewall`. Default: none.
     pub port: Option<i64>,
+    /// Socket activation: the address the agent binds the app's listening socket to, once,
+    /// before the first start (`"0.0.0.0:3000"`, `"[::]:3000"`). Every start of the app gets it
+    /// as fd 3 with `LISTEN_FDS=1`, `LISTEN_PID` and `LISTEN_FDNAMES=app`, as systemd passes
+    /// sockets, so connections wait in its backlog while the app restarts. Its port is
+    /// `app.port`. Default: none (the app binds `PORT` itself).
+    pub listen: Option<String>,
 }
 
 /// `[supervise]`.
@@ -349,8 +355,11 @@ pub struct AppSettings {
     pub stop_signal: Signal,
     /// Grace period before SIGKILL (at most [`MAX_STOP_TIMEOUT`]).
     pub stop_timeout: Duration,
-    /// The port the app listens on (also `PORT` in `env`).
+    /// The port the app listens on (also `PORT` in `env`; `listen`'s port when that is set).
     pub port: Option<u16>,
+    /// The address of the listening socket the agent binds and passes to the app (socket
+    /// activation, see [`crate::supervisor::socket`]); `None`: the app binds its port itself.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[supervise]`, validated.
@@ -707,6 +716,7 @@ impl Settings {
                     || a.env.is_some()
                     || a.working_dir.is_some()
                     || a.port.is_some()
+                    || a.listen.is_some()
                 {
                     return Err(v.err("app.command", "missing: the program and its arguments, e.g. [\"/usr/bin/node\", \"server.js\"]"));
                 }
@@ -1120,7 +1130,7 @@ impl Validator<'_> {
                 ),
             ));
         }
-        let port = match a.port {
+        let mut port = match a.port {
             None => None,
             Some(p) => Some(
                 u16::try_from(p)
@@ -1129,6 +1139,34 @@ impl Validator<'_> {
                     .ok_or_else(|| self.err("app.port", format!("{p} is not in 1..=65535")))?,
             ),
         };
+        let listen = match &a.listen {
+            None => None,
+            Some(l) => Some(parse_listen(l).map_err(|m| self.err("app.listen", m))?),
+        };
+        if let Some(addr) = listen {
+            match port {
+                Some(p) if p != addr.port() => {
+                    return Err(self.err(
+                        "app.port",
+                        format!(
+                            "{p} differs from the port of app.listen (\"{addr}\"): the app \
+                             serves on the socket the agent binds"
+                        ),
+                    ))
+                }
+                _ => port = Some(addr.port()),
+            }
+            // The agent sets them for every start (LISTEN_PID is the started process's own pid).
+            if let Some(k) = crate::supervisor::socket::LISTEN_VARS
+                .iter()
+                .find(|k| env.contains_key(**k))
+            {
+                return Err(self.err(
+                    &format!("app.env.{k}"),
+                    "is set by the agent for app.listen (socket activation): remove it",
+                ));
+            }
+        }
         Ok(AppSettings {
             command,
             user,
@@ -1141,6 +1179,7 @@ impl Validator<'_> {
             stop_signal,
             stop_timeout,
             port,
+            listen,
         })
     }
 
@@ -1296,6 +1335,22 @@ impl Validator<'_> {
             max_age: self.positive("uploads.max_age", u.max_age, DEFAULT_UPLOADS_MAX_AGE)?,
         })
     }
+}
+
+/// `app.listen`: an IP address and a port 1..=65535 (`0.0.0.0:3000`, `127.0.0.1:3000`,
+/// `[::]:3000`). No host names: the socket is bound once, before anything resolves names.
+pub fn parse_listen(l: &str) -> Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = l.parse().map_err(|_| {
+        format!(
+            "\"{l}\" is not an IP address and port; expected e.g. \"0.0.0.0:3000\" or \"[::]:3000\""
+        )
+    })?;
+    if addr.port() == 0 {
+        return Err(format!(
+            "\"{l}\": port 0 is not in 1..=65535 (the load balancer needs a fixed port)"
+        ));
+    }
+    Ok(addr)
 }
 
 /// `http://HOST:PORT/PATH` or `tcp://HOST:PORT`, HOST a name, an IPv4 address or `[IPv6]`, PORT
@@ -1644,8 +1699,20 @@ mod tests {
             ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nport = 3000\nenv = { PORT = \"8080\" }\n", "app.env.PORT", "differs from app.port (\"3000\")"),
             ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nenv = { UPLOADS_DIR = \"/mnt/uploads\" }\n[uploads]\ndir = \"/mnt/efs/uploads\"\n", "app.env.UPLOADS_DIR", "differs from uploads.dir (\"/mnt/efs/uploads\")"),
             ("[app]\nuser = \"app\"\nport = 3000\n", "app.command", "missing"),
+            // app.listen (socket activation)
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nlisten = \"localhost:3000\"\n", "app.listen", "\"localhost:3000\" is not an IP address and port"),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nlisten = \"3000\"\n", "app.listen", "is not an IP address and port"),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nlisten = \"::1:3000\"\n", "app.listen", "expected e.g. \"0.0.0.0:3000\" or \"[::]:3000\""),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nlisten = \"0.0.0.0:0\"\n", "app.listen", "port 0 is not in 1..=65535"),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nlisten = \"0.0.0.0:70000\"\n", "app.listen", "is not an IP address and port"),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nlisten = \"0.0.0.0:3000\"\nport = 8080\n", "app.port", "8080 differs from the port of app.listen (\"0.0.0.0:3000\")"),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nlisten = \"0.0.0.0:3000\"\nenv = { LISTEN_FDS = \"2\" }\n", "app.env.LISTEN_FDS", "set by the agent for app.listen"),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nlisten = \"0.0.0.0:3000\"\nenv = { LISTEN_PID = \"1\" }\n", "app.env.LISTEN_PID", "set by the agent for app.listen"),
+            ("[app]\ncommand = [\"/bin/true\"]\nuser = \"app\"\nlisten = \"0.0.0.0:3000\"\nenv = { PORT = \"8080\" }\n", "app.env.PORT", "differs from app.port (\"3000\")"),
+            ("[app]\nuser = \"app\"\nlisten = \"0.0.0.0:3000\"\n", "app.command", "missing"),
             // serde would take an array for the table, field by field: refused, at any length.
-            ("app = [[\"/bin/true\"], \"root\", \"root\", \"/\", {}, \"SIGTERM\", \"10s\", 3000]\n", "app", "must be a table"),
+            ("app = [[\"/bin/true\"], \"root\", \"root\", \"/\", {}, \"SIGTERM\", \"10s\", 3000, \"0.0.0.0:3000\"]\n", "app", "must be a table"),
+            ("app = [[\"/bin/true\"], \"root\", \"root\", \"/\", {}, \"SIGTERM\", \"10s\", 3000]\n", "app", ""),
             ("app = [[\"/bin/true\"], \"root\", \"root\", \"/\", {}, \"SIGTERM\", \"10s\"]\n", "app", ""),
             ("[logs]\napp = [\"g\", \"a\", \"b\", \"c\", \"%Y\"]\n", "logs.app", ""),
             ("[logs]\nfiles = [[\"/x.log\", \"g\", \"s\", 7, \"x\", \"%Y\"]]\n", "logs.files[0]", ""),
@@ -1737,6 +1804,25 @@ mod tests {
         let env = &s.app.as_ref().unwrap().env;
         assert!(!env.contains_key("PORT") && !env.contains_key("UPLOADS_DIR"));
         assert!(s.uploads.is_none());
+    }
+
+    #[test]
+    fn test_listen_gives_the_port_and_no_env_of_its_own() {
+        for (doc, addr) in [
+            ("listen = \"0.0.0.0:3000\"\n", "0.0.0.0:3000"),
+            ("listen = \"[::]:3000\"\nport = 3000\n", "[::]:3000"),
+            ("listen = \"127.0.0.1:3000\"\n", "127.0.0.1:3000"),
+        ] {
+            let s = load_str(&format!("{APP}{doc}"), None).unwrap();
+            let app = s.app.unwrap();
+            assert_eq!(app.listen, Some(addr.parse().unwrap()), "{doc}");
+            // The port is the listen port: PORT for the app, and what the firewall opens.
+            assert_eq!(app.port, Some(3000), "{doc}");
+            assert_eq!(app.env["PORT"], "3000", "{doc}");
+            // LISTEN_* are set per start by the spawner, never in app.env.
+            assert!(!app.env.keys().any(|k| k.starts_with("LISTEN_")), "{doc}");
+        }
+        assert_eq!(load_str(APP, None).unwrap().app.unwrap().listen, None);
     }
 
     #[test]

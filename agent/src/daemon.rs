@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::config::Probe;
 use crate::config::Settings;
 use crate::exit::{coded, Exit};
 use crate::identity::{self, Identity};
@@ -22,6 +23,7 @@ use crate::readiness;
 use crate::rotation;
 use crate::secrets::{self, SecretEnv};
 use crate::status::{self, Readiness, Status};
+use crate::supervisor::socket::{self, ListenSocket};
 use crate::supervisor::{self, process};
 
 fn ms(since: Instant) -> u64 {
@@ -172,6 +174,18 @@ pub async fn run(config: &Path, status_file: &Path) -> anyhow::Result<Exit> {
 
     // 4. Supervise.
     let t = Instant::now();
+    // Socket activation: bound once, before the first start, and kept across every restart.
+    let listen = match app.listen {
+        Some(addr) => {
+            let socket = ListenSocket::bind(addr).map_err(|e| coded(Exit::App, e))?;
+            tracing::info!(addr = %socket.addr(), backlog = socket::LISTEN_BACKLOG, "app.listen: socket bound; the app gets it as fd 3 (LISTEN_FDS)");
+            if let Some(Probe::Tcp { addr }) = settings.readiness.as_ref().map(|r| &r.probe) {
+                tracing::warn!(probe = %addr, "readiness.probe is tcp with app.listen: a connect succeeds as soon as the agent's socket is bound, before the app accepts; an http probe shows that the app answers");
+            }
+            Some(Arc::new(socket))
+        }
+        None => None,
+    };
     let spec = process::AppSpec {
         command: app.command.clone(),
         env: app.env.clone(),
@@ -180,6 +194,7 @@ pub async fn run(config: &Path, status_file: &Path) -> anyhow::Result<Exit> {
         run_as,
         stop_signal: app.stop_signal,
         stop_timeout: app.stop_timeout,
+        listen: listen.clone(),
     };
     process::become_subreaper();
     let (output, shipper) = start_logs(&settings, &aws, &identity.instance_id);
@@ -286,6 +301,11 @@ pub async fn run(config: &Path, status_file: &Path) -> anyhow::Result<Exit> {
     handle.stop().await;
     if !supervisor_died {
         let _ = sup_done.await;
+    }
+    if let Some(socket) = &listen {
+        // The app is down for good: connections still queued are reset and new ones refused
+        // now, as for an app that bound its port itself, not when the agent exits.
+        socket.stop_listening();
     }
     flush_logs(&output, shipper).await;
     if let Some(m) = metrics {

@@ -18,7 +18,7 @@ pub enum Exit {
     Secrets = 5,
     /// The EFS file system could not be mounted (`mount`), or is not mounted (`run`).
     Mount = 6,
-    /// The app could not be started.
+    /// The app could not be started (also: `[app] listen` could not be bound).
     App = 7,
     /// `firewall`: nft could not add `[app] port` to the firewall.
     Firewall = 8,
@@ -39,7 +39,7 @@ Exit codes:
   4  instance metadata service unreachable or incomplete
   5  secrets could not be loaded; the app was not started
   6  EFS mount failed (mount), or the EFS mount point is not mounted (run)
-  7  the app could not be started
+  7  the app could not be started (also: [app] listen could not be bound)
   8  firewall: nft could not open [app] port
   9  status: the agent is not running (no state file, or its process is gone)
   141 stdout closed before a result line was written (as for SIGPIPE); nothing is printed

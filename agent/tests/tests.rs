@@ -35,6 +35,8 @@ mod sandbox;
 mod secrets;
 #[path = "agent/sensitive.rs"]
 mod sensitive;
+#[path = "agent/socket.rs"]
+mod socket;
 #[path = "agent/status.rs"]
 mod status;
 #[path = "agent/supervise.rs"]

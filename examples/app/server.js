@@ -3,6 +3,9 @@
 //
 // Environment:
 //   PORT                  port to listen on (default 3000), on HOST (default 127.0.0.1)
+//   LISTEN_FDS, LISTEN_PID  socket activation (bake-agent's [app] listen, as systemd passes
+//                         sockets): when LISTEN_FDS is "1" and LISTEN_PID is this process's pid,
+//                         serve on the inherited listening socket, fd 3, instead of PORT/HOST
 //   APP_VERSION           answered by GET /; unset: the release's own VERSION file (next to this
 //                         file, one line, written when the release is cut), else "dev"
 //   DB_CONNECTION_STRING  the database; only whether it is set is reported (never its value)
@@ -137,9 +140,13 @@ const server = http.createServer((req, res) => {
   send(res, 404, 'not found');
 });
 
-server.listen(port, host, () => {
-  console.log(`app ${version} listening on ${host}:${port} (db configured: ${process.env.DB_CONNECTION_STRING ? 'yes' : 'no'})`);
-});
+const activated = process.env.LISTEN_FDS === '1' && process.env.LISTEN_PID === String(process.pid);
+const where = activated ? 'the inherited socket (fd 3)' : `${host}:${port}`;
+const onListening = () => {
+  console.log(`app ${version} listening on ${where} (db configured: ${process.env.DB_CONNECTION_STRING ? 'yes' : 'no'})`);
+};
+if (activated) server.listen({ fd: 3 }, onListening);
+else server.listen(port, host, onListening);
 
 for (const sig of ['SIGTERM', 'SIGINT']) {
   process.on(sig, () => {

@@ -22,11 +22,16 @@
 //! steps: it never runs while an app is being started. The app's output pipes are read, and the
 //! crash-loop hook runs, on the main runtime. The app gets SIGKILL when this thread ends
 //! (parent-death signal): it ends after stopping the app, or with the agent.
+//!
+//! With `[app] listen` every start gets the agent's listening socket as fd 3 ([`socket`]); the
+//! socket lives in the spec, not in a run, so connections queue in its backlog between runs.
 
 /// No capabilities and no_new_privs for the programs the agent starts.
 pub mod privileges;
 /// Spawning, signals, subreaper.
 pub mod process;
+/// Socket activation: the app's listening socket, bound once by the agent.
+pub mod socket;
 /// Starting a process without copying the agent (clone with CLONE_VM | CLONE_VFORK).
 pub mod spawn;
 
@@ -718,6 +723,7 @@ mod tests {
             run_as: None,
             stop_signal: nix::sys::signal::Signal::SIGTERM,
             stop_timeout: Duration::from_secs(2),
+            listen: None,
         };
         let (handle, done) = start(
             spec,
@@ -775,6 +781,88 @@ mod tests {
         );
     }
 
+    /// A restart on request with a new spec (rotated secrets) passes the same listening socket:
+    /// the spec's clones share it.
+    #[tokio::test]
+    async fn test_a_restart_with_a_new_spec_keeps_the_listen_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = dir.path().join("seen");
+        let socket = std::sync::Arc::new(
+            socket::ListenSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap(),
+        );
+        let spec = AppSpec {
+            command: vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                format!(
+                    "echo \"$LISTEN_PID $(readlink /proc/$$/fd/3) ${{TOKEN:-none}}\" >> {}; exec sleep 60",
+                    seen.display()
+                ),
+            ],
+            env: std::collections::BTreeMap::new(),
+            secrets: std::collections::BTreeMap::new(),
+            working_dir: dir.path().to_owned(),
+            run_as: None,
+            stop_signal: nix::sys::signal::Signal::SIGTERM,
+            stop_timeout: Duration::from_secs(2),
+            listen: Some(socket.clone()),
+        };
+        let mut rotated = spec.clone();
+        rotated.secrets.insert(
+            "TOKEN".to_owned(),
+            crate::secrets::Secret::new("v2".to_owned()),
+        );
+        let (handle, done) = start(
+            spec,
+            policy(),
+            AppOutput::passthrough(),
+            None,
+            Status::new(),
+        )
+        .await
+        .unwrap();
+        let lines = || {
+            std::fs::read_to_string(&seen)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lines().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        handle.restart(Some(rotated)).await;
+        while lines().len() < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        handle.stop().await;
+        tokio::time::timeout(Duration::from_secs(5), done)
+            .await
+            .expect("the supervisor thread ends after a stop")
+            .unwrap();
+        let all = lines();
+        assert_eq!(all.len(), 2, "{all:?}");
+        let inode = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&*socket)
+        ))
+        .unwrap()
+        .display()
+        .to_string();
+        let fields: Vec<Vec<&str>> = all.iter().map(|l| l.split(' ').collect()).collect();
+        assert_eq!(fields[0][1], inode, "{all:?}");
+        assert_eq!(fields[1][1], inode, "{all:?}");
+        assert_eq!(
+            (fields[0][2], fields[1][2]),
+            ("none", "v2"),
+            "the new spec: {all:?}"
+        );
+        assert_ne!(fields[0][0], fields[1][0], "a new LISTEN_PID: {all:?}");
+        // The agent still holds it after the app stopped.
+        std::net::TcpStream::connect(socket.addr()).expect("still listening");
+    }
+
     /// Orphans are reaped on the supervisor's thread, where the app is spawned: here the main
     /// (test) runtime is held by a synchronous loop from before the orphan exists until it is
     /// gone, and nothing else would reap it.
@@ -800,6 +888,7 @@ mod tests {
             run_as: None,
             stop_signal: nix::sys::signal::Signal::SIGTERM,
             stop_timeout: Duration::from_secs(2),
+            listen: None,
         };
         let (handle, done) = start(
             spec,

@@ -9,12 +9,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::{Gid, Group, Pid, Uid, User};
 
+use super::socket::ListenSocket;
 use super::spawn::{self, AppProcess, Plan};
 use crate::secrets::Secret;
 
@@ -115,6 +117,9 @@ pub struct AppSpec {
     pub stop_signal: Signal,
     /// Grace period before SIGKILL.
     pub stop_timeout: Duration,
+    /// Socket activation (`app.listen`): the listening socket every start gets as fd 3. Shared
+    /// by the clones of the spec (a restart with rotated secrets keeps the same socket).
+    pub listen: Option<Arc<ListenSocket>>,
 }
 
 /// Default PATH of the app (the agent's own environment is not inherited).
@@ -149,6 +154,8 @@ pub fn environment<'a>(
 /// The environment is exactly PATH, HOME/USER/LOGNAME (when dropping privileges), `app.env` and
 /// the secrets, later ones winning; secrets go through the environment only, never argv. The app
 /// runs in its own session and process group, as `run_as`, with SIGKILL when the agent dies.
+/// With `listen`, it also gets that socket as fd 3 and the `LISTEN_*` variables
+/// ([`Plan::with_listen_socket`]).
 pub fn plan(spec: &AppSpec) -> Result<Plan, ProcessError> {
     let home_user = spec
         .run_as
@@ -166,9 +173,15 @@ pub fn plan(spec: &AppSpec) -> Result<Plan, ProcessError> {
         gid: r.gid.as_raw(),
         groups: r.groups.iter().map(|g| g.as_raw()).collect(),
     });
-    Plan::new(&spec.command, env, &spec.working_dir, ids).map_err(|source| ProcessError::Spawn {
-        program: spec.command.first().cloned().unwrap_or_default(),
-        source,
+    let plan = Plan::new(&spec.command, env, &spec.working_dir, ids).map_err(|source| {
+        ProcessError::Spawn {
+            program: spec.command.first().cloned().unwrap_or_default(),
+            source,
+        }
+    })?;
+    Ok(match &spec.listen {
+        Some(socket) => plan.with_listen_socket(socket.clone()),
+        None => plan,
     })
 }
 

@@ -39,11 +39,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use nix::sched::CloneFlags;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
+
+use super::socket::{ListenSocket, LISTEN_FD, LISTEN_FDNAME, LISTEN_VARS};
 
 /// Pids of the apps started by [`Plan::spawn`] in this process and not reaped yet.
 static LIVE_APPS: Mutex<BTreeSet<libc::pid_t>> = Mutex::new(BTreeSet::new());
@@ -76,6 +78,7 @@ enum Stage {
     Chdir = 7,
     Exec = 8,
     Capabilities = 9,
+    Socket = 10,
 }
 
 impl Stage {
@@ -90,6 +93,7 @@ impl Stage {
             7 => Stage::Chdir,
             8 => Stage::Exec,
             9 => Stage::Capabilities,
+            10 => Stage::Socket,
             _ => Stage::None,
         }
     }
@@ -105,6 +109,7 @@ impl Stage {
             Stage::DeathSignal => "prctl(PR_SET_PDEATHSIG)",
             Stage::Chdir => "chdir (app.working_dir)",
             Stage::Exec => "execve",
+            Stage::Socket => "passing app.listen's socket as fd 3",
             Stage::Capabilities => {
                 "emptying the capability bounding set (prctl PR_CAPBSET_DROP, needs CAP_SETPCAP) \
                  or setting no_new_privs"
@@ -136,6 +141,9 @@ pub struct Plan {
     ids: Option<Ids>,
     /// The PATH the program is looked up in when it has no `/`.
     path: Option<Vec<u8>>,
+    /// Socket activation: the listening socket every start gets as fd 3 (kept open here, so
+    /// it outlives every run of the app).
+    listen: Option<Arc<ListenSocket>>,
     stack: Box<[u8]>,
 }
 
@@ -146,6 +154,7 @@ impl std::fmt::Debug for Plan {
             .field("args", &self.argv.len())
             .field("env_vars", &self.envp.len())
             .field("ids", &self.ids)
+            .field("listen", &self.listen.as_ref().map(|l| l.addr()))
             .finish_non_exhaustive()
     }
 }
@@ -204,8 +213,34 @@ impl Plan {
             cwd: cstring("app.working_dir", cwd.as_os_str().as_bytes())?,
             ids,
             path,
+            listen: None,
             stack: vec![0u8; CHILD_STACK].into_boxed_slice(),
         })
+    }
+
+    /// Socket activation: every start gets `socket` as fd 3, with `LISTEN_PID` (its own pid,
+    /// written in the child before execve), `LISTEN_FDS=1` and `LISTEN_FDNAMES=app` first in
+    /// its environment; the plan's own `LISTEN_*` variables, if any, are dropped.
+    #[must_use]
+    pub fn with_listen_socket(mut self, socket: Arc<ListenSocket>) -> Self {
+        self.envp.retain(|kv| {
+            !LISTEN_VARS.iter().any(|k| {
+                kv.as_bytes()
+                    .strip_prefix(k.as_bytes())
+                    .is_some_and(|rest| rest.starts_with(b"="))
+            })
+        });
+        let fixed = [
+            "LISTEN_FDS=1".to_owned(),
+            format!("LISTEN_FDNAMES={LISTEN_FDNAME}"),
+        ];
+        for (i, kv) in fixed.into_iter().enumerate() {
+            // No NUL in either: constants.
+            self.envp
+                .insert(i, CString::new(kv).expect("LISTEN_* values hold no NUL"));
+        }
+        self.listen = Some(socket);
+        self
     }
 
     /// The program as given (`command[0]`).
@@ -248,6 +283,14 @@ impl Plan {
         let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
         argv.push(std::ptr::null());
         let mut envp: Vec<*const libc::c_char> = self.envp.iter().map(|e| e.as_ptr()).collect();
+        // `LISTEN_PID=` and room for the child's pid (at most 10 digits) and the NUL: the child
+        // writes them, as only it knows its pid before execve.
+        let mut listen_pid = [0u8; LISTEN_PID_PREFIX.len() + 11];
+        listen_pid[..LISTEN_PID_PREFIX.len()].copy_from_slice(LISTEN_PID_PREFIX);
+        let listen_pid_ptr: *mut u8 = listen_pid.as_mut_ptr();
+        if self.listen.is_some() {
+            envp.insert(0, listen_pid_ptr.cast_const().cast());
+        }
         envp.push(std::ptr::null());
         // Child ends of the pipes and /dev/null, all close-on-exec and numbered above 2, so the
         // dup2 calls in the child neither clobber each other nor leave a copy behind.
@@ -267,6 +310,8 @@ impl Plan {
                 .as_ref()
                 .map(|i| (i.uid, i.gid, i.groups.as_ptr(), i.groups.len())),
             parent: std::process::id(),
+            listen: self.listen.as_ref().map_or(-1, |l| l.as_raw_fd()),
+            listen_pid: listen_pid_ptr,
         };
         let mut failure = Failure { stage: 0, errno: 0 };
         let failure_ptr: *mut Failure = &mut failure;
@@ -423,6 +468,56 @@ struct ChildArgs {
     ids: Option<(libc::uid_t, libc::gid_t, *const libc::gid_t, usize)>,
     /// The agent's pid, to notice a parent that died before the death signal was set.
     parent: u32,
+    /// The listening socket to pass as fd 3 (close-on-exec in the agent), or -1.
+    listen: RawFd,
+    /// `LISTEN_PID=` followed by room for the pid's digits and the NUL, in the parent's memory.
+    listen_pid: *mut u8,
+}
+
+/// The start of the `LISTEN_PID` entry the child completes.
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+
+/// Socket activation in the child: `a.listen` becomes fd 3, inherited across execve and
+/// blocking (a previous run may have made the shared file description non-blocking, as Node
+/// does; a new one starts as systemd hands sockets), and `LISTEN_PID` gets the child's pid.
+/// Returns the errno of a failed step.
+///
+/// # Safety
+/// As [`child_main`]: only in the cloned child, `a.listen_pid` pointing to the parent's
+/// buffer of `LISTEN_PID_PREFIX.len() + 11` bytes.
+unsafe fn pass_listen_socket(a: &ChildArgs) -> Result<(), i32> {
+    // SAFETY: raw system calls on descriptors of this process, and writes into the buffer
+    // the function's contract describes.
+    unsafe {
+        let errno = || *libc::__errno_location();
+        // The agent's socket is never fd 3 itself (ListenSocket keeps it above), so this makes
+        // a copy, and the copy is not close-on-exec.
+        if libc::dup2(a.listen, LISTEN_FD) < 0 {
+            return Err(errno());
+        }
+        let fl = libc::fcntl(LISTEN_FD, libc::F_GETFL);
+        if fl < 0 || libc::fcntl(LISTEN_FD, libc::F_SETFL, fl & !libc::O_NONBLOCK) < 0 {
+            return Err(errno());
+        }
+        // getpid(2) itself: the child's own pid (the C library may cache the parent's).
+        let mut pid = u64::try_from(libc::syscall(libc::SYS_getpid)).unwrap_or(0);
+        let mut digits = [0u8; 20];
+        let mut n = 0;
+        loop {
+            digits[n] = b'0' + u8::try_from(pid % 10).unwrap_or(0);
+            pid /= 10;
+            n += 1;
+            if pid == 0 || n == 10 {
+                break;
+            }
+        }
+        let out = a.listen_pid.add(LISTEN_PID_PREFIX.len());
+        for i in 0..n {
+            std::ptr::write_volatile(out.add(i), digits[n - 1 - i]);
+        }
+        std::ptr::write_volatile(out.add(n), 0);
+        Ok(())
+    }
 }
 
 /// The kernel's `struct sigaction` (x86_64 and arm64 alike), not the C library's.
@@ -472,6 +567,12 @@ unsafe fn child_main(a: &ChildArgs, failure: *mut Failure) -> isize {
         for (from, to) in [(a.stdin, 0), (a.stdout, 1), (a.stderr, 2)] {
             if libc::dup2(from, to) < 0 {
                 fail(failure, Stage::Stdio, errno());
+            }
+        }
+        // After stdio: one of the sources above may be fd 3, which this replaces.
+        if a.listen >= 0 {
+            if let Err(e) = pass_listen_socket(a) {
+                fail(failure, Stage::Socket, e);
             }
         }
         // Own session and process group (pgid = pid): signals reach the app's whole tree.
@@ -891,6 +992,83 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("SECRET"), "{e}");
         assert!(!e.to_string().contains("a\0b"));
+    }
+
+    /// The fds in `ls -l /proc/self/fd` output that name `target`.
+    fn fds_naming(ls: &[&str], target: &str) -> Vec<i32> {
+        ls.iter()
+            .filter_map(|l| {
+                let (name, t) = l.split_once(" -> ")?;
+                let fd = name.rsplit(' ').next()?.parse().ok()?;
+                (t == target).then_some(fd)
+            })
+            .collect()
+    }
+
+    /// The `socket:[inode]` an fd of this process names.
+    fn socket_inode(fd: RawFd) -> String {
+        std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .unwrap()
+            .display()
+            .to_string()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn test_the_listen_socket_is_fd_3_with_listen_pid_of_the_child() {
+        let socket = Arc::new(ListenSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap());
+        // Made non-blocking as a previous run (Node) leaves the shared file description.
+        socket2::SockRef::from(&*socket)
+            .set_nonblocking(true)
+            .unwrap();
+        let script = "echo \"$$ $LISTEN_PID $LISTEN_FDS $LISTEN_FDNAMES\"; env | grep -c '^LISTEN_PID='; \
+                      readlink /proc/$$/fd/3; grep '^flags:' /proc/$$/fdinfo/3; exec ls -l /proc/self/fd";
+        let mut p = plan(
+            &["sh", "-c", script],
+            &[("LISTEN_PID", "1"), ("LISTEN_FDS", "7"), ("A", "b")],
+            Path::new("/"),
+            None,
+        )
+        .with_listen_socket(socket.clone());
+        for _ in 0..2 {
+            let mut child = p.spawn().unwrap();
+            let pid = child.id().unwrap();
+            let (out, err, status) = output(&mut child).await;
+            assert!(status.success(), "{err}");
+            let lines: Vec<&str> = out.lines().collect();
+            // LISTEN_PID is the started process's own pid, on every start; the plan's own
+            // LISTEN_* values are gone.
+            assert_eq!(lines[0], format!("{pid} {pid} 1 app"), "{out}");
+            assert_eq!(lines[1], "1", "one LISTEN_PID: {out}");
+            // fd 3 is the agent's socket, inherited (no O_CLOEXEC, 02000000) and blocking
+            // (no O_NONBLOCK, 04000).
+            assert_eq!(lines[2], socket_inode(socket.as_raw_fd()), "{out}");
+            let flags =
+                u32::from_str_radix(lines[3].trim_start_matches("flags:").trim(), 8).unwrap();
+            assert_eq!(flags & 0o2_000_000, 0, "close-on-exec: {out}");
+            assert_eq!(flags & 0o4000, 0, "non-blocking: {out}");
+            // The socket is there as fd 3 only: the agent's copy (close-on-exec) did not leak.
+            assert_eq!(fds_naming(&lines[4..], lines[2]), [3], "{out}");
+        }
+        // The agent's own copy stays close-on-exec.
+        // SAFETY: F_GETFD on a descriptor the socket owns.
+        let fl = unsafe { libc::fcntl(socket.as_raw_fd(), libc::F_GETFD) };
+        assert_ne!(fl & libc::FD_CLOEXEC, 0);
+        // Without a socket: no fd 3 and no LISTEN_* variables.
+        let mut p = plan(
+            &[
+                "sh",
+                "-c",
+                "env | grep -c '^LISTEN_'; exec ls -l /proc/self/fd",
+            ],
+            &[],
+            Path::new("/"),
+            None,
+        );
+        let (out, _, _) = output(&mut p.spawn().unwrap()).await;
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "0", "{out}");
+        let inode = socket_inode(socket.as_raw_fd());
+        assert_eq!(fds_naming(&lines[1..], &inode), Vec::<i32>::new(), "{out}");
     }
 
     #[test]

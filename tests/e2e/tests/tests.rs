@@ -10,3 +10,5 @@ mod emulator;
 mod fleet;
 #[cfg(test)]
 mod packer;
+#[cfg(test)]
+mod socket_activation;
