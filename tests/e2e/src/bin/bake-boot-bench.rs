@@ -303,6 +303,9 @@ fn hold(
     let emu = Emulator::start_with_scale(None)?;
     let aws = rt.block_on(emu.aws());
     let (ami, root, _) = bake_image(&rt, &emu, &aws, &bake, &agent)?;
+    if let Ok(why) = rx.try_recv() {
+        bail!("{why} before the boot");
+    }
     let mut spec = BootSpec::new(root.clone(), ImdsState::new("i-0bench0hold"), emu.url())?;
     spec.binds_ro.clone_from(&args.binds);
     let inst = Instance::boot(spec)?;
@@ -833,5 +836,24 @@ mod tests {
             .contains("HOST:/PATH"));
         assert!(parse(&["nope"]).unwrap_err().contains("unknown mode"));
         assert!(parse(&["boots", "--help"]).unwrap().is_none());
+    }
+
+    #[test]
+    fn test_median_and_first_journal_match() {
+        assert!((median(&mut [3.0, 1.0, 2.0]) - 2.0).abs() < f64::EPSILON);
+        assert!((median(&mut [4.0, 1.0, 3.0, 2.0]) - 2.5).abs() < f64::EPSILON);
+        let j = vec![
+            (
+                Duration::from_micros(10),
+                "agent up elapsed_ms=5".to_owned(),
+            ),
+            (Duration::from_micros(20), "app is ready".to_owned()),
+            (Duration::from_micros(30), "app is ready".to_owned()),
+        ];
+        assert_eq!(
+            journal_mono(&j, "app is ready"),
+            Some(Duration::from_micros(20))
+        );
+        assert_eq!(journal_mono(&j, "lifecycle action completed"), None);
     }
 }
