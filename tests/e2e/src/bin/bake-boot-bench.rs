@@ -627,6 +627,7 @@ fn one_boot(
     }
     let chain = inst.sh("systemd-analyze critical-chain --no-pager bake-agent.service");
     let failed = inst.failed_units();
+    let state = inst.state().to_owned();
     let nrestarts = unit.get("NRestarts").cloned().unwrap_or_default();
     let mut inst = inst;
     let t = Instant::now();
@@ -639,6 +640,7 @@ fn one_boot(
         "power_off_ms": off,
         "power_off_clean": clean,
         "agent_restarts": nrestarts,
+        "state": state,
         "failed_units": failed,
         "critical_chain": chain,
     }))
