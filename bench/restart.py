@@ -566,7 +566,7 @@ def print_tables(r):
     best99 = min((pct(lat[n], 99) for n in others), default=None)
     print(f"\nRestart on crash: SIGKILL -> new pid accepting, {r['kills']} kills each, "
           f"apps up {r['gap_s']} s between kills, poller pausing {r.get('poll_us', 0):g} us between "
-          "attempts (ms)")
+          f"attempts (ms); bake-agent: {r['agent']}")
     print(f"| {'supervisor':<12} | {'p50':>8} | {'p95':>8} | {'p99':>8} | {'p50 - floor':>11} | {'p99 / best other':>16} |")
     print(f"|{'-' * 14}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 13}|{'-' * 18}|")
     for n, xs in lat.items():
