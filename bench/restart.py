@@ -566,7 +566,7 @@ def print_tables(r):
     best99 = min((pct(lat[n], 99) for n in others), default=None)
     print(f"\nRestart on crash: SIGKILL -> new pid accepting, {r['kills']} kills each, "
           f"apps up {r['gap_s']} s between kills, poller pausing {r.get('poll_us', 0):g} us between "
-          f"attempts (ms); bake-agent: {r['agent']}")
+          "attempts (ms)" + (f"; bake-agent: {r['agent']}" if "bake-agent" in lat else ""))
     print(f"| {'supervisor':<12} | {'p50':>8} | {'p95':>8} | {'p99':>8} | {'p50 - floor':>11} | {'p99 / best other':>16} |")
     print(f"|{'-' * 14}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 13}|{'-' * 18}|")
     for n, xs in lat.items():
@@ -577,8 +577,8 @@ def print_tables(r):
     if set(lat) & set(IN_INSTANCE_NAMES):
         print(f"{', '.join(n for n in IN_INSTANCE_NAMES if n in lat)}: in a booted instance (systemd as PID 1), "
               "polled over its veth; their floor is shell (veth), the shell loop in there. systemd: "
-              "Restart=always with the default RestartSec=100ms; systemd RS=0: RestartSec=0; both "
-              "StartLimitIntervalSec=0. p99 / best other: the loopback anchors only.")
+              "Restart=always with the default RestartSec=100ms; systemd RS=0: RestartSec=0; every "
+              "unit StartLimitIntervalSec=0. p99 / best other: the loopback anchors only.")
     c = r.get("connect_ms")
     if c:
         lo, ve = c["shell loop"], c["shell (veth)"]
