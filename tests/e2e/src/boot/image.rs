@@ -7,6 +7,7 @@
 //! test run builds the image once (concurrent builds of one hash wait for each other) and every
 //! later build with the same inputs only registers a new AMI record for it (a few seconds).
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,12 @@ pub const BUILD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// examples/local-image/bake.toml with absolute paths and this run's agent binary.
 pub fn local_image_config() -> anyhow::Result<String> {
+    local_image_config_with(&workspace_bin("bake-agent"))
+}
+
+/// examples/local-image/bake.toml with absolute paths and the agent binary `agent` (e.g. a
+/// release build: another inputs hash, so an image of its own).
+pub fn local_image_config_with(agent: &Path) -> anyhow::Result<String> {
     let repo = repo_root();
     let repo = std::fs::canonicalize(&repo).unwrap_or(repo);
     let example = repo.join("examples/local-image/bake.toml");
@@ -28,7 +35,7 @@ pub fn local_image_config() -> anyhow::Result<String> {
     let text = text
         .replace(
             "\"../../target/debug/bake-agent\"",
-            &format!("{:?}", workspace_bin("bake-agent").display().to_string()),
+            &format!("{:?}", agent.display().to_string()),
         )
         .replace("\"../../", &format!("\"{}/", repo.display()))
         .replace(
@@ -52,7 +59,13 @@ const BUILD_LOCK: &str = "/run/bake-e2e/image-build.lock";
 
 /// `bake build -o json` of the local image against `emu`: the AMI id.
 pub fn bake_local_image(emu: &Emulator) -> anyhow::Result<String> {
-    bake_with_config(emu, &local_image_config()?)
+    bake_local_image_with(emu, &workspace_bin("bake"), &workspace_bin("bake-agent"))
+}
+
+/// [`bake_local_image`] with the given `bake` and `bake-agent` binaries (for programs that do
+/// not live in a test's target directory, such as a benchmark).
+pub fn bake_local_image_with(emu: &Emulator, bake: &Path, agent: &Path) -> anyhow::Result<String> {
+    bake_with_config(emu, bake, &local_image_config_with(agent)?)
 }
 
 /// The version examples/app says it is (its `VERSION` file).
@@ -130,11 +143,11 @@ pub fn bake_version_image(emu: &Emulator, version: &str) -> anyhow::Result<Strin
         })
         .collect::<Vec<_>>()
         .join("\n");
-    bake_with_config(emu, &config)
+    bake_with_config(emu, &workspace_bin("bake"), &config)
 }
 
-/// `bake build -o json` with the configuration `config` against `emu`: the AMI id.
-fn bake_with_config(emu: &Emulator, config: &str) -> anyhow::Result<String> {
+/// `bake build -o json` by `bake` with the configuration `config` against `emu`: the AMI id.
+fn bake_with_config(emu: &Emulator, bake: &Path, config: &str) -> anyhow::Result<String> {
     std::fs::create_dir_all("/run/bake-e2e")?;
     let lock =
         std::fs::File::create(BUILD_LOCK).with_context(|| format!("creating {BUILD_LOCK}"))?;
@@ -145,7 +158,7 @@ fn bake_with_config(emu: &Emulator, config: &str) -> anyhow::Result<String> {
     std::fs::create_dir_all(dir.path().join("tmp"))?;
     let out_path = dir.path().join("build.json");
     let err_path = dir.path().join("build.log");
-    let mut cmd = Command::new(workspace_bin("bake"));
+    let mut cmd = Command::new(bake);
     cmd.args(["build", "-o", "json"])
         .current_dir(dir.path())
         .env_remove("BAKE_CONFIG")

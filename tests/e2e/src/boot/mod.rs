@@ -498,6 +498,13 @@ impl Instance {
         self.leader
     }
 
+    /// The container's systemd's `UserspaceTimestampMonotonic`: when its PID 1 started, on
+    /// `CLOCK_MONOTONIC` (the container shares the host's clock), to the microsecond.
+    #[must_use]
+    pub fn userspace_monotonic(&self) -> Duration {
+        self.userspace_mono
+    }
+
     /// A `CLOCK_MONOTONIC` value of the instance (a systemd `…TimestampMonotonic` or a journal
     /// timestamp; the container shares the host's clock) as time since nspawn was started:
     /// [`BootTimes::container`] (measured on the host, to 20 ms) plus the time since the
