@@ -22,6 +22,8 @@ SAMPLE = {
 def render(path, **values):
     """The UserData TOML of the template at `path`, with the sample values (or `values`)."""
     sample = {**SAMPLE, **values}
+    # The stack's default SocketActivation "true", on the app port.
+    sample.setdefault("ListenLine", f'listen = "0.0.0.0:{sample["AppPort"]}"')
     path = Path(path)
     text = path.read_text()
     # The literal block after "Fn::Base64: !Sub" / "- |", up to the substitution map ("- Key:").

@@ -15,7 +15,7 @@ DOC = ROOT / "docs" / "troubleshooting.md"
 # Spans that are commands, settings, AWS names or prose, not messages.
 NOT_MESSAGES = re.compile(
     r"^(aws|bake|bake-agent|journalctl|systemctl|sudo|curl|exec|on_change|RUST_LOG|DefaultResult|"
-    r"HealthCheckType|Restart|StartLimit|Type=|agent\.toml|code=|active|\[|-v)"
+    r"HealthCheckType|Restart|StartLimit|Type=|agent\.toml|code=|active|ss |\[|-v)"
 )
 
 

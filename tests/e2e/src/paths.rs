@@ -11,15 +11,20 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// A binary of the workspace (`bake`, `bake-agent`) in the target directory that holds the
-/// running test executable. `make test` builds them before running tests; nothing here builds.
+/// running executable: a test (`target/<profile>/deps/<name>-<hash>`) or one of the harness's
+/// own programs (`target/<profile>/bake-fleet`). `make test` builds them before running tests;
+/// nothing here builds.
 #[must_use]
 pub fn workspace_bin(name: &str) -> PathBuf {
-    // The test executable is target/<profile>/deps/<name>-<hash>; binaries are in target/<profile>.
-    let exe = std::env::current_exe().expect("the test executable has a path");
-    let profile_dir = exe
+    let exe = std::env::current_exe().expect("the running executable has a path");
+    let dir = exe
         .parent()
-        .and_then(Path::parent)
-        .expect("test executables live in target/<profile>/deps");
+        .expect("an executable lives in a directory");
+    let profile_dir = if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("deps/ lives in target/<profile>")
+    } else {
+        dir
+    };
     let bin = profile_dir.join(name);
     assert!(
         bin.exists(),

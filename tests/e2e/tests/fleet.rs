@@ -171,12 +171,16 @@ fn agent_logs(f: &Fleet) -> String {
         .join("\n")
 }
 
-/// 8 clients, each pausing 100 ms between requests: about 70 requests/s through the edge.
+/// Clients of the load: each has at most one request in flight.
+const CLIENTS: usize = 8;
+
+/// [`CLIENTS`] clients, each pausing 100 ms between requests: about 70 requests/s through the
+/// edge.
 fn load(f: &Fleet, max: u64) -> LoadGen {
     LoadGen::start(
         f.lb_addr(),
         "/",
-        8,
+        CLIENTS,
         max,
         Duration::from_secs(240),
         Duration::from_millis(100),
@@ -326,7 +330,8 @@ fn test_release_with_the_example_preferences_has_zero_failed_requests() {
 }
 
 /// Scenario c: the app crashes under load (its /crash reached directly, behind the edge): the
-/// agent restarts it, failed requests are counted and bounded.
+/// agent restarts it; with socket activation (fleet.yaml's default) a crash costs at most the
+/// requests in flight, one per client: the rest wait in the socket's backlog.
 #[test]
 fn test_crash_under_load_is_restarted_with_bounded_failures() {
     let w = World::new("crash");
@@ -345,7 +350,10 @@ fn test_crash_under_load_is_restarted_with_bounded_failures() {
     eprintln!("crash: load {}, fleet {fs:?}", stats.summary());
     assert!(fs.restarts >= 1, "{fs:?}\n{}", agent_logs(&f));
     assert!(stats.ok > 20, "{stats:?}");
-    assert!(stats.failed <= 10, "failures are bounded: {stats:?}");
+    assert!(
+        stats.failed <= CLIENTS as u64,
+        "at most the requests in flight: {stats:?}"
+    );
     // Same instances, nobody replaced.
     assert_eq!(f.instances().len(), 2);
     assert_eq!(fs.terminated, 0);

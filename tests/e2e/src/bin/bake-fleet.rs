@@ -29,9 +29,11 @@ const USAGE: &str = "usage: bake-fleet demo [--instances N (1-6, default 3)] [--
 const LOAD_WORKERS: usize = 8;
 const LOAD_PAUSE: Duration = Duration::from_millis(100);
 /// Failed requests the `/crash` of one app may cost: the load balancer does not retry (an ALB
-/// does not), so a request sent to that app while its agent restarts it is a 502 until the
-/// health checks take it out (about a third of the load for some 200 ms); the e2e test of the
-/// same step allows as many.
+/// does not), so a request the crashed app had accepted is a 502. Booted instances run
+/// fleet.yaml's socket activation (the rest wait in the socket's backlog: at most one per
+/// client, which the e2e test of the same step asserts); process instances bind their own port,
+/// so requests sent while the app restarts are refused too (about a third of the load for some
+/// 200 ms).
 const CRASH_FAILURE_BUDGET: u64 = 10;
 
 #[derive(Debug)]

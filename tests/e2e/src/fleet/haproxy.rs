@@ -169,6 +169,12 @@ pub fn scaled(d: Duration, time_scale: f64) -> Duration {
 /// on a slow answer would measure the machine, not the release.
 pub const MIN_CHECK_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// The deregistration delay used: the scaled one, but at least this. The delay runs at the
+/// emulator's time scale (60 s becomes 0.6 s) but requests take real time: a request that a
+/// loaded 2-core machine answers in a second would be cut, which an ALB with its 60 s would let
+/// finish. 5 s is still 12 times stricter than edge.yaml's delay against real request times.
+pub const MIN_DEREGISTRATION_DELAY: Duration = Duration::from_secs(5);
+
 /// The haproxy configuration of the fleet: the listener on `port`, the runtime API on `socket`,
 /// the target group `tg` at `time_scale`; no server (they are added at run time).
 #[must_use]
@@ -303,10 +309,10 @@ impl Lb {
         &self.tg
     }
 
-    /// The deregistration delay at the time scale.
+    /// The deregistration delay at the time scale, at least [`MIN_DEREGISTRATION_DELAY`].
     #[must_use]
     pub fn deregistration_delay(&self) -> Duration {
-        scaled(self.tg.deregistration_delay, self.time_scale)
+        scaled(self.tg.deregistration_delay, self.time_scale).max(MIN_DEREGISTRATION_DELAY)
     }
 
     /// One runtime API command (several separated by `;`): its answer.

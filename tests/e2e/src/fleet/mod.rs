@@ -88,6 +88,10 @@ pub const LAUNCH_HOOK: &str = "bake-launch";
 /// The terminate hook of groups made by [`create_group`] (fleet.yaml's).
 pub const TERMINATE_HOOK: &str = "bake-terminate";
 
+/// Set (to anything): every fleet keeps its files (agent logs, haproxy's request log) when it
+/// stops, and says where; a fleet whose thread panics always does.
+pub const KEEP_FILES_ENV: &str = "BAKE_FLEET_KEEP_FILES";
+
 /// How the fleet's instances run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RuntimeKind {
@@ -411,5 +415,17 @@ impl Fleet {
 impl Drop for Fleet {
     fn drop(&mut self) {
         self.stop_all();
+        if std::thread::panicking() || std::env::var_os(KEEP_FILES_ENV).is_some() {
+            // A failing test keeps the fleet's files (agent logs, haproxy's request log), and
+            // so does any fleet when BAKE_FLEET_KEEP_FILES is set.
+            let dir = std::mem::replace(
+                &mut self.dir,
+                tempfile::Builder::new()
+                    .prefix("bake-fleet-empty-")
+                    .tempdir()
+                    .expect("a temporary directory"),
+            );
+            eprintln!("the fleet's files are kept in {}", dir.keep().display());
+        }
     }
 }

@@ -48,6 +48,8 @@ pub fn fleet_template_userdata(env: &str) -> anyhow::Result<String> {
         "FileSystemId": "fs-0123456789abcdef0",
         // No access point: the EFS stand-in is a host directory bound at the mount point.
         "AccessPointLine": "",
+        // SocketActivation "true" (the stack's default).
+        "ListenLine": format!("listen = \"0.0.0.0:{APP_PORT}\""),
     });
     let out = Command::new("python3")
         .arg("-c")
@@ -125,6 +127,7 @@ mod tests {
         assert_eq!(c["app"]["port"].as_integer(), Some(i64::from(APP_PORT)));
         assert_eq!(c["app"]["command"][0].as_str(), Some("/usr/bin/node"));
         assert_eq!(c["app"]["env"]["HOST"].as_str(), Some("0.0.0.0"));
+        assert_eq!(c["app"]["listen"].as_str(), Some("0.0.0.0:3000"));
         assert_eq!(c["secrets"]["path"].as_str(), Some("/bake/web/app"));
         assert_eq!(c["uploads"]["dir"].as_str(), Some("/mnt/efs/uploads"));
         // Overridden.
