@@ -177,8 +177,21 @@ fn check_rootfs(root: &Path) {
     assert!(!root.join("usr/sbin/policy-rc.d").exists());
 }
 
+/// The lock the e2e harness takes around its builds of the repository's template
+/// (tests/e2e/src/boot/image.rs): Packer's manifest post-processor rewrites one
+/// `packer-manifest.json` next to the template directory, and two builds finishing together
+/// have failed on it.
+fn repository_template_lock() -> nix::fcntl::Flock<std::fs::File> {
+    std::fs::create_dir_all("/run/bake-e2e").unwrap();
+    let f = std::fs::File::create("/run/bake-e2e/image-build.lock").unwrap();
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap()
+}
+
 #[test]
 fn test_local_target_bakes_the_real_provisioning_into_a_rootfs_and_reuses_it() {
+    let _lock = repository_template_lock();
     let w = World::new("local-image");
     example_config(&w);
     let started = Instant::now();

@@ -17,9 +17,7 @@ pub fn repo_root() -> PathBuf {
 #[must_use]
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the running executable has a path");
-    let dir = exe
-        .parent()
-        .expect("an executable lives in a directory");
+    let dir = exe.parent().expect("an executable lives in a directory");
     let profile_dir = if dir.file_name().is_some_and(|n| n == "deps") {
         dir.parent().expect("deps/ lives in target/<profile>")
     } else {

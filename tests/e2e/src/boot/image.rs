@@ -51,10 +51,11 @@ pub fn local_image_config_with(agent: &Path) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// Serialises the builds of this harness (test processes of one run): two `bake build`s
-/// started together in one template directory have been seen to fail Packer (exit 4) while the
-/// other built the image; one at a time, the second only registers its AMI record. The wait is
-/// bounded by the holder's own [`BUILD_TIMEOUT`].
+/// Serialises the builds of the repository's template in a test run (this harness, and
+/// bake/tests/local_image.rs's build of it): two `bake build`s in one template directory have
+/// failed Packer (exit 4) while the other built the image, as Packer's manifest post-processor
+/// rewrites one `packer-manifest.json` next to the template; one at a time, the second only
+/// registers its AMI record. The wait is bounded by the holder's own [`BUILD_TIMEOUT`].
 const BUILD_LOCK: &str = "/run/bake-e2e/image-build.lock";
 
 /// `bake build -o json` of the local image against `emu`: the AMI id.

@@ -11,8 +11,11 @@
 //! - a registered target gets requests once it passed one health check (the load balancer's
 //!   `initial` state): [`Action::Admit`];
 //! - an instance the group terminates is deregistered first (draining: no new requests, those in
-//!   flight go on); the deregistration completes at once when nothing is in flight, else after
-//!   the deregistration delay, at once when the instance is gone from the group;
+//!   flight go on); the deregistration completes when nothing is in flight, else after the
+//!   deregistration delay, at once when the instance is gone from the group. "Nothing in flight"
+//!   is read at the next poll, from the load balancer's counts taken after the drain: the counts
+//!   of this poll were taken before it, and requests sent to the target since (while the watcher
+//!   booted another instance, say) would be cut;
 //! - only then does its metadata say `Terminated` (the agent drains the app and completes the
 //!   terminate hook), and once the group has let it go it is stopped;
 //! - an instance whose runtime ended on its own while the group still counts it is reported, not
@@ -197,8 +200,8 @@ pub fn decide(
         }
     }
 
-    // Each instance through the target group's steps; several may follow in one poll (an idle
-    // target is deregistered, removed and told Terminated at once).
+    // Each instance through the target group's steps; several may follow in one poll (a removed
+    // target is told Terminated at once).
     for r in fleet.values_mut() {
         let id = || r.id.clone();
         let state = lifecycle.get(r.id.as_str()).copied();
@@ -211,12 +214,14 @@ pub fn decide(
             actions.push(Action::Register { id: id() });
             r.registration = Registration::Registered;
         }
+        // Drained before this poll: `sessions` were counted after the drain began.
+        let drained_before = matches!(r.registration, Registration::Draining { .. });
         if terminating && r.registration == Registration::Registered {
             actions.push(Action::Deregister { id: id() });
             r.registration = Registration::Draining { since: now };
         }
         if let Registration::Draining { since } = r.registration {
-            let idle = sessions.get(r.id.as_str()).is_none_or(|n| *n == 0);
+            let idle = drained_before && sessions.get(r.id.as_str()).is_none_or(|n| *n == 0);
             if idle || now.duration_since(since) >= deregistration_delay || state.is_none() {
                 actions.push(Action::Remove { id: id() });
                 r.registration = Registration::Removed;
@@ -351,24 +356,30 @@ mod tests {
     }
 
     #[test]
-    fn test_terminating_idle_instance_is_drained_removed_and_told_in_one_poll() {
+    fn test_terminating_idle_instance_is_drained_then_removed_and_told_at_the_next_poll() {
         let now = Instant::now();
         let g = group(&[("i-1", "Terminating:Wait")]);
         let r = [running("i-1", Registration::Registered)];
+        // Idle in the counts taken before the drain: those may miss requests sent since, so
+        // the target is only drained.
         let lb = [server("i-1", "UP", "L7OK", 0)];
         let plan = decide(&g, &r, &lb, now, DELAY);
         let id = || "i-1".to_owned();
-        assert_eq!(
-            plan.actions,
-            vec![
-                Action::Deregister { id: id() },
-                Action::Remove { id: id() },
-                Action::NotifyTerminated { id: id() },
-            ]
-        );
+        assert_eq!(plan.actions, vec![Action::Deregister { id: id() }]);
         assert!(
             plan.in_lb.is_empty(),
             "a draining target gets no new requests"
+        );
+        // Idle in the next poll's counts, taken while draining: removed and told.
+        let draining = [running("i-1", Registration::Draining { since: now })];
+        let lb = [server("i-1", "DRAIN", "L7OK", 0)];
+        let plan = decide(&g, &draining, &lb, now + DELAY / 10, DELAY);
+        assert_eq!(
+            plan.actions,
+            vec![
+                Action::Remove { id: id() },
+                Action::NotifyTerminated { id: id() },
+            ]
         );
     }
 
