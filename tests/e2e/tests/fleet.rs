@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bake_e2e::fleet::{self, Fleet, FleetOptions, LoadGen, RuntimeKind, BROKEN, V1, V2};
+use bake_e2e::fleet::{self, Fleet, FleetOptions, LoadGen, RuntimeKind, BROKEN, CRASHY, V1, V2};
 use bake_e2e::Emulator;
 
 struct World {
@@ -421,6 +421,125 @@ fn test_never_ready_release_rolls_back() {
         "{stats:?}"
     );
     assert!(f.instances().iter().all(|i| i.version == V2));
+}
+
+/// The state of CloudWatch alarm `name`.
+fn alarm_state(w: &World, name: &str) -> String {
+    w.rt.block_on(w.aws.cw.describe_alarms().alarm_names(name).send())
+        .ok()
+        .and_then(|o| {
+            o.metric_alarms()
+                .first()
+                .and_then(|a| a.state_value())
+                .map(|s| s.as_str().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// How long an alarm of fleet.yaml on the agents' metrics may take to fire after its cause: the
+/// agent publishes every 10 s (fleet.yaml's `[metrics] publish_interval`), the alarm is
+/// evaluated at the end of each 60 s period (wall-clock time, as on AWS) on complete periods.
+const ALARM_WAIT: Duration = Duration::from_secs(200);
+
+/// R8 on the fleet: an app that crashes is restarted by its agent, the agent's `AppRestarts`
+/// reaches CloudWatch, and fleet.yaml's own restart alarm goes to ALARM and notifies its SNS
+/// topic.
+#[test]
+fn test_app_restart_fires_the_fleet_restart_alarm_and_notifies_its_topic() {
+    let w = World::new("alarm");
+    let v1 = w.ami(V1);
+    let f = w.fleet(&v1, V1, 1, |_| {});
+    let topic =
+        w.rt.block_on(fleet::create_topic(&w.aws, "bake-alarm-alarms"))
+            .unwrap();
+    let alarm =
+        w.rt.block_on(fleet::put_template_alarm(
+            &w.aws,
+            "AppRestartAlarm",
+            &w.asg,
+            &topic,
+        ))
+        .unwrap();
+    assert_eq!(alarm, "bake-alarm-app-restarts");
+    let victim = f.instances()[0].clone();
+    let _ = fleet::http_get(victim.addr, "/crash");
+    wait_for("the app to answer again", Duration::from_secs(20), || {
+        matches!(fleet::http_get(victim.addr, "/"), Ok((200, _))).then_some(())
+    });
+    let t = Instant::now();
+    wait_for("the restart alarm in ALARM", ALARM_WAIT, || {
+        (alarm_state(&w, &alarm) == "ALARM").then_some(())
+    });
+    eprintln!(
+        "restart alarm: ALARM {:?} after the app answered again",
+        t.elapsed()
+    );
+    let notes = wait_for("the alarm's notification", Duration::from_secs(30), || {
+        let n = fleet::sns_notifications(w.emu.url(), &topic).ok()?;
+        (!n.is_empty()).then_some(n)
+    });
+    let (subject, message) = &notes[0];
+    assert!(
+        subject.starts_with(&format!("ALARM: \"{alarm}\"")),
+        "{subject}"
+    );
+    let m: serde_json::Value = serde_json::from_str(message).unwrap();
+    assert_eq!(m["NewStateValue"], "ALARM", "{m}");
+    assert_eq!(m["Trigger"]["MetricName"], "AppRestarts", "{m}");
+    assert_eq!(
+        m["Trigger"]["Dimensions"][0]["value"],
+        w.asg.as_str(),
+        "{m}"
+    );
+    assert!(f.stats().restarts >= 1, "{:?}", f.stats());
+}
+
+/// A release whose app gets ready, then keeps crashing: fleet.yaml's restart alarm, named in the
+/// refresh's alarms, goes to ALARM while the refresh bakes, and the refresh rolls back.
+#[test]
+fn test_release_whose_app_keeps_restarting_is_rolled_back_by_the_restart_alarm() {
+    let w = World::with_refresh(
+        "crashrel",
+        "min_healthy_percentage = 100\nmax_healthy_percentage = 200\ninstance_warmup = \"30s\"\n\
+         auto_rollback = true\nalarms = [\"bake-crashrel-app-restarts\"]\n\
+         # 6 h at the emulator's 100x: 216 s, longer than the alarm takes to fire\n\
+         bake_time = \"6h\"\n",
+    );
+    let (v1, bad) = (w.ami(V1), w.ami(CRASHY));
+    // The agent keeps restarting the crashing app: no crash loop that would mark it Unhealthy
+    // (that would fail the refresh on the instance's health, not on the alarm).
+    let f = w.fleet(&v1, V1, 2, |o| o.crash_loop_count = 1000);
+    let topic =
+        w.rt.block_on(fleet::create_topic(&w.aws, "bake-crashrel-alarms"))
+            .unwrap();
+    let alarm =
+        w.rt.block_on(fleet::put_template_alarm(
+            &w.aws,
+            "AppRestartAlarm",
+            &w.asg,
+            &topic,
+        ))
+        .unwrap();
+    let t = Instant::now();
+    let (code, json, stderr) = w.release(&bad);
+    eprintln!(
+        "crashy release: exit {code} after {:?}: {json}\nfleet {:?}",
+        t.elapsed(),
+        f.stats()
+    );
+    assert_eq!(code, 6, "rolled back: {json}\n{stderr}");
+    assert_eq!(json["result"], "rolled_back", "{json}");
+    let reason = json["refresh"]["rollback_reason"]
+        .as_str()
+        .or_else(|| json["refresh"]["reason"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.contains(&alarm) || stderr.contains(&alarm),
+        "the refresh failed on the alarm: {json}\n{stderr}"
+    );
+    f.wait_serving(2, V1, Duration::from_secs(90)).unwrap();
+    assert!(f.stats().restarts >= 1, "{:?}", f.stats());
 }
 
 /// A loopback target for the load balancer's own tests: `/health` answers 200 (after

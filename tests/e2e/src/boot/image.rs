@@ -83,8 +83,9 @@ pub fn example_app_version() -> anyhow::Result<String> {
 ///
 /// The version examples/app says it is ([`example_app_version`]) is exactly
 /// [`bake_local_image`]. Any other is a release cut from examples/app with its own `VERSION`
-/// file; [`crate::fleet::BROKEN`]'s is a release with a bug: its `/health` never answers 200 (its
-/// server.js starts by setting `NEVER_READY`). The release is hashed by content, so each version
+/// file; [`crate::fleet::BROKEN`]'s and [`crate::fleet::CRASHY`]'s are releases with a bug: the
+/// first's `/health` never answers 200 (its server.js starts by setting `NEVER_READY`), the
+/// second's app exits 5 s after each start (it gets ready, then its agent keeps restarting it). The release is hashed by content, so each version
 /// is built once per work directory and reused by every later run.
 pub fn bake_version_image(emu: &Emulator, version: &str) -> anyhow::Result<String> {
     if version == example_app_version()? {
@@ -106,14 +107,20 @@ pub fn bake_version_image(emu: &Emulator, version: &str) -> anyhow::Result<Strin
         }
     }
     std::fs::write(release.path().join("VERSION"), format!("{version}\n"))?;
-    if version == crate::fleet::BROKEN {
+    let bug = match version {
+        crate::fleet::BROKEN => {
+            Some("process.env.NEVER_READY = '1'; // this release's bug: never healthy")
+        }
+        crate::fleet::CRASHY => Some(
+            "setTimeout(() => { console.error('exiting: this release crashes 5 s after start'); \
+             process.exit(1); }, 5000); // this release's bug",
+        ),
+        _ => None,
+    };
+    if let Some(bug) = bug {
         let server = release.path().join("server.js");
         let original = std::fs::read_to_string(&server)?;
-        let code = original.replacen(
-            "'use strict';\n",
-            "'use strict';\nprocess.env.NEVER_READY = '1'; // this release's bug: never healthy\n",
-            1,
-        );
+        let code = original.replacen("'use strict';\n", &format!("'use strict';\n{bug}\n"), 1);
         if code == original {
             bail!(
                 "{}: no 'use strict' line to put the bug after",

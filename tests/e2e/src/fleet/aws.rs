@@ -141,3 +141,162 @@ pub async fn create_group(
         .context("UpdateAutoScalingGroup")?;
     Ok(lt_id)
 }
+
+/// An SNS topic `name` (the alarms' topic of the fleet stack), made through a CloudFormation
+/// stack of its own: its ARN.
+pub async fn create_topic(aws: &Aws, name: &str) -> anyhow::Result<String> {
+    let body = serde_json::json!({
+        "Resources": { "Topic": { "Type": "AWS::SNS::Topic", "Properties": { "TopicName": name } } },
+        "Outputs": { "Arn": { "Value": { "Ref": "Topic" } } },
+    });
+    let stack = format!("{name}-topic");
+    aws.cfn
+        .create_stack()
+        .stack_name(&stack)
+        .template_body(body.to_string())
+        .send()
+        .await
+        .context("CreateStack (SNS topic)")?;
+    for _ in 0..100 {
+        let out = aws
+            .cfn
+            .describe_stacks()
+            .stack_name(&stack)
+            .send()
+            .await
+            .context("DescribeStacks")?;
+        let s = out.stacks().first().context("no such stack")?;
+        if let Some(arn) = s
+            .outputs()
+            .iter()
+            .find(|o| o.output_key() == Some("Arn"))
+            .and_then(|o| o.output_value())
+        {
+            return Ok(arn.to_owned());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("stack {stack} made no topic")
+}
+
+/// Alarm `logical_id` of `cloudformation/fleet.yaml` (read from the template by
+/// `tests/infra/cfn.py`), put for group `group` (its `EnvName` and `Fleet`) with its actions on
+/// `topic`: the alarm's name.
+pub async fn put_template_alarm(
+    aws: &Aws,
+    logical_id: &str,
+    group: &str,
+    topic: &str,
+) -> anyhow::Result<String> {
+    let repo = crate::paths::repo_root();
+    let script = r#"
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import cfn
+logical, group, topic = sys.argv[3], sys.argv[4], sys.argv[5]
+props = cfn.load(sys.argv[2])["Resources"][logical]["Properties"]
+def resolve(v):
+    if isinstance(v, dict) and list(v) == ["Ref"]:
+        return {"Fleet": group, "AlarmTopic": topic}[v["Ref"]]
+    if isinstance(v, dict) and list(v) == ["Fn::Sub"] and isinstance(v["Fn::Sub"], str):
+        return v["Fn::Sub"].replace("${EnvName}", group)
+    if isinstance(v, dict):
+        return {k: resolve(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [resolve(x) for x in v]
+    return v
+print(json.dumps(resolve(props)))
+"#;
+    let out = std::process::Command::new(repo.join("tests/emulator/.venv/bin/python"))
+        .arg("-c")
+        .arg(script)
+        .arg(repo.join("tests/infra"))
+        .arg(repo.join("cloudformation/fleet.yaml"))
+        .args([logical_id, group, topic])
+        .output()
+        .context("reading fleet.yaml's alarm with tests/infra/cfn.py")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "fleet.yaml's {logical_id}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let s = |k: &str| {
+        p[k].as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("fleet.yaml's {logical_id} has no {k}: {p}"))
+    };
+    let n = |k: &str| {
+        p[k].as_f64()
+            .with_context(|| format!("fleet.yaml's {logical_id} has no number {k}: {p}"))
+    };
+    let name = s("AlarmName")?;
+    let mut req = aws
+        .cw
+        .put_metric_alarm()
+        .alarm_name(&name)
+        .namespace(s("Namespace")?)
+        .metric_name(s("MetricName")?)
+        .statistic(aws_sdk_cloudwatch::types::Statistic::from(
+            s("Statistic")?.as_str(),
+        ))
+        .period(n("Period")? as i32)
+        .evaluation_periods(n("EvaluationPeriods")? as i32)
+        .threshold(n("Threshold")?)
+        .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::from(
+            s("ComparisonOperator")?.as_str(),
+        ))
+        .treat_missing_data(s("TreatMissingData")?);
+    if let Some(d) = p["DatapointsToAlarm"].as_f64() {
+        req = req.datapoints_to_alarm(d as i32);
+    }
+    if let Some(d) = p["AlarmDescription"].as_str() {
+        req = req.alarm_description(d);
+    }
+    for d in p["Dimensions"].as_array().into_iter().flatten() {
+        req = req.dimensions(
+            aws_sdk_cloudwatch::types::Dimension::builder()
+                .name(d["Name"].as_str().unwrap_or_default())
+                .value(d["Value"].as_str().unwrap_or_default())
+                .build(),
+        );
+    }
+    for a in p["AlarmActions"].as_array().into_iter().flatten() {
+        req = req.alarm_actions(a.as_str().unwrap_or_default());
+    }
+    for a in p["OKActions"].as_array().into_iter().flatten() {
+        req = req.ok_actions(a.as_str().unwrap_or_default());
+    }
+    req.send().await.context("PutMetricAlarm")?;
+    Ok(name)
+}
+
+/// What the emulator's SNS recorded as published to `topic` (alarm notifications among them):
+/// each message's `Subject` and `Message`, from `GET /bake-emulator/sns-notifications`.
+pub fn sns_notifications(emulator: &str, topic: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let addr: std::net::SocketAddr = emulator
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .with_context(|| format!("emulator address {emulator}"))?;
+    let path = format!(
+        "/bake-emulator/sns-notifications?TopicArn={}",
+        topic.replace(':', "%3A")
+    );
+    let (code, body) = super::http_get(addr, &path)?;
+    if code != 200 {
+        anyhow::bail!("GET {path}: {code} {body}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["Subject"].as_str().unwrap_or_default().to_owned(),
+                m["Message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect())
+}

@@ -64,7 +64,9 @@ pub mod userdata;
 /// The I/O loop that observes, asks [`reconcile`] and acts.
 mod watcher;
 
-pub use aws::{create_group, register_version_ami};
+pub use aws::{
+    create_group, create_topic, put_template_alarm, register_version_ami, sns_notifications,
+};
 pub use haproxy::HAPROXY;
 pub use http::http_get;
 pub use load::{Cause, LoadGen, LoadStats};
@@ -79,6 +81,8 @@ use watcher::{Shared, Tracked, Watcher};
 pub const APP_VERSION_TAG: &str = "bake:app-version";
 /// The app version whose `/health` never answers 200 (rollback scenarios).
 pub const BROKEN: &str = "broken";
+/// The app version that becomes ready, then exits 5 s after each start (alarm scenarios).
+pub const CRASHY: &str = "crashy";
 /// The first version of the scenarios: examples/app's own (its `VERSION` file).
 pub const V1: &str = "1.0.0";
 /// The second version of the scenarios: a release cut from examples/app with that `VERSION`.
@@ -401,8 +405,11 @@ impl Fleet {
                 })
             })
             .collect();
-        for h in handles.into_iter().chain(gone) {
+        for h in handles {
             stats.restarts += h.join().unwrap_or(0);
+        }
+        for h in gone {
+            let _ = h.join();
         }
         self.haproxy
             .lock()

@@ -38,8 +38,9 @@ impl Tracked {
 #[derive(Default)]
 pub(super) struct Shared {
     pub(super) instances: BTreeMap<String, Tracked>,
-    /// Stoppers of instances the group let go: each returns the instance's restart count.
-    pub(super) gone: Vec<std::thread::JoinHandle<u64>>,
+    /// Stoppers of instances the group let go (their restarts were counted when they were told
+    /// to stop).
+    pub(super) gone: Vec<std::thread::JoinHandle<()>>,
     pub(super) stats: FleetStats,
     pub(super) last_error: Option<String>,
     pub(super) lb_servers: Vec<(String, u16)>,
@@ -171,13 +172,13 @@ impl Watcher {
             }
         }
         g.lb_servers = lb_servers;
-        // Fold finished stoppers' restart counts in.
+        // Reap the finished stoppers.
         let (done, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut g.gone)
             .into_iter()
             .partition(std::thread::JoinHandle::is_finished);
         g.gone = pending;
         for h in done {
-            g.stats.restarts += h.join().unwrap_or(0);
+            let _ = h.join();
         }
         Ok(())
     }
@@ -301,12 +302,11 @@ fn apply(action: &Action, g: &mut Shared, lb: &Lb) -> anyhow::Result<()> {
         Action::Stop { .. } => {
             if let Some(mut t) = g.instances.remove(id) {
                 g.stats.terminated += 1;
+                // Counted now, so that the fleet's counters never miss an instance being
+                // stopped (its stopper's count is folded in later).
+                g.stats.restarts += t.restarts();
                 t.view.in_lb = false;
-                g.gone.push(std::thread::spawn(move || {
-                    let n = t.restarts();
-                    drop(t);
-                    n
-                }));
+                g.gone.push(std::thread::spawn(move || drop(t)));
             }
             return Ok(());
         }
