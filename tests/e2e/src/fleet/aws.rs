@@ -231,6 +231,11 @@ print(json.dumps(resolve(props)))
         p[k].as_f64()
             .with_context(|| format!("fleet.yaml's {logical_id} has no number {k}: {p}"))
     };
+    let i = |k: &str| -> anyhow::Result<i32> {
+        p[k].as_i64()
+            .and_then(|v| i32::try_from(v).ok())
+            .with_context(|| format!("fleet.yaml's {logical_id} has no integer {k}: {p}"))
+    };
     let name = s("AlarmName")?;
     let mut req = aws
         .cw
@@ -241,15 +246,15 @@ print(json.dumps(resolve(props)))
         .statistic(aws_sdk_cloudwatch::types::Statistic::from(
             s("Statistic")?.as_str(),
         ))
-        .period(n("Period")? as i32)
-        .evaluation_periods(n("EvaluationPeriods")? as i32)
+        .period(i("Period")?)
+        .evaluation_periods(i("EvaluationPeriods")?)
         .threshold(n("Threshold")?)
         .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::from(
             s("ComparisonOperator")?.as_str(),
         ))
         .treat_missing_data(s("TreatMissingData")?);
-    if let Some(d) = p["DatapointsToAlarm"].as_f64() {
-        req = req.datapoints_to_alarm(d as i32);
+    if !p["DatapointsToAlarm"].is_null() {
+        req = req.datapoints_to_alarm(i("DatapointsToAlarm")?);
     }
     if let Some(d) = p["AlarmDescription"].as_str() {
         req = req.alarm_description(d);
