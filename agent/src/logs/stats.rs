@@ -47,7 +47,7 @@ pub const MAX_ERROR_CHARS: usize = 500;
 /// One source's shipping as `bake-agent status` shows it, shared by its reader thread (which
 /// hands batches over and says which files it has open and how far it read them), its sender
 /// task (acknowledgements, errors) and the status file's writer (snapshots). Every update is
-/// one short lock per batch or per reading round, never per line.
+/// one short lock per batch or per file opened or closed, never per line.
 #[derive(Debug)]
 pub struct SourceState {
     /// Log group.
