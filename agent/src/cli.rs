@@ -62,8 +62,9 @@ pub enum Command {
     /// lifecycle hooks, drain on termination.
     Run,
     /// How the running agent is: app state and pid, restarts, readiness, lifecycle, log
-    /// shipping, last error (from the state file `run` keeps). Exit 0 when the agent runs, 9
-    /// when it does not (no state file, or the process that wrote it is gone).
+    /// shipping per source (group and stream, backlog, lag, last put, last error), last error
+    /// (from the state file `run` keeps). Exit 0 when the agent runs, 9 when it does not (no
+    /// state file, or the process that wrote it is gone).
     Status {
         /// Output format.
         #[arg(long, short = 'o', value_enum, default_value_t = StatusOutput::Text)]

@@ -6,10 +6,11 @@
 //! line at once after a change of state and otherwise at most once a second (when only the
 //! log shipping lag moved), and never the same line twice in a row.
 //!
-//! The same state, with more detail (lifecycle, last error, log shipping counters), goes to a
-//! JSON state file (default `/run/bake/status.json`, mode 0640, group the app's group, replaced
+//! The same state, with more detail (lifecycle, last error, log shipping per source: group and
+//! stream, backlog, lag, last put, last error), goes to a JSON state file (default `/run/bake/status.json`, mode 0640, group the app's group, replaced
 //! atomically by a rename) that `bake-agent status` reads; the daemon removes it when it stops.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::exit::Exit;
+use crate::logs::stats::SourceSnapshot;
 use crate::logs::LogStats;
 use crate::notify;
 
@@ -122,12 +124,12 @@ impl Status {
         let _ = self.log_stats.set(stats);
     }
 
-    /// The milliseconds the last acknowledged batch took from reading to acknowledgement, once
-    /// one was acknowledged.
+    /// How far log shipping is behind, in milliseconds ([`log_lag_ms`]); `None` without
+    /// shipping, or before anything was read or acknowledged.
     #[must_use]
     pub fn log_lag_ms(&self) -> Option<u64> {
         let s = self.log_stats.get()?;
-        (s.requests.load(Ordering::Relaxed) > 0).then(|| s.lag_ms.load(Ordering::Relaxed))
+        log_lag_ms(s, &s.sources())
     }
 
     /// Sends `STATUS=<line>` unless that line was the last one sent; whether it sent.
@@ -198,12 +200,37 @@ impl Status {
     }
 }
 
+/// The version of the state file's document; a change that could break a reader bumps it.
+pub const SCHEMA_VERSION: u64 = 2;
+
+/// How far log shipping is behind, in milliseconds: the larger of the last acknowledged
+/// batch's time from reading to acknowledgement and the age of the oldest event read and not
+/// acknowledged yet (which keeps growing while CloudWatch is unreachable). `None` before
+/// anything was acknowledged or is waiting.
+#[must_use]
+pub fn log_lag_ms(stats: &LogStats, sources: &BTreeMap<String, SourceSnapshot>) -> Option<u64> {
+    let last =
+        (stats.requests.load(Ordering::Relaxed) > 0).then(|| stats.lag_ms.load(Ordering::Relaxed));
+    let waiting = sources
+        .values()
+        .filter(|s| s.backlog_events > 0)
+        .map(|s| s.lag_ms)
+        .max();
+    last.max(waiting)
+}
+
+/// A time in the state file: RFC 3339, milliseconds, UTC.
+fn time_text(t: Option<std::time::SystemTime>) -> serde_json::Value {
+    t.map_or(serde_json::Value::Null, |t| {
+        humantime::format_rfc3339_millis(t).to_string().into()
+    })
+}
+
 /// The state file's document for `state` (without `updated_at`).
 #[must_use]
 pub fn report(state: &State, logs: Option<&LogStats>) -> serde_json::Value {
-    let lag = logs.and_then(|s| {
-        (s.requests.load(Ordering::Relaxed) > 0).then(|| s.lag_ms.load(Ordering::Relaxed))
-    });
+    let sources = logs.map(LogStats::sources).unwrap_or_default();
+    let lag = logs.and_then(|s| log_lag_ms(s, &sources));
     let (app, pid, exit, restart_in_ms) = match &state.app {
         App::Starting => ("starting", None, None, None),
         App::Running { pid } => ("running", Some(*pid), None, None),
@@ -226,15 +253,27 @@ pub fn report(state: &State, logs: Option<&LogStats>) -> serde_json::Value {
             "retries": n(&s.retries),
             "rejected_events": n(&s.rejected_events),
             "dropped_events": n(&s.dropped_events),
-            "sources": s.sources().into_iter().map(|(name, v)| (name, serde_json::json!({
+            "sources": sources.iter().map(|(name, v)| (name.clone(), serde_json::json!({
+                "group": v.group,
+                "stream": v.stream,
+                "pattern": v.pattern,
+                "backlog_events": v.backlog_events,
+                "backlog_bytes": v.backlog_bytes,
+                "unread_bytes": v.unread_bytes,
                 "lag_ms": v.lag_ms,
+                "last_batch_lag_ms": v.last_batch_lag_ms,
                 "events_shipped": v.events_shipped,
-                "acked_at_ms": v.acked_at_ms,
+                "bytes_shipped": v.bytes_shipped,
+                "last_put_at": time_text(v.last_put),
+                "last_error": v.last_error.as_ref().map(|(at, message)| serde_json::json!({
+                    "at": time_text(Some(*at)),
+                    "message": message,
+                })),
             }))).collect::<serde_json::Map<_, _>>(),
         })
     });
     serde_json::json!({
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "agent_pid": std::process::id(),
         "line": line(state, lag),
         "app": { "state": app, "pid": pid, "exit": exit, "restart_in_ms": restart_in_ms },
@@ -420,7 +459,7 @@ pub fn render(doc: &serde_json::Value) -> String {
                 "{}, {} events shipped, {} retries, {} rejected, {} dropped",
                 logs["lag_ms"].as_u64().map_or_else(
                     || "nothing acknowledged yet".to_owned(),
-                    |ms| format!("{ms} ms behind")
+                    |ms| format!("{} behind", ms_text(ms))
                 ),
                 s(&logs["events_shipped"]),
                 s(&logs["retries"]),
@@ -429,17 +468,8 @@ pub fn render(doc: &serde_json::Value) -> String {
             )
         },
     ));
-    if let Some(sources) = logs["sources"].as_object() {
-        for (name, v) in sources {
-            rows.push((
-                "",
-                format!(
-                    "{name}: {} ms behind, {} events shipped",
-                    s(&v["lag_ms"]),
-                    s(&v["events_shipped"])
-                ),
-            ));
-        }
+    if let Some(sources) = logs["sources"].as_object().filter(|m| !m.is_empty()) {
+        rows.extend(source_table(sources).into_iter().map(|l| ("", l)));
     }
     rows.push(("last error", s(&doc["last_error"])));
     let mut out = String::new();
@@ -447,6 +477,111 @@ pub fn render(doc: &serde_json::Value) -> String {
         out.push_str(&format!("{k:<11}{v}\n"));
     }
     out
+}
+
+/// The log sources as an aligned table (one line each, with a header), and under it one line
+/// per source that had an error: what `bake-agent status` shows under `logs`.
+fn source_table(sources: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let mut table: Vec<[String; 7]> = vec![[
+        "SOURCE", "BACKLOG", "UNREAD", "LAG", "LAST PUT", "GROUP", "STREAM",
+    ]
+    .map(str::to_owned)];
+    let mut errors = Vec::new();
+    for (name, v) in sources {
+        // The app's output by its name, a file source by its glob.
+        let label = if name.starts_with("app-") {
+            name.clone()
+        } else {
+            text(&v["pattern"])
+        };
+        let backlog = match n(&v["backlog_events"]) {
+            0 => "0".to_owned(),
+            1 => format!("1 event, {}", bytes_text(n(&v["backlog_bytes"]))),
+            e => format!("{e} events, {}", bytes_text(n(&v["backlog_bytes"]))),
+        };
+        let last_put = v["last_put_at"]
+            .as_str()
+            .map_or_else(|| "-".to_owned(), seconds_only);
+        if let Some(message) = v["last_error"]["message"].as_str() {
+            let at = v["last_error"]["at"]
+                .as_str()
+                .map_or_else(String::new, seconds_only);
+            // The JSON has all of it.
+            let mut short: String = message.chars().take(ERROR_TEXT_CHARS).collect();
+            if short.len() < message.len() {
+                short.push('…');
+            }
+            errors.push(format!("{label}: last error {at}: {short}"));
+        }
+        table.push([
+            label,
+            backlog,
+            bytes_text(n(&v["unread_bytes"])),
+            ms_text(n(&v["lag_ms"])),
+            last_put,
+            text(&v["group"]),
+            text(&v["stream"]),
+        ]);
+    }
+    let mut widths = [0usize; 7];
+    for row in &table {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out: Vec<String> = table
+        .iter()
+        .map(|row| {
+            let mut line = String::new();
+            for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                line.push_str(&format!("{cell:<w$}"));
+            }
+            line.trim_end().to_owned()
+        })
+        .collect();
+    out.extend(errors);
+    out
+}
+
+/// The most of a source's last error the text shows.
+const ERROR_TEXT_CHARS: usize = 200;
+
+/// `2026-12-01T18:00:00.123Z` as `2026-12-01T18:00:00Z`.
+fn seconds_only(t: &str) -> String {
+    match (t.get(..19), t.ends_with('Z')) {
+        (Some(s), true) => format!("{s}Z"),
+        _ => t.to_owned(),
+    }
+}
+
+/// A byte count for people: `0 B`, `512 B`, `1.5 KiB`, `3.0 MiB`.
+fn bytes_text(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    #[allow(clippy::cast_precision_loss)] // one decimal is shown
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// Milliseconds for people: `120 ms`, `5.2 s`, `3m 20s`.
+fn ms_text(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms} ms"),
+        1000..=59_999 => format!("{}.{} s", ms / 1000, ms % 1000 / 100),
+        _ => format!("{}m {}s", ms / 60_000, ms % 60_000 / 1000),
+    }
 }
 
 /// The least time between two lines when only the log shipping lag changed.
@@ -513,8 +648,25 @@ mod tests {
         );
     }
 
+    /// A source `name` of glob `pattern` to `/bake/prod/app` / `stream`.
+    fn spec(name: &str, pattern: &str, stream: &str) -> crate::logs::SourceSpec {
+        crate::logs::SourceSpec {
+            name: name.to_owned(),
+            pattern: pattern.to_owned(),
+            spool: false,
+            group: "/bake/prod/app".to_owned(),
+            stream: stream.to_owned(),
+            retention_days: None,
+            multiline_start: None,
+            timestamp_format: None,
+            poll: Duration::from_millis(100),
+            rotated: None,
+        }
+    }
+
     #[test]
     fn test_report_and_render() {
+        use std::time::Instant;
         let state = State {
             app: App::Running { pid: 812 },
             restarts: 2,
@@ -526,15 +678,64 @@ mod tests {
         stats.requests.store(3, Ordering::Relaxed);
         stats.lag_ms.store(120, Ordering::Relaxed);
         stats.events_shipped.store(40, Ordering::Relaxed);
-        stats.record_source("app-stdout", 40, Some(120));
+        // Shipped and caught up.
+        let out = stats.source(&spec(
+            "app-stdout",
+            "/var/lib/bake/logs/spool/stdout/*.log",
+            "i-0abc/stdout",
+        ));
+        out.handed_over(Some(Instant::now()), 40, 2000);
+        out.acknowledged(Some(120), true);
+        // Waiting: 3 events read 5 s ago, 60 bytes of its file not read yet, an error.
+        let files = stats.source(&spec("file-00ab", "/var/log/app/*.log", "i-0abc/files"));
+        let five_s_ago = Instant::now().checked_sub(Duration::from_secs(5)).unwrap();
+        files.handed_over(Some(five_s_ago), 3, 1500);
+        let mut log = tempfile::tempfile().unwrap();
+        log.write_all(&[b'x'; 100]).unwrap();
+        files.set_files(std::iter::once((
+            Arc::new(log),
+            Arc::new(std::sync::atomic::AtomicU64::new(40)),
+        )));
+        files.failed("PutLogEvents: dispatch failure:\nconnection refused");
+
         let mut doc = report(&state, Some(&stats));
+        assert_eq!(doc["schema_version"], 2);
         assert_eq!(doc["app"]["pid"], 812);
-        assert_eq!(doc["logs"]["lag_ms"], 120);
+        // The oldest waiting event sets the lag, in the line too.
+        let lag = doc["logs"]["lag_ms"].as_u64().unwrap();
+        assert!((5000..60_000).contains(&lag), "{doc}");
         assert_eq!(
             doc["line"],
-            "app running (pid 812), 2 restarts, logs 120 ms behind"
+            format!("app running (pid 812), 2 restarts, logs {lag} ms behind")
         );
+        let src = &doc["logs"]["sources"];
+        assert_eq!(src["app-stdout"]["backlog_events"], 0, "{doc}");
+        assert_eq!(src["app-stdout"]["lag_ms"], 0, "{doc}");
+        assert_eq!(src["app-stdout"]["last_batch_lag_ms"], 120, "{doc}");
+        assert_eq!(src["app-stdout"]["events_shipped"], 40, "{doc}");
+        assert_eq!(src["app-stdout"]["stream"], "i-0abc/stdout", "{doc}");
+        assert!(src["app-stdout"]["last_put_at"].is_string(), "{doc}");
+        assert!(src["app-stdout"]["last_error"].is_null(), "{doc}");
+        let f = &src["file-00ab"];
+        assert_eq!(f["pattern"], "/var/log/app/*.log", "{doc}");
+        assert_eq!(f["group"], "/bake/prod/app", "{doc}");
+        assert_eq!(f["backlog_events"], 3, "{doc}");
+        assert_eq!(f["backlog_bytes"], 1500, "{doc}");
+        assert_eq!(f["unread_bytes"], 60, "{doc}");
+        assert_eq!(f["lag_ms"], lag, "{doc}");
+        assert!(f["last_put_at"].is_null(), "{doc}");
+        assert!(f["last_batch_lag_ms"].is_null(), "{doc}");
+        assert_eq!(
+            f["last_error"]["message"], "PutLogEvents: dispatch failure: connection refused",
+            "{doc}"
+        );
+
+        // Fixed times for the text.
         doc["updated_at"] = "2026-12-01T18:00:00.000Z".into();
+        doc["logs"]["lag_ms"] = 5200.into();
+        doc["logs"]["sources"]["file-00ab"]["lag_ms"] = 5200.into();
+        doc["logs"]["sources"]["app-stdout"]["last_put_at"] = "2026-12-01T17:59:59.950Z".into();
+        doc["logs"]["sources"]["file-00ab"]["last_error"]["at"] = "2026-12-01T17:59:58.000Z".into();
         let text = render(&doc);
         let want = format!(
             "agent      running (pid {}), updated 2026-12-01T18:00:00.000Z\n\
@@ -542,15 +743,41 @@ mod tests {
              restarts   2\n\
              readiness  ready\n\
              lifecycle  launch hook completed (CONTINUE)\n\
-             logs       120 ms behind, 40 events shipped, 0 retries, 0 rejected, 0 dropped\n\
-             {:11}app-stdout: 120 ms behind, 40 events shipped\n\
+             logs       5.2 s behind, 40 events shipped, 0 retries, 0 rejected, 0 dropped\n\
+             {i}SOURCE              BACKLOG            UNREAD  LAG    LAST PUT              GROUP           STREAM\n\
+             {i}app-stdout          0                  0 B     0 ms   2026-12-01T17:59:59Z  /bake/prod/app  i-0abc/stdout\n\
+             {i}/var/log/app/*.log  3 events, 1.5 KiB  60 B    5.2 s  -                     /bake/prod/app  i-0abc/files\n\
+             {i}/var/log/app/*.log: last error 2026-12-01T17:59:58Z: PutLogEvents: dispatch failure: connection refused\n\
              last error -\n",
             std::process::id(),
-            ""
+            i = " ".repeat(11),
         );
-        assert_eq!(text, want);
+        assert_eq!(text, want, "\n{text}");
+        // A long error: its start in the text, all of it (up to 500 characters) in the JSON.
+        files.failed(&"e".repeat(700));
+        let doc = report(&state, Some(&stats));
+        let message = doc["logs"]["sources"]["file-00ab"]["last_error"]["message"]
+            .as_str()
+            .unwrap();
+        assert_eq!(message, format!("{}…", "e".repeat(500)));
+        let text = render(&doc);
+        assert!(
+            text.contains(&format!(": {}…\n", "e".repeat(200))),
+            "{text}"
+        );
         let doc = report(&State::default(), None);
         assert!(render(&doc).contains("logs       not shipped ([logs] not configured)"));
+    }
+
+    #[test]
+    fn test_human_units() {
+        assert_eq!(bytes_text(0), "0 B");
+        assert_eq!(bytes_text(1023), "1023 B");
+        assert_eq!(bytes_text(1536), "1.5 KiB");
+        assert_eq!(bytes_text(3 * 1024 * 1024), "3.0 MiB");
+        assert_eq!(ms_text(999), "999 ms");
+        assert_eq!(ms_text(5250), "5.2 s");
+        assert_eq!(ms_text(200_000), "3m 20s");
     }
 
     #[test]
@@ -597,7 +824,7 @@ mod tests {
     }
 
     #[test]
-    fn test_lag_only_after_an_acknowledgement() {
+    fn test_lag_after_an_acknowledgement_or_while_events_wait() {
         let st = Status::new();
         assert_eq!(st.log_lag_ms(), None);
         let stats = Arc::new(LogStats::default());
@@ -606,5 +833,15 @@ mod tests {
         stats.lag_ms.store(120, Ordering::Relaxed);
         stats.requests.store(1, Ordering::Relaxed);
         assert_eq!(st.log_lag_ms(), Some(120));
+        // A batch read 2 s ago and not acknowledged: 2 s behind, and more as it waits.
+        let src = stats.source(&spec("app-stdout", "/s/*.log", "i-0abc/stdout"));
+        let read = std::time::Instant::now()
+            .checked_sub(Duration::from_secs(2))
+            .unwrap();
+        src.handed_over(Some(read), 1, 30);
+        let lag = st.log_lag_ms().unwrap();
+        assert!((2000..30_000).contains(&lag), "{lag}");
+        src.acknowledged(Some(2000), true);
+        assert_eq!(st.log_lag_ms(), Some(120), "the last batch's again");
     }
 }

@@ -522,10 +522,55 @@ async fn test_throttling_5xx_resets_and_deleted_file_lose_nothing() {
         proxy.faults.load(Ordering::SeqCst) >= 6,
         "the shipper never retried"
     );
+    // Nothing acknowledged: all of the file is in the source's two batches (100-byte lines) or
+    // unread on disk, and the oldest line waits since the start.
+    let file_len = std::fs::metadata(&log).unwrap().len();
+    let source = || handle.stats().sources().into_values().next().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut waiting = source();
+    while waiting.backlog_events * 100 + waiting.unread_bytes < file_len
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waiting = source();
+    }
+    let accounted = waiting.backlog_events * 100 + waiting.unread_bytes;
+    assert!(
+        (file_len..=file_len + 256 * 1024).contains(&accounted),
+        "{file_len} bytes, {waiting:?}"
+    );
+    assert!(waiting.unread_bytes > 1_000_000, "{waiting:?}");
+    assert!(
+        waiting.lag_ms > 0 && waiting.last_put.is_none(),
+        "{waiting:?}"
+    );
+    assert!(waiting.last_error.is_some(), "{waiting:?}");
+    assert_eq!(waiting.stream, stream);
     // Deleted while not fully read: finished from the open descriptor.
     std::fs::remove_file(&log).unwrap();
     proxy.faulting.store(false, Ordering::SeqCst);
     wait_for_all(&aws.logs, stream, n, Duration::from_secs(60)).await;
+    // Drained: nothing waits, in batches or on disk.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut drained = source();
+    while (drained.backlog_events, drained.unread_bytes) != (0, 0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drained = source();
+    }
+    assert_eq!(
+        (
+            drained.backlog_events,
+            drained.backlog_bytes,
+            drained.unread_bytes,
+            drained.lag_ms
+        ),
+        (0, 0, 0, 0),
+        "{drained:?}"
+    );
+    assert!(
+        drained.events_shipped >= n && drained.last_put.is_some(),
+        "{drained:?}"
+    );
     let retries = handle.stats().retries.load(Ordering::Relaxed);
     assert!(retries >= 2, "retries counted: {retries}");
     assert!(handle.shutdown(Duration::from_secs(10)).await);

@@ -23,7 +23,8 @@
 //! Layout: [`settings`] checks `[logs]` and resolves it into one [`source`] per stream, [`tail`]
 //! reads files into batches, [`batch`] keeps every PutLogEvents limit, [`ship`] sends and
 //! retries, [`checkpoint`] remembers what was acknowledged (by [`file_id`]), [`spool`] puts
-//! stdout/stderr on disk first, [`stats`] counts for the metrics. See docs/logs.md.
+//! stdout/stderr on disk first, [`stats`] counts for the metrics and keeps each source's state
+//! for `bake-agent status`. See docs/logs.md.
 
 pub mod batch;
 pub mod checkpoint;

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::checkpoint::Checkpoints;
 use super::source::SourceSpec;
-use super::stats::LogStats;
+use super::stats::{LogStats, SourceState};
 use super::tail::Work;
 
 /// First retry delay.
@@ -69,6 +69,22 @@ pub fn rejected_count(info: &RejectedLogEventsInfo, events: usize) -> usize {
     (old_end.min(events) + events.saturating_sub(new_start)).min(events)
 }
 
+/// `err` and each of its causes whose text is not in the line yet, joined by `: `, without the
+/// SDK's debug dump: one line for `bake-agent status`.
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Creates the group (with retention) and the stream if missing. Idempotent.
 async fn ensure(client: &Client, spec: &SourceSpec) -> Result<(), String> {
     let exists = |code: Option<&str>| code == Some("ResourceAlreadyExistsException");
@@ -84,7 +100,7 @@ async fn ensure(client: &Client, spec: &SourceSpec) -> Result<(), String> {
             return Err(format!(
                 "creating log group '{}': {}",
                 spec.group,
-                DisplayErrorContext(&e)
+                causes(&e)
             ))
         }
     }
@@ -99,7 +115,7 @@ async fn ensure(client: &Client, spec: &SourceSpec) -> Result<(), String> {
                 format!(
                     "setting retention of log group '{}': {}",
                     spec.group,
-                    DisplayErrorContext(&e)
+                    causes(&e)
                 )
             })?;
     }
@@ -116,20 +132,29 @@ async fn ensure(client: &Client, spec: &SourceSpec) -> Result<(), String> {
             "creating log stream '{}' in '{}': {}",
             spec.stream,
             spec.group,
-            DisplayErrorContext(&e)
+            causes(&e)
         )),
     }
 }
 
-/// Sends one batch until CloudWatch takes it (or rejects it as invalid). Never gives up on
-/// throttling, 5xx, timeouts or connection errors: the caller bounds it with a deadline.
-async fn put(client: &Client, spec: &SourceSpec, work: &Work, stats: &LogStats, ready: &mut bool) {
+/// Sends one batch until CloudWatch takes it (true) or refuses it as invalid (false). Never
+/// gives up on throttling, 5xx, timeouts or connection errors: the caller bounds it with a
+/// deadline. Failures go to `source`'s last error too.
+async fn put(
+    client: &Client,
+    spec: &SourceSpec,
+    work: &Work,
+    stats: &LogStats,
+    source: &SourceState,
+    ready: &mut bool,
+) -> bool {
     let mut backoff = Backoff::default();
     loop {
         if !*ready {
             match ensure(client, spec).await {
                 Ok(()) => *ready = true,
                 Err(e) => {
+                    source.failed(&e);
                     let delay = backoff.next_delay();
                     tracing::warn!(group = %spec.group, stream = %spec.stream, error = %e, retry_in_ms = delay.as_millis(), "log destination not ready");
                     stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -150,29 +175,38 @@ async fn put(client: &Client, spec: &SourceSpec, work: &Work, stats: &LogStats, 
             Ok(out) => {
                 if let Some(info) = out.rejected_log_events_info() {
                     let rejected = rejected_count(info, n);
+                    source.failed(&format!(
+                        "CloudWatch rejected {rejected} of {n} events (too old or too new)"
+                    ));
                     stats
                         .rejected_events
                         .fetch_add(rejected as u64, Ordering::Relaxed);
                     tracing::warn!(group = %spec.group, stream = %spec.stream, rejected, info = ?info, "CloudWatch rejected log events");
                 }
-                return;
+                return true;
             }
             Err(e) => match e.code() {
                 Some("ResourceNotFoundException") => {
+                    source.failed(&format!("PutLogEvents: {}", causes(&e)));
                     tracing::warn!(group = %spec.group, stream = %spec.stream, "log group or stream gone, creating it again");
                     *ready = false;
                 }
-                Some("DataAlreadyAcceptedException") => return,
+                Some("DataAlreadyAcceptedException") => return true,
                 Some("InvalidParameterException") => {
                     // Cannot happen with batches built within the limits; never loop on it.
                     stats.rejected_events.fetch_add(n as u64, Ordering::Relaxed);
+                    source.failed(&format!(
+                        "PutLogEvents refused a batch of {n} events as invalid, dropped it: {}",
+                        causes(&e)
+                    ));
                     tracing::error!(group = %spec.group, stream = %spec.stream, events = n, error = %DisplayErrorContext(&e), "CloudWatch refused a batch as invalid, dropped it");
-                    return;
+                    return false;
                 }
                 _ => {
                     // Throttling, 5xx, timeouts, connection resets, expired credentials: wait.
                     let delay = backoff.next_delay();
                     stats.retries.fetch_add(1, Ordering::Relaxed);
+                    source.failed(&format!("PutLogEvents: {}", causes(&e)));
                     tracing::warn!(group = %spec.group, stream = %spec.stream, error = %DisplayErrorContext(&e), retry_in_ms = delay.as_millis(), "PutLogEvents failed, retrying");
                     tokio::time::sleep(delay).await;
                 }
@@ -189,6 +223,7 @@ pub async fn run(
     mut checkpoints: Checkpoints,
     stats: Arc<LogStats>,
 ) {
+    let source = stats.source(&spec);
     let mut ready = false;
     let mut last_save = Instant::now();
     loop {
@@ -206,7 +241,7 @@ pub async fn run(
             }
         };
         if !work.batch.is_empty() {
-            put(&client, &spec, &work, &stats, &mut ready).await;
+            let taken = put(&client, &spec, &work, &stats, &source, &mut ready).await;
             stats.requests.fetch_add(1, Ordering::Relaxed);
             stats
                 .events_shipped
@@ -221,7 +256,7 @@ pub async fn run(
             if let Some(l) = lag {
                 stats.lag_ms.store(l, Ordering::Relaxed);
             }
-            stats.record_source(&spec.name, work.batch.len() as u64, lag);
+            source.acknowledged(lag, taken);
         }
         for id in &work.truncated {
             checkpoints.set(*id, 0);

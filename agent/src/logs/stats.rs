@@ -1,8 +1,13 @@
-//! The shipping counters the metrics publisher reads.
+//! The shipping counters the metrics publisher reads, and each source's state for
+//! `bake-agent status`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
 use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use super::source::SourceSpec;
 
 /// Shipping counters, read by the metrics publisher. All cumulative except `lag_ms`.
 #[derive(Debug, Default)]
@@ -32,45 +37,204 @@ pub struct LogStats {
     pub truncations: AtomicU64,
     /// Rotated copies (copytruncate) whose unread rest was read before the truncated file.
     pub rotated_copies: AtomicU64,
-    /// Per source (`app-stdout`, `app-stderr`, `files`, …), for `bake-agent status`.
-    pub sources: Mutex<BTreeMap<String, SourceStats>>,
+    /// Per source (`app-stdout`, `app-stderr`, `file-…`), for `bake-agent status`.
+    pub sources: Mutex<BTreeMap<String, Arc<SourceState>>>,
 }
 
-/// One source's shipping, as of its last acknowledged batch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SourceStats {
-    /// Milliseconds from reading the batch's first line to its acknowledgement.
+/// Longest error text a source keeps (the SDK's chain of causes can be long).
+pub const MAX_ERROR_CHARS: usize = 500;
+
+/// One source's shipping as `bake-agent status` shows it, shared by its reader thread (which
+/// hands batches over and says which files it has open and how far it read them), its sender
+/// task (acknowledgements, errors) and the status file's writer (snapshots). Every update is
+/// one short lock per batch or per file opened or closed, never per line.
+#[derive(Debug)]
+pub struct SourceState {
+    /// Log group.
+    pub group: String,
+    /// Log stream.
+    pub stream: String,
+    /// The files' glob (the spool's segments for app output).
+    pub pattern: String,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Batches handed to the sender and not acknowledged yet, oldest first.
+    waiting: VecDeque<Waiting>,
+    /// The files the reader has open, each with the position it read to (updated by the
+    /// reader after every chunk).
+    files: Vec<(Arc<File>, Arc<AtomicU64>)>,
+    events_shipped: u64,
+    bytes_shipped: u64,
+    last_batch_lag_ms: Option<u64>,
+    last_put: Option<SystemTime>,
+    last_error: Option<(SystemTime, String)>,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    first_read: Option<Instant>,
+    events: u64,
+    bytes: u64,
+}
+
+/// What a source's shipping looks like now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceSnapshot {
+    /// Log group.
+    pub group: String,
+    /// Log stream.
+    pub stream: String,
+    /// The files' glob.
+    pub pattern: String,
+    /// Events read and handed to the sender, not acknowledged by CloudWatch yet.
+    pub backlog_events: u64,
+    /// Their bytes, counted as CloudWatch does (message + 26 per event).
+    pub backlog_bytes: u64,
+    /// Bytes in the files the reader has open, beyond what it read (waiting on disk, e.g.
+    /// while CloudWatch is away and both of the source's batches are out).
+    pub unread_bytes: u64,
+    /// Milliseconds since the oldest event of the backlog was read; 0 without a backlog.
     pub lag_ms: u64,
-    /// Events acknowledged.
+    /// Milliseconds from reading to acknowledgement of the last acknowledged batch.
+    pub last_batch_lag_ms: Option<u64>,
+    /// Events acknowledged (rejected ones included).
     pub events_shipped: u64,
-    /// When the last batch was acknowledged (milliseconds since the Unix epoch).
-    pub acked_at_ms: u64,
+    /// Bytes acknowledged (rejected ones included), counted as CloudWatch does.
+    pub bytes_shipped: u64,
+    /// When the last PutLogEvents succeeded.
+    pub last_put: Option<SystemTime>,
+    /// The last failure of a PutLogEvents, CreateLogGroup or CreateLogStream, and when; kept
+    /// after later successes (compare with `last_put`).
+    pub last_error: Option<(SystemTime, String)>,
+}
+
+impl SourceState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A batch of `events` (`bytes` as CloudWatch counts them), its oldest line read at
+    /// `first_read`, goes to the sender. Batches are acknowledged in the order handed over.
+    pub fn handed_over(&self, first_read: Option<Instant>, events: u64, bytes: u64) {
+        self.lock().waiting.push_back(Waiting {
+            first_read,
+            events,
+            bytes,
+        });
+    }
+
+    /// The last batch handed over never reached the sender (it is gone).
+    pub fn take_back(&self) {
+        self.lock().waiting.pop_back();
+    }
+
+    /// The oldest batch handed over is done with: `taken` by CloudWatch, `lag_ms` after its
+    /// first line was read, or refused as invalid (not `taken`: gone, counted as shipped as
+    /// [`LogStats::events_shipped`] counts it, but no successful put).
+    pub fn acknowledged(&self, lag_ms: Option<u64>, taken: bool) {
+        let mut s = self.lock();
+        if let Some(w) = s.waiting.pop_front() {
+            s.events_shipped = s.events_shipped.saturating_add(w.events);
+            s.bytes_shipped = s.bytes_shipped.saturating_add(w.bytes);
+        }
+        if !taken {
+            return;
+        }
+        if lag_ms.is_some() {
+            s.last_batch_lag_ms = lag_ms;
+        }
+        s.last_put = Some(SystemTime::now());
+    }
+
+    /// A call to CloudWatch failed with `error` (one line, at most [`MAX_ERROR_CHARS`] kept).
+    pub fn failed(&self, error: &str) {
+        let mut text: String = error
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(MAX_ERROR_CHARS)
+            .collect();
+        if error.chars().count() > MAX_ERROR_CHARS {
+            text.push('…');
+        }
+        self.lock().last_error = Some((SystemTime::now(), text));
+    }
+
+    /// The files the reader has open now, each with the position it read to.
+    pub fn set_files(&self, files: impl Iterator<Item = (Arc<File>, Arc<AtomicU64>)>) {
+        let mut s = self.lock();
+        s.files.clear();
+        s.files.extend(files);
+    }
+
+    /// The source now. Looks at the size of each open file (one `fstat` each).
+    #[must_use]
+    pub fn snapshot(&self) -> SourceSnapshot {
+        let s = self.lock();
+        let unread_bytes = s
+            .files
+            .iter()
+            .map(|(f, read)| {
+                f.metadata().map_or(0, |m| {
+                    m.len()
+                        .saturating_sub(read.load(std::sync::atomic::Ordering::Relaxed))
+                })
+            })
+            .sum();
+        SourceSnapshot {
+            group: self.group.clone(),
+            stream: self.stream.clone(),
+            pattern: self.pattern.clone(),
+            backlog_events: s.waiting.iter().map(|w| w.events).sum(),
+            backlog_bytes: s.waiting.iter().map(|w| w.bytes).sum(),
+            unread_bytes,
+            lag_ms: s.waiting.iter().find_map(|w| w.first_read).map_or(0, |t| {
+                u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+            }),
+            last_batch_lag_ms: s.last_batch_lag_ms,
+            events_shipped: s.events_shipped,
+            bytes_shipped: s.bytes_shipped,
+            last_put: s.last_put,
+            last_error: s.last_error.clone(),
+        }
+    }
 }
 
 impl LogStats {
-    /// Records an acknowledged batch of `events` of source `name`, `lag_ms` behind.
-    pub fn record_source(&self, name: &str, events: u64, lag_ms: Option<u64>) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let mut map = self
-            .sources
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let s = map.entry(name.to_owned()).or_default();
-        s.events_shipped = s.events_shipped.saturating_add(events);
-        if let Some(l) = lag_ms {
-            s.lag_ms = l;
-        }
-        s.acked_at_ms = now;
-    }
-
-    /// A copy of the per-source figures.
-    #[must_use]
-    pub fn sources(&self) -> BTreeMap<String, SourceStats> {
+    /// The state of source `spec` (created on first use).
+    pub fn source(&self, spec: &SourceSpec) -> Arc<SourceState> {
         self.sources
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(spec.name.clone())
+            .or_insert_with(|| {
+                Arc::new(SourceState {
+                    group: spec.group.clone(),
+                    stream: spec.stream.clone(),
+                    pattern: spec.pattern.clone(),
+                    inner: Mutex::default(),
+                })
+            })
             .clone()
+    }
+
+    /// Every source now, by name.
+    #[must_use]
+    pub fn sources(&self) -> BTreeMap<String, SourceSnapshot> {
+        let sources: Vec<(String, Arc<SourceState>)> = self
+            .sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        sources
+            .into_iter()
+            .map(|(k, v)| (k, v.snapshot()))
+            .collect()
     }
 }

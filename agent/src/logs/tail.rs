@@ -25,7 +25,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -37,7 +37,7 @@ use super::batch::{
 use super::checkpoint::Position;
 use super::file_id::{FileId, Fingerprint, HEAD_BYTES};
 use super::source::SourceSpec;
-use super::stats::LogStats;
+use super::stats::{LogStats, SourceState};
 
 /// Batches that exist per source: one filled by the reader while the other is in flight.
 pub const BATCHES_PER_SOURCE: usize = 2;
@@ -88,9 +88,12 @@ struct Pending {
 struct Tracked {
     id: FileId,
     path: PathBuf,
-    file: File,
+    /// Shared with the source's state, which looks at its size for the unread bytes.
+    file: Arc<File>,
     /// Bytes of the file consumed (up to the end of `carry`'s start).
     offset: u64,
+    /// Where reading got to (`offset` + `carry`), for the source's state.
+    read_to: Arc<AtomicU64>,
     /// The start of a line whose newline has not been read yet.
     carry: Vec<u8>,
     pending: Option<Pending>,
@@ -174,6 +177,8 @@ struct Emitter {
     /// Batches made so far (at most [`BATCHES_PER_SOURCE`]).
     made: usize,
     stats: Arc<LogStats>,
+    /// This source's state: batches handed over, files open.
+    source: Arc<SourceState>,
     now_ms: i64,
     read_at: Instant,
     closed: bool,
@@ -189,6 +194,12 @@ impl Emitter {
     /// sender's life) until the sender gave one back when all of them are out.
     fn send(&mut self) {
         let batch = std::mem::take(&mut self.batch);
+        let counted = !batch.is_empty();
+        if counted {
+            // Before the sender can see it, so its acknowledgement always finds it.
+            self.source
+                .handed_over(batch.first_read, batch.len() as u64, batch.bytes() as u64);
+        }
         let work = Work {
             batch,
             truncated: std::mem::take(&mut self.truncated),
@@ -196,6 +207,9 @@ impl Emitter {
         };
         if self.tx.blocking_send(work).is_err() {
             self.closed = true;
+            if counted {
+                self.source.take_back();
+            }
         }
         self.batch = self.next_batch();
     }
@@ -324,6 +338,8 @@ pub struct Tailer {
     control: Arc<Control>,
     buf: Vec<u8>,
     poll: Duration,
+    /// Files were opened or closed since the source's state last heard of them.
+    files_changed: bool,
 }
 
 impl std::fmt::Debug for Tailer {
@@ -345,6 +361,7 @@ impl Tailer {
         control: Arc<Control>,
     ) -> Self {
         let poll = spec.poll;
+        let source = stats.source(&spec);
         let (home, free) = std::sync::mpsc::channel();
         Self {
             files: Vec::new(),
@@ -360,6 +377,7 @@ impl Tailer {
                 home,
                 made: 1,
                 stats,
+                source,
                 now_ms: epoch_ms(SystemTime::now()),
                 read_at: Instant::now(),
                 closed: false,
@@ -367,6 +385,7 @@ impl Tailer {
             control,
             buf: vec![0; READ_CHUNK_BYTES],
             poll,
+            files_changed: false,
         }
     }
 
@@ -449,11 +468,13 @@ impl Tailer {
                 continue;
             }
             tracing::debug!(source = %spec.name, path = %path.display(), offset, "tailing");
+            self.files_changed = true;
             self.files.push(Tracked {
                 id,
                 path,
-                file,
+                file: Arc::new(file),
                 offset,
+                read_to: Arc::new(AtomicU64::new(offset)),
                 carry: Vec::new(),
                 pending: None,
                 gone: false,
@@ -517,11 +538,13 @@ impl Tailer {
             .stats
             .rotated_copies
             .fetch_add(1, Ordering::Relaxed);
+        self.files_changed = true;
         self.files.push(Tracked {
             id: copy_id,
             path: rotated,
-            file,
+            file: Arc::new(file),
             offset: pos.offset,
+            read_to: Arc::new(AtomicU64::new(pos.offset)),
             carry: Vec::new(),
             pending: None,
             gone: true,
@@ -538,7 +561,7 @@ impl Tailer {
         let t = &mut self.files[i];
         let em = &mut self.emitter;
         while total < ROUND_BYTES && !em.closed {
-            let n = match t.file.read(&mut self.buf) {
+            let n = match (&*t.file).read(&mut self.buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -580,6 +603,8 @@ impl Tailer {
                 em.line(t, &line, end);
                 t.offset = end;
             }
+            t.read_to
+                .store(t.offset + t.carry.len() as u64, Ordering::Relaxed);
         }
         total
     }
@@ -598,7 +623,7 @@ impl Tailer {
         }
         let read_to = t.offset + t.carry.len() as u64;
         let shorter = size < read_to && !has_byte_at(&t.file, read_to - 1);
-        if !((shorter || !t.head_unchanged()) && t.file.seek(SeekFrom::Start(0)).is_ok()) {
+        if !((shorter || !t.head_unchanged()) && (&*t.file).seek(SeekFrom::Start(0)).is_ok()) {
             return false;
         }
         tracing::info!(path = %t.path.display(), size, read_to, shorter, "log file truncated, reading from its start");
@@ -621,6 +646,7 @@ impl Tailer {
         };
         let t = &mut self.files[i];
         t.offset = 0;
+        t.read_to.store(0, Ordering::Relaxed);
         t.carry.clear();
         t.head.clear();
         t.head_fp = Fingerprint::of(&[]);
@@ -634,6 +660,7 @@ impl Tailer {
             // track_rotated pushed it last: move it before the file it came from.
             let c = self.files.pop().expect("just pushed");
             self.files.insert(i, c);
+            self.publish_files();
         }
         copy.is_some()
     }
@@ -650,6 +677,7 @@ impl Tailer {
 
     fn close(&mut self, i: usize) {
         let mut t = self.files.remove(i);
+        self.files_changed = true;
         self.emitter.flush_pending(&mut t, None);
         if !t.carry.is_empty() {
             // A last line without a newline in a file that will not grow: ship it.
@@ -665,6 +693,17 @@ impl Tailer {
         tracing::debug!(path = %t.path.display(), "finished log file");
     }
 
+    /// Tells the source's state which files are open, if that changed.
+    fn publish_files(&mut self) {
+        if std::mem::take(&mut self.files_changed) {
+            self.emitter.source.set_files(
+                self.files
+                    .iter()
+                    .map(|t| (t.file.clone(), t.read_to.clone())),
+            );
+        }
+    }
+
     /// Runs until [`Control::stop`]; sends everything read before returning.
     pub fn run(mut self) {
         let discover_every = self.poll.max(Duration::from_millis(100));
@@ -674,6 +713,7 @@ impl Tailer {
             // Stopping covers files created before it was asked for: look for them first.
             if stopping || last_discover.is_none_or(|t| t.elapsed() >= discover_every) {
                 self.discover();
+                self.publish_files();
                 last_discover = Some(Instant::now());
             }
             let mut progressed = 0u64;
@@ -701,6 +741,7 @@ impl Tailer {
                 }
                 i += 1;
             }
+            self.publish_files();
             if self.emitter.closed {
                 return;
             }

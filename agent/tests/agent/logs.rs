@@ -335,3 +335,250 @@ fn test_check_refuses_proc_and_sys_log_globs() {
         assert!(err.contains("logs.files[0].path"), "{path}: {err}");
     }
 }
+
+/// Appends `text` to `path`.
+fn append(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// Bytes of source `s` (a `bake-agent status -o json` entry) not acknowledged yet: read and
+/// waiting, and not read yet.
+fn waiting_bytes(s: &serde_json::Value) -> u64 {
+    s["backlog_bytes"].as_u64().unwrap_or(0) + s["unread_bytes"].as_u64().unwrap_or(0)
+}
+
+/// `bake-agent status` per log source: while CloudWatch Logs is unreachable each source's
+/// backlog (read and not acknowledged, and not read yet) and its lag grow, and its last error
+/// says why, in the JSON, in the text and in the status line's lag; once it is reachable again
+/// every source drains to 0.
+#[test]
+fn test_status_shows_each_source_s_backlog_grow_while_unreachable_and_drain() {
+    let emu = bake_e2e::Emulator::start().unwrap();
+    let rt = rt();
+    let aws = rt.block_on(emu.aws());
+    let upstream: std::net::SocketAddr = emu.url().trim_start_matches("http://").parse().unwrap();
+    let gate = crate::util::Gate::start(upstream);
+    let t = TestDir::new();
+    let quiet = t.path("quiet");
+    let app = t.path("app.sh");
+    std::fs::write(
+        &app,
+        format!(
+            "i=0\nwhile :; do\n\
+             \x20 if [ ! -e '{q}' ]; then\n\
+             \x20   echo \"line $i\"\n\
+             \x20   if [ $((i % 5)) -eq 0 ]; then echo \"warn $i\" >&2; fi\n\
+             \x20   i=$((i+1))\n\
+             \x20 fi\n\
+             \x20 sleep 0.05\n\
+             done\n",
+            q = quiet.display()
+        ),
+    )
+    .unwrap();
+    let files = t.path("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let file = files.join("app.log");
+    let pattern = format!("{}/*.log", files.display());
+    let cfg = t.config(&format!(
+        "[identity]\nstandalone = true\n[app]\nuser = \"root\"\ncommand = [\"sh\", \"{}\"]\nstop_timeout = \"5s\"\n\
+         [logs]\nstate_dir = \"{}\"\npoll_interval = \"100ms\"\n[logs.app]\nlog_group = \"{LOG_GROUP}\"\n\
+         [[logs.files]]\npath = \"{pattern}\"\nlog_group = \"{LOG_GROUP}\"\nlog_stream = \"{{instance_id}}/files\"\n",
+        app.display(),
+        t.path("logs-state").display()
+    ));
+    let id = "i-0backlog";
+    let md = crate::util::imds(id);
+    let sock = crate::util::NotifySocket::bind(t.path("notify.sock"));
+    let mut cmd = agent(&cfg, Some(&emu), Some(&md));
+    // CloudWatch Logs behind the gate; nothing else of the agent's goes there.
+    cmd.env("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", gate.url())
+        .env("NOTIFY_SOCKET", &sock.path);
+    let mut a = Running::spawn(cmd);
+    let status_json = || -> Option<serde_json::Value> {
+        let out = agent(&cfg, None, None)
+            .args(["status", "-o", "json"])
+            .output()
+            .unwrap();
+        (out.status.code() == Some(0)).then(|| serde_json::from_slice(&out.stdout).unwrap())
+    };
+    // The file source's entry (named after its glob and destination).
+    let file_source = |d: &serde_json::Value| -> serde_json::Value {
+        d["logs"]["sources"]
+            .as_object()
+            .and_then(|m| m.iter().find(|(k, _)| k.starts_with("file-")))
+            .map_or(serde_json::Value::Null, |(_, v)| v.clone())
+    };
+    let sources = |d: &serde_json::Value| {
+        [
+            d["logs"]["sources"]["app-stdout"].clone(),
+            d["logs"]["sources"]["app-stderr"].clone(),
+            file_source(d),
+        ]
+    };
+
+    // Reachable: every source ships, and says where to.
+    append(&file, "file line 0\n");
+    let before = wait_for("every source shipped", Duration::from_secs(60), || {
+        let d = status_json()?;
+        sources(&d)
+            .iter()
+            .all(|s| s["events_shipped"].as_u64() > Some(0) && s["last_put_at"].is_string())
+            .then_some(d)
+    });
+    assert_eq!(before["schema_version"], 2);
+    let [out, err, f] = sources(&before);
+    assert_eq!(out["group"], LOG_GROUP, "{before}");
+    assert_eq!(out["stream"], format!("{id}/stdout"), "{before}");
+    assert_eq!(err["stream"], format!("{id}/stderr"), "{before}");
+    assert_eq!(f["stream"], format!("{id}/files"), "{before}");
+    assert_eq!(f["pattern"], pattern, "{before}");
+    assert!(out["last_error"].is_null(), "{before}");
+
+    // Unreachable: the backlog of every source grows, and so does its lag.
+    gate.shut();
+    let mut n = 1;
+    let mut more_file_lines = || {
+        append(&file, &format!("file line {n}\n"));
+        n += 1;
+    };
+    let first = wait_for("a backlog on every source", Duration::from_secs(30), || {
+        more_file_lines();
+        let d = status_json()?;
+        sources(&d)
+            .iter()
+            .all(|s| s["backlog_events"].as_u64() > Some(0) && s["lag_ms"].as_u64() >= Some(1000))
+            .then_some(d)
+    });
+    for _ in 0..40 {
+        more_file_lines();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let later = wait_for("a newer state file", Duration::from_secs(10), || {
+        let d = status_json()?;
+        (d["updated_at"] != first["updated_at"]).then_some(d)
+    });
+    for (name, (s1, s2)) in ["app-stdout", "app-stderr", "file"]
+        .iter()
+        .zip(sources(&first).iter().zip(sources(&later).iter()))
+    {
+        assert!(
+            waiting_bytes(s2) > waiting_bytes(s1),
+            "{name}: the backlog did not grow: {s1} then {s2}"
+        );
+        assert!(
+            s2["lag_ms"].as_u64() > s1["lag_ms"].as_u64(),
+            "{name}: {s1} then {s2}"
+        );
+        assert!(
+            s2["last_error"]["message"].as_str().is_some_and(
+                |m| m.starts_with("PutLogEvents: ") && !m.contains("DispatchFailure {")
+            ),
+            "{name}: {s2}"
+        );
+        assert!(s2["last_error"]["at"].is_string(), "{name}: {s2}");
+    }
+    // The text shows each source, with its backlog, and why.
+    let text = String::from_utf8(
+        agent(&cfg, None, None)
+            .arg("status")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let row = |label: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{label} ")))
+            .unwrap_or_else(|| panic!("no row for {label} in\n{text}"))
+            .to_owned()
+    };
+    assert!(text.contains("SOURCE "), "{text}");
+    for (label, stream) in [
+        ("app-stdout", "stdout"),
+        ("app-stderr", "stderr"),
+        (pattern.as_str(), "files"),
+    ] {
+        let r = row(label);
+        assert!(
+            r.contains(" events, "),
+            "{label}: no backlog in {r:?}\n{text}"
+        );
+        assert!(
+            r.ends_with(&format!("{LOG_GROUP}  {id}/{stream}")),
+            "{r:?}\n{text}"
+        );
+        assert!(
+            text.contains(&format!("{label}: last error ")),
+            "{label}\n{text}"
+        );
+    }
+    // The status line's lag is the oldest waiting line's, not the last acknowledged batch's.
+    let behind = |l: &String| -> Option<u64> {
+        l.rsplit_once(", logs ")?
+            .1
+            .strip_suffix(" ms behind")?
+            .parse()
+            .ok()
+    };
+    wait_for(
+        "the lag in the status line",
+        Duration::from_secs(10),
+        || {
+            sock.statuses()
+                .iter()
+                .any(|l| behind(l) >= Some(2000))
+                .then_some(())
+        },
+    );
+
+    // Reachable again, and the app and the file quiet: every source drains to 0.
+    gate.open();
+    std::fs::write(&quiet, "").unwrap();
+    let last_file_line = format!("file line {}", n - 1);
+    let drained = wait_for("every backlog drained", Duration::from_secs(60), || {
+        let d = status_json()?;
+        sources(&d)
+            .iter()
+            .all(|s| {
+                s["backlog_events"] == 0
+                    && s["backlog_bytes"] == 0
+                    && s["unread_bytes"] == 0
+                    && s["lag_ms"] == 0
+            })
+            .then_some(d)
+    });
+    for (s1, s2) in sources(&later).iter().zip(sources(&drained).iter()) {
+        assert!(
+            s2["events_shipped"].as_u64() > s1["events_shipped"].as_u64(),
+            "{s1} then {s2}"
+        );
+        assert!(
+            s2["last_put_at"].as_str() > s1["last_put_at"].as_str(),
+            "{s2}"
+        );
+        // The outage's error stays, older than the last put.
+        assert!(
+            s2["last_error"]["at"].as_str() < s2["last_put_at"].as_str(),
+            "{s2}"
+        );
+    }
+    // What the status says was acknowledged is in CloudWatch Logs.
+    let msgs = rt.block_on(messages(&aws, &format!("{id}/files")));
+    assert!(
+        msgs.contains(&last_file_line),
+        "{last_file_line:?} not in {msgs:?}"
+    );
+    assert_eq!(
+        a.terminate(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        a.stderr()
+    );
+}

@@ -219,7 +219,7 @@ fn test_status_command_reads_the_running_agent() {
                 .then_some(doc)
         },
     );
-    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["schema_version"], 2);
     assert_eq!(doc["agent_pid"], a.pid());
     assert_eq!(doc["app"]["state"], "running");
     assert_eq!(doc["restarts"], 2);
