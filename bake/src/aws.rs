@@ -16,6 +16,9 @@ pub struct Aws {
     pub ssm: aws_sdk_ssm::Client,
     /// CloudFormation: stack outputs naming the targets.
     pub cfn: aws_sdk_cloudformation::Client,
+    /// STS: the account the credentials belong to, named in errors (`GetCallerIdentity`, which
+    /// needs no permission).
+    pub sts: aws_sdk_sts::Client,
     /// The region the clients talk to, if one was resolved.
     pub region: Option<String>,
 }
@@ -29,8 +32,15 @@ impl Aws {
             asg: aws_client!(aws_sdk_autoscaling, conf),
             ssm: aws_client!(aws_sdk_ssm, conf),
             cfn: aws_client!(aws_sdk_cloudformation, conf),
+            sts: aws_client!(aws_sdk_sts, conf),
             region: conf.region().map(ToString::to_string),
         }
+    }
+
+    /// The account of the credentials (`GetCallerIdentity`), or `None` if it cannot be asked.
+    pub async fn account(&self) -> Option<String> {
+        let out = self.sts.get_caller_identity().send().await.ok()?;
+        out.account().map(str::to_owned)
     }
 
     /// Loads the config from `settings` and builds every client.

@@ -25,12 +25,14 @@ pub enum TargetError {
         source: Box<aws_sdk_autoscaling::error::SdkError<DescribeAutoScalingGroupsError>>,
     },
     /// The group does not exist.
-    #[error("auto scaling group '{asg}' does not exist in region {}", .region.as_deref().unwrap_or("(none set)"))]
+    #[error("auto scaling group '{asg}' does not exist in region {}{}", .region.as_deref().unwrap_or("(none set)"), .account.as_ref().map(|a| format!(" of account {a}")).unwrap_or_default())]
     NoGroup {
         /// The group.
         asg: String,
         /// The region asked.
         region: Option<String>,
+        /// The account of the credentials, when STS answered.
+        account: Option<String>,
     },
     /// `target.launch_template` is unset and the group has no launch template of its own.
     #[error("target.launch_template: auto scaling group '{asg}' has no launch template of its own (mixed instances policy or launch configuration); set target.launch_template")]
@@ -156,6 +158,7 @@ pub async fn describe_group(aws: &Aws, asg: &str) -> Result<AutoScalingGroup, Ta
     Err(TargetError::NoGroup {
         asg: asg.to_owned(),
         region: aws.region.clone(),
+        account: aws.account().await,
     })
 }
 

@@ -117,10 +117,11 @@ fn test_an_endpoint_that_does_not_answer_is_named() {
 }
 
 #[test]
-fn test_a_missing_group_is_named_with_its_region() {
+fn test_a_missing_group_is_named_with_its_region_and_account() {
     let w = World::new("err-group");
+    // 123456789012: the emulator's account (STS GetCallerIdentity).
     let want = format!(
-        "auto scaling group '{}' does not exist in region us-east-1",
+        "auto scaling group '{}' does not exist in region us-east-1 of account 123456789012",
         w.asg()
     );
     let r = w.bake(&["status"]).expect(3);
