@@ -37,9 +37,14 @@ impl Aws {
         }
     }
 
-    /// The account of the credentials (`GetCallerIdentity`), or `None` if it cannot be asked.
+    /// The account of the credentials (`GetCallerIdentity`), or `None` if STS does not answer
+    /// within 3 s (it only adds detail to an error: never worth the SDK's retries).
     pub async fn account(&self) -> Option<String> {
-        let out = self.sts.get_caller_identity().send().await.ok()?;
+        let call = self.sts.get_caller_identity().send();
+        let out = tokio::time::timeout(std::time::Duration::from_secs(3), call)
+            .await
+            .ok()?
+            .ok()?;
         out.account().map(str::to_owned)
     }
 
