@@ -50,14 +50,16 @@ pub struct InstanceRow {
 
 /// What `bake status` shows of an AMI.
 #[derive(Clone, Debug, Default)]
-struct ImageFacts {
-    app_version: Option<String>,
-    created: Option<String>,
+pub(crate) struct ImageFacts {
+    /// The AMI's `bake:app-version` tag.
+    pub(crate) app_version: Option<String>,
+    /// Its creation date (RFC 3339).
+    pub(crate) created: Option<String>,
 }
 
 /// The AMIs' app versions and creation dates; an AMI that is gone (deregistered) is left out.
 /// By filter, not by id: one id that no longer exists would fail the whole call.
-async fn image_facts(
+pub(crate) async fn image_facts(
     aws: &Aws,
     ids: &std::collections::BTreeSet<String>,
 ) -> BTreeMap<String, ImageFacts> {
@@ -209,8 +211,10 @@ pub async fn watch(
         return Ok(None);
     };
     let opts = WatchOptions::new(&settings.refresh, timeout, false);
+    let view =
+        crate::rollout::View::new(crate::rollout::Releases::load(aws, &t.launch_template_id).await);
     Ok(Some(
-        refresh::follow(&aws.asg, asg, &current.id, opts).await?,
+        refresh::follow(&aws.asg, asg, &current.id, opts, view).await?,
     ))
 }
 

@@ -170,9 +170,31 @@ fn test_release_with_failing_replacements_rolls_back() {
             .await
             .unwrap();
     });
-    let r = w.bake(&["release", "--ami", &ami, "-o", "json"]);
+    let summary = w.path("step-summary.md");
+    let r = crate::util::Run::from_output(
+        w.command(&["release", "--ami", &ami, "-o", "json"])
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .output()
+            .unwrap(),
+    );
     assert_eq!(r.code, 6, "rolled back: {r:#?}");
     let j = r.json();
+    assert_eq!(j["rollbacks"], 1, "{j}");
+    // The step summary names the rollback and AWS's reason.
+    let md = std::fs::read_to_string(&summary).unwrap();
+    let row = md.lines().last().unwrap();
+    let rollback = row.trim_end_matches(" |").rsplit(" | ").next().unwrap();
+    assert!(
+        rollback.contains("failed to launch or to become healthy"),
+        "{md}"
+    );
+    assert!(
+        md.starts_with(&format!(
+            "### bake release: {}\n",
+            j["result"].as_str().unwrap()
+        )),
+        "{md}"
+    );
     assert!(
         j["result"] == "rolled_back" || j["result"] == "rollback_failed",
         "{j}"
