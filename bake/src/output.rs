@@ -1,5 +1,6 @@
-//! Progress on stderr (an indicatif spinner/bar on a terminal, plain timestamped lines
-//! otherwise) and results on stdout (text or one JSON document).
+//! Progress on stderr (an indicatif spinner/bar on a terminal, with lines that stay above it;
+//! plain timestamped lines otherwise), results on stdout (text or one JSON document), and the
+//! Markdown summary for `$GITHUB_STEP_SUMMARY`.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant, SystemTime};

@@ -225,8 +225,7 @@ pub async fn watch(
 pub fn json(f: &Fleet, watched: Option<&Followed>) -> serde_json::Result<serde_json::Value> {
     let mut json = serde_json::to_value(f)?;
     if let Some(w) = watched {
-        json["watch"] =
-            serde_json::json!({ "result": w.result, "polls": w.polls, "watch_secs": w.watch_secs });
+        json["watch"] = serde_json::json!({ "result": w.result, "polls": w.polls, "watch_secs": w.watch_secs, "rollout": w.rollout });
     }
     Ok(json)
 }
