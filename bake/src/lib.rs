@@ -370,7 +370,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 wait_for_current: a.wait_for_current,
                 ..watch_opts(&a.watch)
             };
-            let (report, code) = release::release(&aws, &settings, &t, &opts).await?;
+            let released = release::release(&aws, &settings, &t, &opts).await;
+            let (report, code) = released.inspect_err(|e| {
+                let f = failure(e);
+                let md = release::failure_markdown("bake release", &t.auto_scaling_group, &f);
+                output::step_summary(&md);
+            })?;
             output::step_summary(&release::markdown("bake release", &report));
             output::emit(
                 output,

@@ -477,6 +477,21 @@ pub fn render(r: &ReleaseReport) -> String {
     s
 }
 
+/// The Markdown summary of a command that failed before it had a result (a refresh already in
+/// progress, a failed build, an AWS error): a heading with `command` and the exit code, and a
+/// table of the group, the error's code ([`crate::exit::Failure::code`]) and its one line (the
+/// same line as on stderr, which never holds a secret).
+#[must_use]
+pub fn failure_markdown(command: &str, group: &str, f: &crate::exit::Failure) -> String {
+    format!(
+        "### {command}: failed (exit {})\n\n| group | error | message |\n|---|---|---|\n| `{}` | {} | {} |\n",
+        f.exit as u8,
+        cell(group),
+        cell(f.code),
+        cell(&f.message)
+    )
+}
+
 /// Runs a release to its end.
 pub async fn release(
     aws: &Aws,

@@ -221,7 +221,25 @@ fn test_release_while_a_refresh_is_running_is_a_clear_error() {
     let w = World::new("release-busy");
     let lt = w.fleet(BASE_AMI, 2);
     let id = w.start_slow_refresh(&lt);
-    let r = w.bake(&["release", "--ami", BASE_AMI]).expect(9);
+    let summary = w.path("step-summary.md");
+    let r = crate::util::Run::from_output(
+        w.command(&["release", "--ami", BASE_AMI])
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .output()
+            .unwrap(),
+    )
+    .expect(9);
+    // CI's step summary says it too, with the same one line.
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        md.starts_with("### bake release: failed (exit 9)\n"),
+        "{md}"
+    );
+    let row = md.lines().last().unwrap();
+    assert!(
+        row.starts_with("| `release-busy-asg` | in_progress | ") && row.contains(&id),
+        "{md}"
+    );
     assert!(r.stderr.contains(&id), "names the refresh: {}", r.stderr);
     assert!(r.stderr.contains("bake status --watch"), "{}", r.stderr);
     assert!(r.stderr.contains("--wait-for-current"), "{}", r.stderr);
