@@ -110,7 +110,13 @@ impl Releases {
         };
         let newest: BTreeMap<i64, String> = images.into_iter().rev().take(RELEASES_KEPT).collect();
         let ids: BTreeSet<String> = newest.values().cloned().collect();
-        let facts = crate::status::image_facts(aws, &ids).await;
+        let facts = crate::ami::facts(&aws.ec2, &ids).await.unwrap_or_else(|e| {
+            tracing::warn!(
+                "cannot describe the AMIs of launch template '{lt}'; the rollout view shows no app versions: {}",
+                aws_smithy_types::error::display::DisplayErrorContext(&e)
+            );
+            BTreeMap::new()
+        });
         Self::new(
             newest
                 .into_iter()
