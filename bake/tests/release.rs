@@ -274,6 +274,16 @@ fn test_release_no_wait_then_status_watch_and_timeout() {
         .expect(8);
     assert_eq!(t.json()["watch"]["result"], "timed_out");
     assert!(t.stderr.contains("bake status --watch"), "{}", t.stderr);
+    // The rollout view watched too: its first poll names every instance of the group.
+    let events = t.json()["watch"]["rollout"]["events"].clone();
+    let named: std::collections::BTreeSet<&str> = events
+        .as_array()
+        .unwrap_or_else(|| panic!("no rollout events: {}", t.stdout))
+        .iter()
+        .filter_map(|e| e["instance_id"].as_str())
+        .collect();
+    assert!(named.len() >= 2, "{events}");
+    assert!(t.stderr.contains(" refresh: i-"), "{}", t.stderr);
     // Another release now is refused.
     w.bake(&["release", "--ami", BASE_AMI]).expect(9);
     // --wait-for-current waits for it, then releases.
