@@ -620,6 +620,56 @@ pub fn snapshots(image: &Image) -> Vec<String> {
         .collect()
 }
 
+/// What `bake status` and the rollout view show of an AMI.
+#[derive(Clone, Debug, Default)]
+pub struct ImageFacts {
+    /// The AMI's `bake:app-version` tag.
+    pub app_version: Option<String>,
+    /// Its creation date (RFC 3339, as EC2 says it).
+    pub created: Option<String>,
+}
+
+/// The app versions and creation dates of AMIs `ids`, by id; an AMI that is gone
+/// (deregistered) is left out. One `DescribeImages` by `image-id` filter, not by id: one id that
+/// no longer exists would fail the whole call.
+///
+/// # Errors
+/// `DescribeImages` failed.
+pub async fn facts(
+    ec2: &aws_sdk_ec2::Client,
+    ids: &BTreeSet<String>,
+) -> Result<
+    BTreeMap<String, ImageFacts>,
+    aws_sdk_ec2::error::SdkError<aws_sdk_ec2::operation::describe_images::DescribeImagesError>,
+> {
+    let mut facts = BTreeMap::new();
+    if ids.is_empty() {
+        return Ok(facts);
+    }
+    let filter = Filter::builder()
+        .name("image-id")
+        .set_values(Some(ids.iter().cloned().collect()))
+        .build();
+    let out = ec2.describe_images().filters(filter).send().await?;
+    for i in out.images() {
+        let Some(id) = i.image_id() else { continue };
+        let app_version = i
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(TAG_APP_VERSION))
+            .and_then(|t| t.value())
+            .map(ToOwned::to_owned);
+        facts.insert(
+            id.to_owned(),
+            ImageFacts {
+                app_version,
+                created: i.creation_date().map(ToOwned::to_owned),
+            },
+        );
+    }
+    Ok(facts)
+}
+
 /// Describes one AMI.
 pub async fn describe(ec2: &aws_sdk_ec2::Client, ami: &str) -> Result<Image, AmiError> {
     let out = ec2

@@ -34,6 +34,8 @@ pub mod refresh;
 pub mod release;
 /// `bake rollback`.
 pub mod rollback;
+/// The rollout view: each instance's changes while a refresh is watched.
+pub mod rollout;
 /// SIGINT, SIGTERM and SIGHUP.
 pub mod signals;
 /// `bake status`.
@@ -368,7 +370,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 wait_for_current: a.wait_for_current,
                 ..watch_opts(&a.watch)
             };
-            let (report, code) = release::release(&aws, &settings, &t, &opts).await?;
+            let released = release::release(&aws, &settings, &t, &opts).await;
+            let (report, code) = released.inspect_err(|e| {
+                let f = failure(e);
+                let md = release::failure_markdown("bake release", &t.auto_scaling_group, &f);
+                output::step_summary(&md);
+            })?;
+            output::step_summary(&release::markdown("bake release", &report));
             output::emit(
                 output,
                 &serde_json::to_value(&report)?,
@@ -396,6 +404,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Rollback(w) => {
             let t = targets::resolve(&aws, settings.target()?).await?;
             let (report, code) = rollback::rollback(&aws, &settings, &t, &watch_opts(&w)).await?;
+            output::step_summary(&release::markdown("bake rollback", &report));
             output::emit(
                 output,
                 &serde_json::to_value(&report)?,

@@ -1,5 +1,6 @@
-//! Progress on stderr (an indicatif spinner/bar on a terminal, plain timestamped lines
-//! otherwise) and results on stdout (text or one JSON document).
+//! Progress on stderr (an indicatif spinner/bar on a terminal, with lines that stay above it;
+//! plain timestamped lines otherwise), results on stdout (text or one JSON document), and the
+//! Markdown summary for `$GITHUB_STEP_SUMMARY`.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant, SystemTime};
@@ -46,7 +47,8 @@ impl Progress {
         Self::new(bar, prefix)
     }
 
-    /// A percentage bar on a terminal, plain lines otherwise.
+    /// A percentage bar on a terminal, plain lines otherwise. The bar shows the one elapsed
+    /// time and the one percentage; its message should repeat neither.
     #[must_use]
     pub fn percent(prefix: &'static str) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
@@ -88,12 +90,16 @@ impl Progress {
         }
     }
 
-    /// Sets the percentage (bars only) and the step message.
-    pub fn position(&self, percent: u64, message: &str) {
-        if let Some(b) = &self.bar {
-            b.set_position(percent.min(100));
+    /// Sets the percentage and the bar's message `on_bar` on a terminal; prints `as_line`
+    /// otherwise (which should then say the percentage itself).
+    pub fn position(&self, percent: u64, on_bar: &str, as_line: &str) {
+        match &self.bar {
+            Some(b) => {
+                b.set_position(percent.min(100));
+                b.set_message(on_bar.to_owned());
+            }
+            None => self.line(as_line),
         }
-        self.step(message);
     }
 
     /// A line that stays (above the bar on a terminal).
@@ -165,6 +171,39 @@ pub fn with_schema_version(json: &serde_json::Value) -> serde_json::Value {
 /// As for [`emit`].
 pub fn print(doc: &str) -> Result<(), StdoutError> {
     bake_common::exit::write_line(&mut std::io::stdout().lock(), doc)
+}
+
+/// Appends `markdown` to the file `$GITHUB_STEP_SUMMARY` names (GitHub Actions shows it on the
+/// run's summary page), when that variable is set and not empty. A failure is a warning: the
+/// command's result does not depend on it.
+pub fn step_summary(markdown: &str) {
+    let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let path = std::path::PathBuf::from(path);
+    if let Err(e) = append(&path, markdown) {
+        tracing::warn!(
+            "cannot append the summary to GITHUB_STEP_SUMMARY '{}': {e}",
+            path.display()
+        );
+    }
+}
+
+/// Appends `text` to `path` (created if missing), ending it with a newline.
+///
+/// # Errors
+/// The file cannot be opened or written.
+pub fn append(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut text = text.to_owned();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    f.write_all(text.as_bytes())
 }
 
 /// Formats a duration to whole seconds for people (`1m 5s`).

@@ -2,10 +2,12 @@
 //! `DescribeInstanceRefreshes` output, a pure poll schedule ([`Backoff`]) and a thin poller
 //! ([`watch`]) that does the I/O.
 //!
-//! Polling: one `DescribeInstanceRefreshes` call per poll, starting at `refresh.poll_interval`
-//! (5 s), growing ×1.5 per unchanged poll up to `refresh.max_poll_interval` (15 s, the AWS CLI
-//! waiters' pace, so the end of a refresh is seen within 15 s), back to the start on any change:
-//! 4–12 calls a minute, far below Auto Scaling's API rate limits.
+//! Polling: one `DescribeInstanceRefreshes` and one `DescribeAutoScalingGroups` (the instances'
+//! lifecycle states, for the rollout view: [`crate::rollout`]) per poll, starting at
+//! `refresh.poll_interval` (5 s), growing ×1.5 per unchanged poll up to
+//! `refresh.max_poll_interval` (15 s, the AWS CLI waiters' pace, so the end of a refresh is seen
+//! within 15 s), back to the start on any change of the refresh or of an instance: 4–12 polls,
+//! 8–24 calls a minute, far below Auto Scaling's API rate limits.
 
 use std::time::Duration;
 
@@ -20,6 +22,7 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use crate::config::RefreshSettings;
 use crate::exit::Exit;
 use crate::output::Progress;
+use crate::rollout::{Rollout, View};
 
 /// What one `DescribeInstanceRefreshes` says about the watched refresh.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -42,8 +45,19 @@ impl Snapshot {
     /// One line for people: `InProgress 50%, 1 instance left: reason`.
     #[must_use]
     pub fn describe(&self) -> String {
+        self.describe_with(true)
+    }
+
+    /// [`Snapshot::describe`] without the percentage, for a progress bar that shows it itself:
+    /// `InProgress, 1 instance left: reason`.
+    #[must_use]
+    pub fn describe_status(&self) -> String {
+        self.describe_with(false)
+    }
+
+    fn describe_with(&self, percentage: bool) -> String {
         let mut s = self.status.clone();
-        if let Some(p) = self.percentage {
+        if let Some(p) = self.percentage.filter(|_| percentage) {
             s.push_str(&format!(" {p}%"));
         }
         if let Some(n) = self.instances_to_update {
@@ -239,6 +253,60 @@ pub async fn active(
         .filter(|s| is_active(&s.status)))
 }
 
+/// The refresh's instance warm-up (`Preferences.InstanceWarmup`, seconds), zero when unsaid.
+fn instance_warmup(out: &DescribeInstanceRefreshesOutput, id: &str) -> Duration {
+    out.instance_refreshes()
+        .iter()
+        .find(|r| r.instance_refresh_id() == Some(id))
+        .and_then(|r| r.preferences())
+        .and_then(|p| p.instance_warmup())
+        .and_then(|s| u64::try_from(s).ok())
+        .map_or(Duration::ZERO, Duration::from_secs)
+}
+
+/// One poll of the group's instances for the rollout view: its lines are printed above the
+/// bar (plain lines off a terminal); returns whether there were any. Best effort: a failed
+/// `DescribeAutoScalingGroups` is a warning (once), never the end of the watch.
+async fn poll_instances(
+    asg_client: &aws_sdk_autoscaling::Client,
+    asg: &str,
+    view: &mut View,
+    now: Duration,
+    warmup: Duration,
+    warned: &mut bool,
+    progress: &Progress,
+) -> bool {
+    let out = match asg_client
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(asg)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(e) => {
+            if !std::mem::replace(warned, true) {
+                tracing::warn!(
+                    "describing auto scaling group '{asg}' for the rollout view: {}; watching the refresh only",
+                    DisplayErrorContext(&e)
+                );
+            }
+            return false;
+        }
+    };
+    let Some(group) = out
+        .auto_scaling_groups()
+        .iter()
+        .find(|g| g.auto_scaling_group_name() == Some(asg))
+    else {
+        return false;
+    };
+    let events = view.observe(&crate::rollout::instances(group), now, warmup);
+    for e in &events {
+        progress.note(&e.line());
+    }
+    !events.is_empty()
+}
+
 /// The poll schedule: `min` after a change, ×1.5 per unchanged poll, at most `max`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {
@@ -345,16 +413,21 @@ pub struct Watched {
     pub polls: u32,
     /// Time watched.
     pub elapsed: Duration,
+    /// What the instances did.
+    pub rollout: Rollout,
 }
 
 /// Polls refresh `id` of `asg` until it ends, `timeout` passes or an interrupt (SIGINT, SIGTERM,
-/// SIGHUP) detaches, or with `cancel_on_interrupt` cancels (a second one detaches).
+/// SIGHUP) detaches, or with `cancel_on_interrupt` cancels (a second one detaches). The bar
+/// shows the refresh's percentage and status; the instances' changes ([`View`]) are lines above
+/// it.
 pub async fn watch(
     asg_client: &aws_sdk_autoscaling::Client,
     asg: &str,
     id: &str,
     opts: WatchOptions,
     progress: &Progress,
+    view: &mut View,
 ) -> Result<Watched, RefreshError> {
     let started = tokio::time::Instant::now();
     // `refresh.timeout` and `--timeout` are bounded by config validation; a deadline beyond the
@@ -368,10 +441,12 @@ pub async fn watch(
     let mut polls = 0u32;
     let mut cancelled = false;
     let mut interrupts = crate::signals::Interrupts::new();
-    let done = |end, polls| Watched {
+    let mut warned = false;
+    let done = |end, polls, view: &View| Watched {
         end,
         polls,
         elapsed: started.elapsed(),
+        rollout: view.rollout(),
     };
     loop {
         polls += 1;
@@ -385,7 +460,17 @@ pub async fn watch(
                 asg: asg.to_owned(),
                 source: Box::new(e),
             })?;
-        let delay = match next(&state, &out) {
+        let action = next(&state, &out);
+        let instances_changed = match action {
+            Action::Missing => false,
+            _ => {
+                let warmup = instance_warmup(&out, id);
+                let now = started.elapsed();
+                poll_instances(asg_client, asg, view, now, warmup, &mut warned, progress).await
+            }
+        };
+        let percent = |s: &Snapshot| u64::try_from(s.percentage.unwrap_or(0)).unwrap_or(0);
+        let delay = match action {
             Action::Missing => {
                 return Err(RefreshError::Missing {
                     asg: asg.to_owned(),
@@ -393,32 +478,34 @@ pub async fn watch(
                 })
             }
             Action::Done { outcome, snapshot } => {
+                if matches!(outcome, Outcome::Successful | Outcome::Partial) {
+                    for e in view.finish_warm_up(started.elapsed()) {
+                        progress.note(&e.line());
+                    }
+                }
                 progress.position(
-                    u64::try_from(snapshot.percentage.unwrap_or(0)).unwrap_or(0),
+                    percent(&snapshot),
+                    &snapshot.describe_status(),
                     &snapshot.describe(),
                 );
-                return Ok(done(WatchEnd::Finished(outcome, snapshot), polls));
+                return Ok(done(WatchEnd::Finished(outcome, snapshot), polls, view));
             }
             Action::Wait { snapshot, changed } => {
                 if changed {
-                    let pct = u64::try_from(snapshot.percentage.unwrap_or(0)).unwrap_or(0);
                     progress.position(
-                        pct,
-                        &format!(
-                            "{} [{} elapsed]",
-                            snapshot.describe(),
-                            crate::output::secs(started.elapsed())
-                        ),
+                        percent(&snapshot),
+                        &snapshot.describe_status(),
+                        &snapshot.describe(),
                     );
                     tracing::debug!(refresh = id, status = %snapshot.status, "refresh progress");
                 }
                 state.last = Some(snapshot);
-                backoff.next_delay(changed)
+                backoff.next_delay(changed || instances_changed)
             }
         };
         let now = tokio::time::Instant::now();
         if deadline.is_some_and(|d| now >= d) {
-            return Ok(done(WatchEnd::TimedOut(state.last), polls));
+            return Ok(done(WatchEnd::TimedOut(state.last), polls, view));
         }
         let wake = match (now.checked_add(delay), deadline) {
             (Some(w), Some(d)) => w.min(d),
@@ -438,7 +525,7 @@ pub async fn watch(
                         .map_err(|e| RefreshError::Cancel { asg: asg.to_owned(), source: Box::new(e) })?;
                     cancelled = true;
                 } else {
-                    return Ok(done(WatchEnd::Detached(state.last), polls));
+                    return Ok(done(WatchEnd::Detached(state.last), polls, view));
                 }
             }
         }
@@ -459,18 +546,22 @@ pub struct Followed {
     pub watch_secs: f64,
     /// The exit code of this end.
     pub exit: Exit,
+    /// What the instances did while watched.
+    pub rollout: Rollout,
 }
 
-/// Watches refresh `id` of `asg` with a progress bar ([`watch`]) and says how it ended, in the
-/// log too (with how to resume watching after a timeout or an interrupt).
+/// Watches refresh `id` of `asg` with a progress bar and the rollout view `view` ([`watch`])
+/// and says how it ended, in the log too (with how to resume watching after a timeout or an
+/// interrupt).
 pub async fn follow(
     asg_client: &aws_sdk_autoscaling::Client,
     asg: &str,
     id: &str,
     opts: WatchOptions,
+    mut view: View,
 ) -> Result<Followed, RefreshError> {
     let progress = Progress::percent("refresh");
-    let watched = watch(asg_client, asg, id, opts, &progress).await?;
+    let watched = watch(asg_client, asg, id, opts, &progress, &mut view).await?;
     progress.finish();
     let resume = format!("resume watching with `bake status --watch` (refresh {id} of '{asg}')");
     let (result, refresh, exit) = match watched.end {
@@ -507,6 +598,7 @@ pub async fn follow(
         polls: watched.polls,
         watch_secs: watched.elapsed.as_secs_f64(),
         exit,
+        rollout: watched.rollout,
     })
 }
 

@@ -22,6 +22,7 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use crate::config::{RefreshSettings, Settings};
 use crate::exit::Exit;
 use crate::refresh::{self, Snapshot, WatchOptions};
+use crate::rollout::{Releases, Rollout, View};
 use crate::targets::Targets;
 
 /// `bake release` options.
@@ -50,6 +51,12 @@ pub struct ReleaseReport {
     pub launch_template_id: String,
     /// The image released.
     pub image_id: String,
+    /// Its `bake:app-version`, if known.
+    pub app_version: Option<String>,
+    /// The image of `previous_version`, if known.
+    pub previous_image_id: Option<String>,
+    /// Its `bake:app-version`, if known.
+    pub previous_app_version: Option<String>,
     /// Whether the image came from the bake cache.
     pub reused: Option<bool>,
     /// The default version before.
@@ -69,6 +76,14 @@ pub struct ReleaseReport {
     pub polls: u32,
     /// Seconds watched.
     pub watch_secs: f64,
+    /// Seconds the whole command took (build included).
+    pub duration_secs: f64,
+    /// What the instances did while watched (the rollout view's lines and counts); `None`
+    /// when not watched (`--no-wait`).
+    pub rollout: Option<Rollout>,
+    /// Rollbacks of the refresh seen (AWS's own on a failure or an alarm, or `bake
+    /// rollback`'s): 0 or 1.
+    pub rollbacks: u32,
 }
 
 /// What can go wrong in a release, besides the errors of the steps it takes (targets, build,
@@ -304,15 +319,133 @@ async fn start_refresh(
 impl ReleaseReport {
     /// Takes what watching the refresh found; returns its exit code.
     pub fn watched(&mut self, f: refresh::Followed) -> Exit {
+        self.rollbacks = u32::from(
+            matches!(f.result.as_str(), "rolled_back" | "rollback_failed")
+                || f.refresh.as_ref().is_some_and(|r| {
+                    r.status.starts_with("Rollback") || r.rollback_reason.is_some()
+                }),
+        );
         self.result = f.result;
         self.refresh = f.refresh;
         self.polls = f.polls;
         self.watch_secs = f.watch_secs;
+        self.rollout = Some(f.rollout);
         f.exit
+    }
+
+    /// Takes the images of the previous and the new version (and their app versions) from
+    /// `releases`.
+    pub fn name_images(&mut self, releases: &Releases) {
+        if let Some(r) = releases.get(self.previous_version) {
+            self.previous_image_id = Some(r.image_id.clone());
+            self.previous_app_version.clone_from(&r.app_version);
+        }
+        if let Some(r) = releases.get(self.version) {
+            self.app_version.clone_from(&r.app_version);
+        }
+    }
+
+    /// Why the refresh rolled back, as AWS said it.
+    fn rollback_reason(&self) -> Option<&str> {
+        if self.rollbacks == 0 {
+            return None;
+        }
+        self.refresh
+            .as_ref()
+            .and_then(|r| r.rollback_reason.as_deref().or(r.reason.as_deref()))
     }
 }
 
-/// A release's result as text for people.
+/// `ami-…` with its app version: `ami-0abc (1.0.1)`.
+fn image_label(image: &str, app: Option<&str>) -> String {
+    match app {
+        Some(a) => format!("{image} ({a})"),
+        None => image.to_owned(),
+    }
+}
+
+/// The summary that stays once a watched release ended: the image change, then result,
+/// duration, instances replaced and rollbacks. Empty when the refresh was not watched.
+#[must_use]
+pub fn summary(r: &ReleaseReport) -> String {
+    let Some(rollout) = &r.rollout else {
+        return String::new();
+    };
+    let mut s = String::new();
+    if let Some(before) = &r.previous_image_id {
+        s.push_str(&format!(
+            "release: {} → {}\n",
+            image_label(before, r.previous_app_version.as_deref()),
+            image_label(&r.image_id, r.app_version.as_deref())
+        ));
+    }
+    let plural = |n: u32| if n == 1 { "" } else { "s" };
+    s.push_str(&format!(
+        "{} in {} (watched {}): {} instance{} replaced ({} launched, {} terminated), ",
+        r.result,
+        crate::output::secs(Duration::from_secs_f64(r.duration_secs)),
+        crate::output::secs(Duration::from_secs_f64(r.watch_secs)),
+        rollout.instances_replaced,
+        plural(rollout.instances_replaced),
+        rollout.instances_launched,
+        rollout.instances_terminated,
+    ));
+    match (r.rollbacks, r.rollback_reason()) {
+        (0, _) => s.push_str("no rollback"),
+        (_, Some(reason)) => s.push_str(&format!("1 rollback: {reason}")),
+        (_, None) => s.push_str("1 rollback"),
+    }
+    s
+}
+
+/// Text for one cell of a Markdown table: pipes escaped, one line.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace(['\r', '\n'], " ")
+}
+
+/// The Markdown summary for `$GITHUB_STEP_SUMMARY` ([`crate::output::step_summary`]): a heading
+/// with `command` and the result, and a table of the group, the image change (version before →
+/// after), the result, the duration, the instances replaced and the rollback (`none`, or AWS's
+/// reason).
+#[must_use]
+pub fn markdown(command: &str, r: &ReleaseReport) -> String {
+    let before = r.previous_image_id.as_deref().map_or_else(
+        || format!("v{}", r.previous_version),
+        |i| format!("`{i}` {}", r.previous_app_version.as_deref().unwrap_or("")),
+    );
+    let after = format!(
+        "`{}` {}",
+        r.image_id,
+        r.app_version.as_deref().unwrap_or("")
+    );
+    let replaced = r
+        .rollout
+        .as_ref()
+        .map_or_else(|| "-".to_owned(), |o| o.instances_replaced.to_string());
+    let rollback = match (r.rollbacks, r.rollback_reason()) {
+        (0, _) => "none".to_owned(),
+        (_, Some(reason)) => reason.to_owned(),
+        (_, None) => "yes".to_owned(),
+    };
+    let row = [
+        format!("`{}`", r.auto_scaling_group),
+        format!("{} → {}", before.trim_end(), after.trim_end()),
+        format!("v{} → v{}", r.previous_version, r.version),
+        r.result.clone(),
+        crate::output::secs(Duration::from_secs_f64(r.duration_secs)),
+        replaced,
+        rollback,
+    ]
+    .map(|c| cell(&c));
+    format!(
+        "### {command}: {}\n\n| group | image | launch template version | result | duration | instances replaced | rollback |\n|---|---|---|---|---|---|---|\n| {} |\n",
+        cell(&r.result),
+        row.join(" | ")
+    )
+}
+
+/// A release's result as text for people: what changed and how the refresh ended, then the
+/// [`summary`] of a watched one.
 #[must_use]
 pub fn render(r: &ReleaseReport) -> String {
     let mut s = format!(
@@ -336,7 +469,27 @@ pub fn render(r: &ReleaseReport) -> String {
             r.previous_version
         ));
     }
+    let summary = summary(r);
+    if !summary.is_empty() {
+        s.push('\n');
+        s.push_str(&summary);
+    }
     s
+}
+
+/// The Markdown summary of a command that failed before it had a result (a refresh already in
+/// progress, a failed build, an AWS error): a heading with `command` and the exit code, and a
+/// table of the group, the error's code ([`crate::exit::Failure::code`]) and its one line (the
+/// same line as on stderr, which never holds a secret).
+#[must_use]
+pub fn failure_markdown(command: &str, group: &str, f: &crate::exit::Failure) -> String {
+    format!(
+        "### {command}: failed (exit {})\n\n| group | error | message |\n|---|---|---|\n| `{}` | {} | {} |\n",
+        f.exit as u8,
+        cell(group),
+        cell(f.code),
+        cell(&f.message)
+    )
 }
 
 /// Runs a release to its end.
@@ -346,6 +499,7 @@ pub async fn release(
     t: &Targets,
     opts: &ReleaseOptions,
 ) -> anyhow::Result<(ReleaseReport, Exit)> {
+    let began = std::time::Instant::now();
     let asg = &t.auto_scaling_group;
     let lt = &t.launch_template_id;
     let wopts = WatchOptions::new(&settings.refresh, opts.timeout, opts.cancel_on_interrupt);
@@ -362,7 +516,8 @@ pub async fn release(
             "waiting for instance refresh {} of '{asg}' to end first",
             current.id
         );
-        let waited = refresh::follow(&aws.asg, asg, &current.id, wopts).await?;
+        let view = View::new(Releases::load(aws, lt).await);
+        let waited = refresh::follow(&aws.asg, asg, &current.id, wopts, view).await?;
         match waited.exit {
             Exit::TimedOut => {
                 return Err(ReleaseError::CurrentTimedOut {
@@ -427,6 +582,15 @@ pub async fn release(
         version,
         ..ReleaseReport::default()
     };
+    // Once per release, not per poll, and before the refresh starts: the images of the
+    // template's versions (for the summary and the rollout view's lines) and the instances the
+    // refresh is to replace.
+    let releases = Releases::load(aws, lt).await;
+    report.name_images(&releases);
+    let baseline = match opts.no_wait {
+        true => None,
+        false => crate::rollout::baseline(&aws.asg, asg).await,
+    };
     let started = match record_preferences(aws, asg, &prefs).await {
         Ok(()) => start_refresh(aws, t, version, prefs).await,
         Err(e) => Err(e),
@@ -445,9 +609,11 @@ pub async fn release(
     report.instance_refresh_id = id.clone();
     if opts.no_wait {
         report.result = "started".into();
+        report.duration_secs = began.elapsed().as_secs_f64();
         return Ok((report, Exit::Ok));
     }
-    let code = report.watched(refresh::follow(&aws.asg, asg, &id, wopts).await?);
+    let view = View::new(releases).with_baseline(baseline);
+    let code = report.watched(refresh::follow(&aws.asg, asg, &id, wopts, view).await?);
     if matches!(
         code,
         Exit::RefreshFailed | Exit::RolledBack | Exit::Cancelled
@@ -455,6 +621,7 @@ pub async fn release(
         undo(aws, lt, previous, None).await;
         report.restored_default = true;
     }
+    report.duration_secs = began.elapsed().as_secs_f64();
     Ok((report, code))
 }
 
@@ -486,6 +653,7 @@ async fn undo(aws: &Aws, lt: &str, previous: i64, delete: Option<i64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn test_auto_rollback_needs_a_numbered_version() {
@@ -512,6 +680,60 @@ mod tests {
         assert!(check_numbered_version(&r, &group("3")).is_ok());
         r.auto_rollback = false;
         assert!(check_numbered_version(&r, &group("$Latest")).is_ok());
+    }
+
+    #[test]
+    fn test_summary_and_markdown_of_a_rolled_back_release() {
+        let mut r = ReleaseReport {
+            auto_scaling_group: "web".into(),
+            launch_template_id: "lt-1".into(),
+            image_id: "ami-new".into(),
+            app_version: Some("1.0.1".into()),
+            previous_version: 3,
+            version: 4,
+            result: "rolled_back".into(),
+            duration_secs: 65.4,
+            watch_secs: 61.0,
+            rollout: Some(Rollout {
+                instances_launched: 1,
+                instances_terminated: 1,
+                instances_replaced: 1,
+                ..Rollout::default()
+            }),
+            refresh: Some(Snapshot {
+                status: "RollbackSuccessful".into(),
+                rollback_reason: Some("alarm | 5xx\nfired".into()),
+                ..Snapshot::default()
+            }),
+            rollbacks: 1,
+            ..ReleaseReport::default()
+        };
+        r.name_images(&Releases::new(BTreeMap::from([(
+            3,
+            crate::rollout::Release {
+                image_id: "ami-old".into(),
+                app_version: Some("1.0.0".into()),
+            },
+        )])));
+        assert_eq!(
+            summary(&r),
+            "release: ami-old (1.0.0) → ami-new (1.0.1)\nrolled_back in 1m 5s (watched 1m 1s): 1 instance replaced (1 launched, 1 terminated), 1 rollback: alarm | 5xx\nfired"
+        );
+        let md = markdown("bake release", &r);
+        let rows: Vec<&str> = md.lines().collect();
+        assert_eq!(rows[0], "### bake release: rolled_back");
+        assert_eq!(rows[1], "");
+        assert_eq!(
+            rows[4],
+            "| `web` | `ami-old` 1.0.0 → `ami-new` 1.0.1 | v3 → v4 | rolled_back | 1m 5s | 1 | alarm \\| 5xx fired |"
+        );
+        assert_eq!(rows.len(), 5, "{md}");
+        // Not watched: no summary; the table says what is known.
+        r.rollout = None;
+        r.rollbacks = 0;
+        assert_eq!(summary(&r), "");
+        assert!(!render(&r).contains("replaced"), "{}", render(&r));
+        assert!(markdown("bake release", &r).ends_with("| - | none |\n"));
     }
 
     #[test]

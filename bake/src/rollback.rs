@@ -42,6 +42,7 @@ pub async fn rollback(
     t: &Targets,
     opts: &ReleaseOptions,
 ) -> anyhow::Result<(ReleaseReport, Exit)> {
+    let began = std::time::Instant::now();
     let asg = &t.auto_scaling_group;
     if let Some(current) = crate::refresh::active(&aws.asg, asg).await? {
         tracing::info!(
@@ -69,8 +70,12 @@ pub async fn rollback(
             return Ok((report, Exit::Ok));
         }
         let wopts = WatchOptions::new(&settings.refresh, opts.timeout, opts.cancel_on_interrupt);
-        let followed = refresh::follow(&aws.asg, asg, &current.id, wopts).await?;
+        let view = crate::rollout::View::new(
+            crate::rollout::Releases::load(aws, &t.launch_template_id).await,
+        );
+        let followed = refresh::follow(&aws.asg, asg, &current.id, wopts, view).await?;
         let code = report.watched(followed);
+        report.duration_secs = began.elapsed().as_secs_f64();
         let code = match report.result.as_str() {
             "rolled_back" => Exit::Ok,
             _ => code,

@@ -48,55 +48,21 @@ pub struct InstanceRow {
     pub launch_time: Option<String>,
 }
 
-/// What `bake status` shows of an AMI.
-#[derive(Clone, Debug, Default)]
-struct ImageFacts {
-    app_version: Option<String>,
-    created: Option<String>,
-}
-
-/// The AMIs' app versions and creation dates; an AMI that is gone (deregistered) is left out.
-/// By filter, not by id: one id that no longer exists would fail the whole call.
+/// The AMIs' app versions and creation dates ([`crate::ami::facts`]); on a failure none, and a
+/// warning: the fleet is still worth showing without them.
 async fn image_facts(
     aws: &Aws,
     ids: &std::collections::BTreeSet<String>,
-) -> BTreeMap<String, ImageFacts> {
-    let mut facts = BTreeMap::new();
-    if ids.is_empty() {
-        return facts;
-    }
-    let filter = aws_sdk_ec2::types::Filter::builder()
-        .name("image-id")
-        .set_values(Some(ids.iter().cloned().collect()))
-        .build();
-    match aws.ec2.describe_images().filters(filter).send().await {
-        Ok(out) => {
-            for i in out.images() {
-                let Some(id) = i.image_id() else { continue };
-                let app_version = i
-                    .tags()
-                    .iter()
-                    .find(|t| t.key() == Some(crate::ami::TAG_APP_VERSION))
-                    .and_then(|t| t.value())
-                    .map(ToOwned::to_owned);
-                facts.insert(
-                    id.to_owned(),
-                    ImageFacts {
-                        app_version,
-                        created: i.creation_date().map(ToOwned::to_owned),
-                    },
-                );
-            }
-        }
-        // The fleet is still worth showing without them.
-        Err(e) => tracing::warn!(
+) -> BTreeMap<String, crate::ami::ImageFacts> {
+    crate::ami::facts(&aws.ec2, ids).await.unwrap_or_else(|e| {
+        tracing::warn!(
             "cannot describe the fleet's AMIs; no app versions or image ages: {}",
             bake_common::exit::chain(&e)
                 .last()
                 .map_or_else(String::new, ToString::to_string)
-        ),
-    }
-    facts
+        );
+        BTreeMap::new()
+    })
 }
 
 /// The fleet.
@@ -209,8 +175,10 @@ pub async fn watch(
         return Ok(None);
     };
     let opts = WatchOptions::new(&settings.refresh, timeout, false);
+    let view =
+        crate::rollout::View::new(crate::rollout::Releases::load(aws, &t.launch_template_id).await);
     Ok(Some(
-        refresh::follow(&aws.asg, asg, &current.id, opts).await?,
+        refresh::follow(&aws.asg, asg, &current.id, opts, view).await?,
     ))
 }
 
@@ -221,8 +189,7 @@ pub async fn watch(
 pub fn json(f: &Fleet, watched: Option<&Followed>) -> serde_json::Result<serde_json::Value> {
     let mut json = serde_json::to_value(f)?;
     if let Some(w) = watched {
-        json["watch"] =
-            serde_json::json!({ "result": w.result, "polls": w.polls, "watch_secs": w.watch_secs });
+        json["watch"] = serde_json::json!({ "result": w.result, "polls": w.polls, "watch_secs": w.watch_secs, "rollout": w.rollout });
     }
     Ok(json)
 }

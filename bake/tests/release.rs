@@ -170,9 +170,31 @@ fn test_release_with_failing_replacements_rolls_back() {
             .await
             .unwrap();
     });
-    let r = w.bake(&["release", "--ami", &ami, "-o", "json"]);
+    let summary = w.path("step-summary.md");
+    let r = crate::util::Run::from_output(
+        w.command(&["release", "--ami", &ami, "-o", "json"])
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .output()
+            .unwrap(),
+    );
     assert_eq!(r.code, 6, "rolled back: {r:#?}");
     let j = r.json();
+    assert_eq!(j["rollbacks"], 1, "{j}");
+    // The step summary names the rollback and AWS's reason.
+    let md = std::fs::read_to_string(&summary).unwrap();
+    let row = md.lines().last().unwrap();
+    let rollback = row.trim_end_matches(" |").rsplit(" | ").next().unwrap();
+    assert!(
+        rollback.contains("failed to launch or to become healthy"),
+        "{md}"
+    );
+    assert!(
+        md.starts_with(&format!(
+            "### bake release: {}\n",
+            j["result"].as_str().unwrap()
+        )),
+        "{md}"
+    );
     assert!(
         j["result"] == "rolled_back" || j["result"] == "rollback_failed",
         "{j}"
@@ -199,7 +221,25 @@ fn test_release_while_a_refresh_is_running_is_a_clear_error() {
     let w = World::new("release-busy");
     let lt = w.fleet(BASE_AMI, 2);
     let id = w.start_slow_refresh(&lt);
-    let r = w.bake(&["release", "--ami", BASE_AMI]).expect(9);
+    let summary = w.path("step-summary.md");
+    let r = crate::util::Run::from_output(
+        w.command(&["release", "--ami", BASE_AMI])
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .output()
+            .unwrap(),
+    )
+    .expect(9);
+    // CI's step summary says it too, with the same one line.
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        md.starts_with("### bake release: failed (exit 9)\n"),
+        "{md}"
+    );
+    let row = md.lines().last().unwrap();
+    assert!(
+        row.starts_with("| `release-busy-asg` | in_progress | ") && row.contains(&id),
+        "{md}"
+    );
     assert!(r.stderr.contains(&id), "names the refresh: {}", r.stderr);
     assert!(r.stderr.contains("bake status --watch"), "{}", r.stderr);
     assert!(r.stderr.contains("--wait-for-current"), "{}", r.stderr);
@@ -234,6 +274,16 @@ fn test_release_no_wait_then_status_watch_and_timeout() {
         .expect(8);
     assert_eq!(t.json()["watch"]["result"], "timed_out");
     assert!(t.stderr.contains("bake status --watch"), "{}", t.stderr);
+    // The rollout view watched too: its first poll names every instance of the group.
+    let events = t.json()["watch"]["rollout"]["events"].clone();
+    let named: std::collections::BTreeSet<&str> = events
+        .as_array()
+        .unwrap_or_else(|| panic!("no rollout events: {}", t.stdout))
+        .iter()
+        .filter_map(|e| e["instance_id"].as_str())
+        .collect();
+    assert!(named.len() >= 2, "{events}");
+    assert!(t.stderr.contains(" refresh: i-"), "{}", t.stderr);
     // Another release now is refused.
     w.bake(&["release", "--ami", BASE_AMI]).expect(9);
     // --wait-for-current waits for it, then releases.

@@ -26,4 +26,6 @@ mod prune;
 #[cfg(test)]
 mod release;
 #[cfg(test)]
+mod rollout;
+#[cfg(test)]
 mod template;
