@@ -30,3 +30,32 @@ pub fn stop_group(child: &mut Child, grace: Duration) {
     let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
     let _ = child.wait();
 }
+
+/// Calls `f` once, from a thread of its own, when the process gets SIGINT or SIGTERM (a
+/// harness program's Ctrl-C: it stops what it started, then exits). Nothing is called if the
+/// signals cannot be watched.
+pub fn on_interrupt(f: impl FnOnce() + Send + 'static) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        let signalled = rt.block_on(async {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return false;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            true
+        });
+        if signalled {
+            f();
+        }
+    });
+}

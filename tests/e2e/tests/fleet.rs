@@ -436,6 +436,26 @@ fn alarm_state(w: &World, name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// An SNS topic `<group>-alarms` and fleet.yaml's `AppRestartAlarm` of this world's group with
+/// its actions on it: (topic, alarm name).
+fn restart_alarm(w: &World) -> (String, String) {
+    let topic =
+        w.rt.block_on(fleet::create_topic(
+            &w.aws,
+            &format!("bake-{}-alarms", w.asg),
+        ))
+        .unwrap();
+    let alarm =
+        w.rt.block_on(fleet::put_template_alarm(
+            &w.aws,
+            "AppRestartAlarm",
+            &w.asg,
+            &topic,
+        ))
+        .unwrap();
+    (topic, alarm)
+}
+
 /// How long an alarm of fleet.yaml on the agents' metrics may take to fire after its cause: the
 /// agent publishes every 10 s (fleet.yaml's `[metrics] publish_interval`), the alarm is
 /// evaluated at the end of each 60 s period (wall-clock time, as on AWS) on complete periods.
@@ -449,17 +469,7 @@ fn test_app_restart_fires_the_fleet_restart_alarm_and_notifies_its_topic() {
     let w = World::new("alarm");
     let v1 = w.ami(V1);
     let f = w.fleet(&v1, V1, 1, |_| {});
-    let topic =
-        w.rt.block_on(fleet::create_topic(&w.aws, "bake-alarm-alarms"))
-            .unwrap();
-    let alarm =
-        w.rt.block_on(fleet::put_template_alarm(
-            &w.aws,
-            "AppRestartAlarm",
-            &w.asg,
-            &topic,
-        ))
-        .unwrap();
+    let (topic, alarm) = restart_alarm(&w);
     assert_eq!(alarm, "bake-alarm-app-restarts");
     let victim = f.instances()[0].clone();
     let _ = fleet::http_get(victim.addr, "/crash");
@@ -509,17 +519,7 @@ fn test_release_whose_app_keeps_restarting_is_rolled_back_by_the_restart_alarm()
     // The agent keeps restarting the crashing app: no crash loop that would mark it Unhealthy
     // (that would fail the refresh on the instance's health, not on the alarm).
     let f = w.fleet(&v1, V1, 2, |o| o.crash_loop_count = 1000);
-    let topic =
-        w.rt.block_on(fleet::create_topic(&w.aws, "bake-crashrel-alarms"))
-            .unwrap();
-    let alarm =
-        w.rt.block_on(fleet::put_template_alarm(
-            &w.aws,
-            "AppRestartAlarm",
-            &w.asg,
-            &topic,
-        ))
-        .unwrap();
+    let (_topic, alarm) = restart_alarm(&w);
     let t = Instant::now();
     let (code, json, stderr) = w.release(&bad);
     eprintln!(

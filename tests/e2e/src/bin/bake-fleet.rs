@@ -143,26 +143,7 @@ fn main() -> ExitCode {
     };
     let interrupted = Arc::new(AtomicBool::new(false));
     let flag = interrupted.clone();
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async {
-            let Ok(mut term) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            else {
-                return;
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        });
-        flag.store(true, Ordering::SeqCst);
-    });
+    bake_e2e::process::on_interrupt(move || flag.store(true, Ordering::SeqCst));
     match demo(&args, &interrupted) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),

@@ -21,7 +21,6 @@ use anyhow::Context;
 use super::{Instance, LaunchSpec, Runtime, TARGET_TERMINATED};
 use crate::boot::{self, BootSpec};
 use crate::fleet::userdata::APP_PORT;
-use crate::fleet::APP_VERSION_TAG;
 use crate::Emulator;
 
 /// Boots instances as containers from their AMI's image.
@@ -44,16 +43,7 @@ impl BootedRuntime {
 
 impl Runtime for BootedRuntime {
     fn boot(&mut self, spec: &LaunchSpec, dir: &Path) -> anyhow::Result<Box<dyn super::Instance>> {
-        let version = spec
-            .image_tags
-            .get(APP_VERSION_TAG)
-            .with_context(|| {
-                format!(
-                    "AMI {} of instance {} has no {APP_VERSION_TAG} tag",
-                    spec.image_id, spec.id
-                )
-            })?
-            .clone();
+        let version = spec.app_version()?;
         let root = boot::root_of(&spec.image_id, &spec.image_tags)?;
         let inst_dir = dir.join("instances").join(&spec.id);
         std::fs::create_dir_all(&inst_dir)?;

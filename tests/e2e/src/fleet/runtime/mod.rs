@@ -6,6 +6,8 @@
 //! agent as a host process, the app on a 127.0.0.1 port: faster, for unit-level work).
 
 use std::collections::BTreeMap;
+
+use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -41,6 +43,21 @@ pub struct LaunchSpec {
 }
 
 impl LaunchSpec {
+    /// The app version its AMI carries: the AMI's tag `bake:app-version`.
+    pub fn app_version(&self) -> anyhow::Result<String> {
+        self.image_tags
+            .get(crate::fleet::APP_VERSION_TAG)
+            .cloned()
+            .with_context(|| {
+                format!(
+                    "AMI {} of instance {} has no {} tag",
+                    self.image_id,
+                    self.id,
+                    crate::fleet::APP_VERSION_TAG
+                )
+            })
+    }
+
     /// Its region: the AZ without its letter.
     #[must_use]
     pub fn region(&self) -> String {

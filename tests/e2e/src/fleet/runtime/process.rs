@@ -42,16 +42,7 @@ impl ProcessRuntime {
 
 impl Runtime for ProcessRuntime {
     fn boot(&mut self, spec: &LaunchSpec, dir: &Path) -> anyhow::Result<Box<dyn Instance>> {
-        let version = spec
-            .image_tags
-            .get(APP_VERSION_TAG)
-            .with_context(|| {
-                format!(
-                    "AMI {} of instance {} has no {APP_VERSION_TAG} tag",
-                    spec.image_id, spec.id
-                )
-            })?
-            .clone();
+        let version = spec.app_version()?;
         let app_dir = version_dir(dir, &self.app_src, &version)?;
         let inst_dir = dir.join("instances").join(&spec.id);
         std::fs::create_dir_all(&inst_dir)?;
