@@ -630,7 +630,8 @@ fn uploads_and_logs(
 
 /// d. Both timers are installed and active; starting the reaper removes expired uploads from
 /// the shared directory (and keeps fresh ones); starting the weekly job takes this week's
-/// fleet-wide lease in SSM.
+/// fleet-wide lease in SSM and runs the app's task (examples/app/bin/user-stats), once: a second
+/// start finds the week done.
 fn timers_do_their_work(
     inst: &Instance,
     rt: &tokio::runtime::Runtime,
@@ -685,6 +686,22 @@ fn timers_do_their_work(
     assert!(
         names.iter().any(|n| n.ends_with("/attempt-1")),
         "the job took the week's lease under {lease}: {names:?}\n{job}"
+    );
+    // The app's task ran, as the app user, and reported on the shared directory.
+    assert!(out.ends_with("rc=0"), "{out}\n{job}");
+    assert!(
+        job.contains("\"report\":\"user-stats\"") && job.contains("\"files\":1"),
+        "the task's report (one fresh upload left):\n{job}"
+    );
+    // Once per fleet and week: a second start finds the week done and does not run it again.
+    let again = inst.sh("systemctl start bake-user-stats.service; echo rc=$?");
+    let job2 = inst.journal("bake-user-stats.service");
+    assert!(again.ends_with("rc=0"), "{again}\n{job2}");
+    assert!(job2.contains("already succeeded"), "{job2}");
+    assert_eq!(
+        job2.matches("\"report\":\"user-stats\"").count(),
+        1,
+        "the task ran once:\n{job2}"
     );
 }
 
