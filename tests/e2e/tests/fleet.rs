@@ -163,6 +163,24 @@ fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
     }
 }
 
+/// The agent's log of `log` once it holds every one of `lines`: a booted instance's journal
+/// reaches its copy on the host a moment after the agent wrote it (journalctl follows the
+/// journal's files), so a line the agent has logged before its instance went in service may
+/// not be in the copy yet.
+fn logged(log: &std::path::Path, lines: &[&str]) -> String {
+    let mut text = String::new();
+    let found = (0..300).any(|_| {
+        text = std::fs::read_to_string(log).unwrap_or_default();
+        let all = lines.iter().all(|l| text.contains(l));
+        if !all {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        all
+    });
+    assert!(found, "{} lacks one of {lines:?} after 30 s:\n{text}", log.display());
+    text
+}
+
 fn agent_logs(f: &Fleet) -> String {
     f.instances()
         .iter()
@@ -216,8 +234,7 @@ fn edge_rules_and_instances(runtime: RuntimeKind, asg: &str) -> std::path::PathB
             fleet::http_get(i.addr, "/").unwrap(),
             (200, format!("app {V1}\n"))
         );
-        let log = std::fs::read_to_string(&i.log).unwrap();
-        assert!(log.contains("app is ready"), "{log}");
+        logged(&i.log, &["app is ready"]);
     }
     let dir = f.dir().to_path_buf();
     let stats = f.shutdown();
@@ -281,7 +298,7 @@ fn release_under_load(w: &World, scenario: &str) {
     // Each replacement went in service only once its app answered: the agent completes the
     // launch hook after its readiness probe, and haproxy only has instances in service.
     for i in &now {
-        let log = std::fs::read_to_string(&i.log).unwrap();
+        let log = logged(&i.log, &["app is ready", "lifecycle action completed"]);
         let ready = log
             .find("app is ready")
             .unwrap_or_else(|| panic!("{}: {log}", i.id));
