@@ -177,7 +177,11 @@ fn logged(log: &std::path::Path, lines: &[&str]) -> String {
         }
         all
     });
-    assert!(found, "{} lacks one of {lines:?} after 30 s:\n{text}", log.display());
+    assert!(
+        found,
+        "{} lacks one of {lines:?} after 30 s:\n{text}",
+        log.display()
+    );
     text
 }
 
