@@ -338,7 +338,8 @@ INERT: dict[str, tuple[str, str | None, tuple[str, ...], str]] = {
     ),
     "AWS::IAM::OIDCProvider": (
         "arn", "arn:{partition}:iam::{account}:oidc-provider/{name}", ("Arn",),
-        "GitHub's OIDC tokens cannot reach the emulator; the release role is assumed with STS",
+        "also registered in IAM (the issuer AssumeRoleWithWebIdentity looks up); GitHub's token "
+        "signatures are not verified",
     ),
 }
 
@@ -417,12 +418,34 @@ class InertResource(CloudFormationModel):
         region_name: str,
         **kwargs: Any,
     ) -> InertResource:
-        return cls(cls.TYPE, resource_name, account_id, region_name, cloudformation_json.get("Properties", {}))
+        props = cloudformation_json.get("Properties", {})
+        resource = cls(cls.TYPE, resource_name, account_id, region_name, props)
+        if cls.TYPE == "AWS::IAM::OIDCProvider":
+            # Registered in IAM too: AssumeRoleWithWebIdentity looks its issuer up there
+            # (iam.py) when IAM is enforced.
+            from moto.iam.models import iam_backends
+
+            iam_backends[account_id][get_partition(region_name)].create_open_id_connect_provider(
+                url=props.get("Url", ""),
+                thumbprint_list=list(props.get("ThumbprintList") or []),
+                client_id_list=list(props.get("ClientIdList") or []),
+                tags=list(props.get("Tags") or []),
+            )
+        return resource
 
     @classmethod
     def delete_from_cloudformation_json(  # type: ignore[misc]
         cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
     ) -> None:
+        if cls.TYPE == "AWS::IAM::OIDCProvider":
+            from moto.iam.models import iam_backends
+
+            props = (cloudformation_json or {}).get("Properties", {})
+            url = props.get("Url", "").removeprefix("https://")
+            partition = get_partition(region_name)
+            iam_backends[account_id][partition].delete_open_id_connect_provider(
+                f"arn:{partition}:iam::{account_id}:oidc-provider/{url}"
+            )
         return None
 
 

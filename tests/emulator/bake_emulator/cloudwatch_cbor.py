@@ -38,6 +38,7 @@ Everything that is not a CBOR call to CloudWatch passes through to moto unchange
 from __future__ import annotations
 
 import gzip
+import html
 import io
 import re
 import uuid
@@ -46,6 +47,7 @@ from typing import Any
 
 import cbor2
 from botocore.model import OperationNotFoundError
+from werkzeug.datastructures import EnvironHeaders
 
 from moto.cloudwatch.responses import CloudWatchResponse
 from moto.core.parse import BaseJSONParser
@@ -371,7 +373,7 @@ def handle(environ, operation: str):
             f"the emulator does not implement CloudWatch {operation}",
         )
 
-    body = _read_body(environ)
+    body = received = _read_body(environ)
     if environ.get("HTTP_CONTENT_ENCODING", "").lower() == "gzip":
         try:
             body = gzip.decompress(body)
@@ -415,6 +417,10 @@ def handle(environ, operation: str):
     request = _CborRequest(inner)
 
     handler = CborCloudWatchResponse(operation, params)
+    # The signature covers the request as sent (a gzip body, its Content-Encoding): IAM
+    # enforcement (iam.py) checks it against these, not against the decoded request.
+    handler.signed_body = received
+    handler.signed_headers = EnvironHeaders(dict(environ))
     try:
         handler.setup_class(request)
         status, headers, out = handler.call_action()
@@ -427,6 +433,15 @@ def handle(environ, operation: str):
             sender=False,
         )
     headers = {k: str(v) for k, v in dict(headers).items() if k.lower() != "status"}
+    if int(status) >= 400 and "xml" in headers.get("Content-Type", headers.get("content-type", "")):
+        # moto's authentication/authorization errors (AccessDenied, SignatureDoesNotMatch, ...)
+        # come as query-protocol XML: answer them in this protocol.
+        code = re.search(r"<Code>([^<]*)</Code>", out if isinstance(out, str) else out.decode())
+        message = re.search(r"<Message>([^<]*)</Message>", out if isinstance(out, str) else out.decode())
+        code = code.group(1) if code else "InternalFailure"
+        return _error_response(
+            int(status), code, code, html.unescape(message.group(1)) if message else code, int(status) < 500
+        )
     if isinstance(out, str):
         out = out.encode("utf-8")
     return int(status), headers, out

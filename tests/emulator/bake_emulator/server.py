@@ -19,7 +19,7 @@ from werkzeug.serving import make_server
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from . import autoscaling, cloudformation, cloudwatch, cloudwatch_cbor, ec2
+from . import autoscaling, cloudformation, cloudwatch, cloudwatch_cbor, ec2, iam
 
 NOTIFICATIONS_PATH = "/bake-emulator/sns-notifications"
 
@@ -51,8 +51,10 @@ def build_app():
     ec2.install()
     cloudwatch.install()
     cloudformation.install()
+    iam.install()
     app = DomainDispatcherApplication(create_backend_app)
-    return notifications_app(cloudwatch_cbor.wrap(app))
+    app = notifications_app(cloudwatch_cbor.wrap(app))
+    return iam.role_credentials_app(app, autoscaling._cond)  # noqa: SLF001 - the emulator's one lock
 
 
 def main(argv=None):
