@@ -433,11 +433,12 @@ def handle(environ, operation: str):
             sender=False,
         )
     headers = {k: str(v) for k, v in dict(headers).items() if k.lower() != "status"}
-    if int(status) >= 400 and "xml" in headers.get("Content-Type", headers.get("content-type", "")):
+    text = out.decode("utf-8", "replace") if isinstance(out, bytes) else out
+    if int(status) >= 400 and text.lstrip().startswith("<"):
         # moto's authentication/authorization errors (AccessDenied, SignatureDoesNotMatch, ...)
         # come as query-protocol XML: answer them in this protocol.
-        code = re.search(r"<Code>([^<]*)</Code>", out if isinstance(out, str) else out.decode())
-        message = re.search(r"<Message>([^<]*)</Message>", out if isinstance(out, str) else out.decode())
+        code = re.search(r"<Code>([^<]*)</Code>", text)
+        message = re.search(r"<Message>([^<]*)</Message>", text)
         code = code.group(1) if code else "InternalFailure"
         return _error_response(
             int(status), code, code, html.unescape(message.group(1)) if message else code, int(status) < 500

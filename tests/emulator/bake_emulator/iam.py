@@ -50,6 +50,7 @@ from moto.core.exceptions import _RESTError  # noqa: PLC2701 - moto's query erro
 from moto.iam import access_control
 from moto.iam.access_control import IAMRequest
 from moto.iam.models import iam_backends
+from moto.s3.exceptions import S3AccessDeniedError
 from moto.sts.models import sts_backends
 from moto.utilities.utils import get_partition
 
@@ -547,17 +548,43 @@ def _check(self, action: str, headers, resource: str) -> None:
             ) from None
 
 
+def _authenticate(self, iam_request_cls, resource: str = "*") -> None:
+    """moto's check for every other handler (S3's): an unsigned request is refused, not a 500."""
+    headers = getattr(self, "headers", {})
+    if _enforced() and "Authorization" not in headers and not self.querystring.get("X-Amz-Signature"):
+        if iam_request_cls.__name__ == "S3IAMRequest":
+            raise S3AccessDeniedError()
+        raise _Error(403, "MissingAuthenticationToken", "Request is missing Authentication Token")
+    return _original_authenticate(self, iam_request_cls, resource)
+
+
 _original_authorize = None
+_original_authenticate = None
 
 
 def install() -> None:
     """Patch moto's authorization. Idempotent."""
-    global _original_authorize
+    global _original_authorize, _original_authenticate
     if _original_authorize is not None:
         return
+    _original_authenticate = ActionAuthenticatorMixin._authenticate_and_authorize_action  # noqa: SLF001
+    ActionAuthenticatorMixin._authenticate_and_authorize_action = _authenticate  # noqa: SLF001
     _original_authorize = ActionAuthenticatorMixin._authenticate_and_authorize_normal_action  # noqa: SLF001
     ActionAuthenticatorMixin._authenticate_and_authorize_normal_action = _authorize  # noqa: SLF001
     access_control.IAMRequestBase._check_role_trust_relationship = _check_role_trust_relationship  # noqa: SLF001
+    policy_init = access_control.IAMPolicy.__init__
+
+    def iam_policy_init(self, policy):
+        # Inline policies of roles made by CloudFormation are kept as dicts, not JSON text.
+        if isinstance(policy, dict) and "policy_document" not in policy:
+            policy = json.dumps(policy)
+        policy_init(self, policy)
+        # A statement CloudFormation left out (Fn::If ... AWS::NoValue) is stored as null.
+        statements = self._policy_json.get("Statement")  # noqa: SLF001
+        if isinstance(statements, list):
+            self._policy_json["Statement"] = [st for st in statements if st]  # noqa: SLF001
+
+    access_control.IAMPolicy.__init__ = iam_policy_init
 
 
 # --------------------------------------------------------------------------------------------
