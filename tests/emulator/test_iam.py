@@ -249,6 +249,12 @@ def test_logs_role_writes_its_groups_and_not_another(enforced):
         logs.create_log_group(logGroupName="/bake/b/other")
     assert error_code(denied) == "AccessDeniedException"
 
+    # A policy on "log-group:NAME" without ":*" does not cover the group-level actions.
+    exact = enforced.role("logs-e", [allow("logs:CreateLogGroup", f"{base}:/bake/e/app")])
+    with pytest.raises(botocore.exceptions.ClientError) as denied:
+        enforced.client("logs", enforced.instance_creds(exact)).create_log_group(logGroupName="/bake/e/app")
+    assert error_code(denied) == "AccessDeniedException"
+
 
 # ------------------------------------------------------------------------------------ Auto Scaling
 
@@ -508,21 +514,24 @@ def test_web_identity_with_the_trusted_subject_gets_the_roles_credentials(enforc
 
 
 @pytest.mark.parametrize(
-    ("claims", "code"),
+    ("over", "code"),
     [
         # Another branch: the trust policy's sub condition fails.
-        (_claims(sub="repo:example/bake:ref:refs/heads/feature"), "AccessDenied"),
-        (_claims(sub="repo:someone/else:ref:refs/heads/main"), "AccessDenied"),
+        ({"sub": "repo:example/bake:ref:refs/heads/feature"}, "AccessDenied"),
+        ({"sub": "repo:someone/else:ref:refs/heads/main"}, "AccessDenied"),
         # An audience the provider does not list (its ClientIDList).
-        (_claims(aud="https://github.com/example"), "InvalidIdentityToken"),
+        ({"aud": "https://github.com/example"}, "InvalidIdentityToken"),
         # An issuer with no IAM OIDC provider in the account.
-        (_claims(iss="https://oidc.example.org"), "InvalidIdentityToken"),
+        ({"iss": "https://oidc.example.org"}, "InvalidIdentityToken"),
         # STS: ExpiredTokenException, "The web identity token that was passed is expired".
-        (_claims(exp=int(time.time()) - 60), "ExpiredTokenException"),
+        ({"exp": -60}, "ExpiredTokenException"),
     ],
     ids=["other-ref", "other-repo", "wrong-aud", "unknown-provider", "expired"],
 )
-def test_web_identity_refused(enforced, release_role, claims, code):
+def test_web_identity_refused(enforced, release_role, over, code):
+    claims = _claims(**over)
+    if "exp" in over:  # seconds from now
+        claims["exp"] = int(time.time()) + over["exp"]
     with pytest.raises(botocore.exceptions.ClientError) as refused:
         _assume_web(enforced, release_role, _jwt(claims))
     assert error_code(refused) == code
@@ -591,6 +600,9 @@ def test_role_credentials_refused(enforced):
     status, out = enforced.role_credentials(InstanceProfileName="user-only")
     assert status == 400
     assert "InstanceId" in out["Error"]
+    status, out = enforced.role_credentials(InstanceProfileName="user-only", InstanceId="i-1", DurationSeconds=100)
+    assert status == 400
+    assert "DurationSeconds" in out["Error"]
 
 
 def test_assume_role_evaluates_the_trust_policy(enforced):
@@ -681,8 +693,56 @@ def test_iam_yaml_instance_role_reads_its_env_secrets_only(emulator_factory):
          "aws_session_token": creds["SessionToken"]},
     )
     assert release.describe_stacks(StackName="bake-emu-iam")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+    # Packer's check of the build profile (PackerBuildProfile), and no other profile.
+    release_iam = env.client(
+        "iam",
+        {"aws_access_key_id": creds["AccessKeyId"], "aws_secret_access_key": creds["SecretAccessKey"],
+         "aws_session_token": creds["SessionToken"]},
+    )
+    profile = release_iam.get_instance_profile(InstanceProfileName="bake-emu-build")["InstanceProfile"]
+    assert [r["RoleName"] for r in profile["Roles"]] == ["bake-emu-build"]
+    with pytest.raises(botocore.exceptions.ClientError) as denied:
+        release_iam.get_instance_profile(InstanceProfileName="bake-emu-instance")
+    assert error_code(denied) == "AccessDenied"
     with pytest.raises(botocore.exceptions.ClientError) as refused:
         _assume_web(env, f"arn:aws:iam::{ACCOUNT}:role/bake-emu-release",
                     _jwt(_claims(sub="repo:example/bake:ref:refs/heads/other")))
     assert error_code(refused) == "AccessDenied"
     env.switch_off()
+
+
+# ------------------------------------------------------------------------------------ trust policy evaluation
+
+
+def test_trust_policy_evaluation_logic():
+    """The evaluation the trust checks share (bake_emulator.iam.trust_allows), per the IAM user
+    guide's "Policy evaluation logic" (an explicit Deny wins; an Allow is needed) and "IAM JSON
+    policy elements: Condition operators" (negated operators and ...IfExists on a missing key)."""
+    from bake_emulator.iam import trust_allows
+
+    def fed(kind, value):
+        return kind == "Federated" and value == PROVIDER_ARN
+
+    def stmt(effect="Allow", **extra):
+        return {"Effect": effect, "Principal": {"Federated": PROVIDER_ARN}, "Action": "sts:AssumeRoleWithWebIdentity", **extra}
+
+    act = "sts:AssumeRoleWithWebIdentity"
+    sub = f"{GITHUB}:sub"
+    ctx = {sub: ["repo:o/r:ref:refs/heads/main"]}
+    assert trust_allows({"Statement": [stmt()]}, act, fed, ctx)
+    assert not trust_allows({"Statement": [stmt()]}, "sts:AssumeRole", fed, ctx)
+    assert not trust_allows({"Statement": [stmt()]}, act, lambda k, v: False, ctx)
+    assert not trust_allows({"Statement": [stmt(), stmt("Deny")]}, act, fed, ctx)
+    assert trust_allows({"Statement": [stmt(Condition={"StringNotEquals": {sub: "repo:o/r:pull_request"}})]}, act, fed, ctx)
+    assert not trust_allows({"Statement": [stmt(Condition={"StringNotLike": {sub: "repo:o/r:*"}})]}, act, fed, ctx)
+    assert trust_allows({"Statement": [stmt(Condition={"StringEqualsIgnoreCase": {sub: "REPO:O/R:REF:REFS/HEADS/MAIN"}})]}, act, fed, ctx)
+    # A missing key: StringEquals fails, StringNotEquals and ...IfExists hold.
+    missing = {f"{GITHUB}:amr": "x"}
+    assert not trust_allows({"Statement": [stmt(Condition={"StringEquals": missing})]}, act, fed, ctx)
+    assert trust_allows({"Statement": [stmt(Condition={"StringNotEquals": missing})]}, act, fed, ctx)
+    assert trust_allows({"Statement": [stmt(Condition={"StringEqualsIfExists": missing})]}, act, fed, ctx)
+    # Condition keys are case-insensitive; an operator not understood: the statement does not apply.
+    assert trust_allows({"Statement": [stmt(Condition={"StringEquals": {sub.upper(): ctx[sub][0]}})]}, act, fed, ctx)
+    assert not trust_allows({"Statement": [stmt(Condition={"DateGreaterThan": {"aws:CurrentTime": "2020-01-01"}})]}, act, fed, ctx)
+    # A single statement instead of a list, and the policy as JSON text.
+    assert trust_allows(json.dumps({"Statement": stmt()}), act, fed, ctx)

@@ -254,6 +254,16 @@ def _cw_alarm(resp):
     return [f"{_base(resp, 'cloudwatch')}:alarm:{n}" for n in names] or None
 
 
+def _iam_instance_profile(resp):
+    name = _param(resp, "InstanceProfileName")
+    if not name:
+        return None
+    try:
+        return [iam_backends[resp.current_account][resp.partition].get_instance_profile(name).arn]
+    except Exception:  # noqa: BLE001 - moto's NotFoundException: the service answers NoSuchEntity
+        return [f"arn:{resp.partition}:iam::{resp.current_account}:instance-profile/{name}"]
+
+
 #: (moto service name, action) -> the request's resource ARNs (None: "*"). Everything else is "*".
 RESOURCES = {
     ("ssm", "GetParametersByPath"): _ssm_path,
@@ -299,6 +309,7 @@ RESOURCES = {
     ("cloudformation", "DescribeStackEvents"): _cfn_stack,
     ("cloudformation", "UpdateStack"): _cfn_stack,
     ("cloudformation", "DeleteStack"): _cfn_stack,
+    ("iam", "GetInstanceProfile"): _iam_instance_profile,
     ("cloudwatch", "PutMetricAlarm"): _cw_alarm,
     ("cloudwatch", "DeleteAlarms"): _cw_alarm,
     ("cloudwatch", "SetAlarmState"): _cw_alarm,
