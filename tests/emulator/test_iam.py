@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from xml.etree import ElementTree
 
 import boto3
 import botocore.exceptions
@@ -323,6 +324,31 @@ def test_autoscaling_role_acts_on_its_group_only(enforced):
     with pytest.raises(botocore.exceptions.ClientError) as denied:
         asg.set_instance_health(InstanceId=other, HealthStatus="Unhealthy")
     assert error_code(denied) == "AccessDenied"
+
+
+def test_query_protocol_denial_has_the_aws_error_shape(enforced):
+    # Query API errors: <ErrorResponse><Error><Type/><Code/><Message/></Error><RequestId/>
+    # (Auto Scaling API reference, "Common Errors": AccessDenied, 403), the shape the SDKs parse.
+    role = enforced.role("asg-shape", [allow("autoscaling:DescribeAutoScalingGroups", "*")])
+    creds = enforced.instance_creds(role)
+    body = b"Action=SetDesiredCapacity&Version=2011-01-01&AutoScalingGroupName=bake-a&DesiredCapacity=1"
+    headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+    req = AWSRequest(method="POST", url=f"{enforced.url}/", data=body, headers=headers)
+    SigV4Auth(
+        Credentials(creds["aws_access_key_id"], creds["aws_secret_access_key"], creds["aws_session_token"]),
+        "autoscaling",
+        REGION,
+    ).add_auth(req)
+    request = urllib.request.Request(f"{enforced.url}/", data=body, method="POST", headers=dict(req.headers.items()))
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 403
+    root = ElementTree.fromstring(refused.value.read())
+    assert root.tag == "ErrorResponse"
+    assert root.find("Error/Code").text == "AccessDenied"
+    assert root.find("Error/Type").text == "Sender"
+    assert "autoscaling:SetDesiredCapacity" in root.find("Error/Message").text
+    assert root.find("RequestId").text
 
 
 def test_autoscaling_group_that_does_not_exist_gets_the_service_error_when_allowed(enforced):

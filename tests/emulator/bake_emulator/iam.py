@@ -70,11 +70,18 @@ UNSIGNED_STS_ACTIONS = ("AssumeRoleWithWebIdentity", "AssumeRoleWithSAML")
 
 
 class _Error(_RESTError):
-    """An error in moto's query-protocol shape with its own HTTP status."""
+    """A query-protocol error as AWS shapes it (``ErrorResponse/Error`` and ``RequestId``, which
+    the Rust SDK reads; moto's ``ErrorResponse/Errors/Error`` it does not), with its HTTP status."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(code, message)
         self.code = status
+        fault = "Sender" if status < 500 else "Receiver"
+        self.description = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<ErrorResponse><Error>'
+            f"<Type>{fault}</Type><Code>{html.escape(code)}</Code><Message>{html.escape(message)}</Message>"
+            f"</Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
+        )
 
 
 def _access_denied(message: str) -> _Error:
