@@ -465,6 +465,24 @@ def test_cbor_put_metric_data_signed_by_a_role(enforced, gzipped):
     assert "cloudwatch:PutMetricData" in cbor2.loads(body)["message"]
 
 
+def test_put_metric_alarm_is_authorized_on_the_alarm(enforced):
+    # Service Authorization Reference (CloudWatch): PutMetricAlarm on alarm
+    # (arn:...:alarm:${AlarmName}); DescribeAlarms has no resource type.
+    role = enforced.role(
+        "alarm-role",
+        [allow("cloudwatch:PutMetricAlarm", f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:bake-a-*"),
+         allow("cloudwatch:DescribeAlarms", "*")],
+    )
+    cw = enforced.client("cloudwatch", enforced.instance_creds(role))
+    alarm = {"MetricName": "CPUUtilization", "Namespace": "AWS/EC2", "Statistic": "Average", "Period": 60,
+             "EvaluationPeriods": 1, "Threshold": 90.0, "ComparisonOperator": "GreaterThanThreshold"}
+    cw.put_metric_alarm(AlarmName="bake-a-cpu", **alarm)
+    assert [a["AlarmName"] for a in cw.describe_alarms(AlarmNames=["bake-a-cpu"])["MetricAlarms"]] == ["bake-a-cpu"]
+    with pytest.raises(botocore.exceptions.ClientError) as denied:
+        cw.put_metric_alarm(AlarmName="bake-b-cpu", **alarm)
+    assert error_code(denied) == "AccessDenied"
+
+
 # ------------------------------------------------------------------------------------ web identity
 
 
