@@ -26,6 +26,9 @@ policies (IAM users' and assumed roles'). This module changes what is evaluated 
    only a service.
 5. **EC2's delivery of instance-role credentials** (``POST /bake-emulator/ec2/role-credentials``,
    see ``role_credentials_app``): what EC2 does for an instance launched with a profile.
+6. **Errors as each protocol carries them** (``AccessDeniedException`` in JSON, EC2's
+   ``UnauthorizedOperation``, AWS's query ``ErrorResponse/Error``), naming action and resource;
+   an unsigned request is refused with 403 instead of moto's 500.
 
 Not evaluated (moto ignores them in identity policies, and so does this module): condition keys
 of identity policies (``aws:ResourceTag/...``, ``aws:RequestedRegion``, service keys),
