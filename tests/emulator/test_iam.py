@@ -465,6 +465,45 @@ def test_cbor_put_metric_data_signed_by_a_role(enforced, gzipped):
     assert "cloudwatch:PutMetricData" in cbor2.loads(body)["message"]
 
 
+def test_query_signature_is_checked_on_the_form_body_as_sent(enforced):
+    # Signature Version 4 signs the payload as sent ("Create a canonical request": the hex
+    # SHA-256 of the request body). The Rust SDK encodes a space in a form value as %20, Python's
+    # urlencode as "+": both are the same form, and each signature must hold for its own bytes.
+    ec2 = enforced.admin("ec2")
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    target = f"{enforced.url}/"
+    creds = Credentials(enforced.admin_creds["aws_access_key_id"], enforced.admin_creds["aws_secret_access_key"])
+    for space in ("%20", "+"):
+        body = (
+            f"Action=CreateTags&Version=2016-11-15&ResourceId.1={image}"
+            f"&Tag.1.Key=bake%3Anote&Tag.1.Value=sample{space}app%2F1.0.0%7E%2A"
+        ).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        req = AWSRequest(method="POST", url=target, data=body, headers=headers)
+        SigV4Auth(creds, "ec2", REGION).add_auth(req)
+        status, out = _post_with(target, body, dict(req.headers.items()))
+        assert status == 200, (space, out)
+    tags = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [image]}])["Tags"]
+    assert {"Key": "bake:note", "Value": "sample app/1.0.0~*"} in [
+        {"Key": t["Key"], "Value": t["Value"]} for t in tags
+    ], tags
+    # A body changed after signing still fails.
+    body = f"Action=CreateTags&Version=2016-11-15&ResourceId.1={image}&Tag.1.Key=a&Tag.1.Value=b".encode()
+    req = AWSRequest(method="POST", url=target, data=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    SigV4Auth(creds, "ec2", REGION).add_auth(req)
+    status, out = _post_with(target, body.replace(b"Value=b", b"Value=c"), dict(req.headers.items()))
+    assert status == 401 and b"AuthFailure" in out, (status, out)
+
+
+def _post_with(url, body, headers):
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
 def test_put_metric_alarm_is_authorized_on_the_alarm(enforced):
     # Service Authorization Reference (CloudWatch): PutMetricAlarm on alarm
     # (arn:...:alarm:${AlarmName}); DescribeAlarms has no resource type.

@@ -7,7 +7,10 @@
 //! - `/latest/meta-data/instance-id`, `placement/region`, `placement/availability-zone`,
 //!   `/latest/user-data` (text, or any bytes), `tags/instance` and `tags/instance/KEY`,
 //!   `autoscaling/target-lifecycle-state`, `spot/instance-action`,
-//!   `/latest/dynamic/instance-identity/document`; absent values are 404 as on EC2.
+//!   `/latest/dynamic/instance-identity/document`; absent values are 404 as on EC2;
+//! - the instance role's credentials as EC2 serves them ([`RoleCredentials`]):
+//!   `iam/security-credentials/` (the role's name), `iam/security-credentials/ROLE` (the JSON the
+//!   SDK's IMDS credentials provider reads) and `iam/info`; 404 when the instance has no role.
 //!
 //! Each [`Imds`] runs its own server thread (a current-thread tokio runtime), so it works from
 //! sync and async tests alike and many of them live in one process (the local fleet). The state
@@ -42,8 +45,70 @@ pub struct ImdsState {
     pub target_lifecycle_state: Option<String>,
     /// `spot/instance-action` JSON; `None` → 404.
     pub spot_instance_action: Option<String>,
+    /// The instance role's credentials; `None`: launched without an instance profile (404).
+    pub role_credentials: Option<RoleCredentials>,
     /// Answer every request with 500 (an IMDS outage).
     pub fail: bool,
+}
+
+/// The credentials EC2 gets for an instance's role (STS, on the instance profile's behalf) and
+/// serves in its metadata; here issued by the emulator (`/bake-emulator/ec2/role-credentials`),
+/// so calls signed with them are held to the role's policies. `Debug` shows no secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RoleCredentials {
+    /// The instance profile's ARN (`iam/info`).
+    pub instance_profile_arn: String,
+    /// The role's name (`iam/security-credentials/`).
+    pub role_name: String,
+    /// `ASIA…`.
+    pub access_key_id: String,
+    /// The secret key.
+    pub secret_access_key: String,
+    /// The session token.
+    pub token: String,
+    /// When they expire, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub expiration: String,
+}
+
+impl std::fmt::Debug for RoleCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleCredentials")
+            .field("instance_profile_arn", &self.instance_profile_arn)
+            .field("role_name", &self.role_name)
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RoleCredentials {
+    /// The JSON of `iam/security-credentials/ROLE`, as EC2 serves it.
+    fn document(&self) -> String {
+        serde_json::json!({
+            "Code": "Success",
+            "LastUpdated": now_utc(),
+            "Type": "AWS-HMAC",
+            "AccessKeyId": self.access_key_id,
+            "SecretAccessKey": self.secret_access_key,
+            "Token": self.token,
+            "Expiration": self.expiration,
+        })
+        .to_string()
+    }
+}
+
+/// Now as `YYYY-MM-DDTHH:MM:SSZ`.
+fn now_utc() -> String {
+    aws_smithy_types::DateTime::from(std::time::SystemTime::now())
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .map(|s| {
+            // Whole seconds, as EC2 writes them.
+            match s.split_once('.') {
+                Some((head, _)) => format!("{head}Z"),
+                None => s,
+            }
+        })
+        .unwrap_or_default()
 }
 
 impl ImdsState {
@@ -59,6 +124,7 @@ impl ImdsState {
             tags: None,
             target_lifecycle_state: Some("InService".into()),
             spot_instance_action: None,
+            role_credentials: None,
             fail: false,
         }
     }
@@ -259,6 +325,18 @@ fn handle(shared: &Mutex<Shared>, req: &Request<Incoming>) -> Response<Full<Byte
             .tags
             .as_ref()
             .map(|t| t.keys().cloned().collect::<Vec<_>>().join("\n")),
+        "/latest/meta-data/iam/security-credentials"
+        | "/latest/meta-data/iam/security-credentials/" => {
+            state.role_credentials.as_ref().map(|c| c.role_name.clone())
+        }
+        "/latest/meta-data/iam/info" => state.role_credentials.as_ref().map(|c| {
+            serde_json::json!({
+                "Code": "Success",
+                "LastUpdated": now_utc(),
+                "InstanceProfileArn": c.instance_profile_arn,
+            })
+            .to_string()
+        }),
         "/latest/dynamic/instance-identity/document" => Some(
             serde_json::json!({
                 "instanceId": state.instance_id,
@@ -267,9 +345,16 @@ fn handle(shared: &Mutex<Shared>, req: &Request<Incoming>) -> Response<Full<Byte
             })
             .to_string(),
         ),
-        p => p
-            .strip_prefix("/latest/meta-data/tags/instance/")
-            .and_then(|k| state.tags.as_ref().and_then(|t| t.get(k).cloned())),
+        p => match p.strip_prefix("/latest/meta-data/iam/security-credentials/") {
+            Some(role) => state
+                .role_credentials
+                .as_ref()
+                .filter(|c| c.role_name == role)
+                .map(RoleCredentials::document),
+            None => p
+                .strip_prefix("/latest/meta-data/tags/instance/")
+                .and_then(|k| state.tags.as_ref().and_then(|t| t.get(k).cloned())),
+        },
     };
     match found {
         Some(body) => reply(StatusCode::OK, body),
@@ -337,6 +422,53 @@ mod tests {
             )
             .1,
             "Terminated"
+        );
+    }
+
+    #[test]
+    fn test_role_credentials_are_served_as_ec2_serves_them_and_never_debug_printed() {
+        let imds = Imds::start(ImdsState::new("i-0abc")).unwrap();
+        let t = token(imds.url());
+        let list = "/latest/meta-data/iam/security-credentials/";
+        assert_eq!(get(imds.url(), list, Some(&t)).0, 404);
+        let creds = RoleCredentials {
+            instance_profile_arn: "arn:aws:iam::123456789012:instance-profile/bake-a-instance"
+                .into(),
+            role_name: "bake-a-instance".into(),
+            access_key_id: "ASIAEXAMPLE".into(),
+            secret_access_key: "secret-key-value".into(),
+            token: "session-token-value".into(),
+            expiration: "2030-01-01T00:00:00Z".into(),
+        };
+        assert!(!format!("{creds:?}").contains("secret-key-value"));
+        assert!(!format!("{creds:?}").contains("session-token-value"));
+        imds.update(|s| s.role_credentials = Some(creds));
+        assert_eq!(
+            get(imds.url(), list, Some(&t)),
+            (200, "bake-a-instance".into())
+        );
+        let (code, body) = get(
+            imds.url(),
+            "/latest/meta-data/iam/security-credentials/bake-a-instance",
+            Some(&t),
+        );
+        assert_eq!(code, 200);
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(doc["Code"], "Success");
+        assert_eq!(doc["Type"], "AWS-HMAC");
+        assert_eq!(doc["AccessKeyId"], "ASIAEXAMPLE");
+        assert_eq!(doc["Token"], "session-token-value");
+        assert_eq!(doc["Expiration"], "2030-01-01T00:00:00Z");
+        let updated = doc["LastUpdated"].as_str().unwrap();
+        assert!(updated.len() == 20 && updated.ends_with('Z'), "{updated}");
+        let other = "/latest/meta-data/iam/security-credentials/other-role";
+        assert_eq!(get(imds.url(), other, Some(&t)).0, 404);
+        let info: serde_json::Value =
+            serde_json::from_str(&get(imds.url(), "/latest/meta-data/iam/info", Some(&t)).1)
+                .unwrap();
+        assert_eq!(
+            info["InstanceProfileArn"],
+            "arn:aws:iam::123456789012:instance-profile/bake-a-instance"
         );
     }
 }

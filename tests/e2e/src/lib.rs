@@ -3,6 +3,7 @@
 //! - [`emulator`]: starts the local AWS emulator (moto + bake's extension) on a free loopback
 //!   port, one per caller, and stops it when dropped, also when a test panics.
 //! - [`paths`]: the repository, the built binaries.
+//! - [`iam`]: an environment's roles from the real iam.yaml, and the CI job's web identity.
 //! - [`imds`]: the hand-written instance metadata (IMDSv2) stand-in, one per simulated instance.
 //! - [`fleet`]: the local fleet (agents, apps, haproxy) playing out an emulated Auto Scaling group.
 //! - [`boot`]: booted instances: an AMI's local image under systemd-nspawn, in its own network
@@ -16,6 +17,8 @@ pub mod boot;
 pub mod emulator;
 /// The local fleet: simulated instances of the emulator's Auto Scaling group, haproxy, load.
 pub mod fleet;
+/// An environment's identities from cloudformation/iam.yaml, for runs with IAM enforced.
+pub mod iam;
 /// The hand-written instance metadata (IMDSv2) stand-in.
 pub mod imds;
 /// Paths in the repository and the target directory.

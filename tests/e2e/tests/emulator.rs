@@ -311,3 +311,110 @@ async fn test_cloudformation_stack_outputs() {
         .await;
     assert!(missing.is_err());
 }
+
+/// With IAM enforced (`Emulator::enforce_iam`) the harness signs as its administrator and may do
+/// anything; the dummy key is refused; an instance of iam.yaml's profile gets its role's
+/// credentials, which read the environment's secrets and nothing else, as on AWS.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_iam_enforced_holds_each_identity_to_its_policies() {
+    let emu = Emulator::start().unwrap();
+    let ids = bake_e2e::iam::deploy(&emu.aws().await, "iamt")
+        .await
+        .expect("network, data and iam stacks deploy");
+    assert!(ids
+        .instance_profile_arn
+        .ends_with(":instance-profile/bake-iamt-instance"));
+    emu.enforce_iam().await.unwrap();
+    assert!(emu.iam_enforced());
+    let admin = emu.aws().await;
+    for name in ["/bake/iamt/app/db/connection-string", "/bake/other/app/db"] {
+        admin
+            .ssm
+            .put_parameter()
+            .name(name)
+            .value("s3cret")
+            .r#type(ParameterType::SecureString)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("the administrator puts {name}: {e:?}"));
+    }
+    // The administrator's EC2 query calls are signed as the emulator checks them.
+    let ami = any_image(&admin).await;
+    admin
+        .ec2
+        .create_tags()
+        .resources(&ami)
+        .tags(
+            Tag::builder()
+                .key("bake:built-at")
+                .value("2026-12-01T23:28:14Z")
+                .build(),
+        )
+        .tags(
+            Tag::builder()
+                .key("bake:local-image")
+                .value("/work/.work/images/a b+c")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("the administrator tags an image");
+
+    // The dummy key no longer passes.
+    let settings = emu.settings();
+    let dummy = bake_e2e::emulator::clients(
+        &settings,
+        aws_credential_types::Credentials::new("testing", "testing", None, None, "t"),
+    )
+    .await;
+    let e = dummy.ssm.describe_parameters().send().await.unwrap_err();
+    assert!(format!("{e:?}").contains("InvalidClientTokenId"), "{e:?}");
+
+    // The instance role: its environment's secrets, decrypted; not another environment's.
+    let creds = emu
+        .role_credentials(&ids.instance_profile_arn, "i-0123456789abcdef0")
+        .unwrap();
+    assert_eq!(creds.role_name, "bake-iamt-instance");
+    let role = bake_e2e::emulator::clients(
+        &settings,
+        aws_credential_types::Credentials::new(
+            creds.access_key_id.clone(),
+            creds.secret_access_key.clone(),
+            Some(creds.token.clone()),
+            None,
+            "role",
+        ),
+    )
+    .await;
+    let mine = role
+        .ssm
+        .get_parameters_by_path()
+        .path("/bake/iamt/app")
+        .recursive(true)
+        .with_decryption(true)
+        .send()
+        .await
+        .expect("the instance role reads its environment's secrets");
+    assert_eq!(mine.parameters().len(), 1);
+    assert_eq!(mine.parameters()[0].value(), Some("s3cret"));
+    let theirs = role
+        .ssm
+        .get_parameters_by_path()
+        .path("/bake/other/app")
+        .recursive(true)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(format!("{theirs:?}").contains("AccessDenied"), "{theirs:?}");
+    // Nor may it change the group's launch template (the release role's business).
+    let lt = role
+        .ec2
+        .describe_launch_templates()
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{lt:?}").contains("UnauthorizedOperation"),
+        "{lt:?}"
+    );
+}

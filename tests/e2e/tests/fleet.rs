@@ -2,6 +2,13 @@
 //! booted instances (each its image, baked by `bake build`, under systemd in a container of its
 //! own), released with the real `bake`. One scenario also runs on process instances (the
 //! faster runtime for unit-level work). Needs root (containers, network namespaces), as CI runs.
+//!
+//! IAM is enforced in every scenario: each world deploys its environment's network, data and
+//! iam stacks (cloudformation/*.yaml) into its emulator and then switches enforcement on, so a
+//! booted instance's agent signs with its instance role's credentials (from its metadata, as on
+//! EC2) and `bake` with the release role's (a GitHub-style web identity token, as in CI): a
+//! scenario passes only if iam.yaml allows what the binaries do. The harness itself arranges and
+//! inspects as an administrator.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -12,9 +19,17 @@ use bake_e2e::Emulator;
 struct World {
     emu: Emulator,
     rt: tokio::runtime::Runtime,
+    /// The harness's clients (the administrator's, IAM being enforced).
     aws: bake_e2e::Aws,
     dir: tempfile::TempDir,
+    /// The environment (`EnvName`).
+    env: String,
+    /// Its group: `bake-<env>`, as fleet.yaml names it (iam.yaml's policies are scoped to it).
     asg: String,
+    /// What iam.yaml made for the environment.
+    ids: bake_e2e::iam::Identities,
+    /// The CI job's web identity token, for `bake` as the release role.
+    token: std::path::PathBuf,
     runtime: RuntimeKind,
 }
 
@@ -29,21 +44,44 @@ const EXAMPLE_PREFERENCES: &str =
      skip_matching = true\nauto_rollback = true\n";
 
 impl World {
-    fn new(asg: &str) -> Self {
-        Self::with_refresh(asg, LAUNCH_BEFORE_TERMINATE)
+    fn new(env: &str) -> Self {
+        Self::with_refresh(env, LAUNCH_BEFORE_TERMINATE)
     }
 
-    fn with_refresh(asg: &str, refresh: &str) -> Self {
+    /// Environment `env` (its group `bake-<env>`) in an emulator of its own, IAM enforced;
+    /// `bake` releases with the refresh preferences `refresh`.
+    fn with_refresh(env: &str, refresh: &str) -> Self {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         let emu = Emulator::start().expect("emulator starts");
+        let t = Instant::now();
+        let ids = rt.block_on(async {
+            let ids = bake_e2e::iam::deploy(&emu.aws().await, env)
+                .await
+                .expect("the environment's network, data and iam stacks deploy");
+            emu.enforce_iam()
+                .await
+                .expect("IAM enforcement switches on");
+            ids
+        });
+        eprintln!(
+            "environment {env}: stacks deployed, IAM enforced in {} ms",
+            t.elapsed().as_millis()
+        );
         let aws = rt.block_on(emu.aws());
+        let asg = format!("bake-{env}");
         let dir = tempfile::Builder::new()
-            .prefix(&format!("bake-fleet-test-{asg}-"))
+            .prefix(&format!("bake-fleet-test-{env}-"))
             .tempdir()
             .unwrap();
+        let token = bake_e2e::iam::write_github_token(
+            dir.path(),
+            bake_e2e::iam::GITHUB_REPOSITORY,
+            bake_e2e::iam::GITHUB_REF,
+        )
+        .unwrap();
         std::fs::write(
             dir.path().join("bake.toml"),
             format!(
@@ -57,7 +95,10 @@ impl World {
             rt,
             aws,
             dir,
-            asg: asg.to_owned(),
+            env: env.to_owned(),
+            asg,
+            ids,
+            token,
             runtime: RuntimeKind::Booted,
         }
     }
@@ -83,11 +124,26 @@ impl World {
         tweak: impl FnOnce(&mut FleetOptions),
     ) -> Fleet {
         let mut opts = FleetOptions::new(&self.asg, bake_e2e::paths::workspace_bin("bake-agent"));
+        opts.env.clone_from(&self.env);
         opts.runtime = self.runtime;
         tweak(&mut opts);
         let userdata = fleet::userdata::userdata(&opts).unwrap();
+        // Booted instances get the instance role (the process runtime's agents sign with the
+        // harness's credentials).
+        let profile =
+            (self.runtime == RuntimeKind::Booted).then_some(&self.ids.instance_profile_arn);
         self.rt
-            .block_on(fleet::create_group(&self.aws, &self.asg, ami, n, &userdata))
+            .block_on(fleet::create_group(
+                &self.aws,
+                &fleet::GroupSpec {
+                    env: &self.env,
+                    name: &self.asg,
+                    ami,
+                    capacity: n,
+                    userdata: &userdata,
+                    instance_profile: profile.map(String::as_str),
+                },
+            ))
             .unwrap();
         let f = Fleet::start(&self.emu, opts).unwrap();
         f.wait_serving(
@@ -99,7 +155,7 @@ impl World {
         f
     }
 
-    /// `bake release --ami AMI -o json`: (exit code, JSON, stderr).
+    /// `bake release --ami AMI -o json` as the release role: (exit code, JSON, stderr).
     fn release(&self, ami: &str) -> (i32, serde_json::Value, String) {
         let out = Command::new(bake_e2e::paths::workspace_bin("bake"))
             .args([
@@ -114,7 +170,14 @@ impl World {
             .current_dir(self.dir.path())
             .env_remove("RUST_LOG")
             .env_remove("BAKE_CONFIG")
-            .envs(self.emu.env())
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .envs(
+                self.emu
+                    .web_identity_env(&self.ids.release_role_arn, &self.token),
+            )
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -211,8 +274,8 @@ fn load(f: &Fleet, max: u64) -> LoadGen {
 }
 
 /// The edge's rules and the fleet's instances, on `runtime`; returns the fleet's directory.
-fn edge_rules_and_instances(runtime: RuntimeKind, asg: &str) -> std::path::PathBuf {
-    let mut w = World::new(asg);
+fn edge_rules_and_instances(runtime: RuntimeKind, env: &str) -> std::path::PathBuf {
+    let mut w = World::new(env);
     w.runtime = runtime;
     let v1 = w.ami(V1);
     let f = w.fleet(&v1, V1, 2, |_| {});
@@ -463,13 +526,14 @@ fn restart_alarm(w: &World) -> (String, String) {
     let topic =
         w.rt.block_on(fleet::create_topic(
             &w.aws,
-            &format!("bake-{}-alarms", w.asg),
+            &format!("bake-{}-alarms", w.env),
         ))
         .unwrap();
     let alarm =
         w.rt.block_on(fleet::put_template_alarm(
             &w.aws,
             "AppRestartAlarm",
+            &w.env,
             &w.asg,
             &topic,
         ))

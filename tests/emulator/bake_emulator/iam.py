@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import re
 import time
@@ -549,8 +550,11 @@ def _check(self, action: str, headers, resource: str) -> None:
         method=self.method,
         path=path,
         data=self.data,
-        # What was signed: the CBOR layer keeps the bytes as received (maybe gzip) here.
-        body=getattr(self, "signed_body", None) or self.raw_body,
+        # What was signed: the bytes as received. The CBOR layer keeps them (maybe gzip) here;
+        # for a form body (the query protocols) werkzeug leaves moto no raw body, and moto would
+        # re-encode the parsed form, which need not give the client's bytes (a space is `%20`
+        # from the Rust SDK, `+` from Python's encoder), so [`received_body_app`] keeps them.
+        body=getattr(self, "signed_body", None) or _received_body(self) or self.raw_body,
         headers=headers,
         action=action,
     )
@@ -567,6 +571,42 @@ def _check(self, action: str, headers, resource: str) -> None:
             raise _access_denied(
                 f"User: {caller} is not authorized to perform: {request._action}{on}"  # noqa: SLF001
             ) from None
+
+
+RECEIVED_BODY = "bake_emulator.received_body"
+
+
+def _received_body(resp) -> bytes | None:
+    request = getattr(resp, "normalized_request", None)
+    return getattr(request, "environ", {}).get(RECEIVED_BODY)
+
+
+def received_body_app(app):
+    """A WSGI app that keeps the body of each request as received (``environ[RECEIVED_BODY]``)
+    before anything parses it, and hands ``app`` a copy to read, so a signature is checked on the
+    bytes the client signed."""
+
+    def serve(environ, start_response):
+        stream = environ.get("wsgi.input")
+        if stream is not None and environ.get("REQUEST_METHOD") in ("POST", "PUT", "PATCH"):
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            if length > 0:
+                body = stream.read(length)
+            elif environ.get("wsgi.input_terminated") or "chunked" in environ.get(
+                "HTTP_TRANSFER_ENCODING", ""
+            ).lower():
+                body = stream.read()
+            else:
+                body = b""
+            environ[RECEIVED_BODY] = body
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+        return app(environ, start_response)
+
+    return serve
 
 
 def _authenticate(self, iam_request_cls, resource: str = "*") -> None:

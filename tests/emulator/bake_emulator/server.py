@@ -54,7 +54,8 @@ def build_app():
     iam.install()
     app = DomainDispatcherApplication(create_backend_app)
     app = notifications_app(cloudwatch_cbor.wrap(app))
-    return iam.role_credentials_app(app, autoscaling._cond)  # noqa: SLF001 - the emulator's one lock
+    app = iam.role_credentials_app(app, autoscaling._cond)  # noqa: SLF001 - the emulator's one lock
+    return iam.received_body_app(app)
 
 
 def main(argv=None):

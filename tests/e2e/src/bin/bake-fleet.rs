@@ -193,10 +193,14 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
     opts.runtime = args.runtime;
     rt.block_on(fleet::create_group(
         &aws,
-        asg,
-        &v1,
-        args.instances,
-        &fleet::userdata::userdata(&opts)?,
+        &fleet::GroupSpec {
+            env: asg,
+            name: asg,
+            ami: &v1,
+            capacity: args.instances,
+            userdata: &fleet::userdata::userdata(&opts)?,
+            instance_profile: None,
+        },
     ))?;
     println!(
         "== group {asg}: {} instances on app {V1}; starting the local fleet ({:?} instances)",

@@ -22,7 +22,8 @@
 //! - test-only settings come in two ways only: the IMDS userdata (the fleet's agent
 //!   configuration, as `cloudformation/fleet.yaml` gives it) and the systemd drop-ins of
 //!   [`dropins`], bound read-only into `/etc/systemd/system/<unit>.d/` (the AWS endpoint = the
-//!   relay, and static test credentials where EC2 would serve the instance role's from IMDS).
+//!   relay; and, for an instance launched without an instance profile, static test credentials:
+//!   one with a profile gets its role's from the metadata, as on EC2).
 //!   The units themselves are the image's, as shipped;
 //! - the EFS stand-in is a host directory bound at `/mnt/efs` (this kernel has no NFS client; the
 //!   agent finds something mounted there and leaves it, as it does with an EFS mount made before
@@ -128,17 +129,29 @@ pub async fn instance_image(aws: &Aws, instance_id: &str) -> anyhow::Result<Stri
 }
 
 /// The test-only drop-ins: `(unit, content)`, the same for every unit of [`AWS_UNITS`]: the
-/// AWS endpoint (the relay at `endpoint`) and the emulator's static credentials.
+/// AWS endpoint (the relay at `endpoint`), and, for an instance without a role
+/// (`with_role = false`), the emulator's static credentials. An instance with a role gets its
+/// credentials as on EC2: the SDK's provider chain finds them in the metadata
+/// ([`crate::imds::RoleCredentials`]).
 #[must_use]
-pub fn dropins(endpoint: &str) -> Vec<(String, String)> {
-    let body = format!(
-        "# Test-only: the local emulator through the relay on the host end of the veth, and its\n\
-         # static credentials (on EC2 they come from the instance role, through IMDS).\n\
-         [Service]\n\
-         Environment=AWS_ENDPOINT_URL={endpoint}\n\
-         Environment=AWS_ACCESS_KEY_ID=testing\n\
-         Environment=AWS_SECRET_ACCESS_KEY=testing\n"
-    );
+pub fn dropins(endpoint: &str, with_role: bool) -> Vec<(String, String)> {
+    let body = if with_role {
+        format!(
+            "# Test-only: the local emulator through the relay on the host end of the veth. The\n\
+             # credentials are the instance role's, from the instance metadata, as on EC2.\n\
+             [Service]\n\
+             Environment=AWS_ENDPOINT_URL={endpoint}\n"
+        )
+    } else {
+        format!(
+            "# Test-only: the local emulator through the relay on the host end of the veth, and its\n\
+             # static credentials (on EC2 they come from the instance role, through IMDS).\n\
+             [Service]\n\
+             Environment=AWS_ENDPOINT_URL={endpoint}\n\
+             Environment=AWS_ACCESS_KEY_ID=testing\n\
+             Environment=AWS_SECRET_ACCESS_KEY=testing\n"
+        )
+    };
     AWS_UNITS
         .iter()
         .map(|u| ((*u).to_owned(), body.clone()))
@@ -286,7 +299,7 @@ impl Instance {
         for (host, inside) in &spec.binds_ro {
             cmd.arg(format!("--bind-ro={}:{inside}", host.display()));
         }
-        for (unit, body) in dropins(&relay.url()) {
+        for (unit, body) in dropins(&relay.url(), spec.imds.role_credentials.is_some()) {
             let file = dir.path().join(format!("{unit}.conf"));
             std::fs::write(&file, body)?;
             cmd.arg(format!(

@@ -4,20 +4,10 @@
 use anyhow::Context;
 use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
 use aws_sdk_ec2::types::{RequestLaunchTemplateData, ResourceType, Tag, TagSpecification};
-use bake_common::aws::AwsSettings;
 
 use crate::Aws;
 
 use super::{APP_VERSION_TAG, LAUNCH_HOOK, TERMINATE_HOOK};
-
-/// The clients of the fleet's watcher: `settings` (the emulator's) with its dummy credentials.
-pub(crate) async fn clients(settings: &AwsSettings) -> Aws {
-    let conf = bake_common::aws::sdk_config(settings).await;
-    let creds = aws_credential_types::provider::SharedCredentialsProvider::new(
-        aws_credential_types::Credentials::new("testing", "testing", None, None, "bake-fleet"),
-    );
-    Aws::from_conf(&conf.into_builder().credentials_provider(creds).build())
-}
 
 /// Registers an AMI for app `version` (tag `bake:app-version`), as `bake build` would make.
 pub async fn register_version_ami(aws: &Aws, version: &str) -> anyhow::Result<String> {
@@ -45,25 +35,45 @@ pub async fn register_version_ami(aws: &Aws, version: &str) -> anyhow::Result<St
     Ok(ami)
 }
 
-/// A launch template on `ami` (version 1, with `userdata`: [`super::userdata::userdata`] for
-/// booted instances; the process runtime writes its own configuration) and group `name`
-/// of `capacity` instances on it over two AZs, with a launch hook ([`LAUNCH_HOOK`], ABANDON after
-/// `3000` emulated seconds) and a terminate hook ([`TERMINATE_HOOK`], CONTINUE after 3000), and
-/// the environment's one secret, as the data stack makes it: a SecureString
-/// `/bake/<name>/app/db/connection-string` (the agent fails closed on an empty path). The
-/// group names version 1 (not `$Default`) so that a refresh can roll back. Returns the launch
-/// template id.
-pub async fn create_group(
-    aws: &Aws,
-    name: &str,
-    ami: &str,
-    capacity: i32,
-    userdata: &str,
-) -> anyhow::Result<String> {
+/// A group to create with [`create_group`].
+#[derive(Clone, Debug)]
+pub struct GroupSpec<'a> {
+    /// The environment (`EnvName`): its secrets are under `/bake/<env>/app`.
+    pub env: &'a str,
+    /// The group's name (fleet.yaml's is `bake-<env>`, the name its IAM policies are scoped to).
+    pub name: &'a str,
+    /// The AMI of launch template version 1.
+    pub ami: &'a str,
+    /// Instances.
+    pub capacity: i32,
+    /// The launch template's userdata.
+    pub userdata: &'a str,
+    /// The launch template's `IamInstanceProfile` (an ARN); `None`: none.
+    pub instance_profile: Option<&'a str>,
+}
+
+/// A launch template on `g.ami` (version 1, with `g.userdata`: [`super::userdata::userdata`]
+/// for booted instances; the process runtime writes its own configuration; tagged `bake:env`
+/// as fleet.yaml tags its own; with `g.instance_profile`) and group `g.name` of `g.capacity`
+/// instances on it over two AZs, with a launch hook ([`LAUNCH_HOOK`], ABANDON after `3000`
+/// emulated seconds) and a terminate hook ([`TERMINATE_HOOK`], CONTINUE after 3000), and the
+/// environment's one secret, as the data stack makes it: a SecureString
+/// `/bake/<env>/app/db/connection-string` (the agent fails closed on an empty path). The group
+/// names version 1 (not `$Default`) so that a refresh can roll back. Returns the launch template
+/// id.
+pub async fn create_group(aws: &Aws, g: &GroupSpec<'_>) -> anyhow::Result<String> {
+    let GroupSpec {
+        env,
+        name,
+        ami,
+        capacity,
+        userdata,
+        instance_profile,
+    } = *g;
     aws.ssm
         .put_parameter()
-        .name(format!("/bake/{name}/app/db/connection-string"))
-        .value(format!("postgres://app:fleet-{name}@db.internal/app"))
+        .name(format!("/bake/{env}/app/db/connection-string"))
+        .value(format!("postgres://app:fleet-{env}@db.internal/app"))
         .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
         .overwrite(true)
         .send()
@@ -79,12 +89,18 @@ pub async fn create_group(
                 .image_id(ami)
                 .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
                 .user_data(userdata)
+                .set_iam_instance_profile(instance_profile.map(|arn| {
+                    aws_sdk_ec2::types::LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                        .arn(arn)
+                        .build()
+                }))
                 .build(),
         )
         .tag_specifications(
             TagSpecification::builder()
                 .resource_type(ResourceType::LaunchTemplate)
                 .tags(Tag::builder().key("fleet").value(name).build())
+                .tags(Tag::builder().key("bake:env").value(env).build())
                 .build(),
         )
         .send()
@@ -180,11 +196,12 @@ pub async fn create_topic(aws: &Aws, name: &str) -> anyhow::Result<String> {
 }
 
 /// Alarm `logical_id` of `cloudformation/fleet.yaml` (read from the template by
-/// `tests/infra/cfn.py`), put for group `group` (its `EnvName` and `Fleet`) with its actions on
-/// `topic`: the alarm's name.
+/// `tests/infra/cfn.py`), put for environment `env` (`EnvName`) and its group `group` (`Fleet`)
+/// with its actions on `topic`: the alarm's name.
 pub async fn put_template_alarm(
     aws: &Aws,
     logical_id: &str,
+    env: &str,
     group: &str,
     topic: &str,
 ) -> anyhow::Result<String> {
@@ -193,13 +210,13 @@ pub async fn put_template_alarm(
 import json, sys
 sys.path.insert(0, sys.argv[1])
 import cfn
-logical, group, topic = sys.argv[3], sys.argv[4], sys.argv[5]
+logical, env, group, topic = sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 props = cfn.load(sys.argv[2])["Resources"][logical]["Properties"]
 def resolve(v):
     if isinstance(v, dict) and list(v) == ["Ref"]:
         return {"Fleet": group, "AlarmTopic": topic}[v["Ref"]]
     if isinstance(v, dict) and list(v) == ["Fn::Sub"] and isinstance(v["Fn::Sub"], str):
-        return v["Fn::Sub"].replace("${EnvName}", group)
+        return v["Fn::Sub"].replace("${EnvName}", env)
     if isinstance(v, dict):
         return {k: resolve(x) for k, x in v.items()}
     if isinstance(v, list):
@@ -212,7 +229,7 @@ print(json.dumps(resolve(props)))
         .arg(script)
         .arg(repo.join("tests/infra"))
         .arg(repo.join("cloudformation/fleet.yaml"))
-        .args([logical_id, group, topic])
+        .args([logical_id, env, group, topic])
         .output()
         .context("reading fleet.yaml's alarm with tests/infra/cfn.py")?;
     if !out.status.success() {

@@ -1,4 +1,4 @@
-//! A minimal HTTP/1.1 client for the fleet's tests and load: one `GET` per connection, to
+//! A minimal HTTP/1.1 client for the fleet's tests and load: one request per connection, to
 //! loopback addresses and the fleet's own instances only ([`fleet_reachable`]).
 
 use std::io::{Read, Write};
@@ -21,16 +21,48 @@ pub fn fleet_reachable(addr: SocketAddr) -> bool {
 
 /// One `GET path` with `Connection: close`: (status, body). Loopback and the fleet's /24 only.
 pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    request(addr, "GET", path, None)
+}
+
+/// One `POST path` of a form (`application/x-www-form-urlencoded`) body, as [`http_get`].
+pub fn http_post_form(addr: SocketAddr, path: &str, form: &str) -> anyhow::Result<(u16, String)> {
+    request(
+        addr,
+        "POST",
+        path,
+        Some(("application/x-www-form-urlencoded", form)),
+    )
+}
+
+/// One `POST path` of a `text/plain` body, as [`http_get`].
+pub fn http_post_text(addr: SocketAddr, path: &str, text: &str) -> anyhow::Result<(u16, String)> {
+    request(addr, "POST", path, Some(("text/plain", text)))
+}
+
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &str)>,
+) -> anyhow::Result<(u16, String)> {
     if !fleet_reachable(addr) {
         bail!("{addr} is neither a loopback address nor in the fleet's network");
     }
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: fleet\r\nConnection: close\r\n\r\n"
-    )?;
+    match body {
+        None => write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: fleet\r\nConnection: close\r\n\r\n"
+        )?,
+        Some((content_type, body)) => write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: fleet\r\nConnection: close\r\n\
+             Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?,
+    }
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
     let text = String::from_utf8_lossy(&out);

@@ -66,9 +66,10 @@ mod watcher;
 
 pub use aws::{
     create_group, create_topic, put_template_alarm, register_version_ami, sns_notifications,
+    GroupSpec,
 };
 pub use haproxy::HAPROXY;
-pub use http::http_get;
+pub use http::{http_get, http_post_form, http_post_text};
 pub use load::{Cause, LoadGen, LoadStats};
 pub use runtime::booted::BootedRuntime;
 pub use runtime::process::ProcessRuntime;
@@ -136,6 +137,9 @@ impl RuntimeKind {
 pub struct FleetOptions {
     /// The Auto Scaling group to play out.
     pub asg: String,
+    /// Its environment (fleet.yaml's `EnvName`: the agents' secrets path, log groups, lease
+    /// prefix); [`FleetOptions::new`] makes it the group's name.
+    pub env: String,
     /// The `bake-agent` binary.
     pub agent_bin: PathBuf,
     /// How often the emulator is polled.
@@ -161,6 +165,7 @@ impl FleetOptions {
     pub fn new(asg: &str, agent_bin: PathBuf) -> Self {
         Self {
             asg: asg.to_owned(),
+            env: asg.to_owned(),
             agent_bin,
             poll: Duration::from_millis(150),
             time_scale: crate::emulator::DEFAULT_TIME_SCALE,
@@ -271,10 +276,11 @@ impl Fleet {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let haproxy = Arc::new(Mutex::new(Some(haproxy)));
         let stop = Arc::new(AtomicBool::new(false));
-        let watcher = Watcher::new(&opts.asg, dir.path().to_path_buf(), runtime);
+        let watcher = Watcher::new(&opts.asg, emu.url(), dir.path().to_path_buf(), runtime);
         let thread = watcher::spawn(
             watcher,
             emu.settings(),
+            emu.credentials(),
             opts.poll,
             shared.clone(),
             haproxy.clone(),

@@ -72,9 +72,10 @@ pub fn fleet_template_userdata(env: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-/// The fleet's userdata: fleet.yaml's for group `opts.asg`, with [`OVERRIDDEN`] set from `opts`.
+/// The fleet's userdata: fleet.yaml's for environment `opts.env`, with [`OVERRIDDEN`] set from
+/// `opts` (the group's name `opts.asg` among them).
 pub fn userdata(opts: &FleetOptions) -> anyhow::Result<String> {
-    let text = fleet_template_userdata(&opts.asg)?;
+    let text = fleet_template_userdata(&opts.env)?;
     let mut conf: toml::Table =
         toml::from_str(&text).context("fleet.yaml's UserData is not TOML")?;
     let over: [(&str, &str, toml::Value); 11] = [

@@ -62,8 +62,19 @@ pub(super) struct Watcher {
     runtime: Box<dyn Runtime>,
     /// AMI → its tags.
     image_tags: BTreeMap<String, BTreeMap<String, String>>,
-    /// (launch template id, version) → userdata.
-    userdata: BTreeMap<(String, String), Option<Vec<u8>>>,
+    /// (launch template id, version) → what an instance gets from it.
+    templates: BTreeMap<(String, String), FromTemplate>,
+    /// The emulator, for what EC2 does on an instance's behalf (its role's credentials).
+    emulator: String,
+}
+
+/// What an instance takes from its launch template version.
+#[derive(Clone, Debug, Default)]
+struct FromTemplate {
+    /// The userdata, decoded from base64 (gzip stays gzip).
+    user_data: Option<Vec<u8>>,
+    /// `IamInstanceProfile` (its ARN, or its name).
+    instance_profile: Option<String>,
 }
 
 /// Starts the watcher thread: a poll every `poll` until `stop`; a poll's error is kept in
@@ -71,6 +82,7 @@ pub(super) struct Watcher {
 pub(super) fn spawn(
     mut watcher: Watcher,
     settings: AwsSettings,
+    credentials: aws_credential_types::Credentials,
     poll: Duration,
     shared: Arc<Mutex<Shared>>,
     haproxy: Arc<Mutex<Option<Lb>>>,
@@ -84,7 +96,7 @@ pub(super) fn spawn(
                 .build()
                 .expect("a runtime for the fleet watcher");
             rt.block_on(async move {
-                let aws = super::aws::clients(&settings).await;
+                let aws = crate::emulator::clients(&settings, credentials).await;
                 while !stop.load(Ordering::SeqCst) {
                     if let Err(e) = watcher.tick(&aws, &shared, &haproxy).await {
                         shared.lock().expect("fleet lock").last_error = Some(format!("{e:#}"));
@@ -96,14 +108,16 @@ pub(super) fn spawn(
 }
 
 impl Watcher {
-    /// The watcher of group `asg`, its instances' files under `dir`, booted by `runtime`.
-    pub(super) fn new(asg: &str, dir: PathBuf, runtime: Box<dyn Runtime>) -> Self {
+    /// The watcher of group `asg` in the emulator at `emulator`, its instances' files under
+    /// `dir`, booted by `runtime`.
+    pub(super) fn new(asg: &str, emulator: &str, dir: PathBuf, runtime: Box<dyn Runtime>) -> Self {
         Self {
             asg: asg.to_owned(),
             dir,
             runtime,
             image_tags: BTreeMap::new(),
-            userdata: BTreeMap::new(),
+            templates: BTreeMap::new(),
+            emulator: emulator.to_owned(),
         }
     }
 
@@ -243,10 +257,10 @@ impl Watcher {
                 tags
             }
         };
-        let user_data = match &s.lt {
-            None => None,
-            Some(key) => match self.userdata.get(key) {
-                Some(u) => u.clone(),
+        let from_template = match &s.lt {
+            None => FromTemplate::default(),
+            Some(key) => match self.templates.get(key) {
+                Some(t) => t.clone(),
                 None => {
                     let v = aws
                         .ec2
@@ -255,16 +269,32 @@ impl Watcher {
                         .versions(&key.1)
                         .send()
                         .await?;
-                    let u = v
+                    let data = v
                         .launch_template_versions()
                         .first()
-                        .and_then(|v| v.launch_template_data())
-                        .and_then(|d| d.user_data())
-                        .and_then(|b64| aws_smithy_types::base64::decode(b64).ok());
-                    self.userdata.insert(key.clone(), u.clone());
-                    u
+                        .and_then(|v| v.launch_template_data());
+                    let t = FromTemplate {
+                        user_data: data
+                            .and_then(|d| d.user_data())
+                            .and_then(|b64| aws_smithy_types::base64::decode(b64).ok()),
+                        instance_profile: data
+                            .and_then(|d| d.iam_instance_profile())
+                            .and_then(|p| p.arn().or(p.name()).map(str::to_owned)),
+                    };
+                    self.templates.insert(key.clone(), t.clone());
+                    t
                 }
             },
+        };
+        // What EC2 does for an instance launched with a profile: its role's credentials,
+        // served in its metadata.
+        let role_credentials = match &from_template.instance_profile {
+            None => None,
+            Some(profile) => Some(crate::emulator::role_credentials_at(
+                &self.emulator,
+                profile,
+                &s.id,
+            )?),
         };
         let spec = LaunchSpec {
             id: s.id.clone(),
@@ -272,7 +302,8 @@ impl Watcher {
             availability_zone: s.az.clone(),
             image_id: ami,
             image_tags,
-            user_data,
+            user_data: from_template.user_data,
+            role_credentials,
         };
         let inst = self.runtime.boot(&spec, &self.dir)?;
         let target = inst.target();

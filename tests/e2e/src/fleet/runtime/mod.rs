@@ -40,6 +40,10 @@ pub struct LaunchSpec {
     /// The userdata of the launch template version it was launched from, as given (decoded
     /// from base64; gzip stays gzip).
     pub user_data: Option<Vec<u8>>,
+    /// Its instance profile's role credentials, when the launch template names a profile (a
+    /// booted instance's metadata serves them; the process runtime ignores them: its agents
+    /// sign with the emulator's credentials).
+    pub role_credentials: Option<crate::imds::RoleCredentials>,
 }
 
 impl LaunchSpec {
@@ -80,6 +84,7 @@ impl LaunchSpec {
             self.asg.clone(),
         )]));
         state.target_lifecycle_state = Some(TARGET_IN_SERVICE.into());
+        state.role_credentials.clone_from(&self.role_credentials);
         state
     }
 }
@@ -125,6 +130,7 @@ mod tests {
             image_id: "ami-1".into(),
             image_tags: BTreeMap::new(),
             user_data: Some(b"\x1f\x8b".to_vec()),
+            role_credentials: None,
         };
         let st = spec.imds_state();
         assert_eq!(st.region, "eu-west-3");

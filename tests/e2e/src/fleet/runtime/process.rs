@@ -222,6 +222,7 @@ mod tests {
             image_id: "ami-7".into(),
             image_tags: std::collections::BTreeMap::new(),
             user_data: None,
+            role_credentials: None,
         };
         let e = rt.boot(&spec, d.path()).err().expect("no version tag");
         let e = format!("{e:#}");
