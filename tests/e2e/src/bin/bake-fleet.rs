@@ -1,7 +1,10 @@
 //! `bake-fleet demo`: the local fleet end to end, for people (`make demo` runs it).
 //!
-//! Starts the local AWS emulator, bakes (or reuses) the images of app versions 1.0.0, 2.0.0 and
-//! `broken` with `bake build`, creates a group of N instances on 1.0.0 and plays it out as a local
+//! Starts the local AWS emulator, deploys the `demo` environment's network, data and iam stacks
+//! and switches IAM enforcement on (booted instances then run as iam.yaml's instance role, `bake
+//! release` as its release role, signed in with a web identity token as in CI), bakes (or reuses)
+//! the images of app versions 1.0.0, 2.0.0 and `broken` with `bake build`, creates the group
+//! `bake-demo` of N instances on 1.0.0 and plays it out as a local
 //! fleet (each instance its image booted under systemd in a container of its own, haproxy in
 //! front; `--runtime process`: a `bake-agent` host process per instance instead), then, under a
 //! bounded load through haproxy: `bake release` of 2.0.0 (succeeds) and of `broken` (never
@@ -173,9 +176,20 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
         .build()?;
     println!("== starting the local AWS emulator");
     let emu = Emulator::start()?;
-    let aws = rt.block_on(emu.aws());
     println!("   {} (emulated time runs 100x faster)", emu.url());
-    let asg = "demo-web";
+    let env = "demo";
+    let asg = "bake-demo";
+    println!("== the {env} environment's network, data and iam stacks (cloudformation/); IAM enforced from now on");
+    let ids = rt.block_on(async {
+        let ids = bake_e2e::iam::deploy(&emu.aws().await, env).await?;
+        emu.enforce_iam().await?;
+        anyhow::Ok(ids)
+    })?;
+    println!(
+        "   instances run as {}, bake release as {}",
+        ids.instance_role_arn, ids.release_role_arn
+    );
+    let aws = rt.block_on(emu.aws());
     if args.runtime == RuntimeKind::Booted {
         println!("== bake build of the images of app {V1}, {V2} and {BROKEN} (local target: debootstrap, then the image's provisioning scripts; reused when their inputs did not change)");
     }
@@ -189,17 +203,20 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
     }
     let (v1, v2, v3) = (amis[0].clone(), amis[1].clone(), amis[2].clone());
     let mut opts = FleetOptions::new(asg, agent);
+    opts.env = env.to_owned();
     opts.ready_timeout = Duration::from_secs(5);
     opts.runtime = args.runtime;
+    // Booted instances get the instance role; process instances' agents sign as the harness.
+    let profile = (args.runtime == RuntimeKind::Booted).then_some(ids.instance_profile_arn.as_str());
     rt.block_on(fleet::create_group(
         &aws,
         &fleet::GroupSpec {
-            env: asg,
+            env,
             name: asg,
             ami: &v1,
             capacity: args.instances,
             userdata: &fleet::userdata::userdata(&opts)?,
-            instance_profile: None,
+            instance_profile: profile,
         },
     ))?;
     println!(
@@ -226,6 +243,13 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
              instance_warmup = \"3m\"\npoll_interval = \"500ms\"\nmax_poll_interval = \"1s\"\ntimeout = \"10m\"\n"
         ),
     )?;
+    // bake signs in as the release role the way a CI job does: a web identity token.
+    let token = bake_e2e::iam::write_github_token(
+        dir.path(),
+        bake_e2e::iam::GITHUB_REPOSITORY,
+        bake_e2e::iam::GITHUB_REF,
+    )?;
+    let bake_env = emu.web_identity_env(&ids.release_role_arn, &token);
     println!(
         "== load: {LOAD_WORKERS} clients through haproxy (about 70 requests/s), at most {} requests",
         args.max_requests
@@ -249,7 +273,7 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
         println!("== bake release --ami {ami}   ({name}; expected: {expect})");
         let r = release(
             &bake,
-            &emu,
+            &bake_env,
             dir.path(),
             name,
             ami,
@@ -355,7 +379,7 @@ fn wait_serving(
 #[allow(clippy::too_many_arguments)]
 fn release(
     bake: &PathBuf,
-    emu: &Emulator,
+    bake_env: &[(&'static str, String)],
     dir: &std::path::Path,
     name: &str,
     ami: &str,
@@ -379,7 +403,11 @@ fn release(
         .current_dir(dir)
         .env_remove("RUST_LOG")
         .env_remove("BAKE_CONFIG")
-        .envs(emu.env())
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .envs(bake_env.iter().map(|(k, v)| (*k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
