@@ -16,6 +16,9 @@ pub struct Aws {
     pub ssm: aws_sdk_ssm::Client,
     /// CloudFormation: stack outputs naming the targets.
     pub cfn: aws_sdk_cloudformation::Client,
+    /// Elastic Load Balancing v2: the health of the instances in the group's target groups
+    /// (`bake status`).
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
     /// STS: the account the credentials belong to, named in errors (`GetCallerIdentity`, which
     /// needs no permission).
     pub sts: aws_sdk_sts::Client,
@@ -32,6 +35,7 @@ impl Aws {
             asg: aws_client!(aws_sdk_autoscaling, conf),
             ssm: aws_client!(aws_sdk_ssm, conf),
             cfn: aws_client!(aws_sdk_cloudformation, conf),
+            elb: aws_client!(aws_sdk_elasticloadbalancingv2, conf),
             sts: aws_client!(aws_sdk_sts, conf),
             region: conf.region().map(ToString::to_string),
         }

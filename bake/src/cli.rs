@@ -64,8 +64,9 @@ pub enum Command {
     /// version, the refresh preferences and alarms, the instances replaced and in what batches.
     /// Exit 0 when there is nothing to do, 11 when a release would change something.
     Plan(PlanArgs),
-    /// The fleet: instances, AMI, launch template version, health, lifecycle state, AZ, and the
-    /// current or last instance refresh.
+    /// The fleet: instances, AMI, app version, launch template version, health, lifecycle
+    /// state, AZ, the health of each in the group's target groups (DescribeTargetHealth; a
+    /// denied call is a warning, not an error), and the current or last instance refresh.
     Status {
         /// Watch the refresh in progress to its end (exit code as for `release`).
         #[arg(long)]

@@ -1,5 +1,6 @@
 //! `bake status`: the fleet (instances with AMI, launch template version, health, lifecycle
-//! state, AZ) and the current or last instance refresh.
+//! state, AZ, and their health in the group's target groups) and the current or last instance
+//! refresh.
 
 use std::collections::BTreeMap;
 
@@ -46,6 +47,187 @@ pub struct InstanceRow {
     pub image_created: Option<String>,
     /// When the instance was launched (RFC 3339).
     pub launch_time: Option<String>,
+    /// Its health in each of the group's target groups that lists it (`DescribeTargetHealth`),
+    /// in the order of [`Fleet::target_groups`]. A target group whose health was read and that
+    /// has no entry here does not have the instance registered.
+    pub target_health: Vec<TargetHealth>,
+}
+
+/// One target group attached to the group.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TargetGroup {
+    /// Its ARN.
+    pub arn: String,
+    /// Its name (from the ARN).
+    pub name: String,
+    /// Why its targets' health could not be read (`DescribeTargetHealth` failed); `None` when
+    /// it was read.
+    pub error: Option<String>,
+}
+
+/// An instance's health in one target group, as Elastic Load Balancing says it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TargetHealth {
+    /// The target group.
+    pub target_group_arn: String,
+    /// `healthy`, `unhealthy`, `initial`, `draining`, `unused`, `unavailable`.
+    pub state: Option<String>,
+    /// Why it is not healthy, e.g. `Target.ResponseCodeMismatch`.
+    pub reason: Option<String>,
+    /// The same in words.
+    pub description: Option<String>,
+}
+
+impl TargetHealth {
+    /// The table's cell: the state, with the reason code when it says why the target takes no
+    /// traffic (`unhealthy (Target.Timeout)`); `initial` and `draining` speak for themselves.
+    #[must_use]
+    pub fn cell(&self) -> String {
+        let state = self.state.as_deref().unwrap_or("?");
+        match (state, &self.reason) {
+            ("healthy" | "initial" | "draining", _) | (_, None) => state.to_owned(),
+            (_, Some(reason)) => format!("{state} ({reason})"),
+        }
+    }
+
+    /// Whether this registration is worse than `other` (so that an instance registered twice
+    /// in one target group, on two ports, shows the one that needs attention).
+    fn worse_than(&self, other: &Self) -> bool {
+        let rank = |s: &Option<String>| match s.as_deref() {
+            Some("healthy") => 0,
+            Some("initial") => 1,
+            Some("draining") => 2,
+            _ => 3,
+        };
+        rank(&self.state) > rank(&other.state)
+    }
+}
+
+/// The group's target groups: its `TargetGroupARNs` and its traffic sources of type `elbv2`
+/// (attached with `AttachTrafficSources`), in that order, each once.
+#[must_use]
+pub fn target_group_arns(group: &aws_sdk_autoscaling::types::AutoScalingGroup) -> Vec<String> {
+    let sources = group
+        .traffic_sources()
+        .iter()
+        .filter(|t| t.r#type().is_none_or(|k| k == "elbv2"))
+        .filter_map(|t| t.identifier())
+        .filter(|id| id.contains(":targetgroup/"));
+    let mut arns: Vec<String> = Vec::new();
+    for arn in group
+        .target_group_arns()
+        .iter()
+        .map(String::as_str)
+        .chain(sources)
+    {
+        if !arns.iter().any(|a| a == arn) {
+            arns.push(arn.to_owned());
+        }
+    }
+    arns
+}
+
+/// The name in a target group's ARN (`arn:aws:elasticloadbalancing:…:targetgroup/NAME/ID`), or
+/// the ARN itself.
+#[must_use]
+pub fn target_group_name(arn: &str) -> String {
+    arn.split_once(":targetgroup/")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .filter(|n| !n.is_empty())
+        .unwrap_or(arn)
+        .to_owned()
+}
+
+/// Why `DescribeTargetHealth` of `arn` failed, in one line: denied (naming the IAM action: an
+/// `AccessDenied…` code, or an HTTP 403 answer without a code that the SDK could read), or the
+/// service's or the SDK's innermost reason.
+fn health_error(
+    arn: &str,
+    e: &aws_sdk_elasticloadbalancingv2::error::SdkError<
+        aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthError,
+    >,
+) -> String {
+    use aws_sdk_elasticloadbalancingv2::error::ProvideErrorMetadata;
+    let name = target_group_name(arn);
+    let service = e.as_service_error();
+    let code = service.and_then(ProvideErrorMetadata::code);
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let message = match (service.and_then(ProvideErrorMetadata::message), status) {
+        (Some(m), _) => m.to_owned(),
+        (None, Some(s)) if service.is_some() => format!("HTTP {s}"),
+        _ => bake_common::exit::chain(e)
+            .last()
+            .map_or_else(String::new, ToString::to_string),
+    };
+    let denied = match code {
+        Some(c) => c.starts_with("AccessDenied") || c == "UnauthorizedOperation",
+        None => status == Some(403),
+    };
+    match code {
+        _ if denied => format!(
+            "elasticloadbalancing:DescribeTargetHealth denied on target group '{name}' ({arn}): {message}"
+        ),
+        Some(c) => format!(
+            "DescribeTargetHealth of target group '{name}' ({arn}) failed: {c}: {message}"
+        ),
+        None => {
+            format!("DescribeTargetHealth of target group '{name}' ({arn}) failed: {message}")
+        }
+    }
+}
+
+/// The health of every target of each target group (`DescribeTargetHealth`, one call per
+/// group): the groups, and per instance its health in those that list it. A call that fails
+/// (access denied, a target group since deleted) is a warning and that group's `error`: the
+/// fleet is still worth showing without it.
+async fn target_health(
+    aws: &Aws,
+    arns: &[String],
+) -> (Vec<TargetGroup>, BTreeMap<String, Vec<TargetHealth>>) {
+    let mut groups = Vec::new();
+    let mut by_instance: BTreeMap<String, Vec<TargetHealth>> = BTreeMap::new();
+    for arn in arns {
+        let out = aws
+            .elb
+            .describe_target_health()
+            .target_group_arn(arn)
+            .send()
+            .await;
+        let error = match out {
+            Ok(out) => {
+                for d in out.target_health_descriptions() {
+                    let Some(id) = d.target().and_then(|t| t.id()) else {
+                        continue;
+                    };
+                    let h = d.target_health();
+                    let health = TargetHealth {
+                        target_group_arn: arn.clone(),
+                        state: h.and_then(|h| h.state()).map(|s| s.as_str().to_owned()),
+                        reason: h.and_then(|h| h.reason()).map(|r| r.as_str().to_owned()),
+                        description: h.and_then(|h| h.description()).map(ToOwned::to_owned),
+                    };
+                    let entries = by_instance.entry(id.to_owned()).or_default();
+                    match entries.iter_mut().find(|e| &e.target_group_arn == arn) {
+                        Some(e) if health.worse_than(e) => *e = health,
+                        Some(_) => {}
+                        None => entries.push(health),
+                    }
+                }
+                None
+            }
+            Err(e) => {
+                let why = health_error(arn, &e);
+                tracing::warn!("{why}; no target health for it");
+                Some(why)
+            }
+        };
+        groups.push(TargetGroup {
+            arn: arn.clone(),
+            name: target_group_name(arn),
+            error,
+        });
+    }
+    (groups, by_instance)
 }
 
 /// The AMIs' app versions and creation dates ([`crate::ami::facts`]); on a failure none, and a
@@ -77,6 +259,8 @@ pub struct Fleet {
     pub default_version: i64,
     /// Its latest version.
     pub latest_version: i64,
+    /// The group's target groups (empty: none, and no `DescribeTargetHealth`).
+    pub target_groups: Vec<TargetGroup>,
     /// The instances.
     pub instances: Vec<InstanceRow>,
     /// The current or last refresh.
@@ -121,6 +305,7 @@ pub async fn fleet(aws: &Aws, t: &Targets) -> anyhow::Result<Fleet> {
     }
     let amis = images.values().filter_map(|(ami, _)| ami.clone()).collect();
     let facts = image_facts(aws, &amis).await;
+    let (target_groups, mut health) = target_health(aws, &target_group_arns(&group)).await;
     let instances = group
         .instances()
         .iter()
@@ -148,6 +333,9 @@ pub async fn fleet(aws: &Aws, t: &Targets) -> anyhow::Result<Fleet> {
             app_version: f.app_version,
             image_created: f.created,
             launch_time,
+            target_health: health
+                .remove(i.instance_id().unwrap_or_default())
+                .unwrap_or_default(),
         })
         .collect();
     let (default_version, latest_version) =
@@ -158,6 +346,7 @@ pub async fn fleet(aws: &Aws, t: &Targets) -> anyhow::Result<Fleet> {
         desired_capacity: group.desired_capacity(),
         default_version,
         latest_version,
+        target_groups,
         instances,
         refresh,
     })
@@ -231,8 +420,26 @@ fn columns(rows: &[Vec<String>]) -> String {
     s
 }
 
-/// The fleet as text: a header line, one aligned row per instance (app version and image age
-/// from its AMI, time since launch), the refresh.
+/// The `TARGET HEALTH` cell of `i`: its health in each target group, in the header's order,
+/// ` / ` between them; `-` where it is not registered, `?` where the health could not be read.
+fn target_cell(groups: &[TargetGroup], i: &InstanceRow) -> String {
+    groups
+        .iter()
+        .map(|g| {
+            if g.error.is_some() {
+                return "?".to_owned();
+            }
+            i.target_health
+                .iter()
+                .find(|h| h.target_group_arn == g.arn)
+                .map_or_else(|| "-".to_owned(), TargetHealth::cell)
+        })
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+/// The fleet as text: a header line (and one naming the target groups, if any), one aligned row per instance (app version and image age
+/// from its AMI, time since launch, health in the target groups), the refresh.
 #[must_use]
 pub fn render(f: &Fleet) -> String {
     render_at(f, std::time::SystemTime::now())
@@ -250,25 +457,36 @@ pub fn render_at(f: &Fleet, now: std::time::SystemTime) -> String {
         f.default_version,
         f.latest_version
     );
+    if !f.target_groups.is_empty() {
+        let names: Vec<&str> = f.target_groups.iter().map(|g| g.name.as_str()).collect();
+        let noun = if names.len() == 1 {
+            "target group"
+        } else {
+            "target groups"
+        };
+        s.push_str(&format!("{noun} {}\n", names.join(", ")));
+    }
     let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
-    let mut rows = vec![[
-        "INSTANCE",
-        "STATE",
-        "HEALTH",
-        "LT",
-        "APP",
-        "AMI",
-        "IMAGE AGE",
-        "UP",
-        "AZ",
-    ]
-    .map(ToOwned::to_owned)
-    .to_vec()];
+    let with_targets = !f.target_groups.is_empty();
+    let mut header = vec!["INSTANCE", "STATE", "HEALTH"];
+    if with_targets {
+        header.push("TARGET HEALTH");
+    }
+    header.extend(["LT", "APP", "AMI", "IMAGE AGE", "UP", "AZ"]);
+    let mut rows = vec![header
+        .into_iter()
+        .map(ToOwned::to_owned)
+        .collect::<Vec<_>>()];
     for i in &f.instances {
-        rows.push(vec![
+        let mut row = vec![
             i.instance_id.clone(),
             dash(&i.lifecycle_state),
             dash(&i.health_status),
+        ];
+        if with_targets {
+            row.push(target_cell(&f.target_groups, i));
+        }
+        row.extend([
             i.launch_template_version
                 .as_ref()
                 .map_or_else(|| "-".to_owned(), |v| format!("v{v}")),
@@ -278,6 +496,7 @@ pub fn render_at(f: &Fleet, now: std::time::SystemTime) -> String {
             age(i.launch_time.as_deref(), now),
             dash(&i.availability_zone),
         ]);
+        rows.push(row);
     }
     if f.instances.is_empty() {
         s.push_str("no instances\n");
@@ -307,8 +526,31 @@ mod tests {
             app_version: app.map(Into::into),
             image_created: Some("2026-11-28T10:00:00.000Z".into()),
             launch_time: launched.map(Into::into),
+            target_health: Vec::new(),
         }
     }
+
+    fn health(tg: &str, state: &str, reason: Option<&str>) -> TargetHealth {
+        TargetHealth {
+            target_group_arn: tg.into(),
+            state: Some(state.into()),
+            reason: reason.map(Into::into),
+            description: None,
+        }
+    }
+
+    fn tg(arn: &str, error: Option<&str>) -> TargetGroup {
+        TargetGroup {
+            arn: arn.into(),
+            name: target_group_name(arn),
+            error: error.map(Into::into),
+        }
+    }
+
+    const TG_WEB: &str =
+        "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
+    const TG_API: &str =
+        "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/api/fedcba9876543210";
 
     #[test]
     fn test_age_is_compact() {
@@ -335,6 +577,7 @@ mod tests {
             desired_capacity: Some(2),
             default_version: 3,
             latest_version: 3,
+            target_groups: Vec::new(),
             instances: vec![
                 row(
                     "i-0a",
@@ -380,5 +623,115 @@ mod tests {
         assert_eq!(lines[4], "no instance refresh");
         let later = now + Duration::from_secs(3600);
         assert!(render_at(&f, later).contains("2h 30m"));
+    }
+
+    #[test]
+    fn test_target_group_name_is_read_from_its_arn() {
+        assert_eq!(target_group_name(TG_WEB), "web");
+        assert_eq!(target_group_name("not-an-arn"), "not-an-arn");
+        assert_eq!(
+            target_group_name("arn:aws:elasticloadbalancing:x:1:targetgroup//id"),
+            "arn:aws:elasticloadbalancing:x:1:targetgroup//id"
+        );
+    }
+
+    #[test]
+    fn test_target_groups_come_from_the_arns_and_the_elbv2_traffic_sources_once_each() {
+        use aws_sdk_autoscaling::types::{AutoScalingGroup, TrafficSourceIdentifier};
+        let source = |id: &str, kind: &str| {
+            TrafficSourceIdentifier::builder()
+                .identifier(id)
+                .r#type(kind)
+                .build()
+        };
+        let group = AutoScalingGroup::builder()
+            .target_group_arns(TG_WEB)
+            .traffic_sources(source(TG_WEB, "elbv2"))
+            .traffic_sources(source(TG_API, "elbv2"))
+            .traffic_sources(source("classic-lb", "elb"))
+            .build();
+        assert_eq!(target_group_arns(&group), vec![TG_WEB, TG_API]);
+        assert!(target_group_arns(&AutoScalingGroup::builder().build()).is_empty());
+    }
+
+    #[test]
+    fn test_render_shows_target_health_per_group_with_reasons() {
+        let now = humantime::parse_rfc3339("2026-12-01T12:00:00Z").unwrap();
+        let mut a = row("i-0a", "InService", Some("2.3.4"), None);
+        a.target_health = vec![health(
+            TG_WEB,
+            "unhealthy",
+            Some("Target.ResponseCodeMismatch"),
+        )];
+        let mut b = row("i-0b", "InService", Some("2.3.4"), None);
+        b.target_health = vec![
+            health(TG_WEB, "healthy", None),
+            health(TG_API, "draining", Some("Target.DeregistrationInProgress")),
+        ];
+        let c = row("i-0c", "Pending", None, None);
+        let mut f = Fleet {
+            targets: Targets {
+                auto_scaling_group: "web".into(),
+                launch_template_id: "lt-1".into(),
+                rollback_alarms: Vec::new(),
+            },
+            desired_capacity: Some(3),
+            default_version: 3,
+            latest_version: 3,
+            target_groups: vec![tg(TG_WEB, None), tg(TG_API, None)],
+            instances: vec![a, b, c],
+            refresh: None,
+        };
+        let text = render_at(&f, now);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "target groups web, api", "{text}");
+        let col = lines[2].find("  TARGET HEALTH").unwrap() + 2;
+        let cell = |l: &str| l[col..].split("  ").next().unwrap().to_owned();
+        assert_eq!(
+            cell(lines[3]),
+            "unhealthy (Target.ResponseCodeMismatch) / -"
+        );
+        assert_eq!(cell(lines[4]), "healthy / draining");
+        assert_eq!(cell(lines[5]), "- / -");
+        // The columns after it still line up.
+        let lt = lines[2].find("  LT").unwrap() + 2;
+        for l in &lines[3..6] {
+            assert!(l[lt..].starts_with("v3 "), "{text}");
+        }
+
+        // One group, unreadable: named once, `?` in every row.
+        f.target_groups = vec![tg(TG_WEB, Some("denied"))];
+        let text = render_at(&f, now);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "target group web", "{text}");
+        let col = lines[2].find("  TARGET HEALTH").unwrap() + 2;
+        for l in &lines[3..6] {
+            assert!(l[col..].starts_with("? "), "{text}");
+        }
+
+        // None: neither the line nor the column.
+        f.target_groups = Vec::new();
+        let text = render_at(&f, now);
+        assert!(
+            !text.contains("TARGET") && !text.contains("target group"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn test_target_health_cell_and_worst_registration() {
+        assert_eq!(health(TG_WEB, "healthy", None).cell(), "healthy");
+        assert_eq!(
+            health(TG_WEB, "initial", Some("Elb.RegistrationInProgress")).cell(),
+            "initial"
+        );
+        assert_eq!(
+            health(TG_WEB, "unused", Some("Target.NotInUse")).cell(),
+            "unused (Target.NotInUse)"
+        );
+        assert_eq!(health(TG_WEB, "unhealthy", None).cell(), "unhealthy");
+        let bad = health(TG_WEB, "unhealthy", Some("Target.Timeout"));
+        let good = health(TG_WEB, "healthy", None);
+        assert!(bad.worse_than(&good) && !good.worse_than(&bad));
     }
 }

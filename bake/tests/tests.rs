@@ -28,4 +28,6 @@ mod release;
 #[cfg(test)]
 mod rollout;
 #[cfg(test)]
+mod status;
+#[cfg(test)]
 mod template;

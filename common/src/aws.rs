@@ -542,6 +542,7 @@ mod tests {
                 "aws-sdk-autoscaling",
                 "aws-sdk-cloudformation",
                 "aws-sdk-ec2",
+                "aws-sdk-elasticloadbalancingv2",
                 "aws-sdk-ssm"
             ])
         );

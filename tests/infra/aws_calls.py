@@ -48,6 +48,7 @@ RECEIVERS = {
     "aws-sdk-cloudwatch": {"cw", "cloudwatch"},
     "aws-sdk-cloudwatchlogs": {"logs", "cwl"},
     "aws-sdk-ec2": {"ec2", "ec2_client"},
+    "aws-sdk-elasticloadbalancingv2": {"elb", "elbv2"},
     "aws-sdk-ssm": {"ssm", "ssm_client"},
 }
 # Directories of the shipped code, and the binaries built from each.

@@ -75,6 +75,7 @@ def test_calls_are_found_in_the_code():
     """The scan itself: each binary's best-known calls are among what it finds."""
     bake, agent = aws_calls.actions("bake"), aws_calls.actions("bake-agent")
     assert "autoscaling:StartInstanceRefresh" in bake and "ec2:CreateLaunchTemplateVersion" in bake, bake
+    assert "elasticloadbalancing:DescribeTargetHealth" in bake, bake  # `bake status`
     assert "ssm:GetParametersByPath" in agent and "cloudwatch:PutMetricData" in agent, agent
     assert len(bake) >= 15 and len(agent) >= 12, (len(bake), len(agent))
 

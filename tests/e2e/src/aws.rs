@@ -18,6 +18,8 @@ pub struct Aws {
     pub logs: aws_sdk_cloudwatchlogs::Client,
     /// CloudFormation: stacks and their outputs.
     pub cfn: aws_sdk_cloudformation::Client,
+    /// Elastic Load Balancing v2: target groups and their targets.
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
     /// The region the clients talk to, if one was resolved.
     pub region: Option<String>,
 }
@@ -33,6 +35,7 @@ impl Aws {
             cw: aws_client!(aws_sdk_cloudwatch, conf),
             logs: aws_client!(aws_sdk_cloudwatchlogs, conf),
             cfn: aws_client!(aws_sdk_cloudformation, conf),
+            elb: aws_client!(aws_sdk_elasticloadbalancingv2, conf),
             region: conf.region().map(ToString::to_string),
         }
     }
