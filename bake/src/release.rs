@@ -444,15 +444,17 @@ pub fn markdown(command: &str, r: &ReleaseReport) -> String {
         rollback,
     ]
     .map(|c| cell(&c));
-    let mut md = format!(
-        "### {command}: {}\n\n| group | image | launch template version | result | duration | instances replaced | rollback |\n|---|---|---|---|---|---|---|\n| {} |\n",
+    // The parameter's line goes above the table, whose row stays the document's last line.
+    let parameter = r
+        .image_parameter
+        .as_ref()
+        .map(|p| format!("{}\n\n", p.describe().replace('\n', " ")))
+        .unwrap_or_default();
+    format!(
+        "### {command}: {}\n\n{parameter}| group | image | launch template version | result | duration | instances replaced | rollback |\n|---|---|---|---|---|---|---|\n| {} |\n",
         cell(&r.result),
         row.join(" | ")
-    );
-    if let Some(p) = &r.image_parameter {
-        md.push_str(&format!("\n{}\n", p.describe().replace('\n', " ")));
-    }
-    md
+    )
 }
 
 /// A release's result as text for people: what changed and how the refresh ended, then the
@@ -799,6 +801,19 @@ mod tests {
             "| `web` | `ami-old` 1.0.0 → `ami-new` 1.0.1 | v3 → v4 | rolled_back | 1m 5s | 1 | alarm \\| 5xx fired |"
         );
         assert_eq!(rows.len(), 5, "{md}");
+        // The image parameter's line comes above the table: its row stays the last line.
+        r.image_parameter = Some(Recorded::skipped("/p", "the refresh ended rolled_back"));
+        let md = markdown("bake release", &r);
+        let with: Vec<&str> = md.lines().collect();
+        assert_eq!(
+            with[2],
+            "image parameter /p not written: the refresh ended rolled_back"
+        );
+        assert_eq!(with.last(), rows.last(), "{md}");
+        assert!(
+            render(&r).ends_with("\nimage parameter /p not written: the refresh ended rolled_back")
+        );
+        r.image_parameter = None;
         // Not watched: no summary; the table says what is known.
         r.rollout = None;
         r.rollbacks = 0;
