@@ -90,6 +90,8 @@ pub struct RawTarget {
     pub auto_scaling_group: Option<String>,
     /// Launch template id (`lt-…`) or name.
     pub launch_template: Option<String>,
+    /// SSM parameter set to the image after a successful refresh.
+    pub image_parameter: Option<String>,
 }
 
 /// `[packer]` as written.
@@ -247,6 +249,10 @@ pub struct Settings {
     pub refresh: RefreshSettings,
     /// Default of `bake prune --keep`.
     pub prune_keep: u32,
+    /// `target.image_parameter`: the SSM parameter `bake release` and `bake rollback` set to the
+    /// image once its refresh ended `Successful` ([`crate::image_parameter`]); `None`: none is
+    /// written.
+    pub image_parameter: Option<String>,
 }
 
 impl Settings {
@@ -379,7 +385,17 @@ impl Validator<'_> {
         }
     }
 
-    fn settings(&self, raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
+    fn settings(&self, mut raw: RawConfig, path: &Path) -> Result<Settings, ConfigError> {
+        let image_parameter = raw
+            .target
+            .as_mut()
+            .and_then(|t| t.image_parameter.take())
+            .map(|name| {
+                crate::image_parameter::check_name(&name)
+                    .map(|()| name)
+                    .map_err(|m| self.invalid("target.image_parameter", m))
+            })
+            .transpose()?;
         let target = raw.target.map(|t| self.target(t)).transpose()?;
         let packer = raw.packer.map(|p| self.packer(p)).transpose()?;
         let app = raw.app.unwrap_or_default();
@@ -409,6 +425,7 @@ impl Validator<'_> {
             app_version: self.non_empty("app.version", app.version)?,
             refresh,
             prune_keep,
+            image_parameter,
         })
     }
 
@@ -761,6 +778,26 @@ mod tests {
             .unwrap();
         assert_eq!(s.refresh.timeout, MAX_TIMEOUT);
         assert_eq!(s.refresh.instance_warmup, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn test_image_parameter_is_optional_and_checked() {
+        let target = "[target]\nauto_scaling_group = \"web\"\n";
+        assert_eq!(parse(target).unwrap().image_parameter, None);
+        let s = parse(&format!(
+            "{target}image_parameter = \"/bake/prod/image-id\"\n"
+        ))
+        .unwrap();
+        assert_eq!(s.image_parameter.as_deref(), Some("/bake/prod/image-id"));
+        let e = err(&format!("{target}image_parameter = \"/bake/prod/\"\n"));
+        assert!(
+            e.starts_with("bake.toml: target.image_parameter: \"/bake/prod/\": empty level"),
+            "{e}"
+        );
+        assert!(
+            err("[target]\nstack = \"s\"\nimage_parameter = \"ssm-x\"\n")
+                .starts_with("bake.toml: target.image_parameter: \"ssm-x\" must be a path")
+        );
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub enum Exit {
     /// `bake plan`: a release would change something (a new image, or a build first); 0 is
     /// nothing to do.
     Changes = 11,
+    /// `release`/`rollback`: the refresh ended `Successful` (or `partial`), but the SSM parameter
+    /// `target.image_parameter` could not be set to the image released: it still names the
+    /// previous one, which a CloudFormation update of the fleet stack would launch again.
+    ImageParameter = 12,
     /// Interrupted (SIGINT/Ctrl-C, SIGTERM or SIGHUP): a build was stopped and cleaned up, or
     /// watching was detached.
     Interrupted = 130,
@@ -55,6 +59,7 @@ Exit codes:
   9  an instance refresh is already in progress
   10 partial release: the refresh stopped at its last checkpoint (refresh.partial)
   11 plan: a release would change something (0: nothing to do)
+  12 released, but the SSM parameter target.image_parameter was not set to the image
   130 interrupted by SIGINT, SIGTERM or SIGHUP (build stopped and cleaned up, or watching detached)
   141 stdout closed before the result was written (as for SIGPIPE); nothing is printed";
 
@@ -75,6 +80,7 @@ impl Exit {
             Self::InProgress => "in_progress",
             Self::Partial => "partial",
             Self::Changes => "changes",
+            Self::ImageParameter => "image_parameter",
             Self::Interrupted => "interrupted",
             Self::StdoutClosed => "stdout_closed",
         }

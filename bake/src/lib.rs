@@ -16,6 +16,8 @@ pub mod cli;
 pub mod config;
 /// Exit codes and error reporting.
 pub mod exit;
+/// The SSM parameter naming the fleet's image.
+pub mod image_parameter;
 /// The target's launch template.
 pub mod launch_template;
 /// The local target: a root file system image and its AMI record.

@@ -5,6 +5,10 @@
 //! fails, the previous default is restored and the new version deleted, so a failed release
 //! leaves the launch template as it was. A refresh that does not end `Successful` also restores
 //! the previous default (AWS's own rollback restores the group, not the template's default).
+//!
+//! Only a refresh watched to `Successful` (or `partial`) sets `target.image_parameter` to the
+//! new image ([`crate::image_parameter`]); if that fails, the release is reported as it ended,
+//! with exit [`Exit::ImageParameter`].
 
 use std::time::Duration;
 
@@ -21,6 +25,7 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 
 use crate::config::{RefreshSettings, Settings};
 use crate::exit::Exit;
+use crate::image_parameter::Recorded;
 use crate::refresh::{self, Snapshot, WatchOptions};
 use crate::rollout::{Releases, Rollout, View};
 use crate::targets::Targets;
@@ -84,6 +89,8 @@ pub struct ReleaseReport {
     /// Rollbacks of the refresh seen (AWS's own on a failure or an alarm, or `bake
     /// rollback`'s): 0 or 1.
     pub rollbacks: u32,
+    /// `target.image_parameter` after the release (`None` when bake.toml names none).
+    pub image_parameter: Option<crate::image_parameter::Recorded>,
 }
 
 /// What can go wrong in a release, besides the errors of the steps it takes (targets, build,
@@ -437,8 +444,14 @@ pub fn markdown(command: &str, r: &ReleaseReport) -> String {
         rollback,
     ]
     .map(|c| cell(&c));
+    // The parameter's line goes above the table, whose row stays the document's last line.
+    let parameter = r
+        .image_parameter
+        .as_ref()
+        .map(|p| format!("{}\n\n", p.describe().replace('\n', " ")))
+        .unwrap_or_default();
     format!(
-        "### {command}: {}\n\n| group | image | launch template version | result | duration | instances replaced | rollback |\n|---|---|---|---|---|---|---|\n| {} |\n",
+        "### {command}: {}\n\n{parameter}| group | image | launch template version | result | duration | instances replaced | rollback |\n|---|---|---|---|---|---|---|\n| {} |\n",
         cell(&r.result),
         row.join(" | ")
     )
@@ -473,6 +486,10 @@ pub fn render(r: &ReleaseReport) -> String {
     if !summary.is_empty() {
         s.push('\n');
         s.push_str(&summary);
+    }
+    if let Some(p) = &r.image_parameter {
+        s.push('\n');
+        s.push_str(&p.describe());
     }
     s
 }
@@ -609,11 +626,18 @@ pub async fn release(
     report.instance_refresh_id = id.clone();
     if opts.no_wait {
         report.result = "started".into();
+        if let Some(name) = &settings.image_parameter {
+            tracing::warn!("SSM parameter '{name}' not set to {image_id}: with --no-wait the end of the refresh is not watched; the next watched release sets it");
+            report.image_parameter = Some(Recorded::skipped(
+                name,
+                "--no-wait: the end of the refresh was not watched",
+            ));
+        }
         report.duration_secs = began.elapsed().as_secs_f64();
         return Ok((report, Exit::Ok));
     }
     let view = View::new(releases).with_baseline(baseline);
-    let code = report.watched(refresh::follow(&aws.asg, asg, &id, wopts, view).await?);
+    let mut code = report.watched(refresh::follow(&aws.asg, asg, &id, wopts, view).await?);
     if matches!(
         code,
         Exit::RefreshFailed | Exit::RolledBack | Exit::Cancelled
@@ -621,8 +645,57 @@ pub async fn release(
         undo(aws, lt, previous, None).await;
         report.restored_default = true;
     }
+    if let Some(name) = &settings.image_parameter {
+        let (recorded, failed) = record_image(aws, name, &image_id, asg, &report.result).await;
+        report.image_parameter = Some(recorded);
+        if failed {
+            code = Exit::ImageParameter;
+        }
+    }
     report.duration_secs = began.elapsed().as_secs_f64();
     Ok((report, code))
+}
+
+/// Sets `name` to `image` if the refresh ended `result` = `successful` or `partial`; returns
+/// what the parameter names now and whether writing it failed (said on stderr with the command
+/// that sets it by hand).
+async fn record_image(
+    aws: &Aws,
+    name: &str,
+    image: &str,
+    asg: &str,
+    result: &str,
+) -> (Recorded, bool) {
+    if !matches!(result, "successful" | "partial") {
+        tracing::info!("SSM parameter '{name}' left as it was: the refresh ended {result}");
+        return (
+            Recorded::skipped(name, format!("the refresh ended {result}")),
+            false,
+        );
+    }
+    match crate::image_parameter::write(aws, name, image, asg).await {
+        Ok(version) => {
+            tracing::info!(parameter = %name, version, "SSM parameter '{name}' names {image}");
+            (
+                Recorded {
+                    name: name.to_owned(),
+                    written: true,
+                    image_id: Some(image.to_owned()),
+                    version: Some(version),
+                    reason: None,
+                },
+                false,
+            )
+        }
+        Err(e) => {
+            let e = crate::exit::plain_chain(&e).0;
+            tracing::error!(
+                "released {image} to '{asg}', but {e}: the parameter still names the previous image, which an update of the fleet stack would launch again; set it with: {}",
+                crate::image_parameter::fix_command(name, image)
+            );
+            (Recorded::skipped(name, e), true)
+        }
+    }
 }
 
 /// Sets the default back to `previous` and deletes `delete` (best effort, logged).
@@ -728,6 +801,19 @@ mod tests {
             "| `web` | `ami-old` 1.0.0 → `ami-new` 1.0.1 | v3 → v4 | rolled_back | 1m 5s | 1 | alarm \\| 5xx fired |"
         );
         assert_eq!(rows.len(), 5, "{md}");
+        // The image parameter's line comes above the table: its row stays the last line.
+        r.image_parameter = Some(Recorded::skipped("/p", "the refresh ended rolled_back"));
+        let md = markdown("bake release", &r);
+        let with: Vec<&str> = md.lines().collect();
+        assert_eq!(
+            with[2],
+            "image parameter /p not written: the refresh ended rolled_back"
+        );
+        assert_eq!(with.last(), rows.last(), "{md}");
+        assert!(
+            render(&r).ends_with("\nimage parameter /p not written: the refresh ended rolled_back")
+        );
+        r.image_parameter = None;
         // Not watched: no summary; the table says what is known.
         r.rollout = None;
         r.rollbacks = 0;

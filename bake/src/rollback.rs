@@ -1,5 +1,8 @@
 //! `bake rollback`: roll back the refresh in progress (`RollbackInstanceRefresh`), or, when none
 //! is running, release the image of the launch template version before the current default.
+//! That release sets `target.image_parameter` to the previous image as any release does (once
+//! its refresh ended `Successful`); rolling back a refresh in progress leaves the parameter as
+//! it is, since only a release watched to `Successful` sets it.
 
 use crate::aws::Aws;
 use aws_sdk_autoscaling::operation::rollback_instance_refresh::RollbackInstanceRefreshError;
@@ -64,6 +67,13 @@ pub async fn rollback(
             launch_template_id: t.launch_template_id.clone(),
             instance_refresh_id: current.id.clone(),
             result: "rollback_started".into(),
+            // Only a release watched to `Successful` sets it: the refresh rolled back never did.
+            image_parameter: settings.image_parameter.as_deref().map(|name| {
+                crate::image_parameter::Recorded::skipped(
+                    name,
+                    "rollback of the refresh in progress: the parameter still names the image from before it",
+                )
+            }),
             ..ReleaseReport::default()
         };
         if opts.no_wait {

@@ -21,6 +21,14 @@ fn test_bad_configs_name_the_key() {
         ("[target]\nasg = \"b\"\n", "asg"),
         ("[packer]\nagent_binary = \"x\"\n", "packer.template"),
         ("[prune]\nkeep = -1\n", "prune.keep"),
+        (
+            "[target]\nauto_scaling_group = \"b\"\nimage_parameter = \"bake/prod/image-id\"\n",
+            "target.image_parameter: \"bake/prod/image-id\" must be a path starting with '/'",
+        ),
+        (
+            "[target]\nauto_scaling_group = \"b\"\nimage_parameter = \"/aws/service/x\"\n",
+            "target.image_parameter: \"/aws/service/x\": names beginning with \"aws\" or \"ssm\" are reserved",
+        ),
     ];
     for (text, key) in cases {
         w.write_raw_config(text);

@@ -156,6 +156,9 @@ fn test_release_with_failing_replacements_rolls_back() {
     let w = World::new("release-fail");
     let lt = w.fleet(BASE_AMI, 2);
     let ami = w.build(&[]);
+    let name = "/bake/release-fail/image-id";
+    with_image_parameter(&w, name);
+    put_image_parameter(&w, name, BASE_AMI);
     // From now on launches wait for a lifecycle action nobody completes: ABANDON on timeout.
     w.rt.block_on(async {
         w.aws
@@ -214,6 +217,17 @@ fn test_release_with_failing_replacements_rolls_back() {
     );
     assert_eq!(j["restored_default"], true);
     assert_eq!(w.lt_versions(&lt).0, 1, "the previous default is back");
+    // The image parameter still names the image that runs.
+    assert_eq!(
+        j["image_parameter"]["reason"],
+        format!("the refresh ended {}", j["result"].as_str().unwrap()),
+        "{j}"
+    );
+    assert_eq!(j["image_parameter"]["written"], false);
+    assert_eq!(
+        image_parameter(&w, name),
+        (BASE_AMI.to_owned(), 1, "aws:ec2:image".to_owned())
+    );
 }
 
 #[test]
@@ -488,11 +502,30 @@ fn test_release_records_its_refresh_preferences_before_starting_the_refresh() {
     let text = std::fs::read_to_string(w.path("bake.toml")).unwrap()
         + "checkpoint_percentages = [50, 100]\ncheckpoint_delay = \"1m\"\nmax_healthy_percentage = 120\n";
     w.write_raw_config(&text);
-    let j = w
-        .bake(&["release", "--ami", BASE_AMI, "--no-wait", "-o", "json"])
-        .expect(0)
-        .json();
+    let name = "/bake/release-record/image-id";
+    with_image_parameter(&w, name);
+    put_image_parameter(&w, name, BASE_AMI);
+    let new = other_image(&w);
+    let r = w
+        .bake(&["release", "--ami", &new, "--no-wait", "-o", "json"])
+        .expect(0);
+    let j = r.json();
     assert_eq!(j["result"], "started", "{j}");
+    // Not watched to its end: the image parameter is left as it was, and stderr says so.
+    assert_eq!(
+        j["image_parameter"]["reason"],
+        "--no-wait: the end of the refresh was not watched"
+    );
+    assert!(
+        r.stderr
+            .contains(&format!("SSM parameter '{name}' not set to {new}")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        image_parameter(&w, name),
+        (BASE_AMI.to_owned(), 1, "aws:ec2:image".to_owned())
+    );
     let r = recorded_preferences(&w);
     assert_eq!(r.strategy, "Rolling");
     let p = &r.preferences;
@@ -576,4 +609,179 @@ fn signal_when_refresh_runs(w: &World, child: &std::process::Child, sig: nix::sy
         sig,
     )
     .unwrap();
+}
+
+/// bake.toml with `target.image_parameter = name` (the fleet's image parameter).
+fn with_image_parameter(w: &World, name: &str) -> String {
+    let text = std::fs::read_to_string(w.path("bake.toml"))
+        .unwrap()
+        .replace(
+            "[target]\n",
+            &format!("[target]\nimage_parameter = \"{name}\"\n"),
+        );
+    assert!(text.contains("image_parameter"), "{text}");
+    w.write_raw_config(&text);
+    text
+}
+
+/// Puts `image` into SSM parameter `name` as docs/deploy.md's first deploy does.
+fn put_image_parameter(w: &World, name: &str, image: &str) {
+    w.rt.block_on(async {
+        w.aws
+            .ssm
+            .put_parameter()
+            .name(name)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .data_type("aws:ec2:image")
+            .value(image)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap();
+    });
+}
+
+/// The value, version and data type of SSM parameter `name`.
+fn image_parameter(w: &World, name: &str) -> (String, i64, String) {
+    w.rt.block_on(async {
+        let out = w.aws.ssm.get_parameter().name(name).send().await.unwrap();
+        let p = out.parameter().unwrap();
+        (
+            p.value().unwrap().to_owned(),
+            p.version(),
+            p.data_type().unwrap_or_default().to_owned(),
+        )
+    })
+}
+
+/// An image of the emulator other than [`BASE_AMI`].
+fn other_image(w: &World) -> String {
+    w.rt.block_on(async {
+        let out = w
+            .aws
+            .ec2
+            .describe_images()
+            .owners("amazon")
+            .send()
+            .await
+            .unwrap();
+        out.images()
+            .iter()
+            .filter_map(|i| i.image_id())
+            .find(|i| *i != BASE_AMI)
+            .unwrap()
+            .to_owned()
+    })
+}
+
+#[test]
+fn test_release_and_rollback_set_the_image_parameter_after_a_successful_refresh() {
+    let w = World::new("release-imageparam");
+    let lt = w.fleet(BASE_AMI, 2);
+    let name = "/bake/imageparam/image-id";
+    // A name SSM would refuse is refused before anything changes, naming the key.
+    with_image_parameter(&w, "/bake/imageparam/image id");
+    let r = w.bake(&["release", "--ami", BASE_AMI]).expect(2);
+    assert!(
+        r.stderr
+            .contains("target.image_parameter: \"/bake/imageparam/image id\": ' ' is not allowed"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.lt_versions(&lt), (1, 1), "nothing changed");
+    w.write_config("");
+    with_image_parameter(&w, name);
+    // The first deploy's parameter: the image the fleet was created with.
+    put_image_parameter(&w, name, BASE_AMI);
+    let new = other_image(&w);
+    let j = w
+        .bake(&["release", "--ami", &new, "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(j["result"], "successful", "{j}");
+    assert_eq!(
+        j["image_parameter"],
+        serde_json::json!({"name": name, "written": true, "image_id": new, "version": 2, "reason": null})
+    );
+    assert_eq!(
+        image_parameter(&w, name),
+        (new.clone(), 2, "aws:ec2:image".to_owned())
+    );
+    // The text result says it too.
+    let rb = w.bake(&["rollback"]).expect(0);
+    assert!(
+        rb.stdout
+            .contains(&format!("image parameter {name} = {BASE_AMI} (version 3)")),
+        "{}",
+        rb.stdout
+    );
+    // Rollback released the previous image and set the parameter back to it.
+    assert_eq!(image_parameter(&w, name).0, BASE_AMI);
+    assert!(w.instances().iter().all(|i| i.1 == "3"));
+}
+
+#[test]
+fn test_release_whose_image_parameter_cannot_be_written_exits_12() {
+    let w = World::new("release-imageparam-fail");
+    w.fleet(BASE_AMI, 2);
+    let name = "/bake/imageparam-fail/image-id";
+    with_image_parameter(&w, name);
+    // SSM keeps 100 versions of a parameter and drops the oldest on a put, unless a label holds
+    // it: then PutParameter fails (ParameterMaxVersionLimitExceeded), as in AWS.
+    for _ in 0..100 {
+        put_image_parameter(&w, name, BASE_AMI);
+    }
+    w.rt.block_on(async {
+        w.aws
+            .ssm
+            .label_parameter_version()
+            .name(name)
+            .parameter_version(1)
+            .labels("first")
+            .send()
+            .await
+            .unwrap();
+    });
+    let new = other_image(&w);
+    let summary = w.path("step-summary.md");
+    let r = crate::util::Run::from_output(
+        w.command(&["release", "--ami", &new, "-o", "json"])
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .output()
+            .unwrap(),
+    )
+    .expect(12);
+    // The release itself is reported as it ended: the fleet runs the new image.
+    let j = r.json();
+    assert_eq!(j["result"], "successful", "{j}");
+    assert!(w.instances().iter().all(|i| i.1 == "2"));
+    let p = &j["image_parameter"];
+    assert_eq!(p["written"], false, "{j}");
+    let reason = p["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!("writing SSM parameter '{name}': "))
+            && reason.contains("oldest version, can't be deleted"),
+        "{reason}"
+    );
+    // stderr says what is at stake and how to set it by hand.
+    assert!(
+        r.stderr.contains("an update of the fleet stack would launch again")
+            && r.stderr.contains(&format!(
+                "aws ssm put-parameter --name {name} --type String --data-type aws:ec2:image --overwrite --value {new}"
+            )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        std::fs::read_to_string(&summary)
+            .unwrap()
+            .contains(&format!(
+                "image parameter {name} not written: writing SSM parameter"
+            )),
+        "the CI step summary says it"
+    );
+    assert_eq!(
+        image_parameter(&w, name),
+        (BASE_AMI.to_owned(), 100, "aws:ec2:image".to_owned())
+    );
 }

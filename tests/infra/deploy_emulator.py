@@ -8,8 +8,8 @@ moto lacks are added by the emulator (tests/emulator/bake_emulator/cloudformatio
 ones are listed in docs/emulator.md). Every stack must reach CREATE_COMPLETE, and the script then
 checks what the emulator now holds, not just the stack status: the Auto Scaling group (min 2, ELB
 health checks, two subnets, the edge's target group, the template's lifecycle hooks and default
-instance warm-up), its launch template (IMDSv2 required, hop
-limit 1), the target tracking policy (ALBRequestCountPerTarget 600 on the edge's load balancer and
+instance warm-up), its launch template (IMDSv2 required, hop limit 1, the image of the SSM
+parameter the fleet stack is given, put first as docs/deploy.md says), the target tracking policy (ALBRequestCountPerTarget 600 on the edge's load balancer and
 target group), the SNS topic, and each alarm with the template's metric, dimensions, statistic,
 period, threshold, comparison and SNS actions.
 Prints one line per stack and per failed check; exit 1 if any stack or check fails.
@@ -113,7 +113,16 @@ def main():
     endpoint = sys.argv[1]
     cfn = client("cloudformation", endpoint)
     ec2 = client("ec2", endpoint)
-    image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    images = [i["ImageId"] for i in ec2.describe_images(Owners=["amazon"])["Images"][:2]]
+    image_id = images[0]
+    # The fleet's image comes from an SSM parameter (fleet.yaml ImageParameter), put once before
+    # the stack as docs/deploy.md says. moto also resolves the parameter's Default
+    # (/bake/prod/image-id) when the stack is given another name, so that one must exist too: it
+    # holds a different image, and the launch template must get the emulator environment's.
+    ssm = client("ssm", endpoint)
+    image_parameter = f"/bake/{ENV}/image-id"
+    for name, image in [(image_parameter, image_id), ("/bake/prod/image-id", images[1])]:
+        ssm.put_parameter(Name=name, Type="String", DataType="aws:ec2:image", Value=image, Overwrite=True)
     # The edge stack takes an existing hosted zone (docs/deploy.md), made here as on AWS.
     zone = client("route53", endpoint).create_hosted_zone(Name="example.org", CallerReference=f"bake-{ENV}")
     zone_id = zone["HostedZone"]["Id"].rsplit("/", 1)[-1]
@@ -122,7 +131,7 @@ def main():
         "data": {},
         "edge": {"HostedZoneId": zone_id, "DomainName": "app.example.org"},
         "iam": {"GitHubRepository": "example/bake"},
-        "fleet": {"ImageId": image_id, "AlarmEmail": "ops@example.org"},
+        "fleet": {"ImageParameter": image_parameter, "AlarmEmail": "ops@example.org"},
     }
     failed = []
     outputs = {}
@@ -213,6 +222,10 @@ def main():
     md = lt["LaunchTemplateData"].get("MetadataOptions", {})
     if md.get("HttpTokens") != "required" or int(md.get("HttpPutResponseHopLimit", 0)) != 1:
         errors.append(f"launch template metadata options {md}")
+    if lt["LaunchTemplateData"].get("ImageId") != image_id:
+        errors.append(f"launch template image {lt['LaunchTemplateData'].get('ImageId')!r}, SSM parameter {image_parameter} holds {image_id!r}")
+    else:
+        print(f"fleet in the emulator: launch template image {image_id} from SSM parameter {image_parameter}")
 
     # The edge's load balancer and target group are real, and their full names are what the
     # scaling policy's ResourceLabel is made of.

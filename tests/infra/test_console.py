@@ -20,6 +20,8 @@ TYPED = [
         re.compile(r"ImageId$"),
         {"AWS::EC2::Image::Id", "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"},
     ),
+    # The name of an SSM parameter holding an AMI id (CloudFormation reads its value).
+    (re.compile(r"ImageParameter$"), {"AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"}),
     (re.compile(r"SecurityGroupIds$"), {"List<AWS::EC2::SecurityGroup::Id>"}),
     (re.compile(r"SecurityGroupId$"), {"AWS::EC2::SecurityGroup::Id"}),
     (re.compile(r"HostedZoneId$"), {"AWS::Route53::HostedZone::Id"}),

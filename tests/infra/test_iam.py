@@ -9,6 +9,7 @@ contract between the binaries names the resource.
 
 import fnmatch
 import re
+import tomllib
 from pathlib import Path
 
 import aws_calls
@@ -131,3 +132,23 @@ def test_build_instance_profile_is_exported_and_passable():
     assert _allows_on("ReleaseRole", "iam:GetInstanceProfile", "arn:aws:iam::123456789012:instance-profile/bake-prod-build")
     for a in ("iam:CreateRole", "iam:CreateInstanceProfile", "iam:PutRolePolicy"):
         assert not _grants(_statements("ReleaseRole"), a), f"the release role must not {a}"
+
+
+def test_image_parameter_is_the_one_the_fleet_reads():
+    """`bake release` sets the fleet's image parameter (bake.toml target.image_parameter) after a
+    successful refresh and reads it back; fleet.yaml's ImageParameter names it by default, and
+    the release role may write that one parameter of its environment and no other."""
+    fleet = cfn.load(cfn.CFN / "fleet.yaml")
+    param = fleet["Parameters"]["ImageParameter"]
+    assert param["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
+    name = param["Default"]
+    assert name == f"/bake/{SAMPLE['EnvName']}/image-id", name
+    arn = f"arn:aws:ssm:us-east-1:123456789012:parameter{name}"
+    assert _allows_on("ReleaseRole", "ssm:PutParameter", arn)
+    assert _allows_on("ReleaseRole", "ssm:GetParameter", arn)
+    assert not _allows_on("InstanceRole", "ssm:PutParameter", arn), "instances must not rewrite it"
+    for other in ("/bake/staging/image-id", "/bake/prod/app/image-id", "/bake/prod/image-id-old"):
+        assert not _allows_on("ReleaseRole", "ssm:PutParameter", f"arn:aws:ssm:us-east-1:123456789012:parameter{other}"), other
+    # The example bake.toml writes the parameter the fleet stack reads.
+    example = tomllib.loads((HERE.parents[1] / "examples" / "bake.toml").read_text())
+    assert example["target"]["image_parameter"] == name
