@@ -19,7 +19,12 @@
 //   GET  /                 "app <version>"
 //   GET  /health           200 "ok" once ready, else 503
 //   GET  /crash            exits the process (status 1), as Phoenix's does
-//   GET  /generatecert     burns CPU for GENERATECERT_MS (default 3000) ms, then answers
+//   GET  /generatecert     burns every CPU the instance has for GENERATECERT_MS (default 3000)
+//                         ms, then answers: one worker thread per CPU (os.availableParallelism()),
+//                         each hashing until its deadline; the answer comes once all have ended.
+//                         Bounded: at most one burn runs at a time (a request that arrives during
+//                         one waits for it and gets its answer), and the server keeps answering
+//                         other routes (/health too) meanwhile
 //   PUT|POST /upload/NAME  streams the body to UPLOADS_DIR/NAME
 //   GET  /download/NAME    streams UPLOADS_DIR/NAME back
 //   GET  /env/NAME         whether env variable NAME is set (yes/no; never the value)
@@ -27,7 +32,8 @@
 const http = require('http');
 const fs = require('fs');
 const path = require('path');
-const crypto = require('crypto');
+const os = require('os');
+const { Worker } = require('worker_threads');
 
 if (process.env.CRASH_ON_START === '1') {
   console.error('CRASH_ON_START=1: exiting');
@@ -51,7 +57,35 @@ const version = process.env.APP_VERSION || releaseVersion() || 'dev';
 const uploadDir = process.env.UPLOADS_DIR || '';
 const readyAt = Date.now() + parseInt(process.env.READY_DELAY_MS || '0', 10);
 const neverReady = process.env.NEVER_READY === '1';
-const certMs = parseInt(process.env.GENERATECERT_MS || '3000', 10);
+const certMs = Math.max(0, parseInt(process.env.GENERATECERT_MS || '3000', 10) || 0);
+const cpus = (os.availableParallelism ? os.availableParallelism() : os.cpus().length) || 1;
+
+// One thread's share of /generatecert: SHA-256 until the deadline, then the count.
+const BURNER = `
+const { parentPort, workerData } = require('worker_threads');
+const crypto = require('crypto');
+let n = 0;
+while (Date.now() < workerData.end) crypto.createHash('sha256').update(String(n++)).digest();
+parentPort.postMessage(n);
+`;
+let burning = null;
+
+// The burn in progress, or a new one: every CPU busy until now + GENERATECERT_MS. Resolves to
+// the hashes done and the threads that did them.
+function burn() {
+  if (burning) return burning;
+  const end = Date.now() + certMs;
+  const threads = Array.from({ length: cpus }, () => new Promise((resolve, reject) => {
+    const w = new Worker(BURNER, { eval: true, workerData: { end } });
+    w.once('message', resolve);
+    w.once('error', reject);
+    w.once('exit', (code) => reject(new Error(`burner thread exited with ${code}`)));
+  }));
+  burning = Promise.all(threads)
+    .then((counts) => ({ hashes: counts.reduce((a, b) => a + b, 0), threads: cpus }))
+    .finally(() => { burning = null; });
+  return burning;
+}
 
 function safeName(name) {
   // One path component: no traversal out of UPLOADS_DIR. A malformed escape (%zz) is a bad
@@ -94,12 +128,11 @@ const server = http.createServer((req, res) => {
     return;
   }
   if (req.method === 'GET' && p === '/generatecert') {
-    const end = Date.now() + certMs;
-    let n = 0;
-    while (Date.now() < end) {
-      crypto.createHash('sha256').update(String(n++)).digest();
-    }
-    return send(res, 200, `generated after ${n} hashes`);
+    burn().then(
+      (r) => send(res, 200, `generated after ${r.hashes} hashes on ${r.threads} threads`),
+      (err) => send(res, 500, `generatecert failed: ${err.message}`),
+    );
+    return;
   }
   if (req.method === 'GET' && p.startsWith('/env/')) {
     const name = p.slice('/env/'.length);

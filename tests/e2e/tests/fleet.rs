@@ -520,9 +520,10 @@ fn alarm_state(w: &World, name: &str) -> String {
         .unwrap_or_default()
 }
 
-/// An SNS topic `<group>-alarms` and fleet.yaml's `AppRestartAlarm` of this world's group with
-/// its actions on it: (topic, alarm name).
-fn restart_alarm(w: &World) -> (String, String) {
+/// An SNS topic `bake-<env>-alarms` and fleet.yaml's alarm `logical_id` for this world's
+/// group, with its actions on the topic and its template parameters from `params` (name, value)
+/// or else their defaults: (topic, alarm name).
+fn template_alarm(w: &World, logical_id: &str, params: &[(&str, &str)]) -> (String, String) {
     let topic =
         w.rt.block_on(fleet::create_topic(
             &w.aws,
@@ -531,14 +532,26 @@ fn restart_alarm(w: &World) -> (String, String) {
         .unwrap();
     let alarm =
         w.rt.block_on(fleet::put_template_alarm(
-            &w.aws,
-            "AppRestartAlarm",
-            &w.env,
-            &w.asg,
-            &topic,
+            &w.aws, logical_id, &w.env, &w.asg, &topic, params,
         ))
         .unwrap();
     (topic, alarm)
+}
+
+/// The first notification the topic received for the alarm's move to `state`, once there is
+/// one: (subject, message as JSON).
+fn notification(w: &World, topic: &str, state: &str) -> (String, serde_json::Value) {
+    wait_for(
+        &format!("the alarm's {state} notification"),
+        Duration::from_secs(30),
+        || {
+            let notes = fleet::sns_notifications(w.emu.url(), topic).ok()?;
+            notes.into_iter().find_map(|(subject, message)| {
+                let m: serde_json::Value = serde_json::from_str(&message).ok()?;
+                (m["NewStateValue"] == state).then_some((subject, m))
+            })
+        },
+    )
 }
 
 /// How long an alarm of fleet.yaml on the agents' metrics may take to fire after its cause: the
@@ -554,7 +567,7 @@ fn test_app_restart_fires_the_fleet_restart_alarm_and_notifies_its_topic() {
     let w = World::new("alarm");
     let v1 = w.ami(V1);
     let f = w.fleet(&v1, V1, 1, |_| {});
-    let (topic, alarm) = restart_alarm(&w);
+    let (topic, alarm) = template_alarm(&w, "AppRestartAlarm", &[]);
     assert_eq!(alarm, "bake-alarm-app-restarts");
     let victim = f.instances()[0].clone();
     let _ = fleet::http_get(victim.addr, "/crash");
@@ -569,17 +582,11 @@ fn test_app_restart_fires_the_fleet_restart_alarm_and_notifies_its_topic() {
         "restart alarm: ALARM {:?} after the app answered again",
         t.elapsed()
     );
-    let notes = wait_for("the alarm's notification", Duration::from_secs(30), || {
-        let n = fleet::sns_notifications(w.emu.url(), &topic).ok()?;
-        (!n.is_empty()).then_some(n)
-    });
-    let (subject, message) = &notes[0];
+    let (subject, m) = notification(&w, &topic, "ALARM");
     assert!(
         subject.starts_with(&format!("ALARM: \"{alarm}\"")),
         "{subject}"
     );
-    let m: serde_json::Value = serde_json::from_str(message).unwrap();
-    assert_eq!(m["NewStateValue"], "ALARM", "{m}");
     assert_eq!(m["Trigger"]["MetricName"], "AppRestarts", "{m}");
     assert_eq!(
         m["Trigger"]["Dimensions"][0]["value"],
@@ -587,6 +594,90 @@ fn test_app_restart_fires_the_fleet_restart_alarm_and_notifies_its_topic() {
         "{m}"
     );
     assert!(f.stats().restarts >= 1, "{:?}", f.stats());
+}
+
+/// fleet.yaml's `CpuPeakThreshold` default, which the CPU-peak scenario keeps: a burn on every
+/// CPU reads 99–100 % in its seconds, also on a loaded host.
+const CPU_PEAK_THRESHOLD: f64 = 90.0;
+
+/// The datapoints a state reason lists (`... datapoints [99.5 (01/12/26 22:40:10), 3 (...)] was
+/// ...`, as CloudWatch writes it).
+fn reason_datapoints(reason: &str) -> Vec<f64> {
+    let list = reason
+        .split_once('[')
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(list, _)| list)
+        .unwrap_or_default();
+    list.split("), ")
+        .filter_map(|d| d.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// R10 on the fleet: a CPU peak on one instance (`/generatecert` reached at the instance's own
+/// address; the edge refuses it) is published by its agent, fleet.yaml's own `CpuPeakAlarm`
+/// (template threshold) goes to ALARM and notifies its SNS topic.
+#[test]
+fn test_cpu_peak_on_one_instance_fires_the_cpu_peak_alarm_and_notifies_its_topic() {
+    let started = Instant::now();
+    let w = World::new("cpupeak");
+    let v1 = w.ami(V1);
+    let f = w.fleet(&v1, V1, 1, |_| {});
+    let (topic, alarm) = template_alarm(&w, "CpuPeakAlarm", &[]);
+    assert_eq!(alarm, "bake-cpupeak-cpu-peak");
+    assert_eq!(
+        fleet::http_get(f.lb_addr(), "/generatecert").unwrap().0,
+        403,
+        "the edge refuses /generatecert"
+    );
+    // The alarm is evaluated on the agent's data (at the end of its first 10 s period) before the
+    // burn. Which state that is depends on the host, not on the instance: a booted instance is a
+    // container sharing the host's /proc/stat, so the agent's CPU is the host's, and while
+    // anything else keeps both cores busy (a build, another test) its peaks already reach the
+    // threshold. So the state before the burn is reported, not asserted.
+    let before = wait_for(
+        "the alarm's first evaluation",
+        Duration::from_secs(30),
+        || {
+            let s = alarm_state(&w, &alarm);
+            (s == "OK" || s == "ALARM").then_some(s)
+        },
+    );
+    let instance = f.instances()[0].clone();
+    let t = Instant::now();
+    let (code, body) = fleet::http_get(instance.addr, "/generatecert").unwrap();
+    let burn = t.elapsed();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.starts_with("generated after"), "{body}");
+    wait_for("the CPU-peak alarm in ALARM", ALARM_WAIT, || {
+        (alarm_state(&w, &alarm) == "ALARM").then_some(())
+    });
+    eprintln!(
+        "CPU-peak alarm: {before} before the burn, ALARM {:?} after it began (burn {burn:?}: \
+         {}); test at {:?}",
+        t.elapsed(),
+        body.trim(),
+        started.elapsed()
+    );
+    let (subject, m) = notification(&w, &topic, "ALARM");
+    assert!(
+        subject.starts_with(&format!("ALARM: \"{alarm}\"")),
+        "{subject}"
+    );
+    assert_eq!(m["AlarmName"], alarm.as_str(), "{m}");
+    let trigger = &m["Trigger"];
+    assert_eq!(trigger["MetricName"], "CPUUtilization", "{m}");
+    assert_eq!(trigger["Namespace"], "Bake/Agent", "{m}");
+    // As AWS writes it in the notification: the statistic upper-cased.
+    assert_eq!(trigger["Statistic"], "MAXIMUM", "{m}");
+    assert_eq!(trigger["Period"], 10, "{m}");
+    assert_eq!(trigger["Threshold"], CPU_PEAK_THRESHOLD, "{m}");
+    assert_eq!(trigger["Dimensions"][0]["value"], w.asg.as_str(), "{m}");
+    let reason = m["NewStateReason"].as_str().unwrap_or_default();
+    let points = reason_datapoints(reason);
+    assert!(
+        points.iter().any(|p| *p >= CPU_PEAK_THRESHOLD),
+        "a datapoint at or above {CPU_PEAK_THRESHOLD}: {reason}"
+    );
 }
 
 /// A release whose app gets ready, then keeps crashing: fleet.yaml's restart alarm, named in the
@@ -604,7 +695,7 @@ fn test_release_whose_app_keeps_restarting_is_rolled_back_by_the_restart_alarm()
     // The agent keeps restarting the crashing app: no crash loop that would mark it Unhealthy
     // (that would fail the refresh on the instance's health, not on the alarm).
     let f = w.fleet(&v1, V1, 2, |o| o.crash_loop_count = 1000);
-    let (_topic, alarm) = restart_alarm(&w);
+    let (_topic, alarm) = template_alarm(&w, "AppRestartAlarm", &[]);
     let t = Instant::now();
     let (code, json, stderr) = w.release(&bad);
     eprintln!(

@@ -207,7 +207,8 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
     opts.ready_timeout = Duration::from_secs(5);
     opts.runtime = args.runtime;
     // Booted instances get the instance role; process instances' agents sign as the harness.
-    let profile = (args.runtime == RuntimeKind::Booted).then_some(ids.instance_profile_arn.as_str());
+    let profile =
+        (args.runtime == RuntimeKind::Booted).then_some(ids.instance_profile_arn.as_str());
     rt.block_on(fleet::create_group(
         &aws,
         &fleet::GroupSpec {

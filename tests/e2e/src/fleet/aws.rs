@@ -197,24 +197,51 @@ pub async fn create_topic(aws: &Aws, name: &str) -> anyhow::Result<String> {
 
 /// Alarm `logical_id` of `cloudformation/fleet.yaml` (read from the template by
 /// `tests/infra/cfn.py`), put for environment `env` (`EnvName`) and its group `group` (`Fleet`)
-/// with its actions on `topic`: the alarm's name.
+/// with its actions on `topic`: the alarm's name. A `Ref` to a template parameter takes its value
+/// from `params` (name, value; a `Number` parameter's value is a number), else the parameter's
+/// `Default`; a parameter with neither, or any other `Ref`, is an error naming it.
 pub async fn put_template_alarm(
     aws: &Aws,
     logical_id: &str,
     env: &str,
     group: &str,
     topic: &str,
+    params: &[(&str, &str)],
 ) -> anyhow::Result<String> {
     let repo = crate::paths::repo_root();
     let script = r#"
 import json, sys
 sys.path.insert(0, sys.argv[1])
 import cfn
-logical, env, group, topic = sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
-props = cfn.load(sys.argv[2])["Resources"][logical]["Properties"]
+logical, env, group, topic, given = sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], json.loads(sys.argv[7])
+template = cfn.load(sys.argv[2])
+declared = template.get("Parameters", {})
+unknown = sorted(set(given) - set(declared))
+if unknown:
+    sys.exit(f"no such template parameter: {', '.join(unknown)}")
+if logical not in template["Resources"]:
+    sys.exit(f"no such resource: {logical}")
+props = template["Resources"][logical]["Properties"]
+def param(name):
+    decl = declared[name]
+    value = given.get(name, decl.get("Default"))
+    if value is None:
+        sys.exit(f"parameter {name} has no value and no Default")
+    if decl.get("Type") != "Number":
+        return str(value)
+    number = float(value)
+    return int(number) if number.is_integer() else number
+def ref(name):
+    if name == "Fleet":
+        return group
+    if name == "AlarmTopic":
+        return topic
+    if name in declared:
+        return param(name)
+    sys.exit(f"{logical}: Ref {name} is neither a parameter nor the group or the topic")
 def resolve(v):
     if isinstance(v, dict) and list(v) == ["Ref"]:
-        return {"Fleet": group, "AlarmTopic": topic}[v["Ref"]]
+        return ref(v["Ref"])
     if isinstance(v, dict) and list(v) == ["Fn::Sub"] and isinstance(v["Fn::Sub"], str):
         return v["Fn::Sub"].replace("${EnvName}", env)
     if isinstance(v, dict):
@@ -224,12 +251,17 @@ def resolve(v):
     return v
 print(json.dumps(resolve(props)))
 "#;
+    let given: serde_json::Map<String, serde_json::Value> = params
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+        .collect();
     let out = std::process::Command::new(repo.join("tests/emulator/.venv/bin/python"))
         .arg("-c")
         .arg(script)
         .arg(repo.join("tests/infra"))
         .arg(repo.join("cloudformation/fleet.yaml"))
         .args([logical_id, env, group, topic])
+        .arg(serde_json::Value::Object(given).to_string())
         .output()
         .context("reading fleet.yaml's alarm with tests/infra/cfn.py")?;
     if !out.status.success() {
