@@ -7,6 +7,10 @@
 //! CloudWatch Logs; the timers, the reaper and the weekly job's lease; an app crash; a SIGKILLed
 //! agent; a frozen agent and systemd's watchdog; power-off and teardown. Lynis gets an instance
 //! of its own. Needs root (network namespaces, nspawn), as CI runs.
+//!
+//! The first runs with IAM enforced: its environment's network, data and iam stacks are
+//! deployed first, and the instance has iam.yaml's instance role (its credentials in its
+//! metadata), so the secrets, hooks, logs, metrics and the weekly job's lease all answer to it.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -20,7 +24,10 @@ use bake_e2e::Aws;
 use bake_e2e::{Emulator, ImdsState};
 use nix::sys::signal::Signal;
 
-const GROUP: &str = "booted";
+/// The environment (iam.yaml's `EnvName`) and its group, as fleet.yaml names it: the names the
+/// instance role's policies are scoped to.
+const ENV: &str = "booted";
+const GROUP: &str = "bake-booted";
 const LAUNCH_HOOK: &str = "launch";
 const TERMINATE_HOOK: &str = "drain";
 const APP_PORT: u16 = 3000;
@@ -84,9 +91,10 @@ fn image(emu: &Emulator) -> String {
     ami
 }
 
-/// A group of one instance on `ami` with a launch hook whose default is ABANDON (only the
-/// agent's CONTINUE brings the instance InService) and a terminate hook. Returns its instance.
-async fn group(aws: &Aws, ami: &str) -> String {
+/// A group of one instance on `ami`, launched with `instance_profile`, with a launch hook whose
+/// default is ABANDON (only the agent's CONTINUE brings the instance InService) and a terminate
+/// hook. Returns its instance.
+async fn group(aws: &Aws, ami: &str, instance_profile: &str) -> String {
     aws.ec2
         .create_launch_template()
         .launch_template_name(format!("{GROUP}-lt"))
@@ -94,6 +102,11 @@ async fn group(aws: &Aws, ami: &str) -> String {
             RequestLaunchTemplateData::builder()
                 .image_id(ami)
                 .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                .iam_instance_profile(
+                    aws_sdk_ec2::types::LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                        .arn(instance_profile)
+                        .build(),
+                )
                 .build(),
         )
         .send()
@@ -209,6 +222,9 @@ launch_hook = "{LAUNCH_HOOK}"
 terminate_hook = "{TERMINATE_HOOK}"
 poll_interval = "1s"
 spot = false
+
+[lease]
+prefix = "/bake/{ENV}/leases"
 
 [metrics]
 publish_interval = "10s"
@@ -329,6 +345,17 @@ async fn log_events(aws: &Aws, stream: &str) -> Vec<String> {
 fn test_booted_instance_serves_supervises_and_is_watched() {
     let emu = Emulator::start_with_scale(None).expect("emulator starts");
     let rt = rt();
+    // IAM enforced: the instance runs as iam.yaml's instance role, whose credentials its
+    // metadata serves as EC2's does.
+    let ids = rt.block_on(async {
+        let ids = bake_e2e::iam::deploy(&emu.aws().await, ENV)
+            .await
+            .expect("the environment's network, data and iam stacks deploy");
+        emu.enforce_iam()
+            .await
+            .expect("IAM enforcement switches on");
+        ids
+    });
     let aws = rt.block_on(emu.aws());
     rt.block_on(
         aws.ssm
@@ -342,7 +369,7 @@ fn test_booted_instance_serves_supervises_and_is_watched() {
     let forward_before = ip_forward();
     let ruleset_before = host_ruleset();
     let ami = image(&emu);
-    let id = rt.block_on(group(&aws, &ami));
+    let id = rt.block_on(group(&aws, &ami, &ids.instance_profile_arn));
     assert_eq!(rt.block_on(lifecycle(&aws))[&id], "Pending:Wait");
 
     // The image is found from the instance's AMI alone.
@@ -359,6 +386,10 @@ fn test_booted_instance_serves_supervises_and_is_watched() {
         "aws:autoscaling:groupName".to_owned(),
         GROUP.to_owned(),
     )]));
+    state.role_credentials = Some(
+        emu.role_credentials(&ids.instance_profile_arn, &id)
+            .expect("EC2's credentials for the instance role"),
+    );
     let mut spec = BootSpec::new(root, state, emu.url()).unwrap();
     spec.shared_dir = Some(shared.path().to_path_buf());
 
@@ -669,7 +700,7 @@ fn timers_do_their_work(
     let out = inst.sh("systemctl start bake-user-stats.service; echo rc=$?");
     let job = inst.journal("bake-user-stats.service");
     eprintln!("bake-user-stats.service: {out}\n{job}");
-    let lease = format!("/bake/leases/{GROUP}/user-stats");
+    let lease = format!("/bake/{ENV}/leases/{GROUP}/user-stats");
     let names: Vec<String> = rt
         .block_on(
             aws.ssm

@@ -248,6 +248,44 @@ fn logged(log: &std::path::Path, lines: &[&str]) -> String {
     text
 }
 
+/// No agent of the fleet, the instances already gone included, was refused a call: each log of
+/// `<fleet dir>/instances/*/agent.log` is free of the denials IAM answers with.
+fn no_denials(f: &Fleet) {
+    let dir = f.dir().join("instances");
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let log = e.unwrap().path().join("agent.log");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        for denial in ["AccessDenied", "UnauthorizedOperation", "is not authorized"] {
+            assert!(
+                !text.contains(denial),
+                "{} holds a denial ({denial}):\n{text}",
+                log.display()
+            );
+        }
+    }
+}
+
+/// The lines the agents shipped to the environment's app log group (`/bake/<env>/app`), once
+/// some arrived (within 30 s).
+fn shipped_app_lines(w: &World) -> Vec<String> {
+    let group = format!("/bake/{}/app", w.env);
+    wait_for(
+        "the app's lines in CloudWatch Logs",
+        Duration::from_secs(30),
+        || {
+            let out =
+                w.rt.block_on(w.aws.logs.filter_log_events().log_group_name(&group).send())
+                    .ok()?;
+            let lines: Vec<String> = out
+                .events()
+                .iter()
+                .filter_map(|e| e.message().map(str::to_owned))
+                .collect();
+            (!lines.is_empty()).then_some(lines)
+        },
+    )
+}
+
 fn agent_logs(f: &Fleet) -> String {
     f.instances()
         .iter()
@@ -302,6 +340,12 @@ fn edge_rules_and_instances(runtime: RuntimeKind, env: &str) -> std::path::PathB
             (200, format!("app {V1}\n"))
         );
         logged(&i.log, &["app is ready"]);
+    }
+    if runtime == RuntimeKind::Booted {
+        // As the instance role: the app's output reached its log group, and nothing was denied.
+        let lines = shipped_app_lines(&w);
+        assert!(!lines.is_empty());
+        no_denials(&f);
     }
     let dir = f.dir().to_path_buf();
     let stats = f.shutdown();
@@ -374,6 +418,9 @@ fn release_under_load(w: &World, scenario: &str) {
             .unwrap_or_else(|| panic!("{}: {log}", i.id));
         assert!(ready < completed, "{}: {log}", i.id);
     }
+    // The old instances' agents drained and completed their terminate hooks, the new ones got
+    // their secrets and completed their launch hooks, all as the instance role.
+    no_denials(&f);
     assert!(
         stats.rate() >= 50.0,
         "the load is at least 50 requests/s: {}",
