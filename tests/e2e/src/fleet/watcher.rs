@@ -279,7 +279,7 @@ impl Watcher {
                             .and_then(|b64| aws_smithy_types::base64::decode(b64).ok()),
                         instance_profile: data
                             .and_then(|d| d.iam_instance_profile())
-                            .and_then(|p| p.arn().or(p.name()).map(str::to_owned)),
+                            .and_then(|p| p.arn().or_else(|| p.name()).map(str::to_owned)),
                     };
                     self.templates.insert(key.clone(), t.clone());
                     t
