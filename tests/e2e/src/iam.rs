@@ -85,6 +85,18 @@ pub async fn deploy(aws: &Aws, env: &str) -> anyhow::Result<Identities> {
     })
 }
 
+/// [`deploy`] of environment `env` into `emu`, then [`crate::Emulator::enforce_iam`]: from then
+/// on every call answers to iam.yaml's roles (and the harness's administrator).
+pub async fn deploy_and_enforce(emu: &crate::Emulator, env: &str) -> anyhow::Result<Identities> {
+    let ids = deploy(&emu.aws().await, env)
+        .await
+        .with_context(|| format!("deploying environment {env}'s network, data and iam stacks"))?;
+    emu.enforce_iam()
+        .await
+        .context("switching IAM enforcement on")?;
+    Ok(ids)
+}
+
 /// The outputs of stack `name` once it is created (within `timeout`); an error names the stack,
 /// its status and its resources' failure reasons.
 pub async fn stack_outputs(

@@ -347,15 +347,9 @@ fn test_booted_instance_serves_supervises_and_is_watched() {
     let rt = rt();
     // IAM enforced: the instance runs as iam.yaml's instance role, whose credentials its
     // metadata serves as EC2's does.
-    let ids = rt.block_on(async {
-        let ids = bake_e2e::iam::deploy(&emu.aws().await, ENV)
-            .await
-            .expect("the environment's network, data and iam stacks deploy");
-        emu.enforce_iam()
-            .await
-            .expect("IAM enforcement switches on");
-        ids
-    });
+    let ids = rt
+        .block_on(bake_e2e::iam::deploy_and_enforce(&emu, ENV))
+        .unwrap();
     let aws = rt.block_on(emu.aws());
     rt.block_on(
         aws.ssm

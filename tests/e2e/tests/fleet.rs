@@ -57,15 +57,9 @@ impl World {
             .unwrap();
         let emu = Emulator::start().expect("emulator starts");
         let t = Instant::now();
-        let ids = rt.block_on(async {
-            let ids = bake_e2e::iam::deploy(&emu.aws().await, env)
-                .await
-                .expect("the environment's network, data and iam stacks deploy");
-            emu.enforce_iam()
-                .await
-                .expect("IAM enforcement switches on");
-            ids
-        });
+        let ids = rt
+            .block_on(bake_e2e::iam::deploy_and_enforce(&emu, env))
+            .unwrap();
         eprintln!(
             "environment {env}: stacks deployed, IAM enforced in {} ms",
             t.elapsed().as_millis()

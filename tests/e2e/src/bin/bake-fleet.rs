@@ -180,11 +180,7 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
     let env = "demo";
     let asg = "bake-demo";
     println!("== the {env} environment's network, data and iam stacks (cloudformation/); IAM enforced from now on");
-    let ids = rt.block_on(async {
-        let ids = bake_e2e::iam::deploy(&emu.aws().await, env).await?;
-        emu.enforce_iam().await?;
-        anyhow::Ok(ids)
-    })?;
+    let ids = rt.block_on(bake_e2e::iam::deploy_and_enforce(&emu, env))?;
     println!(
         "   instances run as {}, bake release as {}",
         ids.instance_role_arn, ids.release_role_arn
