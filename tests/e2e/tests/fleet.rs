@@ -280,6 +280,41 @@ fn shipped_app_lines(w: &World) -> Vec<String> {
     )
 }
 
+/// The plain lines of `bake release`'s rollout view in `stderr`: an `in service` line of each
+/// instance of `new` on `new_ami` (app [`V2`]), a line of each of `old` leaving, and the
+/// summary `release: <old_ami> (V1) → <new_ami> (V2)`.
+fn rollout_view_shows(
+    stderr: &str,
+    old: &[String],
+    new: &[fleet::InstanceView],
+    old_ami: &str,
+    new_ami: &str,
+) {
+    let line_of = |id: &str, phase: &str| {
+        stderr
+            .lines()
+            .find(|l| l.contains(id) && l.contains(phase))
+            .map(str::to_owned)
+    };
+    for i in new {
+        let l = line_of(&i.id, "in service")
+            .unwrap_or_else(|| panic!("no 'in service' line of {}:\n{stderr}", i.id));
+        assert!(l.contains(new_ami) && l.contains(V2), "{l}");
+    }
+    // Leaving: draining (its terminate hook), terminating or terminated, whichever the polls saw
+    // before the refresh ended.
+    for id in old {
+        assert!(
+            ["draining", "terminating", "terminated"]
+                .iter()
+                .any(|p| line_of(id, p).is_some()),
+            "no line of {id} leaving:\n{stderr}"
+        );
+    }
+    let summary = format!("release: {old_ami} ({V1}) → {new_ami} ({V2})");
+    assert!(stderr.contains(&summary), "no {summary:?}:\n{stderr}");
+}
+
 fn agent_logs(f: &Fleet) -> String {
     f.instances()
         .iter()
@@ -415,6 +450,9 @@ fn release_under_load(w: &World, scenario: &str) {
     // The old instances' agents drained and completed their terminate hooks, the new ones got
     // their secrets and completed their launch hooks, all as the instance role.
     no_denials(&f);
+    // bake's rollout view (stderr is no terminal: plain lines): each replacement in service on
+    // its release, each old instance terminated, and the summary that stays.
+    rollout_view_shows(&stderr, &before, &now, &v1, &v2);
     assert!(
         stats.rate() >= 50.0,
         "the load is at least 50 requests/s: {}",
