@@ -7,6 +7,8 @@ use std::io::Read;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use bake_e2e::tty::{bars, run_on_terminal, view_lines};
+
 use crate::util::{World, BASE_AMI};
 
 const LAUNCH_HOOK: &str = "launch";
@@ -92,29 +94,6 @@ fn play_agents(w: &World, child: &mut Reap, hold: Duration) -> i32 {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// The rollout view's lines in `text`, per instance, in order: (phase, release).
-fn view_lines(text: &str, marker: &str) -> BTreeMap<String, Vec<(String, String)>> {
-    let mut lines: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for l in text.lines() {
-        let Some(rest) = l.split_once(marker).map(|(_, r)| r) else {
-            continue;
-        };
-        if !rest.starts_with("i-") {
-            continue;
-        }
-        let cells: Vec<&str> = rest
-            .split("  ")
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .collect();
-        lines
-            .entry(cells[0].to_owned())
-            .or_default()
-            .push((cells[1].to_owned(), cells.get(2).unwrap_or(&"").to_string()));
-    }
-    lines
 }
 
 #[test]
@@ -257,39 +236,8 @@ fn test_release_plain_lines_show_each_instance_change_once_in_order_and_a_summar
     assert_eq!(w.lt_versions(&lt).0, 2);
 }
 
-/// What a terminal shows of `s`, line by line: ANSI escape sequences (CSI `ESC [ … final`, and
-/// two-byte `ESC x`: indicatif's cursor moves and line clears) become line breaks, as do
-/// carriage returns.
-fn screen_lines(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\r' {
-            out.push('\n');
-            continue;
-        }
-        if c != '\u{1b}' {
-            out.push(c);
-            continue;
-        }
-        out.push('\n');
-        if chars.peek() == Some(&'[') {
-            chars.next();
-            for c in chars.by_ref() {
-                if ('@'..='~').contains(&c) {
-                    break;
-                }
-            }
-        } else {
-            chars.next();
-        }
-    }
-    out
-}
-
 #[test]
 fn test_release_on_a_terminal_shows_one_elapsed_time_and_one_percentage_and_lines_that_stay() {
-    use std::os::fd::{AsRawFd, OwnedFd};
     let w = World::new("rollout-tty");
     w.fleet(BASE_AMI, 2);
     // Checkpoints (1.2 s each at the emulator's scale) keep the bar up for a while.
@@ -297,76 +245,23 @@ fn test_release_on_a_terminal_shows_one_elapsed_time_and_one_percentage_and_line
         + "checkpoint_percentages = [50, 100]\ncheckpoint_delay = \"2m\"\n";
     w.write_raw_config(&text);
     let old: Vec<String> = w.instances().into_iter().map(|i| i.0).collect();
-    let size = nix::pty::Winsize {
-        ws_row: 40,
-        ws_col: 120,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    let pty = nix::pty::openpty(Some(&size), None).unwrap();
-    let slave: OwnedFd = pty.slave;
-    let child = w
-        .command(&["release", "--ami", BASE_AMI, "-o", "json"])
-        .env("TERM", "xterm-256color")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(slave))
-        .spawn()
-        .unwrap();
-    let mut child = Reap(child);
-    // Only the child holds the terminal now: reading its end returns EIO once bake exits.
-    let master = std::fs::File::from(pty.master);
-    assert!(master.as_raw_fd() >= 0);
-    let tty = std::thread::spawn(move || {
-        let mut master = master;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            match master.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        String::from_utf8_lossy(&buf).into_owned()
-    });
-    let stdout = drain(child.0.stdout.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let code = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s.code().unwrap_or(-1);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "bake release did not end in 90 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let (stdout, raw) = (stdout.join().unwrap(), tty.join().unwrap());
-    assert_eq!(code, 0, "{stdout}\n{raw}");
-    let screen = screen_lines(&raw);
-    // The bar: `refresh [3s] [=====>    ]  50% InProgress, 1 instance left`, redrawn in place.
-    let bars: Vec<&str> = screen
-        .lines()
-        .map(str::trim_end)
-        .filter(|l| l.starts_with("refresh [") && l.contains('%'))
-        .collect();
-    assert!(!bars.is_empty(), "no bar drawn:\n{screen}");
+    let run = run_on_terminal(
+        w.command(&["release", "--ami", BASE_AMI, "-o", "json"]),
+        120,
+        40,
+        Duration::from_secs(90),
+    )
+    .unwrap();
+    let stdout = &run.stdout;
+    assert_eq!(run.code, 0, "{stdout}\n{}", run.raw);
+    let screen = run.screen();
+    // The bar: `refresh [3s] [=====>    ]  50% InProgress, 1 instance left`, redrawn in place,
+    // with one elapsed time and one percentage.
+    let bars = bars(&screen).unwrap();
     assert!(
         bars.iter().any(|b| b.contains("InProgress")),
         "the bar says the refresh's status: {bars:?}"
     );
-    for b in &bars {
-        assert!(!b.contains("elapsed"), "one elapsed time: {b:?}");
-        // Before AWS's status reason (which may say "50% of the instances"): the elapsed time,
-        // the bar and one percentage.
-        let own = b.split(": ").next().unwrap();
-        assert_eq!(own.matches('%').count(), 1, "one percentage: {b:?}");
-        assert_eq!(
-            own.matches('[').count(),
-            2,
-            "the elapsed time and the bar: {b:?}"
-        );
-    }
     // The instance lines were printed above the bar and stay: every old instance in service,
     // then terminated; every new one warming up, then in service.
     let lines = view_lines(&screen, "refresh ");

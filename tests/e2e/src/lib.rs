@@ -8,6 +8,7 @@
 //! - [`fleet`]: the local fleet (agents, apps, haproxy) playing out an emulated Auto Scaling group.
 //! - [`boot`]: booted instances: an AMI's local image under systemd-nspawn, in its own network
 //!   namespace.
+//! - [`tty`]: a command with its stderr on a terminal, and what the screen shows.
 
 /// Clients for every service.
 pub mod aws;
@@ -25,6 +26,8 @@ pub mod imds;
 pub mod paths;
 /// Child processes that do not outlive the harness.
 pub mod process;
+/// A command run on a terminal (a pty), and what its screen shows.
+pub mod tty;
 
 pub use aws::Aws;
 pub use emulator::Emulator;

@@ -149,36 +149,56 @@ impl World {
         f
     }
 
+    /// `bake release --ami AMI -o json` as the release role.
+    fn release_command(&self, ami: &str) -> Command {
+        let mut cmd = Command::new(bake_e2e::paths::workspace_bin("bake"));
+        cmd.args([
+            "--config",
+            "bake.toml",
+            "release",
+            "--ami",
+            ami,
+            "-o",
+            "json",
+        ])
+        .current_dir(self.dir.path())
+        .env_remove("RUST_LOG")
+        .env_remove("BAKE_CONFIG")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .envs(
+            self.emu
+                .web_identity_env(&self.ids.release_role_arn, &self.token),
+        );
+        cmd
+    }
+
     /// `bake release --ami AMI -o json` as the release role: (exit code, JSON, stderr).
     fn release(&self, ami: &str) -> (i32, serde_json::Value, String) {
-        let out = Command::new(bake_e2e::paths::workspace_bin("bake"))
-            .args([
-                "--config",
-                "bake.toml",
-                "release",
-                "--ami",
-                ami,
-                "-o",
-                "json",
-            ])
-            .current_dir(self.dir.path())
-            .env_remove("RUST_LOG")
-            .env_remove("BAKE_CONFIG")
-            .env_remove("AWS_ACCESS_KEY_ID")
-            .env_remove("AWS_SECRET_ACCESS_KEY")
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("AWS_PROFILE")
-            .envs(
-                self.emu
-                    .web_identity_env(&self.ids.release_role_arn, &self.token),
-            )
-            .output()
-            .unwrap();
+        let out = self.release_command(ami).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let json = serde_json::from_str(stdout.trim())
-            .unwrap_or_else(|e| panic!("bake's stdout is not JSON ({e}): {stdout}\n{stderr}"));
-        (out.status.code().unwrap_or(-1), json, stderr)
+        (
+            out.status.code().unwrap_or(-1),
+            json_of(&stdout, &stderr),
+            stderr,
+        )
+    }
+
+    /// [`World::release`] with bake's stderr on a 120×40 terminal, as an operator runs it:
+    /// (exit code, JSON, what the screen showed).
+    fn release_on_terminal(&self, ami: &str) -> (i32, serde_json::Value, String) {
+        let run = bake_e2e::tty::run_on_terminal(
+            self.release_command(ami),
+            120,
+            40,
+            Duration::from_secs(300),
+        )
+        .unwrap();
+        let screen = run.screen();
+        (run.code, json_of(&run.stdout, &screen), screen)
     }
 
     /// (instance id, lifecycle state, health) of the group.
@@ -207,6 +227,12 @@ impl World {
                 .collect()
         })
     }
+}
+
+/// bake's stdout as its one JSON document (`progress`: what it printed beside, for the message).
+fn json_of(stdout: &str, progress: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("bake's stdout is not JSON ({e}): {stdout}\n{progress}"))
 }
 
 fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -280,41 +306,80 @@ fn shipped_app_lines(w: &World) -> Vec<String> {
     )
 }
 
-/// The plain lines of `bake release`'s rollout view in `stderr`: an `in service` line of each
-/// instance of `new` on `new_ami` (app [`V2`]), a line of each of `old` (on `old_ami`, app
-/// [`V1`]) leaving, and the refresh's closing line.
+/// How bake's rollout view reached the operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum View {
+    /// stderr is no terminal: plain timestamped lines.
+    Lines,
+    /// stderr is a terminal: lines above a progress bar.
+    Terminal,
+}
+
+/// `bake release`'s rollout view in `text` (stderr's plain lines, or what the terminal showed):
+/// an `in service` line of each instance of `new` on `new_ami` (app [`V2`]), a line of each of
+/// `old` (on `old_ami`, app [`V1`]) leaving; and as plain lines the refresh's closing line, on
+/// a terminal a bar with one elapsed time and one percentage that said `InProgress`.
 fn rollout_view_shows(
-    stderr: &str,
+    view: View,
+    text: &str,
     old: &[String],
     new: &[fleet::InstanceView],
     old_ami: &str,
     new_ami: &str,
 ) {
-    let line_of = |id: &str, phase: &str| {
-        stderr
-            .lines()
-            .find(|l| l.contains(id) && l.contains(phase))
-            .map(str::to_owned)
+    let marker = match view {
+        View::Lines => " refresh: ",
+        View::Terminal => "refresh ",
+    };
+    let lines = bake_e2e::tty::view_lines(text, marker);
+    let phases = |id: &str| -> Vec<(String, String)> {
+        lines
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no line of {id} ({view:?}):\n{text}"))
     };
     for i in new {
-        let l = line_of(&i.id, "in service")
-            .unwrap_or_else(|| panic!("no 'in service' line of {}:\n{stderr}", i.id));
-        assert!(l.contains(new_ami) && l.contains(V2), "{l}");
+        let seen = phases(&i.id);
+        let (phase, release) = seen.last().unwrap();
+        assert_eq!(phase, "in service", "{}: {seen:?}:\n{text}", i.id);
+        assert!(
+            release.contains(new_ami) && release.contains(V2),
+            "{}: {seen:?}",
+            i.id
+        );
     }
     // Leaving: draining (its terminate hook), terminating or terminated, whichever the polls saw
     // before the refresh ended.
     for id in old {
-        let l = ["draining", "terminating", "terminated"]
+        let seen = phases(id);
+        let (_, release) = seen
             .iter()
-            .find_map(|p| line_of(id, p))
-            .unwrap_or_else(|| panic!("no line of {id} leaving:\n{stderr}"));
-        assert!(l.contains(old_ami) && l.contains(V1), "{l}");
+            .find(|(p, _)| {
+                ["draining", "terminating", "terminated"]
+                    .iter()
+                    .any(|l| p.starts_with(l))
+            })
+            .unwrap_or_else(|| panic!("no line of {id} leaving: {seen:?}:\n{text}"));
+        assert!(
+            release.contains(old_ami) && release.contains(V1),
+            "{id}: {seen:?}"
+        );
     }
-    // The refresh's last line (the closing summary is human output, not printed with -o json).
-    assert!(
-        stderr.contains("refresh: Successful 100%, 0 instances left"),
-        "no closing line:\n{stderr}"
-    );
+    match view {
+        // The refresh's last line (the closing summary is human output, not printed with
+        // -o json).
+        View::Lines => assert!(
+            text.contains("refresh: Successful 100%, 0 instances left"),
+            "no closing line:\n{text}"
+        ),
+        View::Terminal => {
+            let bars = bake_e2e::tty::bars(text).unwrap();
+            assert!(
+                bars.iter().any(|b| b.contains("InProgress")),
+                "the bar says the refresh's status: {bars:?}"
+            );
+        }
+    }
 }
 
 fn agent_logs(f: &Fleet) -> String {
@@ -407,15 +472,19 @@ fn test_fleet_edge_rules_and_process_instances() {
     let _ = edge_rules_and_instances(RuntimeKind::Process, "edgep");
 }
 
-/// A release of version 2 under load with the refresh preferences of `w`: Successful, every
-/// instance on version 2, at least 50 requests/s and zero failed requests (by cause otherwise).
-fn release_under_load(w: &World, scenario: &str) {
+/// A release of version 2 under load with the refresh preferences of `w`, its progress shown
+/// as `view`: Successful, every instance on version 2, at least 50 requests/s and zero failed
+/// requests (by cause otherwise).
+fn release_under_load(w: &World, scenario: &str, view: View) {
     let (v1, v2) = (w.ami(V1), w.ami(V2));
     let f = w.fleet(&v1, V1, 3, |_| {});
     let before: Vec<String> = f.instances().into_iter().map(|i| i.id).collect();
     let gen = load(&f, 50_000);
     let started = Instant::now();
-    let (code, json, stderr) = w.release(&v2);
+    let (code, json, stderr) = match view {
+        View::Lines => w.release(&v2),
+        View::Terminal => w.release_on_terminal(&v2),
+    };
     let rollout = started.elapsed();
     // Let the last drains finish under load.
     if let Err(e) = f.wait_serving(3, V2, Duration::from_secs(60)) {
@@ -453,9 +522,9 @@ fn release_under_load(w: &World, scenario: &str) {
     // The old instances' agents drained and completed their terminate hooks, the new ones got
     // their secrets and completed their launch hooks, all as the instance role.
     no_denials(&f);
-    // bake's rollout view (stderr is no terminal: plain lines): each replacement in service on
-    // its release, each old instance terminated, and the summary that stays.
-    rollout_view_shows(&stderr, &before, &now, &v1, &v2);
+    // bake's rollout view: each replacement in service on its release, each old instance
+    // leaving.
+    rollout_view_shows(view, &stderr, &before, &now, &v1, &v2);
     assert!(
         stats.rate() >= 50.0,
         "the load is at least 50 requests/s: {}",
@@ -483,15 +552,21 @@ fn release_under_load(w: &World, scenario: &str) {
 /// Scenario a: launch before terminate (min 100 %, max 200 %).
 #[test]
 fn test_release_under_load_has_zero_failed_requests() {
-    release_under_load(&World::new("rel"), "launch-before-terminate 100/200");
+    release_under_load(
+        &World::new("rel"),
+        "launch-before-terminate 100/200",
+        View::Lines,
+    );
 }
 
-/// Scenario a': examples/bake.toml's preferences (min 90 %, max 120 %, warm-up 60 s).
+/// Scenario a': examples/bake.toml's preferences (min 90 %, max 120 %, warm-up 60 s), run
+/// from a terminal (120×40) as an operator would: the rollout view's bar and lines.
 #[test]
 fn test_release_with_the_example_preferences_has_zero_failed_requests() {
     release_under_load(
         &World::with_refresh("relx", EXAMPLE_PREFERENCES),
         "example preferences 90/120",
+        View::Terminal,
     );
 }
 
@@ -798,6 +873,165 @@ fn test_release_whose_app_keeps_restarting_is_rolled_back_by_the_restart_alarm()
     );
     f.wait_serving(2, V1, Duration::from_secs(90)).unwrap();
     assert!(f.stats().restarts >= 1, "{:?}", f.stats());
+}
+
+/// The group's instance refreshes, newest first: (id, status).
+fn refreshes(w: &World) -> Vec<(String, String)> {
+    w.rt.block_on(
+        w.aws
+            .asg
+            .describe_instance_refreshes()
+            .auto_scaling_group_name(&w.asg)
+            .send(),
+    )
+    .unwrap()
+    .instance_refreshes()
+    .iter()
+    .map(|r| {
+        (
+            r.instance_refresh_id().unwrap_or_default().to_owned(),
+            r.status()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
+        )
+    })
+    .collect()
+}
+
+/// The parameters under `path` (recursive): name → value.
+fn parameters_under(w: &World, path: &str) -> std::collections::BTreeMap<String, String> {
+    w.rt.block_on(
+        w.aws
+            .ssm
+            .get_parameters_by_path()
+            .path(path)
+            .recursive(true)
+            .send(),
+    )
+    .unwrap()
+    .parameters()
+    .iter()
+    .map(|p| {
+        (
+            p.name().unwrap_or_default().to_owned(),
+            p.value().unwrap_or_default().to_owned(),
+        )
+    })
+    .collect()
+}
+
+/// A secret rotated under a fleet with `on_change = "rollout"`: one agent wins the rotation's
+/// lease and starts an instance refresh with the preferences the last `bake release` recorded;
+/// every instance is replaced by one that booted with the new secret; the outcome is recorded
+/// and published once. All of it as the instance role (IAM enforced).
+#[test]
+fn test_secret_rotation_rolls_the_fleet_out_as_the_instance_role() {
+    let w = World::new("rot");
+    let (v1, v2) = (w.ami(V1), w.ami(V2));
+    let f = w.fleet(&v1, V1, 2, |o| {
+        o.secret_rotation = Some((Duration::from_secs(1), "rollout"));
+    });
+    // The release records the group's refresh preferences (and rolls it to version 2).
+    let (code, json, stderr) = w.release(&v2);
+    assert_eq!(code, 0, "{json}\n{stderr}");
+    f.wait_serving(2, V2, Duration::from_secs(60)).unwrap();
+    let released = refreshes(&w);
+    assert_eq!(released.len(), 1, "{released:?}");
+    let before: Vec<String> = f.instances().into_iter().map(|i| i.id).collect();
+
+    // Rotate: a new version of the environment's secret.
+    let t = Instant::now();
+    w.rt.block_on(
+        w.aws
+            .ssm
+            .put_parameter()
+            .name(format!("/bake/{}/app/db/connection-string", w.env))
+            .value(format!("postgres://app:rotated-{}@db.internal/app", w.env))
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .overwrite(true)
+            .send(),
+    )
+    .unwrap();
+    let (id, status) = wait_for(
+        "the rotation's refresh to end",
+        Duration::from_secs(180),
+        || {
+            let all = refreshes(&w);
+            let newest = all.first().filter(|(id, _)| *id != released[0].0)?.clone();
+            (!["Pending", "InProgress", "Cancelling", "RollbackInProgress"]
+                .contains(&newest.1.as_str()))
+            .then_some(newest)
+        },
+    );
+    eprintln!(
+        "secret rotation: refresh {id} {status} after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(status, "Successful");
+    assert_eq!(refreshes(&w).len(), 2, "one refresh per rotation");
+    f.wait_serving(2, V2, Duration::from_secs(60)).unwrap();
+    let now: Vec<String> = f.instances().into_iter().map(|i| i.id).collect();
+    assert!(
+        now.iter().all(|i| !before.contains(i)),
+        "{before:?} → {now:?}"
+    );
+
+    // The lease and its outcome: one of each, naming the refresh.
+    let leases = parameters_under(
+        &w,
+        &format!("/bake/{}/leases/{}/secrets-rollout", w.env, w.asg),
+    );
+    let outcomes: Vec<&String> = leases.keys().filter(|k| k.ends_with(".outcome")).collect();
+    assert_eq!(leases.len(), 2, "{leases:?}");
+    assert_eq!(outcomes.len(), 1, "{leases:?}");
+    let lease = outcomes[0].trim_end_matches(".outcome");
+    assert!(
+        leases[lease].contains(&id),
+        "the lease records the refresh: {leases:?}"
+    );
+    let logs: Vec<(String, String)> = std::fs::read_dir(f.dir().join("instances"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let log = e.path().join("agent.log");
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_to_string(log).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let with = |line: &str| -> Vec<&str> {
+        logs.iter()
+            .filter(|(_, t)| t.contains(line))
+            .map(|(i, _)| i.as_str())
+            .collect()
+    };
+    assert_eq!(
+        with("won the rollout lease").len(),
+        1,
+        "one winner: {logs:?}"
+    );
+    assert!(
+        with("won the rollout lease")
+            .iter()
+            .all(|i| before.contains(&(*i).to_owned())),
+        "the winner saw the rotation"
+    );
+    assert_eq!(
+        with("secret rollout succeeded").len(),
+        1,
+        "one outcome: {logs:?}"
+    );
+    // The replacements booted with the new secret: they follow the rotation's lease (its key is
+    // the hash of the names and versions an agent read at boot).
+    for i in &now {
+        let log = logged(
+            &f.dir().join("instances").join(i).join("agent.log"),
+            &["following the unfinished secret rollout"],
+        );
+        assert!(log.contains(lease), "{i} follows {lease}:\n{log}");
+    }
+    no_denials(&f);
 }
 
 /// A loopback target for the load balancer's own tests: `/health` answers 200 (after

@@ -157,6 +157,10 @@ pub struct FleetOptions {
     pub lb_port: u16,
     /// How instances run.
     pub runtime: RuntimeKind,
+    /// Secret rotation in the agents' userdata: `[secrets] poll_interval` and `on_change`
+    /// (`"restart"`, `"rollout"` or `"ignore"`); `None` leaves fleet.yaml's (no polling). Booted
+    /// instances only: the process runtime's agents have no secrets.
+    pub secret_rotation: Option<(Duration, &'static str)>,
 }
 
 impl FleetOptions {
@@ -174,6 +178,7 @@ impl FleetOptions {
             crash_loop_window: Duration::from_secs(30),
             lb_port: 0,
             runtime: RuntimeKind::default(),
+            secret_rotation: None,
         }
     }
 }
@@ -246,6 +251,11 @@ impl Fleet {
     /// Starts haproxy and the watcher of `opts.asg` in `emu`; instances run as
     /// `opts.runtime` says.
     pub fn start(emu: &Emulator, opts: FleetOptions) -> anyhow::Result<Self> {
+        if opts.runtime == RuntimeKind::Process && opts.secret_rotation.is_some() {
+            anyhow::bail!(
+                "secret rotation needs booted instances: process instances have no secrets"
+            );
+        }
         let runtime: Box<dyn Runtime> = match opts.runtime {
             RuntimeKind::Booted => Box::new(BootedRuntime::new(emu)),
             RuntimeKind::Process => Box::new(ProcessRuntime::new(emu, &opts)),

@@ -73,7 +73,8 @@ pub fn fleet_template_userdata(env: &str) -> anyhow::Result<String> {
 }
 
 /// The fleet's userdata: fleet.yaml's for environment `opts.env`, with [`OVERRIDDEN`] set from
-/// `opts` (the group's name `opts.asg` among them).
+/// `opts` (the group's name `opts.asg` among them), and `[secrets] poll_interval` and
+/// `on_change` when `opts.secret_rotation` asks for rotation.
 pub fn userdata(opts: &FleetOptions) -> anyhow::Result<String> {
     let text = fleet_template_userdata(&opts.env)?;
     let mut conf: toml::Table =
@@ -105,10 +106,18 @@ pub fn userdata(opts: &FleetOptions) -> anyhow::Result<String> {
         };
         t.insert(key.to_owned(), value);
     }
+    let mut overridden = OVERRIDDEN.join(", ");
+    if let Some((poll, on_change)) = opts.secret_rotation {
+        let Some(secrets) = conf.get_mut("secrets").and_then(toml::Value::as_table_mut) else {
+            bail!("fleet.yaml's UserData has no [secrets] table");
+        };
+        secrets.insert("poll_interval".into(), ms(poll));
+        secrets.insert("on_change".into(), on_change.into());
+        overridden.push_str(", secrets.poll_interval, secrets.on_change");
+    }
     Ok(format!(
-        "# cloudformation/fleet.yaml's UserData (EnvName {}), with a test fleet's settings of {}\n{}",
+        "# cloudformation/fleet.yaml's UserData (EnvName {}), with a test fleet's settings of {overridden}\n{}",
         opts.asg,
-        OVERRIDDEN.join(", "),
         toml::to_string(&conf)?
     ))
 }
@@ -143,6 +152,17 @@ mod tests {
         assert_eq!(
             c["readiness"]["probe"].as_str(),
             Some("http://127.0.0.1:3000/health")
+        );
+        // No rotation unless asked for.
+        assert!(c["secrets"].get("poll_interval").is_none(), "{text}");
+        opts.secret_rotation = Some((Duration::from_secs(1), "rollout"));
+        let text = userdata(&opts).unwrap();
+        let c: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(c["secrets"]["poll_interval"].as_str(), Some("1000ms"));
+        assert_eq!(c["secrets"]["on_change"].as_str(), Some("rollout"));
+        assert_eq!(c["secrets"]["path"].as_str(), Some("/bake/web/app"));
+        assert!(
+            text.starts_with("# ") && text.lines().next().unwrap().contains("secrets.on_change")
         );
     }
 }
