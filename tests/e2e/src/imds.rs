@@ -97,9 +97,25 @@ impl RoleCredentials {
     }
 }
 
+impl RoleCredentials {
+    /// The same credentials, said to expire `after` from now (as EC2 says of credentials it
+    /// is about to rotate): the SDK's provider fetches them again shortly before then. The
+    /// emulator still accepts them until their own expiry.
+    #[must_use]
+    pub fn expiring_in(mut self, after: std::time::Duration) -> Self {
+        self.expiration = utc(std::time::SystemTime::now() + after);
+        self
+    }
+}
+
 /// Now as `YYYY-MM-DDTHH:MM:SSZ`.
 fn now_utc() -> String {
-    aws_smithy_types::DateTime::from(std::time::SystemTime::now())
+    utc(std::time::SystemTime::now())
+}
+
+/// `t` as `YYYY-MM-DDTHH:MM:SSZ`.
+fn utc(t: std::time::SystemTime) -> String {
+    aws_smithy_types::DateTime::from(t)
         .fmt(aws_smithy_types::date_time::Format::DateTime)
         .map(|s| {
             // Whole seconds, as EC2 writes them.
@@ -135,6 +151,8 @@ struct Shared {
     state: Option<ImdsState>,
     tokens: Vec<String>,
     requests: u64,
+    /// The access key of every role credentials document served, and when.
+    credentials_served: Vec<(String, std::time::SystemTime)>,
 }
 
 /// A running stand-in; stopped when dropped.
@@ -213,6 +231,17 @@ impl Imds {
             .state
             .clone()
             .expect("state is set")
+    }
+
+    /// The role credentials served so far (`iam/security-credentials/ROLE`): their access key
+    /// ids and when, oldest first.
+    #[must_use]
+    pub fn credentials_served(&self) -> Vec<(String, std::time::SystemTime)> {
+        self.shared
+            .lock()
+            .expect("imds state lock")
+            .credentials_served
+            .clone()
     }
 
     /// Requests served so far (tokens included).
@@ -346,11 +375,17 @@ fn handle(shared: &Mutex<Shared>, req: &Request<Incoming>) -> Response<Full<Byte
             .to_string(),
         ),
         p => match p.strip_prefix("/latest/meta-data/iam/security-credentials/") {
-            Some(role) => state
-                .role_credentials
-                .as_ref()
-                .filter(|c| c.role_name == role)
-                .map(RoleCredentials::document),
+            Some(role) => {
+                let served = state
+                    .role_credentials
+                    .as_ref()
+                    .filter(|c| c.role_name == role);
+                if let Some(c) = served {
+                    g.credentials_served
+                        .push((c.access_key_id.clone(), std::time::SystemTime::now()));
+                }
+                served.map(RoleCredentials::document)
+            }
             None => p
                 .strip_prefix("/latest/meta-data/tags/instance/")
                 .and_then(|k| state.tags.as_ref().and_then(|t| t.get(k).cloned())),
@@ -442,7 +477,7 @@ mod tests {
         };
         assert!(!format!("{creds:?}").contains("secret-key-value"));
         assert!(!format!("{creds:?}").contains("session-token-value"));
-        imds.update(|s| s.role_credentials = Some(creds));
+        imds.update(|s| s.role_credentials = Some(creds.clone()));
         assert_eq!(
             get(imds.url(), list, Some(&t)),
             (200, "bake-a-instance".into())
@@ -470,5 +505,30 @@ mod tests {
             info["InstanceProfileArn"],
             "arn:aws:iam::123456789012:instance-profile/bake-a-instance"
         );
+        // One document served, by its key.
+        let served = imds.credentials_served();
+        assert_eq!(served.len(), 1, "{served:?}");
+        assert_eq!(served[0].0, "ASIAEXAMPLE");
+        // Said to expire soon: the document says when, to the second.
+        let soon = creds.expiring_in(std::time::Duration::from_secs(60));
+        let want = aws_smithy_types::DateTime::from(
+            std::time::SystemTime::now() + std::time::Duration::from_secs(60),
+        )
+        .secs();
+        imds.update(|s| s.role_credentials = Some(soon));
+        let (_, body) = get(
+            imds.url(),
+            "/latest/meta-data/iam/security-credentials/bake-a-instance",
+            Some(&t),
+        );
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let exp = aws_smithy_types::DateTime::from_str(
+            doc["Expiration"].as_str().unwrap(),
+            aws_smithy_types::date_time::Format::DateTime,
+        )
+        .unwrap()
+        .secs();
+        assert!((want - 2..=want).contains(&exp), "{exp} vs {want}");
+        assert_eq!(imds.credentials_served().len(), 2);
     }
 }
