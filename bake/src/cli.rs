@@ -74,6 +74,11 @@ pub enum Command {
         /// Stop watching after this long (e.g. "30m"; default refresh.timeout).
         #[arg(long, value_parser = parse_timeout)]
         timeout: Option<std::time::Duration>,
+        /// Exit 13 when the image parameter, the launch template's default version, the
+        /// group's version or the running instances disagree about the image (drift); a
+        /// refresh in progress is not drift.
+        #[arg(long)]
+        check: bool,
     },
     /// Roll back the refresh in progress, or release the previous image again.
     Rollback(WatchArgs),

@@ -36,6 +36,9 @@ pub enum Exit {
     /// `target.image_parameter` could not be set to the image released: it still names the
     /// previous one, which a CloudFormation update of the fleet stack would launch again.
     ImageParameter = 12,
+    /// `status --check`: the image parameter, the launch template's default version, the
+    /// group's version or the instances disagree about the image (drift).
+    Drift = 13,
     /// Interrupted (SIGINT/Ctrl-C, SIGTERM or SIGHUP): a build was stopped and cleaned up, or
     /// watching was detached.
     Interrupted = 130,
@@ -60,6 +63,7 @@ Exit codes:
   10 partial release: the refresh stopped at its last checkpoint (refresh.partial)
   11 plan: a release would change something (0: nothing to do)
   12 released, but the SSM parameter target.image_parameter was not set to the image
+  13 status --check: drift (the image parameter, launch template, group or instances disagree)
   130 interrupted by SIGINT, SIGTERM or SIGHUP (build stopped and cleaned up, or watching detached)
   141 stdout closed before the result was written (as for SIGPIPE); nothing is printed";
 
@@ -81,6 +85,7 @@ impl Exit {
             Self::Partial => "partial",
             Self::Changes => "changes",
             Self::ImageParameter => "image_parameter",
+            Self::Drift => "drift",
             Self::Interrupted => "interrupted",
             Self::StdoutClosed => "stdout_closed",
         }

@@ -14,6 +14,8 @@ pub mod build;
 pub mod cli;
 /// `bake.toml`.
 pub mod config;
+/// Drift: the image in the stack's parameter, the launch template, the group and the instances.
+pub mod drift;
 /// Exit codes and error reporting.
 pub mod exit;
 /// The SSM parameter naming the fleet's image.
@@ -268,7 +270,9 @@ fn code_of(e: &(dyn std::error::Error + 'static)) -> Option<Exit> {
     }
     if let Some(e) = e.downcast_ref::<StatusError>() {
         return Some(match e {
-            StatusError::DescribeInstances { .. } => Exit::Aws,
+            StatusError::DescribeInstances { .. } | StatusError::GetImageParameter { .. } => {
+                Exit::Aws
+            }
         });
     }
     if let Some(e) = e.downcast_ref::<BuildError>() {
@@ -414,7 +418,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             )?;
             Ok(code)
         }
-        Command::Status { watch, timeout } => {
+        Command::Status {
+            watch,
+            timeout,
+            check,
+        } => {
             let t = targets::resolve(&aws, settings.target()?).await?;
             let watched = if watch {
                 status::watch(&aws, &settings, &t, timeout).await?
@@ -422,12 +430,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 None
             };
             let fleet = status::fleet(&aws, &t).await?;
+            let drift = drift::read(&aws, &fleet, settings.image_parameter.as_deref()).await?;
+            let mut json = status::json(&fleet, watched.as_ref())?;
+            json["drift"] = serde_json::to_value(&drift)?;
             output::emit(
                 output,
-                &status::json(&fleet, watched.as_ref())?,
-                &status::render(&fleet),
+                &json,
+                &(status::render(&fleet) + &drift::render(&drift)),
             )?;
-            Ok(watched.map_or(Exit::Ok, |w| w.exit))
+            Ok(match watched.map_or(Exit::Ok, |w| w.exit) {
+                Exit::Ok if check && drift.drifted() => Exit::Drift,
+                code => code,
+            })
         }
         Command::Prune { keep, dry_run } => {
             let t = match &settings.target {

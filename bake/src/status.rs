@@ -22,6 +22,16 @@ pub enum StatusError {
         /// The SDK's error.
         source: Box<aws_sdk_ec2::error::SdkError<DescribeInstancesError>>,
     },
+    /// `GetParameter` of `target.image_parameter` failed (other than: it does not exist).
+    #[error("reading the image parameter '{name}': {}", DisplayErrorContext(.source))]
+    GetImageParameter {
+        /// The parameter.
+        name: String,
+        /// The SDK's error.
+        source: Box<
+            aws_sdk_ssm::error::SdkError<aws_sdk_ssm::operation::get_parameter::GetParameterError>,
+        >,
+    },
 }
 use crate::refresh::{self, Followed, Snapshot, WatchOptions};
 use crate::targets::Targets;
@@ -259,6 +269,8 @@ pub struct Fleet {
     pub default_version: i64,
     /// Its latest version.
     pub latest_version: i64,
+    /// The version the group launches from as configured (`$Default`, `$Latest`, a number).
+    pub group_version: Option<String>,
     /// The group's target groups (empty: none, and no `DescribeTargetHealth`).
     pub target_groups: Vec<TargetGroup>,
     /// The instances.
@@ -346,6 +358,10 @@ pub async fn fleet(aws: &Aws, t: &Targets) -> anyhow::Result<Fleet> {
         desired_capacity: group.desired_capacity(),
         default_version,
         latest_version,
+        group_version: group
+            .launch_template()
+            .and_then(|l| l.version())
+            .map(ToOwned::to_owned),
         target_groups,
         instances,
         refresh,
@@ -577,6 +593,7 @@ mod tests {
             desired_capacity: Some(2),
             default_version: 3,
             latest_version: 3,
+            group_version: None,
             target_groups: Vec::new(),
             instances: vec![
                 row(
@@ -678,6 +695,7 @@ mod tests {
             desired_capacity: Some(3),
             default_version: 3,
             latest_version: 3,
+            group_version: None,
             target_groups: vec![tg(TG_WEB, None), tg(TG_API, None)],
             instances: vec![a, b, c],
             refresh: None,

@@ -269,7 +269,11 @@ fn test_status_shows_app_version_image_age_and_uptime() {
     });
     let r = w.bake(&["status"]).expect(0);
     let lines: Vec<&str> = r.stdout.lines().collect();
-    assert_eq!(lines.len(), 5, "{}", r.stdout);
+    // Header, column header, 2 instances, the refresh; then where the image is written down
+    // (no image parameter configured: 4 lines) and the drift verdict.
+    assert_eq!(lines.len(), 10, "{}", r.stdout);
+    assert_eq!(lines[5], "image:", "{}", r.stdout);
+    assert_eq!(lines[9], "no drift", "{}", r.stdout);
     let header = lines[1];
     assert!(header.starts_with("INSTANCE "), "{}", r.stdout);
     let app = header.find("  APP").unwrap() + 2;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::util::{World, BASE_AMI};
+use crate::util::{put_image_parameter, with_image_parameter, World, BASE_AMI};
 
 #[test]
 fn test_build_release_successful_every_instance_on_new_version() {
@@ -609,36 +609,6 @@ fn signal_when_refresh_runs(w: &World, child: &std::process::Child, sig: nix::sy
         sig,
     )
     .unwrap();
-}
-
-/// bake.toml with `target.image_parameter = name` (the fleet's image parameter).
-fn with_image_parameter(w: &World, name: &str) -> String {
-    let text = std::fs::read_to_string(w.path("bake.toml"))
-        .unwrap()
-        .replace(
-            "[target]\n",
-            &format!("[target]\nimage_parameter = \"{name}\"\n"),
-        );
-    assert!(text.contains("image_parameter"), "{text}");
-    w.write_raw_config(&text);
-    text
-}
-
-/// Puts `image` into SSM parameter `name` as docs/deploy.md's first deploy does.
-fn put_image_parameter(w: &World, name: &str, image: &str) {
-    w.rt.block_on(async {
-        w.aws
-            .ssm
-            .put_parameter()
-            .name(name)
-            .r#type(aws_sdk_ssm::types::ParameterType::String)
-            .data_type("aws:ec2:image")
-            .value(image)
-            .overwrite(true)
-            .send()
-            .await
-            .unwrap();
-    });
 }
 
 /// The value, version and data type of SSM parameter `name`.

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 
 use aws_sdk_elasticloadbalancingv2::types::{ProtocolEnum, TargetDescription, TargetTypeEnum};
 
-use crate::util::{Run, World, BASE_AMI};
+use crate::util::{put_image_parameter, with_image_parameter, Run, World, BASE_AMI};
 
 /// A target group of instances on port 80 in the emulator's default VPC, attached to the
 /// group (which registers its instances); its ARN.
@@ -304,4 +304,113 @@ fn enforce_iam(w: &World) {
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Drift, side by side: the image parameter, the launch template's default version, the
+/// group's version and the instances' images; `--check` exits 13 while any disagrees.
+#[test]
+fn test_status_check_shows_drift_and_exits_13_until_every_place_names_the_image() {
+    let w = World::new("status-drift");
+    let lt = w.fleet(BASE_AMI, 2);
+    let name = "/bake/status-drift/image-id";
+    with_image_parameter(&w, name);
+
+    // The parameter does not exist yet: drift.
+    let r = w.bake(&["status", "--check", "-o", "json"]).expect(13);
+    let j = r.json();
+    let d = &j["drift"];
+    assert_eq!(d["image_parameter"], name, "{j}");
+    assert_eq!(d["parameter_image"], serde_json::Value::Null, "{j}");
+    assert_eq!(d["default_version"], 1, "{j}");
+    assert_eq!(d["default_image"], BASE_AMI, "{j}");
+    assert_eq!(d["group_version"], "1", "{j}");
+    assert_eq!(d["group_image"], BASE_AMI, "{j}");
+    assert_eq!(d["instance_images"][BASE_AMI], 2, "{j}");
+    let lines = d["disagreements"].as_array().unwrap();
+    assert_eq!(lines.len(), 1, "{j}");
+    assert!(lines[0].as_str().unwrap().contains("does not exist"), "{j}");
+
+    // Every place names the image: no drift, exit 0; the text says where it looked.
+    put_image_parameter(&w, name, BASE_AMI);
+    let r = w.bake(&["status", "--check"]).expect(0);
+    assert!(
+        r.stdout
+            .contains(&format!("  image parameter {name}: {BASE_AMI}\n")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains(&format!("  launch template default v1: {BASE_AMI}\n")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains(&format!("  group launches 1: {BASE_AMI}\n")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(&format!("  instances: {BASE_AMI} ×2\n")),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.ends_with("no drift\n"), "{}", r.stdout);
+
+    // Someone makes another image the launch template's default by hand: the parameter, the
+    // group and the instances now disagree with it. Without --check it is shown, exit 0.
+    let other = w.register_base_image("status-drift-other");
+    w.rt.block_on(async {
+        let v = w
+            .aws
+            .ec2
+            .create_launch_template_version()
+            .launch_template_id(&lt)
+            .launch_template_data(
+                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                    .image_id(&other)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let n = v
+            .launch_template_version()
+            .unwrap()
+            .version_number()
+            .unwrap();
+        w.aws
+            .ec2
+            .modify_launch_template()
+            .launch_template_id(&lt)
+            .default_version(n.to_string())
+            .send()
+            .await
+            .unwrap();
+    });
+    let r = w.bake(&["status"]).expect(0);
+    let drift: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("drift: "))
+        .collect();
+    assert_eq!(drift.len(), 3, "{}", r.stdout);
+    assert!(
+        drift[0].contains(&format!("{name} names {BASE_AMI}")),
+        "{drift:?}"
+    );
+    assert!(
+        drift[0].contains(&format!("a stack update would launch {BASE_AMI}")),
+        "{drift:?}"
+    );
+    assert!(
+        drift[1].starts_with(&format!("drift: the group launches version 1 ({BASE_AMI})")),
+        "{drift:?}"
+    );
+    assert_eq!(
+        drift[2],
+        format!("drift: 2 instances run {BASE_AMI}, not the launch template's default version 2 ({other})")
+    );
+    w.bake(&["status", "--check"]).expect(13);
 }

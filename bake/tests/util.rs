@@ -483,3 +483,33 @@ timeout = "2m"
         r.json()["image_id"].as_str().expect("image_id").to_owned()
     }
 }
+
+/// bake.toml with `target.image_parameter = name` (the fleet's image parameter).
+pub fn with_image_parameter(w: &World, name: &str) -> String {
+    let text = std::fs::read_to_string(w.path("bake.toml"))
+        .unwrap()
+        .replace(
+            "[target]\n",
+            &format!("[target]\nimage_parameter = \"{name}\"\n"),
+        );
+    assert!(text.contains("image_parameter"), "{text}");
+    w.write_raw_config(&text);
+    text
+}
+
+/// Puts `image` into SSM parameter `name` as docs/deploy.md's first deploy does.
+pub fn put_image_parameter(w: &World, name: &str, image: &str) {
+    w.rt.block_on(async {
+        w.aws
+            .ssm
+            .put_parameter()
+            .name(name)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .data_type("aws:ec2:image")
+            .value(image)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap();
+    });
+}
