@@ -4,27 +4,7 @@ use crate::util::{World, BASE_AMI};
 
 /// Refreshes of the test's group (id, status).
 fn refreshes(w: &World) -> Vec<(String, String)> {
-    w.rt.block_on(async {
-        let out = w
-            .aws
-            .asg
-            .describe_instance_refreshes()
-            .auto_scaling_group_name(w.asg())
-            .send()
-            .await
-            .unwrap();
-        out.instance_refreshes()
-            .iter()
-            .map(|r| {
-                (
-                    r.instance_refresh_id().unwrap_or_default().to_owned(),
-                    r.status()
-                        .map(|s| s.as_str().to_owned())
-                        .unwrap_or_default(),
-                )
-            })
-            .collect()
-    })
+    w.rt.block_on(w.aws.instance_refreshes(&w.asg())).unwrap()
 }
 
 /// Whether an SSM parameter exists (the refresh preferences a release records).

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use aws_sdk_ec2::types::RequestLaunchTemplateData;
-
 use crate::util::World;
 
 /// The `kept_because` of `ami` in a prune's JSON (`None`: deleted).
@@ -77,34 +75,7 @@ fn test_prune_never_removes_an_ami_in_use() {
     // An AMI referenced by an older launch template version that the instances still run: the
     // default moved on to a version with amis[3] (as after `bake release --no-wait`, before the
     // refresh replaced anything), and a newer AMI takes the --keep 1 slot.
-    w.rt.block_on(async {
-        let v = w
-            .aws
-            .ec2
-            .create_launch_template_version()
-            .launch_template_id(&lt)
-            .launch_template_data(
-                RequestLaunchTemplateData::builder()
-                    .image_id(&amis[3])
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        let n = v
-            .launch_template_version()
-            .unwrap()
-            .version_number()
-            .unwrap();
-        w.aws
-            .ec2
-            .modify_launch_template()
-            .launch_template_id(&lt)
-            .default_version(n.to_string())
-            .send()
-            .await
-            .unwrap();
-    });
+    w.make_default_image(&lt, &amis[3]);
     assert_eq!(w.lt_versions(&lt), (2, 2));
     assert!(
         w.instances().iter().all(|i| i.1 == "1"),

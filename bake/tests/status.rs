@@ -361,34 +361,7 @@ fn test_status_check_shows_drift_and_exits_13_until_every_place_names_the_image(
     // Someone makes another image the launch template's default by hand: the parameter, the
     // group and the instances now disagree with it. Without --check it is shown, exit 0.
     let other = w.register_base_image("status-drift-other");
-    w.rt.block_on(async {
-        let v = w
-            .aws
-            .ec2
-            .create_launch_template_version()
-            .launch_template_id(&lt)
-            .launch_template_data(
-                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                    .image_id(&other)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        let n = v
-            .launch_template_version()
-            .unwrap()
-            .version_number()
-            .unwrap();
-        w.aws
-            .ec2
-            .modify_launch_template()
-            .launch_template_id(&lt)
-            .default_version(n.to_string())
-            .send()
-            .await
-            .unwrap();
-    });
+    w.make_default_image(&lt, &other);
     let r = w.bake(&["status"]).expect(0);
     let drift: Vec<&str> = r
         .stdout

@@ -286,6 +286,36 @@ timeout = "2m"
         })
     }
 
+    /// A new version of launch template `lt` with image `ami`, made its default (as a change
+    /// by hand, or `bake release --no-wait` before the refresh replaced anything). Its number.
+    pub fn make_default_image(&self, lt: &str, ami: &str) -> i64 {
+        self.rt.block_on(async {
+            let v = self
+                .aws
+                .ec2
+                .create_launch_template_version()
+                .launch_template_id(lt)
+                .launch_template_data(RequestLaunchTemplateData::builder().image_id(ami).build())
+                .send()
+                .await
+                .unwrap();
+            let n = v
+                .launch_template_version()
+                .unwrap()
+                .version_number()
+                .unwrap();
+            self.aws
+                .ec2
+                .modify_launch_template()
+                .launch_template_id(lt)
+                .default_version(n.to_string())
+                .send()
+                .await
+                .unwrap();
+            n
+        })
+    }
+
     /// Starts an instance refresh of the group to version 1 of `lt` that stays running: a
     /// checkpoint at 50 % with an hour's delay (36 s at the emulator's time scale). Its id.
     pub fn start_slow_refresh(&self, lt: &str) -> String {

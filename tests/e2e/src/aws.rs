@@ -39,4 +39,26 @@ impl Aws {
             region: conf.region().map(ToString::to_string),
         }
     }
+
+    /// The instance refreshes of group `asg`, newest first: (id, status).
+    pub async fn instance_refreshes(&self, asg: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let out = self
+            .asg
+            .describe_instance_refreshes()
+            .auto_scaling_group_name(asg)
+            .send()
+            .await?;
+        Ok(out
+            .instance_refreshes()
+            .iter()
+            .map(|r| {
+                (
+                    r.instance_refresh_id().unwrap_or_default().to_owned(),
+                    r.status()
+                        .map(|s| s.as_str().to_owned())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
 }

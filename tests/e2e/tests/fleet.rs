@@ -877,25 +877,7 @@ fn test_release_whose_app_keeps_restarting_is_rolled_back_by_the_restart_alarm()
 
 /// The group's instance refreshes, newest first: (id, status).
 fn refreshes(w: &World) -> Vec<(String, String)> {
-    w.rt.block_on(
-        w.aws
-            .asg
-            .describe_instance_refreshes()
-            .auto_scaling_group_name(&w.asg)
-            .send(),
-    )
-    .unwrap()
-    .instance_refreshes()
-    .iter()
-    .map(|r| {
-        (
-            r.instance_refresh_id().unwrap_or_default().to_owned(),
-            r.status()
-                .map(|s| s.as_str().to_owned())
-                .unwrap_or_default(),
-        )
-    })
-    .collect()
+    w.rt.block_on(w.aws.instance_refreshes(&w.asg)).unwrap()
 }
 
 /// The parameters under `path` (recursive): name → value.
