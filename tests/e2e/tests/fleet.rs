@@ -958,11 +958,15 @@ fn test_secret_rotation_rolls_the_fleet_out_as_the_instance_role() {
         "{before:?} → {now:?}"
     );
 
-    // The lease and its outcome: one of each, naming the refresh.
-    let leases = parameters_under(
-        &w,
-        &format!("/bake/{}/leases/{}/secrets-rollout", w.env, w.asg),
-    );
+    // The lease and its outcome: one of each, naming the refresh. The outcome is recorded by the
+    // first agent whose follower sees the refresh's final status (a poll later).
+    let leases = wait_for("the rotation's outcome", Duration::from_secs(60), || {
+        let l = parameters_under(
+            &w,
+            &format!("/bake/{}/leases/{}/secrets-rollout", w.env, w.asg),
+        );
+        l.keys().any(|k| k.ends_with(".outcome")).then_some(l)
+    });
     let outcomes: Vec<&String> = leases.keys().filter(|k| k.ends_with(".outcome")).collect();
     assert_eq!(leases.len(), 2, "{leases:?}");
     assert_eq!(outcomes.len(), 1, "{leases:?}");
@@ -971,17 +975,27 @@ fn test_secret_rotation_rolls_the_fleet_out_as_the_instance_role() {
         leases[lease].contains(&id),
         "the lease records the refresh: {leases:?}"
     );
-    let logs: Vec<(String, String)> = std::fs::read_dir(f.dir().join("instances"))
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            let log = e.path().join("agent.log");
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read_to_string(log).unwrap_or_default(),
-            )
-        })
-        .collect();
+    // Each agent's journal reaches its copy a moment after it is written.
+    let logs = wait_for(
+        "the outcome's line in an agent's log",
+        Duration::from_secs(30),
+        || {
+            let logs: Vec<(String, String)> = std::fs::read_dir(f.dir().join("instances"))
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let log = e.path().join("agent.log");
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read_to_string(log).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            logs.iter()
+                .any(|(_, t)| t.contains("secret rollout succeeded"))
+                .then_some(logs)
+        },
+    );
     let with = |line: &str| -> Vec<&str> {
         logs.iter()
             .filter(|(_, t)| t.contains(line))
