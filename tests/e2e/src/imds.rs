@@ -82,6 +82,15 @@ impl std::fmt::Debug for RoleCredentials {
 }
 
 impl RoleCredentials {
+    /// The same credentials, said to expire `after` from now (as EC2 says of credentials it
+    /// is about to rotate): the SDK's identity cache loads new ones at its first call within
+    /// 5–10 s of then, or after it. The emulator still accepts these until their own expiry.
+    #[must_use]
+    pub fn expiring_in(mut self, after: std::time::Duration) -> Self {
+        self.expiration = utc(std::time::SystemTime::now() + after);
+        self
+    }
+
     /// The JSON of `iam/security-credentials/ROLE`, as EC2 serves it.
     fn document(&self) -> String {
         serde_json::json!({
@@ -94,17 +103,6 @@ impl RoleCredentials {
             "Expiration": self.expiration,
         })
         .to_string()
-    }
-}
-
-impl RoleCredentials {
-    /// The same credentials, said to expire `after` from now (as EC2 says of credentials it
-    /// is about to rotate): the SDK's provider fetches them again shortly before then. The
-    /// emulator still accepts them until their own expiry.
-    #[must_use]
-    pub fn expiring_in(mut self, after: std::time::Duration) -> Self {
-        self.expiration = utc(std::time::SystemTime::now() + after);
-        self
     }
 }
 
