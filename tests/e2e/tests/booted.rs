@@ -5,10 +5,11 @@
 //! READY → app ready → launch hook CONTINUE; the sandbox as applied; the network boundary and
 //! the instance's own firewall; an upload on the shared directory and the app's output in
 //! CloudWatch Logs; the timers, the reaper and the weekly job's lease; an app crash; a SIGKILLed
-//! agent; a frozen agent and systemd's watchdog; power-off and teardown. Lynis gets an instance
-//! of its own. Needs root (network namespaces, nspawn), as CI runs.
+//! agent; a frozen agent and systemd's watchdog; power-off and teardown. The refresh of the
+//! instance role's credentials and Lynis get an instance each. Needs root (network namespaces,
+//! nspawn), as CI runs; nextest runs these one at a time (.config/nextest.toml).
 //!
-//! The first runs with IAM enforced: its environment's network, data and iam stacks are
+//! The first two run with IAM enforced: their environment's network, data and iam stacks are
 //! deployed first, and the instance has iam.yaml's instance role (its credentials in its
 //! metadata), so the secrets, hooks, logs, metrics and the weekly job's lease all answer to it.
 
@@ -341,10 +342,10 @@ async fn log_events(aws: &Aws, stream: &str) -> Vec<String> {
     }
 }
 
-#[test]
-fn test_booted_instance_serves_supervises_and_is_watched() {
+/// The emulator with IAM enforced after the environment's network, data and iam stacks, and the
+/// app's database secret in SSM.
+fn enforced_emulator(rt: &tokio::runtime::Runtime) -> (Emulator, bake_e2e::iam::Identities, Aws) {
     let emu = Emulator::start_with_scale(None).expect("emulator starts");
-    let rt = rt();
     // IAM enforced: the instance runs as iam.yaml's instance role, whose credentials its
     // metadata serves as EC2's does.
     let ids = rt
@@ -360,35 +361,125 @@ fn test_booted_instance_serves_supervises_and_is_watched() {
             .send(),
     )
     .expect("PutParameter");
-    let forward_before = ip_forward();
-    let ruleset_before = host_ruleset();
-    let ami = image(&emu);
-    let id = rt.block_on(group(&aws, &ami, &ids.instance_profile_arn));
-    assert_eq!(rt.block_on(lifecycle(&aws))[&id], "Pending:Wait");
+    (emu, ids, aws)
+}
+
+/// The group's one instance, launched from the local image with the instance role, booted with
+/// `shared` as its EFS. `credentials_for`: say that the first role credentials expire that long
+/// after boot (EC2 says so of credentials it is about to rotate). Returns the instance id and
+/// the instance.
+fn launch(
+    emu: &Emulator,
+    rt: &tokio::runtime::Runtime,
+    aws: &Aws,
+    ids: &bake_e2e::iam::Identities,
+    credentials_for: Option<Duration>,
+    shared: &std::path::Path,
+) -> (String, Instance) {
+    let ami = image(emu);
+    let id = rt.block_on(group(aws, &ami, &ids.instance_profile_arn));
+    assert_eq!(rt.block_on(lifecycle(aws))[&id], "Pending:Wait");
 
     // The image is found from the instance's AMI alone.
-    let image_id = rt.block_on(boot::instance_image(&aws, &id)).unwrap();
+    let image_id = rt.block_on(boot::instance_image(aws, &id)).unwrap();
     assert_eq!(image_id, ami);
-    let root = rt.block_on(boot::image_root(&aws, &image_id)).unwrap();
-    let shared = tempfile::Builder::new()
-        .prefix("bake-efs-")
-        .tempdir()
-        .unwrap();
+    let root = rt.block_on(boot::image_root(aws, &image_id)).unwrap();
     let mut state = ImdsState::new(&id);
     state.user_data = Some(userdata());
     state.tags = Some(BTreeMap::from([(
         "aws:autoscaling:groupName".to_owned(),
         GROUP.to_owned(),
     )]));
-    state.role_credentials = Some(
-        emu.role_credentials(&ids.instance_profile_arn, &id)
-            .expect("EC2's credentials for the instance role"),
-    );
+    let credentials = emu
+        .role_credentials(&ids.instance_profile_arn, &id)
+        .expect("EC2's credentials for the instance role");
+    state.role_credentials = Some(match credentials_for {
+        Some(d) => credentials.expiring_in(d),
+        None => credentials,
+    });
     let mut spec = BootSpec::new(root, state, emu.url()).unwrap();
-    spec.shared_dir = Some(shared.path().to_path_buf());
+    spec.shared_dir = Some(shared.to_path_buf());
+    (id, Instance::boot(spec).expect("the instance boots"))
+}
+
+/// Waits for the agent's READY (active/running), then for the launch hook's CONTINUE
+/// (InService); returns when each was seen, since the container started.
+fn ready_and_in_service(
+    inst: &Instance,
+    rt: &tokio::runtime::Runtime,
+    aws: &Aws,
+    id: &str,
+) -> (Duration, Duration) {
+    wait_for(
+        inst,
+        "bake-agent.service active/running (READY=1)",
+        Duration::from_secs(90),
+        || active(inst, "bake-agent.service").then_some(()),
+    );
+    let ready_at = inst
+        .show("bake-agent.service", &["ActiveEnterTimestampMonotonic"])
+        .ok()
+        .and_then(|m| m["ActiveEnterTimestampMonotonic"].parse::<u64>().ok())
+        .map(|us| inst.since_start(Duration::from_micros(us)))
+        .unwrap();
+    let continued = wait_for(
+        inst,
+        "the launch hook's CONTINUE (InService)",
+        Duration::from_secs(60),
+        || {
+            (rt.block_on(lifecycle(aws)).get(id).map(String::as_str) == Some("InService"))
+                .then(|| inst.started().elapsed())
+        },
+    );
+    (ready_at, continued)
+}
+
+/// Powers the instance off within [`boot::STOP_GRACE`] and checks that nothing of it is left on
+/// the host (its veth, its PID 1) and that the host's forwarding is `forward_before`.
+fn power_off_and_gone(inst: Instance, forward_before: &str) {
+    let veth = inst.veth();
+    let leader = inst.leader();
+    let mut inst = inst;
+    let t = Instant::now();
+    assert!(
+        inst.power_off(boot::STOP_GRACE),
+        "the instance powers off within {:?}",
+        boot::STOP_GRACE
+    );
+    eprintln!("power off: {} ms", t.elapsed().as_millis());
+    drop(inst);
+    assert!(
+        !std::path::Path::new("/sys/class/net").join(&veth).exists(),
+        "{veth} is gone with the instance"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{leader}")).exists(),
+        "the instance's PID 1 is gone"
+    );
+    assert_eq!(
+        ip_forward(),
+        forward_before,
+        "the host's forwarding is untouched"
+    );
+}
+
+fn shared_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("bake-efs-")
+        .tempdir()
+        .unwrap()
+}
+
+#[test]
+fn test_booted_instance_serves_supervises_and_is_watched() {
+    let rt = rt();
+    let (emu, ids, aws) = enforced_emulator(&rt);
+    let forward_before = ip_forward();
+    let ruleset_before = host_ruleset();
+    let shared = shared_dir();
+    let (id, inst) = launch(&emu, &rt, &aws, &ids, None, shared.path());
 
     // a. boot → systemd running → agent READY (Type=notify) → app ready → CONTINUE.
-    let inst = Instance::boot(spec).expect("the instance boots");
     let t = inst.times().clone();
     eprintln!(
         "{}: systemd {} ({}), failed units: [{}]",
@@ -422,27 +513,7 @@ fn test_booted_instance_serves_supervises_and_is_watched() {
         ),
         "only the test drop-in is added to the shipped unit"
     );
-    wait_for(
-        &inst,
-        "bake-agent.service active/running (READY=1)",
-        Duration::from_secs(90),
-        || active(&inst, "bake-agent.service").then_some(()),
-    );
-    let ready_at = inst
-        .show("bake-agent.service", &["ActiveEnterTimestampMonotonic"])
-        .ok()
-        .and_then(|m| m["ActiveEnterTimestampMonotonic"].parse::<u64>().ok())
-        .map(|us| inst.since_start(Duration::from_micros(us)))
-        .unwrap();
-    let continued = wait_for(
-        &inst,
-        "the launch hook's CONTINUE (InService)",
-        Duration::from_secs(60),
-        || {
-            (rt.block_on(lifecycle(&aws)).get(&id).map(String::as_str) == Some("InService"))
-                .then(|| inst.started().elapsed())
-        },
-    );
+    let (ready_at, continued) = ready_and_in_service(&inst, &rt, &aws, &id);
     let journal = inst.journal("bake-agent.service");
     let app_ready = inst
         .journal_time("bake-agent.service", "app is ready")
@@ -472,29 +543,164 @@ fn test_booted_instance_serves_supervises_and_is_watched() {
     frozen_agent_is_restarted_by_the_watchdog(&inst, agent);
 
     // Powered off cleanly, then nothing of it is left on the host.
-    let veth = inst.veth();
-    let leader = inst.leader();
-    let mut inst = inst;
+    power_off_and_gone(inst, &forward_before);
+}
+
+/// e'. On an instance of its own (the long proof above is not held up by the wait for an
+/// expiry): the instance role's credentials are refreshed through the metadata.
+#[test]
+fn test_booted_instance_refreshes_its_role_credentials_from_the_metadata() {
+    let rt = rt();
+    let (emu, ids, aws) = enforced_emulator(&rt);
+    let forward_before = ip_forward();
+    let shared = shared_dir();
+    // Said to expire soon (the emulator accepts them for an hour): the agent's SDK must fetch
+    // the next ones from the metadata by itself.
+    let (id, inst) = launch(
+        &emu,
+        &rt,
+        &aws,
+        &ids,
+        Some(FIRST_CREDENTIALS_FOR),
+        shared.path(),
+    );
+    ready_and_in_service(&inst, &rt, &aws, &id);
+    let (agent, _) = supervised_once(&inst);
+    credentials_are_refreshed(
+        &inst,
+        &emu,
+        &ids.instance_profile_arn,
+        &id,
+        &rt,
+        &aws,
+        &agent,
+    );
+    power_off_and_gone(inst, &forward_before);
+}
+
+/// How long the instance's first role credentials are said to be valid, from their issue just
+/// before the boot: long enough for a slow boot to fetch them before then (a fetch after it
+/// would make the SDK extend them instead; measured boots to READY: 5-25 s).
+const FIRST_CREDENTIALS_FOR: Duration = Duration::from_secs(40);
+
+/// e'. The instance role's credentials are refreshed through the metadata, as on EC2: the first
+/// ones were said to expire [`FIRST_CREDENTIALS_FOR`] after the instance was set up; the metadata
+/// now serves a new session (EC2 serves the next credentials before the current ones expire),
+/// and the agent's own SDK fetches it when the first are about to expire (its identity cache
+/// reloads at the first call within 5–10 s of the expiry or after it, before signing that
+/// call), without restarting, without using stale ones ("credential expiration extension"), and
+/// its next PutMetricData, signed with the new session, reaches CloudWatch. (The emulator does not expire sessions: that the old one would be refused
+/// after its expiry is not shown.)
+fn credentials_are_refreshed(
+    inst: &Instance,
+    emu: &Emulator,
+    instance_profile: &str,
+    id: &str,
+    rt: &tokio::runtime::Runtime,
+    aws: &Aws,
+    agent: &boot::Proc,
+) {
+    let first = inst.imds().credentials_served();
+    assert!(
+        !first.is_empty(),
+        "the agent got its credentials from the metadata"
+    );
+    let next = emu
+        .role_credentials(instance_profile, id)
+        .expect("EC2's next credentials for the instance role");
+    assert!(
+        first.iter().all(|(k, _)| *k != next.access_key_id),
+        "a new session"
+    );
+    let key = next.access_key_id.clone();
+    let said = inst.imds().state().role_credentials.unwrap().expiration;
+    let expires = std::time::SystemTime::try_from(
+        aws_smithy_types::DateTime::from_str(&said, aws_smithy_types::date_time::Format::DateTime)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        first[0].1 < expires,
+        "the agent fetched its first credentials before they expired (else the SDK extends them)"
+    );
+    inst.imds().update(|s| s.role_credentials = Some(next));
     let t = Instant::now();
-    assert!(
-        inst.power_off(boot::STOP_GRACE),
-        "the instance powers off within {:?}",
-        boot::STOP_GRACE
+    let fetched = wait_for(
+        inst,
+        "the agent to fetch the next credentials from the metadata",
+        FIRST_CREDENTIALS_FOR + Duration::from_secs(45),
+        || {
+            inst.imds()
+                .credentials_served()
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, at)| *at)
+        },
     );
-    eprintln!("power off: {} ms", t.elapsed().as_millis());
-    drop(inst);
+    // Driven by the expiry: the SDK's identity cache reloads at the first call within 5–10 s of
+    // it (its buffer, jittered), or after it, always before signing that call.
+    let early = expires
+        .duration_since(fetched)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_else(|e| -e.duration().as_secs_f64());
     assert!(
-        !std::path::Path::new("/sys/class/net").join(&veth).exists(),
-        "{veth} is gone with the instance"
+        early <= 11.0,
+        "fetched {early:.1} s before the first expired: not the expiry's refresh"
     );
-    assert!(
-        !std::path::Path::new(&format!("/proc/{leader}")).exists(),
-        "the instance's PID 1 is gone"
+    eprintln!(
+        "credentials refreshed from the metadata {} ms after the swap, {early:.1} s before the first expired",
+        t.elapsed().as_millis()
     );
     assert_eq!(
-        ip_forward(),
-        forward_before,
-        "the host's forwarding is untouched"
+        inst.main_pid("bake-agent.service").map(|p| p.host_pid),
+        Some(agent.host_pid),
+        "the agent refreshed them itself, without a restart"
+    );
+    // A datapoint sampled after the refresh was published after it: with the new session.
+    let since = aws_smithy_types::DateTime::from(fetched);
+    wait_for(
+        inst,
+        "a CPUUtilization datapoint sampled after the refresh",
+        Duration::from_secs(40),
+        || {
+            let out = rt
+                .block_on(
+                    aws.cw
+                        .get_metric_statistics()
+                        .namespace("Bake/Agent")
+                        .metric_name("CPUUtilization")
+                        .dimensions(
+                            aws_sdk_cloudwatch::types::Dimension::builder()
+                                .name("AutoScalingGroupName")
+                                .value(GROUP)
+                                .build(),
+                        )
+                        .dimensions(
+                            aws_sdk_cloudwatch::types::Dimension::builder()
+                                .name("InstanceId")
+                                .value(id)
+                                .build(),
+                        )
+                        .start_time(since)
+                        .end_time(aws_smithy_types::DateTime::from(
+                            std::time::SystemTime::now() + Duration::from_secs(60),
+                        ))
+                        .period(1)
+                        .statistics(aws_sdk_cloudwatch::types::Statistic::SampleCount)
+                        .send(),
+                )
+                .ok()?;
+            (!out.datapoints().is_empty()).then_some(())
+        },
+    );
+    eprintln!(
+        "a datapoint sampled after the refresh reached CloudWatch {} ms after the swap",
+        t.elapsed().as_millis()
+    );
+    let journal = inst.journal("bake-agent.service");
+    assert!(
+        !journal.contains("credential expiration extension"),
+        "the agent never used stale credentials:\n{journal}"
     );
 }
 
