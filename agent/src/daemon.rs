@@ -198,6 +198,16 @@ pub async fn run(config: &Path, status_file: &Path) -> anyhow::Result<Exit> {
     };
     process::become_subreaper();
     let (output, shipper) = start_logs(&settings, &aws, &identity.instance_id);
+    // The app's EMF lines, from both pipes, for the metrics publisher.
+    let app_metrics = settings
+        .metrics
+        .as_ref()
+        .filter(|m| m.emf)
+        .map(|_| Arc::new(crate::emf::AppMetrics::default()));
+    let output = match &app_metrics {
+        Some(m) => output.with_app_metrics(m.clone()),
+        None => output,
+    };
     let crash_hook: Option<supervisor::CrashLoopHook> =
         match (&target, settings.supervise.mark_unhealthy) {
             (Some(tg), true) => {
@@ -239,15 +249,16 @@ pub async fn run(config: &Path, status_file: &Path) -> anyhow::Result<Exit> {
     .map_err(|e| coded(Exit::App, e))?;
     tracing::info!(step = "supervise", elapsed_ms = ms(t), "boot step done");
 
-    // Metrics: CPU/memory/disk, the supervisor's restart counter, the shipper's counters.
+    // Metrics: CPU/memory/disk, the supervisor's restart counter, the shipper's counters, the
+    // app's own (EMF).
     let metrics = settings.metrics.as_ref().map(|m| {
         metrics::start(
             aws.cw.clone(),
             m,
-            &identity.instance_id,
-            identity.asg_name.as_deref(),
+            &identity,
             handle.restarts.clone(),
             shipper.as_ref().map(ShipperHandle::stats),
+            app_metrics.clone(),
         )
     });
 

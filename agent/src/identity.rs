@@ -44,9 +44,13 @@ pub struct Identity {
     pub availability_zone: String,
     /// The group, `None` only when standalone.
     pub asg_name: Option<String>,
+    /// The image the instance was launched from (`ami-id` in the metadata): the release its
+    /// metrics are published under. `None` when the metadata has none (not on EC2).
+    pub image_id: Option<String>,
 }
 
-/// Instance id, region and AZ from IMDS (the group is resolved later, once AWS clients exist).
+/// Instance id, region, AZ and image from IMDS (the group is resolved later, once AWS clients
+/// exist).
 pub async fn from_imds(imds: &Imds) -> Result<Identity, IdentityError> {
     let instance_id = imds.get("/latest/meta-data/instance-id").await?;
     let availability_zone = imds
@@ -59,11 +63,13 @@ pub async fn from_imds(imds: &Imds) -> Result<Identity, IdentityError> {
             .trim_end_matches(|c: char| c.is_ascii_alphabetic())
             .to_owned(),
     };
+    let image_id = imds.get_opt("/latest/meta-data/ami-id").await?;
     Ok(Identity {
         instance_id,
         region,
         availability_zone,
         asg_name: None,
+        image_id,
     })
 }
 

@@ -17,6 +17,8 @@ pub mod cli;
 pub mod config;
 /// The `run` daemon: boot sequence, readiness, drain.
 pub mod daemon;
+/// The app's own metrics from its embedded-metric-format lines.
+pub mod emf;
 /// Exit codes and error reporting.
 pub mod exit;
 /// `firewall`: the app's port in the instance's nftables set.

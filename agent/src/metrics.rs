@@ -21,6 +21,14 @@
 //!
 //! When the instance has no ASG name, `AutoScalingGroupName` is left out (and so are the fleet
 //! copies).
+//!
+//! **By release**: [`FLEET_METRICS`] are published a third time with
+//! `{AutoScalingGroupName, ImageId}` (the image the instance was launched from, from the
+//! metadata), and so are the app's own metrics from its embedded-metric-format lines
+//! ([`crate::emf`], `[metrics] emf`, default on), in the namespaces the app names: during a
+//! rollout, the old and the new release of one group are two series of each metric. The agent
+//! also publishes, per interval, `InvalidEmfEvents` (app lines that looked like EMF and broke its
+//! specification) and `DroppedAppMetricValues` with the instance's dimensions.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +39,10 @@ use aws_sdk_cloudwatch::error::DisplayErrorContext;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit, StatisticSet};
 
+use std::collections::BTreeMap;
+
+use crate::emf::AppMetrics;
+use crate::identity::Identity;
 use crate::logs::LogStats;
 
 /// Namespace of every metric.
@@ -64,6 +76,8 @@ pub struct MetricsConfig {
     pub publish_interval: Option<String>,
     /// File system whose usage is `DiskUtilization`. Default `/`.
     pub disk_path: Option<PathBuf>,
+    /// Extract and publish the app's embedded-metric-format lines. Default true.
+    pub emf: Option<bool>,
 }
 
 /// A bad `[metrics]` value, named by key.
@@ -85,6 +99,8 @@ pub struct MetricsSettings {
     pub publish_interval: Duration,
     /// File system whose usage is `DiskUtilization`.
     pub disk_path: PathBuf,
+    /// Extract and publish the app's embedded-metric-format lines.
+    pub emf: bool,
 }
 
 impl MetricsSettings {
@@ -124,6 +140,7 @@ impl MetricsSettings {
             namespace,
             publish_interval,
             disk_path,
+            emf: cfg.emf.unwrap_or(true),
         }))
     }
 }
@@ -250,7 +267,14 @@ struct Publisher {
     settings: MetricsSettings,
     dims: Vec<Dimension>,
     fleet_dims: Option<Vec<Dimension>>,
+    /// `{AutoScalingGroupName, ImageId}` when both are known.
+    release_dims: Option<Vec<Dimension>>,
     restarts: Arc<AtomicU64>,
+    app: Option<Arc<AppMetrics>>,
+    last_invalid: u64,
+    last_dropped_values: u64,
+    /// The app's datums not sent yet, by namespace.
+    app_backlog: BTreeMap<String, Vec<MetricDatum>>,
     log_stats: Option<Arc<LogStats>>,
     last_restarts: u64,
     last_rejected: u64,
@@ -279,6 +303,14 @@ fn datum_with(
 }
 
 impl Publisher {
+    /// The instance's dimensions, the group's alone, the release's: what [`FLEET_METRICS`] go
+    /// out with.
+    fn fleet_dimension_sets(&self) -> impl Iterator<Item = &Vec<Dimension>> {
+        std::iter::once(&self.dims)
+            .chain(self.fleet_dims.as_ref())
+            .chain(self.release_dims.as_ref())
+    }
+
     fn datum(&self, name: &str, unit: StandardUnit, value: f64, at: DateTime) -> MetricDatum {
         datum_with(&self.dims, name, unit, value, at)
     }
@@ -294,7 +326,7 @@ impl Publisher {
                 .sum(s.sum)
                 .sample_count(f64::from(s.count))
                 .build();
-            for dims in std::iter::once(&self.dims).chain(self.fleet_dims.as_ref()) {
+            for dims in self.fleet_dimension_sets() {
                 data.push(
                     MetricDatum::builder()
                         .metric_name(CPU_METRIC)
@@ -319,7 +351,7 @@ impl Publisher {
         }
         let restarts = self.restarts.load(Ordering::Relaxed);
         let restarted = (restarts - self.last_restarts.min(restarts)) as f64;
-        for dims in std::iter::once(&self.dims).chain(self.fleet_dims.as_ref()) {
+        for dims in self.fleet_dimension_sets() {
             data.push(datum_with(
                 dims,
                 RESTARTS_METRIC,
@@ -341,6 +373,30 @@ impl Publisher {
             self.last_rejected = rejected;
             self.last_dropped = dropped;
         }
+        if let Some(app) = self.app.clone() {
+            let invalid = app.invalid.load(Ordering::Relaxed);
+            let dropped = app.dropped_values.load(Ordering::Relaxed);
+            let i = (invalid - self.last_invalid.min(invalid)) as f64;
+            let d = (dropped - self.last_dropped_values.min(dropped)) as f64;
+            data.push(self.datum("InvalidEmfEvents", StandardUnit::Count, i, at));
+            data.push(self.datum("DroppedAppMetricValues", StandardUnit::Count, d, at));
+            self.last_invalid = invalid;
+            self.last_dropped_values = dropped;
+            if let Some(reason) = app.take_last_error() {
+                tracing::warn!(invalid = i, %reason, "the app wrote embedded-metric-format lines that break its specification; nothing extracted from them");
+            }
+            let dims = self
+                .release_dims
+                .clone()
+                .unwrap_or_else(|| self.dims.clone());
+            for (namespace, datums) in app.drain(&dims) {
+                self.app_backlog
+                    .entry(namespace)
+                    .or_default()
+                    .extend(datums);
+            }
+            self.publish_app().await;
+        }
         self.backlog.extend(data);
         // PutMetricData takes up to 1000 datums per call; the backlog is bounded well below.
         let excess = self.backlog.len().saturating_sub(MAX_BACKLOG);
@@ -361,28 +417,77 @@ impl Publisher {
     }
 }
 
+/// The app's datums of one namespace in a call: with up to [`crate::emf::MAX_VALUES_PER_DATUM`]
+/// values each, 100 stay well under PutMetricData's 1 MB.
+const APP_DATUMS_PER_CALL: usize = 100;
+
+impl Publisher {
+    /// Sends the app's backlog, one namespace and at most [`APP_DATUMS_PER_CALL`] datums a call;
+    /// what fails stays for the next interval, bounded to [`MAX_BACKLOG`] datums a namespace.
+    async fn publish_app(&mut self) {
+        for (namespace, datums) in &mut self.app_backlog {
+            let excess = datums.len().saturating_sub(MAX_BACKLOG);
+            datums.drain(..excess);
+            while !datums.is_empty() {
+                let n = datums.len().min(APP_DATUMS_PER_CALL);
+                let res = self
+                    .client
+                    .put_metric_data()
+                    .namespace(namespace)
+                    .set_metric_data(Some(datums[..n].to_vec()))
+                    .send()
+                    .await;
+                match res {
+                    Ok(_) => {
+                        datums.drain(..n);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%namespace, kept = datums.len(), error = %DisplayErrorContext(&e), "PutMetricData of the app's metrics failed, keeping the data for the next interval");
+                        break;
+                    }
+                }
+            }
+        }
+        self.app_backlog.retain(|_, d| !d.is_empty());
+    }
+}
+
 /// Starts sampling and publishing; call within a Tokio runtime. `restarts` is the supervisor's
-/// restart counter (cumulative); `log_stats` comes from [`crate::logs::ShipperHandle::stats`].
+/// restart counter (cumulative); `log_stats` comes from [`crate::logs::ShipperHandle::stats`];
+/// `app` is what the app's output yields ([`crate::logs::AppOutput::with_app_metrics`]).
 pub fn start(
     client: aws_sdk_cloudwatch::Client,
     settings: &MetricsSettings,
-    instance_id: &str,
-    asg_name: Option<&str>,
+    identity: &Identity,
     restarts: Arc<AtomicU64>,
     log_stats: Option<Arc<LogStats>>,
+    app: Option<Arc<AppMetrics>>,
 ) -> MetricsHandle {
-    let mut dims = vec![dim("InstanceId", instance_id)];
+    let asg_name = identity.asg_name.as_deref();
+    let mut dims = vec![dim("InstanceId", &identity.instance_id)];
     let fleet_dims = asg_name.map(|a| vec![dim("AutoScalingGroupName", a)]);
     if let Some(a) = asg_name {
         dims.push(dim("AutoScalingGroupName", a));
     }
+    let release_dims = match (asg_name, identity.image_id.as_deref()) {
+        (Some(a), Some(image)) => Some(vec![
+            dim("AutoScalingGroupName", a),
+            dim(crate::emf::RELEASE_DIMENSION, image),
+        ]),
+        _ => None,
+    };
     let last_restarts = restarts.load(Ordering::Relaxed);
     let mut publisher = Publisher {
         client,
         settings: settings.clone(),
         dims,
         fleet_dims,
+        release_dims,
         restarts,
+        app,
+        last_invalid: 0,
+        last_dropped_values: 0,
+        app_backlog: BTreeMap::new(),
         log_stats,
         last_restarts,
         last_rejected: 0,
@@ -533,8 +638,10 @@ mod tests {
                 namespace: DEFAULT_NAMESPACE.into(),
                 publish_interval: Duration::from_secs(30),
                 disk_path: PathBuf::from("/var"),
+                emf: true,
             })
         );
+        assert!(!settings("emf = false").unwrap().unwrap().emf);
         assert_eq!(settings("enabled = false").unwrap(), None);
         assert!(settings("enabled = false\nnamespace = \"AWS/EC2\"").is_err());
         assert!(toml::from_str::<MetricsConfig>("intervall = 1")

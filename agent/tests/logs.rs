@@ -704,9 +704,15 @@ async fn test_metrics_reach_cloudwatch_with_dimensions() {
     let m = bake_agent::metrics::start(
         aws.cw.clone(),
         &cfg,
-        "i-metrics",
-        Some("asg-1"),
+        &bake_agent::identity::Identity {
+            instance_id: "i-metrics".into(),
+            region: "us-east-1".into(),
+            availability_zone: "us-east-1a".into(),
+            asg_name: Some("asg-1".into()),
+            image_id: None,
+        },
         restarts.clone(),
+        None,
         None,
     );
     restarts.fetch_add(2, Ordering::Relaxed);

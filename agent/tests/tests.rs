@@ -9,6 +9,8 @@ mod util;
 
 #[path = "agent/alarms.rs"]
 mod alarms;
+#[path = "agent/app_metrics.rs"]
+mod app_metrics;
 #[path = "agent/cli.rs"]
 mod cli;
 #[path = "agent/config.rs"]

@@ -14,6 +14,16 @@
 //   READY_DELAY_MS        /health answers 503 until this long after start (default 0)
 //   NEVER_READY=1         /health never answers 200 (tests of ABANDON and rollback)
 //   CRASH_ON_START=1      exit(1) at once (crash-loop tests)
+//   EMF_NAMESPACE         namespace of the request metrics it writes (default Bake/App);
+//                         EMF=0: write none
+//
+// Request metrics: for every request except GET /health, one CloudWatch embedded-metric-format
+// line on stdout once the answer is sent: Requests (1), Errors5xx (1 for a 5xx answer, else 0)
+// and Latency (ms from the request's arrival to the end of the answer, high resolution), in
+// EMF_NAMESPACE with the dimension Route (the route's first path segment, "other" for a path no
+// route serves: a bounded set of values), plus method and status as
+// plain members. bake-agent publishes them by release (docs/metrics.md); CloudWatch Logs
+// extracts them from the shipped log by Route.
 //
 // Routes:
 //   GET  /                 "app <version>"
@@ -105,7 +115,43 @@ function send(res, code, body) {
   res.end(body + '\n');
 }
 
+const emfNamespace = process.env.EMF === '0' ? null : (process.env.EMF_NAMESPACE || 'Bake/App');
+
+const ROUTES = new Set(['/', '/crash', '/generatecert', '/env', '/upload', '/download']);
+
+// One EMF document for the request, written when its answer has been sent.
+function measure(req, res) {
+  if (!emfNamespace) return;
+  const start = process.hrtime.bigint();
+  res.on('finish', () => {
+    const ms = Number(process.hrtime.bigint() - start) / 1e6;
+    const first = '/' + ((req.url || '/').split(/[/?]/)[1] || '');
+    const route = ROUTES.has(first) ? first : 'other';
+    process.stdout.write(JSON.stringify({
+      _aws: {
+        Timestamp: Date.now(),
+        CloudWatchMetrics: [{
+          Namespace: emfNamespace,
+          Dimensions: [['Route']],
+          Metrics: [
+            { Name: 'Requests', Unit: 'Count' },
+            { Name: 'Errors5xx', Unit: 'Count' },
+            { Name: 'Latency', Unit: 'Milliseconds', StorageResolution: 1 },
+          ],
+        }],
+      },
+      Route: route,
+      Requests: 1,
+      Errors5xx: res.statusCode >= 500 ? 1 : 0,
+      Latency: Math.round(ms * 100) / 100,
+      method: req.method,
+      status: res.statusCode,
+    }) + '\n');
+  });
+}
+
 const server = http.createServer((req, res) => {
+  if (req.url !== '/health') measure(req, res);
   // WHATWG URL parsing, as Node apps do: dot segments (also %2e), '\\' as '/', and a target
   // starting with '//' taken as //host/path. A target it cannot parse (//[) is a 400, not an
   // exception that would end the process.

@@ -1,8 +1,10 @@
-"""The sample app's GET /generatecert (examples/app/server.js): it burns every CPU the process may
+"""The sample app (examples/app/server.js): GET /generatecert burns every CPU the process may
 run on for GENERATECERT_MS, one burn at a time, and the app keeps answering its other routes
-meanwhile. The app (node) runs on a loopback port.
+meanwhile; every request but GET /health writes one embedded-metric-format line. The app (node)
+runs on a loopback port.
 """
 
+import json
 import os
 import re
 import socket
@@ -91,3 +93,31 @@ def test_generatecert_burns_one_thread_per_cpu_once_at_a_time_and_health_answers
     # The burn runs off the event loop: /health answered while it ran.
     assert health == (200, "ok\n")
     assert health_s < BURN_MS / 1000 / 2, health_s
+
+
+def test_every_request_but_health_writes_one_emf_document():
+    port = _free_port()
+    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1"}
+    proc = subprocess.Popen(["node", str(APP)], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert "listening on" in proc.stdout.readline()
+        t0 = time.time() * 1000
+        answers = [_get(port, p)[0] for p in ["/", "/health", "/nope/x?y", "/env/HOME"]]
+        assert answers == [200, 200, 404, 200]
+        docs = [json.loads(proc.stdout.readline()) for _ in range(3)]
+    finally:
+        proc.kill()
+        proc.wait(5)
+    rest = proc.stdout.read()
+    assert rest == "", f"more lines than requests measured: {rest!r}"
+    assert [(d["Route"], d["status"]) for d in docs] == [("/", 200), ("other", 404), ("/env", 200)]
+    for d in docs:
+        # As the EMF specification has it: the directive names members of the root.
+        (directive,) = d["_aws"]["CloudWatchMetrics"]
+        assert directive["Namespace"] == "Bake/App"
+        assert directive["Dimensions"] == [["Route"]]
+        assert [m["Name"] for m in directive["Metrics"]] == ["Requests", "Errors5xx", "Latency"]
+        assert t0 - 1000 <= d["_aws"]["Timestamp"] <= time.time() * 1000
+        assert d["Requests"] == 1 and d["Errors5xx"] == 0
+        assert 0 < d["Latency"] < 5000

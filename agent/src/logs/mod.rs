@@ -8,8 +8,9 @@
 //! let (app_output, shipper) = logs::Shipper::start(aws.logs.clone(), &logs_settings, &identity.instance_id)?;
 //! // Hand `app_output` (cheap to clone) to the supervisor: it calls
 //! // `app_output.attach(child.stdout.take(), child.stderr.take())` for every process it starts.
-//! let metrics = metrics::start(aws.cw.clone(), &metrics_settings, &instance_id, asg_name.as_deref(),
-//!                              supervisor.restarts.clone(), Some(shipper.stats()));
+//! let app_output = app_output.with_app_metrics(app_metrics.clone()); // [metrics] emf
+//! let metrics = metrics::start(aws.cw.clone(), &metrics_settings, &identity,
+//!                              supervisor.restarts.clone(), Some(shipper.stats()), Some(app_metrics));
 //! // On SIGTERM and on termination, once the app stopped and before the terminate lifecycle
 //! // hook is completed: wait for its pipes' ends, then ship the rest.
 //! app_output.drained(daemon::PIPES_DEADLINE).await;
@@ -206,6 +207,8 @@ struct Spools {
 #[derive(Clone, Debug)]
 pub struct AppOutput {
     spools: Option<Arc<Spools>>,
+    /// Where the app's EMF lines go (`[metrics] emf`), from both pipes.
+    app_metrics: Option<Arc<crate::emf::AppMetrics>>,
     /// Attached pipes that have not reached their end yet.
     open: Arc<watch::Sender<usize>>,
 }
@@ -214,22 +217,29 @@ impl Default for AppOutput {
     fn default() -> Self {
         Self {
             spools: None,
+            app_metrics: None,
             open: Arc::new(watch::channel(0).0),
         }
     }
 }
 
-/// Counts an attached pipe as open until dropped (at its end, or if its task dies).
-struct OpenPipe(Arc<watch::Sender<usize>>);
+/// An attached pipe: counted as open until dropped, and its EMF tap.
+struct OpenPipe {
+    _open: Open,
+    tap: Option<crate::emf::LineTap>,
+}
 
-impl OpenPipe {
+/// Counts an attached pipe as open until dropped (at its end, or if its task dies).
+struct Open(Arc<watch::Sender<usize>>);
+
+impl Open {
     fn new(open: &Arc<watch::Sender<usize>>) -> Self {
         open.send_modify(|n| *n += 1);
         Self(open.clone())
     }
 }
 
-impl Drop for OpenPipe {
+impl Drop for Open {
     fn drop(&mut self) {
         self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
@@ -240,6 +250,13 @@ impl AppOutput {
     #[must_use]
     pub fn passthrough() -> Self {
         Self::default()
+    }
+
+    /// The same output, whose lines are also looked at for the app's EMF metrics.
+    #[must_use]
+    pub fn with_app_metrics(mut self, metrics: Arc<crate::emf::AppMetrics>) -> Self {
+        self.app_metrics = Some(metrics);
+        self
     }
 
     /// Waits until every attached pipe reached its end and what came through it is in the
@@ -262,8 +279,8 @@ impl AppOutput {
         O: tokio::io::AsyncRead + Unpin + Send + 'static,
         E: tokio::io::AsyncRead + Unpin + Send + 'static,
     {
-        let stdout = stdout.map(|p| (p, OpenPipe::new(&self.open)));
-        let stderr = stderr.map(|p| (p, OpenPipe::new(&self.open)));
+        let stdout = stdout.map(|p| (p, self.open_pipe()));
+        let stderr = stderr.map(|p| (p, self.open_pipe()));
         match &self.spools {
             Some(spools) => {
                 if let Some((out, open)) = stdout {
@@ -307,6 +324,15 @@ impl AppOutput {
     }
 }
 
+impl AppOutput {
+    fn open_pipe(&self) -> OpenPipe {
+        OpenPipe {
+            _open: Open::new(&self.open),
+            tap: self.app_metrics.clone().map(crate::emf::LineTap::new),
+        }
+    }
+}
+
 /// Writes the app's lines to the agent's stderr as `PREFIX: line`; into the journal with the
 /// syslog priority info (`<6>`), as the agent's own lines carry theirs (bake_common::logging).
 fn passthrough_write(prefix: &str, chunk: Option<&[u8]>) {
@@ -323,18 +349,27 @@ fn passthrough_write(prefix: &str, chunk: Option<&[u8]>) {
     }
 }
 
-/// Reads a pipe in chunks until EOF, then calls `sink(None)` and drops `open`.
+/// Reads a pipe in chunks until EOF, each into the EMF tap and `sink`, then calls `sink(None)`
+/// and drops `open`.
 async fn drain<R: tokio::io::AsyncRead + Unpin>(
     mut pipe: R,
-    open: OpenPipe,
+    mut open: OpenPipe,
     mut sink: impl FnMut(Option<&[u8]>),
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => sink(Some(&buf[..n])),
+            Ok(n) => {
+                if let Some(tap) = &mut open.tap {
+                    tap.feed(&buf[..n]);
+                }
+                sink(Some(&buf[..n]));
+            }
         }
+    }
+    if let Some(tap) = &mut open.tap {
+        tap.end();
     }
     sink(None);
     drop(open);

@@ -4,7 +4,7 @@
 //! It serves, on `127.0.0.1:PORT`, what `bake-agent` reads through `aws-config`'s IMDS client:
 //! - `PUT /latest/api/token` (needs `X-aws-ec2-metadata-token-ttl-seconds`) → a token;
 //! - every `GET` needs `X-aws-ec2-metadata-token` with an issued token, else 401;
-//! - `/latest/meta-data/instance-id`, `placement/region`, `placement/availability-zone`,
+//! - `/latest/meta-data/instance-id`, `ami-id`, `placement/region`, `placement/availability-zone`,
 //!   `/latest/user-data` (text, or any bytes), `tags/instance` and `tags/instance/KEY`,
 //!   `autoscaling/target-lifecycle-state`, `spot/instance-action`,
 //!   `/latest/dynamic/instance-identity/document`; absent values are 404 as on EC2;
@@ -31,6 +31,8 @@ use hyper_util::rt::TokioIo;
 pub struct ImdsState {
     /// `i-…`.
     pub instance_id: String,
+    /// `ami-id`: the image it was launched from; `None` → 404.
+    pub ami_id: Option<String>,
     /// e.g. `us-east-1`.
     pub region: String,
     /// e.g. `us-east-1a`.
@@ -131,6 +133,7 @@ impl ImdsState {
     pub fn new(instance_id: &str) -> Self {
         Self {
             instance_id: instance_id.to_owned(),
+            ami_id: None,
             region: "us-east-1".into(),
             availability_zone: "us-east-1a".into(),
             user_data: None,
@@ -341,6 +344,7 @@ fn handle(shared: &Mutex<Shared>, req: &Request<Incoming>) -> Response<Full<Byte
     }
     let found: Option<String> = match path.as_str() {
         "/latest/meta-data/instance-id" => Some(state.instance_id.clone()),
+        "/latest/meta-data/ami-id" => state.ami_id.clone(),
         "/latest/meta-data/placement/region" => Some(state.region.clone()),
         "/latest/meta-data/placement/availability-zone" => Some(state.availability_zone.clone()),
         "/latest/user-data" => state.user_data.clone(),

@@ -385,6 +385,7 @@ fn launch(
     assert_eq!(image_id, ami);
     let root = rt.block_on(boot::image_root(aws, &image_id)).unwrap();
     let mut state = ImdsState::new(&id);
+    state.ami_id = Some(image_id);
     state.user_data = Some(userdata());
     state.tags = Some(BTreeMap::from([(
         "aws:autoscaling:groupName".to_owned(),

@@ -270,6 +270,44 @@ fn logged(log: &std::path::Path, lines: &[&str]) -> String {
 
 /// No agent of the fleet, the instances already gone included, was refused a call: each log of
 /// `<fleet dir>/instances/*/agent.log` is free of the denials IAM answers with.
+/// Sums of the app's `Requests` and `Errors5xx` in `Bake/App` with the release's dimensions
+/// (`AutoScalingGroupName` + `ImageId` = `ami`), as the agents published them from the app's EMF
+/// lines, over the last hour.
+fn app_requests_by_release(w: &World, ami: &str) -> (f64, f64) {
+    let sum = |name: &str| -> f64 {
+        let now = std::time::SystemTime::now();
+        let out = w
+            .rt
+            .block_on(
+                w.aws
+                    .cw
+                    .get_metric_statistics()
+                    .namespace("Bake/App")
+                    .metric_name(name)
+                    .dimensions(
+                        aws_sdk_cloudwatch::types::Dimension::builder()
+                            .name("AutoScalingGroupName")
+                            .value(&w.asg)
+                            .build(),
+                    )
+                    .dimensions(
+                        aws_sdk_cloudwatch::types::Dimension::builder()
+                            .name("ImageId")
+                            .value(ami)
+                            .build(),
+                    )
+                    .start_time((now - Duration::from_secs(3600)).into())
+                    .end_time((now + Duration::from_secs(600)).into())
+                    .period(3600)
+                    .statistics(aws_sdk_cloudwatch::types::Statistic::Sum)
+                    .send(),
+            )
+            .expect("GetMetricStatistics");
+        out.datapoints().iter().filter_map(|d| d.sum()).sum()
+    };
+    (sum("Requests"), sum("Errors5xx"))
+}
+
 fn no_denials(f: &Fleet) {
     let dir = f.dir().join("instances");
     for e in std::fs::read_dir(&dir).unwrap() {
@@ -547,6 +585,27 @@ fn release_under_load(w: &World, scenario: &str, view: View) {
     assert_eq!(fs.terminated, 3, "{fs:?}");
     assert_eq!(fs.registered, 6, "{fs:?}");
     assert_eq!(fs.deregistered, 3, "{fs:?}");
+    // The app's request metrics by release (its EMF lines, published by the agents with
+    // `ImageId`; every agent published its last interval before it stopped): each release's
+    // series counts at least every answer the load got from that release, and no 5xx.
+    for (ami, version) in [(&v1, V1), (&v2, V2)] {
+        let answered = stats
+            .versions
+            .get(&format!("app {version}"))
+            .copied()
+            .unwrap_or(0);
+        let (requests, errors) = app_requests_by_release(w, ami);
+        eprintln!(
+            "{scenario}: app {version} ({ami}): Requests {requests}, Errors5xx {errors} by release; the load got {answered} answers from it"
+        );
+        #[allow(clippy::cast_precision_loss)]
+        let answered = answered as f64;
+        assert!(
+            requests >= answered,
+            "app {version}: {requests} requests by release < the load's {answered} answers"
+        );
+        assert!(errors == 0.0, "app {version}: {errors} 5xx by release");
+    }
 }
 
 /// Scenario a: launch before terminate (min 100 %, max 200 %).

@@ -70,11 +70,12 @@ impl LaunchSpec {
             .to_owned()
     }
 
-    /// What its instance metadata serves at boot: id, AZ, region, userdata, the group's tag and
-    /// `autoscaling/target-lifecycle-state` `InService`.
+    /// What its instance metadata serves at boot: id, image, AZ, region, userdata, the group's
+    /// tag and `autoscaling/target-lifecycle-state` `InService`.
     #[must_use]
     pub fn imds_state(&self) -> ImdsState {
         let mut state = ImdsState::new(&self.id);
+        state.ami_id = Some(self.image_id.clone());
         state.availability_zone.clone_from(&self.availability_zone);
         state.region = self.region();
         // As bytes: EC2 serves userdata as it was given (gzip included).
