@@ -19,6 +19,8 @@ pub struct Aws {
     /// Elastic Load Balancing v2: the health of the instances in the group's target groups
     /// (`bake status`).
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    /// CloudWatch: the app's metrics by release, for the canary verdict ([`crate::canary`]).
+    pub cw: aws_sdk_cloudwatch::Client,
     /// STS: the account the credentials belong to, named in errors (`GetCallerIdentity`, which
     /// needs no permission).
     pub sts: aws_sdk_sts::Client,
@@ -36,6 +38,7 @@ impl Aws {
             ssm: aws_client!(aws_sdk_ssm, conf),
             cfn: aws_client!(aws_sdk_cloudformation, conf),
             elb: aws_client!(aws_sdk_elasticloadbalancingv2, conf),
+            cw: aws_client!(aws_sdk_cloudwatch, conf),
             sts: aws_client!(aws_sdk_sts, conf),
             region: conf.region().map(ToString::to_string),
         }

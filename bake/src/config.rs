@@ -78,6 +78,38 @@ pub struct RawConfig {
     pub refresh: Option<RawRefresh>,
     /// `[prune]`: AMI retention.
     pub prune: Option<RawPrune>,
+    /// `[canary]`: judge the new release at a checkpoint before the rest of the fleet.
+    pub canary: Option<RawCanary>,
+}
+
+/// `[canary]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCanary {
+    /// Percentage of the group replaced when the refresh holds for the verdict.
+    pub checkpoint: Option<i64>,
+    /// How long both releases are observed.
+    pub window: Option<String>,
+    /// The held refresh's checkpoint delay.
+    pub hold: Option<String>,
+    /// Namespace of the app's request metrics.
+    pub namespace: Option<String>,
+    /// Request count metric.
+    pub requests_metric: Option<String>,
+    /// 5xx count metric.
+    pub errors_metric: Option<String>,
+    /// Latency metric.
+    pub latency_metric: Option<String>,
+    /// Fewer requests of either release in the window: inconclusive.
+    pub min_requests: Option<i64>,
+    /// Highest 5xx rate of the new release (0–1).
+    pub max_error_rate: Option<f64>,
+    /// Largest p50/p90 latency increase (0.5 = 50 %).
+    pub max_latency_increase: Option<f64>,
+    /// Significance level of the tests.
+    pub significance: Option<f64>,
+    /// `rollback` (default) or `continue`.
+    pub on_inconclusive: Option<String>,
 }
 
 /// `[target]` as written.
@@ -253,6 +285,8 @@ pub struct Settings {
     /// image once its refresh ended `Successful` ([`crate::image_parameter`]); `None`: none is
     /// written.
     pub image_parameter: Option<String>,
+    /// `[canary]`: `None` when the file has none (no verdict, one refresh).
+    pub canary: Option<crate::canary::CanarySettings>,
 }
 
 impl Settings {
@@ -400,6 +434,7 @@ impl Validator<'_> {
         let packer = raw.packer.map(|p| self.packer(p)).transpose()?;
         let app = raw.app.unwrap_or_default();
         let refresh = self.refresh(raw.refresh.unwrap_or_default())?;
+        let canary = raw.canary.map(|c| self.canary(c, &refresh)).transpose()?;
         let prune_keep = match raw.prune.and_then(|p| p.keep) {
             None => DEFAULT_PRUNE_KEEP,
             Some(k) if k >= 1 => {
@@ -426,6 +461,115 @@ impl Validator<'_> {
             refresh,
             prune_keep,
             image_parameter,
+            canary,
+        })
+    }
+
+    fn canary(
+        &self,
+        c: RawCanary,
+        r: &RefreshSettings,
+    ) -> Result<crate::canary::CanarySettings, ConfigError> {
+        use crate::canary as k;
+        let checkpoint = match c.checkpoint {
+            None => k::DEFAULT_CHECKPOINT,
+            Some(p) => self.percent("canary.checkpoint", p, 1, 99)?,
+        };
+        if !r.skip_matching {
+            return Err(self.invalid(
+                "canary",
+                "needs refresh.skip_matching = true (after a passed verdict the refresh goes on without replacing the canary instances again)",
+            ));
+        }
+        if !r.auto_rollback {
+            return Err(self.invalid(
+                "canary",
+                "needs refresh.auto_rollback = true (a failed verdict rolls the canary back with RollbackInstanceRefresh)",
+            ));
+        }
+        if r.partial {
+            return Err(self.invalid("canary", "cannot be combined with refresh.partial"));
+        }
+        let window = self
+            .bounded("canary.window", c.window, false, k::MAX_WINDOW)?
+            .unwrap_or(k::DEFAULT_WINDOW);
+        if window < k::MIN_WINDOW {
+            return Err(self.invalid("canary.window", "must be at least 1s"));
+        }
+        let hold = self
+            .bounded("canary.hold", c.hold, false, MAX_REFRESH_DELAY)?
+            .unwrap_or_else(|| k::DEFAULT_HOLD.max(window * 2).min(MAX_REFRESH_DELAY));
+        if hold < window + Duration::from_secs(60) {
+            return Err(self.invalid(
+                "canary.hold",
+                format!(
+                    "{} is shorter than canary.window + 1m: the refresh would go on before the verdict",
+                    humantime::format_duration(hold)
+                ),
+            ));
+        }
+        let name = |key: &str, v: Option<String>, default: &str| -> Result<String, ConfigError> {
+            Ok(self
+                .non_empty(key, v)?
+                .unwrap_or_else(|| default.to_owned()))
+        };
+        let namespace = name("canary.namespace", c.namespace, k::DEFAULT_NAMESPACE)?;
+        if namespace.len() > 255 || namespace.starts_with("AWS/") {
+            return Err(self.invalid(
+                "canary.namespace",
+                format!("{namespace:?} is not a namespace of the app's"),
+            ));
+        }
+        let fraction = |key: &str, v: Option<f64>, default: f64, hi: f64| match v {
+            None => Ok(default),
+            Some(x) if x.is_finite() && x > 0.0 && x <= hi => Ok(x),
+            Some(x) => Err(self.invalid(key, format!("{x}: must be more than 0 and at most {hi}"))),
+        };
+        Ok(k::CanarySettings {
+            checkpoint,
+            window,
+            hold,
+            namespace,
+            requests_metric: name("canary.requests_metric", c.requests_metric, "Requests")?,
+            errors_metric: name("canary.errors_metric", c.errors_metric, "Errors5xx")?,
+            latency_metric: name("canary.latency_metric", c.latency_metric, "Latency")?,
+            min_requests: match c.min_requests {
+                None => k::DEFAULT_MIN_REQUESTS,
+                Some(n) if n >= 1 => n.unsigned_abs(),
+                Some(n) => {
+                    return Err(
+                        self.invalid("canary.min_requests", format!("{n}: must be at least 1"))
+                    )
+                }
+            },
+            max_error_rate: fraction(
+                "canary.max_error_rate",
+                c.max_error_rate,
+                k::DEFAULT_MAX_ERROR_RATE,
+                1.0,
+            )?,
+            max_latency_increase: fraction(
+                "canary.max_latency_increase",
+                c.max_latency_increase,
+                k::DEFAULT_MAX_LATENCY_INCREASE,
+                100.0,
+            )?,
+            significance: fraction(
+                "canary.significance",
+                c.significance,
+                k::DEFAULT_SIGNIFICANCE,
+                0.5,
+            )?,
+            on_inconclusive: match c.on_inconclusive.as_deref() {
+                None | Some("rollback") => k::OnInconclusive::Rollback,
+                Some("continue") => k::OnInconclusive::Continue,
+                Some(o) => {
+                    return Err(self.invalid(
+                        "canary.on_inconclusive",
+                        format!("\"{o}\": must be \"rollback\" or \"continue\""),
+                    ))
+                }
+            },
         })
     }
 

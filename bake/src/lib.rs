@@ -10,6 +10,8 @@ pub mod ami;
 pub mod aws;
 /// `bake build`.
 pub mod build;
+/// The canary verdict of a release (`[canary]`).
+pub mod canary;
 /// Command line.
 pub mod cli;
 /// `bake.toml`.
@@ -256,8 +258,10 @@ fn code_of(e: &(dyn std::error::Error + 'static)) -> Option<Exit> {
             | ReleaseError::NoVersion { .. }
             | ReleaseError::RecordPreferences { .. }
             | ReleaseError::Ami { .. } => Exit::Aws,
+            ReleaseError::CanaryObserve { .. } | ReleaseError::CanaryAct { .. } => Exit::Aws,
             ReleaseError::AlarmsNeedAutoRollback { .. }
-            | ReleaseError::UnnumberedVersion { .. } => Exit::Config,
+            | ReleaseError::UnnumberedVersion { .. }
+            | ReleaseError::CanaryNeedsWait => Exit::Config,
             ReleaseError::CurrentTimedOut { .. } => Exit::TimedOut,
             ReleaseError::InterruptedWaiting | ReleaseError::Interrupted => Exit::Interrupted,
         });

@@ -378,6 +378,19 @@ pub struct WatchOptions {
     pub max_poll_interval: Duration,
     /// An interrupt (Ctrl-C, SIGTERM, SIGHUP) cancels the refresh instead of detaching.
     pub cancel_on_interrupt: bool,
+    /// Stop watching once the refresh waits at a checkpoint ([`WatchEnd::AtCheckpoint`]): the
+    /// canary's hold.
+    pub until_checkpoint: bool,
+}
+
+/// Whether AWS's status reason says the refresh waits at a checkpoint ("Waiting for
+/// checkpoint…").
+#[must_use]
+pub fn at_checkpoint(s: &Snapshot) -> bool {
+    s.status == "InProgress"
+        && s.reason
+            .as_deref()
+            .is_some_and(|r| r.to_ascii_lowercase().starts_with("waiting for checkpoint"))
 }
 
 impl WatchOptions {
@@ -389,6 +402,7 @@ impl WatchOptions {
             poll_interval: r.poll_interval,
             max_poll_interval: r.max_poll_interval,
             cancel_on_interrupt,
+            until_checkpoint: false,
         }
     }
 }
@@ -402,6 +416,8 @@ pub enum WatchEnd {
     TimedOut(Option<Snapshot>),
     /// Interrupted (SIGINT, SIGTERM or SIGHUP): stopped watching; the refresh goes on.
     Detached(Option<Snapshot>),
+    /// The refresh waits at a checkpoint (only with [`WatchOptions::until_checkpoint`]).
+    AtCheckpoint(Snapshot),
 }
 
 /// A watch's result and its cost.
@@ -490,6 +506,14 @@ pub async fn watch(
                 );
                 return Ok(done(WatchEnd::Finished(outcome, snapshot), polls, view));
             }
+            Action::Wait { snapshot, .. } if opts.until_checkpoint && at_checkpoint(&snapshot) => {
+                progress.position(
+                    percent(&snapshot),
+                    &snapshot.describe_status(),
+                    &snapshot.describe(),
+                );
+                return Ok(done(WatchEnd::AtCheckpoint(snapshot), polls, view));
+            }
             Action::Wait { snapshot, changed } => {
                 if changed {
                     progress.position(
@@ -536,7 +560,8 @@ pub async fn watch(
 #[derive(Clone, Debug)]
 pub struct Followed {
     /// `successful`, `partial`, `failed`, `cancelled`, `rolled_back`, `rollback_failed` (the
-    /// [`Outcome`]), `timed_out` or `detached`.
+    /// [`Outcome`]), `timed_out`, `detached`, or `held` (at a checkpoint, with
+    /// [`WatchOptions::until_checkpoint`]).
     pub result: String,
     /// The refresh's last known state.
     pub refresh: Option<Snapshot>,
@@ -591,6 +616,7 @@ pub async fn follow(
             tracing::warn!("detached; the refresh goes on; {resume}; cancel it with `aws autoscaling cancel-instance-refresh --auto-scaling-group-name {asg}` or `bake rollback`");
             ("detached".to_owned(), snap, Exit::Interrupted)
         }
+        WatchEnd::AtCheckpoint(snap) => ("held".to_owned(), Some(snap), Exit::Ok),
     };
     Ok(Followed {
         result,

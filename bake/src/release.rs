@@ -91,6 +91,12 @@ pub struct ReleaseReport {
     pub rollbacks: u32,
     /// `target.image_parameter` after the release (`None` when bake.toml names none).
     pub image_parameter: Option<crate::image_parameter::Recorded>,
+    /// The canary's verdict (`[canary]`; `None` without one, or when the refresh ended before
+    /// its checkpoint).
+    pub canary: Option<crate::canary::Verdict>,
+    /// The refresh that held at the canary's checkpoint (with a passed verdict,
+    /// `instance_refresh_id` is the one that went on from there).
+    pub canary_refresh_id: Option<String>,
 }
 
 /// What can go wrong in a release, besides the errors of the steps it takes (targets, build,
@@ -183,6 +189,31 @@ pub enum ReleaseError {
     /// Interrupted during the build or before the launch template changed.
     #[error("interrupted before anything was released; the launch template is unchanged")]
     Interrupted,
+    /// `--no-wait` with `[canary]`: nobody would judge.
+    #[error("--no-wait: bake.toml has a [canary], whose verdict bake release waits for; release without --no-wait, or without [canary]")]
+    CanaryNeedsWait,
+    /// The canary's metrics could not be read; the held refresh was rolled back.
+    #[error("{source}; instance refresh {id} of '{asg}' was rolled back")]
+    CanaryObserve {
+        /// The group.
+        asg: String,
+        /// The held refresh.
+        id: String,
+        /// Why.
+        source: crate::canary::ObserveError,
+    },
+    /// The held refresh could not be cancelled (to go on) or rolled back.
+    #[error("canary: {action} instance refresh {id} of '{asg}': {message}")]
+    CanaryAct {
+        /// The group.
+        asg: String,
+        /// The held refresh.
+        id: String,
+        /// `cancelling` or `rolling back`.
+        action: &'static str,
+        /// The SDK's error.
+        message: String,
+    },
 }
 
 /// The refresh preferences of a release to `t`: `[refresh]`, with the stack's
@@ -520,6 +551,9 @@ pub async fn release(
     let asg = &t.auto_scaling_group;
     let lt = &t.launch_template_id;
     let wopts = WatchOptions::new(&settings.refresh, opts.timeout, opts.cancel_on_interrupt);
+    if settings.canary.is_some() && opts.no_wait {
+        return Err(ReleaseError::CanaryNeedsWait.into());
+    }
     let prefs = release_preferences(&settings.refresh, t)?;
     if let Some(current) = refresh::active(&aws.asg, asg).await? {
         if !opts.wait_for_current {
@@ -608,8 +642,14 @@ pub async fn release(
         true => None,
         false => crate::rollout::baseline(&aws.asg, asg).await,
     };
+    // With a canary, the first refresh holds at the canary's checkpoint; the preferences
+    // recorded (for the agents' rollouts) are the release's own.
+    let first = match &settings.canary {
+        Some(c) => canary_preferences(&prefs, c),
+        None => prefs.clone(),
+    };
     let started = match record_preferences(aws, asg, &prefs).await {
-        Ok(()) => start_refresh(aws, t, version, prefs).await,
+        Ok(()) => start_refresh(aws, t, version, first).await,
         Err(e) => Err(e),
     };
     let id = match started {
@@ -636,8 +676,25 @@ pub async fn release(
         report.duration_secs = began.elapsed().as_secs_f64();
         return Ok((report, Exit::Ok));
     }
-    let view = View::new(releases).with_baseline(baseline);
-    let mut code = report.watched(refresh::follow(&aws.asg, asg, &id, wopts, view).await?);
+    let mut code = match &settings.canary {
+        None => {
+            let view = View::new(releases).with_baseline(baseline);
+            report.watched(refresh::follow(&aws.asg, asg, &id, wopts, view).await?)
+        }
+        Some(c) => {
+            canary_release(
+                aws,
+                t,
+                c,
+                version,
+                prefs,
+                wopts,
+                (releases, baseline),
+                &mut report,
+            )
+            .await?
+        }
+    };
     if matches!(
         code,
         Exit::RefreshFailed | Exit::RolledBack | Exit::Cancelled
@@ -654,6 +711,171 @@ pub async fn release(
     }
     report.duration_secs = began.elapsed().as_secs_f64();
     Ok((report, code))
+}
+
+/// The canary's refresh preferences: the release's, with one checkpoint at the canary's
+/// percentage (and 100), held for `hold`.
+#[must_use]
+pub fn canary_preferences(
+    prefs: &RefreshPreferences,
+    c: &crate::canary::CanarySettings,
+) -> RefreshPreferences {
+    let mut p = prefs.clone();
+    p.checkpoint_percentages = Some(vec![c.checkpoint, 100]);
+    p.checkpoint_delay = Some(i32::try_from(c.hold.as_secs()).unwrap_or(i32::MAX));
+    p
+}
+
+/// Polls refresh `id` until it is no longer active; its last status.
+async fn wait_inactive(aws: &Aws, asg: &str, id: &str) -> Result<String, refresh::RefreshError> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let out = aws
+            .asg
+            .describe_instance_refreshes()
+            .auto_scaling_group_name(asg)
+            .instance_refresh_ids(id)
+            .send()
+            .await
+            .map_err(|e| refresh::RefreshError::Describe {
+                asg: asg.to_owned(),
+                source: Box::new(e),
+            })?;
+        let status = out
+            .instance_refreshes()
+            .first()
+            .and_then(|r| r.status())
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default();
+        if !refresh::is_active(&status) {
+            return Ok(status);
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The release with a canary: watch refresh `report.instance_refresh_id` to the canary's
+/// checkpoint, observe both releases for the window, judge, print the verdict; then either
+/// cancel the held refresh and start one with the release's preferences (`SkipMatching`: the
+/// canary instances stay) and watch it to its end, or roll the held one back and watch that.
+#[allow(clippy::too_many_arguments)]
+async fn canary_release(
+    aws: &Aws,
+    t: &Targets,
+    c: &crate::canary::CanarySettings,
+    version: i64,
+    prefs: RefreshPreferences,
+    wopts: WatchOptions,
+    (releases, baseline): (
+        Releases,
+        Option<std::collections::BTreeMap<String, Option<String>>>,
+    ),
+    report: &mut ReleaseReport,
+) -> anyhow::Result<Exit> {
+    let asg = &t.auto_scaling_group;
+    let id = report.instance_refresh_id.clone();
+    // Each watch after the hold starts from the group as it is then: the lines say what that
+    // refresh does.
+    let view_from_now = || async {
+        View::new(releases.clone()).with_baseline(crate::rollout::baseline(&aws.asg, asg).await)
+    };
+    let view = View::new(releases.clone()).with_baseline(baseline);
+    let held = refresh::follow(
+        &aws.asg,
+        asg,
+        &id,
+        WatchOptions {
+            until_checkpoint: true,
+            ..wopts
+        },
+        view,
+    )
+    .await?;
+    if held.result != "held" {
+        // Ended (or detached, or timed out) before the checkpoint: as without a canary.
+        return Ok(report.watched(held));
+    }
+    report.canary_refresh_id = Some(id.clone());
+    let start = std::time::SystemTime::now();
+    tracing::info!(
+        refresh = %id,
+        "canary: instance refresh of '{asg}' holds at {}%; observing both releases for {}",
+        c.checkpoint,
+        crate::output::secs(c.window)
+    );
+    let mut interrupts = crate::signals::Interrupts::new();
+    tokio::select! {
+        () = tokio::time::sleep(c.window) => {}
+        name = interrupts.recv() => {
+            tracing::warn!("interrupted ({name}) during the canary window; instance refresh {id} of '{asg}' stays held at its checkpoint for {} from when it began, then goes on unjudged: roll it back with `bake rollback`", crate::output::secs(c.hold));
+            report.result = "detached".into();
+            return Ok(Exit::Interrupted);
+        }
+    }
+    let end = std::time::SystemTime::now();
+    let old_image = report.previous_image_id.clone().unwrap_or_default();
+    let observed =
+        crate::canary::observe(&aws.cw, c, asg, &old_image, &report.image_id, start, end).await;
+    let (old, new) = match observed {
+        Ok(v) => v,
+        Err(source) => {
+            rollback_held(aws, asg, &id).await?;
+            let f = refresh::follow(&aws.asg, asg, &id, wopts, view_from_now().await).await?;
+            report.watched(f);
+            return Err(ReleaseError::CanaryObserve {
+                asg: asg.clone(),
+                id,
+                source,
+            }
+            .into());
+        }
+    };
+    let verdict = crate::canary::judge(c, old, new, end.duration_since(start).unwrap_or(c.window));
+    for line in crate::canary::render(&verdict) {
+        tracing::info!("{line}");
+    }
+    let go_on = verdict.action == "continued";
+    report.canary = Some(verdict);
+    if !go_on {
+        rollback_held(aws, asg, &id).await?;
+        let view = view_from_now().await;
+        return Ok(report.watched(refresh::follow(&aws.asg, asg, &id, wopts, view).await?));
+    }
+    aws.asg
+        .cancel_instance_refresh()
+        .auto_scaling_group_name(asg)
+        .send()
+        .await
+        .map_err(|e| ReleaseError::CanaryAct {
+            asg: asg.clone(),
+            id: id.clone(),
+            action: "cancelling",
+            message: DisplayErrorContext(&e).to_string(),
+        })?;
+    let status = wait_inactive(aws, asg, &id).await?;
+    tracing::info!(refresh = %id, status, "canary passed: the held refresh ended; the release goes on");
+    let next = start_refresh(aws, t, version, prefs).await?;
+    tracing::info!(refresh = %next, "instance refresh of '{asg}' started for the rest of the group");
+    report.instance_refresh_id.clone_from(&next);
+    let view = view_from_now().await;
+    Ok(report.watched(refresh::follow(&aws.asg, asg, &next, wopts, view).await?))
+}
+
+/// RollbackInstanceRefresh of the held refresh `id`.
+async fn rollback_held(aws: &Aws, asg: &str, id: &str) -> Result<(), ReleaseError> {
+    aws.asg
+        .rollback_instance_refresh()
+        .auto_scaling_group_name(asg)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| ReleaseError::CanaryAct {
+            asg: asg.to_owned(),
+            id: id.to_owned(),
+            action: "rolling back",
+            message: DisplayErrorContext(&e).to_string(),
+        })
 }
 
 /// Sets `name` to `image` if the refresh ended `result` = `successful` or `partial`; returns

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::util::{put_image_parameter, with_image_parameter, World, BASE_AMI};
+use crate::util::{other_image, put_image_parameter, with_image_parameter, World, BASE_AMI};
 
 #[test]
 fn test_build_release_successful_every_instance_on_new_version() {
@@ -621,26 +621,6 @@ fn image_parameter(w: &World, name: &str) -> (String, i64, String) {
             p.version(),
             p.data_type().unwrap_or_default().to_owned(),
         )
-    })
-}
-
-/// An image of the emulator other than [`BASE_AMI`].
-fn other_image(w: &World) -> String {
-    w.rt.block_on(async {
-        let out = w
-            .aws
-            .ec2
-            .describe_images()
-            .owners("amazon")
-            .send()
-            .await
-            .unwrap();
-        out.images()
-            .iter()
-            .filter_map(|i| i.image_id())
-            .find(|i| *i != BASE_AMI)
-            .unwrap()
-            .to_owned()
     })
 }
 

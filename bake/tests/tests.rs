@@ -8,6 +8,8 @@ mod util;
 #[cfg(test)]
 mod build;
 #[cfg(test)]
+mod canary;
+#[cfg(test)]
 mod cli;
 #[cfg(test)]
 mod config;

@@ -543,3 +543,23 @@ pub fn put_image_parameter(w: &World, name: &str, image: &str) {
             .unwrap();
     });
 }
+
+/// An image of the emulator other than [`BASE_AMI`].
+pub fn other_image(w: &World) -> String {
+    w.rt.block_on(async {
+        let out = w
+            .aws
+            .ec2
+            .describe_images()
+            .owners("amazon")
+            .send()
+            .await
+            .unwrap();
+        out.images()
+            .iter()
+            .filter_map(|i| i.image_id())
+            .find(|i| *i != BASE_AMI)
+            .unwrap()
+            .to_owned()
+    })
+}

@@ -1,0 +1,289 @@
+//! `bake release` with `[canary]`: the refresh holds at the canary's checkpoint, bake reads the
+//! app's request metrics of both releases (what bake-agent publishes by release; here put by the
+//! test into the emulator while the refresh holds, at known numbers), judges, prints the verdict
+//! and goes on or rolls back by itself.
+
+use std::time::Duration;
+
+use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+
+use crate::util::{other_image, World, BASE_AMI};
+
+const CANARY: &str = "[canary]\nwindow = \"4s\"\nmin_requests = 50\n";
+
+/// What one release did while the refresh held: requests, 5xx, and its latencies.
+struct Traffic {
+    requests: u64,
+    errors: u64,
+    latencies: Vec<f64>,
+}
+
+/// `n` latencies spread evenly over [lo, hi), in ms, rounded to 0.1.
+fn spread(n: usize, lo: f64, hi: f64) -> Vec<f64> {
+    #[allow(clippy::cast_precision_loss)]
+    (0..n)
+        .map(|i| ((lo + (hi - lo) * i as f64 / n as f64) * 10.0).round() / 10.0)
+        .collect()
+}
+
+/// Publishes `t` as the agent does: `Bake/App` with `{AutoScalingGroupName, ImageId}`, values
+/// as Values/Counts (at most 150 a datum).
+fn publish(w: &World, image: &str, t: &Traffic) {
+    let dims = vec![
+        Dimension::builder()
+            .name("AutoScalingGroupName")
+            .value(w.asg())
+            .build(),
+        Dimension::builder().name("ImageId").value(image).build(),
+    ];
+    let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now());
+    let count = |name: &str, ones: u64, total: u64| {
+        #[allow(clippy::cast_precision_loss)]
+        let (values, counts): (Vec<f64>, Vec<f64>) =
+            [(1.0, ones as f64), (0.0, (total - ones) as f64)]
+                .into_iter()
+                .filter(|(_, c)| *c > 0.0)
+                .unzip();
+        MetricDatum::builder()
+            .metric_name(name)
+            .set_dimensions(Some(dims.clone()))
+            .unit(StandardUnit::Count)
+            .timestamp(now)
+            .set_values(Some(values))
+            .set_counts(Some(counts))
+            .build()
+    };
+    let mut data = vec![
+        count("Requests", t.requests, t.requests),
+        count("Errors5xx", t.errors, t.requests),
+    ];
+    for chunk in t.latencies.chunks(150) {
+        data.push(
+            MetricDatum::builder()
+                .metric_name("Latency")
+                .set_dimensions(Some(dims.clone()))
+                .unit(StandardUnit::Milliseconds)
+                .storage_resolution(1)
+                .timestamp(now)
+                .set_values(Some(chunk.to_vec()))
+                .build(),
+        );
+    }
+    w.rt.block_on(async {
+        for batch in data.chunks(20) {
+            w.aws
+                .cw
+                .put_metric_data()
+                .namespace("Bake/App")
+                .set_metric_data(Some(batch.to_vec()))
+                .send()
+                .await
+                .expect("PutMetricData");
+        }
+    });
+}
+
+/// Whether the group's newest refresh waits at a checkpoint.
+fn held(w: &World) -> bool {
+    w.rt.block_on(async {
+        let out = w
+            .aws
+            .asg
+            .describe_instance_refreshes()
+            .auto_scaling_group_name(w.asg())
+            .send()
+            .await
+            .unwrap();
+        out.instance_refreshes().iter().any(|r| {
+            r.status_reason()
+                .is_some_and(|s| s.starts_with("Waiting for checkpoint"))
+        })
+    })
+}
+
+/// Releases `new` with `[canary]` onto a group of 3 on [`BASE_AMI`]; once the refresh holds,
+/// publishes `old` and `new` traffic. Exit code and JSON report.
+fn release_with_canary(
+    w: &World,
+    old: &Traffic,
+    new: &Traffic,
+) -> (i32, serde_json::Value, String) {
+    let image = other_image(w);
+    w.fleet(BASE_AMI, 3);
+    w.write_config(CANARY);
+    let child = w
+        .command(&["release", "--ami", &image, "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        w.wait_for(Duration::from_secs(60), || held(w)),
+        "the refresh holds at the canary's checkpoint"
+    );
+    publish(w, BASE_AMI, old);
+    publish(w, &image, new);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
+    for line in stderr.lines().filter(|l| l.contains("canary")) {
+        eprintln!("{line}");
+    }
+    (out.status.code().unwrap_or(-1), json, stderr)
+}
+
+fn refresh_status(w: &World, id: &str) -> String {
+    w.rt.block_on(async {
+        let out = w
+            .aws
+            .asg
+            .describe_instance_refreshes()
+            .auto_scaling_group_name(w.asg())
+            .instance_refresh_ids(id)
+            .send()
+            .await
+            .unwrap();
+        out.instance_refreshes()[0]
+            .status()
+            .unwrap()
+            .as_str()
+            .to_owned()
+    })
+}
+
+#[test]
+fn test_a_healthy_canary_goes_on_to_the_whole_group() {
+    let w = World::new("canary-ok");
+    let old = Traffic {
+        requests: 500,
+        errors: 1,
+        latencies: spread(500, 10.0, 30.0),
+    };
+    let new = Traffic {
+        requests: 300,
+        errors: 1,
+        latencies: spread(300, 10.0, 31.0),
+    };
+    let (code, j, stderr) = release_with_canary(&w, &old, &new);
+    assert_eq!(code, 0, "{j}\n{stderr}");
+    assert_eq!(j["result"], "successful", "{j}");
+    let v = &j["canary"];
+    assert_eq!(
+        (v["result"].as_str(), v["action"].as_str()),
+        (Some("pass"), Some("continued")),
+        "{v}"
+    );
+    // The numbers are the traffic's.
+    assert_eq!(
+        (v["old"]["requests"].as_u64(), v["old"]["errors"].as_u64()),
+        (Some(500), Some(1)),
+        "{v}"
+    );
+    assert_eq!(
+        (v["new"]["requests"].as_u64(), v["new"]["errors"].as_u64()),
+        (Some(300), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["new"]["latency_count"], 300, "{v}");
+    assert_eq!(v["old"]["image_id"], BASE_AMI, "{v}");
+    // The held refresh was cancelled; another replaced the rest of the group.
+    let held = j["canary_refresh_id"].as_str().unwrap();
+    assert_ne!(held, j["instance_refresh_id"].as_str().unwrap(), "{j}");
+    assert_eq!(refresh_status(&w, held), "Cancelled");
+    let now = w.instances();
+    assert_eq!(now.len(), 3, "{now:?}");
+    assert!(now.iter().all(|(_, v, _)| v == "2"), "{now:?}");
+    assert!(stderr.contains("canary verdict: pass after"), "{stderr}");
+}
+
+#[test]
+fn test_a_canary_that_answers_5xx_is_rolled_back() {
+    let w = World::new("canary-5xx");
+    let old = Traffic {
+        requests: 500,
+        errors: 1,
+        latencies: spread(500, 10.0, 30.0),
+    };
+    let new = Traffic {
+        requests: 300,
+        errors: 24,
+        latencies: spread(300, 10.0, 30.0),
+    };
+    let (code, j, stderr) = release_with_canary(&w, &old, &new);
+    assert_eq!(code, 6, "rolled back: {j}\n{stderr}");
+    assert_eq!(j["result"], "rolled_back", "{j}");
+    let v = &j["canary"];
+    assert_eq!(
+        (v["result"].as_str(), v["action"].as_str()),
+        (Some("fail"), Some("rolled_back")),
+        "{v}"
+    );
+    assert_eq!(v["new"]["errors"], 24, "{v}");
+    assert!(
+        (v["new"]["error_rate"].as_f64().unwrap() - 0.08).abs() < 1e-9,
+        "{v}"
+    );
+    assert!(v["errors"]["p_value"].as_f64().unwrap() < 0.01, "{v}");
+    assert!(
+        v["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("5xx rate 8.00% (24 of 300)"),
+        "{v}"
+    );
+    assert_eq!(j["restored_default"], true, "{j}");
+    let now = w.instances();
+    assert!(
+        now.iter().all(|(_, v, _)| v == "1"),
+        "back on the old version: {now:?}"
+    );
+    assert!(stderr.contains("canary verdict: fail after"), "{stderr}");
+}
+
+#[test]
+fn test_a_canary_three_times_slower_is_rolled_back_and_too_little_traffic_too() {
+    let w = World::new("canary-slow");
+    let old = Traffic {
+        requests: 500,
+        errors: 0,
+        latencies: spread(500, 10.0, 30.0),
+    };
+    let new = Traffic {
+        requests: 300,
+        errors: 0,
+        latencies: spread(300, 30.0, 90.0),
+    };
+    let (code, j, stderr) = release_with_canary(&w, &old, &new);
+    assert_eq!(code, 6, "{j}\n{stderr}");
+    let v = &j["canary"];
+    assert_eq!(v["result"], "fail", "{v}");
+    let (old_p50, new_p50) = (
+        v["old"]["p50"].as_f64().unwrap(),
+        v["new"]["p50"].as_f64().unwrap(),
+    );
+    assert!(
+        (2.5..3.5).contains(&(new_p50 / old_p50)),
+        "{old_p50} {new_p50}"
+    );
+    assert!(v["latency"]["statistic"].as_f64().unwrap() > 0.8, "{v}");
+    assert!(
+        v["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("latency p50 "),
+        "{v}"
+    );
+
+    // Too little traffic on the new release: inconclusive, rolled back.
+    let w = World::new("canary-few");
+    let few = Traffic {
+        requests: 10,
+        errors: 0,
+        latencies: spread(10, 10.0, 30.0),
+    };
+    let (code, j, stderr) = release_with_canary(&w, &old, &few);
+    assert_eq!(code, 6, "{j}\n{stderr}");
+    assert_eq!(j["canary"]["result"], "inconclusive", "{j}");
+    assert_eq!(j["canary"]["latency"], serde_json::Value::Null, "{j}");
+}
