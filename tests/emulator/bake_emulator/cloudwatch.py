@@ -13,21 +13,31 @@ every call; what differs is only how a request is decoded and an answer encoded:
   handler class.
 
 Fixes that hold for all three live on the handler or the backend: ListMetrics lists a metric once;
+GetMetricStatistics answers ``ExtendedStatistics`` (percentiles) and GetMetricData computes
+percentiles, percentile ranks and trimmed statistics in ``MetricStat.Stat`` (moto computes neither);
 new alarms start ``INSUFFICIENT_DATA``; alarms are evaluated on the data received and their actions
 run (``evaluate``); CloudWatch requests take the emulator's lock, like Auto Scaling's, so that the
 background thread (which evaluates alarms and watches a refresh's alarms) sees a consistent state.
-See docs/emulator-cloudwatch-cbor.md.
+See docs/emulator-cloudwatch-cbor.md and docs/emulator.md.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from fractions import Fraction
 from typing import Any
 
 from moto.cloudwatch import models as cw_models
+from moto.cloudwatch.exceptions import (
+    InvalidParameterCombination,
+    InvalidParameterValue,
+    ValidationError,
+)
 from moto.cloudwatch.responses import CloudWatchResponse
 from moto.core import serialize as moto_serialize
 from moto.core.responses import ActionResult
@@ -106,6 +116,291 @@ def list_metrics(self: Any) -> ActionResult:
                 unique.append(metric)
         next_token, metrics = backend._get_paginated(unique)  # noqa: SLF001 - moto's pager
     return ActionResult({"Metrics": metrics, "NextToken": next_token})
+
+
+# --------------------------------------------------------------------------------------------
+# Extended statistics: percentiles, percentile rank, trimmed and winsorized statistics
+# --------------------------------------------------------------------------------------------
+
+#: The statistics GetMetricData's ``MetricStat.Stat`` takes besides the extended ones.
+BASIC_STATISTICS = ("SampleCount", "Average", "Sum", "Minimum", "Maximum")
+
+# A percentage (0 to 100) or an absolute value, "up to 10 decimal places" (statistics definitions).
+_NUMBER = r"\d+(?:\.\d{1,10})?"
+_SINGLE = re.compile(rf"(p|tm|wm|tc|ts)({_NUMBER})")
+_RANGE = re.compile(rf"(TM|WM|TC|TS|PR)\((?:({_NUMBER})(%)?)?:(?:({_NUMBER})(%)?)?\)")
+
+
+@dataclass(frozen=True)
+class ExtendedStatistic:
+    """One extended statistic, parsed: ``kind`` is ``p`` (percentile), ``PR`` (percentile rank),
+    ``TM`` (trimmed mean), ``WM`` (winsorized mean), ``TC`` (trimmed count) or ``TS`` (trimmed
+    sum); ``lower``/``upper`` are its bounds (None: open), percentages of the values when
+    ``percent``, else values of the metric. A percentile's rank is ``upper``."""
+
+    kind: str
+    lower: Fraction | None
+    upper: Fraction | None
+    percent: bool
+
+
+def parse_extended_statistic(text: Any) -> ExtendedStatistic | None:
+    """Parse an extended statistic as the CloudWatch user guide ("CloudWatch statistics
+    definitions") writes them, or None when ``text`` is not one:
+
+    - ``pNN.NN``: the percentile, "p0.0" to "p100" (GetMetricStatistics, ExtendedStatistics);
+    - ``tmNN``, ``wmNN``, ``tcNN``, ``tsNN``: trimmed mean, winsorized mean, trimmed count, trimmed
+      sum of the values up to the NN percentile ("tm90 calculates the average after removing the
+      10% of data points with the highest values"); ``IQM`` is ``TM(25%:75%)``;
+    - ``TM(x:y)``, ``WM``, ``TC``, ``TS`` with two bounds, "one or two numbers between 0 and 100,
+      up to 10 decimal places. The numbers can be absolute values or percentages" (``TM(2%:98%)``,
+      ``TM(150:1000)``, ``TS(80%:)``);
+    - ``PR(x:y)``, ``PR(:y)``, ``PR(x:)``: the percentile rank, bounds in values of the metric
+      ("PR(n:m) where n and m are values of the metric", PutMetricAlarm ExtendedStatistic).
+
+    Bounds of one statistic are both percentages or both values; the lower one must be below the
+    upper one. The lower-case single-bound and upper-case two-bound spellings are the documented
+    ones, and the only ones accepted.
+    """
+    if not isinstance(text, str):
+        return None
+    if text == "IQM":
+        return ExtendedStatistic("TM", Fraction(25), Fraction(75), True)
+    single = _SINGLE.fullmatch(text)
+    if single:
+        bound = Fraction(single.group(2))
+        if bound > 100:
+            return None
+        kind = single.group(1)
+        return ExtendedStatistic("p" if kind == "p" else kind.upper(), None, bound, True)
+    ranged = _RANGE.fullmatch(text)
+    if not ranged:
+        return None
+    kind, lower, lower_pct, upper, upper_pct = ranged.groups()
+    if lower is None and upper is None:
+        return None
+    marks = {bool(pct) for bound, pct in ((lower, lower_pct), (upper, upper_pct)) if bound}
+    if len(marks) != 1:
+        return None  # one bound a percentage, the other a value
+    percent = marks.pop()
+    if percent and kind == "PR":
+        return None
+    low = Fraction(lower) if lower is not None else None
+    high = Fraction(upper) if upper is not None else None
+    if percent and any(b is not None and b > 100 for b in (low, high)):
+        return None
+    if low is not None and high is not None and low >= high:
+        return None
+    return ExtendedStatistic(kind, low, high, percent)
+
+
+def percentile_values(data: list[Any]) -> list[tuple[Fraction, Fraction]] | None:
+    """The values of one period as ``(value, weight)``, sorted by value, from which its
+    extended statistics are computed; None when they are not available for the period.
+
+    GetMetricStatistics: "CloudWatch needs raw data points to calculate percentile statistics. If
+    you publish data using a statistic set instead, you can only retrieve percentile statistics
+    for this data if one of the following conditions is true: The SampleCount value of the
+    statistic set is 1. The Min and the Max values of the statistic set are equal." and
+    "Percentile statistics are not available for metrics when any of the metric values are
+    negative numbers." Here a period holding a statistic set that meets neither condition, or a
+    negative value, has no extended statistics. A value sent with ``Values`` and ``Counts`` is
+    already one raw datum per count (moto's backend); a statistic set with ``Minimum`` =
+    ``Maximum`` counts as ``SampleCount`` values equal to it.
+    """
+    values: list[tuple[Fraction, Fraction]] = []
+    for d in data:
+        if isinstance(d, cw_models.MetricAggregatedDatum):
+            weight = Fraction(float(d.sample_count))
+            low, high = float(d.min), float(d.max)
+            if weight == 1:
+                value = float(d.sum)
+            elif low == high:
+                value = low
+            else:
+                return None
+            if low < 0:
+                return None
+        else:
+            weight = Fraction(1)
+            value = float(d.value)
+        if value < 0:
+            return None
+        if weight > 0:
+            values.append((Fraction(value), weight))
+    if not values:
+        return None
+    values.sort(key=lambda vw: vw[0])
+    return values
+
+
+def _at_rank(values: list[tuple[Fraction, Fraction]], position: Fraction) -> Fraction:
+    """Nearest rank: the smallest value whose cumulative weight reaches ``position`` (the first
+    value for position 0). For N values of weight 1, the value of rank ceil(P/100 x N)."""
+    cumulative = Fraction(0)
+    for value, weight in values:
+        cumulative += weight
+        if cumulative >= position:
+            return value
+    return values[-1][0]
+
+
+def _inside(value: Fraction, stat: ExtendedStatistic) -> bool:
+    """Absolute bounds: "Percentile rank is exclusive on the lower bound and inclusive on the
+    upper bound"; the same for trimmed statistics ("TM(150:1000) calculates the average after
+    removing all data points that are lower than or equal to 150, or higher than 1000")."""
+    above = stat.lower is None or value > stat.lower
+    return above and (stat.upper is None or value <= stat.upper)
+
+
+def compute_extended_statistic(
+    stat: ExtendedStatistic, values: list[tuple[Fraction, Fraction]]
+) -> float | None:
+    """One extended statistic over one period's ``percentile_values``; None when it has no value
+    (a trimmed mean over no values).
+
+    - percentile ``pP``: nearest rank, the smallest value such that at least P% of the values
+      (by weight) are lower or equal; p0 is the minimum, p100 the maximum;
+    - ``PR(x:y)``: the percentage of values v with x < v <= y;
+    - percentage bounds ``(a%:b%)``: the values between the a% and the b% of the weight, a value
+      straddling a bound counted in part, so a trimmed count can be fractional ("it is an
+      interpolated approximation"); ``TC`` is that weight, ``TS`` the sum of those values, ``TM``
+      their mean, ``WM`` the mean of all values once those below / above the bounds are replaced
+      by the values at the bounds (nearest rank);
+    - value bounds ``(x:y)``: the values x < v <= y; ``WM`` replaces values outside by the bound.
+    """
+    total = sum((w for _, w in values), Fraction(0))
+    if stat.kind == "p":
+        return float(_at_rank(values, total * stat.upper / 100))
+    if stat.kind == "PR":
+        inside = sum((w for v, w in values if _inside(v, stat)), Fraction(0))
+        return float(100 * inside / total)
+    count = Fraction(0)
+    summed = Fraction(0)
+    if stat.percent:
+        low = total * (stat.lower or 0) / 100
+        high = total * (stat.upper if stat.upper is not None else 100) / 100
+        start = Fraction(0)
+        for value, weight in values:
+            end = start + weight
+            share = min(end, high) - max(start, low)
+            if share > 0:
+                count += share
+                summed += value * share
+            start = end
+        if stat.kind == "WM":
+            summed += low * _at_rank(values, low) + (total - high) * _at_rank(values, high)
+            count = total
+    elif stat.kind == "WM":
+        for value, weight in values:
+            if stat.lower is not None and value <= stat.lower:
+                value = stat.lower
+            elif stat.upper is not None and value > stat.upper:
+                value = stat.upper
+            summed += value * weight
+        count = total
+    else:
+        for value, weight in values:
+            if _inside(value, stat):
+                count += weight
+                summed += value * weight
+    if stat.kind == "TC":
+        return float(count)
+    if stat.kind == "TS":
+        return float(summed)
+    if count == 0:
+        return None
+    return float(summed / count)
+
+
+def get_metric_statistics(self: Any) -> ActionResult:
+    """GetMetricStatistics with ``ExtendedStatistics``: "The percentile statistics. Specify values
+    between p0.0 and p100." Each datapoint carries ``ExtendedStatistics``, a map from the
+    statistic as asked to its value over the period's values (``percentile_values``); a period
+    whose percentiles are not available has none, and is left out when no ``Statistics`` were
+    asked. An extended statistic that is not a percentile between p0.0 and p100:
+    ``InvalidParameterValue``.
+
+    The API reference says "you must specify either Statistics or ExtendedStatistics, but not
+    both"; CloudWatch answers both in one call (clients such as Prometheus' cloudwatch_exporter
+    send them together), and so does the emulator, as moto did.
+    """
+    namespace = self._get_param("Namespace")
+    metric_name = self._get_param("MetricName")
+    start_time = self._get_param("StartTime")
+    end_time = self._get_param("EndTime")
+    period = self._get_int_param("Period")
+    statistics = self._get_param("Statistics", [])
+    dimensions = self._get_param("Dimensions", [])
+    unit = self._get_param("Unit")
+    extended = self._get_param("ExtendedStatistics") or []
+    if not statistics and not extended:
+        raise InvalidParameterCombination("Must specify either Statistics or ExtendedStatistics")
+    wanted = []
+    for i, name in enumerate(extended, start=1):
+        stat = parse_extended_statistic(name)
+        if stat is None or stat.kind != "p":
+            raise InvalidParameterValue(
+                f"The value {name} for parameter ExtendedStatistics.member.{i} is not a valid"
+                " percentile statistic. Specify values between p0.0 and p100."
+            )
+        wanted.append((name, stat))
+    datapoints = self.cloudwatch_backend.get_metric_statistics(
+        namespace,
+        metric_name,
+        start_time,
+        end_time,
+        period,
+        statistics,
+        unit=unit,
+        dimensions=dimensions,
+    )
+    answered = []
+    for datapoint in datapoints:
+        datapoint.extended_statistics = None
+        if wanted:
+            values = percentile_values(datapoint.metric_data)
+            if values is not None:
+                datapoint.extended_statistics = {
+                    name: compute_extended_statistic(stat, values) for name, stat in wanted
+                }
+        if statistics or datapoint.extended_statistics:
+            answered.append(datapoint)
+    return ActionResult({"Label": metric_name, "Datapoints": answered})
+
+
+def _get_statistics_for_type(self: Any, stat: str) -> Any:
+    """moto computes one GetMetricData value per period here; the extended statistics too."""
+    extended = parse_extended_statistic(stat)
+    if extended is None:
+        return _orig["get_statistics_for_type"](self, stat)
+    values = percentile_values(self.metric_data)
+    return None if values is None else compute_extended_statistic(extended, values)
+
+
+def _get_metric_data(self: Any, queries: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
+    """GetMetricData: ``MetricStat.Stat`` "can include any CloudWatch statistic or extended
+    statistic". Another value fails the call as CloudWatch fails it, ``ValidationError`` with one
+    line per query: "The value X for parameter MetricDataQueries.member.N.MetricStat.Stat is not a
+    valid statistic." A period without a value for its statistic (percentiles not available, a
+    trimmed mean over no values) is left out of ``Values`` and ``Timestamps``."""
+    errors = []
+    for i, query in enumerate(queries, start=1):
+        stat = (query.get("MetricStat") or {}).get("Stat")
+        if isinstance(stat, str) and stat not in BASIC_STATISTICS:
+            if parse_extended_statistic(stat) is None:
+                errors.append(
+                    f"The value {stat} for parameter MetricDataQueries.member.{i}.MetricStat.Stat"
+                    " is not a valid statistic."
+                )
+    if errors:
+        raise ValidationError("\n".join(errors))
+    results = _orig["get_metric_data"](self, queries, *args, **kwargs)
+    for result in results:
+        pairs = [(v, t) for v, t in zip(result["values"], result["timestamps"]) if v is not None]
+        result["values"] = [v for v, _ in pairs]
+        result["timestamps"] = [t for _, t in pairs]
+    return results
 
 
 # --------------------------------------------------------------------------------------------
@@ -405,6 +700,9 @@ def install() -> None:
         return
     _enable_json_protocol()
     CloudWatchResponse.list_metrics = list_metrics
+    CloudWatchResponse.get_metric_statistics = get_metric_statistics
+    _orig["get_statistics_for_type"] = cw_models.Statistics.get_statistics_for_type
+    cw_models.Statistics.get_statistics_for_type = _get_statistics_for_type
     CloudWatchResponse.call_action = autoscaling._locked(CloudWatchResponse.call_action)  # noqa: SLF001
     Backend = cw_models.CloudWatchBackend
     _orig["put_metric_alarm"] = Backend.put_metric_alarm
@@ -413,8 +711,17 @@ def install() -> None:
     _orig["put_metric_data"] = Backend.put_metric_data
     Backend.put_metric_data = _put_metric_data
     Backend.set_alarm_state = _set_alarm_state
+    _orig["get_metric_data"] = Backend.get_metric_data
+    Backend.get_metric_data = _get_metric_data
     autoscaling._periodic.append(_evaluate_due)  # noqa: SLF001
     _installed = True
 
 
-__all__ = ["install", "evaluate", "sns_notifications"]
+__all__ = [
+    "install",
+    "evaluate",
+    "sns_notifications",
+    "parse_extended_statistic",
+    "percentile_values",
+    "compute_extended_statistic",
+]
