@@ -17,7 +17,9 @@ its backend and responses so that, as AWS documents:
 - ``StartInstanceRefresh`` and friends replace instances in the background at the refresh's own
   pace, within both ``MinHealthyPercentage`` and ``MaxHealthyPercentage``, ``InstanceWarmup``, checkpoints,
   ``SkipMatching``, ``DesiredConfiguration``, ``AutoRollback``, ``BakeTime``, cancel and rollback;
-- every instance records the launch template version it was launched from, as a number.
+- every instance records the launch template version it was launched from, as a number;
+- every launch and termination the emulator performs is recorded as a scaling activity
+  (``Activity``: cause, status, progress, details), listed by ``DescribeScalingActivities``.
 
 Every emulated delay is multiplied by ``BAKE_EMULATOR_TIME_SCALE`` (unset: 1, real time).
 One lock guards moto's Auto Scaling and EC2 state and ours: the HTTP server is threaded and a
@@ -27,6 +29,8 @@ background thread drives lifecycle timeouts and refreshes. See docs/emulator.md.
 from __future__ import annotations
 
 import inspect
+import itertools
+import json
 import math
 import os
 import sys
@@ -79,6 +83,9 @@ _installed = False
 _scale = 1.0
 # Set by _wake(); a change made by the background thread itself cannot be seen through notify().
 _woken = False
+# The Auto Scaling action being handled on this thread (``kind``: "SetDesiredCapacity",
+# "UpdateAutoScalingGroup"), for the Cause of the activities it starts.
+_request = threading.local()
 
 # InstanceRefresh records, oldest first, per (account, region, group name).
 _refreshes: dict[tuple[str, str, str], list[Refresh]] = {}
@@ -245,6 +252,158 @@ class LifecycleAction:
         return min(self.deadline, self.global_deadline)
 
 
+# ---------------------------------------------------------------------------------------------
+# Scaling activities
+# ---------------------------------------------------------------------------------------------
+
+# Progress of an activity still in progress. AWS publishes no scale: 0 when it begins (the
+# TerminateInstanceInAutoScalingGroup example), 50 for an instance being taken out of service (the
+# DetachInstances and EnterStandby examples, a termination in the console), 100 once it ended.
+# 30 for a launch waiting on its lifecycle hooks is the emulator's.
+LAUNCH_WAIT_PROGRESS = 30
+TERMINATE_WAIT_PROGRESS = 50
+# StatusMessage of a launch abandoned through its lifecycle hook (CompleteLifecycleAction ABANDON
+# or DefaultResult ABANDON on timeout), from the user guide's troubleshooting chapter and
+# lifecycle hook tutorials, where the activity is "Cancelled".
+ABANDONED_MESSAGE = (
+    "Instance failed to complete user's Lifecycle Action: Lifecycle Action with token {token}"
+    " was abandoned: Lifecycle Action Completed with ABANDON Result"
+)
+# StatusMessage of a launch whose instance the group took out of service before it was InService
+# (a refresh replacement aborted, a scale-in, a deletion). AWS documents no wording: made up.
+INTERRUPTED_MESSAGE = "The instance was taken out of service before its launch completed."
+# Most activity IDs a DescribeScalingActivities request may name (API reference).
+MAX_ACTIVITY_IDS = 50
+
+_activity_seq = itertools.count(1)
+
+
+def _timestamp(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _at(text: str) -> str:
+    """One sentence of an activity's Cause: "At 2020-10-30T19:36:07Z an instance was ..."."""
+    return f"At {_timestamp(_utcnow())} {text}"
+
+
+def _cause(*sentences: str | None) -> str:
+    """AWS joins the sentences of a Cause with two spaces."""
+    return "  ".join(s for s in sentences if s)
+
+
+def _activity_log(backend: Any) -> list[Activity]:
+    """The activities of one account and Region, oldest first. Kept on moto's backend, so that
+    ``/moto-api/reset`` (a new backend state) clears them, as it clears the groups."""
+    log = backend.__dict__.get("bake_activities")
+    if log is None:
+        log = backend.bake_activities = []
+    return log
+
+
+class Activity:
+    """One scaling activity: the launch or the termination of one instance (Activity in the API
+    reference: "a long-running process that represents a change to your Auto Scaling group, such
+    as changing its size or replacing an instance")."""
+
+    def __init__(self, state: Any, description: str, cause: str) -> None:
+        group = state.auto_scaling_group
+        self.id = str(uuid.uuid4())
+        self.seq = next(_activity_seq)
+        self.group = group
+        self.group_name = group.name
+        try:
+            self.group_arn: str | None = group.arn
+        except AttributeError:  # a group moto has not finished constructing
+            self.group_arn = None
+        self.description = description
+        # Activity.Cause: "Maximum length of 1023" (a scale-in of many instances names them all).
+        self.cause = cause[:1023]
+        self.start_time = _utcnow()
+        self.end_time: datetime | None = None
+        self.status_code = "InProgress"
+        self.status_message: str | None = None
+        self.progress = 0
+        details: dict[str, str] = {}
+        subnet_id = getattr(state.instance, "subnet_id", None)
+        if subnet_id:
+            details["Subnet ID"] = subnet_id
+        details["Availability Zone"] = state.availability_zone
+        self.details = json.dumps(details, separators=(",", ":"))
+        _activity_log(group.autoscaling_backend).append(self)
+        # The activity as it began: what TerminateInstanceInAutoScalingGroup returns ("InProgress",
+        # Progress 0), even when the emulator has already finished it.
+        self.started = self.describe()
+
+    @property
+    def in_progress(self) -> bool:
+        return self.end_time is None
+
+    def finish(self, status: str, message: str | None = None) -> None:
+        """End the activity: ``Successful``, ``Failed`` or ``Cancelled`` (with a StatusMessage)."""
+        if not self.in_progress:
+            return
+        self.status_code = status
+        self.progress = 100
+        self.end_time = _utcnow()
+        if message:
+            self.status_message = message
+            # As in the troubleshooting chapter's examples: "Launching a new EC2 instance:
+            # i-003a5b3ffe1e9358e.  Status Reason: Instance failed to complete ..."
+            self.description = f"{self.description}.  Status Reason: {message}"
+
+    def group_deleted(self) -> bool:
+        group = self.group
+        if getattr(group, "bake_creating", False):
+            return False
+        return group.autoscaling_backend.autoscaling_groups.get(group.name) is not group
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ActivityId": self.id,
+            "AutoScalingGroupName": self.group_name,
+            "Description": self.description,
+            "Cause": self.cause,
+            "StartTime": self.start_time,
+            "StatusCode": self.status_code,
+            "Progress": self.progress,
+            "Details": self.details,
+        }
+        if self.end_time is not None:
+            out["EndTime"] = self.end_time
+        if self.status_message:
+            out["StatusMessage"] = self.status_message
+        if self.group_arn:
+            out["AutoScalingGroupARN"] = self.group_arn
+        if self.group_deleted():
+            # "The state of the Auto Scaling group, which is either InService or Deleted"; AWS's
+            # examples show it only for a deleted group.
+            out["AutoScalingGroupState"] = "Deleted"
+        return out
+
+
+def _launch_activity(state: Any) -> Activity | None:
+    return getattr(state, "bake_launch_activity", None)
+
+
+def _interrupt_launch(state: Any) -> None:
+    """The instance leaves before its launch completed: its launch activity is Cancelled."""
+    activity = _launch_activity(state)
+    if activity is not None and activity.in_progress:
+        activity.finish("Cancelled", INTERRUPTED_MESSAGE)
+
+
+def _terminate_activity(state: Any, cause: str | None) -> Activity:
+    """The instance's termination activity, begun now unless one is already in progress."""
+    activity = getattr(state, "bake_terminate_activity", None)
+    if activity is None or not activity.in_progress:
+        if cause is None:
+            cause = _at(f"instance {state.instance_id} was taken out of service.")
+        activity = Activity(state, f"Terminating EC2 instance: {state.instance_id}", cause)
+        state.bake_terminate_activity = activity
+    return activity
+
+
 def _hooks(group: Any, transition: str) -> list[Any]:
     backend = group.autoscaling_backend
     return [
@@ -283,9 +442,20 @@ def _pick_zone(group: Any, extra: dict[str, int] | None = None) -> tuple[str, st
     return min(subnets, key=lambda z: counts.get(z[0], 0))
 
 
-def _launch(group: Any, count: int, config: Config | None = None) -> list[Any]:
-    """Launch ``count`` instances into ``group``; through the launch hooks when there are any."""
+def _launch(
+    group: Any, count: int, config: Config | None = None, cause: str | None = None
+) -> list[Any]:
+    """Launch ``count`` instances into ``group``; through the launch hooks when there are any.
+
+    Each launch is a scaling activity with ``cause`` (default: the difference between desired and
+    actual capacity), in progress until the instance is InService."""
     config = config or _launch_config_for(group)
+    if cause is None:
+        live = len([s for s in group.instance_states if _is_live(s) and not _draining(s)])
+        cause = _at(
+            "an instance was started in response to a difference between desired and actual"
+            f" capacity, increasing the capacity from {live} to {live + count}."
+        )
     ec2 = group.autoscaling_backend.ec2_backend
     hooks = _hooks(group, LAUNCH_TRANSITION)
     launched = []
@@ -355,6 +525,12 @@ def _launch(group: Any, count: int, config: Config | None = None) -> list[Any]:
             state.bake_in_service_at = None if hooks else _now()
             state.bake_draining = False
             group.instance_states.append(state)
+            activity = Activity(state, f"Launching a new EC2 instance: {instance.id}", cause)
+            state.bake_launch_activity = activity
+            if hooks:
+                activity.progress = LAUNCH_WAIT_PROGRESS
+            else:
+                activity.finish("Successful")
             for hook in hooks:
                 action = LifecycleAction(hook, state, group)
                 _actions[action.token] = action
@@ -374,19 +550,30 @@ def _refresh_load_balancers(group: Any) -> None:
 def _to_in_service(state: Any) -> None:
     state.lifecycle_state = "InService"
     state.bake_in_service_at = _now()
+    # "the instance remains in a wait state until you either complete the lifecycle action, or
+    # the timeout period ends": the launch activity ends with it.
+    activity = _launch_activity(state)
+    if activity is not None:
+        activity.finish("Successful")
     _refresh_load_balancers(state.auto_scaling_group)
 
 
-def _begin_terminate(state: Any, run_hooks: bool = True) -> None:
-    """Take an instance out of service: Terminating:Wait while terminate hooks are open."""
+def _begin_terminate(state: Any, run_hooks: bool = True, cause: str | None = None) -> None:
+    """Take an instance out of service: Terminating:Wait while terminate hooks are open.
+
+    Begins the instance's termination activity (``cause``), in progress until it left the
+    group; a launch still in progress is Cancelled."""
     group = state.auto_scaling_group
     for action in _instance_actions(state):
         _actions.pop(action.token, None)
+    _interrupt_launch(state)
+    activity = _terminate_activity(state, cause)
     hooks = _hooks(group, TERMINATE_TRANSITION) if run_hooks else []
     if getattr(group, "bake_deleting", False):
         hooks = []
     if hooks:
         state.lifecycle_state = "Terminating:Wait"
+        activity.progress = TERMINATE_WAIT_PROGRESS
         for hook in hooks:
             action = LifecycleAction(hook, state, group)
             _actions[action.token] = action
@@ -396,10 +583,19 @@ def _begin_terminate(state: Any, run_hooks: bool = True) -> None:
         _finish_terminate(state)
 
 
-def _finish_terminate(state: Any) -> None:
+def _finish_terminate(state: Any, cause: str | None = None) -> None:
+    """The instance leaves the group and EC2 terminates it. Its termination activity, if any (or
+    a new one when ``cause`` is given), ends Successful; a launch still in progress is Cancelled
+    (an abandoned launch has been Cancelled by its lifecycle action already)."""
     group = state.auto_scaling_group
     for action in _instance_actions(state):
         _actions.pop(action.token, None)
+    _interrupt_launch(state)
+    activity = getattr(state, "bake_terminate_activity", None)
+    if cause is not None and (activity is None or not activity.in_progress):
+        activity = _terminate_activity(state, cause)
+    if activity is not None:
+        activity.finish("Successful")
     state.lifecycle_state = "Terminated"
     if state in group.instance_states:
         group.instance_states.remove(state)
@@ -416,8 +612,13 @@ def _finish_terminate(state: Any) -> None:
     _wake()
 
 
-def _reconcile(group: Any) -> None:
-    """Bring the number of live instances to the desired capacity (launch or terminate)."""
+def _reconcile(group: Any, trigger: str | None = None, launch_reason: str | None = None) -> None:
+    """Bring the number of live instances to the desired capacity (launch or terminate).
+
+    ``trigger``: the first sentence of the activities' Cause, the request that changed the
+    desired capacity ("At ... a user request explicitly set group desired capacity changing the
+    desired capacity from 1 to 2."); ``launch_reason``: why instances are launched, when it is
+    not the difference between desired and actual capacity."""
     backend = group.autoscaling_backend
     if backend.autoscaling_groups.get(group.name) is not group and not getattr(
         group, "bake_creating", False
@@ -427,7 +628,11 @@ def _reconcile(group: Any) -> None:
     live = [s for s in group.instance_states if _is_live(s) and not _draining(s)]
     delta = desired - len(live)
     if delta > 0:
-        _launch(group, delta)
+        reason = launch_reason or (
+            "an instance was started in response to a difference between desired and actual"
+            f" capacity, increasing the capacity from {len(live)} to {desired}."
+        )
+        _launch(group, delta, cause=_cause(trigger, _at(reason)))
     elif delta < 0:
         target = _launch_config_for(group)
         candidates = [s for s in live if not s.protected_from_scale_in]
@@ -440,8 +645,18 @@ def _reconcile(group: Any) -> None:
                 getattr(s, "bake_launched_at", 0.0),
             )
         )
-        for state in candidates[: -delta]:
-            _begin_terminate(state)
+        selected = candidates[:-delta]
+        cause = _cause(
+            trigger,
+            _at(
+                "an instance was taken out of service in response to a difference between"
+                f" desired and actual capacity, shrinking the capacity from {len(live)} to"
+                f" {desired}."
+            ),
+            *(_at(f"instance {s.instance_id} was selected for termination.") for s in selected),
+        )
+        for state in selected:
+            _begin_terminate(state, cause=cause)
 
 
 def _draining(state: Any) -> bool:
@@ -615,7 +830,7 @@ class Refresh:
         for new_id, old_id in list(self.in_flight.items()):
             state = _find_state(self.backend, new_id)
             if state is not None and state.lifecycle_state.startswith("Pending"):
-                _begin_terminate(state)
+                _begin_terminate(state, cause=_refresh_terminate_cause(state))
             if old_id:
                 old = _find_state(self.backend, old_id)
                 if old is not None:
@@ -664,7 +879,7 @@ class Refresh:
                         old = _find_state(self.backend, old_id)
                         if old is not None and old.bake_draining:
                             old.bake_draining = False
-                            _begin_terminate(old)
+                            _begin_terminate(old, cause=_refresh_terminate_cause(old))
                     continue
                 next_due = _min(next_due, ready_at)
             else:
@@ -911,10 +1126,10 @@ class Refresh:
                 old.bake_draining = True
             elif terminate_room > 0:
                 terminate_room -= 1
-                _begin_terminate(old)
+                _begin_terminate(old, cause=_refresh_terminate_cause(old))
             else:
                 break
-            (new,) = _launch(group, 1, self.target)
+            (new,) = _launch(group, 1, self.target, cause=_at(REFRESH_LAUNCH_REASON))
             self.in_flight[new.instance_id] = old.instance_id
             count += 1
         if count:
@@ -957,6 +1172,19 @@ class Refresh:
         except Exception as exc:  # CloudWatch state changing under us: look again next tick
             _log(f"reading alarms: {exc}")
         return None
+
+
+# Causes of the activities of an instance refresh (and of its rollback). The termination's, with
+# "selected for termination", is AWS's (as in its notifications); the launch's is not in the AWS
+# documentation, it is the wording of public examples of refresh launch events.
+REFRESH_LAUNCH_REASON = "an instance was launched in response to an instance refresh."
+
+
+def _refresh_terminate_cause(state: Any) -> str:
+    return _cause(
+        _at("an instance was taken out of service in response to an instance refresh."),
+        _at(f"instance {state.instance_id} was selected for termination."),
+    )
 
 
 def _min(a: float | None, b: float | None) -> float | None:
@@ -1075,7 +1303,11 @@ def _complete(action: LifecycleAction, result: str) -> None:
                 _to_in_service(state)
         else:
             # ABANDON: the instance is terminated and replaced. The terminate hooks do not run
-            # for an instance that never got in service.
+            # for an instance that never got in service. Its launch activity is "Cancelled" with
+            # the user guide's status message; no termination activity is recorded.
+            activity = _launch_activity(state)
+            if activity is not None:
+                activity.finish("Cancelled", ABANDONED_MESSAGE.format(token=action.token))
             _finish_terminate(state)
     else:
         if result == "CONTINUE":
@@ -1100,15 +1332,41 @@ def _group_set_desired_capacity(self: Any, new_capacity: int | None) -> None:
     if policy and len(policy.get("LaunchTemplate", {}).get("Overrides", [])):
         # Weighted mixed-instances groups keep moto's own arithmetic.
         return _orig["set_desired_capacity"](self, new_capacity)
+    old_capacity = getattr(self, "desired_capacity", None) or 0
     self.desired_capacity = self.min_size if new_capacity is None else new_capacity
     creating = self.name not in self.autoscaling_backend.autoscaling_groups
     self.bake_creating = creating
     try:
-        _reconcile(self)
+        _reconcile(self, trigger=_capacity_trigger(self, creating, old_capacity))
     finally:
         self.bake_creating = False
     if not creating:
         _refresh_load_balancers(self)
+
+
+def _capacity_trigger(group: Any, creating: bool, old: int) -> str | None:
+    """The first sentence of the Cause of the activities a change of desired capacity starts,
+    after the request that made it (AWS's wordings, from the user guide and CLI examples; the
+    deletion's is the emulator's)."""
+    new = group.desired_capacity or 0
+    if creating:
+        old = 0
+    if new == old:
+        return None
+    change = f"changing the desired capacity from {old} to {new}."
+    if creating:
+        return _at(f"a user request created an AutoScalingGroup {change}")
+    if getattr(group, "bake_deleting", False):
+        return _at(f"a user request deleted the AutoScalingGroup {change}")
+    kind = getattr(_request, "kind", None)
+    if kind == "UpdateAutoScalingGroup":
+        return _at(
+            f"a user request update of AutoScalingGroup constraints to min: {group.min_size},"
+            f" max: {group.max_size}, desired: {new} {change}"
+        )
+    if kind == "SetDesiredCapacity":
+        return _at(f"a user request explicitly set group desired capacity {change}")
+    return None
 
 
 def _group_replace_instances(self: Any, count_needed: int, propagated_tags: Any) -> None:
@@ -1166,8 +1424,18 @@ def _health_replacements(now: float) -> float | None:
             next_due = _min(next_due, due)
             continue
         _unhealthy.remove(state)
-        _begin_terminate(state)
-        _reconcile(group)
+        # "If it terminated any unhealthy instances, the Cause column shows ... At
+        # 2022-05-14T20:11:53Z an instance was taken out of service in response to a user
+        # health-check" (user guide, health checks). The replacement's wording is not in the AWS
+        # documentation; it is the one public examples of activity histories show.
+        _begin_terminate(
+            state, cause=_at("an instance was taken out of service in response to a user health-check.")
+        )
+        _reconcile(
+            group,
+            launch_reason="an instance was launched in response to an unhealthy instance needing"
+            " to be replaced.",
+        )
     return next_due
 
 
@@ -1188,13 +1456,18 @@ def _backend_terminate_instance(self: Any, instance_id: str, should_decrement: b
     if state is None:
         raise _validation(f"Instance Id not found - No managed instance found for instance ID {instance_id}")
     group = state.auto_scaling_group
-    original_size = group.desired_capacity
+    original_size = group.desired_capacity or 0
     if should_decrement:
-        group.desired_capacity = max(0, (group.desired_capacity or 0) - 1)
-    activity = as_models.TerminateInstanceActivity(state.instance, original_size)
-    _begin_terminate(state)
+        group.desired_capacity = max(0, original_size - 1)
+    reason = f"instance {instance_id} was taken out of service in response to a user request"
+    if group.desired_capacity != original_size:
+        reason += f", shrinking the capacity from {original_size} to {group.desired_capacity}"
+    _begin_terminate(state, cause=_at(reason + "."))
+    activity = state.bake_terminate_activity
     _reconcile(group)
-    return activity
+    # TerminateInstanceInAutoScalingGroup returns the activity as it began: InProgress, Progress 0
+    # (the CLI example), even when the instance has already left the group.
+    return activity.started
 
 
 def _backend_delete_group(self: Any, group_name: str) -> None:
@@ -1211,7 +1484,14 @@ def _backend_delete_group(self: Any, group_name: str) -> None:
             group.bake_deleting = False
     if group is not None:
         for state in list(group.instance_states):
-            _finish_terminate(state)
+            # Left by the scale-in to 0 (protected from scale in, or already terminating).
+            _finish_terminate(
+                state,
+                cause=_at(
+                    f"instance {state.instance_id} was taken out of service in response to a"
+                    " user request deleting the AutoScalingGroup."
+                ),
+            )
         for action in list(_actions.values()):
             if action.group is group:
                 _actions.pop(action.token, None)
@@ -1221,6 +1501,28 @@ def _backend_delete_group(self: Any, group_name: str) -> None:
         for key, hook in list(self.lifecycle_hooks.items()):
             if hook.auto_scaling_group_name == group_name:
                 del self.lifecycle_hooks[key]
+
+
+def _backend_notify_terminate_instances(self: Any, instance_ids: list[str]) -> None:
+    """EC2 TerminateInstances on group members: moto drops them from the group and launches
+    replacements. Their termination is an activity, with AWS's cause for an instance found
+    terminated by the EC2 health check."""
+    for group in list(self.autoscaling_groups.values()):
+        for state in group.instance_states:
+            if state.instance_id not in instance_ids or state.lifecycle_state == "Terminated":
+                continue
+            _interrupt_launch(state)
+            activity = getattr(state, "bake_terminate_activity", None)
+            if activity is None or not activity.in_progress:
+                activity = _terminate_activity(
+                    state,
+                    _at(
+                        "an instance was taken out of service in response to an EC2 health"
+                        " check indicating it has been terminated or stopped."
+                    ),
+                )
+            activity.finish("Successful")
+    _orig["notify_terminate_instances"](self, instance_ids)
 
 
 def _backend_delete_lifecycle_hook(self: Any, as_name: str, name: str) -> None:
@@ -1466,6 +1768,48 @@ def describe_instance_refreshes(self: Any) -> ActionResult:
     return ActionResult(result)
 
 
+def describe_scaling_activities(self: Any) -> ActionResult:
+    """DescribeScalingActivities: "Gets information about the scaling activities in the account
+    and Region". ``AutoScalingGroupName`` optional; ``ActivityIds`` ("up to 50 IDs ... If
+    unknown activities are requested, they are ignored with no error. If you specify an Auto
+    Scaling group, the results are limited to that group"); ``IncludeDeletedGroups``;
+    ``MaxRecords`` ("The default value is 100 and the maximum value is 100") and ``NextToken``.
+    Order: "Activities are sorted by start time. Activities still in progress are described
+    first", the latest first (troubleshooting chapter)."""
+    backend = self.autoscaling_backend
+    name = self._get_param("AutoScalingGroupName")
+    ids = self._get_param("ActivityIds", []) or []
+    if len(ids) > MAX_ACTIVITY_IDS:
+        raise _validation(f"ActivityIds: at most {MAX_ACTIVITY_IDS} activity IDs are allowed")
+    include_deleted = self._get_bool_param("IncludeDeletedGroups", False)
+    raw_max = self._get_int_param("MaxRecords")
+    max_records = 100 if raw_max is None else raw_max
+    if not 1 <= max_records <= 100:
+        raise _validation("MaxRecords: valid values are 1 to 100")
+    token = self._get_param("NextToken")
+    items = [
+        a
+        for a in _activity_log(backend)
+        if (not name or a.group_name == name)
+        and (not ids or a.id in ids)
+        and (include_deleted or not a.group_deleted())
+    ]
+    items.sort(key=lambda a: (not a.in_progress, -a.seq))
+    start = 0
+    if token:
+        try:
+            start = int(token)
+        except ValueError:
+            start = -1
+        if not 0 <= start <= len(items):
+            raise _Error("InvalidNextToken", "The token provided is not valid.")
+    page = items[start : start + max_records]
+    result: dict[str, Any] = {"Activities": [a.describe() for a in page]}
+    if start + max_records < len(items):
+        result["NextToken"] = str(start + max_records)
+    return ActionResult(result)
+
+
 def cancel_instance_refresh(self: Any) -> ActionResult:
     backend = self.autoscaling_backend
     group = _group_or_error(backend, self._get_param("AutoScalingGroupName"))
@@ -1590,6 +1934,22 @@ def _wrap_group_params(name: str) -> Any:
     return wrapper
 
 
+def _with_request_kind(kind: str, handler: Any) -> Any:
+    """Run a response handler with ``_request.kind`` set: the Cause of the activities it starts
+    names the request."""
+
+    def wrapper(self: Any) -> Any:
+        previous = getattr(_request, "kind", None)
+        _request.kind = kind
+        try:
+            return handler(self)
+        finally:
+            _request.kind = previous
+
+    wrapper.__name__ = getattr(handler, "__name__", "wrapper")
+    return wrapper
+
+
 def _set_instance_health_response(self: Any) -> ActionResult:
     health_status = self._get_param("HealthStatus")
     if health_status not in ("Healthy", "Unhealthy"):
@@ -1627,7 +1987,8 @@ def install() -> None:
         Backend.delete_auto_scaling_group = _backend_delete_group
         Backend.delete_lifecycle_hook = _backend_delete_lifecycle_hook
         # EC2 TerminateInstances on a group member reaches the group through this.
-        Backend.notify_terminate_instances = _locked(Backend.notify_terminate_instances)
+        _orig["notify_terminate_instances"] = Backend.notify_terminate_instances
+        Backend.notify_terminate_instances = _locked(_backend_notify_terminate_instances)
 
         Response.start_instance_refresh = start_instance_refresh
         Response.describe_instance_refreshes = describe_instance_refreshes
@@ -1637,7 +1998,13 @@ def install() -> None:
         Response.record_lifecycle_action_heartbeat = record_lifecycle_action_heartbeat
         Response.set_instance_health = _set_instance_health_response
         Response.create_auto_scaling_group = _wrap_group_params("create_auto_scaling_group")
-        Response.update_auto_scaling_group = _wrap_group_params("update_auto_scaling_group")
+        Response.update_auto_scaling_group = _with_request_kind(
+            "UpdateAutoScalingGroup", _wrap_group_params("update_auto_scaling_group")
+        )
+        Response.set_desired_capacity = _with_request_kind(
+            "SetDesiredCapacity", Response.set_desired_capacity
+        )
+        Response.describe_scaling_activities = describe_scaling_activities
         # One lock for Auto Scaling and EC2 requests and the background thread: they share state.
         Response.call_action = _locked(Response.call_action)
         ec2_responses.EC2Response.call_action = _locked(ec2_responses.EC2Response.call_action)
