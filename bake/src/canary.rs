@@ -42,6 +42,10 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
 pub const MIN_WINDOW: Duration = Duration::from_secs(1);
 /// Longest window: a day.
 pub const MAX_WINDOW: Duration = Duration::from_secs(86_400);
+/// Default settle: how long after the window bake waits before reading it, so that every
+/// agent has published the window's last values (bake-agent's default `publish_interval` is
+/// 60 s).
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(70);
 /// Default hold: the refresh's checkpoint delay, how long it waits for the verdict before it
 /// goes on unjudged (bake gone).
 pub const DEFAULT_HOLD: Duration = Duration::from_secs(2 * 3600);
@@ -75,6 +79,8 @@ pub struct CanarySettings {
     pub checkpoint: i32,
     /// How long both releases are observed once the refresh holds.
     pub window: Duration,
+    /// How long after the window the metrics are read (the agents publish per interval).
+    pub settle: Duration,
     /// The held refresh's checkpoint delay (at least the window plus a minute).
     pub hold: Duration,
     /// Namespace of the app's request metrics.
@@ -145,6 +151,10 @@ pub struct Verdict {
     pub action: &'static str,
     /// The window observed, seconds.
     pub window_secs: f64,
+    /// When it began and ended (RFC 3339).
+    pub window_start: String,
+    /// When it ended.
+    pub window_end: String,
     /// The old release.
     pub old: Sample,
     /// The new release.
@@ -210,9 +220,21 @@ fn ratio(new: Option<f64>, old: Option<f64>) -> Option<f64> {
     }
 }
 
-/// Judges `new` against `old` (what [`observe`] read).
+fn rfc3339(t: SystemTime) -> String {
+    aws_smithy_types::DateTime::from(t)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default()
+}
+
+/// Judges `new` against `old` (what [`observe`] read over `start..end`).
 #[must_use]
-pub fn judge(c: &CanarySettings, old: Sample, new: Sample, window: Duration) -> Verdict {
+pub fn judge(
+    c: &CanarySettings,
+    old: Sample,
+    new: Sample,
+    (start, end): (SystemTime, SystemTime),
+) -> Verdict {
+    let window = end.duration_since(start).unwrap_or_default();
     let mut reasons = Vec::new();
     let (z, p) = error_rate_test(&old, &new);
     let errors = Test {
@@ -288,6 +310,8 @@ pub fn judge(c: &CanarySettings, old: Sample, new: Sample, window: Duration) -> 
         result,
         action,
         window_secs: window.as_secs_f64(),
+        window_start: rfc3339(start),
+        window_end: rfc3339(end),
         old,
         new,
         errors,
@@ -557,6 +581,7 @@ mod tests {
         CanarySettings {
             checkpoint: DEFAULT_CHECKPOINT,
             window: Duration::from_secs(60),
+            settle: DEFAULT_SETTLE,
             hold: DEFAULT_HOLD,
             namespace: DEFAULT_NAMESPACE.into(),
             requests_metric: "Requests".into(),
@@ -659,6 +684,11 @@ mod tests {
         assert!(d.abs() < 1e-9 && (p - 1.0).abs() < 1e-9, "{d} {p}");
     }
 
+    fn win(d: Duration) -> (SystemTime, SystemTime) {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_000_000);
+        (start, start + d)
+    }
+
     #[test]
     fn test_verdicts_pass_fail_and_inconclusive() {
         let c = settings();
@@ -668,7 +698,7 @@ mod tests {
             &c,
             sample(1000, 2, &old, &grid),
             sample(1000, 3, &spread(10.5, 31.0), &grid),
-            c.window,
+            win(c.window),
         );
         assert_eq!(
             (healthy.result, healthy.action),
@@ -680,7 +710,7 @@ mod tests {
             &c,
             sample(1000, 2, &old, &grid),
             sample(1000, 80, &old, &grid),
-            c.window,
+            win(c.window),
         );
         assert_eq!(
             (errs.result, errs.action),
@@ -697,7 +727,7 @@ mod tests {
             &c,
             sample(1000, 75, &old, &grid),
             sample(1000, 80, &old, &grid),
-            c.window,
+            win(c.window),
         );
         assert_eq!(both.result, "pass", "{both:?}");
         // Tripled latency.
@@ -706,7 +736,7 @@ mod tests {
             &c,
             sample(1000, 0, &old, &grid),
             sample(1000, 0, &slow, &grid),
-            c.window,
+            win(c.window),
         );
         assert_eq!(lat.result, "fail", "{lat:?}");
         assert!(
@@ -720,7 +750,7 @@ mod tests {
             &c,
             sample(1000, 0, &old, &grid),
             sample(1000, 0, &bit, &grid),
-            c.window,
+            win(c.window),
         );
         assert!(small.latency.as_ref().unwrap().significant, "{small:?}");
         assert_eq!(small.result, "pass", "{small:?}");
@@ -729,7 +759,7 @@ mod tests {
             &c,
             sample(1000, 0, &old, &grid),
             sample(20, 0, &old[..20], &grid),
-            c.window,
+            win(c.window),
         );
         assert_eq!(
             (few.result, few.action),
@@ -745,7 +775,7 @@ mod tests {
             &c2,
             sample(1000, 0, &old, &grid),
             sample(20, 0, &old[..20], &grid),
-            c.window,
+            win(c.window),
         );
         assert_eq!(few.action, "continued");
         let lines = render(&errs);

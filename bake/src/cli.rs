@@ -79,6 +79,10 @@ pub enum Command {
         /// refresh in progress is not drift.
         #[arg(long)]
         check: bool,
+        /// Also show the last rollout per instance: launched, in service, draining and
+        /// terminated times with the release each ran (from the group's scaling activities).
+        #[arg(long)]
+        timeline: bool,
     },
     /// Roll back the refresh in progress, or release the previous image again.
     Rollback(WatchArgs),

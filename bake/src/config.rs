@@ -90,6 +90,8 @@ pub struct RawCanary {
     pub checkpoint: Option<i64>,
     /// How long both releases are observed.
     pub window: Option<String>,
+    /// How long after the window its metrics are read.
+    pub settle: Option<String>,
     /// The held refresh's checkpoint delay.
     pub hold: Option<String>,
     /// Namespace of the app's request metrics.
@@ -496,14 +498,17 @@ impl Validator<'_> {
         if window < k::MIN_WINDOW {
             return Err(self.invalid("canary.window", "must be at least 1s"));
         }
+        let settle = self
+            .bounded("canary.settle", c.settle, true, Duration::from_secs(3600))?
+            .unwrap_or(k::DEFAULT_SETTLE);
         let hold = self
             .bounded("canary.hold", c.hold, false, MAX_REFRESH_DELAY)?
             .unwrap_or_else(|| k::DEFAULT_HOLD.max(window * 2).min(MAX_REFRESH_DELAY));
-        if hold < window + Duration::from_secs(60) {
+        if hold < window + settle + Duration::from_secs(60) {
             return Err(self.invalid(
                 "canary.hold",
                 format!(
-                    "{} is shorter than canary.window + 1m: the refresh would go on before the verdict",
+                    "{} is shorter than canary.window + canary.settle + 1m: the refresh would go on before the verdict",
                     humantime::format_duration(hold)
                 ),
             ));
@@ -528,6 +533,7 @@ impl Validator<'_> {
         Ok(k::CanarySettings {
             checkpoint,
             window,
+            settle,
             hold,
             namespace,
             requests_metric: name("canary.requests_metric", c.requests_metric, "Requests")?,

@@ -48,6 +48,8 @@ pub mod signals;
 pub mod status;
 /// Resolving `[target]`.
 pub mod targets;
+/// `bake status --timeline`: the last rollout per instance.
+pub mod timeline;
 
 use crate::aws::Aws;
 
@@ -272,6 +274,9 @@ fn code_of(e: &(dyn std::error::Error + 'static)) -> Option<Exit> {
             RollbackError::NoPreviousVersion { .. } => Exit::Config,
         });
     }
+    if e.downcast_ref::<timeline::TimelineError>().is_some() {
+        return Some(Exit::Aws);
+    }
     if let Some(e) = e.downcast_ref::<StatusError>() {
         return Some(match e {
             StatusError::DescribeInstances { .. } | StatusError::GetImageParameter { .. } => {
@@ -426,6 +431,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             watch,
             timeout,
             check,
+            timeline,
         } => {
             let t = targets::resolve(&aws, settings.target()?).await?;
             let watched = if watch {
@@ -437,11 +443,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
             let drift = drift::read(&aws, &fleet, settings.image_parameter.as_deref()).await?;
             let mut json = status::json(&fleet, watched.as_ref())?;
             json["drift"] = serde_json::to_value(&drift)?;
-            output::emit(
-                output,
-                &json,
-                &(status::render(&fleet) + &drift::render(&drift)),
-            )?;
+            let mut text = status::render(&fleet) + &drift::render(&drift);
+            if timeline {
+                let tl = timeline::read(&aws, &t.auto_scaling_group).await?;
+                text.push_str(&timeline::render(&tl));
+                json["timeline"] = serde_json::to_value(&tl)?;
+            }
+            output::emit(output, &json, &text)?;
             Ok(match watched.map_or(Exit::Ok, |w| w.exit) {
                 Exit::Ok if check && drift.drifted() => Exit::Drift,
                 code => code,

@@ -797,7 +797,13 @@ async fn canary_release(
         return Ok(report.watched(held));
     }
     report.canary_refresh_id = Some(id.clone());
-    let start = std::time::SystemTime::now();
+    // The window in whole seconds, as the app's high-resolution metrics are kept.
+    let now = std::time::SystemTime::now();
+    let since_epoch = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let start = std::time::UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs() + 1);
+    let end = start + Duration::from_secs(c.window.as_secs().max(1));
     tracing::info!(
         refresh = %id,
         "canary: instance refresh of '{asg}' holds at {}%; observing both releases for {}",
@@ -806,14 +812,20 @@ async fn canary_release(
     );
     let mut interrupts = crate::signals::Interrupts::new();
     tokio::select! {
-        () = tokio::time::sleep(c.window) => {}
+        () = tokio::time::sleep(end.duration_since(now).unwrap_or_default()) => {}
         name = interrupts.recv() => {
             tracing::warn!("interrupted ({name}) during the canary window; instance refresh {id} of '{asg}' stays held at its checkpoint for {} from when it began, then goes on unjudged: roll it back with `bake rollback`", crate::output::secs(c.hold));
             report.result = "detached".into();
             return Ok(Exit::Interrupted);
         }
     }
-    let end = std::time::SystemTime::now();
+    // The agents publish per interval: what the window's last seconds did is in CloudWatch
+    // one interval later.
+    tracing::info!(
+        "canary: reading the window in {}",
+        crate::output::secs(c.settle)
+    );
+    tokio::time::sleep(c.settle).await;
     let old_image = report.previous_image_id.clone().unwrap_or_default();
     let observed =
         crate::canary::observe(&aws.cw, c, asg, &old_image, &report.image_id, start, end).await;
@@ -831,7 +843,7 @@ async fn canary_release(
             .into());
         }
     };
-    let verdict = crate::canary::judge(c, old, new, end.duration_since(start).unwrap_or(c.window));
+    let verdict = crate::canary::judge(c, old, new, (start, end));
     for line in crate::canary::render(&verdict) {
         tracing::info!("{line}");
     }

@@ -9,13 +9,22 @@ use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 
 use crate::util::{other_image, World, BASE_AMI};
 
-const CANARY: &str = "[canary]\nwindow = \"4s\"\nmin_requests = 50\n";
+const CANARY: &str = "[canary]\nwindow = \"4s\"\nsettle = \"0s\"\nmin_requests = 50\n";
 
 /// What one release did while the refresh held: requests, 5xx, and its latencies.
 struct Traffic {
     requests: u64,
     errors: u64,
     latencies: Vec<f64>,
+}
+
+/// `requests` requests, `errors` of them 5xx, latencies spread evenly over [lo, hi) ms.
+fn traffic(requests: u64, errors: u64, lo: f64, hi: f64) -> Traffic {
+    Traffic {
+        requests,
+        errors,
+        latencies: spread(usize::try_from(requests).unwrap(), lo, hi),
+    }
 }
 
 /// `n` latencies spread evenly over [lo, hi), in ms, rounded to 0.1.
@@ -134,46 +143,30 @@ fn release_with_canary(
 }
 
 fn refresh_status(w: &World, id: &str) -> String {
-    w.rt.block_on(async {
-        let out = w
-            .aws
-            .asg
-            .describe_instance_refreshes()
-            .auto_scaling_group_name(w.asg())
-            .instance_refresh_ids(id)
-            .send()
-            .await
-            .unwrap();
-        out.instance_refreshes()[0]
-            .status()
-            .unwrap()
-            .as_str()
-            .to_owned()
-    })
+    let all = w.rt.block_on(w.aws.instance_refreshes(&w.asg())).unwrap();
+    all.into_iter().find(|(i, _)| i == id).unwrap().1
+}
+
+/// The report's verdict, checked to be `result` with `action`.
+fn verdict<'a>(j: &'a serde_json::Value, result: &str, action: &str) -> &'a serde_json::Value {
+    let v = &j["canary"];
+    assert_eq!(
+        (v["result"].as_str(), v["action"].as_str()),
+        (Some(result), Some(action)),
+        "{v}"
+    );
+    v
 }
 
 #[test]
 fn test_a_healthy_canary_goes_on_to_the_whole_group() {
     let w = World::new("canary-ok");
-    let old = Traffic {
-        requests: 500,
-        errors: 1,
-        latencies: spread(500, 10.0, 30.0),
-    };
-    let new = Traffic {
-        requests: 300,
-        errors: 1,
-        latencies: spread(300, 10.0, 31.0),
-    };
+    let old = traffic(500, 1, 10.0, 30.0);
+    let new = traffic(300, 1, 10.0, 31.0);
     let (code, j, stderr) = release_with_canary(&w, &old, &new);
     assert_eq!(code, 0, "{j}\n{stderr}");
     assert_eq!(j["result"], "successful", "{j}");
-    let v = &j["canary"];
-    assert_eq!(
-        (v["result"].as_str(), v["action"].as_str()),
-        (Some("pass"), Some("continued")),
-        "{v}"
-    );
+    let v = verdict(&j, "pass", "continued");
     // The numbers are the traffic's.
     assert_eq!(
         (v["old"]["requests"].as_u64(), v["old"]["errors"].as_u64()),
@@ -200,25 +193,12 @@ fn test_a_healthy_canary_goes_on_to_the_whole_group() {
 #[test]
 fn test_a_canary_that_answers_5xx_is_rolled_back() {
     let w = World::new("canary-5xx");
-    let old = Traffic {
-        requests: 500,
-        errors: 1,
-        latencies: spread(500, 10.0, 30.0),
-    };
-    let new = Traffic {
-        requests: 300,
-        errors: 24,
-        latencies: spread(300, 10.0, 30.0),
-    };
+    let old = traffic(500, 1, 10.0, 30.0);
+    let new = traffic(300, 24, 10.0, 30.0);
     let (code, j, stderr) = release_with_canary(&w, &old, &new);
     assert_eq!(code, 6, "rolled back: {j}\n{stderr}");
     assert_eq!(j["result"], "rolled_back", "{j}");
-    let v = &j["canary"];
-    assert_eq!(
-        (v["result"].as_str(), v["action"].as_str()),
-        (Some("fail"), Some("rolled_back")),
-        "{v}"
-    );
+    let v = verdict(&j, "fail", "rolled_back");
     assert_eq!(v["new"]["errors"], 24, "{v}");
     assert!(
         (v["new"]["error_rate"].as_f64().unwrap() - 0.08).abs() < 1e-9,
@@ -244,16 +224,8 @@ fn test_a_canary_that_answers_5xx_is_rolled_back() {
 #[test]
 fn test_a_canary_three_times_slower_is_rolled_back_and_too_little_traffic_too() {
     let w = World::new("canary-slow");
-    let old = Traffic {
-        requests: 500,
-        errors: 0,
-        latencies: spread(500, 10.0, 30.0),
-    };
-    let new = Traffic {
-        requests: 300,
-        errors: 0,
-        latencies: spread(300, 30.0, 90.0),
-    };
+    let old = traffic(500, 0, 10.0, 30.0);
+    let new = traffic(300, 0, 30.0, 90.0);
     let (code, j, stderr) = release_with_canary(&w, &old, &new);
     assert_eq!(code, 6, "{j}\n{stderr}");
     let v = &j["canary"];
@@ -277,11 +249,7 @@ fn test_a_canary_three_times_slower_is_rolled_back_and_too_little_traffic_too() 
 
     // Too little traffic on the new release: inconclusive, rolled back.
     let w = World::new("canary-few");
-    let few = Traffic {
-        requests: 10,
-        errors: 0,
-        latencies: spread(10, 10.0, 30.0),
-    };
+    let few = traffic(10, 0, 10.0, 30.0);
     let (code, j, stderr) = release_with_canary(&w, &old, &few);
     assert_eq!(code, 6, "{j}\n{stderr}");
     assert_eq!(j["canary"]["result"], "inconclusive", "{j}");

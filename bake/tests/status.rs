@@ -387,3 +387,53 @@ fn test_status_check_shows_drift_and_exits_13_until_every_place_names_the_image(
     );
     w.bake(&["status", "--check"]).expect(13);
 }
+
+/// `bake status --timeline`: after a release of 2 instances, one line per instance of the
+/// rollout, the new ones launched and in service on the new image, the old ones draining and
+/// terminated on the old one, times in order; the JSON carries the same.
+#[test]
+fn test_status_timeline_shows_each_instance_of_the_last_rollout() {
+    let w = World::new("status-timeline");
+    w.fleet(BASE_AMI, 2);
+    let before: Vec<String> = w.instances().into_iter().map(|i| i.0).collect();
+    let j = w.bake(&["release", "-o", "json"]).expect(0).json();
+    let image = j["image_id"].as_str().unwrap().to_owned();
+    let s = w
+        .bake(&["status", "--timeline", "-o", "json"])
+        .expect(0)
+        .json();
+    let tl = &s["timeline"];
+    assert_eq!(tl["instance_refresh_id"], j["instance_refresh_id"], "{tl}");
+    let rows = tl["instances"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "2 replaced, 2 new: {tl}");
+    let at = |r: &serde_json::Value, k: &str| r[k].as_str().map(ToOwned::to_owned);
+    for r in rows {
+        let id = r["instance_id"].as_str().unwrap();
+        if before.iter().any(|b| b == id) {
+            assert_eq!(r["image_id"], BASE_AMI, "{r}");
+            assert_eq!(at(r, "launched"), None, "launched before the rollout: {r}");
+            let (d, t) = (at(r, "draining").unwrap(), at(r, "terminated").unwrap());
+            assert!(d <= t, "{r}");
+        } else {
+            assert_eq!(r["image_id"], image.as_str(), "{r}");
+            let (l, s) = (at(r, "launched").unwrap(), at(r, "in_service").unwrap());
+            assert!(l <= s, "{r}");
+            assert_eq!(at(r, "terminated"), None, "{r}");
+        }
+    }
+    let text = w.bake(&["status", "--timeline"]).expect(0).stdout;
+    assert!(
+        text.contains(&format!(
+            "timeline of instance refresh {} since ",
+            j["instance_refresh_id"].as_str().unwrap()
+        )),
+        "{text}"
+    );
+    for id in &before {
+        let line = text.lines().find(|l| l.contains(id.as_str())).unwrap();
+        assert!(line.contains(BASE_AMI), "{line}");
+    }
+    // Without --timeline: no timeline.
+    let s = w.bake(&["status", "-o", "json"]).expect(0).json();
+    assert!(s.get("timeline").is_none(), "{s}");
+}

@@ -14,12 +14,16 @@
 //   READY_DELAY_MS        /health answers 503 until this long after start (default 0)
 //   NEVER_READY=1         /health never answers 200 (tests of ABANDON and rollback)
 //   CRASH_ON_START=1      exit(1) at once (crash-loop tests)
+//   LATENCY_MS            GET / answers this long after the request came (default 0), as if it
+//                         waited on a database (latency of a release, canary tests)
+//   ERROR_RATE            the share of GET / answered 500 "app <version>: injected error"
+//                         (default 0; a release with a bug, canary tests)
 //   EMF_NAMESPACE         namespace of the request metrics it writes (default Bake/App);
 //                         EMF=0: write none
 //
 // Request metrics: for every request except GET /health, one CloudWatch embedded-metric-format
 // line on stdout once the answer is sent: Requests (1), Errors5xx (1 for a 5xx answer, else 0)
-// and Latency (ms from the request's arrival to the end of the answer, high resolution), in
+// and Latency (ms from the request's arrival to the end of the answer), all high resolution, in
 // EMF_NAMESPACE with the dimension Route (the route's first path segment, "other" for a path no
 // route serves: a bounded set of values), plus method and status as
 // plain members. bake-agent publishes them by release (docs/metrics.md); CloudWatch Logs
@@ -115,6 +119,8 @@ function send(res, code, body) {
   res.end(body + '\n');
 }
 
+const latencyMs = Number(process.env.LATENCY_MS || '0');
+const errorRate = Number(process.env.ERROR_RATE || '0');
 const emfNamespace = process.env.EMF === '0' ? null : (process.env.EMF_NAMESPACE || 'Bake/App');
 
 const ROUTES = new Set(['/', '/crash', '/generatecert', '/env', '/upload', '/download']);
@@ -134,8 +140,8 @@ function measure(req, res) {
           Namespace: emfNamespace,
           Dimensions: [['Route']],
           Metrics: [
-            { Name: 'Requests', Unit: 'Count' },
-            { Name: 'Errors5xx', Unit: 'Count' },
+            { Name: 'Requests', Unit: 'Count', StorageResolution: 1 },
+            { Name: 'Errors5xx', Unit: 'Count', StorageResolution: 1 },
             { Name: 'Latency', Unit: 'Milliseconds', StorageResolution: 1 },
           ],
         }],
@@ -162,7 +168,14 @@ const server = http.createServer((req, res) => {
     return send(res, 400, 'bad request target');
   }
   const p = url.pathname;
-  if (req.method === 'GET' && p === '/') return send(res, 200, `app ${version}`);
+  if (req.method === 'GET' && p === '/') {
+    const answer = () => (Math.random() < errorRate
+      ? send(res, 500, `app ${version}: injected error`)
+      : send(res, 200, `app ${version}`));
+    if (latencyMs > 0) setTimeout(answer, latencyMs);
+    else answer();
+    return;
+  }
   if (req.method === 'GET' && p === '/health') {
     if (neverReady || Date.now() < readyAt) return send(res, 503, 'not ready');
     return send(res, 200, 'ok');

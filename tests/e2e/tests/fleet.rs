@@ -13,7 +13,10 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bake_e2e::fleet::{self, Fleet, FleetOptions, LoadGen, RuntimeKind, BROKEN, CRASHY, V1, V2};
+use bake_e2e::fleet::{
+    self, Fleet, FleetOptions, LoadGen, LoadStats, RuntimeKind, BROKEN, CRASHY, ERRING, SLOW, V1,
+    V2,
+};
 use bake_e2e::Emulator;
 
 struct World {
@@ -151,27 +154,25 @@ impl World {
 
     /// `bake release --ami AMI -o json` as the release role.
     fn release_command(&self, ami: &str) -> Command {
+        self.bake_command(&["release", "--ami", ami, "-o", "json"])
+    }
+
+    /// `bake ARGS` with the world's bake.toml, as the release role.
+    fn bake_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bake_e2e::paths::workspace_bin("bake"));
-        cmd.args([
-            "--config",
-            "bake.toml",
-            "release",
-            "--ami",
-            ami,
-            "-o",
-            "json",
-        ])
-        .current_dir(self.dir.path())
-        .env_remove("RUST_LOG")
-        .env_remove("BAKE_CONFIG")
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .envs(
-            self.emu
-                .web_identity_env(&self.ids.release_role_arn, &self.token),
-        );
+        cmd.args(["--config", "bake.toml"])
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("RUST_LOG")
+            .env_remove("BAKE_CONFIG")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .envs(
+                self.emu
+                    .web_identity_env(&self.ids.release_role_arn, &self.token),
+            );
         cmd
     }
 
@@ -276,9 +277,8 @@ fn logged(log: &std::path::Path, lines: &[&str]) -> String {
 fn app_requests_by_release(w: &World, ami: &str) -> (f64, f64) {
     let sum = |name: &str| -> f64 {
         let now = std::time::SystemTime::now();
-        let out = w
-            .rt
-            .block_on(
+        let out =
+            w.rt.block_on(
                 w.aws
                     .cw
                     .get_metric_statistics()
@@ -1182,4 +1182,191 @@ fn test_lb_sends_nothing_to_a_target_before_its_first_passed_check() {
         assert_eq!(fleet::http_get(addr, "/").unwrap().0, 503);
         std::thread::sleep(Duration::from_millis(150));
     }
+}
+
+/// The canary scenarios' refresh: one replacement at a time (min 90 %, max 120 % of 3), so that
+/// at the canary's checkpoint one instance runs the new release beside two on the old one.
+const CANARY_PREFERENCES: &str =
+    "min_healthy_percentage = 90\nmax_healthy_percentage = 120\ninstance_warmup = \"10s\"\n";
+/// `[canary]` of the scenarios: 30 s observed, read 12 s later (fleet.yaml's agents publish
+/// every 10 s).
+const CANARY: &str = "[canary]\nwindow = \"30s\"\nsettle = \"12s\"\nmin_requests = 100\n";
+
+/// A world whose bake.toml has [`CANARY`].
+fn canary_world(env: &str) -> World {
+    let w = World::with_refresh(env, CANARY_PREFERENCES);
+    let path = w.dir.path().join("bake.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}{CANARY}")).unwrap();
+    w
+}
+
+/// A fleet of 3 on `ami` (`version`) whose app answers GET / after 10 ms (`LATENCY_MS`).
+fn canary_fleet(w: &World, ami: &str, version: &str) -> Fleet {
+    w.fleet(ami, version, 3, |o| {
+        o.app_env = vec![("LATENCY_MS", "10".to_owned())];
+    })
+}
+
+/// `bake release` of `ami` with the world's `[canary]`: the verdict, checked to be `result` with
+/// `action`, and the exit code checked to be `code`.
+fn canary_release(
+    w: &World,
+    ami: &str,
+    code: i32,
+    result: &str,
+    action: &str,
+) -> serde_json::Value {
+    let (got, j, stderr) = w.release(ami);
+    eprintln!("canary of {ami}: {}", j["canary"]);
+    assert_eq!(got, code, "{j}\n{stderr}");
+    let v = &j["canary"];
+    assert_eq!(
+        (v["result"].as_str(), v["action"].as_str()),
+        (Some(result), Some(action)),
+        "{v}"
+    );
+    assert!(
+        stderr.contains(&format!("canary verdict: {result} after 30s")),
+        "{stderr}"
+    );
+    v.clone()
+}
+
+/// The verdict's counts are the load generator's own: the answers it read in the verdict's
+/// window from the old release (`app OLD`), from the new one (`app NEW…`, 200 or its injected
+/// 500s), and the new one's 500s. Within 3 % + 5 (a request's answer is read a moment after the
+/// app counted it: at the window's edges one may fall on either side).
+fn verdict_matches_load(verdict: &serde_json::Value, stats: &LoadStats, old: &str, new: &str) {
+    let at = |k: &str| {
+        std::time::SystemTime::try_from(
+            aws_smithy_types::DateTime::from_str(
+                verdict[k].as_str().unwrap(),
+                aws_smithy_types::date_time::Format::DateTime,
+            )
+            .unwrap(),
+        )
+        .unwrap()
+    };
+    let answers = stats.answers_between(at("window_start"), at("window_end"));
+    let count = |f: &dyn Fn(u16, &str) -> bool| -> u64 {
+        answers
+            .iter()
+            .filter(|((code, body), _)| f(*code, body))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let old_body = format!("app {old}");
+    let new_body = format!("app {new}");
+    let load = [
+        (
+            "old requests",
+            count(&|_, b| b == old_body),
+            &verdict["old"]["requests"],
+        ),
+        (
+            "new requests",
+            count(&|_, b| b.starts_with(&new_body)),
+            &verdict["new"]["requests"],
+        ),
+        (
+            "new 5xx",
+            count(&|c, b| c == 500 && b.starts_with(&new_body)),
+            &verdict["new"]["errors"],
+        ),
+    ];
+    for (what, counted, said) in load {
+        let said = said.as_u64().unwrap();
+        let slack = counted.max(said) * 3 / 100 + 5;
+        eprintln!("canary {what}: verdict {said}, load generator {counted}");
+        assert!(
+            said.abs_diff(counted) <= slack,
+            "{what}: the verdict says {said}, the load generator read {counted} in its window"
+        );
+    }
+}
+
+/// Scenario c1: a healthy release passes its canary and goes on to the whole group; then a
+/// release three times slower is rolled back at its canary. The verdicts' numbers are the load
+/// generator's.
+#[test]
+fn test_canary_passes_a_healthy_release_and_rolls_back_a_slow_one() {
+    let w = canary_world("canary");
+    let (v1, v2, slow) = (w.ami(V1), w.ami(V2), w.ami(SLOW));
+    let f = canary_fleet(&w, &v1, V1);
+    let gen = load(&f, 50_000);
+    let v = canary_release(&w, &v2, 0, "pass", "continued");
+    verdict_matches_load(&v, &gen.snapshot(), V1, V2);
+    f.wait_serving(3, V2, Duration::from_secs(60)).unwrap();
+
+    let v = canary_release(&w, &slow, 6, "fail", "rolled_back");
+    let ratio = v["new"]["p50"].as_f64().unwrap() / v["old"]["p50"].as_f64().unwrap();
+    assert!(
+        (2.0..4.0).contains(&ratio),
+        "p50 {ratio:.2} times the old release's: {v}"
+    );
+    assert!(
+        v["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("latency p50 "),
+        "{v}"
+    );
+    f.wait_serving(3, V2, Duration::from_secs(90)).unwrap();
+    let stats = gen.stop();
+    verdict_matches_load(&v, &stats, V2, SLOW);
+    eprintln!("canary scenario: load {}", stats.summary());
+    assert_eq!(stats.failed, 0, "{}: {:?}", stats.summary(), stats.failures);
+}
+
+/// Scenario c2: a release that answers 500 to one request in ten is rolled back at its canary;
+/// the verdict counts the 5xx the load generator got, and those are the only failures.
+#[test]
+fn test_canary_rolls_back_a_release_that_answers_5xx() {
+    let w = canary_world("canary-5xx");
+    let (v1, erring) = (w.ami(V1), w.ami(ERRING));
+    let f = canary_fleet(&w, &v1, V1);
+    let gen = load(&f, 50_000);
+    let v = canary_release(&w, &erring, 6, "fail", "rolled_back");
+    assert!(
+        v["reasons"][0].as_str().unwrap().starts_with("5xx rate "),
+        "{v}"
+    );
+    let rate = v["new"]["error_rate"].as_f64().unwrap();
+    assert!((0.04..0.2).contains(&rate), "{v}");
+    f.wait_serving(3, V1, Duration::from_secs(90)).unwrap();
+    let stats = gen.stop();
+    verdict_matches_load(&v, &stats, V1, ERRING);
+    // The rollout's timeline, as the release role: the canary instance on `erring` launched,
+    // went in service once its agent completed the launch hook, then drained and terminated in
+    // the rollback; the rollback's replacement is on v1 and in service.
+    let out = w
+        .bake_command(&["status", "--timeline", "-o", "json"])
+        .output()
+        .unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    eprintln!("timeline: {}", s["timeline"]);
+    let rows = s["timeline"]["instances"].as_array().unwrap();
+    let on = |img: &str| -> Vec<&serde_json::Value> {
+        rows.iter().filter(|r| r["image_id"] == img).collect()
+    };
+    let canary = on(&erring);
+    assert_eq!(canary.len(), 1, "one canary instance: {rows:?}");
+    for k in ["launched", "in_service", "draining", "terminated"] {
+        assert!(canary[0][k].is_string(), "{k}: {}", canary[0]);
+    }
+    assert!(
+        on(&v1)
+            .iter()
+            .any(|r| r["launched"].is_string() && r["in_service"].is_string()),
+        "the rollback's replacement: {rows:?}"
+    );
+    eprintln!("canary scenario: load {}", stats.summary());
+    assert_eq!(
+        stats.causes.keys().collect::<Vec<_>>(),
+        ["500"],
+        "only the erring release's injected errors: {}",
+        stats.summary()
+    );
 }

@@ -83,9 +83,12 @@ pub fn example_app_version() -> anyhow::Result<String> {
 ///
 /// The version examples/app says it is ([`example_app_version`]) is exactly
 /// [`bake_local_image`]. Any other is a release cut from examples/app with its own `VERSION`
-/// file; [`crate::fleet::BROKEN`]'s and [`crate::fleet::CRASHY`]'s are releases with a bug: the
-/// first's `/health` never answers 200 (its server.js starts by setting `NEVER_READY`), the
-/// second's app exits 5 s after each start (it gets ready, then its agent keeps restarting it). The release is hashed by content, so each version
+/// file; [`crate::fleet::BROKEN`]'s, [`crate::fleet::CRASHY`]'s, [`crate::fleet::ERRING`]'s and
+/// [`crate::fleet::SLOW`]'s are releases with a bug: the first's `/health` never answers 200 (its
+/// server.js starts by setting `NEVER_READY`), the second's app exits 5 s after each start (it
+/// gets ready, then its agent keeps restarting it), the third answers 500 to one GET / in ten
+/// (`ERROR_RATE`), the fourth answers GET / three times later than its `LATENCY_MS` says (10
+/// ms when unset). The release is hashed by content, so each version
 /// is built once per work directory and reused by every later run.
 pub fn bake_version_image(emu: &Emulator, version: &str) -> anyhow::Result<String> {
     if version == example_app_version()? {
@@ -114,6 +117,13 @@ pub fn bake_version_image(emu: &Emulator, version: &str) -> anyhow::Result<Strin
         crate::fleet::CRASHY => Some(
             "setTimeout(() => { console.error('exiting: this release crashes 5 s after start'); \
              process.exit(1); }, 5000); // this release's bug",
+        ),
+        crate::fleet::ERRING => {
+            Some("process.env.ERROR_RATE = '0.1'; // this release's bug: one GET / in ten is a 500")
+        }
+        crate::fleet::SLOW => Some(
+            "process.env.LATENCY_MS = String(3 * Number(process.env.LATENCY_MS || '10')); \
+             // this release's bug: three times slower",
         ),
         _ => None,
     };

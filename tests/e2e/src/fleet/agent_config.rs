@@ -19,11 +19,14 @@ pub(crate) fn agent_config(
     port: u16,
     version: &str,
 ) -> String {
-    let never_ready = if version == BROKEN {
-        "NEVER_READY = \"1\"\n"
+    let mut extra_env = if version == BROKEN {
+        "NEVER_READY = \"1\"\n".to_owned()
     } else {
-        ""
+        String::new()
     };
+    for (k, v) in &opts.app_env {
+        extra_env.push_str(&format!("{k} = {v:?}\n"));
+    }
     format!(
         r#"[identity]
 imds_tags = true
@@ -36,7 +39,7 @@ stop_timeout = "5s"
 PORT = "{port}"
 APP_VERSION = "{version}"
 UPLOADS_DIR = "{inst}/uploads"
-{never_ready}[supervise]
+{extra_env}[supervise]
 backoff_initial = "100ms"
 backoff_max = "1s"
 stable_after = "5s"

@@ -29,6 +29,9 @@ pub struct LoadStats {
     pub causes: BTreeMap<String, u64>,
     /// How long it ran.
     pub elapsed: Duration,
+    /// Every answer: when it was read (wall clock, as CloudWatch timestamps are), its status
+    /// and body.
+    pub answers: Vec<(std::time::SystemTime, u16, String)>,
 }
 
 /// Why a request failed.
@@ -140,6 +143,23 @@ impl LoadStats {
                 .take(10usize.saturating_sub(self.failures.len())),
         );
         self.elapsed = self.elapsed.max(o.elapsed);
+        self.answers.extend(o.answers);
+    }
+
+    /// Answers read in `from..to`, by status and body (`(200, "app 2.0.0")`).
+    #[must_use]
+    pub fn answers_between(
+        &self,
+        from: std::time::SystemTime,
+        to: std::time::SystemTime,
+    ) -> BTreeMap<(u16, String), u64> {
+        let mut out = BTreeMap::new();
+        for (at, code, body) in &self.answers {
+            if (from..to).contains(at) {
+                *out.entry((*code, body.clone())).or_default() += 1;
+            }
+        }
+        out
     }
 }
 
@@ -188,7 +208,13 @@ impl LoadGen {
                         sent: 1,
                         ..LoadStats::default()
                     };
-                    match http_get(addr, &path) {
+                    let got = http_get(addr, &path);
+                    if let Ok((code, body)) = &got {
+                        let answer = (std::time::SystemTime::now(), *code, body.trim().to_owned());
+                        st.answers.push(answer.clone());
+                        one.answers.push(answer);
+                    }
+                    match got {
                         Ok((200, body)) => {
                             st.ok += 1;
                             one.ok = 1;

@@ -84,6 +84,11 @@ pub const APP_VERSION_TAG: &str = "bake:app-version";
 pub const BROKEN: &str = "broken";
 /// The app version that becomes ready, then exits 5 s after each start (alarm scenarios).
 pub const CRASHY: &str = "crashy";
+/// The app version that answers 500 to one GET / in ten (canary scenarios).
+pub const ERRING: &str = "erring";
+/// The app version that answers GET / three times later than its `LATENCY_MS` (canary
+/// scenarios).
+pub const SLOW: &str = "slow";
 /// The first version of the scenarios: examples/app's own (its `VERSION` file).
 pub const V1: &str = "1.0.0";
 /// The second version of the scenarios: a release cut from examples/app with that `VERSION`.
@@ -161,6 +166,9 @@ pub struct FleetOptions {
     /// (`"restart"`, `"rollout"` or `"ignore"`); `None` leaves fleet.yaml's (no polling). Booted
     /// instances only: the process runtime's agents have no secrets.
     pub secret_rotation: Option<(Duration, &'static str)>,
+    /// More `[app.env]` of every instance (e.g. `LATENCY_MS`), laid over the userdata (booted)
+    /// or the agent configuration (process).
+    pub app_env: Vec<(&'static str, String)>,
 }
 
 impl FleetOptions {
@@ -179,6 +187,7 @@ impl FleetOptions {
             lb_port: 0,
             runtime: RuntimeKind::default(),
             secret_rotation: None,
+            app_env: Vec::new(),
         }
     }
 }

@@ -115,6 +115,20 @@ pub fn userdata(opts: &FleetOptions) -> anyhow::Result<String> {
         secrets.insert("on_change".into(), on_change.into());
         overridden.push_str(", secrets.poll_interval, secrets.on_change");
     }
+    if !opts.app_env.is_empty() {
+        let Some(env) = conf
+            .get_mut("app")
+            .and_then(toml::Value::as_table_mut)
+            .and_then(|a| a.get_mut("env"))
+            .and_then(toml::Value::as_table_mut)
+        else {
+            bail!("fleet.yaml's UserData has no [app.env] table");
+        };
+        for (k, v) in &opts.app_env {
+            env.insert((*k).to_owned(), v.clone().into());
+            overridden.push_str(&format!(", app.env.{k}"));
+        }
+    }
     Ok(format!(
         "# cloudformation/fleet.yaml's UserData (EnvName {}), with a test fleet's settings of {overridden}\n{}",
         opts.asg,
