@@ -1747,12 +1747,18 @@ def describe_instance_refreshes(self: Any) -> ActionResult:
         raise _validation("AutoScalingGroupName is required")
     ids = self._get_param("InstanceRefreshIds", []) or []
     max_records = self._get_int_param("MaxRecords") or 50
-    if not 1 <= max_records <= 100:
-        raise _validation("MaxRecords: valid values are 1 to 100")
-    token = self._get_param("NextToken")
     items = list(reversed(_refreshes.get(_key(backend, name), [])))
     if ids:
         items = [r for r in items if r.id in ids]
+    return _paged(self, "InstanceRefreshes", [r.describe() for r in items], max_records)
+
+
+def _paged(self: Any, member: str, items: list[Any], max_records: int) -> ActionResult:
+    """One page of ``items`` as ``{member: [...], NextToken}``: ``MaxRecords`` 1 to 100, the
+    token an offset the emulator handed out (anything else: ``InvalidNextToken``)."""
+    if not 1 <= max_records <= 100:
+        raise _validation("MaxRecords: valid values are 1 to 100")
+    token = self._get_param("NextToken")
     start = 0
     if token:
         try:
@@ -1761,8 +1767,7 @@ def describe_instance_refreshes(self: Any) -> ActionResult:
             start = -1
         if not 0 <= start <= len(items):
             raise _Error("InvalidNextToken", "The token provided is not valid.")
-    page = items[start : start + max_records]
-    result: dict[str, Any] = {"InstanceRefreshes": [r.describe() for r in page]}
+    result: dict[str, Any] = {member: items[start : start + max_records]}
     if start + max_records < len(items):
         result["NextToken"] = str(start + max_records)
     return ActionResult(result)
@@ -1784,9 +1789,6 @@ def describe_scaling_activities(self: Any) -> ActionResult:
     include_deleted = self._get_bool_param("IncludeDeletedGroups", False)
     raw_max = self._get_int_param("MaxRecords")
     max_records = 100 if raw_max is None else raw_max
-    if not 1 <= max_records <= 100:
-        raise _validation("MaxRecords: valid values are 1 to 100")
-    token = self._get_param("NextToken")
     items = [
         a
         for a in _activity_log(backend)
@@ -1795,19 +1797,7 @@ def describe_scaling_activities(self: Any) -> ActionResult:
         and (include_deleted or not a.group_deleted())
     ]
     items.sort(key=lambda a: (not a.in_progress, -a.seq))
-    start = 0
-    if token:
-        try:
-            start = int(token)
-        except ValueError:
-            start = -1
-        if not 0 <= start <= len(items):
-            raise _Error("InvalidNextToken", "The token provided is not valid.")
-    page = items[start : start + max_records]
-    result: dict[str, Any] = {"Activities": [a.describe() for a in page]}
-    if start + max_records < len(items):
-        result["NextToken"] = str(start + max_records)
-    return ActionResult(result)
+    return _paged(self, "Activities", [a.describe() for a in items], max_records)
 
 
 def cancel_instance_refresh(self: Any) -> ActionResult:
