@@ -97,6 +97,8 @@ pub struct Inputs<'a> {
     pub app_release: Option<AppRelease<'a>>,
     /// The base AMI the build starts from, resolved before the build.
     pub base_ami: Option<&'a str>,
+    /// The package indexes read before the build: (key, digest) ([`crate::package_index`]).
+    pub package_indexes: &'a [(String, String)],
 }
 
 /// What `app_release` is.
@@ -212,7 +214,8 @@ pub fn referenced_paths(text: &str) -> Vec<String> {
 /// Every input of an image, each with its digest (the base AMI with its id): what the inputs
 /// hash is made of, and what `bake build` compares with the AMI it would otherwise reuse.
 ///
-/// Keys: `base-ami`, `agent`, `app`, `var:NAME`, and `file:PATH` for every file of the template
+/// Keys: `base-ami`, `agent`, `app`, `var:NAME`, `index:URL` for each package index
+/// (`packer.package_indexes`), and `file:PATH` for every file of the template
 /// directory and every file or directory outside it that the template names with
 /// `${path.root}/…` (`../systemd/` in the shipped one), PATH relative to the template
 /// directory's parent (`packer/scripts/harden.sh`, `systemd/bake-agent.service`).
@@ -307,6 +310,9 @@ impl Manifest {
         }
         if let Some(base) = inputs.base_ami {
             entries.insert("base-ami".to_owned(), base.to_owned());
+        }
+        for (k, digest) in inputs.package_indexes {
+            entries.insert(k.clone(), digest.clone());
         }
         Ok(Self { entries })
     }
@@ -411,6 +417,10 @@ impl Manifest {
                     .strip_prefix("var:")
                     .map(|v| format!("variable {v}"))
                     .or_else(|| k.strip_prefix("file:").map(ToOwned::to_owned))
+                    .or_else(|| {
+                        k.strip_prefix("index:")
+                            .map(|i| format!("package index {i}"))
+                    })
                     .unwrap_or_else(|| k.to_owned()),
             }
         };
@@ -937,6 +947,7 @@ mod tests {
         let vars = BTreeMap::from([("region".to_owned(), "us-east-1".to_owned())]);
         let inputs = |vars: &BTreeMap<String, String>, base: &'static str| {
             Manifest::collect(&Inputs {
+                package_indexes: &[],
                 template: &dir,
                 workdir: &dir,
                 variables: vars,
@@ -1003,6 +1014,7 @@ mod tests {
             vec!["packer/scripts/new.sh (new)"]
         );
         let e = Manifest::collect(&Inputs {
+            package_indexes: &[],
             template: &dir,
             workdir: &dir,
             variables: &vars,

@@ -253,6 +253,14 @@ async fn prepare(
         (None, Some(v)) => Some(ami::AppRelease::Value(v)),
         (None, None) => None,
     };
+    let mut indexes = Vec::new();
+    for url in &p.package_indexes {
+        progress.step(&format!("reading the package index {url}"));
+        indexes.push((
+            crate::package_index::key(url),
+            crate::package_index::digest(url).await?,
+        ));
+    }
     let manifest = ami::Manifest::collect(&ami::Inputs {
         template: &p.template,
         workdir: &inv.workdir,
@@ -260,6 +268,7 @@ async fn prepare(
         agent_binary: p.agent_binary.as_deref(),
         app_release: app,
         base_ami: base.as_deref(),
+        package_indexes: &indexes,
     })?;
     Ok(Prepared {
         region,

@@ -56,7 +56,7 @@ pub struct Global {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Bake an AMI with Packer (or reuse one built from the same inputs); prints its id.
-    Build(BuildArgs),
+    Build(BuildCommandArgs),
     /// Build (or take --ami), make it the launch template's default and roll it out with an
     /// instance refresh, watched to the end.
     Release(ReleaseArgs),
@@ -178,6 +178,19 @@ pub struct BuildArgs {
     /// The app release to bake (overrides app.release).
     #[arg(long)]
     pub app_release: Option<String>,
+}
+
+/// Options of `bake build`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct BuildCommandArgs {
+    /// Build options.
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// For a schedule (the nightly rebake): say whether any input changed since the newest
+    /// image of the template (the base image, the package indexes of packer.package_indexes,
+    /// the template, the agent, the app) and bake only then; exit 0 either way.
+    #[arg(long, conflicts_with = "force")]
+    pub if_changed: bool,
 }
 
 /// Options for watching a refresh.

@@ -146,6 +146,8 @@ pub struct RawPacker {
     pub target: Option<String>,
     /// The local target's work dir (images, debootstrap cache); default `.work`.
     pub work_dir: Option<PathBuf>,
+    /// `InRelease` URLs of the archives the image installs from: their state is an input.
+    pub package_indexes: Option<Vec<String>>,
 }
 
 /// `[app]` as written.
@@ -230,6 +232,8 @@ pub struct PackerSettings {
     pub target: crate::local_image::Target,
     /// The local target's work dir (absolute; default `.work` next to bake.toml).
     pub work_dir: PathBuf,
+    /// `InRelease` URLs whose digests are inputs of the image ([`crate::package_index`]).
+    pub package_indexes: Vec<String>,
 }
 
 /// `[refresh]`, validated.
@@ -637,6 +641,11 @@ impl Validator<'_> {
             };
             variables.insert(k, s);
         }
+        let package_indexes = p.package_indexes.unwrap_or_default();
+        for (i, url) in package_indexes.iter().enumerate() {
+            crate::package_index::check_url(url)
+                .map_err(|m| self.invalid(&format!("packer.package_indexes[{i}]"), m))?;
+        }
         Ok(PackerSettings {
             template: self.path(template),
             binary: p.binary.map_or_else(
@@ -667,6 +676,7 @@ impl Validator<'_> {
                 }
             },
             work_dir: self.path(p.work_dir.unwrap_or_else(|| PathBuf::from(".work"))),
+            package_indexes,
         })
     }
 

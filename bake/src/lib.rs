@@ -28,6 +28,8 @@ pub mod launch_template;
 pub mod local_image;
 /// Progress on stderr, results on stdout.
 pub mod output;
+/// The package index state as an image input (`packer.package_indexes`).
+pub mod package_index;
 /// Running Packer.
 pub mod packer;
 /// `bake plan`.
@@ -284,6 +286,9 @@ fn code_of(e: &(dyn std::error::Error + 'static)) -> Option<Exit> {
             }
         });
     }
+    if e.downcast_ref::<package_index::IndexError>().is_some() {
+        return Some(Exit::Build);
+    }
     if let Some(e) = e.downcast_ref::<BuildError>() {
         return Some(match e {
             BuildError::NoRegion
@@ -357,7 +362,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Validate | Command::Completion { .. } | Command::Manpage { .. } => {
             unreachable!("handled above")
         }
-        Command::Build(b) => {
+        Command::Build(c) => {
+            let b = c.build;
+            if c.if_changed && settings.packer()?.package_indexes.is_empty() {
+                tracing::warn!("--if-changed: packer.package_indexes is not set, so an update of the archives the image installs from (a security update) is no change; set it to their InRelease URLs (docs/bake.md)");
+            }
             let r = build::build(
                 &aws,
                 &settings,
@@ -367,6 +376,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 },
             )
             .await?;
+            if c.if_changed {
+                match (&r.reused, &r.changed_since) {
+                    (true, _) => tracing::info!(
+                        "unchanged: {} was built from the same inputs; nothing baked",
+                        r.image_id
+                    ),
+                    (false, Some(prev)) => tracing::info!(
+                        "changed since {prev}: {}; baked {}",
+                        r.changes.join(", "),
+                        r.image_id
+                    ),
+                    (false, None) => {
+                        tracing::info!("no image of this template before; baked {}", r.image_id);
+                    }
+                }
+            }
             output::emit(output, &serde_json::to_value(&r)?, &build::render(&r))?;
             Ok(Exit::Ok)
         }

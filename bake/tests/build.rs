@@ -337,3 +337,99 @@ fn interrupt_build(name: &str, sig: nix::sys::signal::Signal) {
         );
     });
 }
+
+/// A stand-in for a Debian archive's `InRelease` on 127.0.0.1: answers every GET with the
+/// current content (404 when `None`). Stops with the test process.
+fn archive(content: std::sync::Arc<std::sync::Mutex<Option<String>>>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/debian/dists/bookworm/InRelease",
+        listener.local_addr().unwrap()
+    );
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let answer = match content.lock().unwrap().clone() {
+                Some(body) => format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                ),
+                None => "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    .to_owned(),
+            };
+            let _ = conn.write_all(answer.as_bytes());
+        }
+    });
+    url
+}
+
+/// `packer.package_indexes`: the archive's state is an input. The same `InRelease` → the image
+/// is reused (`--if-changed`: "unchanged"); a new one (a security update) → baked anew, the
+/// change named; an archive that cannot be read → exit 4 naming the key and the URL, nothing
+/// built.
+#[test]
+fn test_a_new_package_index_bakes_anew_and_says_so() {
+    let w = World::new("build-index");
+    let content = std::sync::Arc::new(std::sync::Mutex::new(Some(
+        "Origin: Debian\nDate: Mon, 30 Nov 2026 08:00:00 UTC\n".to_owned(),
+    )));
+    let url = archive(content.clone());
+    let text = std::fs::read_to_string(w.path("bake.toml")).unwrap();
+    let text = text.replacen(
+        "agent_binary = \"bake-agent\"\n",
+        &format!("agent_binary = \"bake-agent\"\npackage_indexes = [\"{url}\"]\n"),
+        1,
+    );
+    w.write_raw_config(&text);
+    let first = w.bake(&["build", "-o", "json"]).expect(0).json();
+    assert_eq!(first["reused"], false, "{first}");
+    let again = w.bake(&["build", "--if-changed", "-o", "json"]).expect(0);
+    assert_eq!(again.json()["reused"], true, "{}", again.stderr);
+    assert_eq!(again.json()["image_id"], first["image_id"]);
+    assert!(again.stderr.contains("unchanged: "), "{}", again.stderr);
+
+    *content.lock().unwrap() =
+        Some("Origin: Debian\nDate: Tue, 01 Dec 2026 08:00:00 UTC\n".to_owned());
+    let changed = w.bake(&["build", "--if-changed", "-o", "json"]).expect(0);
+    let j = changed.json();
+    assert_eq!(j["reused"], false, "{j}");
+    assert_ne!(j["image_id"], first["image_id"]);
+    assert_eq!(j["changed_since"], first["image_id"], "{j}");
+    let want = format!(
+        "package index {}",
+        url.trim_start_matches("http://")
+            .trim_end_matches("/InRelease")
+    );
+    assert_eq!(j["changes"], serde_json::json!([want]), "{j}");
+    assert!(
+        changed.stderr.contains(&format!(
+            "changed since {}: {want}",
+            first["image_id"].as_str().unwrap()
+        )),
+        "{}",
+        changed.stderr
+    );
+
+    *content.lock().unwrap() = None;
+    let gone = w.bake(&["build", "-o", "json"]).expect(4);
+    assert!(
+        gone.stderr.contains(&format!(
+            "packer.package_indexes: {url}: answered 404 Not Found"
+        )),
+        "{}",
+        gone.stderr
+    );
+    // A bad URL is refused with the file and the key, before anything is read.
+    w.write_raw_config(&text.replace(
+        &url,
+        "https://deb.debian.org/debian/dists/bookworm/InRelease",
+    ));
+    let bad = w.bake(&["build"]).expect(2);
+    assert!(
+        bad.stderr.contains("packer.package_indexes[0]") && bad.stderr.contains("only http://"),
+        "{}",
+        bad.stderr
+    );
+}

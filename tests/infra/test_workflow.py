@@ -79,6 +79,8 @@ def test_nightly_rebake_releases_only_a_new_image():
     assert w["on"]["schedule"], "no schedule"
     steps = {s.get("id"): s for s in _steps() if s.get("id")}
     assert "exec target/release/bake --output json build" in steps["build"]["run"]
+    # Only when an input changed (the archives' state among them), unless forced.
+    assert steps["build"]["env"]["WHEN"] == "${{ inputs.force && '--force' || '--if-changed' }}"
     assert steps["build"]["if"] == "github.event_name != 'push'"
     rel = [s for s in _steps() if "release --ami" in s.get("run", "")]
     assert len(rel) == 1 and "steps.changed.outputs.reused == 'false'" in rel[0]["if"]
