@@ -1,6 +1,6 @@
 //! `bake release` with `[canary]`: the refresh holds at the canary's checkpoint, bake reads the
 //! app's request metrics of both releases (what bake-agent publishes by release; here put by the
-//! test into the emulator while the refresh holds, at known numbers), judges, prints the verdict
+//! test into the emulator inside the canary's window, at known numbers), judges, prints the verdict
 //! and goes on or rolls back by itself.
 
 use std::time::Duration;
@@ -9,7 +9,7 @@ use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 
 use crate::util::{other_image, World, BASE_AMI};
 
-const CANARY: &str = "[canary]\nwindow = \"4s\"\nsettle = \"0s\"\nmin_requests = 50\n";
+const CANARY: &str = "[canary]\nwindow = \"6s\"\nsettle = \"0s\"\nmin_requests = 50\n";
 
 /// What one release did while the refresh held: requests, 5xx, and its latencies.
 struct Traffic {
@@ -92,48 +92,44 @@ fn publish(w: &World, image: &str, t: &Traffic) {
     });
 }
 
-/// Whether the group's newest refresh waits at a checkpoint.
-fn held(w: &World) -> bool {
-    w.rt.block_on(async {
-        let out = w
-            .aws
-            .asg
-            .describe_instance_refreshes()
-            .auto_scaling_group_name(w.asg())
-            .send()
-            .await
-            .unwrap();
-        out.instance_refreshes().iter().any(|r| {
-            r.status_reason()
-                .is_some_and(|s| s.starts_with("Waiting for checkpoint"))
-        })
-    })
-}
-
-/// Releases `new` with `[canary]` onto a group of 3 on [`BASE_AMI`]; once the refresh holds,
-/// publishes `old` and `new` traffic. Exit code and JSON report.
+/// Releases `new` with `[canary]` onto a group of 3 on [`BASE_AMI`]; once bake says it observes
+/// the held refresh, publishes `old` and `new` traffic inside its window (which begins at the
+/// next whole second). Exit code, JSON report, stderr.
 fn release_with_canary(
     w: &World,
     old: &Traffic,
     new: &Traffic,
 ) -> (i32, serde_json::Value, String) {
+    use std::io::BufRead;
     let image = other_image(w);
     w.fleet(BASE_AMI, 3);
     w.write_config(CANARY);
-    let child = w
+    let mut child = w
         .command(&["release", "--ami", &image, "-o", "json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    assert!(
-        w.wait_for(Duration::from_secs(60), || held(w)),
-        "the refresh holds at the canary's checkpoint"
-    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if line.contains("observing both releases for") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("bake holds the refresh at the canary's checkpoint and observes");
+    std::thread::sleep(Duration::from_millis(1200));
     publish(w, BASE_AMI, old);
     publish(w, &image, new);
     let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stderr = reader.join().unwrap();
     let json = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
     for line in stderr.lines().filter(|l| l.contains("canary")) {

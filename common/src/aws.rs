@@ -541,6 +541,7 @@ mod tests {
             want(&[
                 "aws-sdk-autoscaling",
                 "aws-sdk-cloudformation",
+                "aws-sdk-cloudwatch",
                 "aws-sdk-ec2",
                 "aws-sdk-elasticloadbalancingv2",
                 "aws-sdk-ssm"

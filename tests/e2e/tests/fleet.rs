@@ -580,32 +580,36 @@ fn release_under_load(w: &World, scenario: &str, view: View) {
             && stats.versions.contains_key(&format!("app {V2}")),
         "{stats:?}"
     );
-    let fs = f.shutdown();
-    assert_eq!(fs.launched, 6, "{fs:?}");
-    assert_eq!(fs.terminated, 3, "{fs:?}");
-    assert_eq!(fs.registered, 6, "{fs:?}");
-    assert_eq!(fs.deregistered, 3, "{fs:?}");
     // The app's request metrics by release (its EMF lines, published by the agents with
-    // `ImageId`; every agent published its last interval before it stopped): each release's
-    // series counts at least every answer the load got from that release, and no 5xx.
+    // `ImageId`): each release's series counts at least every answer the load got from that
+    // release, and no 5xx. The replaced instances published their last values while draining;
+    // the new ones publish every 10 s (fleet.yaml), so this waits for their next interval.
     for (ami, version) in [(&v1, V1), (&v2, V2)] {
         let answered = stats
             .versions
             .get(&format!("app {version}"))
             .copied()
             .unwrap_or(0);
-        let (requests, errors) = app_requests_by_release(w, ami);
+        #[allow(clippy::cast_precision_loss)]
+        let answered = answered as f64;
+        let (requests, errors) = wait_for(
+            &format!("app {version}'s requests by release in CloudWatch"),
+            Duration::from_secs(30),
+            || {
+                let (r, e) = app_requests_by_release(w, ami);
+                (r >= answered).then_some((r, e))
+            },
+        );
         eprintln!(
             "{scenario}: app {version} ({ami}): Requests {requests}, Errors5xx {errors} by release; the load got {answered} answers from it"
         );
-        #[allow(clippy::cast_precision_loss)]
-        let answered = answered as f64;
-        assert!(
-            requests >= answered,
-            "app {version}: {requests} requests by release < the load's {answered} answers"
-        );
         assert!(errors == 0.0, "app {version}: {errors} 5xx by release");
     }
+    let fs = f.shutdown();
+    assert_eq!(fs.launched, 6, "{fs:?}");
+    assert_eq!(fs.terminated, 3, "{fs:?}");
+    assert_eq!(fs.registered, 6, "{fs:?}");
+    assert_eq!(fs.deregistered, 3, "{fs:?}");
 }
 
 /// Scenario a: launch before terminate (min 100 %, max 200 %).
