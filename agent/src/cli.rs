@@ -71,12 +71,38 @@ pub enum Command {
         output: StatusOutput,
     },
     /// Validate the configuration file (and a userdata file) exactly as `run` would, and explain
-    /// errors by key.
+    /// errors by key. With `--live`: check the running instance instead (units, app, readiness,
+    /// secrets, EFS, firewall); exit 10 when a check fails.
     Check {
         /// Also lay this userdata file over the configuration, as the instance would (gzip,
         /// scripts and binary are handled as on the instance).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "live")]
         userdata: Option<PathBuf>,
+        /// Check the instance as it runs now, with the configuration `run` reads (baked file +
+        /// userdata from IMDS): systemd units active and none failed, the app running, the app
+        /// ready, `[secrets] path` readable (a count only), `[efs]` mounted and writable, `[app]
+        /// port` in the firewall. Exit 0 when all pass, 10 when one fails.
+        #[arg(long)]
+        live: bool,
+        /// `--live` output: aligned lines, or the report document (JSON).
+        #[arg(long, short = 'o', value_enum, default_value_t = crate::live::CheckOutput::Text,
+              requires = "live")]
+        output: crate::live::CheckOutput,
+        /// `--live`: first wait (reading the state file every second) until the agent's
+        /// readiness is decided or this long passed, e.g. `15min`.
+        #[arg(long, value_parser = parse_wait, requires = "live")]
+        wait: Option<std::time::Duration>,
+        /// `--live` on an image-test instance (tag `bake:image-test`): write the report to the
+        /// SSM parameter the tag names. Elsewhere: print that there is nothing to report and
+        /// exit 0 without checking (bake-image-test.service runs at every boot).
+        #[arg(long, requires = "live")]
+        report: bool,
+        /// `--live`: the nft program (`nft -j list set inet filter app_ports`).
+        #[arg(long, default_value = crate::firewall::DEFAULT_NFT, requires = "live")]
+        nft: PathBuf,
+        /// `--live`: the systemctl program (`systemctl is-active`, `systemctl list-units`).
+        #[arg(long, default_value = crate::live::DEFAULT_SYSTEMCTL, requires = "live")]
+        systemctl: PathBuf,
     },
     /// Run CMD once per period on one instance of the fleet (a failed or abandoned try is retaken).
     Job {
@@ -182,6 +208,10 @@ pub fn manpages(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
     bake_common::cli::write_man_pages(<Cli as clap::CommandFactory>::command(), dir)
 }
 
+fn parse_wait(s: &str) -> Result<std::time::Duration, String> {
+    bake_common::duration::parse("--wait", s).map_err(|e| e.to_string())
+}
+
 fn parse_age(s: &str) -> Result<std::time::Duration, String> {
     bake_common::duration::parse("--older-than", s).map_err(|e| e.to_string())
 }
@@ -256,6 +286,53 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Cli::try_parse_from(["bake-agent", "reap", "/x", "--older-than", "5x"]).is_err());
+    }
+
+    #[test]
+    fn test_check_live_flags() {
+        match Cli::try_parse_from([
+            "bake-agent",
+            "check",
+            "--live",
+            "--wait",
+            "15min",
+            "--report",
+            "-o",
+            "json",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Check {
+                live,
+                wait,
+                report,
+                output,
+                nft,
+                systemctl,
+                ..
+            } => {
+                assert!(live && report);
+                assert_eq!(wait, Some(std::time::Duration::from_secs(900)));
+                assert_eq!(output, crate::live::CheckOutput::Json);
+                assert_eq!(nft, PathBuf::from("/usr/sbin/nft"));
+                assert_eq!(systemctl, PathBuf::from("/bin/systemctl"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The --live options need --live; --userdata is for the configuration check only.
+        for args in [
+            &["check", "--report"][..],
+            &["check", "--wait", "1s"],
+            &["check", "-o", "json"],
+            &["check", "--nft", "/x"],
+            &["check", "--live", "--userdata", "/x"],
+            &["check", "--live", "--wait", "5x"],
+        ] {
+            let argv = std::iter::once("bake-agent").chain(args.iter().copied());
+            assert!(Cli::try_parse_from(argv).is_err(), "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["bake-agent", "check", "--userdata", "/x"]).is_ok());
     }
 
     #[test]

@@ -67,7 +67,8 @@ pub async fn boot(config: &Path) -> anyhow::Result<Boot> {
         .await
         .map_err(|e| coded(Exit::Aws, e))?;
     tracing::info!(step = "identity", instance_id = %identity.instance_id, region = %identity.region,
-        az = %identity.availability_zone, asg = ?identity.asg_name, elapsed_ms = ms(t), "boot step done");
+        az = %identity.availability_zone, asg = ?identity.asg_name, image_test = ?identity.image_test,
+        elapsed_ms = ms(t), "boot step done");
     Ok(Boot {
         identity,
         settings,
@@ -134,6 +135,13 @@ pub async fn run(config: &Path, status_file: &Path) -> anyhow::Result<Exit> {
         aws,
         imds,
     } = boot(config).await?;
+    if let Some(parameter) = &identity.image_test {
+        // `bake test-image`: launched from the fleet's template, outside its group and load
+        // balancer. Without a group there is no lifecycle hook to complete, no instance health
+        // to set and no rollout to start; bake-image-test.service reports to the parameter.
+        tracing::info!(tag = identity::IMAGE_TEST_TAG, %parameter,
+            "image-test instance: in no Auto Scaling group (lifecycle hooks, mark-unhealthy and secret rollouts off); bake-image-test.service reports to the parameter");
+    }
     let app = settings
         .app_for_run()
         .map_err(|e| coded(Exit::Config, e))?

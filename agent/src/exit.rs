@@ -24,6 +24,8 @@ pub enum Exit {
     Firewall = 8,
     /// `status`: the agent is not running (no state file, or the process that wrote it is gone).
     NotRunning = 9,
+    /// `check --live`: a live check failed (the checks ran; the output says which).
+    LiveCheckFailed = 10,
     /// stdout was closed before a result line was written (`bake-agent check | head -0`):
     /// 128 + SIGPIPE, as a shell reports a command ended by a closed pipe. Nothing is printed.
     StdoutClosed = 141,
@@ -42,6 +44,7 @@ Exit codes:
   7  the app could not be started (also: [app] listen could not be bound)
   8  firewall: nft could not open [app] port
   9  status: the agent is not running (no state file, or its process is gone)
+  10 check --live: a live check failed
   141 stdout closed before a result line was written (as for SIGPIPE); nothing is printed
   job: once CMD ran, its own exit code (128+N when killed by signal N)";
 

@@ -1,4 +1,12 @@
-//! Who this instance is: id, region, availability zone, Auto Scaling group.
+//! Who this instance is: id, region, availability zone, Auto Scaling group, and whether it is
+//! the boot test of an image (`bake test-image`).
+//!
+//! An image-test instance is launched from the fleet's launch template, so its userdata names the
+//! fleet's group (`[identity] asg_name`), but outside that group and its load balancer, with the
+//! instance tag [`IMAGE_TEST_TAG`] (the SSM parameter its report goes to) and instance metadata
+//! tags enabled. The tag is read whatever `[identity] imds_tags` says, and wins over every
+//! source of a group name but `standalone`: such an instance has no group, completes no
+//! lifecycle hook, marks nothing unhealthy and starts no rollout.
 
 use aws_smithy_types::error::display::DisplayErrorContext;
 
@@ -18,6 +26,14 @@ pub enum IdentityError {
         instance_id: String,
         /// The SDK error with its context.
         message: String,
+    },
+    /// The `bake:image-test` tag is not an SSM parameter name.
+    #[error("instance tag {IMAGE_TEST_TAG} = {value:?} is not an SSM parameter name: {reason}")]
+    ImageTestTag {
+        /// The tag's value (at most its first 100 characters).
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
     },
     /// The instance belongs to no group and the config does not say `standalone = true`.
     #[error("instance {instance_id} is in no Auto Scaling group (set [identity] asg_name, or standalone = true)")]
@@ -47,10 +63,54 @@ pub struct Identity {
     /// The image the instance was launched from (`ami-id` in the metadata): the release its
     /// metrics are published under. `None` when the metadata has none (not on EC2).
     pub image_id: Option<String>,
+    /// The SSM parameter an image-test instance reports to (the value of its instance tag
+    /// [`IMAGE_TEST_TAG`]); `None` on every other instance.
+    pub image_test: Option<String>,
 }
 
-/// Instance id, region, AZ and image from IMDS (the group is resolved later, once AWS clients
-/// exist).
+/// The instance tag of an image-test instance (`bake test-image`); its value is the SSM
+/// parameter the instance's report (`bake-agent check --live --report`) goes to.
+pub const IMAGE_TEST_TAG: &str = "bake:image-test";
+/// The metadata path of [`IMAGE_TEST_TAG`] (served only when the instance was launched with
+/// metadata tags enabled; 404 otherwise, as for an instance without the tag).
+pub const IMAGE_TEST_TAG_PATH: &str = "/latest/meta-data/tags/instance/bake:image-test";
+/// The longest SSM parameter name (path included), per the PutParameter API reference.
+pub const MAX_PARAMETER_NAME: usize = 1011;
+
+/// Checks that `name` is a fully qualified SSM parameter name: starts with `/`, only ASCII
+/// letters, digits and `_ . - /`, at most [`MAX_PARAMETER_NAME`] characters.
+pub fn check_parameter_name(name: &str) -> Result<(), &'static str> {
+    if !name.starts_with('/') {
+        return Err("it must start with '/'");
+    }
+    if name.len() > MAX_PARAMETER_NAME {
+        return Err("it is longer than 1011 characters");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c))
+    {
+        return Err("only letters, digits and '_', '.', '-', '/' are allowed");
+    }
+    Ok(())
+}
+
+/// The instance's [`IMAGE_TEST_TAG`], validated: `None` when the metadata has no such tag (or
+/// no tags at all).
+pub async fn image_test_tag(imds: &Imds) -> Result<Option<String>, IdentityError> {
+    let Some(value) = imds.get_opt(IMAGE_TEST_TAG_PATH).await? else {
+        return Ok(None);
+    };
+    let value = value.trim().to_owned();
+    check_parameter_name(&value).map_err(|reason| IdentityError::ImageTestTag {
+        value: value.chars().take(100).collect(),
+        reason,
+    })?;
+    Ok(Some(value))
+}
+
+/// Instance id, region, AZ, image and the image-test tag from IMDS (the group is resolved
+/// later, once AWS clients exist).
 pub async fn from_imds(imds: &Imds) -> Result<Identity, IdentityError> {
     let instance_id = imds.get("/latest/meta-data/instance-id").await?;
     let availability_zone = imds
@@ -64,17 +124,21 @@ pub async fn from_imds(imds: &Imds) -> Result<Identity, IdentityError> {
             .to_owned(),
     };
     let image_id = imds.get_opt("/latest/meta-data/ami-id").await?;
+    let image_test = image_test_tag(imds).await?;
     Ok(Identity {
         instance_id,
         region,
         availability_zone,
         asg_name: None,
         image_id,
+        image_test,
     })
 }
 
-/// The group name: config, then the IMDS tag `aws:autoscaling:groupName` (only present when the
-/// launch template allows tags in metadata), then DescribeAutoScalingInstances.
+/// The group name: none when standalone or on an image-test instance (whatever `asg_name` the
+/// fleet's userdata sets: the instance is not in the group), then the config, then the IMDS tag
+/// `aws:autoscaling:groupName` (only present when the launch template allows tags in metadata),
+/// then DescribeAutoScalingInstances.
 pub async fn resolve_group(
     id: &mut Identity,
     settings: &IdentitySettings,
@@ -82,6 +146,10 @@ pub async fn resolve_group(
     asg: &aws_sdk_autoscaling::Client,
 ) -> Result<(), IdentityError> {
     if settings.standalone {
+        id.asg_name = None;
+        return Ok(());
+    }
+    if id.image_test.is_some() {
         id.asg_name = None;
         return Ok(());
     }
@@ -119,5 +187,29 @@ pub async fn resolve_group(
         None => Err(IdentityError::NoGroup {
             instance_id: id.instance_id.clone(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_parameter_names() {
+        assert!(check_parameter_name("/bake/prod/image-tests/ami-0abc/20261203T071500Z").is_ok());
+        assert!(check_parameter_name("/a_b.c-d").is_ok());
+        assert_eq!(
+            check_parameter_name("bake/x"),
+            Err("it must start with '/'")
+        );
+        assert!(check_parameter_name("/bake/x y").is_err());
+        assert!(check_parameter_name("/bake/x:y").is_err());
+        assert!(check_parameter_name("/bake/é").is_err());
+        let long = format!("/{}", "a".repeat(MAX_PARAMETER_NAME - 1));
+        assert!(check_parameter_name(&long).is_ok());
+        assert_eq!(
+            check_parameter_name(&format!("{long}a")),
+            Err("it is longer than 1011 characters")
+        );
     }
 }

@@ -87,7 +87,8 @@ impl Job<'_> {
 
 /// Finds this call's try of `name` for the current period and runs `cmd` (inherited stdio and
 /// environment) if it got one, returning CMD's exit code; when the period already succeeded, a
-/// live instance holds the current try, or every try is used, it prints why and returns 0.
+/// live instance holds the current try, every try is used, or this is an image-test instance
+/// (tag `bake:image-test`), it prints why and returns 0.
 pub async fn run(
     config: &Path,
     name: &str,
@@ -96,6 +97,15 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     lease::check_name(name).map_err(|e| coded(Exit::Config, e))?;
     let boot = daemon::boot(config).await?;
+    if let Some(parameter) = &boot.identity.image_test {
+        // A boot test of an image (`bake test-image`) is no member of the fleet: it must not
+        // take (or use up) the fleet's try of this period.
+        crate::outln!(
+            "job {name}: image-test instance (tag {} = {parameter}): not running here",
+            crate::identity::IMAGE_TEST_TAG
+        );
+        return Ok(Exit::Ok.into());
+    }
     let group = boot
         .identity
         .asg_name

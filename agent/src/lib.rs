@@ -4,7 +4,8 @@
 //! secrets from SSM into the app's environment, the EFS mount, the supervised app, readiness →
 //! launch lifecycle hook, and on termination a drain and the terminate hook. `job` runs a command
 //! on one instance of the fleet per period; `reap` deletes expired uploads; `firewall` opens the
-//! app's port; `check` validates the configuration as `run` would.
+//! app's port; `check` validates the configuration as `run` would, `check --live` the running
+//! instance (and reports to `bake test-image` on an image-test instance).
 //!
 //! Configuration: `/etc/bake/agent.toml` (`--config`) with userdata TOML laid over it; see
 //! docs/agent.md. Exit codes: [`exit::Exit`].
@@ -35,6 +36,8 @@ pub mod job;
 pub mod lease;
 /// Lifecycle hooks and the termination watch.
 pub mod lifecycle;
+/// `check --live`: the running instance's checks and the image-test report.
+pub mod live;
 /// Log shipping to CloudWatch Logs.
 pub mod logs;
 /// Unmapping the binary's start-up pages once booted.
@@ -72,7 +75,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run => Ok(daemon::run(config, &cli.global.status_file).await?.into()),
         Command::Status { output } => Ok(status::show(&cli.global.status_file, output).into()),
-        Command::Check { userdata } => {
+        Command::Check {
+            live: true,
+            output,
+            wait,
+            report,
+            nft,
+            systemctl,
+            ..
+        } => {
+            let opts = live::LiveOptions {
+                output,
+                wait,
+                report,
+                nft,
+                systemctl,
+            };
+            Ok(live::run(config, &cli.global.status_file, &opts)
+                .await?
+                .into())
+        }
+        Command::Check { userdata, .. } => {
             let ud = match &userdata {
                 Some(p) => Some(std::fs::read(p).map_err(|e| {
                     coded(Exit::Config, format!("cannot read '{}': {e}", p.display()))
@@ -119,7 +142,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 // Both on the command line: the configuration is not needed.
                 (Some(d), Some(a)) => (d, a),
                 (dir, older_than) => {
-                    let s = config::load_on_instance(config, &imds::Imds::from_env()).await?;
+                    let imds = imds::Imds::from_env();
+                    // A boot test of an image (`bake test-image`) shares the fleet's EFS and
+                    // configuration, but is no member of the fleet: the fleet reaps.
+                    if let Some(parameter) = identity::image_test_tag(&imds)
+                        .await
+                        .map_err(|e| coded(Exit::Imds, e))?
+                    {
+                        tracing::info!(tag = identity::IMAGE_TEST_TAG, %parameter,
+                            "image-test instance: not reaping the fleet's uploads");
+                        return Ok(Exit::Ok.into());
+                    }
+                    let s = config::load_on_instance(config, &imds).await?;
                     let is_mounted = |p: &std::path::Path| {
                         mount::mounted_at(p)
                             .map(|m| m.is_some())

@@ -710,6 +710,7 @@ async fn test_metrics_reach_cloudwatch_with_dimensions() {
             availability_zone: "us-east-1a".into(),
             asg_name: Some("asg-1".into()),
             image_id: None,
+            image_test: None,
         },
         restarts.clone(),
         None,
