@@ -84,6 +84,17 @@ pub enum Command {
         #[arg(long)]
         timeline: bool,
     },
+    /// Boot-test an image: launch one instance from it with the group's launch template, outside
+    /// the group and the load balancer, wait for `bake-agent check --live` on it (units, app,
+    /// readiness, secrets, EFS, firewall), tag the image bake:tested=pass|fail, terminate the
+    /// instance. Exit 0 on pass, 14 on fail. An image tagged pass already is not tested again.
+    TestImage {
+        /// The image (`ami-…`).
+        ami: String,
+        /// Longest test, launch to report (default image_test.timeout, 20m).
+        #[arg(long, value_parser = parse_timeout)]
+        timeout: Option<std::time::Duration>,
+    },
     /// Roll back the refresh in progress, or release the previous image again.
     Rollback(WatchArgs),
     /// Deregister old bake-made AMIs and delete their snapshots (never the newest K nor any in use).
@@ -191,6 +202,9 @@ pub struct BuildCommandArgs {
     /// the template, the agent, the app) and bake only then; exit 0 either way.
     #[arg(long, conflicts_with = "force")]
     pub if_changed: bool,
+    /// Boot-test the image built or reused (as `bake test-image`); exit 14 when it fails.
+    #[arg(long)]
+    pub test: bool,
 }
 
 /// Options for watching a refresh.
@@ -222,6 +236,14 @@ pub struct ReleaseArgs {
     /// If a refresh is in progress, wait for it to end, then release.
     #[arg(long)]
     pub wait_for_current: bool,
+    /// Boot-test the image first (as `bake test-image`) unless it passed already; a failed test
+    /// (exit 14) releases nothing.
+    #[arg(long, conflicts_with = "untested")]
+    pub test: bool,
+    /// Release an image that is not tagged bake:tested=pass (never boot-tested, or failed).
+    /// Without it, and with image_test.required (the default), such a release exits 15.
+    #[arg(long)]
+    pub untested: bool,
 }
 
 /// Options of `bake plan`.

@@ -80,6 +80,20 @@ pub struct RawConfig {
     pub prune: Option<RawPrune>,
     /// `[canary]`: judge the new release at a checkpoint before the rest of the fleet.
     pub canary: Option<RawCanary>,
+    /// `[image_test]`: boot-test an image on one instance outside the group before a release.
+    pub image_test: Option<RawImageTest>,
+}
+
+/// `[image_test]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawImageTest {
+    /// `bake release` refuses an image not tagged `bake:tested=pass` (default true).
+    pub required: Option<bool>,
+    /// Where the test instance writes its report (an SSM parameter path).
+    pub parameter_prefix: Option<String>,
+    /// How long a test may take, launch to report.
+    pub timeout: Option<String>,
 }
 
 /// `[canary]` as written.
@@ -293,6 +307,51 @@ pub struct Settings {
     pub image_parameter: Option<String>,
     /// `[canary]`: `None` when the file has none (no verdict, one refresh).
     pub canary: Option<crate::canary::CanarySettings>,
+    /// `[image_test]`, with its defaults when the file has none.
+    pub image_test: ImageTestSettings,
+}
+
+/// `[image_test]`, validated ([`crate::image_test`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageTestSettings {
+    /// `bake release` refuses an image that is not tagged `bake:tested=pass` unless
+    /// `--untested` is given. Default true.
+    pub required: bool,
+    /// The SSM path under which a test instance writes its report
+    /// (`<prefix>/<ami>/<timestamp>`); `None`: `bake test-image` and `--test` refuse to run.
+    pub parameter_prefix: Option<String>,
+    /// Longest test, launch to report. Default [`DEFAULT_IMAGE_TEST_TIMEOUT`].
+    pub timeout: Duration,
+}
+
+/// Default of `image_test.timeout`: a boot, the agent's readiness (its own timeout is 10
+/// minutes in the fleet) and the checks.
+pub const DEFAULT_IMAGE_TEST_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+impl Default for ImageTestSettings {
+    fn default() -> Self {
+        Self {
+            required: true,
+            parameter_prefix: None,
+            timeout: DEFAULT_IMAGE_TEST_TIMEOUT,
+        }
+    }
+}
+
+impl Settings {
+    /// `image_test.parameter_prefix`, or an error naming it (`bake test-image`, `--test`).
+    pub fn image_test_prefix(&self) -> Result<&str, ConfigError> {
+        self.image_test
+            .parameter_prefix
+            .as_deref()
+            .ok_or_else(|| ConfigError::Invalid {
+                file: self.path.display().to_string(),
+                key: "image_test.parameter_prefix".into(),
+                message: "missing: a boot test needs the SSM path its instance reports under, \
+                          e.g. \"/bake/prod/image-tests\" (iam.yaml lets the instance role write there)"
+                    .into(),
+            })
+    }
 }
 
 impl Settings {
@@ -441,6 +500,7 @@ impl Validator<'_> {
         let app = raw.app.unwrap_or_default();
         let refresh = self.refresh(raw.refresh.unwrap_or_default())?;
         let canary = raw.canary.map(|c| self.canary(c, &refresh)).transpose()?;
+        let image_test = self.image_test(raw.image_test.unwrap_or_default())?;
         let prune_keep = match raw.prune.and_then(|p| p.keep) {
             None => DEFAULT_PRUNE_KEEP,
             Some(k) if k >= 1 => {
@@ -468,6 +528,26 @@ impl Validator<'_> {
             prune_keep,
             image_parameter,
             canary,
+            image_test,
+        })
+    }
+
+    fn image_test(&self, t: RawImageTest) -> Result<ImageTestSettings, ConfigError> {
+        let key = "image_test.parameter_prefix";
+        let parameter_prefix = match t.parameter_prefix {
+            None => None,
+            Some(p) => {
+                let p = p.trim_end_matches('/').to_owned();
+                crate::image_parameter::check_name(&p).map_err(|m| self.invalid(key, m))?;
+                Some(p)
+            }
+        };
+        Ok(ImageTestSettings {
+            required: t.required.unwrap_or(true),
+            parameter_prefix,
+            timeout: self
+                .bounded("image_test.timeout", t.timeout, false, MAX_TIMEOUT)?
+                .unwrap_or(DEFAULT_IMAGE_TEST_TIMEOUT),
         })
     }
 

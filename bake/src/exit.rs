@@ -39,6 +39,14 @@ pub enum Exit {
     /// `status --check`: the image parameter, the launch template's default version, the
     /// group's version or the instances disagree about the image (drift).
     Drift = 13,
+    /// `test-image`, `build --test`, `release --test`: the image failed its boot test (a live
+    /// check failed, or its test instance did not report in time); the image is tagged
+    /// `bake:tested=fail`.
+    ImageTestFailed = 14,
+    /// `release`: the image is not tagged `bake:tested=pass` (never boot-tested, or failed) and
+    /// `image_test.required` holds; nothing was changed. `--test` tests it first, `--untested`
+    /// releases it anyway.
+    Untested = 15,
     /// Interrupted (SIGINT/Ctrl-C, SIGTERM or SIGHUP): a build was stopped and cleaned up, or
     /// watching was detached.
     Interrupted = 130,
@@ -64,6 +72,8 @@ Exit codes:
   11 plan: a release would change something (0: nothing to do)
   12 released, but the SSM parameter target.image_parameter was not set to the image
   13 status --check: drift (the image parameter, launch template, group or instances disagree)
+  14 the image failed its boot test (test-image, --test); it is tagged bake:tested=fail
+  15 release refused an image not tagged bake:tested=pass (--test tests it, --untested overrides)
   130 interrupted by SIGINT, SIGTERM or SIGHUP (build stopped and cleaned up, or watching detached)
   141 stdout closed before the result was written (as for SIGPIPE); nothing is printed";
 
@@ -86,6 +96,8 @@ impl Exit {
             Self::Changes => "changes",
             Self::ImageParameter => "image_parameter",
             Self::Drift => "drift",
+            Self::ImageTestFailed => "image_test_failed",
+            Self::Untested => "untested",
             Self::Interrupted => "interrupted",
             Self::StdoutClosed => "stdout_closed",
         }

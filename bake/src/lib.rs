@@ -22,6 +22,8 @@ pub mod drift;
 pub mod exit;
 /// The SSM parameter naming the fleet's image.
 pub mod image_parameter;
+/// Boot-testing an image on one instance outside the group (`bake test-image`).
+pub mod image_test;
 /// The target's launch template.
 pub mod launch_template;
 /// The local target: a root file system image and its AMI record.
@@ -267,6 +269,8 @@ fn code_of(e: &(dyn std::error::Error + 'static)) -> Option<Exit> {
             | ReleaseError::UnnumberedVersion { .. }
             | ReleaseError::CanaryNeedsWait => Exit::Config,
             ReleaseError::CurrentTimedOut { .. } => Exit::TimedOut,
+            ReleaseError::Untested { .. } => Exit::Untested,
+            ReleaseError::TestFailed { .. } => Exit::ImageTestFailed,
             ReleaseError::InterruptedWaiting | ReleaseError::Interrupted => Exit::Interrupted,
         });
     }
@@ -274,6 +278,13 @@ fn code_of(e: &(dyn std::error::Error + 'static)) -> Option<Exit> {
         return Some(match e {
             RollbackError::Rollback { .. } => Exit::Aws,
             RollbackError::NoPreviousVersion { .. } => Exit::Config,
+        });
+    }
+    if let Some(e) = e.downcast_ref::<image_test::ImageTestError>() {
+        return Some(match e {
+            image_test::ImageTestError::Call { .. }
+            | image_test::ImageTestError::NoInstance { .. } => Exit::Aws,
+            image_test::ImageTestError::Interrupted { .. } => Exit::Interrupted,
         });
     }
     if e.downcast_ref::<timeline::TimelineError>().is_some() {
@@ -392,8 +403,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                     }
                 }
             }
-            output::emit(output, &serde_json::to_value(&r)?, &build::render(&r))?;
-            Ok(Exit::Ok)
+            if !c.test {
+                output::emit(output, &serde_json::to_value(&r)?, &build::render(&r))?;
+                return Ok(Exit::Ok);
+            }
+            let t = targets::resolve(&aws, settings.target()?).await?;
+            let tr = image_test::test_image(&aws, &settings, &t, &r.image_id, None).await?;
+            let mut json = serde_json::to_value(&r)?;
+            json["image_test"] = serde_json::to_value(&tr)?;
+            let text = build::render(&r) + "\n" + &image_test::render(&tr);
+            output::emit(output, &json, text.trim_end())?;
+            Ok(if tr.passed() {
+                Exit::Ok
+            } else {
+                Exit::ImageTestFailed
+            })
+        }
+        Command::TestImage { ami, timeout } => {
+            let t = targets::resolve(&aws, settings.target()?).await?;
+            let tr = image_test::test_image(&aws, &settings, &t, &ami, timeout).await?;
+            output::emit(
+                output,
+                &serde_json::to_value(&tr)?,
+                image_test::render(&tr).trim_end(),
+            )?;
+            Ok(if tr.passed() {
+                Exit::Ok
+            } else {
+                Exit::ImageTestFailed
+            })
         }
         Command::Release(a) => {
             if a.ami.is_none() {
@@ -408,6 +446,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                     app_release: a.build.app_release,
                 },
                 wait_for_current: a.wait_for_current,
+                test: a.test,
+                untested: a.untested,
                 ..watch_opts(&a.watch)
             };
             let released = release::release(&aws, &settings, &t, &opts).await;

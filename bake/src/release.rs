@@ -45,6 +45,10 @@ pub struct ReleaseOptions {
     pub wait_for_current: bool,
     /// An interrupt (Ctrl-C, SIGTERM, SIGHUP) cancels the refresh instead of detaching.
     pub cancel_on_interrupt: bool,
+    /// Boot-test the image first ([`crate::image_test`]) unless it passed already.
+    pub test: bool,
+    /// Release an image that is not tagged `bake:tested=pass`.
+    pub untested: bool,
 }
 
 /// The result of a release, as printed.
@@ -97,6 +101,11 @@ pub struct ReleaseReport {
     /// The refresh that held at the canary's checkpoint (with a passed verdict,
     /// `instance_refresh_id` is the one that went on from there).
     pub canary_refresh_id: Option<String>,
+    /// What the image's tags said of its boot test when it was released: `pass`, `fail` or
+    /// `untested` (the last two only with `--untested`, or `image_test.required = false`).
+    pub tested: Option<String>,
+    /// The boot test this release ran (`--test`); `None` without one.
+    pub image_test: Option<crate::image_test::ImageTestReport>,
 }
 
 /// What can go wrong in a release, besides the errors of the steps it takes (targets, build,
@@ -154,6 +163,24 @@ pub enum ReleaseError {
         name: String,
         /// The SDK's error.
         source: Box<aws_sdk_ssm::error::SdkError<PutParameterError>>,
+    },
+    /// The image is not tagged `bake:tested=pass` and `image_test.required` holds.
+    #[error("{ami} {state}: boot-test it with `bake test-image {ami}` (or `bake release --test`), or release it anyway with --untested (image_test.required = true)")]
+    Untested {
+        /// The image.
+        ami: String,
+        /// What its tags say ([`crate::image_test::Tested::describe`]).
+        state: String,
+    },
+    /// `--test`: the image failed its boot test; nothing was released.
+    #[error("{ami} failed its boot test on {instance}: {why}; nothing was released")]
+    TestFailed {
+        /// The image.
+        ami: String,
+        /// The test instance.
+        instance: String,
+        /// The failed checks with their details, or the reason.
+        why: String,
     },
     /// `--ami` names no image that can be described.
     #[error("--ami: {source}")]
@@ -541,6 +568,70 @@ pub fn failure_markdown(command: &str, group: &str, f: &crate::exit::Failure) ->
 }
 
 /// Runs a release to its end.
+/// The boot test of a release's image, before anything changes: `--test` runs it (a failure
+/// ends the release), then the image's tags must say `pass` unless `--untested` or
+/// `image_test.required = false`. (What the tags say: `pass`, `fail`, `untested`; the test run.)
+async fn boot_tested(
+    aws: &Aws,
+    settings: &Settings,
+    t: &Targets,
+    image_id: &str,
+    opts: &ReleaseOptions,
+) -> anyhow::Result<(String, Option<crate::image_test::ImageTestReport>)> {
+    use crate::image_test::Tested;
+    let mut ran = None;
+    if opts.test {
+        let r = crate::image_test::test_image(aws, settings, t, image_id, None).await?;
+        if !r.passed() {
+            let failed: Vec<String> = r
+                .checks
+                .iter()
+                .filter(|c| !c.ok)
+                .map(|c| format!("{} ({})", c.name, c.detail))
+                .collect();
+            return Err(ReleaseError::TestFailed {
+                ami: image_id.to_owned(),
+                instance: r.instance_id.clone().unwrap_or_default(),
+                why: if failed.is_empty() {
+                    r.reason.clone().unwrap_or_else(|| "no report".to_owned())
+                } else {
+                    failed.join(", ")
+                },
+            }
+            .into());
+        }
+        ran = Some(r);
+    }
+    let image = crate::ami::describe(&aws.ec2, image_id)
+        .await
+        .map_err(|source| ReleaseError::Ami { source })?;
+    let tested = Tested::of(&image);
+    let word = match tested {
+        Tested::Pass { .. } => "pass",
+        Tested::Fail { .. } => "fail",
+        Tested::Untested => "untested",
+    };
+    if word != "pass" {
+        if settings.image_test.required && !opts.untested {
+            return Err(ReleaseError::Untested {
+                ami: image_id.to_owned(),
+                state: tested.describe(),
+            }
+            .into());
+        }
+        tracing::warn!(
+            "releasing {image_id}, which {} ({})",
+            tested.describe(),
+            if opts.untested {
+                "--untested"
+            } else {
+                "image_test.required = false"
+            }
+        );
+    }
+    Ok((word.to_owned(), ran))
+}
+
 pub async fn release(
     aws: &Aws,
     settings: &Settings,
@@ -600,6 +691,10 @@ pub async fn release(
     if crate::signals::received() > 0 {
         return Err(ReleaseError::Interrupted.into());
     }
+    let (tested, image_test) = boot_tested(aws, settings, t, &image_id, opts).await?;
+    if crate::signals::received() > 0 {
+        return Err(ReleaseError::Interrupted.into());
+    }
     let (previous, _) = crate::launch_template::versions(aws, lt).await?;
     let created = aws
         .ec2
@@ -631,6 +726,8 @@ pub async fn release(
         reused,
         previous_version: previous,
         version,
+        tested: Some(tested),
+        image_test,
         ..ReleaseReport::default()
     };
     // Once per release, not per poll, and before the refresh starts: the images of the

@@ -46,6 +46,12 @@ fn test_every_json_document_has_a_schema_version() {
     check("status", &["status", "-o", "json"], 0);
     check("rollback", &["rollback", "--no-wait", "-o", "json"], 0);
     check("prune", &["prune", "--dry-run", "-o", "json"], 0);
+    // No instance reports here: a failed test, exit 14.
+    check(
+        "test-image",
+        &["test-image", BASE_AMI, "--timeout", "1s", "-o", "json"],
+        14,
+    );
     // An error document too.
     check(
         "error",

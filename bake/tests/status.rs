@@ -396,6 +396,9 @@ fn test_status_timeline_shows_each_instance_of_the_last_rollout() {
     let w = World::new("status-timeline");
     w.fleet(BASE_AMI, 2);
     let before: Vec<String> = w.instances().into_iter().map(|i| i.0).collect();
+    // A refresh's StartTime has whole seconds: the group's first instances must be launched in
+    // an earlier second than the rollout begins to count as launched before it.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let j = w.bake(&["release", "-o", "json"]).expect(0).json();
     let image = j["image_id"].as_str().unwrap().to_owned();
     let s = w

@@ -16,6 +16,8 @@ mod config;
 #[cfg(test)]
 mod errors;
 #[cfg(test)]
+mod image_test;
+#[cfg(test)]
 mod json;
 #[cfg(test)]
 mod layout;

@@ -137,6 +137,8 @@ release = "app"
 version = "1.0.0"
 [target]
 auto_scaling_group = "{asg}"
+[image_test]
+required = false
 "#,
             url = w.emu.url(),
             asg = w.asg(),
@@ -192,6 +194,11 @@ name = "{name}"
 release = "1.0.0"
 [target]
 auto_scaling_group = "{asg}"
+# No instance of these tests ever boots an image: releases take untested ones
+# (image_test.rs sets required = true).
+[image_test]
+parameter_prefix = "/bake/test/image-tests"
+required = false
 [refresh]
 min_healthy_percentage = 50
 instance_warmup = "10s"

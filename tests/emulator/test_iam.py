@@ -397,6 +397,32 @@ def test_launch_template_actions_are_authorized_on_the_template_by_id_or_name(en
         assert error_code(denied) == "UnauthorizedOperation"
 
 
+def test_ec2_tags_are_authorized_on_each_resource_tagged(enforced):
+    # Service Authorization Reference (Amazon EC2): CreateTags and DeleteTags on the resources
+    # tagged; an image's ARN has no account: arn:${Partition}:ec2:${Region}::image/${ImageId}.
+    ec2 = enforced.admin("ec2")
+    mine = ec2.register_image(Name="tags-mine", RootDeviceName="/dev/xvda")["ImageId"]
+    other = ec2.register_image(Name="tags-other", RootDeviceName="/dev/xvda")["ImageId"]
+    role = enforced.role(
+        "tags-role",
+        [allow(["ec2:CreateTags", "ec2:DeleteTags"], f"arn:aws:ec2:{REGION}::image/{mine}")],
+    )
+    client = enforced.client("ec2", enforced.instance_creds(role))
+    client.create_tags(Resources=[mine], Tags=[{"Key": "bake:tested", "Value": "pass"}])
+    client.delete_tags(Resources=[mine], Tags=[{"Key": "bake:tested"}])
+    for call in (
+        lambda: client.create_tags(Resources=[other], Tags=[{"Key": "k", "Value": "v"}]),
+        lambda: client.delete_tags(Resources=[other], Tags=[{"Key": "k"}]),
+        # Every resource of the request must be allowed.
+        lambda: client.create_tags(Resources=[mine, other], Tags=[{"Key": "k", "Value": "v"}]),
+    ):
+        with pytest.raises(botocore.exceptions.ClientError) as denied:
+            call()
+        assert error_code(denied) == "UnauthorizedOperation"
+    tags = {t["Key"]: t["Value"] for t in ec2.describe_images(ImageIds=[mine])["Images"][0].get("Tags", [])}
+    assert "bake:tested" not in tags and "k" not in tags, tags
+
+
 def test_describe_stacks_is_authorized_on_the_stack(enforced):
     # Service Authorization Reference (CloudFormation): DescribeStacks on stack
     # (arn:...:stack/${StackName}/${Id}); without StackName it lists every stack: "*".

@@ -82,7 +82,9 @@ def test_nightly_rebake_releases_only_a_new_image():
     # Only when an input changed (the archives' state among them), unless forced.
     assert steps["build"]["env"]["WHEN"] == "${{ inputs.force && '--force' || '--if-changed' }}"
     assert steps["build"]["if"] == "github.event_name != 'push'"
-    rel = [s for s in _steps() if "release --ami" in s.get("run", "")]
+    rel = [s for s in _steps() if "release --test --ami" in s.get("run", "")]
     assert len(rel) == 1 and "steps.changed.outputs.reused == 'false'" in rel[0]["if"]
     push = [s for s in _steps() if s.get("name") == "Release"]
     assert len(push) == 1 and push[0]["if"] == "github.event_name == 'push'"
+    # Both releases boot-test the image first (docs/bake.md "Boot-tested images").
+    assert "release --test" in push[0]["run"]

@@ -245,6 +245,36 @@ def _ec2_launch_template(resp):
     return [f"{_base(resp, 'ec2')}:launch-template/{tmpl_id or '*'}"]
 
 
+#: EC2 resource id prefix -> its resource type in an ARN (Service Authorization Reference, Amazon
+#: EC2, "Resource types": image ARNs have no account, ``arn:${Partition}:ec2:${Region}::image/${ImageId}``).
+_EC2_ID_TYPES = {
+    "ami-": "image",
+    "i-": "instance",
+    "snap-": "snapshot",
+    "vol-": "volume",
+    "lt-": "launch-template",
+    "sg-": "security-group",
+    "subnet-": "subnet",
+    "vpc-": "vpc",
+    "eni-": "network-interface",
+}
+
+
+def _ec2_tagged(resp):
+    """CreateTags / DeleteTags: authorized on every resource of ``ResourceId.N``."""
+    arns = []
+    # moto parses `ResourceId.N` by the API model into its member name, `Resources`.
+    for rid in _list_param(resp, "Resources") or _list_param(resp, "ResourceId"):
+        kind = next((t for p, t in _EC2_ID_TYPES.items() if rid.startswith(p)), None)
+        if kind is None:
+            arns.append("*")  # a resource type not listed here: evaluated as AWS would not know it
+        elif kind == "image":
+            arns.append(f"arn:{resp.partition}:ec2:{resp.region}::image/{rid}")
+        else:
+            arns.append(f"{_base(resp, 'ec2')}:{kind}/{rid}")
+    return arns or None
+
+
 def _cfn_stack(resp):
     from moto.cloudformation.models import cloudformation_backends
 
@@ -315,6 +345,8 @@ RESOURCES = {
     ("ec2", "ModifyLaunchTemplate"): _ec2_launch_template,
     ("ec2", "DeleteLaunchTemplateVersions"): _ec2_launch_template,
     ("ec2", "DeleteLaunchTemplate"): _ec2_launch_template,
+    ("ec2", "CreateTags"): _ec2_tagged,
+    ("ec2", "DeleteTags"): _ec2_tagged,
     ("cloudformation", "DescribeStacks"): _cfn_stack,
     ("cloudformation", "DescribeStackResources"): _cfn_stack,
     ("cloudformation", "DescribeStackEvents"): _cfn_stack,

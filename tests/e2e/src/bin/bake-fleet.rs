@@ -236,7 +236,7 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
     std::fs::write(
         dir.path().join("bake.toml"),
         format!(
-            "[target]\nauto_scaling_group = \"{asg}\"\n[refresh]\nmin_healthy_percentage = 100\nmax_healthy_percentage = 134\n\
+            "[target]\nauto_scaling_group = \"{asg}\"\n[image_test]\nrequired = false\n[refresh]\nmin_healthy_percentage = 100\nmax_healthy_percentage = 134\n\
              instance_warmup = \"3m\"\npoll_interval = \"500ms\"\nmax_poll_interval = \"1s\"\ntimeout = \"10m\"\n"
         ),
     )?;
