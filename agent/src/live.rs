@@ -122,10 +122,27 @@ pub struct Facts {
     pub firewall: Option<FirewallFacts>,
 }
 
-/// The checks for `facts`, in [`CHECKS`] order.
+/// `text` on one line: its lines trimmed and joined by a space (nft's error comes with the
+/// command and a `^^^` marker under it), any other control character a space.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// The checks for `facts`, in [`CHECKS`] order; every detail on one line.
 #[must_use]
 pub fn evaluate(facts: &Facts) -> Vec<Check> {
-    let check = |name, ok, detail: String| Check { name, ok, detail };
+    let check = |name, ok, detail: String| Check {
+        name,
+        ok,
+        detail: one_line(&detail),
+    };
     let (units_ok, units) = units_check(&facts.units);
     let (app_ok, app) = app_check(&facts.agent);
     let (ready_ok, ready) = readiness_check(&facts.agent, facts.waited);
@@ -881,6 +898,16 @@ mod tests {
             elements: Err("cannot run '/usr/sbin/nft': No such file or directory".into()),
         });
         assert_eq!(failing(&f), ["firewall"]);
+        // nft's own error: three lines, the last a marker; the detail is one line.
+        let mut f = healthy();
+        f.firewall = Some(FirewallFacts {
+            port: 3000,
+            elements: Err("'nft' failed: Error: No such file or directory\nlist set inet filter app_ports\n              ^^^^^^".into()),
+        });
+        assert_eq!(
+            detail(&f, "firewall"),
+            "'nft' failed: Error: No such file or directory list set inet filter app_ports ^^^^^^"
+        );
     }
 
     #[test]

@@ -15,6 +15,8 @@ mod app_metrics;
 mod cli;
 #[path = "agent/config.rs"]
 mod config;
+#[path = "agent/image_test.rs"]
+mod image_test;
 #[path = "agent/input.rs"]
 mod input;
 #[path = "agent/jobs.rs"]
