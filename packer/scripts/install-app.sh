@@ -68,5 +68,7 @@ for unit in "$src"/systemd/*.service "$src"/systemd/*.timer; do
 done
 # The units' Documentation= link.
 install -D -m 0644 "$src/deploy.md" /usr/share/doc/bake/deploy.md
-systemctl enable bake-agent.service bake-user-stats.timer bake-agent-reap.timer
+# bake-image-test.service checks and reports only on an instance of `bake test-image` (tag
+# bake:image-test); on every other instance it exits 0 at once.
+systemctl enable bake-agent.service bake-user-stats.timer bake-agent-reap.timer bake-image-test.service
 rm -rf "$src"
