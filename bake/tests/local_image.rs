@@ -88,6 +88,7 @@ fn check_rootfs(root: &Path) {
         "bake-agent-reap.timer",
         "bake-user-stats.service",
         "bake-user-stats.timer",
+        "bake-image-test.service",
     ] {
         let shipped = std::fs::read(repo().join("systemd").join(unit)).unwrap();
         let baked = std::fs::read(root.join("etc/systemd/system").join(unit))
@@ -96,6 +97,7 @@ fn check_rootfs(root: &Path) {
     }
     for (wants, unit) in [
         ("multi-user.target.wants", "bake-agent.service"),
+        ("multi-user.target.wants", "bake-image-test.service"),
         ("timers.target.wants", "bake-agent-reap.timer"),
         ("timers.target.wants", "bake-user-stats.timer"),
         // harden.sh enables the firewall.
