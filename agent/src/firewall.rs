@@ -62,7 +62,11 @@ pub fn nft_args(port: u16) -> Vec<String> {
 
 /// Runs `nft add element inet filter app_ports { port }`.
 pub fn open_port(nft: &Path, port: u16) -> Result<(), FirewallError> {
-    let args = nft_args(port);
+    run(nft, nft_args(port)).map(drop)
+}
+
+/// Runs `nft ARGS` with no stdin; its output when it exits 0.
+fn run(nft: &Path, args: Vec<String>) -> Result<std::process::Output, FirewallError> {
     let out = std::process::Command::new(nft)
         .args(&args)
         .stdin(std::process::Stdio::null())
@@ -79,7 +83,7 @@ pub fn open_port(nft: &Path, port: u16) -> Result<(), FirewallError> {
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         });
     }
-    Ok(())
+    Ok(out)
 }
 
 /// nft's arguments that list the set as JSON: `-j list set inet filter app_ports`.
@@ -93,23 +97,7 @@ pub fn nft_list_args() -> Vec<String> {
 /// The ports in the set, as inclusive ranges (a single port is `p..=p`): `nft -j list set inet
 /// filter app_ports`.
 pub fn list_set(nft: &Path) -> Result<Vec<std::ops::RangeInclusive<u16>>, FirewallError> {
-    let args = nft_list_args();
-    let out = std::process::Command::new(nft)
-        .args(&args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|source| FirewallError::Spawn {
-            nft: nft.to_owned(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(FirewallError::Failed {
-            nft: nft.to_owned(),
-            args,
-            status: out.status,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
-    }
+    let out = run(nft, nft_list_args())?;
     parse_set(&String::from_utf8_lossy(&out.stdout)).map_err(|message| FirewallError::Output {
         nft: nft.to_owned(),
         message,
