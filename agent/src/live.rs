@@ -47,6 +47,10 @@ pub const DETAIL_CHARS: usize = 300;
 pub const MAX_REPORT_BYTES: usize = 4096;
 /// How often `--wait` reads the state file.
 pub const WAIT_POLL: Duration = Duration::from_secs(1);
+/// After `--wait`, the longest wait for [`UNITS`] to leave a transitional state (`activating`,
+/// `deactivating`, `reloading`): the agent writes `ready` to its state file a moment before
+/// systemd has taken its `READY=1`.
+pub const UNITS_SETTLE: Duration = Duration::from_secs(15);
 
 /// One check's outcome.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -485,6 +489,29 @@ pub fn unit_facts(systemctl: &Path) -> UnitFacts {
     UnitFacts { active, failed }
 }
 
+/// Whether a unit of `facts` is in a transitional state (it may still settle either way).
+#[must_use]
+pub fn units_unsettled(facts: &UnitFacts) -> bool {
+    facts.active.as_ref().is_ok_and(|states| {
+        states
+            .iter()
+            .any(|(_, s)| matches!(s.as_str(), "activating" | "deactivating" | "reloading"))
+    })
+}
+
+/// [`unit_facts`], read again every [`WAIT_POLL`] while a unit is [unsettled](units_unsettled),
+/// at most `limit` long.
+pub async fn settled_unit_facts(systemctl: &Path, limit: Duration) -> UnitFacts {
+    let start = Instant::now();
+    loop {
+        let facts = unit_facts(systemctl);
+        if !units_unsettled(&facts) || start.elapsed() >= limit {
+            return facts;
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
+}
+
 /// The unit names of `systemctl list-units --state=failed --plain --no-legend` output.
 #[must_use]
 pub fn parse_failed_units(out: &str) -> Vec<String> {
@@ -682,8 +709,13 @@ pub async fn run(config: &Path, status_file: &Path, opts: &LiveOptions) -> anyho
         Some(limit) => Some(wait_for_readiness(status_file, limit).await),
         None => None,
     };
+    let units = if waited.is_some() {
+        settled_unit_facts(&opts.systemctl, UNITS_SETTLE).await
+    } else {
+        unit_facts(&opts.systemctl)
+    };
     let facts = Facts {
-        units: unit_facts(&opts.systemctl),
+        units,
         agent: agent_facts(status_file),
         waited,
         secrets: secrets_facts(&settings, &aws.ssm).await,
@@ -1049,6 +1081,71 @@ mod tests {
         let (ok, d) = units_check(&f);
         assert!(!ok);
         assert!(d.contains("systemctl list-units --state=failed:"), "{d}");
+    }
+
+    #[test]
+    fn test_units_settle_before_they_are_judged() {
+        let states = |s: &[&str]| UnitFacts {
+            active: Ok(UNITS
+                .iter()
+                .zip(s)
+                .map(|(u, s)| ((*u).to_owned(), (*s).to_owned()))
+                .collect()),
+            failed: Ok(Vec::new()),
+        };
+        assert!(!units_unsettled(&states(&["active"; 4])));
+        assert!(!units_unsettled(&states(&[
+            "failed", "active", "active", "inactive"
+        ])));
+        assert!(units_unsettled(&states(&[
+            "activating",
+            "active",
+            "active",
+            "active"
+        ])));
+        assert!(units_unsettled(&states(&[
+            "active",
+            "reloading",
+            "active",
+            "active"
+        ])));
+        let err = UnitFacts {
+            active: Err("cannot run".into()),
+            failed: Err("cannot run".into()),
+        };
+        assert!(!units_unsettled(&err));
+        // A systemctl whose agent unit is activating for its first two reads, then active.
+        // A stand-in script, for the polling only; the real systemctl runs in the booted-image
+        // scenario.
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("systemctl");
+        let count = dir.path().join("count");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh
+[ \"$1\" = is-active ] || exit 0
+echo x >> {c}
+                 if [ $(wc -l < {c}) -le 2 ]; then echo activating; else echo active; fi
+                 echo active; echo active; echo active
+",
+                c = count.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let f = rt.block_on(settled_unit_facts(&fake, Duration::from_secs(10)));
+        assert!(units_check(&f).0, "{f:?}");
+        assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 3);
+        // Never settles: judged as it is once the limit passed.
+        std::fs::write(&count, "x\n".repeat(0)).unwrap();
+        let f = rt.block_on(settled_unit_facts(&fake, Duration::ZERO));
+        assert!(!units_check(&f).0, "{f:?}");
     }
 
     #[test]

@@ -1375,3 +1375,169 @@ fn test_canary_rolls_back_a_release_that_answers_5xx() {
         stats.summary()
     );
 }
+
+/// `bake test-image AMI -o json` as the release role: (exit code, JSON, stderr).
+fn test_image(w: &World, ami: &str) -> (i32, serde_json::Value, String) {
+    let out = w
+        .bake_command(&["test-image", ami, "-o", "json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        json_of(&stdout, &stderr),
+        stderr,
+    )
+}
+
+/// `(name, ok, detail)` of each check of a `bake test-image` document.
+fn checks_of(json: &serde_json::Value) -> Vec<(String, bool, String)> {
+    json["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no checks: {json}"))
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default().to_owned(),
+                c["ok"].as_bool().unwrap_or(false),
+                c["detail"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The image's tag `key`, read as the administrator.
+fn image_tag(w: &World, ami: &str, key: &str) -> Option<String> {
+    let out =
+        w.rt.block_on(w.aws.ec2.describe_images().image_ids(ami).send())
+            .unwrap();
+    out.images()[0]
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value().map(str::to_owned))
+}
+
+/// Boot-tested images on the booted fleet, with `image_test.required = true`: `bake test-image`
+/// launches an instance outside the group from the group's launch template, which the fleet
+/// boots under systemd from that template's userdata and instance profile; its
+/// `bake-image-test.service` checks it (the real systemctl, nft, mount, state file) and writes
+/// the report as the instance role. A good image passes its six checks and the group is never
+/// touched by the test; an image whose app never becomes ready fails (`readiness`, `units`) in
+/// its readiness timeout and its release is refused; the good image is then released.
+#[test]
+fn test_boot_tested_images_on_the_booted_fleet() {
+    let w = World::new("imgtest");
+    let config = w.dir.path().join("bake.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let tested = text.replace(
+        "[image_test]\nrequired = false\n",
+        &format!(
+            "[image_test]\nrequired = true\nparameter_prefix = \"/bake/{}/image-tests\"\ntimeout = \"4m\"\n",
+            w.env
+        ),
+    );
+    assert_ne!(text, tested, "the world's bake.toml has its [image_test]");
+    std::fs::write(&config, tested).unwrap();
+    let (v1, v2, broken) = (w.ami(V1), w.ami(V2), w.ami(BROKEN));
+    let f = w.fleet(&v1, V1, 1, |o| o.ready_timeout = Duration::from_secs(20));
+    let group_before = w.group();
+
+    let t = Instant::now();
+    let (code, json, stderr) = test_image(&w, &v2);
+    eprintln!(
+        "test-image {V2}: exit {code} in {} ms: {json}",
+        t.elapsed().as_millis()
+    );
+    assert_eq!(code, 0, "{json}\n{stderr}\n{}", agent_logs(&f));
+    assert_eq!(json["result"], "pass", "{json}");
+    let checks = checks_of(&json);
+    let names: Vec<&str> = checks.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(
+        names,
+        ["units", "app", "readiness", "secrets", "efs", "firewall"],
+        "{json}"
+    );
+    assert!(checks.iter().all(|c| c.1), "{checks:?}");
+    let instance = json["instance_id"].as_str().unwrap().to_owned();
+    assert!(
+        !group_before.iter().any(|g| g.0 == instance),
+        "the test instance is not a member of the group: {group_before:?}"
+    );
+    assert_eq!(image_tag(&w, &v2, "bake:tested").as_deref(), Some("pass"));
+    // The fleet booted it, kept it out of the load balancer, and stopped it once bake had it
+    // terminated; the group never changed.
+    wait_for("the test instance stopped", Duration::from_secs(60), || {
+        f.outside_instances().is_empty().then_some(())
+    });
+    let stats = f.stats();
+    assert_eq!(
+        (stats.outside_launched, stats.outside_terminated),
+        (1, 1),
+        "{stats:?}"
+    );
+    assert!(
+        f.lb_servers().iter().all(|(id, _)| *id != instance),
+        "{:?}",
+        f.lb_servers()
+    );
+    assert_eq!(w.group(), group_before);
+    assert_eq!(stats.launched, 1, "{stats:?}");
+
+    // An untested image is refused before anything changes.
+    let (code, json, stderr) = w.release(&broken);
+    assert_eq!(code, 15, "untested: {json}\n{stderr}");
+    assert!(stderr.contains("never boot-tested"), "{stderr}");
+
+    let t = Instant::now();
+    let (code, json, stderr) = test_image(&w, &broken);
+    let took = t.elapsed();
+    eprintln!(
+        "test-image {BROKEN}: exit {code} in {} ms: {json}",
+        took.as_millis()
+    );
+    assert_eq!(code, 14, "{json}\n{stderr}");
+    assert_eq!(json["result"], "fail", "{json}");
+    let failed: Vec<(String, String)> = checks_of(&json)
+        .into_iter()
+        .filter(|c| !c.1)
+        .map(|c| (c.0, c.2))
+        .collect();
+    let failed_names: Vec<&str> = failed.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(failed_names, ["units", "readiness"], "{json}");
+    assert!(failed[1].1.contains("never became ready"), "{failed:?}");
+    assert!(
+        failed[0].1.contains("bake-agent.service"),
+        "the agent's unit is not active: {failed:?}"
+    );
+    // Its report came from the agent's decision, not from the agent unit's 15-minute start
+    // timeout nor bake's 4-minute limit.
+    assert!(took < Duration::from_secs(180), "{took:?}");
+    assert_eq!(
+        image_tag(&w, &broken, "bake:tested").as_deref(),
+        Some("fail")
+    );
+    let (code, json, stderr) = w.release(&broken);
+    assert_eq!(code, 15, "failed: {json}\n{stderr}");
+    assert!(stderr.contains("failed its boot test"), "{stderr}");
+    assert_eq!(w.group(), group_before);
+
+    // The image that passed is released.
+    let (code, json, stderr) = w.release(&v2);
+    assert_eq!(code, 0, "{json}\n{stderr}");
+    assert_eq!(json["tested"], "pass", "{json}");
+    f.wait_serving(1, V2, Duration::from_secs(120)).unwrap();
+    wait_for(
+        "every test instance stopped",
+        Duration::from_secs(60),
+        || f.outside_instances().is_empty().then_some(()),
+    );
+    let stats = f.stats();
+    assert_eq!(
+        (stats.outside_launched, stats.outside_terminated),
+        (2, 2),
+        "{stats:?}"
+    );
+    no_denials(&f);
+}

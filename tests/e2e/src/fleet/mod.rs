@@ -21,6 +21,11 @@
 //! it in `Terminating:Wait` and the load balancer has stopped sending it traffic). Version
 //! [`BROKEN`] never becomes ready.
 //!
+//! Booted fleets also boot the instances `bake test-image` launches outside the group (EC2 tag
+//! `bake:image-test`) from their launch template's userdata and instance profile, with their EC2
+//! tags in their metadata when their metadata options allow it, and stop them when EC2 has them
+//! terminated ([`Fleet::outside_instances`]); they never get traffic.
+//!
 //! haproxy (Debian's, `/usr/sbin/haproxy`, master-worker mode) plays the ALB and its target group
 //! ([`haproxy`]): the settings of `cloudformation/edge.yaml`'s target group (health checks,
 //! thresholds, matcher, deregistration delay), no retries. An instance the group has `InService`
@@ -227,6 +232,10 @@ pub struct FleetStats {
     pub deregistered: u64,
     /// App restarts by the agents (from their logs), stopped instances included.
     pub restarts: u64,
+    /// Instances outside the group (`bake test-image`'s) started.
+    pub outside_launched: u64,
+    /// Instances outside the group stopped because EC2 no longer had them running.
+    pub outside_terminated: u64,
 }
 
 /// A free port on 127.0.0.1 (bound, then released).
@@ -340,6 +349,20 @@ impl Fleet {
             .collect()
     }
 
+    /// The instances outside the group (`bake test-image`'s, tag `bake:image-test`) now
+    /// running: booted by runtimes that can ([`Runtime::boots_outside_the_group`]), never
+    /// behind the load balancer.
+    #[must_use]
+    pub fn outside_instances(&self) -> Vec<InstanceView> {
+        self.shared
+            .lock()
+            .expect("fleet lock")
+            .outside
+            .values()
+            .map(|(v, _)| v.clone())
+            .collect()
+    }
+
     /// The counters so far.
     #[must_use]
     pub fn stats(&self) -> FleetStats {
@@ -408,17 +431,22 @@ impl Fleet {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let (instances, gone, mut stats) = {
+        let (instances, outside, gone, mut stats) = {
             let mut g = self
                 .shared
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             (
                 std::mem::take(&mut g.instances),
+                std::mem::take(&mut g.outside),
                 std::mem::take(&mut g.gone),
                 g.stats.clone(),
             )
         };
+        let outside: Vec<_> = outside
+            .into_values()
+            .map(|(_, i)| std::thread::spawn(move || drop(i)))
+            .collect();
         // Stop the instances in parallel: each agent drains its app gracefully.
         let handles: Vec<_> = instances
             .into_values()
@@ -433,7 +461,7 @@ impl Fleet {
         for h in handles {
             stats.restarts += h.join().unwrap_or(0);
         }
-        for h in gone {
+        for h in gone.into_iter().chain(outside) {
             let _ = h.join();
         }
         self.haproxy

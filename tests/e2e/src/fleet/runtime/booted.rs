@@ -7,9 +7,10 @@
 //!
 //! The image is found from the AMI's tag `bake:local-image` alone ([`boot::root_of`]); the app
 //! version is its `bake:app-version` tag, which `bake build` set from the release it baked in.
-//! The agent's journal (`journalctl -u bake-agent.service`, followed from inside the instance)
-//! is copied to `<fleet dir>/instances/<id>/agent.log` while the instance runs, so the log
-//! outlives the instance's volatile journal.
+//! The agent's journal (`journalctl -u bake-agent.service -u bake-image-test.service`: the
+//! boot test's too, which says something only on `bake test-image`'s instances) is copied to
+//! `<fleet dir>/instances/<id>/agent.log` while the instance runs, so the log outlives the
+//! instance's volatile journal.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,6 +43,10 @@ impl BootedRuntime {
 }
 
 impl Runtime for BootedRuntime {
+    fn boots_outside_the_group(&self) -> bool {
+        true
+    }
+
     fn boot(&mut self, spec: &LaunchSpec, dir: &Path) -> anyhow::Result<Box<dyn super::Instance>> {
         let version = spec.app_version()?;
         let root = boot::root_of(&spec.image_id, &spec.image_tags)?;
@@ -87,7 +92,7 @@ fn follow_journal(inst: &boot::Instance, log: &Path) -> anyhow::Result<Child> {
          systemd-journal-flush.service 2>/dev/null; do \
          i=$((i + 1)); [ $i -lt 600 ] || exit 1; sleep 0.1; done; \
          exec journalctl --root=\"/proc/$1/root\" --follow --no-tail --no-pager -o cat \
-         -u bake-agent.service",
+         -u bake-agent.service -u bake-image-test.service",
         "follow-journal",
         &leader,
     ])

@@ -24,13 +24,20 @@ pub mod booted;
 /// Runs a process-only instance: the agent as a host process.
 pub mod process;
 
-/// An instance the group launched, as EC2 describes it.
+/// An instance to boot, as EC2 describes it: one the group launched, or one launched on its own
+/// (`bake test-image`'s `RunInstances`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LaunchSpec {
     /// `i-…`.
     pub id: String,
-    /// The Auto Scaling group (the instance's tag `aws:autoscaling:groupName`).
-    pub asg: String,
+    /// The Auto Scaling group that launched it (its metadata's tag `aws:autoscaling:groupName`
+    /// and `autoscaling/target-lifecycle-state`); `None`: launched outside any group, its
+    /// metadata serves neither.
+    pub asg: Option<String>,
+    /// The instance tags its metadata serves (`tags/instance/…`): EC2's tags of an instance
+    /// launched with `InstanceMetadataTags=enabled`, else none. A group's instance has
+    /// `aws:autoscaling:groupName` besides.
+    pub tags: BTreeMap<String, String>,
     /// Its AZ (`us-east-1a`).
     pub availability_zone: String,
     /// Its AMI.
@@ -70,8 +77,9 @@ impl LaunchSpec {
             .to_owned()
     }
 
-    /// What its instance metadata serves at boot: id, image, AZ, region, userdata, the group's
-    /// tag and `autoscaling/target-lifecycle-state` `InService`.
+    /// What its instance metadata serves at boot: id, image, AZ, region, userdata, its tags
+    /// and, for a group's instance, the group's tag and `autoscaling/target-lifecycle-state`
+    /// `InService`.
     #[must_use]
     pub fn imds_state(&self) -> ImdsState {
         let mut state = ImdsState::new(&self.id);
@@ -80,11 +88,13 @@ impl LaunchSpec {
         state.region = self.region();
         // As bytes: EC2 serves userdata as it was given (gzip included).
         state.user_data_raw.clone_from(&self.user_data);
-        state.tags = Some(BTreeMap::from([(
-            "aws:autoscaling:groupName".to_owned(),
-            self.asg.clone(),
-        )]));
-        state.target_lifecycle_state = Some(TARGET_IN_SERVICE.into());
+        let mut tags = self.tags.clone();
+        state.target_lifecycle_state = None;
+        if let Some(asg) = &self.asg {
+            tags.insert("aws:autoscaling:groupName".to_owned(), asg.clone());
+            state.target_lifecycle_state = Some(TARGET_IN_SERVICE.into());
+        }
+        state.tags = (!tags.is_empty()).then_some(tags);
         state.role_credentials.clone_from(&self.role_credentials);
         state
     }
@@ -96,6 +106,12 @@ pub trait Runtime: Send {
     /// ready. `dir` is the fleet's working directory; the instance's files go in
     /// `dir/instances/<id>`.
     fn boot(&mut self, spec: &LaunchSpec, dir: &Path) -> anyhow::Result<Box<dyn Instance>>;
+
+    /// Whether it also boots instances launched outside the group (`bake test-image`'s): only
+    /// a runtime whose instances run the image's own units can play them.
+    fn boots_outside_the_group(&self) -> bool {
+        false
+    }
 }
 
 /// One booted instance. Dropping it stops it (as [`Instance::stop`] with its runtime's grace)
@@ -126,7 +142,8 @@ mod tests {
     fn test_imds_state_of_a_launch_spec() {
         let spec = LaunchSpec {
             id: "i-1".into(),
-            asg: "web".into(),
+            asg: Some("web".into()),
+            tags: BTreeMap::new(),
             availability_zone: "eu-west-3b".into(),
             image_id: "ami-1".into(),
             image_tags: BTreeMap::new(),
@@ -148,5 +165,29 @@ mod tests {
             st.target_lifecycle_state.as_deref(),
             Some(TARGET_IN_SERVICE)
         );
+    }
+
+    #[test]
+    fn test_imds_state_of_an_instance_outside_a_group() {
+        let spec = LaunchSpec {
+            id: "i-2".into(),
+            asg: None,
+            tags: BTreeMap::from([("bake:image-test".into(), "/p/ami-1/t".into())]),
+            availability_zone: "us-east-1a".into(),
+            image_id: "ami-1".into(),
+            image_tags: BTreeMap::new(),
+            user_data: None,
+            role_credentials: None,
+        };
+        let st = spec.imds_state();
+        let tags = st.tags.unwrap();
+        assert_eq!(tags.len(), 1, "{tags:?}");
+        assert_eq!(tags["bake:image-test"], "/p/ami-1/t");
+        assert_eq!(st.target_lifecycle_state, None);
+        let none = LaunchSpec {
+            tags: BTreeMap::new(),
+            ..spec
+        };
+        assert_eq!(none.imds_state().tags, None);
     }
 }

@@ -217,7 +217,8 @@ mod tests {
         };
         let spec = LaunchSpec {
             id: "i-1".into(),
-            asg: "g".into(),
+            asg: Some("g".into()),
+            tags: std::collections::BTreeMap::new(),
             availability_zone: "us-east-1a".into(),
             image_id: "ami-7".into(),
             image_tags: std::collections::BTreeMap::new(),
