@@ -8,12 +8,15 @@
 //! - [`fleet`]: the local fleet (agents, apps, haproxy) playing out an emulated Auto Scaling group.
 //! - [`boot`]: booted instances: an AMI's local image under systemd-nspawn, in its own network
 //!   namespace.
+//! - [`db`]: a real PostgreSQL server, the fleet's database (RDS's stand-in).
 //! - [`tty`]: a command with its stderr on a terminal, and what the screen shows.
 
 /// Clients for every service.
 pub mod aws;
 /// Booted instances: an AMI's image under systemd-nspawn, systemd as PID 1.
 pub mod boot;
+/// The fleet's database: a real PostgreSQL standing in for RDS.
+pub mod db;
 /// The local AWS emulator.
 pub mod emulator;
 /// The local fleet: simulated instances of the emulator's Auto Scaling group, haproxy, load.

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
 use aws_sdk_ec2::types::RequestLaunchTemplateData;
 use bake_e2e::boot::{self, BootSpec, Instance};
+use bake_e2e::db::Postgres;
 use bake_e2e::Aws;
 use bake_e2e::{Emulator, ImdsState};
 use nix::sys::signal::Signal;
@@ -342,9 +343,11 @@ async fn log_events(aws: &Aws, stream: &str) -> Vec<String> {
     }
 }
 
-/// The emulator with IAM enforced after the environment's network, data and iam stacks, and the
-/// app's database secret in SSM.
-fn enforced_emulator(rt: &tokio::runtime::Runtime) -> (Emulator, bake_e2e::iam::Identities, Aws) {
+/// The emulator with IAM enforced after the environment's network, data and iam stacks, the
+/// environment's database (RDS's stand-in), and the app's connection string to it in SSM.
+fn enforced_emulator(
+    rt: &tokio::runtime::Runtime,
+) -> (Emulator, bake_e2e::iam::Identities, Aws, Postgres) {
     let emu = Emulator::start_with_scale(None).expect("emulator starts");
     // IAM enforced: the instance runs as iam.yaml's instance role, whose credentials its
     // metadata serves as EC2's does.
@@ -352,20 +355,21 @@ fn enforced_emulator(rt: &tokio::runtime::Runtime) -> (Emulator, bake_e2e::iam::
         .block_on(bake_e2e::iam::deploy_and_enforce(&emu, ENV))
         .unwrap();
     let aws = rt.block_on(emu.aws());
+    let db = Postgres::start().expect("the database starts");
     rt.block_on(
         aws.ssm
             .put_parameter()
             .name(format!("{SECRETS_PATH}/db/connection-string"))
-            .value("postgres://app:s3cret@db/app")
+            .value(db.connection_string(boot::DB_HOST, boot::DB_PORT))
             .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
             .send(),
     )
     .expect("PutParameter");
-    (emu, ids, aws)
+    (emu, ids, aws, db)
 }
 
 /// The group's one instance, launched from the local image with the instance role, booted with
-/// `shared` as its EFS. `credentials_for`: say that the first role credentials expire that long
+/// `shared` as its EFS, reaching `db` as `boot::DB_HOST`. `credentials_for`: say that the first role credentials expire that long
 /// after boot (EC2 says so of credentials it is about to rotate). Returns the instance id and
 /// the instance.
 fn launch(
@@ -375,6 +379,7 @@ fn launch(
     ids: &bake_e2e::iam::Identities,
     credentials_for: Option<Duration>,
     shared: &std::path::Path,
+    db: &Postgres,
 ) -> (String, Instance) {
     let ami = image(emu);
     let id = rt.block_on(group(aws, &ami, &ids.instance_profile_arn));
@@ -400,6 +405,7 @@ fn launch(
     });
     let mut spec = BootSpec::new(root, state, emu.url()).unwrap();
     spec.shared_dir = Some(shared.to_path_buf());
+    spec.database = Some(db.addr());
     (id, Instance::boot(spec).expect("the instance boots"))
 }
 
@@ -474,11 +480,11 @@ fn shared_dir() -> tempfile::TempDir {
 #[test]
 fn test_booted_instance_serves_supervises_and_is_watched() {
     let rt = rt();
-    let (emu, ids, aws) = enforced_emulator(&rt);
+    let (emu, ids, aws, db) = enforced_emulator(&rt);
     let forward_before = ip_forward();
     let ruleset_before = host_ruleset();
     let shared = shared_dir();
-    let (id, inst) = launch(&emu, &rt, &aws, &ids, None, shared.path());
+    let (id, inst) = launch(&emu, &rt, &aws, &ids, None, shared.path(), &db);
 
     // a. boot → systemd running → agent READY (Type=notify) → app ready → CONTINUE.
     let t = inst.times().clone();
@@ -552,7 +558,7 @@ fn test_booted_instance_serves_supervises_and_is_watched() {
 #[test]
 fn test_booted_instance_refreshes_its_role_credentials_from_the_metadata() {
     let rt = rt();
-    let (emu, ids, aws) = enforced_emulator(&rt);
+    let (emu, ids, aws, db) = enforced_emulator(&rt);
     let forward_before = ip_forward();
     let shared = shared_dir();
     // Said to expire soon (the emulator accepts them for an hour): the agent's SDK must fetch
@@ -564,6 +570,7 @@ fn test_booted_instance_refreshes_its_role_credentials_from_the_metadata() {
         &ids,
         Some(FIRST_CREDENTIALS_FOR),
         shared.path(),
+        &db,
     );
     ready_and_in_service(&inst, &rt, &aws, &id);
     let (agent, _) = supervised_once(&inst);
@@ -760,6 +767,19 @@ fn network_is_fenced(inst: &Instance, emu: &Emulator, forward_before: &str) {
     assert!(
         connects(inst, "169.254.169.254", 80),
         "IMDS on the instance's loopback"
+    );
+    let hosts = inst.sh(&format!("getent hosts {}", boot::DB_HOST));
+    assert_eq!(
+        hosts.split_whitespace().next(),
+        Some(relay.ip().to_string().as_str()),
+        "{} is the host end of the veth: {hosts}",
+        boot::DB_HOST
+    );
+    assert!(
+        connects(inst, boot::DB_HOST, boot::DB_PORT),
+        "the database's relay at {}:{} is reachable",
+        boot::DB_HOST,
+        boot::DB_PORT
     );
     let routes = inst.sh("cat /proc/net/route");
     assert!(

@@ -34,6 +34,9 @@ struct World {
     /// The CI job's web identity token, for `bake` as the release role.
     token: std::path::PathBuf,
     runtime: RuntimeKind,
+    /// The environment's database (RDS's stand-in), which booted instances reach as
+    /// `boot::DB_HOST`.
+    db: bake_e2e::db::Postgres,
 }
 
 /// Launch before terminate: the group may double, never drops below its capacity.
@@ -98,6 +101,7 @@ impl World {
             ids,
             token,
             runtime: RuntimeKind::Booted,
+            db: bake_e2e::db::Postgres::start().expect("the environment's database starts"),
         }
     }
 
@@ -124,6 +128,7 @@ impl World {
         let mut opts = FleetOptions::new(&self.asg, bake_e2e::paths::workspace_bin("bake-agent"));
         opts.env.clone_from(&self.env);
         opts.runtime = self.runtime;
+        opts.database = Some(self.db.addr());
         tweak(&mut opts);
         let userdata = fleet::userdata::userdata(&opts).unwrap();
         // Booted instances get the instance role (the process runtime's agents sign with the
@@ -140,6 +145,7 @@ impl World {
                     capacity: n,
                     userdata: &userdata,
                     instance_profile: profile.map(String::as_str),
+                    db_connection_string: &self.db_connection_string(),
                 },
             ))
             .unwrap();
@@ -151,6 +157,12 @@ impl World {
         )
         .unwrap();
         f
+    }
+
+    /// The app's connection string to the environment's database, as its instances reach it.
+    fn db_connection_string(&self) -> String {
+        self.db
+            .connection_string(bake_e2e::boot::DB_HOST, bake_e2e::boot::DB_PORT)
     }
 
     /// `bake release --ami AMI -o json` as the release role.
@@ -992,7 +1004,11 @@ fn test_secret_rotation_rolls_the_fleet_out_as_the_instance_role() {
             .ssm
             .put_parameter()
             .name(format!("/bake/{}/app/db/connection-string", w.env))
-            .value(format!("postgres://app:rotated-{}@db.internal/app", w.env))
+            // The same database, a new value: the rotation a new password would be.
+            .value(format!(
+                "{}?application_name=rotated",
+                w.db_connection_string()
+            ))
             .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
             .overwrite(true)
             .send(),

@@ -394,11 +394,16 @@ log_group = "/bake/boot-bench/app"
 
 /// A group of at most `max` instances on `ami`, none yet, with a launch hook whose default is
 /// ABANDON, and one secret under the fleet's path.
-async fn make_group(aws: &Aws, ami: &str, max: usize) -> anyhow::Result<()> {
+async fn make_group(
+    aws: &Aws,
+    ami: &str,
+    max: usize,
+    connection_string: &str,
+) -> anyhow::Result<()> {
     aws.ssm
         .put_parameter()
         .name(format!("{SECRETS_PATH}/db/connection-string"))
-        .value("postgres://app:bench@db/app")
+        .value(connection_string)
         .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
         .send()
         .await
@@ -531,6 +536,7 @@ fn one_boot(
     root: &Path,
     id: &str,
     probe_interval: &str,
+    db: std::net::SocketAddr,
 ) -> anyhow::Result<serde_json::Value> {
     let shared = tempfile::Builder::new().prefix("bake-efs-").tempdir()?;
     let mut state = ImdsState::new(id);
@@ -541,6 +547,7 @@ fn one_boot(
     )]));
     let mut spec = BootSpec::new(root.to_path_buf(), state, emu.url())?;
     spec.shared_dir = Some(shared.path().to_path_buf());
+    spec.database = Some(db);
     let inst = Instance::boot(spec)?;
     let returned = inst.started().elapsed();
     // nspawn's start on CLOCK_MONOTONIC: now minus the time since it (two clock reads apart).
@@ -658,7 +665,10 @@ fn boots(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
         root.display()
     );
     let total = args.warmup + args.boots;
-    rt.block_on(make_group(&aws, &ami, total))?;
+    // The app's database (RDS's stand-in): the app's readiness includes it.
+    let db = bake_e2e::db::Postgres::start()?;
+    let connection_string = db.connection_string(bake_e2e::boot::DB_HOST, bake_e2e::boot::DB_PORT);
+    rt.block_on(make_group(&aws, &ami, total, &connection_string))?;
     let mut known: Vec<String> = Vec::new();
     let mut runs = Vec::new();
     let mut warm = Vec::new();
@@ -668,7 +678,7 @@ fn boots(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
         }
         let id = rt.block_on(new_instance(&aws, &known, known.len() + 1))?;
         known.push(id.clone());
-        let r = one_boot(&rt, &emu, &aws, &root, &id, &args.probe_interval)
+        let r = one_boot(&rt, &emu, &aws, &root, &id, &args.probe_interval, db.addr())
             .with_context(|| format!("boot {} ({id})", i + 1))?;
         let s = &r["steps"];
         eprintln!(

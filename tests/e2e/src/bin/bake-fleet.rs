@@ -198,7 +198,16 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
         amis.push(ami);
     }
     let (v1, v2, v3) = (amis[0].clone(), amis[1].clone(), amis[2].clone());
+    println!("== the {env} environment's database: PostgreSQL on 127.0.0.1 (RDS's stand-in)");
+    let db = bake_e2e::db::Postgres::start()?;
+    println!(
+        "   {}; instances reach it as {}:{}",
+        db.addr(),
+        bake_e2e::boot::DB_HOST,
+        bake_e2e::boot::DB_PORT
+    );
     let mut opts = FleetOptions::new(asg, agent);
+    opts.database = Some(db.addr());
     opts.env = env.to_owned();
     opts.ready_timeout = Duration::from_secs(5);
     opts.runtime = args.runtime;
@@ -214,6 +223,8 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
             capacity: args.instances,
             userdata: &fleet::userdata::userdata(&opts)?,
             instance_profile: profile,
+            db_connection_string: &db
+                .connection_string(bake_e2e::boot::DB_HOST, bake_e2e::boot::DB_PORT),
         },
     ))?;
     println!(

@@ -61,6 +61,11 @@ pub const LOCAL_IMAGE_TAG: &str = "bake:local-image";
 pub const EFS_MOUNT_POINT: &str = "/mnt/efs";
 /// How long an instance has to power off before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(30);
+/// The name the fleet's database has in an instance ([`BootSpec::database`]), as an RDS
+/// endpoint is a DNS name: an `/etc/hosts` entry for the host end of its veth.
+pub const DB_HOST: &str = "db.bake.internal";
+/// The port of [`DB_HOST`] (PostgreSQL's, as data.yaml's RDS instance listens on).
+pub const DB_PORT: u16 = 5432;
 /// The drop-in file name, in every `<unit>.d/` it is bound into.
 pub const DROPIN_NAME: &str = "50-bake-test.conf";
 /// The units that make AWS calls and get the test drop-in.
@@ -202,6 +207,11 @@ pub struct BootSpec {
     pub timeout: Duration,
     /// More read-only binds: (host path, path in the instance), e.g. an audit tool.
     pub binds_ro: Vec<(PathBuf, String)>,
+    /// The fleet's database on the host's loopback ([`crate::db::Postgres::addr`]): the
+    /// instance reaches it as [`DB_HOST`]:[`DB_PORT`], a relay on the host end of its veth
+    /// (a test-only `/etc/hosts` bound over the image's, with the image's lines and that one).
+    /// `None`: no database.
+    pub database: Option<SocketAddr>,
     /// Whether [`Instance::boot`] waits for systemd's boot to finish (`running` or `degraded`);
     /// `false`: it returns as soon as the container's systemd runs, as EC2's RunInstances returns
     /// before the instance has booted (an agent that never gets its app ready holds systemd's boot
@@ -225,6 +235,7 @@ impl BootSpec {
             fleet_net: network::DEFAULT_FLEET_NET,
             timeout: Duration::from_secs(120),
             binds_ro: Vec::new(),
+            database: None,
             wait_booted: true,
         })
     }
@@ -267,6 +278,8 @@ pub struct Instance {
     times: BootTimes,
     imds: Option<Imds>,
     relay: Option<Relay>,
+    /// The relay to the fleet's database ([`BootSpec::database`]).
+    db_relay: Option<Relay>,
     netns: Option<Netns>,
     dir: Option<tempfile::TempDir>,
 }
@@ -326,6 +339,25 @@ impl Instance {
         for (host, inside) in &spec.binds_ro {
             cmd.arg(format!("--bind-ro={}:{inside}", host.display()));
         }
+        let db_relay = match spec.database {
+            None => None,
+            Some(target) => {
+                let relay = Relay::start_on(SocketAddr::from((slot.host_addr(), DB_PORT)), target)?;
+                let image_hosts =
+                    std::fs::read_to_string(spec.root.join("etc/hosts")).unwrap_or_default();
+                let hosts = dir.path().join("hosts");
+                std::fs::write(
+                    &hosts,
+                    format!(
+                        "{image_hosts}{}# Test-only: the fleet's database, through a relay on the host end of the veth.\n{} {DB_HOST}\n",
+                        if image_hosts.is_empty() || image_hosts.ends_with('\n') { "" } else { "\n" },
+                        slot.host_addr()
+                    ),
+                )?;
+                cmd.arg(format!("--bind-ro={}:/etc/hosts", hosts.display()));
+                Some(relay)
+            }
+        };
         let skipped = CONTAINER_SKIPPED.iter().map(|(unit, why)| {
             (
                 (*unit).to_owned(),
@@ -366,6 +398,7 @@ impl Instance {
             times: BootTimes::default(),
             imds: Some(imds),
             relay: Some(relay),
+            db_relay,
             netns: Some(netns),
             dir: Some(dir),
         };
@@ -757,6 +790,7 @@ impl Drop for Instance {
         // In this order: nothing of the instance is left to call them, then the veth pair.
         drop(self.imds.take());
         drop(self.relay.take());
+        drop(self.db_relay.take());
         drop(self.netns.take());
         drop(self.dir.take());
     }

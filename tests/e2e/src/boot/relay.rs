@@ -28,13 +28,18 @@ pub struct Relay {
 impl Relay {
     /// Listens on `listen`:any port and relays to `target`.
     pub fn start(listen: Ipv4Addr, target: SocketAddr) -> anyhow::Result<Self> {
-        let listener = std::net::TcpListener::bind((listen, 0))
+        Self::start_on(SocketAddr::from((listen, 0)), target)
+    }
+
+    /// Listens on `listen` (port 0: any) and relays to `target`.
+    pub fn start_on(listen: SocketAddr, target: SocketAddr) -> anyhow::Result<Self> {
+        let listener = std::net::TcpListener::bind(listen)
             .with_context(|| format!("binding the relay on {listen}"))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let thread = std::thread::Builder::new()
-            .name(format!("relay-{listen}"))
+            .name(format!("relay-{}", listen.ip()))
             .spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()

@@ -50,6 +50,10 @@ pub struct GroupSpec<'a> {
     pub userdata: &'a str,
     /// The launch template's `IamInstanceProfile` (an ARN); `None`: none.
     pub instance_profile: Option<&'a str>,
+    /// The app's `DB_CONNECTION_STRING`, the environment's secret
+    /// `/bake/<env>/app/db/connection-string`: the fleet's database as its instances reach it
+    /// ([`crate::db::Postgres::connection_string`] at [`crate::boot::DB_HOST`]).
+    pub db_connection_string: &'a str,
 }
 
 /// A launch template on `g.ami` (version 1, with `g.userdata`: [`super::userdata::userdata`]
@@ -69,11 +73,12 @@ pub async fn create_group(aws: &Aws, g: &GroupSpec<'_>) -> anyhow::Result<String
         capacity,
         userdata,
         instance_profile,
+        db_connection_string,
     } = *g;
     aws.ssm
         .put_parameter()
         .name(format!("/bake/{env}/app/db/connection-string"))
-        .value(format!("postgres://app:fleet-{env}@db.internal/app"))
+        .value(db_connection_string)
         .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
         .overwrite(true)
         .send()

@@ -174,6 +174,10 @@ pub struct FleetOptions {
     /// More `[app.env]` of every instance (e.g. `LATENCY_MS`), laid over the userdata (booted)
     /// or the agent configuration (process).
     pub app_env: Vec<(&'static str, String)>,
+    /// The fleet's database on the host's loopback ([`crate::db::Postgres::addr`]), which
+    /// booted instances reach as [`crate::boot::DB_HOST`] ([`crate::boot::BootSpec::database`]);
+    /// `None`: none. Process instances get no database (their agents have no secrets).
+    pub database: Option<SocketAddr>,
 }
 
 impl FleetOptions {
@@ -193,6 +197,7 @@ impl FleetOptions {
             runtime: RuntimeKind::default(),
             secret_rotation: None,
             app_env: Vec::new(),
+            database: None,
         }
     }
 }
@@ -275,7 +280,7 @@ impl Fleet {
             );
         }
         let runtime: Box<dyn Runtime> = match opts.runtime {
-            RuntimeKind::Booted => Box::new(BootedRuntime::new(emu)),
+            RuntimeKind::Booted => Box::new(BootedRuntime::new(emu, opts.database)),
             RuntimeKind::Process => Box::new(ProcessRuntime::new(emu, &opts)),
         };
         Self::start_with(emu, opts, runtime)

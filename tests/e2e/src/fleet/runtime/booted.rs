@@ -28,15 +28,18 @@ use crate::Emulator;
 #[derive(Debug)]
 pub struct BootedRuntime {
     emulator: String,
+    database: Option<SocketAddr>,
     boot_timeout: Duration,
 }
 
 impl BootedRuntime {
-    /// Instances reaching `emu` through their relay.
+    /// Instances reaching `emu` through their relay, and `database` (the fleet's, on the host's
+    /// loopback) as [`boot::DB_HOST`].
     #[must_use]
-    pub fn new(emu: &Emulator) -> Self {
+    pub fn new(emu: &Emulator, database: Option<SocketAddr>) -> Self {
         Self {
             emulator: emu.url().to_owned(),
+            database,
             boot_timeout: Duration::from_secs(120),
         }
     }
@@ -56,6 +59,7 @@ impl Runtime for BootedRuntime {
         std::fs::create_dir_all(&shared)?;
         let mut bs = BootSpec::new(root, spec.imds_state(), &self.emulator)?;
         bs.shared_dir = Some(shared);
+        bs.database = self.database;
         bs.timeout = self.boot_timeout;
         // Booting, not booted: the agent's readiness and CONTINUE are the group's business.
         bs.wait_booted = false;
