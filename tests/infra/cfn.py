@@ -64,7 +64,8 @@ def refs(value):
                 out.add((v.split(".", 1)[0] if isinstance(v, str) else v[0]))
             elif k == "Fn::Sub":
                 text = v if isinstance(v, str) else v[0]
-                out |= {m.split(".", 1)[0] for m in re.findall(r"\$\{([A-Za-z0-9.:]+)\}", text)}
+                local = set() if isinstance(v, str) else set(v[1])  # the variable map's names
+                out |= {m.split(".", 1)[0] for m in re.findall(r"\$\{([A-Za-z0-9.:]+)\}", text)} - local
                 if not isinstance(v, str):
                     out |= refs(v[1])
             else:
