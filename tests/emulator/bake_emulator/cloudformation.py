@@ -11,7 +11,9 @@ then breaks the stack. The classes below register by being defined (importing th
   ``AWS::CloudWatch::Alarm`` (a real alarm in the emulator's CloudWatch, evaluated and running its
   SNS actions, see ``cloudwatch``), ``AWS::AutoScaling::ScalingPolicy`` (recorded in moto's Auto
   Scaling backend, DescribePolicies lists it), ``AWS::SNS::Subscription`` (a real subscription),
-  ``AWS::CertificateManager::Certificate`` (in moto's ACM, where moto's listener looks it up).
+  ``AWS::CertificateManager::Certificate`` (in moto's ACM, where moto's listener looks it up),
+  ``AWS::DocDB::DBCluster``, ``DBInstance``, ``DBSubnetGroup``, ``DBClusterParameterGroup`` (in
+  moto's RDS backend, whose API DocumentDB's is, with the engine ``docdb`` added).
 - Created but inert (``INERT``): a physical id, Ref and the GetAtt attributes later stacks use,
   and nothing else, each with the reason nothing more is needed (docs/emulator.md lists them).
 
@@ -20,7 +22,10 @@ and ``DefaultInstanceWarmup``, a target group's ``TargetGroupFullName``, a load
 balancer's ``LoadBalancerFullName`` and ``CanonicalHostedZoneID``, an EFS access point's ``Arn``
 and Ref, Ref of an RDS parameter or subnet group and of a security group ingress rule, an RDS
 instance's ``MasterUserSecret.SecretArn`` (with ``ManageMasterUserPassword``, which moto's
-CloudFormation ignores); and ``!GetAtt A.B.C`` read as attribute ``B.C`` of ``A``, as AWS does.
+CloudFormation ignores), its engine's default port, ``VPCSecurityGroups`` and
+``DeletionProtection``; a managed master secret with the master user's name; a resource whose
+Condition is false left out of the stack's resources; and ``!GetAtt A.B.C`` read as attribute
+``B.C`` of ``A``, as AWS does.
 """
 
 from __future__ import annotations
