@@ -3,7 +3,9 @@
 Usage: python deploy_emulator.py ENDPOINT_URL   (run by tests/infra/run with tests/emulator/.venv)
 
 The five stacks are created from the real templates in their real order (network, data, edge,
-iam, fleet), with the exports wired through Fn::ImportValue, exactly as in AWS. The resource types
+iam, fleet), with the exports wired through Fn::ImportValue, exactly as in AWS; the data stack
+with its default engine (DbEngine postgres), and once more, with DbEngine docdb, in a second
+environment (its own network and data stacks: the exports are per environment). The resource types
 moto lacks are added by the emulator (tests/emulator/bake_emulator/cloudformation.py; the inert
 ones are listed in docs/emulator.md). Every stack must reach CREATE_COMPLETE, and the script then
 checks what the emulator now holds, not just the stack status: the Auto Scaling group (min 2, ELB
@@ -11,7 +13,10 @@ health checks, two subnets, the edge's target group, the template's lifecycle ho
 instance warm-up), its launch template (IMDSv2 required, hop limit 1, the image of the SSM
 parameter the fleet stack is given, put first as docs/deploy.md says), the target tracking policy (ALBRequestCountPerTarget 600 on the edge's load balancer and
 target group), the SNS topic, and each alarm with the template's metric, dimensions, statistic,
-period, threshold, comparison and SNS actions.
+period, threshold, comparison and SNS actions. For each engine, the database as the emulator's
+RDS/DocumentDB API describes it (Multi-AZ, 7-day backups, encrypted with the stack's key, deletion
+protection, the master secret, the engine's port and no other in the database's security group,
+the outputs).
 Prints one line per stack and per failed check; exit 1 if any stack or check fails.
 """
 
@@ -22,11 +27,13 @@ from pathlib import Path
 import boto3
 import yaml
 
-from cfn import CfnLoader  # tests/infra/cfn.py, next to this script
+import cfn  # tests/infra/cfn.py, next to this script
+from cfn import CfnLoader
 
 ROOT = Path(__file__).resolve().parents[2]
 CFN = ROOT / "cloudformation"
 ENV = "emu"
+ENV_DOCDB = "emu-docdb"  # the second environment: network + data with DbEngine docdb
 REGION = "us-east-1"
 PARTS = ["network", "data", "edge", "iam", "fleet"]
 
@@ -109,6 +116,143 @@ def check_alarms(cw, template, names, errors):
             errors.append(f"alarm {logical}: state {got['StateValue']!r}")
 
 
+def deploy_all(cfn, env, parts, params, outputs):
+    """Creates the stacks bake-<env>-<part> in order; fills ``outputs[part]``; returns the parts
+    that failed. A resource must be in the stack exactly when its Condition is true, an output
+    likewise."""
+    failed = []
+    for part in parts:
+        name = f"bake-{env}-{part}"
+        body = (CFN / f"{part}.yaml").read_text()
+        p = [{"ParameterKey": "EnvName", "ParameterValue": env}]
+        p += [{"ParameterKey": k, "ParameterValue": v} for k, v in params[part].items()]
+        try:
+            cfn.create_stack(StackName=name, TemplateBody=body, Parameters=p, Capabilities=["CAPABILITY_NAMED_IAM"])
+            stack = wait(cfn, name)
+            status = stack["StackStatus"]
+        except Exception as e:  # moto raises while creating (a model's error, a missing export)
+            status, stack = f"error: {e}", None
+        if status != "CREATE_COMPLETE":
+            reasons = failure_reasons(cfn, name) if stack else [status]
+            print(f"FAIL: {name} did not deploy into the emulator: {'; '.join(reasons)}")
+            failed.append(part)
+            break  # the later stacks import this one's exports
+        template = yaml.load(body, Loader=CfnLoader)
+        conds = cfn_conditions(template, params[part])
+        created = cfn.describe_stack_resources(StackName=name)["StackResources"]
+        ids = {r["LogicalResourceId"] for r in created}
+        absent = [f"{r['LogicalResourceId']} ({r['ResourceType']})" for r in created if not r.get("PhysicalResourceId")]
+        # moto leaves a resource type it has no model for out of the stack, silently.
+        absent += [
+            f"{logical} ({res['Type']}): not created"
+            for logical, res in template["Resources"].items()
+            if conds.get(res.get("Condition"), True) and logical not in ids
+        ]
+        absent += [
+            f"{logical} ({res['Type']}): created, its Condition {res['Condition']} is false"
+            for logical, res in template["Resources"].items()
+            if not conds.get(res.get("Condition"), True) and logical in ids
+        ]
+        if absent:
+            print(f"FAIL: {name}: resources without a physical id: {', '.join(absent)}")
+            failed.append(part)
+        outputs[part] = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+        want = {k for k, o in template.get("Outputs", {}).items() if conds.get(o.get("Condition"), True)}
+        missing = sorted(want - set(outputs[part]))
+        extra = sorted(set(outputs[part]) - want)
+        if missing or extra:
+            print(f"FAIL: {name}: outputs missing in the emulator: {', '.join(missing)}; outputs of false conditions: {', '.join(extra)}")
+            failed.append(part)
+        n = sum(1 for r in template["Resources"].values() if conds.get(r.get("Condition"), True))
+        print(f"deployed   {name} ({n} resources, {len(outputs[part])} outputs)")
+    return failed
+
+
+def cfn_conditions(template, params):
+    return {None: True, **cfn.conditions(template, params)}
+
+
+def check_database(endpoint, env, engine, outputs, errors):
+    """The data stack's database as the emulator's RDS (postgres) or DocumentDB (docdb) API
+    describes it, against what data.yaml promises; problems go to ``errors``."""
+    data, network = outputs["data"], outputs["network"]
+    ec2 = client("ec2", endpoint)
+    key = data["DataKeyArn"]
+    want_port = {"postgres": 5432, "docdb": 27017}[engine]
+
+    def expect(what, got, want):
+        if got != want:
+            errors.append(f"{engine} database: {what} {got!r}, want {want!r}")
+
+    expect("output DatabaseEngine", data.get("DatabaseEngine"), engine)
+    expect("output DatabasePort", data.get("DatabasePort"), str(want_port))
+    if engine == "postgres":
+        db = client("rds", endpoint).describe_db_instances(DBInstanceIdentifier=f"bake-{env}")["DBInstances"][0]
+        expect("Engine", db["Engine"], "postgres")
+        expect("MultiAZ", db["MultiAZ"], True)
+        expect("BackupRetentionPeriod", db["BackupRetentionPeriod"], 7)
+        expect("StorageEncrypted", db["StorageEncrypted"], True)
+        expect("KmsKeyId", db.get("KmsKeyId"), key)
+        expect("DeletionProtection", db["DeletionProtection"], True)
+        expect("Endpoint", db["Endpoint"]["Address"], data["DatabaseEndpoint"])
+        expect("Port", db["Endpoint"]["Port"], want_port)
+        expect("MasterUserSecret", (db.get("MasterUserSecret") or {}).get("SecretArn"), data.get("DatabaseMasterSecretArn"))
+        subnets = {s["SubnetIdentifier"] for s in db["DBSubnetGroup"]["Subnets"]}
+        groups = [g["VpcSecurityGroupId"] for g in db["VpcSecurityGroups"]]
+        template = data["DatabaseConnectionStringTemplate"]
+        expect("connection string template", template.startswith(f"postgres://APP_USER:APP_PASSWORD@{db['Endpoint']['Address']}:5432/"), True)
+    else:
+        docdb = client("docdb", endpoint)
+        cluster = docdb.describe_db_clusters(DBClusterIdentifier=f"bake-{env}")["DBClusters"][0]
+        expect("Engine", cluster["Engine"], "docdb")
+        expect("BackupRetentionPeriod", cluster["BackupRetentionPeriod"], 7)
+        expect("StorageEncrypted", cluster["StorageEncrypted"], True)
+        expect("KmsKeyId", cluster.get("KmsKeyId"), key)
+        expect("DeletionProtection", cluster["DeletionProtection"], True)
+        expect("Endpoint", cluster["Endpoint"], data["DatabaseEndpoint"])
+        expect("ReaderEndpoint", cluster["ReaderEndpoint"], data["DatabaseReaderEndpoint"])
+        expect("Port", cluster["Port"], want_port)
+        expect("EnabledCloudwatchLogsExports", sorted(cluster.get("EnabledCloudwatchLogsExports", [])), ["audit", "profiler"])
+        secret = (cluster.get("MasterUserSecret") or {}).get("SecretArn")
+        if not secret:
+            errors.append(f"docdb database: no MasterUserSecret (ManageMasterUserPassword): {cluster}")
+        else:
+            described = client("secretsmanager", endpoint).describe_secret(SecretId=secret)
+            expect("master secret's KmsKeyId", described.get("KmsKeyId"), key)
+        members = docdb.describe_db_instances(Filters=[{"Name": "db-cluster-id", "Values": [cluster["DBClusterIdentifier"]]}])["DBInstances"]
+        expect("instances", len(members), 2)
+        azs = {m["AvailabilityZone"] for m in members}
+        expect("instances' AZs distinct", len(azs), len(members))
+        expect("instances' engine", {m["Engine"] for m in members}, {"docdb"})
+        expect("instances' port", {m["Endpoint"]["Port"] for m in members}, {want_port})
+        expect("instances' cluster", {m["DBClusterIdentifier"] for m in members}, {cluster["DBClusterIdentifier"]})
+        group = docdb.describe_db_subnet_groups(DBSubnetGroupName=cluster["DBSubnetGroup"])["DBSubnetGroups"][0]
+        subnets = {s["SubnetIdentifier"] for s in group["Subnets"]}
+        expect("subnet group's AZs cover the instances'", azs <= {s["SubnetAvailabilityZone"]["Name"] for s in group["Subnets"]}, True)
+        groups = [g["VpcSecurityGroupId"] for g in cluster["VpcSecurityGroups"]]
+        params = docdb.describe_db_cluster_parameters(DBClusterParameterGroupName=cluster["DBClusterParameterGroup"])["Parameters"]
+        values = {q["ParameterName"]: q.get("ParameterValue") for q in params}
+        expect("parameter tls", values.get("tls"), "enabled")
+        expect("parameter audit_logs", values.get("audit_logs"), "enabled")
+        template = data["DatabaseConnectionStringTemplate"]
+        expect(
+            "connection string template",
+            template,
+            f"mongodb://APP_USER:APP_PASSWORD@{cluster['Endpoint']}:27017/?tls=true&tlsCAFile=global-bundle.pem"
+            "&replicaSet=rs0&readPreference=secondaryPreferred&retryWrites=false",
+        )
+    expect("subnets", subnets, set(network["PrivateSubnetIds"].split(",")))
+    expect("security groups", len(groups), 1)
+    sg = ec2.describe_security_groups(GroupIds=groups[:1])["SecurityGroups"][0]
+    rules = [
+        (r["IpProtocol"], r.get("FromPort"), r.get("ToPort"), sorted(g["GroupId"] for g in r.get("UserIdGroupPairs", [])), r.get("IpRanges", []))
+        for r in sg["IpPermissions"]
+    ]
+    expect("database ingress", rules, [("tcp", want_port, want_port, [data["AppSecurityGroupId"]], [])])
+    if not [e for e in errors if e.startswith(f"{engine} ")]:
+        print(f"checked    {engine} database of bake-{env}: {data['DatabaseEndpoint']}:{want_port}")
+
+
 def main():
     endpoint = sys.argv[1]
     cfn = client("cloudformation", endpoint)
@@ -133,44 +277,13 @@ def main():
         "iam": {"GitHubRepository": "example/bake"},
         "fleet": {"ImageParameter": image_parameter, "AlarmEmail": "ops@example.org"},
     }
-    failed = []
     outputs = {}
-    for part in PARTS:
-        name = f"bake-{ENV}-{part}"
-        body = (CFN / f"{part}.yaml").read_text()
-        p = [{"ParameterKey": "EnvName", "ParameterValue": ENV}]
-        p += [{"ParameterKey": k, "ParameterValue": v} for k, v in params[part].items()]
-        try:
-            cfn.create_stack(StackName=name, TemplateBody=body, Parameters=p, Capabilities=["CAPABILITY_NAMED_IAM"])
-            stack = wait(cfn, name)
-            status = stack["StackStatus"]
-        except Exception as e:  # moto raises while creating (a model's error, a missing export)
-            status, stack = f"error: {e}", None
-        if status != "CREATE_COMPLETE":
-            reasons = failure_reasons(cfn, name) if stack else [status]
-            print(f"FAIL: {name} did not deploy into the emulator: {'; '.join(reasons)}")
-            failed.append(part)
-            break  # the later stacks import this one's exports
-        template = yaml.load(body, Loader=CfnLoader)
-        created = cfn.describe_stack_resources(StackName=name)["StackResources"]
-        absent = [f"{r['LogicalResourceId']} ({r['ResourceType']})" for r in created if not r.get("PhysicalResourceId")]
-        # moto leaves a resource type it has no model for out of the stack, silently.
-        absent += [
-            f"{logical} ({res['Type']}): not created"
-            for logical, res in template["Resources"].items()
-            if "Condition" not in res and logical not in {r["LogicalResourceId"] for r in created}
-        ]
-        if absent:
-            print(f"FAIL: {name}: resources without a physical id: {', '.join(absent)}")
-            failed.append(part)
-        outputs[part] = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-        missing = sorted(set(template.get("Outputs", {})) - set(outputs[part]) - set(
-            k for k, o in template.get("Outputs", {}).items() if "Condition" in o
-        ))
-        if missing:
-            print(f"FAIL: {name}: outputs missing in the emulator: {', '.join(missing)}")
-            failed.append(part)
-        print(f"deployed   {name} ({len(template['Resources'])} resources, {len(outputs[part])} outputs)")
+    failed = deploy_all(cfn, ENV, PARTS, params, outputs)
+    # The DocumentDB variant of the data stack, in an environment of its own.
+    docdb_outputs = {}
+    failed += deploy_all(
+        cfn, ENV_DOCDB, ["network", "data"], {"network": {}, "data": {"DbEngine": "docdb"}}, docdb_outputs
+    )
     if failed:
         return 1
 
@@ -274,11 +387,17 @@ def main():
     if len(cw.describe_alarms(AlarmNames=rollback)["MetricAlarms"]) != len(rollback) or len(rollback) < 2:
         errors.append(f"output RollbackAlarmNames {rollback}: not all alarms in the emulator")
 
+    db_errors = []
+    check_database(endpoint, ENV, "postgres", outputs, db_errors)
+    check_database(endpoint, ENV_DOCDB, "docdb", docdb_outputs, db_errors)
+    for e in db_errors:
+        print(f"FAIL: data in the emulator: {e}")
+
     for e in errors:
         print(f"FAIL: fleet in the emulator: {e}")
     if not errors:
         print(f"checked    fleet: group, launch template, target tracking, SNS topic, {len(cw.describe_alarms()['MetricAlarms'])} alarms")
-    return 1 if errors else 0
+    return 1 if errors or db_errors else 0
 
 
 if __name__ == "__main__":

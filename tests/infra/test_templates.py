@@ -204,3 +204,153 @@ def test_uploads_live_less_than_two_weeks():
     max_age = ud["uploads"].get("max_age", ex["uploads"]["max_age"])
     worst_s = _humantime_s(max_age) + period_s + jitter_s + REAP_RUN_S
     assert worst_s < TWO_WEEKS_S, f"an upload may live {worst_s / 86400:.2f} days (max_age {max_age})"
+
+
+# ---------------------------------------------------------------- the database, per engine
+import pytest  # noqa: E402
+
+DB_PORTS = {"postgres": 5432, "docdb": 27017}
+
+
+def _variant(engine):
+    """data.yaml as CloudFormation creates it with DbEngine=engine: the resources and outputs
+    whose Condition holds, every Fn::If resolved."""
+    t = cfn.load(cfn.CFN / "data.yaml")
+    conds = cfn.conditions(t, {"DbEngine": engine})
+
+    def pick(v):
+        if isinstance(v, dict) and set(v) == {"Fn::If"}:
+            name, yes, no = v["Fn::If"]
+            return pick(yes if conds[name] else no)
+        if isinstance(v, dict):
+            return {k: pick(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [pick(x) for x in v]
+        return v
+
+    res = {k: pick(r) for k, r in t["Resources"].items() if conds.get(r.get("Condition"), True)}
+    outs = {k: pick(o) for k, o in t["Outputs"].items() if conds.get(o.get("Condition"), True)}
+    return res, outs
+
+
+def _of_type(res, type_):
+    return {k: r for k, r in res.items() if r["Type"] == type_}
+
+
+def _is_data_key(v):
+    return v == {"Fn::GetAtt": "DataKey.Arn"}
+
+
+def test_db_engine_parameter_and_its_conditions():
+    t = cfn.load(cfn.CFN / "data.yaml")
+    p = t["Parameters"]["DbEngine"]
+    assert p["Default"] == "postgres" and p["AllowedValues"] == ["postgres", "docdb"], p
+    assert cfn.conditions(t, {}) == {"IsPostgres": True, "IsDocDb": False}
+    assert cfn.conditions(t, {"DbEngine": "docdb"}) == {"IsPostgres": False, "IsDocDb": True}
+    # What tests/infra/run's checkov scans as the DocumentDB variant.
+    text = (cfn.CFN / "data.yaml").read_text()
+    variant = cfn.with_default(text, "DbEngine", "docdb")
+    assert len(variant.splitlines()) == len(text.splitlines())
+    assert cfn.conditions(yaml_load(variant), {}) == {"IsPostgres": False, "IsDocDb": True}
+
+
+def yaml_load(text):
+    import yaml
+
+    return yaml.load(text, Loader=cfn.CfnLoader)
+
+
+@pytest.mark.parametrize("engine", ["postgres", "docdb"])
+def test_database_is_multi_az_backed_up_encrypted_and_kept(engine):
+    res, _ = _variant(engine)
+    rds = _of_type(res, "AWS::RDS::DBInstance")
+    clusters = _of_type(res, "AWS::DocDB::DBCluster")
+    instances = _of_type(res, "AWS::DocDB::DBInstance")
+    if engine == "postgres":
+        assert len(rds) == 1 and not clusters and not instances, sorted(res)
+        (lid, db), = rds.items()
+        p = db["Properties"]
+        assert p["Engine"] == "postgres"
+        assert p["MultiAZ"] is True
+        assert p["MasterUserSecret"]["KmsKeyId"] == {"Fn::GetAtt": "DataKey.Arn"}
+        assert p["DBSubnetGroupName"] == {"Ref": "DbSubnetGroup"}
+        group = res["DbSubnetGroup"]["Properties"]
+        assert res["DbParameters"]["Properties"]["Parameters"]["rds.force_ssl"] == "1"
+    else:
+        assert not rds and len(clusters) == 1, sorted(res)
+        (lid, db), = clusters.items()
+        p = db["Properties"]
+        assert _is_data_key(p["MasterUserSecretKmsKeyId"])
+        assert p["Port"] == 27017
+        # Multi-AZ: at least two instances of the cluster, each in another AZ.
+        members = [r["Properties"] for r in instances.values() if r["Properties"]["DBClusterIdentifier"] == {"Ref": lid}]
+        assert len(members) >= 2, instances
+        azs = [m["AvailabilityZone"] for m in members]
+        assert all(a["Fn::Select"][1] == {"Fn::GetAZs": ""} for a in azs), azs
+        assert len({a["Fn::Select"][0] for a in azs}) == len(azs), azs
+        assert p["DBSubnetGroupName"] == {"Ref": "DocDbSubnetGroup"}
+        group = res["DocDbSubnetGroup"]["Properties"]
+        pg = res[p["DBClusterParameterGroupName"]["Ref"]]
+        assert pg["Type"] == "AWS::DocDB::DBClusterParameterGroup"
+        assert pg["Properties"]["Parameters"]["tls"] == "enabled"
+        assert pg["Properties"]["Parameters"]["audit_logs"] == "enabled"
+        assert "audit" in p["EnableCloudwatchLogsExports"]
+    # Both private subnets (one per AZ).
+    assert cfn.imports(group["SubnetIds"]) == {"bake-${EnvName}-PrivateSubnetIds"}, group
+    assert p["BackupRetentionPeriod"] == 7
+    assert p["StorageEncrypted"] is True and _is_data_key(p["KmsKeyId"])
+    assert p["DeletionProtection"] is True
+    assert db["DeletionPolicy"] == db["UpdateReplacePolicy"] == "Snapshot"
+    # The master password: generated and kept in Secrets Manager by the service, never given.
+    assert p["ManageMasterUserPassword"] is True
+    assert "MasterUserPassword" not in p
+    assert not [k for k in cfn.load(cfn.CFN / "data.yaml")["Parameters"] if "password" in k.lower()]
+
+
+def _ports(rules):
+    return sorted((r["IpProtocol"], r["FromPort"], r["ToPort"]) for r in rules)
+
+
+@pytest.mark.parametrize("engine", ["postgres", "docdb"])
+def test_database_port_is_the_engines_and_the_only_one(engine):
+    res, _ = _variant(engine)
+    port = DB_PORTS[engine]
+    db_sg = res["DbSecurityGroup"]["Properties"]
+    ingress = db_sg["SecurityGroupIngress"]
+    assert _ports(ingress) == [("tcp", port, port)], ingress
+    assert [r["SourceSecurityGroupId"] for r in ingress] == [{"Ref": "AppSecurityGroup"}]
+    # No other rule admits anything into the database's group, and its egress is closed.
+    into_db = [r for r in res.values() if r["Type"] == "AWS::EC2::SecurityGroupIngress" and r["Properties"]["GroupId"] == {"Ref": "DbSecurityGroup"}]
+    assert not into_db, into_db
+    assert [r["CidrIp"] for r in db_sg["SecurityGroupEgress"]] == ["127.0.0.1/32"]
+    # The app instances reach it on that port only.
+    to_db = [r["Properties"] for r in res.values() if r["Type"] == "AWS::EC2::SecurityGroupEgress" and r["Properties"].get("DestinationSecurityGroupId") == {"Ref": "DbSecurityGroup"}]
+    assert _ports(to_db) == [("tcp", port, port)], to_db
+    assert all(r["GroupId"] == {"Ref": "AppSecurityGroup"} for r in to_db)
+    # The database is in that group.
+    dbs = [r["Properties"] for r in res.values() if r["Type"] in ("AWS::RDS::DBInstance", "AWS::DocDB::DBCluster")]
+    assert [d.get("VPCSecurityGroups") or d.get("VpcSecurityGroupIds") for d in dbs] == [[{"Ref": "DbSecurityGroup"}]]
+
+
+@pytest.mark.parametrize("engine", ["postgres", "docdb"])
+def test_database_outputs(engine):
+    res, outs = _variant(engine)
+    for key in ["DatabaseEngine", "DatabaseEndpoint", "DatabasePort", "DatabaseConnectionStringTemplate"]:
+        assert key in outs, sorted(outs)
+    assert outs["DatabaseEngine"]["Value"] == {"Ref": "DbEngine"}
+    assert outs["DatabaseEndpoint"]["Export"]["Name"] == {"Fn::Sub": "bake-${EnvName}-DatabaseEndpoint"}
+    db = "Database" if engine == "postgres" else "DocDbCluster"
+    for key in ["DatabaseEndpoint", "DatabasePort", "DatabaseConnectionStringTemplate"]:
+        assert cfn.refs(outs[key]["Value"]) == {db}, (key, outs[key])
+    text, _ = outs["DatabaseConnectionStringTemplate"]["Value"]["Fn::Sub"]
+    if engine == "postgres":
+        assert text.startswith("postgres://") and "sslmode=verify-full" in text, text
+        assert outs["DatabaseMasterSecretArn"]["Value"] == {"Fn::GetAtt": "Database.MasterUserSecret.SecretArn"}
+    else:
+        # As AWS documents the replica-set connection of a DocumentDB cluster.
+        assert text.startswith("mongodb://APP_USER:APP_PASSWORD@${Host}:${Port}/?"), text
+        query = dict(kv.split("=") for kv in text.split("?", 1)[1].split("&"))
+        assert query == {"tls": "true", "tlsCAFile": "global-bundle.pem", "replicaSet": "rs0",
+                         "readPreference": "secondaryPreferred", "retryWrites": "false"}, query
+        assert "DatabaseMasterSecretArn" not in outs  # no such attribute: docs/deploy.md
+        assert cfn.refs(outs["DatabaseReaderEndpoint"]["Value"]) == {"DocDbCluster"}

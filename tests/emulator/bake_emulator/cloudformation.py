@@ -11,7 +11,9 @@ then breaks the stack. The classes below register by being defined (importing th
   ``AWS::CloudWatch::Alarm`` (a real alarm in the emulator's CloudWatch, evaluated and running its
   SNS actions, see ``cloudwatch``), ``AWS::AutoScaling::ScalingPolicy`` (recorded in moto's Auto
   Scaling backend, DescribePolicies lists it), ``AWS::SNS::Subscription`` (a real subscription),
-  ``AWS::CertificateManager::Certificate`` (in moto's ACM, where moto's listener looks it up).
+  ``AWS::CertificateManager::Certificate`` (in moto's ACM, where moto's listener looks it up),
+  ``AWS::DocDB::DBCluster``, ``DBInstance``, ``DBSubnetGroup``, ``DBClusterParameterGroup`` (in
+  moto's RDS backend, whose API DocumentDB's is, with the engine ``docdb`` added).
 - Created but inert (``INERT``): a physical id, Ref and the GetAtt attributes later stacks use,
   and nothing else, each with the reason nothing more is needed (docs/emulator.md lists them).
 
@@ -20,7 +22,10 @@ and ``DefaultInstanceWarmup``, a target group's ``TargetGroupFullName``, a load
 balancer's ``LoadBalancerFullName`` and ``CanonicalHostedZoneID``, an EFS access point's ``Arn``
 and Ref, Ref of an RDS parameter or subnet group and of a security group ingress rule, an RDS
 instance's ``MasterUserSecret.SecretArn`` (with ``ManageMasterUserPassword``, which moto's
-CloudFormation ignores); and ``!GetAtt A.B.C`` read as attribute ``B.C`` of ``A``, as AWS does.
+CloudFormation ignores), its engine's default port, ``VPCSecurityGroups`` and
+``DeletionProtection``; a managed master secret with the master user's name; a resource whose
+Condition is false left out of the stack's resources; and ``!GetAtt A.B.C`` read as attribute
+``B.C`` of ``A``, as AWS does.
 """
 
 from __future__ import annotations
@@ -295,6 +300,316 @@ class CfnCertificate(_RefAndAttributes, CloudFormationModel):
 
 
 # --------------------------------------------------------------------------------------------
+# Amazon DocumentDB: moto has its API (the RDS one, which DocumentDB's API is: the docdb client
+# signs for "rds"), but no engine "docdb" and no AWS::DocDB::* types. The types below create the
+# resources in moto's RDS backend, so DescribeDBClusters/DescribeDBInstances (docdb or rds
+# client) show them; ``_allow_docdb`` adds the engine.
+# --------------------------------------------------------------------------------------------
+
+DOCDB_ENGINE = "docdb"
+DOCDB_PORT = 27017  # "Default: 27017" (CreateDBCluster Port, DocumentDB API reference)
+DOCDB_VERSION = "5.0.0"
+
+
+def _rds(account_id: str, region_name: str) -> Any:
+    return rds_models.rds_backends[account_id][region_name]
+
+
+def _bool(value: Any, default: bool = False) -> bool:
+    return default if value is None else str(value).lower() == "true"
+
+
+def _lower_name(name: str) -> str:
+    """DocumentDB stores identifiers and group names "as a lowercase string" (API reference)."""
+    return name.lower()
+
+
+class CfnDocDBCluster(_RefAndAttributes, CloudFormationModel):
+    """AWS::DocDB::DBCluster: "Ref returns the cluster identifier"; Fn::GetAtt "ClusterResourceId",
+    "Endpoint: The connection endpoint for the cluster, such as
+    sample-cluster.cluster-cozrlsfrcjoc.us-east-1.docdb.amazonaws.com", "Port: The port number
+    on which the cluster accepts connections. For example: 27017", "ReadEndpoint" (AWS
+    CloudFormation resource reference). A cluster of engine docdb in moto's RDS backend, with
+    ManageMasterUserPassword's secret in moto's Secrets Manager. Deleting the stack leaves it (a
+    cluster with DeletionProtection cannot be deleted on AWS either)."""
+
+    REF = "identifier"
+    ATTRS = {"ClusterResourceId": "resource_id", "Endpoint": "endpoint", "Port": "port", "ReadEndpoint": "read_endpoint"}
+
+    def __init__(self, cluster: Any) -> None:
+        self.cluster = cluster
+        self.identifier = cluster.db_cluster_identifier
+        self.resource_id = cluster.db_cluster_resource_id
+        self.endpoint = cluster.endpoint
+        self.read_endpoint = cluster.reader_endpoint
+        self.port = str(cluster.port)  # GetAtt values are strings
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return "DBClusterIdentifier"
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::DocDB::DBCluster"
+
+    @classmethod
+    def create_from_cloudformation_json(  # type: ignore[misc]
+        cls,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> CfnDocDBCluster:
+        p = cloudformation_json.get("Properties", {})
+        args: dict[str, Any] = {
+            "db_cluster_identifier": _lower_name(resource_name),
+            "engine": DOCDB_ENGINE,
+            "engine_version": p.get("EngineVersion") or DOCDB_VERSION,
+            "port": int(p.get("Port", DOCDB_PORT)),
+            "master_username": p.get("MasterUsername"),
+            "backup_retention_period": int(p.get("BackupRetentionPeriod", 1)),
+            "storage_encrypted": _bool(p.get("StorageEncrypted")),
+            "deletion_protection": _bool(p.get("DeletionProtection")),
+            "copy_tags_to_snapshot": _bool(p.get("CopyTagsToSnapshot")),
+            "enable_cloudwatch_logs_exports": list(p.get("EnableCloudwatchLogsExports") or []),
+            "vpc_security_group_ids": list(p.get("VpcSecurityGroupIds") or []),
+            "tags": list(p.get("Tags") or []),
+        }
+        if _bool(p.get("ManageMasterUserPassword")):
+            args["manage_master_user_password"] = True
+            args["master_user_secret_kms_key_id"] = p.get("MasterUserSecretKmsKeyId")
+        else:
+            args["master_user_password"] = p.get("MasterUserPassword")
+        optional = {
+            "DBClusterParameterGroupName": "db_cluster_parameter_group_name",
+            "DBSubnetGroupName": "db_subnet_group_name",
+            "KmsKeyId": "kms_key_id",
+            "PreferredBackupWindow": "preferred_backup_window",
+            "PreferredMaintenanceWindow": "preferred_maintenance_window",
+            "AvailabilityZones": "availability_zones",
+            "StorageType": "storage_type",
+        }
+        for prop, arg in optional.items():
+            if p.get(prop) is not None:
+                args[arg] = p[prop]
+        backend = _rds(account_id, region_name)
+        for prop, groups in (("DBSubnetGroupName", backend.subnet_groups), ("DBClusterParameterGroupName", backend.db_cluster_parameter_groups)):
+            if p.get(prop) is not None and _lower_name(p[prop]) not in groups:
+                raise ValueError(f"{prop} {p[prop]!r} does not exist")
+        return cls(backend.create_db_cluster(args))
+
+    @classmethod
+    def delete_from_cloudformation_json(  # type: ignore[misc]
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        return None
+
+
+class CfnDocDBInstance(_RefAndAttributes, CloudFormationModel):
+    """AWS::DocDB::DBInstance: "Ref returns the instance identifier"; Fn::GetAtt "Endpoint: The
+    connection endpoint for the instance. For example:
+    sample-cluster.cluster-abcdefghijkl.us-east-1.docdb.amazonaws.com", "Port: The port number on
+    which the database accepts connections, such as 27017" (AWS CloudFormation resource
+    reference). An instance of its cluster (engine docdb) in moto's RDS backend, in the template's
+    AvailabilityZone."""
+
+    REF = "identifier"
+    ATTRS = {"Endpoint": "endpoint", "Port": "port"}
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.identifier = db.db_instance_identifier
+        self.endpoint = db.address
+        self.port = str(db.port)
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return "DBInstanceIdentifier"
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::DocDB::DBInstance"
+
+    @classmethod
+    def create_from_cloudformation_json(  # type: ignore[misc]
+        cls,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> CfnDocDBInstance:
+        p = cloudformation_json.get("Properties", {})
+        backend = _rds(account_id, region_name)
+        cluster = backend.clusters[_lower_name(p["DBClusterIdentifier"])]
+        args: dict[str, Any] = {
+            "db_instance_identifier": _lower_name(resource_name),
+            "db_instance_class": p["DBInstanceClass"],
+            "engine": DOCDB_ENGINE,
+            "db_cluster_identifier": cluster.db_cluster_identifier,
+            "port": cluster.port,
+            "auto_minor_version_upgrade": _bool(p.get("AutoMinorVersionUpgrade"), True),
+            "tags": list(p.get("Tags") or []),
+        }
+        if p.get("AvailabilityZone"):
+            args["availability_zone"] = p["AvailabilityZone"]
+        if p.get("PreferredMaintenanceWindow"):
+            args["preferred_maintenance_window"] = p["PreferredMaintenanceWindow"]
+        return cls(backend.create_db_instance(args))
+
+    @classmethod
+    def delete_from_cloudformation_json(  # type: ignore[misc]
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        return None
+
+
+class CfnDocDBSubnetGroup(_RefAndAttributes, CloudFormationModel):
+    """AWS::DocDB::DBSubnetGroup: "Ref returns the name of the subnet group" (AWS CloudFormation
+    resource reference). The same properties as AWS::RDS::DBSubnetGroup, made by moto's RDS
+    model of it (DocumentDB's subnet groups are RDS's)."""
+
+    REF = "name"
+    ATTRS = {}
+
+    def __init__(self, group: Any) -> None:
+        self.group = group
+        self.name = group.name
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return "DBSubnetGroupName"
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::DocDB::DBSubnetGroup"
+
+    @classmethod
+    def create_from_cloudformation_json(  # type: ignore[misc]
+        cls,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> CfnDocDBSubnetGroup:
+        group = rds_models.DBSubnetGroup.create_from_cloudformation_json(
+            _lower_name(resource_name), cloudformation_json, account_id, region_name
+        )
+        return cls(group)
+
+    @classmethod
+    def delete_from_cloudformation_json(  # type: ignore[misc]
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        return None
+
+
+class CfnDocDBClusterParameterGroup(_RefAndAttributes, CloudFormationModel):
+    """AWS::DocDB::DBClusterParameterGroup: "Ref returns the cluster parameter group name"
+    (AWS CloudFormation resource reference; Family, Description, Parameters as a JSON object of
+    name: value). In moto's RDS backend (DescribeDBClusterParameters lists the parameters)."""
+
+    REF = "name"
+    ATTRS = {}
+
+    def __init__(self, group: Any) -> None:
+        self.group = group
+        self.name = group.name
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return "Name"
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::DocDB::DBClusterParameterGroup"
+
+    @classmethod
+    def create_from_cloudformation_json(  # type: ignore[misc]
+        cls,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> CfnDocDBClusterParameterGroup:
+        p = cloudformation_json.get("Properties", {})
+        backend = _rds(account_id, region_name)
+        group = backend.create_db_cluster_parameter_group(
+            db_cluster_parameter_group_name=_lower_name(resource_name),
+            db_parameter_group_family=p["Family"],
+            description=p["Description"],
+            tags=list(p.get("Tags") or []),
+        )
+        group.update_cluster_parameters(
+            [
+                {"ParameterName": k, "ParameterValue": str(v), "ApplyMethod": "pending-reboot"}
+                for k, v in (p.get("Parameters") or {}).items()
+            ]
+        )
+        return cls(group)
+
+    @classmethod
+    def delete_from_cloudformation_json(  # type: ignore[misc]
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        return None
+
+
+def _allow_docdb() -> None:
+    """Engine docdb in moto's RDS backend: a cluster engine and an instance engine, port 27017,
+    version 5.0.0 by default, and endpoints in docdb.amazonaws.com as DocumentDB's are."""
+    from moto.rds import utils as rds_utils
+
+    cluster_engines = rds_utils.ClusterEngine.list_cluster_engines.__func__
+    instance_engines = rds_utils.DbInstanceEngine.valid_db_instance_engine.__func__
+    rds_utils.ClusterEngine.list_cluster_engines = classmethod(lambda c: sorted([*cluster_engines(c), DOCDB_ENGINE]))
+    rds_utils.DbInstanceEngine.valid_db_instance_engine = classmethod(lambda c: sorted([*instance_engines(c), DOCDB_ENGINE]))
+
+    cluster = rds_models.DBCluster
+    version, port, storage = cluster.default_engine_version, cluster.default_port, cluster.default_allocated_storage
+    cluster.default_engine_version = staticmethod(lambda e: DOCDB_VERSION if e == DOCDB_ENGINE else version(e))
+    cluster.default_port = staticmethod(lambda e: DOCDB_PORT if e == DOCDB_ENGINE else port(e))
+    cluster.default_allocated_storage = staticmethod(
+        lambda engine, storage_type: 1 if engine == DOCDB_ENGINE else storage(engine=engine, storage_type=storage_type)
+    )
+    endpoint, reader = cluster.endpoint.fget, cluster.reader_endpoint.fget
+
+    def docdb_host(value: str, engine: str) -> str:
+        return value.replace(".rds.amazonaws.com", ".docdb.amazonaws.com") if engine == DOCDB_ENGINE else value
+
+    cluster.endpoint = property(lambda self: docdb_host(endpoint(self), self.engine))
+    cluster.reader_endpoint = property(lambda self: docdb_host(reader(self), self.engine))
+
+    instance = rds_models.DBInstance
+    instance_port = instance.default_port
+    instance.default_port = staticmethod(lambda e: DOCDB_PORT if e == DOCDB_ENGINE else instance_port(e))
+    instance.default_engine_versions[DOCDB_ENGINE] = DOCDB_VERSION
+    address = instance.address.fget
+
+    def instance_address(self: Any) -> str:
+        # "sample-instance.abcdefghijkl.us-east-1.docdb.amazonaws.com" (DocumentDB endpoints)
+        if self.engine == DOCDB_ENGINE and getattr(self, "cluster", None) is not None:
+            return f"{self.db_instance_identifier}.{self.cluster.url_identifier}.{self.region}.docdb.amazonaws.com"
+        return address(self)
+
+    instance.address = property(instance_address)
+
+    # The managed master secret holds "the master user name and password" of its cluster or
+    # instance (RDS and DocumentDB user guides, "Password management with AWS Secrets Manager");
+    # moto wrote {"username": "admin", "password": "P@55w0rd!"} whatever the master user.
+    def secret_string(self: Any) -> str:
+        import json
+        import secrets
+
+        return json.dumps({"username": self.resource.master_username, "password": secrets.token_urlsafe(24)})
+
+    rds_models.MasterUserSecret._generate_secret_string = secret_string  # noqa: SLF001
+
+
+# --------------------------------------------------------------------------------------------
 # Created but inert
 # --------------------------------------------------------------------------------------------
 
@@ -513,7 +828,17 @@ def _patch_attributes() -> None:
         if isinstance(group, str):  # Ref of the group, its name (moto's model wants the object)
             account_id, region_name = args[0], args[1]
             props["DBSubnetGroupName"] = rds_models.rds_backends[account_id][region_name].subnet_groups[group]
+        # "VPCSecurityGroups: A list of the VPC security group IDs to assign to the DB instance"
+        # (resource reference); moto's model reads VpcSecurityGroupIds, and so gave none.
+        if "VPCSecurityGroups" in props:
+            props.setdefault("VpcSecurityGroupIds", list(props["VPCSecurityGroups"]))
+        # Without Port, the engine's default port (CreateDBInstance: "PostgreSQL Default: 5432");
+        # moto's model took 3306 for every engine.
+        if props.get("Port") is None and props.get("Engine"):
+            props["Port"] = rds_models.DBInstance.default_port(props["Engine"])
         db = db_create(cls, resource_name, cloudformation_json, *args, **kwargs)
+        # DeletionProtection, ignored by moto's model.
+        db.deletion_protection = str(props.get("DeletionProtection", False)).lower() == "true"
         if str(props.get("ManageMasterUserPassword", False)).lower() == "true":
             db.update(
                 manage_master_user_password=True,
@@ -593,6 +918,17 @@ def _patch_attributes() -> None:
     rds_models.DBInstance.get_cfn_attribute = db_attribute
 
 
+def _patch_stack_resources() -> None:
+    """DescribeStackResources lists what the stack created: moto also listed a resource whose
+    Condition is false, as an entry without a logical id (its model is None). AWS: "If a
+    resource's condition evaluates to false, CloudFormation doesn't create the resource" (the
+    Conditions section reference), so it is no resource of the stack."""
+    from moto.cloudformation import models as cfn_models
+
+    resources = cfn_models.Stack.stack_resources.fget
+    cfn_models.Stack.stack_resources = property(lambda self: [r for r in resources(self) if r is not None])
+
+
 def _yaml_tag_constructor(loader: Any, tag: Any, node: Any) -> Any:
     """moto's YAML short-form reader, but ``!GetAtt A.B.C`` is ``[A, "B.C"]``: "!GetAtt
     logicalNameOfResource.attributeName" (Fn::GetAtt reference), and attribute names such as an
@@ -623,6 +959,8 @@ def install() -> None:
         return
     _patch_yaml()
     _patch_attributes()
+    _allow_docdb()
+    _patch_stack_resources()
     _models.extend(_inert_models())
     for cached in (parsing.get_model_list, parsing.get_model_map, parsing.get_name_type_map):
         cached.cache_clear()
