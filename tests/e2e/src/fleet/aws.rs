@@ -61,7 +61,7 @@ pub struct GroupSpec<'a> {
 /// as fleet.yaml tags its own; with `g.instance_profile`) and group `g.name` of `g.capacity`
 /// instances on it over two AZs, with a launch hook ([`LAUNCH_HOOK`], ABANDON after `3000`
 /// emulated seconds) and a terminate hook ([`TERMINATE_HOOK`], CONTINUE after 3000), and the
-/// environment's one secret, as the data stack makes it: a SecureString
+/// environment's one secret, as an operator puts it after the data stack (docs/deploy.md): a SecureString
 /// `/bake/<env>/app/db/connection-string` (the agent fails closed on an empty path). The group
 /// names version 1 (not `$Default`) so that a refresh can roll back. Returns the launch template
 /// id.
