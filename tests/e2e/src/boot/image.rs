@@ -82,8 +82,8 @@ pub fn example_app_version() -> anyhow::Result<String> {
 /// `bake:app-version` = `version`).
 ///
 /// The version examples/app says it is ([`example_app_version`]) is exactly
-/// [`bake_local_image`]. Any other is a release cut from examples/app with its own `VERSION`
-/// file; [`crate::fleet::BROKEN`]'s, [`crate::fleet::CRASHY`]'s, [`crate::fleet::ERRING`]'s and
+/// [`bake_local_image`]. Any other is a release cut from examples/app (all of it) with its own
+/// `VERSION` file; [`crate::fleet::BROKEN`]'s, [`crate::fleet::CRASHY`]'s, [`crate::fleet::ERRING`]'s and
 /// [`crate::fleet::SLOW`]'s are releases with a bug: the first's `/health` never answers 200 (its
 /// server.js starts by setting `NEVER_READY`), the second's app exits 5 s after each start (it
 /// gets ready, then its agent keeps restarting it), the third answers 500 to one GET / in ten
@@ -102,12 +102,22 @@ pub fn bake_version_image(emu: &Emulator, version: &str) -> anyhow::Result<Strin
         bail!("app version {version:?}: only letters, digits, '.', '_' and '-'");
     }
     let release = tempfile::Builder::new().prefix("bake-release-").tempdir()?;
+    // The whole release: its commands (bin/), migrations and installed packages
+    // (node_modules/, `npm ci` by tools/setup) with it.
     let src = repo_root().join("examples/app");
-    for entry in std::fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            std::fs::copy(entry.path(), release.path().join(entry.file_name()))?;
-        }
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg("--")
+        .arg(src.join("."))
+        .arg(release.path())
+        .output()
+        .context("running cp")?;
+    if !out.status.success() {
+        bail!(
+            "copying {} into the release: {}",
+            src.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     std::fs::write(release.path().join("VERSION"), format!("{version}\n"))?;
     let bug = match version {
