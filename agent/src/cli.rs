@@ -115,6 +115,15 @@ pub enum Command {
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
+    /// On a migration instance (tag `bake:migrate`, launched by `bake release` from the new
+    /// image): run CMD once (a create-only lease under the tag's path), writing its output and
+    /// its result there for bake. Elsewhere: print that there is nothing to run and exit 0
+    /// (bake-migrate.service runs at every boot). Exit code: CMD's.
+    Migrate {
+        /// The migration command and its arguments.
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
     /// Delete expired uploads: files by mtime, then empty directories; never follows symlinks.
     /// Without DIR: `[uploads] dir` of the configuration (baked file + userdata), skipped with a
     /// warning (exit 0) when it is missing or the EFS file system is not mounted.

@@ -68,13 +68,39 @@ pub async fn boot(config: &Path) -> anyhow::Result<Boot> {
         .map_err(|e| coded(Exit::Aws, e))?;
     tracing::info!(step = "identity", instance_id = %identity.instance_id, region = %identity.region,
         az = %identity.availability_zone, asg = ?identity.asg_name, image_test = ?identity.image_test,
-        elapsed_ms = ms(t), "boot step done");
+        migrate = ?identity.migrate, elapsed_ms = ms(t), "boot step done");
     Ok(Boot {
         identity,
         settings,
         aws,
         imds,
     })
+}
+
+/// The rest of `run` on a migration instance (tag `bake:migrate`, launched by `bake release`
+/// outside the group): the app is not started. The new release's app may need the very
+/// migration this instance is there to run, and it would serve nobody (no group, no load
+/// balancer). Its environment was written in step 2, for bake-migrate.service (which starts
+/// once this unit is up): the agent reports ready, keeps the watchdog fed and waits for SIGTERM.
+async fn migration_instance(path: &str) -> anyhow::Result<Exit> {
+    let mut sigterm = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    tracing::info!(tag = identity::MIGRATE_TAG, %path,
+        "migration instance: in no Auto Scaling group, app not started; bake-migrate.service runs the migration");
+    notify::notify("READY=1");
+    notify::notify(
+        "STATUS=migration instance: app not started (bake-migrate.service runs the migration)",
+    );
+    if let Some(interval) = notify::watchdog_ping_interval() {
+        tokio::spawn(notify::watchdog(interval));
+    }
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = sigint.recv() => {}
+    }
+    notify::notify("STOPPING=1");
+    tracing::info!("signal received; the migration instance's agent exits");
+    Ok(Exit::Ok)
 }
 
 /// How long, after the app stopped, its stdout/stderr pipes may take to reach their end (a
@@ -178,6 +204,10 @@ pub async fn run(config: &Path, status_file: &Path) -> anyhow::Result<Exit> {
         let t = Instant::now();
         let m = mount::check_mounted(efs).map_err(|e| coded(Exit::Mount, e))?;
         tracing::info!(step = "mount", target = %efs.mount_point.display(), fstype = %m.fstype, elapsed_ms = ms(t), "boot step done");
+    }
+
+    if let Some(path) = &identity.migrate {
+        return migration_instance(path).await;
     }
 
     // 4. Supervise.

@@ -46,7 +46,8 @@ Exit codes:
   9  status: the agent is not running (no state file, or its process is gone)
   10 check --live: a live check failed
   141 stdout closed before a result line was written (as for SIGPIPE); nothing is printed
-  job: once CMD ran, its own exit code (128+N when killed by signal N)";
+  job, migrate: once CMD ran, its own exit code (128+N when killed by signal N; migrate: 127
+  when CMD could not be started)";
 
 impl From<Exit> for std::process::ExitCode {
     fn from(e: Exit) -> Self {

@@ -7,6 +7,11 @@
 //! tags enabled. The tag is read whatever `[identity] imds_tags` says, and wins over every
 //! source of a group name but `standalone`: such an instance has no group, completes no
 //! lifecycle hook, marks nothing unhealthy and starts no rollout.
+//!
+//! A migration instance (`bake release` with `[migrate]`) is launched the same way with the tag
+//! [`MIGRATE_TAG`] (the SSM path its migration's log and result go to): it joins no group
+//! either, and its agent does not start the app (the new release's app may need the migration
+//! it is there to run); `bake-migrate.service` runs the migration once.
 
 use aws_smithy_types::error::display::DisplayErrorContext;
 
@@ -27,9 +32,11 @@ pub enum IdentityError {
         /// The SDK error with its context.
         message: String,
     },
-    /// The `bake:image-test` tag is not an SSM parameter name.
-    #[error("instance tag {IMAGE_TEST_TAG} = {value:?} is not an SSM parameter name: {reason}")]
-    ImageTestTag {
+    /// The `bake:image-test` or `bake:migrate` tag is not an SSM parameter name.
+    #[error("instance tag {tag} = {value:?} is not an SSM parameter name: {reason}")]
+    ParameterTag {
+        /// The tag.
+        tag: &'static str,
         /// The tag's value (at most its first 100 characters).
         value: String,
         /// What is wrong with it.
@@ -66,6 +73,22 @@ pub struct Identity {
     /// The SSM parameter an image-test instance reports to (the value of its instance tag
     /// [`IMAGE_TEST_TAG`]); `None` on every other instance.
     pub image_test: Option<String>,
+    /// The SSM path a migration instance writes its migration's log and result under (the
+    /// value of its instance tag [`MIGRATE_TAG`]); `None` on every other instance.
+    pub migrate: Option<String>,
+}
+
+impl Identity {
+    /// The tag and its value when this instance is launched by bake outside the group (an
+    /// image test or a migration): no group, no hooks, no jobs, no reaping.
+    #[must_use]
+    pub fn outside_group(&self) -> Option<(&'static str, &str)> {
+        match (&self.image_test, &self.migrate) {
+            (Some(p), _) => Some((IMAGE_TEST_TAG, p.as_str())),
+            (None, Some(p)) => Some((MIGRATE_TAG, p.as_str())),
+            (None, None) => None,
+        }
+    }
 }
 
 /// The instance tag of an image-test instance (`bake test-image`); its value is the SSM
@@ -74,6 +97,11 @@ pub const IMAGE_TEST_TAG: &str = "bake:image-test";
 /// The metadata path of [`IMAGE_TEST_TAG`] (served only when the instance was launched with
 /// metadata tags enabled; 404 otherwise, as for an instance without the tag).
 pub const IMAGE_TEST_TAG_PATH: &str = "/latest/meta-data/tags/instance/bake:image-test";
+/// The instance tag of a migration instance (`bake release` with `[migrate]`); its value is the
+/// SSM path `bake-agent migrate` writes the migration's log and result under.
+pub const MIGRATE_TAG: &str = "bake:migrate";
+/// The metadata path of [`MIGRATE_TAG`].
+pub const MIGRATE_TAG_PATH: &str = "/latest/meta-data/tags/instance/bake:migrate";
 /// The longest SSM parameter name (path included), per the PutParameter API reference.
 pub const MAX_PARAMETER_NAME: usize = 1011;
 
@@ -98,15 +126,42 @@ pub fn check_parameter_name(name: &str) -> Result<(), &'static str> {
 /// The instance's [`IMAGE_TEST_TAG`], validated: `None` when the metadata has no such tag (or
 /// no tags at all).
 pub async fn image_test_tag(imds: &Imds) -> Result<Option<String>, IdentityError> {
-    let Some(value) = imds.get_opt(IMAGE_TEST_TAG_PATH).await? else {
+    parameter_tag(imds, IMAGE_TEST_TAG, IMAGE_TEST_TAG_PATH).await
+}
+
+/// The instance's [`MIGRATE_TAG`], validated: `None` when the metadata has no such tag.
+pub async fn migrate_tag(imds: &Imds) -> Result<Option<String>, IdentityError> {
+    parameter_tag(imds, MIGRATE_TAG, MIGRATE_TAG_PATH).await
+}
+
+/// Either tag of an instance bake launches outside the group: `tag` at metadata `path`, an
+/// SSM parameter name.
+async fn parameter_tag(
+    imds: &Imds,
+    tag: &'static str,
+    path: &str,
+) -> Result<Option<String>, IdentityError> {
+    let Some(value) = imds.get_opt(path).await? else {
         return Ok(None);
     };
     let value = value.trim().to_owned();
-    check_parameter_name(&value).map_err(|reason| IdentityError::ImageTestTag {
+    check_parameter_name(&value).map_err(|reason| IdentityError::ParameterTag {
+        tag,
         value: value.chars().take(100).collect(),
         reason,
     })?;
     Ok(Some(value))
+}
+
+/// Whether this is an instance bake launched outside the group (image test or migration): the
+/// tag and its value.
+pub async fn outside_group_tag(
+    imds: &Imds,
+) -> Result<Option<(&'static str, String)>, IdentityError> {
+    if let Some(p) = image_test_tag(imds).await? {
+        return Ok(Some((IMAGE_TEST_TAG, p)));
+    }
+    Ok(migrate_tag(imds).await?.map(|p| (MIGRATE_TAG, p)))
 }
 
 /// Instance id, region, AZ, image and the image-test tag from IMDS (the group is resolved
@@ -125,6 +180,7 @@ pub async fn from_imds(imds: &Imds) -> Result<Identity, IdentityError> {
     };
     let image_id = imds.get_opt("/latest/meta-data/ami-id").await?;
     let image_test = image_test_tag(imds).await?;
+    let migrate = migrate_tag(imds).await?;
     Ok(Identity {
         instance_id,
         region,
@@ -132,10 +188,11 @@ pub async fn from_imds(imds: &Imds) -> Result<Identity, IdentityError> {
         asg_name: None,
         image_id,
         image_test,
+        migrate,
     })
 }
 
-/// The group name: none when standalone or on an image-test instance (whatever `asg_name` the
+/// The group name: none when standalone or on an image-test or migration instance (whatever `asg_name` the
 /// fleet's userdata sets: the instance is not in the group), then the config, then the IMDS tag
 /// `aws:autoscaling:groupName` (only present when the launch template allows tags in metadata),
 /// then DescribeAutoScalingInstances.
@@ -149,7 +206,7 @@ pub async fn resolve_group(
         id.asg_name = None;
         return Ok(());
     }
-    if id.image_test.is_some() {
+    if id.outside_group().is_some() {
         id.asg_name = None;
         return Ok(());
     }

@@ -87,8 +87,8 @@ impl Job<'_> {
 
 /// Finds this call's try of `name` for the current period and runs `cmd` (inherited stdio and
 /// environment) if it got one, returning CMD's exit code; when the period already succeeded, a
-/// live instance holds the current try, every try is used, or this is an image-test instance
-/// (tag `bake:image-test`), it prints why and returns 0.
+/// live instance holds the current try, every try is used, or this is an image-test or
+/// migration instance (tag `bake:image-test`, `bake:migrate`), it prints why and returns 0.
 pub async fn run(
     config: &Path,
     name: &str,
@@ -97,13 +97,15 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     lease::check_name(name).map_err(|e| coded(Exit::Config, e))?;
     let boot = daemon::boot(config).await?;
-    if let Some(parameter) = &boot.identity.image_test {
-        // A boot test of an image (`bake test-image`) is no member of the fleet: it must not
-        // take (or use up) the fleet's try of this period.
-        crate::outln!(
-            "job {name}: image-test instance (tag {} = {parameter}): not running here",
-            crate::identity::IMAGE_TEST_TAG
-        );
+    if let Some((tag, parameter)) = boot.identity.outside_group() {
+        // A boot test of an image (`bake test-image`) or a migration instance (`bake release`)
+        // is no member of the fleet: it must not take (or use up) the fleet's try of this period.
+        let what = if tag == crate::identity::MIGRATE_TAG {
+            "migration"
+        } else {
+            "image-test"
+        };
+        crate::outln!("job {name}: {what} instance (tag {tag} = {parameter}): not running here");
         return Ok(Exit::Ok.into());
     }
     let group = boot
@@ -237,13 +239,7 @@ async fn run_attempt(
     let _ = stop_tx.send(());
     let _ = renewal.await;
 
-    let code = status.map_or(1, |s| {
-        match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
-            (Some(c), _) => c,
-            (None, Some(sig)) => 128 + sig,
-            (None, None) => 1,
-        }
-    });
+    let code = exit_code_of(status);
     finish(job, path, &mut attempt, Some(code)).await;
     crate::outln!(
         "job {name}: ran on {} for {}, exit code {code}",
@@ -253,8 +249,22 @@ async fn run_attempt(
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
+/// The exit code of a command that ended with `status`: its own, 128+N when killed by signal
+/// N, 1 when its status is unknown.
+pub(crate) fn exit_code_of(status: Option<std::process::ExitStatus>) -> i32 {
+    status.map_or(1, |s| {
+        match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
+            (Some(c), _) => c,
+            (None, Some(sig)) => 128 + sig,
+            (None, None) => 1,
+        }
+    })
+}
+
 /// SIGTERM to CMD (the call itself was asked to stop), SIGKILL after [`STOP_GRACE`].
-async fn stop_child(child: &mut tokio::process::Child) -> Option<std::process::ExitStatus> {
+pub(crate) async fn stop_child(
+    child: &mut tokio::process::Child,
+) -> Option<std::process::ExitStatus> {
     tracing::info!("stop signal received; stopping the job's command");
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
         let _ = nix::sys::signal::kill(

@@ -44,6 +44,8 @@ pub mod logs;
 pub mod memory;
 /// Instance metrics (CPU peaks, memory, disk, restarts, log shipping) to CloudWatch.
 pub mod metrics;
+/// `bake-agent migrate`: a release's migration, once, on its migration instance.
+pub mod migrate;
 /// EFS mount.
 pub mod mount;
 /// sd_notify.
@@ -133,6 +135,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(Exit::Ok.into())
         }
         Command::Job { name, period, cmd } => job::run(config, &name, period, &cmd).await,
+        Command::Migrate { cmd } => migrate::run(config, &cmd).await,
         Command::Reap {
             dir,
             older_than,
@@ -143,14 +146,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (Some(d), Some(a)) => (d, a),
                 (dir, older_than) => {
                     let imds = imds::Imds::from_env();
-                    // A boot test of an image (`bake test-image`) shares the fleet's EFS and
-                    // configuration, but is no member of the fleet: the fleet reaps.
-                    if let Some(parameter) = identity::image_test_tag(&imds)
+                    // A boot test of an image (`bake test-image`) or a migration instance
+                    // shares the fleet's EFS and configuration, but is no member of the fleet:
+                    // the fleet reaps.
+                    if let Some((tag, parameter)) = identity::outside_group_tag(&imds)
                         .await
                         .map_err(|e| coded(Exit::Imds, e))?
                     {
-                        tracing::info!(tag = identity::IMAGE_TEST_TAG, %parameter,
-                            "image-test instance: not reaping the fleet's uploads");
+                        let what = if tag == identity::MIGRATE_TAG {
+                            "migration"
+                        } else {
+                            "image-test"
+                        };
+                        tracing::info!(tag, %parameter,
+                            "{what} instance: not reaping the fleet's uploads");
                         return Ok(Exit::Ok.into());
                     }
                     let s = config::load_on_instance(config, &imds).await?;

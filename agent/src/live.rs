@@ -767,6 +767,7 @@ mod tests {
             asg_name: None,
             image_id: Some("ami-0new".into()),
             image_test: Some("/bake/prod/image-tests/ami-0new/20261203T071500Z".into()),
+            migrate: None,
         }
     }
 

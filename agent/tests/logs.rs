@@ -711,6 +711,7 @@ async fn test_metrics_reach_cloudwatch_with_dimensions() {
             asg_name: Some("asg-1".into()),
             image_id: None,
             image_test: None,
+            migrate: None,
         },
         restarts.clone(),
         None,

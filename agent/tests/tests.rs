@@ -29,6 +29,8 @@ mod leftovers;
 mod lifecycle;
 #[path = "agent/logs.rs"]
 mod logs;
+#[path = "agent/migrate.rs"]
+mod migrate;
 #[path = "agent/reap.rs"]
 mod reap;
 #[path = "agent/rollout.rs"]

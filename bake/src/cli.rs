@@ -244,6 +244,10 @@ pub struct ReleaseArgs {
     /// Without it, and with image_test.required (the default), such a release exits 15.
     #[arg(long)]
     pub untested: bool,
+    /// Release without running the migration of bake.toml's [migrate] (it ran already, or the
+    /// release needs none); said on stderr.
+    #[arg(long)]
+    pub skip_migrate: bool,
 }
 
 /// Options of `bake plan`.

@@ -82,6 +82,18 @@ pub struct RawConfig {
     pub canary: Option<RawCanary>,
     /// `[image_test]`: boot-test an image on one instance outside the group before a release.
     pub image_test: Option<RawImageTest>,
+    /// `[migrate]`: run the release's migration once, from the new image, before the refresh.
+    pub migrate: Option<RawMigrate>,
+}
+
+/// `[migrate]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMigrate {
+    /// Where the migration instance writes the migration's log and result (an SSM path).
+    pub parameter_prefix: Option<String>,
+    /// How long a migration may take, launch to result.
+    pub timeout: Option<String>,
 }
 
 /// `[image_test]` as written.
@@ -309,7 +321,22 @@ pub struct Settings {
     pub canary: Option<crate::canary::CanarySettings>,
     /// `[image_test]`, with its defaults when the file has none.
     pub image_test: ImageTestSettings,
+    /// `[migrate]`: `None` when the file has none (a release runs no migration).
+    pub migrate: Option<MigrateSettings>,
 }
+
+/// `[migrate]`, validated ([`crate::migrate`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigrateSettings {
+    /// The SSM path under which the migration instance writes the migration's log and result
+    /// (`<prefix>/<ami>/<timestamp>/…`). Required.
+    pub parameter_prefix: String,
+    /// Longest migration, launch to result. Default [`DEFAULT_MIGRATE_TIMEOUT`].
+    pub timeout: Duration,
+}
+
+/// Default of `migrate.timeout`: a boot, the agent's secrets, and the migration itself.
+pub const DEFAULT_MIGRATE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// `[image_test]`, validated ([`crate::image_test`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -501,6 +528,7 @@ impl Validator<'_> {
         let refresh = self.refresh(raw.refresh.unwrap_or_default())?;
         let canary = raw.canary.map(|c| self.canary(c, &refresh)).transpose()?;
         let image_test = self.image_test(raw.image_test.unwrap_or_default())?;
+        let migrate = raw.migrate.map(|m| self.migrate(m)).transpose()?;
         let prune_keep = match raw.prune.and_then(|p| p.keep) {
             None => DEFAULT_PRUNE_KEEP,
             Some(k) if k >= 1 => {
@@ -529,6 +557,31 @@ impl Validator<'_> {
             image_parameter,
             canary,
             image_test,
+            migrate,
+        })
+    }
+
+    fn migrate(&self, m: RawMigrate) -> Result<MigrateSettings, ConfigError> {
+        let key = "migrate.parameter_prefix";
+        let parameter_prefix = match m.parameter_prefix {
+            None => {
+                return Err(self.invalid(
+                    key,
+                    "missing: a migration needs the SSM path its instance writes the log and result under, \
+                     e.g. \"/bake/prod/migrations\" (iam.yaml lets the instance role write there)",
+                ))
+            }
+            Some(p) => {
+                let p = p.trim_end_matches('/').to_owned();
+                crate::image_parameter::check_name(&p).map_err(|m| self.invalid(key, m))?;
+                p
+            }
+        };
+        Ok(MigrateSettings {
+            parameter_prefix,
+            timeout: self
+                .bounded("migrate.timeout", m.timeout, false, MAX_TIMEOUT)?
+                .unwrap_or(DEFAULT_MIGRATE_TIMEOUT),
         })
     }
 

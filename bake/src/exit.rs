@@ -47,6 +47,10 @@ pub enum Exit {
     /// `image_test.required` holds; nothing was changed. `--test` tests it first, `--untested`
     /// releases it anyway.
     Untested = 15,
+    /// `release` with `[migrate]`: the release's migration failed (its command exited
+    /// non-zero, or no result came within `migrate.timeout`, or its instance stopped first);
+    /// nothing was changed: no launch template version, no refresh.
+    MigrationFailed = 16,
     /// Interrupted (SIGINT/Ctrl-C, SIGTERM or SIGHUP): a build was stopped and cleaned up, or
     /// watching was detached.
     Interrupted = 130,
@@ -74,6 +78,7 @@ Exit codes:
   13 status --check: drift (the image parameter, launch template, group or instances disagree)
   14 the image failed its boot test (test-image, --test); it is tagged bake:tested=fail
   15 release refused an image not tagged bake:tested=pass (--test tests it, --untested overrides)
+  16 release: the migration ([migrate]) failed or gave no result; nothing was released
   130 interrupted by SIGINT, SIGTERM or SIGHUP (build stopped and cleaned up, or watching detached)
   141 stdout closed before the result was written (as for SIGPIPE); nothing is printed";
 
@@ -98,6 +103,7 @@ impl Exit {
             Self::Drift => "drift",
             Self::ImageTestFailed => "image_test_failed",
             Self::Untested => "untested",
+            Self::MigrationFailed => "migration_failed",
             Self::Interrupted => "interrupted",
             Self::StdoutClosed => "stdout_closed",
         }

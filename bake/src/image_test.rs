@@ -66,7 +66,7 @@ pub enum ImageTestError {
     },
 }
 
-fn call_err<E: std::error::Error + 'static>(
+pub(crate) fn call_err<E: std::error::Error + 'static>(
     call: &'static str,
     resource: impl Into<String>,
 ) -> impl FnOnce(E) -> ImageTestError {
@@ -244,14 +244,14 @@ pub fn judge(report: &AgentReport, instance_id: &str) -> (bool, Option<String>) 
 }
 
 /// `2026-12-03T07:15:00Z` → `20261203T071500Z` (SSM names allow no ':').
-fn compact(rfc3339: &str) -> String {
+pub(crate) fn compact(rfc3339: &str) -> String {
     rfc3339
         .chars()
         .filter(|c| !matches!(c, '-' | ':'))
         .collect()
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
@@ -298,64 +298,23 @@ pub async fn test_image(
             ..ImageTestReport::default()
         });
     }
-    let group = crate::targets::describe_group(aws, &t.auto_scaling_group).await?;
-    let subnet = group_subnets(group.vpc_zone_identifier())
-        .into_iter()
-        .next();
-    let (version, _) = crate::launch_template::versions(aws, &lt).await?;
     let started = now_rfc3339();
     let parameter = format!("{prefix}/{ami}/{}", compact(&started));
     let timeout = timeout.unwrap_or(settings.image_test.timeout);
-
-    let mut run = aws
-        .ec2
-        .run_instances()
-        .image_id(ami)
-        .min_count(1)
-        .max_count(1)
-        .launch_template(
-            LaunchTemplateSpecification::builder()
-                .launch_template_id(&lt)
-                .version(version.to_string())
-                .build(),
-        )
-        // Tags in the metadata are how the agent learns it is a test instance; IMDSv2 as the
-        // fleet's template has it (these options replace the template's).
-        .metadata_options(
-            InstanceMetadataOptionsRequest::builder()
-                .http_endpoint(InstanceMetadataEndpointState::Enabled)
-                .http_tokens(HttpTokensState::Required)
-                .instance_metadata_tags(InstanceMetadataTagsState::Enabled)
-                .build(),
-        )
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::Instance)
-                .tags(Tag::builder().key(TEST_TAG).value(&parameter).build())
-                .tags(
-                    Tag::builder()
-                        .key("Name")
-                        .value(format!("bake image test of {ami}"))
-                        .build(),
-                )
-                .build(),
-        );
-    if let Some(s) = &subnet {
-        run = run.subnet_id(s);
-    }
     let t0 = Instant::now();
-    let out = run.send().await.map_err(call_err(
-        "RunInstances",
-        format!("{ami}, launch template {lt} version {version}"),
-    ))?;
-    let instance_id = out
-        .instances()
-        .first()
-        .and_then(|i| i.instance_id())
-        .ok_or_else(|| ImageTestError::NoInstance {
-            ami: ami.to_owned(),
-        })?
-        .to_owned();
+    let launched = launch_outside_group(
+        aws,
+        t,
+        ami,
+        (TEST_TAG, &parameter),
+        &format!("bake image test of {ami}"),
+    )
+    .await?;
+    let (instance_id, version, subnet) = (
+        launched.instance_id.clone(),
+        launched.launch_template_version,
+        launched.subnet_id.clone(),
+    );
     tracing::info!(
         "launched test instance {instance_id} of {ami} (launch template {lt} version {version}, subnet {}, outside '{}'); waiting up to {} for its report at {parameter}",
         subnet.as_deref().unwrap_or("EC2's default"),
@@ -476,36 +435,17 @@ async fn wait_for_report(
                     .is_some_and(aws_sdk_ssm::operation::get_parameter::GetParameterError::is_parameter_not_found) => {}
             Err(e) => return Err(call_err("GetParameter", parameter)(e)),
         }
-        let out = aws
-            .ec2
-            .describe_instances()
-            .instance_ids(instance_id)
-            .send()
-            .await
-            .map_err(call_err("DescribeInstances", instance_id))?;
-        let inst = out.reservations().iter().flat_map(|r| r.instances()).next();
-        let state = inst
-            .and_then(|i| i.state())
-            .and_then(|s| s.name())
-            .map(|n| n.as_str().to_owned())
-            .unwrap_or_default();
+        let (state, why) = instance_state(aws, instance_id).await?;
         if state != last_state {
             tracing::info!("test instance {instance_id}: {state}");
             last_state.clone_from(&state);
         }
-        if matches!(
-            state.as_str(),
-            "shutting-down" | "terminated" | "stopping" | "stopped"
-        ) {
-            let why = inst
-                .and_then(|i| i.state_reason())
-                .and_then(|r| r.message())
-                .map(|m| format!(" ({m})"))
-                .unwrap_or_default();
+        if is_gone(&state) {
             return Ok((
                 None,
                 Some(format!(
-                    "the test instance went {state} before it reported{why}"
+                    "the test instance went {state} before it reported{}",
+                    why.map(|m| format!(" ({m})")).unwrap_or_default()
                 )),
             ));
         }
@@ -523,15 +463,146 @@ async fn wait_for_report(
     }
 }
 
-/// Terminates the test instance and deletes its report parameter (a parameter never written is
-/// no error).
-async fn clean_up(aws: &Aws, instance_id: &str, parameter: &str) -> Result<(), ImageTestError> {
+/// An instance bake launched outside the group ([`launch_outside_group`]).
+#[derive(Clone, Debug)]
+pub struct OutsideInstance {
+    /// The instance.
+    pub instance_id: String,
+    /// The launch template version it was launched with (the default one, the image
+    /// overridden).
+    pub launch_template_version: i64,
+    /// Its subnet, the first of the group's (`None`: EC2's default).
+    pub subnet_id: Option<String>,
+}
+
+/// Launches one instance of `ami` as the group of `t` would, but outside it: the group's launch
+/// template at its default version with the image overridden, in the group's first subnet,
+/// IMDSv2 with instance metadata tags, and the instance tag `tag` (key, value) by which its
+/// agent knows what it is there for (a boot test, [`TEST_TAG`]; a migration,
+/// [`crate::migrate::MIGRATE_TAG`]). No load balancer registers it and no lifecycle hook waits
+/// for it.
+///
+/// # Errors
+/// Describing the group or the template, or RunInstances, failed.
+pub async fn launch_outside_group(
+    aws: &Aws,
+    t: &Targets,
+    ami: &str,
+    tag: (&str, &str),
+    name: &str,
+) -> anyhow::Result<OutsideInstance> {
+    let lt = &t.launch_template_id;
+    let group = crate::targets::describe_group(aws, &t.auto_scaling_group).await?;
+    let subnet = group_subnets(group.vpc_zone_identifier())
+        .into_iter()
+        .next();
+    let (version, _) = crate::launch_template::versions(aws, lt).await?;
+    let mut run = aws
+        .ec2
+        .run_instances()
+        .image_id(ami)
+        .min_count(1)
+        .max_count(1)
+        .launch_template(
+            LaunchTemplateSpecification::builder()
+                .launch_template_id(lt)
+                .version(version.to_string())
+                .build(),
+        )
+        // Tags in the metadata are how the agent learns what the instance is for; IMDSv2 as the
+        // fleet's template has it (these options replace the template's).
+        .metadata_options(
+            InstanceMetadataOptionsRequest::builder()
+                .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                .http_tokens(HttpTokensState::Required)
+                .instance_metadata_tags(InstanceMetadataTagsState::Enabled)
+                .build(),
+        )
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .tags(Tag::builder().key(tag.0).value(tag.1).build())
+                .tags(Tag::builder().key("Name").value(name).build())
+                .build(),
+        );
+    if let Some(s) = &subnet {
+        run = run.subnet_id(s);
+    }
+    let out = run.send().await.map_err(call_err(
+        "RunInstances",
+        format!("{ami}, launch template {lt} version {version}"),
+    ))?;
+    let instance_id = out
+        .instances()
+        .first()
+        .and_then(|i| i.instance_id())
+        .ok_or_else(|| ImageTestError::NoInstance {
+            ami: ami.to_owned(),
+        })?
+        .to_owned();
+    Ok(OutsideInstance {
+        instance_id,
+        launch_template_version: version,
+        subnet_id: subnet,
+    })
+}
+
+/// The instance's state name (`pending`, `running`, `terminated`, …; empty when EC2 does not
+/// know it) and EC2's reason for it.
+///
+/// # Errors
+/// DescribeInstances failed.
+pub async fn instance_state(
+    aws: &Aws,
+    instance_id: &str,
+) -> Result<(String, Option<String>), ImageTestError> {
+    let out = aws
+        .ec2
+        .describe_instances()
+        .instance_ids(instance_id)
+        .send()
+        .await
+        .map_err(call_err("DescribeInstances", instance_id))?;
+    let inst = out.reservations().iter().flat_map(|r| r.instances()).next();
+    let state = inst
+        .and_then(|i| i.state())
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_owned())
+        .unwrap_or_default();
+    let why = inst
+        .and_then(|i| i.state_reason())
+        .and_then(|r| r.message())
+        .map(ToOwned::to_owned);
+    Ok((state, why))
+}
+
+/// Whether an instance in `state` is gone or going (it will report nothing any more).
+#[must_use]
+pub fn is_gone(state: &str) -> bool {
+    matches!(
+        state,
+        "shutting-down" | "terminated" | "stopping" | "stopped"
+    )
+}
+
+/// TerminateInstances of an instance bake launched outside the group.
+///
+/// # Errors
+/// TerminateInstances failed.
+pub async fn terminate(aws: &Aws, instance_id: &str) -> Result<(), ImageTestError> {
     aws.ec2
         .terminate_instances()
         .instance_ids(instance_id)
         .send()
         .await
         .map_err(call_err("TerminateInstances", instance_id))?;
+    Ok(())
+}
+
+/// Terminates the test instance and deletes its report parameter (a parameter never written is
+/// no error).
+async fn clean_up(aws: &Aws, instance_id: &str, parameter: &str) -> Result<(), ImageTestError> {
+    terminate(aws, instance_id).await?;
     tracing::info!("test instance {instance_id} terminated");
     match aws.ssm.delete_parameter().name(parameter).send().await {
         Ok(_) => Ok(()),

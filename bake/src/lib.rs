@@ -28,6 +28,8 @@ pub mod image_test;
 pub mod launch_template;
 /// The local target: a root file system image and its AMI record.
 pub mod local_image;
+/// The release's migration, once, on an instance of the new image (`[migrate]`).
+pub mod migrate;
 /// Progress on stderr, results on stdout.
 pub mod output;
 /// The package index state as an image input (`packer.package_indexes`).
@@ -271,6 +273,7 @@ fn code_of(e: &(dyn std::error::Error + 'static)) -> Option<Exit> {
             ReleaseError::CurrentTimedOut { .. } => Exit::TimedOut,
             ReleaseError::Untested { .. } => Exit::Untested,
             ReleaseError::TestFailed { .. } => Exit::ImageTestFailed,
+            ReleaseError::MigrationFailed { .. } => Exit::MigrationFailed,
             ReleaseError::InterruptedWaiting | ReleaseError::Interrupted => Exit::Interrupted,
         });
     }
@@ -285,6 +288,11 @@ fn code_of(e: &(dyn std::error::Error + 'static)) -> Option<Exit> {
             image_test::ImageTestError::Call { .. }
             | image_test::ImageTestError::NoInstance { .. } => Exit::Aws,
             image_test::ImageTestError::Interrupted { .. } => Exit::Interrupted,
+        });
+    }
+    if let Some(e) = e.downcast_ref::<migrate::MigrateError>() {
+        return Some(match e {
+            migrate::MigrateError::Interrupted { .. } => Exit::Interrupted,
         });
     }
     if e.downcast_ref::<timeline::TimelineError>().is_some() {
@@ -448,6 +456,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 wait_for_current: a.wait_for_current,
                 test: a.test,
                 untested: a.untested,
+                skip_migrate: a.skip_migrate,
                 ..watch_opts(&a.watch)
             };
             let released = release::release(&aws, &settings, &t, &opts).await;

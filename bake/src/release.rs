@@ -6,6 +6,10 @@
 //! leaves the launch template as it was. A refresh that does not end `Successful` also restores
 //! the previous default (AWS's own rollback restores the group, not the template's default).
 //!
+//! Before any of that, with `[migrate]`, the release's migration runs once on an instance of
+//! the new image outside the group ([`crate::migrate`]); unless it exits 0 the release stops
+//! there (exit [`Exit::MigrationFailed`]) with the launch template untouched.
+//!
 //! Only a refresh watched to `Successful` (or `partial`) sets `target.image_parameter` to the
 //! new image ([`crate::image_parameter`]); if that fails, the release is reported as it ended,
 //! with exit [`Exit::ImageParameter`].
@@ -49,6 +53,8 @@ pub struct ReleaseOptions {
     pub test: bool,
     /// Release an image that is not tagged `bake:tested=pass`.
     pub untested: bool,
+    /// Do not run `[migrate]`'s migration.
+    pub skip_migrate: bool,
 }
 
 /// The result of a release, as printed.
@@ -106,6 +112,9 @@ pub struct ReleaseReport {
     pub tested: Option<String>,
     /// The boot test this release ran (`--test`); `None` without one.
     pub image_test: Option<crate::image_test::ImageTestReport>,
+    /// The migration this release ran before its refresh (`[migrate]`); `None` without one
+    /// (or with `--skip-migrate`).
+    pub migrate: Option<crate::migrate::MigrationReport>,
 }
 
 /// What can go wrong in a release, besides the errors of the steps it takes (targets, build,
@@ -180,6 +189,16 @@ pub enum ReleaseError {
         /// The test instance.
         instance: String,
         /// The failed checks with their details, or the reason.
+        why: String,
+    },
+    /// `[migrate]`: the migration failed or gave no result; nothing was released.
+    #[error("the migration of {ami} failed on {instance} ({why}); nothing was released: no launch template version, no refresh")]
+    MigrationFailed {
+        /// The image.
+        ami: String,
+        /// The migration instance.
+        instance: String,
+        /// The exit code or the reason ([`crate::migrate::MigrationReport::why`]).
         why: String,
     },
     /// `--ami` names no image that can be described.
@@ -695,6 +714,29 @@ pub async fn release(
     if crate::signals::received() > 0 {
         return Err(ReleaseError::Interrupted.into());
     }
+    // The migration, from the new image, before anything changes: a failure releases nothing.
+    let migrate = match (&settings.migrate, opts.skip_migrate) {
+        (Some(m), false) => {
+            let r = crate::migrate::migrate(aws, settings, m, t, &image_id).await?;
+            if !r.succeeded() {
+                return Err(ReleaseError::MigrationFailed {
+                    ami: image_id.clone(),
+                    instance: r.instance.clone(),
+                    why: r.why(),
+                }
+                .into());
+            }
+            Some(r)
+        }
+        (Some(_), true) => {
+            tracing::warn!("--skip-migrate: the migration of [migrate] is not run for {image_id}");
+            None
+        }
+        (None, _) => None,
+    };
+    if crate::signals::received() > 0 {
+        return Err(ReleaseError::Interrupted.into());
+    }
     let (previous, _) = crate::launch_template::versions(aws, lt).await?;
     let created = aws
         .ec2
@@ -728,6 +770,7 @@ pub async fn release(
         version,
         tested: Some(tested),
         image_test,
+        migrate,
         ..ReleaseReport::default()
     };
     // Once per release, not per poll, and before the refresh starts: the images of the

@@ -89,6 +89,7 @@ fn check_rootfs(root: &Path) {
         "bake-user-stats.service",
         "bake-user-stats.timer",
         "bake-image-test.service",
+        "bake-migrate.service",
     ] {
         let shipped = std::fs::read(repo().join("systemd").join(unit)).unwrap();
         let baked = std::fs::read(root.join("etc/systemd/system").join(unit))
@@ -98,6 +99,7 @@ fn check_rootfs(root: &Path) {
     for (wants, unit) in [
         ("multi-user.target.wants", "bake-agent.service"),
         ("multi-user.target.wants", "bake-image-test.service"),
+        ("multi-user.target.wants", "bake-migrate.service"),
         ("timers.target.wants", "bake-agent-reap.timer"),
         ("timers.target.wants", "bake-user-stats.timer"),
         // harden.sh enables the firewall.

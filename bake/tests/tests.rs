@@ -24,6 +24,8 @@ mod layout;
 #[cfg(test)]
 mod local_image;
 #[cfg(test)]
+mod migrate;
+#[cfg(test)]
 mod plan;
 #[cfg(test)]
 mod prune;

@@ -69,6 +69,7 @@ done
 # The units' Documentation= link.
 install -D -m 0644 "$src/deploy.md" /usr/share/doc/bake/deploy.md
 # bake-image-test.service checks and reports only on an instance of `bake test-image` (tag
-# bake:image-test); on every other instance it exits 0 at once.
-systemctl enable bake-agent.service bake-user-stats.timer bake-agent-reap.timer bake-image-test.service
+# bake:image-test), bake-migrate.service migrates only on the migration instance of a `bake
+# release` (tag bake:migrate); on every other instance each exits 0 at once.
+systemctl enable bake-agent.service bake-user-stats.timer bake-agent-reap.timer bake-image-test.service bake-migrate.service
 rm -rf "$src"
