@@ -69,11 +69,12 @@ pub const DB_PORT: u16 = 5432;
 /// The drop-in file name, in every `<unit>.d/` it is bound into.
 pub const DROPIN_NAME: &str = "50-bake-test.conf";
 /// The units that make AWS calls and get the test drop-in.
-pub const AWS_UNITS: [&str; 4] = [
+pub const AWS_UNITS: [&str; 5] = [
     "bake-agent.service",
     "bake-agent-reap.service",
     "bake-user-stats.service",
     "bake-image-test.service",
+    "bake-migrate.service",
 ];
 /// The image's units that cannot work in a container on this kernel, with why: each gets a
 /// test-only drop-in `ConditionVirtualization=!container`, so that it is skipped (inactive)

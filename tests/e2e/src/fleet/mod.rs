@@ -21,8 +21,8 @@
 //! it in `Terminating:Wait` and the load balancer has stopped sending it traffic). Version
 //! [`BROKEN`] never becomes ready.
 //!
-//! Booted fleets also boot the instances `bake test-image` launches outside the group (EC2 tag
-//! `bake:image-test`) from their launch template's userdata and instance profile, with their EC2
+//! Booted fleets also boot the instances bake launches outside the group (EC2 tag
+//! `bake:image-test` of `bake test-image`, `bake:migrate` of a release's migration) from their launch template's userdata and instance profile, with their EC2
 //! tags in their metadata when their metadata options allow it, and stop them when EC2 has them
 //! terminated ([`Fleet::outside_instances`]); they never get traffic.
 //!

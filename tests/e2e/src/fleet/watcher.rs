@@ -5,8 +5,8 @@
 //! instance's metadata it is terminated, stops what the group let go.
 //!
 //! With a runtime that can play them ([`Runtime::boots_outside_the_group`]), it also boots the
-//! instances launched outside the group that carry the tag [`IMAGE_TEST_TAG`] (`bake
-//! test-image`'s `RunInstances`), while EC2 says they are pending or running, and stops them
+//! instances launched outside the group that carry one of the tags [`OUTSIDE_TAGS`] (`bake
+//! test-image`'s and `bake release`'s migration `RunInstances`), while EC2 says they are pending or running, and stops them
 //! once EC2 says otherwise. They are no member of the group and never behind the load balancer:
 //! only EC2's view of them counts.
 
@@ -26,8 +26,10 @@ use super::reconcile::{self, Action, GroupInstance, Registration, Running};
 use super::runtime::{Instance, LaunchSpec, Runtime};
 use super::{FleetStats, InstanceView};
 
-/// The instance tag that marks `bake test-image`'s instance (bake/src/image_test.rs).
-pub const IMAGE_TEST_TAG: &str = "bake:image-test";
+/// The instance tags that mark the instances bake launches outside the group: `bake
+/// test-image`'s (bake/src/image_test.rs) and a release's migration instance
+/// (bake/src/migrate.rs).
+pub const OUTSIDE_TAGS: [&str; 2] = ["bake:image-test", "bake:migrate"];
 
 /// An instance the fleet runs: what callers see, the instance itself, and the reconciler's
 /// record of it.
@@ -51,7 +53,7 @@ pub(super) struct Shared {
     /// to stop).
     pub(super) gone: Vec<std::thread::JoinHandle<()>>,
     pub(super) stats: FleetStats,
-    /// Instances launched outside the group (tag [`IMAGE_TEST_TAG`]) that EC2 says are pending
+    /// Instances launched outside the group (a tag of [`OUTSIDE_TAGS`]) that EC2 says are pending
     /// or running: what callers see and the instance.
     pub(super) outside: BTreeMap<String, (InstanceView, Box<dyn Instance>)>,
     pub(super) last_error: Option<String>,
@@ -265,8 +267,8 @@ impl Watcher {
             .collect())
     }
 
-    /// Boots the instances outside the group EC2 has pending or running with the tag
-    /// [`IMAGE_TEST_TAG`], and stops those it no longer has so.
+    /// Boots the instances outside the group EC2 has pending or running with a tag of
+    /// [`OUTSIDE_TAGS`], and stops those it no longer has so.
     async fn outside(&mut self, aws: &Aws, shared: &Mutex<Shared>) -> anyhow::Result<()> {
         let seen = describe_outside(aws).await?;
         let wanted: BTreeMap<&str, &SeenOutside> = seen
@@ -467,7 +469,7 @@ fn view_of(id: &str, inst: &dyn Instance, lifecycle: &str) -> InstanceView {
     }
 }
 
-/// The instances tagged [`IMAGE_TEST_TAG`], in any state.
+/// The instances with a tag of [`OUTSIDE_TAGS`], in any state.
 async fn describe_outside(aws: &Aws) -> anyhow::Result<Vec<SeenOutside>> {
     let out = aws
         .ec2
@@ -475,7 +477,7 @@ async fn describe_outside(aws: &Aws) -> anyhow::Result<Vec<SeenOutside>> {
         .filters(
             aws_sdk_ec2::types::Filter::builder()
                 .name("tag-key")
-                .values(IMAGE_TEST_TAG)
+                .set_values(Some(OUTSIDE_TAGS.map(str::to_owned).to_vec()))
                 .build(),
         )
         .send()

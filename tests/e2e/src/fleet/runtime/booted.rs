@@ -7,8 +7,9 @@
 //!
 //! The image is found from the AMI's tag `bake:local-image` alone ([`boot::root_of`]); the app
 //! version is its `bake:app-version` tag, which `bake build` set from the release it baked in.
-//! The agent's journal (`journalctl -u bake-agent.service -u bake-image-test.service`: the
-//! boot test's too, which says something only on `bake test-image`'s instances) is copied to
+//! The agent's journal (`journalctl -u bake-agent.service -u bake-image-test.service -u
+//! bake-migrate.service`: the boot test's and the migration's too, which say something only on
+//! the instances bake launches for them) is copied to
 //! `<fleet dir>/instances/<id>/agent.log` while the instance runs, so the log outlives the
 //! instance's volatile journal.
 
@@ -96,7 +97,7 @@ fn follow_journal(inst: &boot::Instance, log: &Path) -> anyhow::Result<Child> {
          systemd-journal-flush.service 2>/dev/null; do \
          i=$((i + 1)); [ $i -lt 600 ] || exit 1; sleep 0.1; done; \
          exec journalctl --root=\"/proc/$1/root\" --follow --no-tail --no-pager -o cat \
-         -u bake-agent.service -u bake-image-test.service",
+         -u bake-agent.service -u bake-image-test.service -u bake-migrate.service",
         "follow-journal",
         &leader,
     ])
