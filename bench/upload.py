@@ -101,11 +101,15 @@ def wait_listening(port, proc, deadline_s=20):
 
 
 def children(pid):
+    """The children of every thread of pid (a thread's children file lists only its own)."""
+    out = []
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(p) for p in f.read().split()]
     except OSError:
-        return []
+        pass
+    return out
 
 
 def start_app(args, url, uploads, tmp):
