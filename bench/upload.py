@@ -121,7 +121,11 @@ def start_app(args, url, uploads, tmp):
                "UPLOADS_DIR": uploads}
         proc = subprocess.Popen(["node", os.path.join(APP, "server.js")], env=env, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_listening(port, proc)
+        try:
+            wait_listening(port, proc)
+        except BaseException:
+            stop(proc)
+            raise
         return proc, proc.pid, None, port
     cfg = os.path.join(tmp, "agent.toml")
     with open(cfg, "w") as f:
@@ -148,10 +152,14 @@ enabled = false
            "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "RUST_LOG": "warn"}
     proc = subprocess.Popen([args.agent, "--config", cfg, "run"], env=env, stdin=subprocess.DEVNULL,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp)
-    wait_listening(port, proc)
-    kids = [p for p in children(proc.pid) if "server.js" in open(f"/proc/{p}/cmdline").read()]
-    if len(kids) != 1:
-        raise SystemExit(f"cannot tell the app's pid among the agent's children {children(proc.pid)}")
+    try:
+        wait_listening(port, proc)
+        kids = [p for p in children(proc.pid) if "server.js" in open(f"/proc/{p}/cmdline").read()]
+        if len(kids) != 1:
+            raise SystemExit(f"cannot tell the app's pid among the agent's children {children(proc.pid)}")
+    except BaseException:
+        stop(proc)  # not returned: the caller cannot stop it
+        raise
     return proc, kids[0], proc.pid, port
 
 

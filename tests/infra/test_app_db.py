@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -148,9 +149,24 @@ def test_migrate_applies_in_order_then_is_up_to_date(pg):
 def test_two_migrations_at_once_both_succeed_and_apply_once(pg):
     url = _new_db(pg)
     env = {**os.environ, "DB_CONNECTION_STRING": url}
-    runs = [subprocess.Popen(["node", str(APP / "bin/migrate")], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=60) + (p.returncode,) for p in runs]
+    # The migration lock held elsewhere for a while: both runs start, wait for it, then race for it
+    # the moment it is released (without the lock both would create the same tables at once).
+    key = re.search(r"LOCK_KEY = '(\d+)'", (APP / "bin/migrate").read_text())[1]
+    holder = subprocess.Popen([f"{pgserver.bindir()}/psql", url, "-X", "-q", "-c",
+                               f"SELECT pg_advisory_lock({key}); SELECT pg_sleep(3)"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: _psql(url, f"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted") == "1",
+                  "the holder has the lock")
+        runs = [subprocess.Popen(["node", str(APP / "bin/migrate")], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        _wait_for(lambda: _psql(url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") == "2",
+                  "both runs wait for the lock")
+        assert [p.poll() for p in runs] == [None, None]
+        outs = [p.communicate(timeout=60) + (p.returncode,) for p in runs]
+    finally:
+        holder.kill()
+        holder.wait(5)
     assert [rc for _, _, rc in outs] == [0, 0], outs
     applied = [line for out, _, _ in outs for line in out.splitlines() if "applied" in line and "up to date" not in line]
     n = len(list((APP / "migrations").glob("*.sql")))
