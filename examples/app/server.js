@@ -372,10 +372,10 @@ async function upload(req, res, name) {
     } finally {
       c.release();
     }
-    // The directory entry too: the upload survives a crash once answered.
-    const dir = await fsp.open(uploadDir, 'r');
-    await dir.sync().catch(() => {}); // a file system without directory fsync (NFS) has it already
-    await dir.close();
+    // The directory entry too: the upload survives a crash once answered. Best effort, never a
+    // reason to undo a recorded upload (a file system without directory fsync, NFS, has it
+    // already).
+    await fsp.open(uploadDir, 'r').then((d) => d.sync().finally(() => d.close())).catch(() => {});
     sendJson(res, 201, { name, bytes: h.bytes, sha256 });
   } catch (err) {
     await fsp.rm(tmp, { force: true }).catch(() => {});
