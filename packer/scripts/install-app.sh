@@ -27,6 +27,9 @@ if ! getent passwd app >/dev/null; then
 fi
 
 log "app release"
+# The release is complete as uploaded: a Node app's node_modules is in it (examples/app: built
+# once by `npm ci` when the release is cut, tools/setup; docs/app.md). Nothing is fetched from a
+# package registry here, so every image of a release carries the same bytes.
 rm -rf /opt/app.new
 install -d -m 0755 /opt/app.new
 if [[ -f "$src/app-release.tar.gz" ]]; then
@@ -35,6 +38,9 @@ elif [[ -d "$src/app-release" ]]; then
   cp -a "$src/app-release/." /opt/app.new/
 else
   log "no app release uploaded (app-release.tar.gz or app-release/)"; exit 1
+fi
+if [[ -f /opt/app.new/package-lock.json && ! -d /opt/app.new/node_modules ]]; then
+  log "warning: the release has a package-lock.json but no node_modules (run npm ci where the release is cut)"
 fi
 chown -R root:app /opt/app.new
 chmod -R u=rwX,g=rX,o= /opt/app.new
