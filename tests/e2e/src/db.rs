@@ -266,6 +266,37 @@ impl Postgres {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
+    /// Applies the sample app's migrations (`examples/app/bin/migrate`, run by the host's `node`
+    /// against this server, the connection string in its environment, never in an argument), as
+    /// a release's migration does before its instances serve; returns what it printed.
+    pub fn migrate_app(&self) -> anyhow::Result<String> {
+        let migrate = crate::paths::repo_root().join("examples/app/bin/migrate");
+        let out = Command::new("node")
+            .arg(&migrate)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env(
+                "DB_CONNECTION_STRING",
+                self.connection_string("127.0.0.1", self.port),
+            )
+            .output()
+            .with_context(|| format!("running node {}", migrate.display()))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            bail!(
+                "{} failed ({}): {}",
+                migrate.display(),
+                out.status,
+                text.trim()
+            );
+        }
+        Ok(text)
+    }
+
     /// [`Postgres::psql_as_superuser`] in the app's database.
     pub fn query(&self, sql: &str) -> anyhow::Result<String> {
         self.psql_as_superuser(APP_DATABASE, sql)
@@ -328,6 +359,23 @@ mod tests {
             .unwrap(),
             "app"
         );
+        let migrated = pg.migrate_app().unwrap();
+        assert!(migrated.contains("migrate:"), "{migrated}");
+        assert!(!migrated.contains(&pg.password), "{migrated}");
+        assert_eq!(
+            pg.query("SELECT count(*) FROM schema_migrations").unwrap(),
+            std::fs::read_dir(crate::paths::repo_root().join("examples/app/migrations"))
+                .unwrap()
+                .filter(|e| e
+                    .as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "sql"))
+                .count()
+                .to_string()
+        );
+        assert!(pg.migrate_app().unwrap().contains("up to date"));
         let cs = pg.connection_string("db.example", 5432);
         assert!(cs.starts_with("postgres://app:") && cs.ends_with("@db.example:5432/app"));
         let dir = pg.dir.path().to_path_buf();

@@ -356,6 +356,7 @@ fn enforced_emulator(
         .unwrap();
     let aws = rt.block_on(emu.aws());
     let db = Postgres::start().expect("the database starts");
+    db.migrate_app().expect("the app's migrations apply");
     rt.block_on(
         aws.ssm
             .put_parameter()
@@ -543,8 +544,8 @@ fn test_booted_instance_serves_supervises_and_is_watched() {
     sandbox_as_shipped(&inst, &app);
     network_is_fenced(&inst, &emu, &forward_before);
     firewall_is_the_instances_own(&inst, &ruleset_before);
-    uploads_and_logs(&inst, &rt, &aws, &id, shared.path());
-    timers_do_their_work(&inst, &rt, &aws, shared.path());
+    uploads_and_logs(&inst, &rt, &aws, &id, shared.path(), &db);
+    timers_do_their_work(&inst, &rt, &aws, shared.path(), &db);
     let (agent, app) = app_crash_is_restarted(&inst, agent, app);
     let (agent, _) = killed_agent_is_restarted(&inst, agent, app);
     frozen_agent_is_restarted_by_the_watchdog(&inst, agent);
@@ -840,17 +841,24 @@ fn firewall_is_the_instances_own(inst: &Instance, ruleset_before: &str) {
     );
 }
 
-/// e. An upload to the app lands in the shared directory on the host; the app's output reaches
-/// CloudWatch Logs in the emulator.
+/// e. An upload to the app lands in the shared directory on the host and its row in the
+/// database (the app reached it with the connection string the agent delivered from SSM); the
+/// app's output reaches CloudWatch Logs in the emulator.
 fn uploads_and_logs(
     inst: &Instance,
     rt: &tokio::runtime::Runtime,
     aws: &Aws,
     id: &str,
     shared: &std::path::Path,
+    db: &Postgres,
 ) {
     let (code, body) = http(inst, "PUT", "/upload/booted.txt", b"from a booted instance").unwrap();
     assert_eq!(code, 201, "{body}");
+    assert_eq!(
+        db.query("SELECT name, bytes FROM uploads").unwrap(),
+        "booted.txt|22",
+        "the upload's row is in the database"
+    );
     let stored = shared.join("uploads/booted.txt");
     assert_eq!(
         std::fs::read_to_string(&stored).unwrap(),
@@ -881,7 +889,8 @@ fn uploads_and_logs(
 }
 
 /// d. Both timers are installed and active; starting the reaper removes expired uploads from
-/// the shared directory (and keeps fresh ones); starting the weekly job takes this week's
+/// the shared directory (and keeps fresh ones), and the app then answers 410 for a reaped
+/// upload it had recorded and drops its row; starting the weekly job takes this week's
 /// fleet-wide lease in SSM and runs the app's task (examples/app/bin/user-stats), once: a second
 /// start finds the week done.
 fn timers_do_their_work(
@@ -889,6 +898,7 @@ fn timers_do_their_work(
     rt: &tokio::runtime::Runtime,
     aws: &Aws,
     shared: &std::path::Path,
+    db: &Postgres,
 ) {
     let timers = inst.sh("systemctl list-timers --all --no-pager");
     for t in ["bake-user-stats.timer", "bake-agent-reap.timer"] {
@@ -902,17 +912,38 @@ fn timers_do_their_work(
     let old = shared.join("uploads/expired.bin");
     std::fs::write(&old, b"old").unwrap();
     std::os::unix::fs::chown(&old, Some(10_000), Some(10_000)).unwrap();
+    // One the app recorded: uploaded through it, then aged past the retention.
+    let (code, body) = http(inst, "PUT", "/upload/recorded.bin", b"aged").unwrap();
+    assert_eq!(code, 201, "{body}");
+    let recorded = shared.join("uploads/recorded.bin");
     let fortnight = std::time::SystemTime::now() - Duration::from_secs(14 * 86_400);
-    std::fs::File::options()
-        .write(true)
-        .open(&old)
-        .unwrap()
-        .set_modified(fortnight)
-        .unwrap();
+    for f in [&old, &recorded] {
+        std::fs::File::options()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_modified(fortnight)
+            .unwrap();
+    }
     let out = inst.sh("systemctl start bake-agent-reap.service; echo rc=$?");
     let reap = inst.journal("bake-agent-reap.service");
     assert!(out.ends_with("rc=0"), "{out}\n{reap}");
     assert!(!old.exists(), "the expired upload is reaped:\n{reap}");
+    assert!(!recorded.exists(), "the expired upload is reaped:\n{reap}");
+    assert_eq!(
+        db.query("SELECT count(*) FROM uploads WHERE name = 'recorded.bin'")
+            .unwrap(),
+        "1",
+        "recorded until the app finds it gone"
+    );
+    let (code, body) = http(inst, "GET", "/download/recorded.bin", b"").unwrap();
+    assert_eq!(code, 410, "a reaped upload is gone: {body}");
+    assert_eq!(
+        db.query("SELECT count(*) FROM uploads WHERE name = 'recorded.bin'")
+            .unwrap(),
+        "0",
+        "and its row with it"
+    );
     assert!(
         shared.join("uploads/booted.txt").exists(),
         "a fresh upload stays:\n{reap}"
@@ -944,6 +975,10 @@ fn timers_do_their_work(
     assert!(
         job.contains("\"report\":\"user-stats\"") && job.contains("\"files\":1"),
         "the task's report (one fresh upload left):\n{job}"
+    );
+    assert!(
+        job.contains("\"db\":{\"users\":0,\"uploads\":1,\"bytes\":22,"),
+        "the task's report from the database (the one recorded upload left):\n{job}"
     );
     // Once per fleet and week: a second start finds the week done and does not run it again.
     let again = inst.sh("systemctl start bake-user-stats.service; echo rc=$?");

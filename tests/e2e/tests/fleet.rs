@@ -14,8 +14,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bake_e2e::fleet::{
-    self, Fleet, FleetOptions, LoadGen, LoadStats, RuntimeKind, BROKEN, CRASHY, ERRING, SLOW, V1,
-    V2,
+    self, Fleet, FleetOptions, LoadGen, LoadStats, RuntimeKind, BROKEN, CRASHY, ERRING, NODB, SLOW,
+    V1, V2,
 };
 use bake_e2e::Emulator;
 
@@ -55,8 +55,13 @@ impl World {
     }
 
     /// Environment `env` (its group `bake-<env>`) in an emulator of its own, IAM enforced;
-    /// `bake` releases with the refresh preferences `refresh`.
+    /// `bake` releases with the refresh preferences `refresh`; its database has the app's schema.
     fn with_refresh(env: &str, refresh: &str) -> Self {
+        Self::build(env, refresh, true)
+    }
+
+    /// [`World::with_refresh`]; `migrated` false: the database is new (no schema yet).
+    fn build(env: &str, refresh: &str, migrated: bool) -> Self {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -72,6 +77,12 @@ impl World {
         );
         let aws = rt.block_on(emu.aws());
         let asg = format!("bake-{env}");
+        // The environment's database with the app's schema, as after a first release's
+        // migration.
+        let db = bake_e2e::db::Postgres::start().expect("the environment's database starts");
+        if migrated {
+            db.migrate_app().expect("the app's migrations apply");
+        }
         let dir = tempfile::Builder::new()
             .prefix(&format!("bake-fleet-test-{env}-"))
             .tempdir()
@@ -101,7 +112,7 @@ impl World {
             ids,
             token,
             runtime: RuntimeKind::Booted,
-            db: bake_e2e::db::Postgres::start().expect("the environment's database starts"),
+            db,
         }
     }
 
@@ -738,6 +749,47 @@ fn test_never_ready_release_rolls_back() {
         "{stats:?}"
     );
     assert!(f.instances().iter().all(|i| i.version == V2));
+}
+
+/// A release whose app cannot reach its database is never declared ready: its `/health` answers
+/// 503 "database unreachable", the agent abandons its launch hook, the refresh fails and rolls
+/// back, and the fleet keeps serving v1 (with its database) with 0 failed requests.
+#[test]
+fn test_release_that_cannot_reach_its_database_rolls_back() {
+    let w = World::new("nodb");
+    let (v1, bad) = (w.ami(V1), w.ami(NODB));
+    let f = w.fleet(&v1, V1, 2, |o| o.ready_timeout = Duration::from_secs(4));
+    let gen = load(&f, 50_000);
+    let (code, json, stderr) = w.release(&bad);
+    f.wait_serving(2, V1, Duration::from_secs(90)).unwrap();
+    let stats = gen.stop();
+    eprintln!(
+        "release {NODB}: exit {code}: {json}; load {}",
+        stats.summary()
+    );
+    assert_eq!(code, 6, "rolled back: {json}\n{stderr}");
+    assert_eq!(json["result"], "rolled_back", "{json}");
+    assert!(
+        stderr.contains("failed to launch or to become healthy"),
+        "{stderr}"
+    );
+    assert_eq!(stats.failed, 0, "{stats:?}");
+    assert!(
+        !stats.versions.contains_key(&format!("app {NODB}")),
+        "{stats:?}"
+    );
+    // The new release's instance, gone now, abandoned its launch hook.
+    let logs: String = std::fs::read_dir(f.dir().join("instances"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path().join("agent.log")).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        logs.contains("ABANDON"),
+        "the launch hook was abandoned:\n{logs}"
+    );
+    let (code, body) = get_through_lb(&f, "/health");
+    assert_eq!((code, body.trim()), (200, "ok"), "v1 reaches its database");
 }
 
 /// The state of CloudWatch alarm `name`.
@@ -1555,5 +1607,131 @@ fn test_boot_tested_images_on_the_booted_fleet() {
         (2, 2),
         "{stats:?}"
     );
+    no_denials(&f);
+}
+
+/// `(code, body)` of `GET path` through the load balancer, the first answer that is not a 5xx
+/// within 10 s (a target may be leaving as the request arrives).
+fn get_through_lb(f: &Fleet, path: &str) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = fleet::http_get(f.lb_addr(), path);
+        if let Ok((code, body)) = &got {
+            if *code < 500 || Instant::now() > deadline {
+                return (*code, body.clone());
+            }
+        }
+        assert!(Instant::now() < deadline, "GET {path}: {got:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Migrations once per release, on the booted fleet, and what the fleet keeps across releases:
+/// an environment whose database is new runs 2 × v1 (GET / and /health need no schema);
+/// `bake release` of v2 with `[migrate]` launches a migration instance of v2 outside the group,
+/// which the fleet boots; its `bake-migrate.service` runs the image's `bin/migrate` against the
+/// environment's database as the instance role, and bake streams its lines (`migrate | …`) and
+/// starts the refresh only after it exited 0. Uploads made through the load balancer on v2 are
+/// then still downloadable, byte for byte and with their rows, after a release of v1 under load
+/// (whose migration finds the schema up to date) with 0 failed requests.
+#[test]
+fn test_migration_runs_once_per_release_and_uploads_survive_rollouts() {
+    let w = World::build("migrate", LAUNCH_BEFORE_TERMINATE, false);
+    let config = w.dir.path().join("bake.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[migrate]\nparameter_prefix = \"/bake/{}/migrations\"\ntimeout = \"4m\"\n",
+        w.env
+    ));
+    std::fs::write(&config, text).unwrap();
+    assert_eq!(
+        w.db.query("SELECT count(*) FROM pg_tables WHERE tablename = 'uploads'")
+            .unwrap(),
+        "0",
+        "a new database"
+    );
+    let (v1, v2) = (w.ami(V1), w.ami(V2));
+    let f = w.fleet(&v1, V1, 2, |_| {});
+
+    let (code, json, stderr) = w.release(&v2);
+    eprintln!("release {V2} with its migration: exit {code}: {json}");
+    assert_eq!(code, 0, "{json}\n{stderr}\n{}", agent_logs(&f));
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.split_once("migrate | ").map(|(_, m)| m))
+        .collect();
+    let applied: Vec<&&str> = lines.iter().filter(|l| l.contains("applied")).collect();
+    assert!(
+        applied.iter().any(|l| l.contains("001_users"))
+            && applied.iter().any(|l| l.contains("002_uploads")),
+        "the migration's lines are in bake's output: {lines:?}\n{stderr}"
+    );
+    assert_eq!(json["migrate"]["exit_code"], 0, "{json}");
+    assert!(!stderr.contains(&w.db_connection_string()), "{stderr}");
+    let migration_instance = json["migrate"]["instance"].as_str().unwrap().to_owned();
+    assert!(
+        w.group().iter().all(|g| g.0 != migration_instance),
+        "the migration instance is no member of the group"
+    );
+    assert_eq!(
+        w.db.query("SELECT count(*) FROM schema_migrations")
+            .unwrap(),
+        "2"
+    );
+    f.wait_serving(2, V2, Duration::from_secs(120)).unwrap();
+    wait_for(
+        "the migration instance stopped",
+        Duration::from_secs(60),
+        || f.outside_instances().is_empty().then_some(()),
+    );
+    assert_eq!(f.stats().outside_launched, 1, "{:?}", f.stats());
+
+    // Uploads through the edge, on v2.
+    let files: Vec<(String, String)> = (0..3)
+        .map(|i| {
+            let body: String = (0..(256 * 1024))
+                .map(|j: u32| char::from(b'a' + u8::try_from((j * 7 + i * 13) % 26).unwrap()))
+                .collect();
+            (format!("survivor-{i}.txt"), body)
+        })
+        .collect();
+    for (name, body) in &files {
+        let (code, answer) =
+            fleet::http_post_text(f.lb_addr(), &format!("/upload/{name}"), body).unwrap();
+        assert_eq!(code, 201, "{answer}");
+    }
+    assert_eq!(w.db.query("SELECT count(*) FROM uploads").unwrap(), "3");
+
+    let gen = load(&f, 50_000);
+    let (code, json, stderr) = w.release(&v1);
+    f.wait_serving(2, V1, Duration::from_secs(120)).unwrap();
+    let stats = gen.stop();
+    eprintln!("release {V1}: exit {code}, load {}", stats.summary());
+    assert_eq!(code, 0, "{json}\n{stderr}");
+    assert!(
+        stderr.contains("migrate | migrate: up to date"),
+        "the second release's migration found nothing to do:\n{stderr}"
+    );
+    assert_eq!(
+        w.db.query("SELECT count(*) FROM schema_migrations")
+            .unwrap(),
+        "2"
+    );
+    assert_eq!(stats.failed, 0, "{stats:?}");
+    for (name, body) in &files {
+        let (code, got) = get_through_lb(&f, &format!("/download/{name}"));
+        assert_eq!(code, 200, "{name}: {got:.200}");
+        assert!(
+            got == *body,
+            "{name} came back changed ({} bytes)",
+            got.len()
+        );
+    }
+    assert_eq!(
+        w.db.query("SELECT string_agg(name || ':' || bytes, ',' ORDER BY name) FROM uploads")
+            .unwrap(),
+        "survivor-0.txt:262144,survivor-1.txt:262144,survivor-2.txt:262144"
+    );
+    assert_eq!(f.stats().outside_launched, 2, "{:?}", f.stats());
     no_denials(&f);
 }

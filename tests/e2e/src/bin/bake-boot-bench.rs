@@ -667,6 +667,7 @@ fn boots(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
     let total = args.warmup + args.boots;
     // The app's database (RDS's stand-in): the app's readiness includes it.
     let db = bake_e2e::db::Postgres::start()?;
+    db.migrate_app()?;
     let connection_string = db.connection_string(bake_e2e::boot::DB_HOST, bake_e2e::boot::DB_PORT);
     rt.block_on(make_group(&aws, &ami, total, &connection_string))?;
     let mut known: Vec<String> = Vec::new();

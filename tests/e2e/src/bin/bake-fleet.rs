@@ -200,6 +200,7 @@ fn demo(args: &Args, interrupted: &AtomicBool) -> anyhow::Result<bool> {
     let (v1, v2, v3) = (amis[0].clone(), amis[1].clone(), amis[2].clone());
     println!("== the {env} environment's database: PostgreSQL on 127.0.0.1 (RDS's stand-in)");
     let db = bake_e2e::db::Postgres::start()?;
+    print!("   {}", db.migrate_app()?);
     println!(
         "   {}; instances reach it as {}:{}",
         db.addr(),

@@ -88,7 +88,8 @@ pub fn example_app_version() -> anyhow::Result<String> {
 /// server.js starts by setting `NEVER_READY`), the second's app exits 5 s after each start (it
 /// gets ready, then its agent keeps restarting it), the third answers 500 to one GET / in ten
 /// (`ERROR_RATE`), the fourth answers GET / three times later than its `LATENCY_MS` says (10
-/// ms when unset). The release is hashed by content, so each version
+/// ms when unset); [`crate::fleet::NODB`]'s connects to its database on the wrong port, so its
+/// `/health` answers 503. The release is hashed by content, so each version
 /// is built once per work directory and reused by every later run.
 pub fn bake_version_image(emu: &Emulator, version: &str) -> anyhow::Result<String> {
     if version == example_app_version()? {
@@ -131,6 +132,10 @@ pub fn bake_version_image(emu: &Emulator, version: &str) -> anyhow::Result<Strin
         crate::fleet::ERRING => {
             Some("process.env.ERROR_RATE = '0.1'; // this release's bug: one GET / in ten is a 500")
         }
+        crate::fleet::NODB => Some(
+            "process.env.DB_CONNECTION_STRING = (process.env.DB_CONNECTION_STRING || '')\
+             .replace(':5432/', ':5433/'); // this release's bug: the wrong database port",
+        ),
         crate::fleet::SLOW => Some(
             "process.env.LATENCY_MS = String(3 * Number(process.env.LATENCY_MS || '10')); \
              // this release's bug: three times slower",

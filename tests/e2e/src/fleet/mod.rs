@@ -94,6 +94,9 @@ pub const ERRING: &str = "erring";
 /// The app version that answers GET / three times later than its `LATENCY_MS` (canary
 /// scenarios).
 pub const SLOW: &str = "slow";
+/// The app version that cannot reach its database (it connects to the wrong port), so its
+/// `/health` answers 503 "database unreachable" (rollback scenarios).
+pub const NODB: &str = "nodb";
 /// The first version of the scenarios: examples/app's own (its `VERSION` file).
 pub const V1: &str = "1.0.0";
 /// The second version of the scenarios: a release cut from examples/app with that `VERSION`.
