@@ -1735,3 +1735,173 @@ fn test_migration_runs_once_per_release_and_uploads_survive_rollouts() {
     assert_eq!(f.stats().outside_launched, 2, "{:?}", f.stats());
     no_denials(&f);
 }
+
+/// What a client of a large upload saw.
+#[derive(Debug)]
+enum UploadEnd {
+    /// The whole body was sent and the app answered: (status, body).
+    Answered(u16, String),
+    /// The connection failed (reset, closed) after this many bytes of the body were sent.
+    Failed(u64, String),
+}
+
+/// `PUT /upload/NAME` of `size` bytes through `lb`, generated on the fly (never held whole), at
+/// most `rate` bytes/s; `sent` counts the body's bytes as they go. Returns what the client saw
+/// and the SHA-256 (hex) of the body it meant to send (`sha256sum` of the same bytes).
+fn large_upload(
+    lb: std::net::SocketAddr,
+    name: &str,
+    size: u64,
+    rate: u64,
+    sent: &std::sync::atomic::AtomicU64,
+) -> (UploadEnd, String) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let mut sha = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sha_in = sha.stdin.take().unwrap();
+    let chunk_len = 1 << 20;
+    let mut chunk = vec![0u8; chunk_len];
+    let start = Instant::now();
+    let end = (|| {
+        let mut s = std::net::TcpStream::connect(lb).map_err(|e| (0, e.to_string()))?;
+        s.set_write_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| (0, e.to_string()))?;
+        s.write_all(
+            format!(
+                "PUT /upload/{name} HTTP/1.1\r\nHost: fleet\r\nContent-Length: {size}\r\n\
+                 Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .map_err(|e| (0, e.to_string()))?;
+        let mut done = 0u64;
+        let mut k = 0u64;
+        while done < size {
+            for (j, b) in chunk.iter_mut().enumerate() {
+                *b = u8::try_from((j as u64 * 31 + k * 7) % 251).unwrap();
+            }
+            let n = usize::try_from((size - done).min(chunk_len as u64)).unwrap();
+            s.write_all(&chunk[..n])
+                .map_err(|e| (done, e.to_string()))?;
+            sha_in.write_all(&chunk[..n]).unwrap();
+            done += n as u64;
+            k += 1;
+            sent.store(done, Ordering::SeqCst);
+            // Bounded rate: the body must still be going when the rollout takes its target.
+            let due = Duration::from_secs_f64(done as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .map_err(|e| (done, e.to_string()))?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer)
+            .map_err(|e| (done, e.to_string()))?;
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        let code = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or((done, format!("no status line: {text:.200}")))?;
+        Ok::<_, (u64, String)>(UploadEnd::Answered(code, text))
+    })()
+    .unwrap_or_else(|(n, e)| UploadEnd::Failed(n, e));
+    // The rest of the body the client meant to send, for its digest.
+    let mut meant = sent.load(Ordering::SeqCst);
+    let mut k = meant / chunk_len as u64;
+    while meant < size {
+        for (j, b) in chunk.iter_mut().enumerate() {
+            *b = u8::try_from((j as u64 * 31 + k * 7) % 251).unwrap();
+        }
+        let n = usize::try_from((size - meant).min(chunk_len as u64)).unwrap();
+        sha_in.write_all(&chunk[..n]).unwrap();
+        meant += n as u64;
+        k += 1;
+    }
+    drop(sha_in);
+    let out = sha.wait_with_output().unwrap();
+    let digest = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    (end, digest)
+}
+
+/// `sha256sum` of `path`.
+fn sha256_of(path: &std::path::Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A 1 GiB upload through the edge while a rollout replaces the one instance that receives it:
+/// the client sees one clean failure (the connection ends before its answer) and nothing is
+/// stored under the name, neither a file nor a row; the same upload after the rollout is
+/// answered 201 and stored whole (size, SHA-256 of the file, the row's bytes and digest all the
+/// client's). The body is generated on the fly and sent at a bounded rate.
+#[test]
+fn test_large_upload_during_a_rollout_is_stored_whole_or_not_at_all() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const SIZE: u64 = 1 << 30;
+    let w = World::new("bigupload");
+    let (v1, v2) = (w.ami(V1), w.ami(V2));
+    let f = w.fleet(&v1, V1, 1, |_| {});
+    let lb = f.lb_addr();
+    let uploads = f.dir().join("efs/uploads");
+
+    let sent = std::sync::Arc::new(AtomicU64::new(0));
+    let upload = {
+        let sent = sent.clone();
+        std::thread::spawn(move || large_upload(lb, "big.bin", SIZE, 20 << 20, &sent))
+    };
+    wait_for("the upload under way", Duration::from_secs(30), || {
+        (sent.load(Ordering::SeqCst) >= 64 << 20).then_some(())
+    });
+    let (code, json, stderr) = w.release(&v2);
+    assert_eq!(code, 0, "{json}\n{stderr}");
+    f.wait_serving(1, V2, Duration::from_secs(120)).unwrap();
+    let (end, digest) = upload.join().unwrap();
+    eprintln!("the upload during the rollout: {end:?}");
+    match &end {
+        UploadEnd::Failed(n, why) => assert!(*n < SIZE, "{why}"),
+        UploadEnd::Answered(code, _) => assert!(
+            *code >= 500,
+            "the instance that received it was replaced before the body's end: {end:?}"
+        ),
+    }
+    assert!(
+        !uploads.join("big.bin").exists(),
+        "no truncated file stored as complete"
+    );
+    assert_eq!(
+        w.db.query("SELECT count(*) FROM uploads WHERE name = 'big.bin'")
+            .unwrap(),
+        "0"
+    );
+
+    // Again, on the new release: stored whole.
+    let (end, digest_again) = large_upload(lb, "big.bin", SIZE, 1 << 40, &AtomicU64::new(0));
+    assert_eq!(digest, digest_again, "the same body");
+    let UploadEnd::Answered(201, answer) = &end else {
+        panic!("the upload after the rollout: {end:?}");
+    };
+    assert!(answer.contains(&digest), "{answer:.500}");
+    let stored = uploads.join("big.bin");
+    assert_eq!(std::fs::metadata(&stored).unwrap().len(), SIZE);
+    assert_eq!(sha256_of(&stored), digest);
+    assert_eq!(
+        w.db.query("SELECT bytes || ':' || sha256 FROM uploads WHERE name = 'big.bin'")
+            .unwrap(),
+        format!("{SIZE}:{digest}")
+    );
+    std::fs::remove_file(&stored).unwrap();
+}
