@@ -1807,7 +1807,7 @@ fn large_upload(
             .split(' ')
             .nth(1)
             .and_then(|c| c.parse().ok())
-            .ok_or((done, format!("no status line: {text:.200}")))?;
+            .ok_or_else(|| (done, format!("no status line: {text:.200}")))?;
         Ok::<_, (u64, String)>(UploadEnd::Answered(code, text))
     })()
     .unwrap_or_else(|(n, e)| UploadEnd::Failed(n, e));
