@@ -202,14 +202,12 @@ impl World {
 
     /// `bake release --ami AMI -o json` as the release role: (exit code, JSON, stderr).
     fn release(&self, ami: &str) -> (i32, serde_json::Value, String) {
-        let out = self.release_command(ami).output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        (
-            out.status.code().unwrap_or(-1),
-            json_of(&stdout, &stderr),
-            stderr,
-        )
+        run_json(self.release_command(ami))
+    }
+
+    /// `bake ARGS` (ending `-o json`) as the release role: (exit code, JSON, stderr).
+    fn bake_json(&self, args: &[&str]) -> (i32, serde_json::Value, String) {
+        run_json(self.bake_command(args))
     }
 
     /// [`World::release`] with bake's stderr on a 120×40 terminal, as an operator runs it:
@@ -252,6 +250,18 @@ impl World {
                 .collect()
         })
     }
+}
+
+/// Runs `cmd` (a `bake … -o json`): (exit code, its JSON document, stderr).
+fn run_json(mut cmd: Command) -> (i32, serde_json::Value, String) {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        json_of(&stdout, &stderr),
+        stderr,
+    )
 }
 
 /// bake's stdout as its one JSON document (`progress`: what it printed beside, for the message).
@@ -1446,17 +1456,7 @@ fn test_canary_rolls_back_a_release_that_answers_5xx() {
 
 /// `bake test-image AMI -o json` as the release role: (exit code, JSON, stderr).
 fn test_image(w: &World, ami: &str) -> (i32, serde_json::Value, String) {
-    let out = w
-        .bake_command(&["test-image", ami, "-o", "json"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    (
-        out.status.code().unwrap_or(-1),
-        json_of(&stdout, &stderr),
-        stderr,
-    )
+    w.bake_json(&["test-image", ami, "-o", "json"])
 }
 
 /// `(name, ok, detail)` of each check of a `bake test-image` document.
@@ -1781,9 +1781,7 @@ fn large_upload(
         let mut done = 0u64;
         let mut k = 0u64;
         while done < size {
-            for (j, b) in chunk.iter_mut().enumerate() {
-                *b = u8::try_from((j as u64 * 31 + k * 7) % 251).unwrap();
-            }
+            fill_chunk(&mut chunk, k);
             let n = usize::try_from((size - done).min(chunk_len as u64)).unwrap();
             s.write_all(&chunk[..n])
                 .map_err(|e| (done, e.to_string()))?;
@@ -1815,9 +1813,7 @@ fn large_upload(
     let mut meant = sent.load(Ordering::SeqCst);
     let mut k = meant / chunk_len as u64;
     while meant < size {
-        for (j, b) in chunk.iter_mut().enumerate() {
-            *b = u8::try_from((j as u64 * 31 + k * 7) % 251).unwrap();
-        }
+        fill_chunk(&mut chunk, k);
         let n = usize::try_from((size - meant).min(chunk_len as u64)).unwrap();
         sha_in.write_all(&chunk[..n]).unwrap();
         meant += n as u64;
@@ -1831,6 +1827,13 @@ fn large_upload(
         .unwrap()
         .to_owned();
     (end, digest)
+}
+
+/// Chunk `k` of [`large_upload`]'s body.
+fn fill_chunk(chunk: &mut [u8], k: u64) {
+    for (j, b) in chunk.iter_mut().enumerate() {
+        *b = u8::try_from((j as u64 * 31 + k * 7) % 251).unwrap();
+    }
 }
 
 /// `sha256sum` of `path`.
