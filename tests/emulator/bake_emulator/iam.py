@@ -268,11 +268,36 @@ def _ec2_tagged(resp):
         kind = next((t for p, t in _EC2_ID_TYPES.items() if rid.startswith(p)), None)
         if kind is None:
             arns.append("*")  # a resource type not listed here: evaluated as AWS would not know it
-        elif kind == "image":
-            arns.append(f"arn:{resp.partition}:ec2:{resp.region}::image/{rid}")
+        elif kind in ("image", "snapshot"):
+            arns.append(f"arn:{resp.partition}:ec2:{resp.region}::{kind}/{rid}")
         else:
             arns.append(f"{_base(resp, 'ec2')}:{kind}/{rid}")
     return arns or None
+
+
+def _ec2_image(resp):
+    """The image of ``ImageId`` (Enable/DisableImageDeprecation, Disable/EnableImage,
+    DeregisterImage, Modify/DescribeImageAttribute): ``arn:aws:ec2:R::image/ami-…``."""
+    image_id = _param(resp, "ImageId")
+    return [f"arn:{resp.partition}:ec2:{resp.region}::image/{image_id}"] if image_id else None
+
+
+def _ec2_copy_image(resp):
+    """CopyImage: the source AMI in its Region (resource-level permissions on the source "starting
+    October 28, 2024", EC2 user guide, "Grant permissions to copy Amazon EC2 AMIs") and the new
+    AMI in the destination Region, whose id is not known yet: ``image/*``."""
+    source, region = _param(resp, "SourceImageId"), _param(resp, "SourceRegion") or resp.region
+    arns = [f"arn:{resp.partition}:ec2:{resp.region}::image/*"]
+    if source:
+        arns.insert(0, f"arn:{resp.partition}:ec2:{region}::image/{source}")
+    return arns
+
+
+def _ec2_snapshot(resp):
+    """Modify/DescribeSnapshotAttribute: ``arn:aws:ec2:R::snapshot/snap-…`` (no account, as the
+    user guide's policies write snapshot ARNs)."""
+    snapshot_id = _param(resp, "SnapshotId")
+    return [f"arn:{resp.partition}:ec2:{resp.region}::snapshot/{snapshot_id}"] if snapshot_id else None
 
 
 def _cfn_stack(resp):
@@ -346,6 +371,16 @@ RESOURCES = {
     ("ec2", "DeleteLaunchTemplateVersions"): _ec2_launch_template,
     ("ec2", "DeleteLaunchTemplate"): _ec2_launch_template,
     ("ec2", "CreateTags"): _ec2_tagged,
+    ("ec2", "EnableImageDeprecation"): _ec2_image,
+    ("ec2", "DisableImageDeprecation"): _ec2_image,
+    ("ec2", "DisableImage"): _ec2_image,
+    ("ec2", "EnableImage"): _ec2_image,
+    ("ec2", "DeregisterImage"): _ec2_image,
+    ("ec2", "ModifyImageAttribute"): _ec2_image,
+    ("ec2", "DescribeImageAttribute"): _ec2_image,
+    ("ec2", "CopyImage"): _ec2_copy_image,
+    ("ec2", "ModifySnapshotAttribute"): _ec2_snapshot,
+    ("ec2", "DescribeSnapshotAttribute"): _ec2_snapshot,
     ("ec2", "DeleteTags"): _ec2_tagged,
     ("cloudformation", "DescribeStacks"): _cfn_stack,
     ("cloudformation", "DescribeStackResources"): _cfn_stack,

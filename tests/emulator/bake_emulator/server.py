@@ -19,7 +19,7 @@ from werkzeug.serving import make_server
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from . import autoscaling, cloudformation, cloudwatch, cloudwatch_cbor, ec2, iam
+from . import autoscaling, cloudformation, cloudwatch, cloudwatch_cbor, ec2, ec2_images, iam
 
 NOTIFICATIONS_PATH = "/bake-emulator/sns-notifications"
 
@@ -49,6 +49,7 @@ def build_app():
     """The WSGI application: moto's dispatcher with the extension installed."""
     autoscaling.install()
     ec2.install()
+    ec2_images.install()
     cloudwatch.install()
     cloudformation.install()
     iam.install()
