@@ -6,6 +6,7 @@ user is made first, every later call is signed by the admin or by a role's crede
 """
 
 import base64
+import datetime as dt
 import gzip
 import json
 import time
@@ -421,6 +422,83 @@ def test_ec2_tags_are_authorized_on_each_resource_tagged(enforced):
         assert error_code(denied) == "UnauthorizedOperation"
     tags = {t["Key"]: t["Value"] for t in ec2.describe_images(ImageIds=[mine])["Images"][0].get("Tags", [])}
     assert "bake:tested" not in tags and "k" not in tags, tags
+
+
+def test_image_lifecycle_actions_are_authorized_on_the_image_and_snapshot(enforced):
+    # Service Authorization Reference (Amazon EC2): EnableImageDeprecation,
+    # DisableImageDeprecation, DisableImage, EnableImage, DeregisterImage, ModifyImageAttribute,
+    # DescribeImageAttribute on image (arn:${Partition}:ec2:${Region}::image/${ImageId});
+    # ModifySnapshotAttribute, DescribeSnapshotAttribute on snapshot; CopyImage on the source AMI
+    # and the new one (EC2 user guide, "Grant permissions to copy Amazon EC2 AMIs":
+    # "arn:aws:ec2:*::image/*").
+    ec2 = enforced.admin("ec2")
+    mine = ec2.register_image(Name="life-mine", RootDeviceName="/dev/xvda")["ImageId"]
+    other = ec2.register_image(Name="life-other", RootDeviceName="/dev/xvda")["ImageId"]
+    snaps = {
+        i["ImageId"]: i["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+        for i in ec2.describe_images(ImageIds=[mine, other])["Images"]
+    }
+    image_arn = f"arn:aws:ec2:{REGION}::image/{mine}"
+    role = enforced.role(
+        "life-role",
+        [
+            allow(
+                [
+                    "ec2:EnableImageDeprecation",
+                    "ec2:DisableImageDeprecation",
+                    "ec2:DisableImage",
+                    "ec2:EnableImage",
+                    "ec2:ModifyImageAttribute",
+                    "ec2:DescribeImageAttribute",
+                    "ec2:DeregisterImage",
+                ],
+                image_arn,
+            ),
+            allow(["ec2:ModifySnapshotAttribute", "ec2:DescribeSnapshotAttribute"], f"arn:aws:ec2:{REGION}::snapshot/{snaps[mine]}"),
+            allow("ec2:CopyImage", [image_arn, "arn:aws:ec2:eu-west-1::image/*"]),
+        ],
+    )
+    creds = enforced.instance_creds(role)
+    client = enforced.client("ec2", creds)
+    west = boto3.client("ec2", endpoint_url=enforced.url, region_name="eu-west-1", **creds)
+    at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30)
+    perm = {"Add": [{"UserId": "111122223333"}]}
+    client.enable_image_deprecation(ImageId=mine, DeprecateAt=at)
+    client.disable_image_deprecation(ImageId=mine)
+    client.modify_image_attribute(ImageId=mine, LaunchPermission=perm)
+    client.describe_image_attribute(ImageId=mine, Attribute="launchPermission")
+    client.modify_snapshot_attribute(SnapshotId=snaps[mine], Attribute="createVolumePermission", CreateVolumePermission=perm)
+    client.describe_snapshot_attribute(SnapshotId=snaps[mine], Attribute="createVolumePermission")
+    client.disable_image(ImageId=mine)
+    client.enable_image(ImageId=mine)
+    west.copy_image(SourceImageId=mine, SourceRegion=REGION, Name="life-copy")
+    for action, call in (
+        ("EnableImageDeprecation", lambda: client.enable_image_deprecation(ImageId=other, DeprecateAt=at)),
+        ("DisableImageDeprecation", lambda: client.disable_image_deprecation(ImageId=other)),
+        ("DisableImage", lambda: client.disable_image(ImageId=other)),
+        ("EnableImage", lambda: client.enable_image(ImageId=other)),
+        ("ModifyImageAttribute", lambda: client.modify_image_attribute(ImageId=other, LaunchPermission=perm)),
+        ("DescribeImageAttribute", lambda: client.describe_image_attribute(ImageId=other, Attribute="launchPermission")),
+        (
+            "ModifySnapshotAttribute",
+            lambda: client.modify_snapshot_attribute(
+                SnapshotId=snaps[other], Attribute="createVolumePermission", CreateVolumePermission=perm
+            ),
+        ),
+        (
+            "DescribeSnapshotAttribute",
+            lambda: client.describe_snapshot_attribute(SnapshotId=snaps[other], Attribute="createVolumePermission"),
+        ),
+        ("CopyImage", lambda: west.copy_image(SourceImageId=other, SourceRegion=REGION, Name="life-copy-other")),
+        # The new AMI's Region must be allowed too.
+        ("CopyImage", lambda: client.copy_image(SourceImageId=mine, SourceRegion=REGION, Name="life-copy-east")),
+        ("DeregisterImage", lambda: client.deregister_image(ImageId=other)),
+    ):
+        with pytest.raises(botocore.exceptions.ClientError) as denied:
+            call()
+        assert error_code(denied) == "UnauthorizedOperation"
+        assert f"perform: ec2:{action} on resource: arn:aws:ec2:" in denied.value.response["Error"]["Message"]
+    client.deregister_image(ImageId=mine)
 
 
 def test_describe_stacks_is_authorized_on_the_stack(enforced):
