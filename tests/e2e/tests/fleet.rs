@@ -1733,7 +1733,83 @@ fn test_migration_runs_once_per_release_and_uploads_survive_rollouts() {
         "survivor-0.txt:262144,survivor-1.txt:262144,survivor-2.txt:262144"
     );
     assert_eq!(f.stats().outside_launched, 2, "{:?}", f.stats());
+    weekly_job_runs_once_for_the_fleet(&w, &f);
     no_denials(&f);
+}
+
+/// The weekly job, started at the same moment on every instance of the fleet (as their timers
+/// would, `OnCalendar=` being the same on all): exactly one instance takes the week's lease in
+/// SSM and runs the app's task, whose report counts the database's uploads; every other one
+/// finds the lease taken and runs nothing; all units succeed.
+fn weekly_job_runs_once_for_the_fleet(w: &World, f: &Fleet) {
+    let ids: Vec<String> = f.instances().into_iter().map(|i| i.id).collect();
+    assert!(ids.len() >= 2, "a fleet of several instances: {ids:?}");
+    let outs: Vec<(String, String)> = std::thread::scope(|s| {
+        let jobs: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                s.spawn(move || {
+                    let out = f
+                        .sh(id, "systemctl start bake-user-stats.service; echo rc=$?")
+                        .unwrap();
+                    let journal = f
+                        .sh(
+                            id,
+                            "journalctl -u bake-user-stats.service --no-pager -o cat",
+                        )
+                        .unwrap();
+                    (format!("{id}: {out}"), journal)
+                })
+            })
+            .collect();
+        jobs.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    let all = format!("{outs:#?}");
+    eprintln!("the weekly job on {} instances at once: {all}", ids.len());
+    assert!(outs.iter().all(|(o, _)| o.ends_with("rc=0")), "{all}");
+    let ran: Vec<&(String, String)> = outs
+        .iter()
+        .filter(|(_, j)| j.contains("\"report\":\"user-stats\""))
+        .collect();
+    assert_eq!(ran.len(), 1, "one instance ran the task: {all}");
+    assert!(
+        outs.iter()
+            .filter(|(_, j)| !j.contains("\"report\":\"user-stats\""))
+            .all(|(_, j)| j.contains("not running here")),
+        "every other instance found the lease taken: {all}"
+    );
+    assert_eq!(
+        ran[0].1.matches("\"report\":\"user-stats\"").count(),
+        1,
+        "{all}"
+    );
+    assert!(
+        ran[0].1.contains("\"db\":{\"users\":0,\"uploads\":3,"),
+        "the report counts the database's uploads: {all}"
+    );
+    let lease = format!("/bake/{}/leases/{}/user-stats", w.env, w.asg);
+    let names: Vec<String> =
+        w.rt.block_on(
+            w.aws
+                .ssm
+                .get_parameters_by_path()
+                .path(&lease)
+                .recursive(true)
+                .send(),
+        )
+        .unwrap()
+        .parameters()
+        .iter()
+        .filter_map(|p| p.name().map(str::to_owned))
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with("/attempt-1")),
+        "the week's lease under {lease}: {names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.ends_with("/attempt-2")),
+        "taken once: {names:?}"
+    );
 }
 
 /// What a client of a large upload saw.

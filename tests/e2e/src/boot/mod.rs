@@ -602,31 +602,13 @@ impl Instance {
 
     /// Runs `args` inside the instance (all its namespaces: `nsenter -t LEADER -a`), at most 60 s.
     pub fn exec(&self, args: &[&str]) -> anyhow::Result<Output> {
-        Command::new("timeout")
-            .args(["--kill-after=5", "60", "nsenter", "-t"])
-            .arg(self.leader.to_string())
-            .args(["-a", "--"])
-            .args(args)
-            .env_clear()
-            .env("PATH", PATH)
-            .env("LANG", "C.UTF-8")
-            .env("SYSTEMD_PAGER", "")
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {args:?} in {}", self.slot.machine()))
+        exec_in(self.leader, args).with_context(|| format!("in {}", self.slot.machine()))
     }
 
     /// Runs `script` with `/bin/sh -c` inside the instance: its stdout and stderr, trimmed.
     #[must_use]
     pub fn sh(&self, script: &str) -> String {
-        self.exec(&["/bin/sh", "-c", script]).map_or_else(
-            |e| format!("({e:#})"),
-            |o| {
-                let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
-                s.push_str(&String::from_utf8_lossy(&o.stderr));
-                s.trim().to_owned()
-            },
-        )
+        sh_in(self.leader, script)
     }
 
     /// `systemctl show -P PROP` of the manager itself.
@@ -795,4 +777,36 @@ impl Drop for Instance {
         drop(self.netns.take());
         drop(self.dir.take());
     }
+}
+
+/// Runs `args` inside the container whose PID 1 on the host is `leader` (all its namespaces:
+/// `nsenter -t LEADER -a`), at most 60 s. For callers that hold only the leader's PID (the
+/// fleet hands it out so that a command never runs under its lock).
+pub fn exec_in(leader: i32, args: &[&str]) -> anyhow::Result<Output> {
+    Command::new("timeout")
+        .args(["--kill-after=5", "60", "nsenter", "-t"])
+        .arg(leader.to_string())
+        .args(["-a", "--"])
+        .args(args)
+        .env_clear()
+        .env("PATH", PATH)
+        .env("LANG", "C.UTF-8")
+        .env("SYSTEMD_PAGER", "")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {args:?} in the container of PID {leader}"))
+}
+
+/// Runs `script` with `/bin/sh -c` in the container of `leader` ([`exec_in`]): its stdout and
+/// stderr, trimmed, or the error in parentheses.
+#[must_use]
+pub fn sh_in(leader: i32, script: &str) -> String {
+    exec_in(leader, &["/bin/sh", "-c", script]).map_or_else(
+        |e| format!("({e:#})"),
+        |o| {
+            let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+            s.push_str(&String::from_utf8_lossy(&o.stderr));
+            s.trim().to_owned()
+        },
+    )
 }

@@ -46,7 +46,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 
 use crate::Emulator;
 
@@ -225,6 +225,8 @@ pub struct InstanceView {
     pub exited: bool,
     /// The agent's log file.
     pub log: PathBuf,
+    /// A booted instance's PID 1 on the host: [`Fleet::sh`] runs commands inside it.
+    pub leader: Option<i32>,
 }
 
 /// Counters of a fleet's life.
@@ -369,6 +371,22 @@ impl Fleet {
             .values()
             .map(|(v, _)| v.clone())
             .collect()
+    }
+
+    /// Runs `script` with `/bin/sh -c` inside instance `id` (a group member or one outside the
+    /// group) and returns its output, trimmed ([`crate::boot::sh_in`]); an error when the fleet
+    /// runs no such instance or its runtime has no shell into it (process instances). The
+    /// command runs outside the fleet's lock: several may run at once, the watcher goes on.
+    pub fn sh(&self, id: &str, script: &str) -> anyhow::Result<String> {
+        let leader = self
+            .instances()
+            .into_iter()
+            .chain(self.outside_instances())
+            .find(|v| v.id == id)
+            .with_context(|| format!("the fleet runs no instance {id}"))?
+            .leader
+            .with_context(|| format!("{id} is no booted instance: no shell into it"))?;
+        Ok(crate::boot::sh_in(leader, script))
     }
 
     /// The counters so far.

@@ -466,6 +466,7 @@ fn view_of(id: &str, inst: &dyn Instance, lifecycle: &str) -> InstanceView {
         in_lb: false,
         exited: false,
         log: inst.log().to_path_buf(),
+        leader: inst.leader(),
     }
 }
 

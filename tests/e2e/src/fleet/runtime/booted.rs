@@ -149,6 +149,10 @@ impl Instance for BootedInstance {
         self.inst.has_exited()
     }
 
+    fn leader(&self) -> Option<i32> {
+        Some(self.inst.leader())
+    }
+
     /// Powers the container off (its systemd stops the agent, which stops the app gracefully),
     /// killing what is left after `grace`.
     fn stop(&mut self, grace: Duration) {

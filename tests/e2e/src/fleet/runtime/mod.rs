@@ -132,6 +132,12 @@ pub trait Instance: Send {
     fn has_exited(&mut self) -> bool;
     /// Stops it: the agent is asked to stop the app gracefully, and killed after `grace`.
     fn stop(&mut self, grace: Duration);
+
+    /// The PID on the host of the instance's PID 1, for commands run inside it
+    /// ([`crate::boot::exec_in`]); `None` where the instance is no container (process runtime).
+    fn leader(&self) -> Option<i32> {
+        None
+    }
 }
 
 #[cfg(test)]
