@@ -54,7 +54,7 @@ pub enum AmiError {
     },
 }
 
-fn ec2_err<
+pub(crate) fn ec2_err<
     E: std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 >(
@@ -72,6 +72,10 @@ fn ec2_err<
 /// Tag with the template's name (its directory or file name): the AMIs one template made, among
 /// which `bake build` finds the one it would otherwise have reused.
 pub const TAG_TEMPLATE: &str = "bake:template";
+/// When `bake prune` deprecated the AMI (RFC 3339, UTC): its disable delay counts from here.
+pub const TAG_DEPRECATED_AT: &str = "bake:deprecated-at";
+/// When `bake prune` disabled the AMI (RFC 3339, UTC): its deregistration delay counts from here.
+pub const TAG_DISABLED_AT: &str = "bake:disabled-at";
 /// Prefix of the tags that record each input's digest (`bake:input:systemd/bake-agent.service`).
 pub const TAG_INPUT_PREFIX: &str = "bake:input:";
 /// Most input tags an AMI gets: AWS allows 50 tags per resource, and the template and the
@@ -765,8 +769,16 @@ pub struct PruneItem {
     pub created: String,
     /// Its snapshots.
     pub snapshots: Vec<String>,
-    /// `None`: deleted (or would be, with `--dry-run`); else why it is kept.
+    /// `None`: retired (or would be, with `--dry-run`), in stages; else why it is kept.
     pub kept_because: Option<String>,
+    /// Its stage before the run: `available`, `deprecated` or `disabled` ([`crate::prune`]).
+    pub stage_before: String,
+    /// What the run did (or, with `--dry-run`, would do) to it, in order.
+    pub steps: Vec<crate::prune::Step>,
+    /// Its stage after the run: `available`, `deprecated`, `disabled` or `deregistered`.
+    pub stage: String,
+    /// What comes next and when (RFC 3339), for an AMI waiting between two stages.
+    pub next: Option<String>,
 }
 
 /// Decides, purely, which of `images` (bake-made) to delete: everything except the newest
@@ -800,16 +812,24 @@ pub fn plan_prune(
                 created: img.creation_date().unwrap_or_default().to_owned(),
                 snapshots: snapshots(img),
                 kept_because,
+                stage_before: String::new(),
+                steps: Vec::new(),
+                stage: String::new(),
+                next: None,
             }
         })
         .collect()
 }
 
-/// Every bake-made AMI of this account (tagged `bake:inputs-hash`).
+/// Every bake-made AMI of this account (tagged `bake:inputs-hash`), the deprecated and the
+/// disabled ones too (`bake prune` retires in stages: DescribeImages leaves disabled AMIs out
+/// unless asked).
 pub async fn list_baked(ec2: &aws_sdk_ec2::Client) -> Result<Vec<Image>, AmiError> {
     let out = ec2
         .describe_images()
         .owners("self")
+        .include_deprecated(true)
+        .include_disabled(true)
         .filters(
             Filter::builder()
                 .name("tag-key")
@@ -871,23 +891,6 @@ pub async fn used_by_instances(
         }
     }
     Ok(used)
-}
-
-/// Deregisters `image` and deletes its snapshots.
-pub async fn delete(ec2: &aws_sdk_ec2::Client, item: &PruneItem) -> Result<(), AmiError> {
-    ec2.deregister_image()
-        .image_id(&item.image_id)
-        .send()
-        .await
-        .map_err(ec2_err("DeregisterImage", item.image_id.clone()))?;
-    for s in &item.snapshots {
-        ec2.delete_snapshot()
-            .snapshot_id(s)
-            .send()
-            .await
-            .map_err(ec2_err("DeleteSnapshot", s.clone()))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

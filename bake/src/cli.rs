@@ -97,12 +97,15 @@ pub enum Command {
     },
     /// Roll back the refresh in progress, or release the previous image again.
     Rollback(WatchArgs),
-    /// Deregister old bake-made AMIs and delete their snapshots (never the newest K nor any in use).
+    /// Retire old bake-made AMIs in stages: deprecate, then disable (prune.disable_after, 7d),
+    /// then deregister and delete their snapshots (prune.deregister_after, 7d). Never the newest
+    /// K nor any in use (every launch template version, group, the image parameter, instance),
+    /// and an AMI in use again is restored.
     Prune {
         /// Keep the newest K (default prune.keep, 5).
         #[arg(long)]
         keep: Option<u32>,
-        /// Only say what would be deleted.
+        /// Only say what each AMI's run would do and why; change nothing.
         #[arg(long)]
         dry_run: bool,
     },

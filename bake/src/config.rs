@@ -225,6 +225,10 @@ pub struct RawRefresh {
 pub struct RawPrune {
     /// Newest bake-made AMIs to keep.
     pub keep: Option<i64>,
+    /// From an AMI's deprecation to its disabling.
+    pub disable_after: Option<String>,
+    /// From an AMI's disabling to its deregistration.
+    pub deregister_after: Option<String>,
 }
 
 /// Where releases go.
@@ -313,6 +317,9 @@ pub struct Settings {
     pub refresh: RefreshSettings,
     /// Default of `bake prune --keep`.
     pub prune_keep: u32,
+    /// `prune.disable_after`, `prune.deregister_after`: the delays between the stages of an AMI's
+    /// retirement ([`crate::prune`]).
+    pub prune_stages: crate::prune::Stages,
     /// `target.image_parameter`: the SSM parameter `bake release` and `bake rollback` set to the
     /// image once its refresh ended `Successful` ([`crate::image_parameter`]); `None`: none is
     /// written.
@@ -529,7 +536,28 @@ impl Validator<'_> {
         let canary = raw.canary.map(|c| self.canary(c, &refresh)).transpose()?;
         let image_test = self.image_test(raw.image_test.unwrap_or_default())?;
         let migrate = raw.migrate.map(|m| self.migrate(m)).transpose()?;
-        let prune_keep = match raw.prune.and_then(|p| p.keep) {
+        let raw_prune = raw.prune.unwrap_or_default();
+        // At most ten years: EC2 takes no deprecation time further ahead.
+        let stage_max = Duration::from_secs(10 * 365 * 24 * 3600);
+        let prune_stages = crate::prune::Stages {
+            disable_after: self
+                .bounded(
+                    "prune.disable_after",
+                    raw_prune.disable_after,
+                    true,
+                    stage_max,
+                )?
+                .unwrap_or(crate::prune::DEFAULT_STAGE_DELAY),
+            deregister_after: self
+                .bounded(
+                    "prune.deregister_after",
+                    raw_prune.deregister_after,
+                    true,
+                    stage_max,
+                )?
+                .unwrap_or(crate::prune::DEFAULT_STAGE_DELAY),
+        };
+        let prune_keep = match raw_prune.keep {
             None => DEFAULT_PRUNE_KEEP,
             Some(k) if k >= 1 => {
                 u32::try_from(k).map_err(|_| self.invalid("prune.keep", "too large"))?
@@ -554,6 +582,7 @@ impl Validator<'_> {
             app_version: self.non_empty("app.version", app.version)?,
             refresh,
             prune_keep,
+            prune_stages,
             image_parameter,
             canary,
             image_test,

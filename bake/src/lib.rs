@@ -535,8 +535,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 None => None,
             };
             let keep = keep.unwrap_or(settings.prune_keep) as usize;
-            let plan = prune::prune(&aws, t.as_ref(), keep, dry_run).await?;
-            let json = serde_json::json!({ "dry_run": dry_run, "keep": keep, "images": plan });
+            let stages = settings.prune_stages;
+            let plan = prune::prune(
+                &aws,
+                prune::Request {
+                    targets: t.as_ref(),
+                    image_parameter: settings.image_parameter.as_deref(),
+                    keep,
+                    stages,
+                    dry_run,
+                },
+            )
+            .await?;
+            let json = serde_json::json!({
+                "dry_run": dry_run,
+                "keep": keep,
+                "disable_after": humantime::format_duration(stages.disable_after).to_string(),
+                "deregister_after": humantime::format_duration(stages.deregister_after).to_string(),
+                "images": plan,
+            });
             output::emit(output, &json, &prune::render(&plan, dry_run))?;
             Ok(Exit::Ok)
         }

@@ -21,6 +21,8 @@ fn test_bad_configs_name_the_key() {
         ("[target]\nasg = \"b\"\n", "asg"),
         ("[packer]\nagent_binary = \"x\"\n", "packer.template"),
         ("[prune]\nkeep = -1\n", "prune.keep"),
+        ("[prune]\ndisable_after = \"soon\"\n", "prune.disable_after"),
+        ("[prune]\nderegister_after = \"11years\"\n", "prune.deregister_after"),
         (
             "[target]\nauto_scaling_group = \"b\"\nimage_parameter = \"bake/prod/image-id\"\n",
             "target.image_parameter: \"bake/prod/image-id\" must be a path starting with '/'",

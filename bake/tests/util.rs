@@ -468,19 +468,27 @@ timeout = "2m"
         })
     }
 
-    /// Whether the AMI exists.
+    /// Whether the AMI exists (deprecated and disabled ones too).
     pub fn image_exists(&self, ami: &str) -> bool {
+        self.image(ami).is_some()
+    }
+
+    /// The AMI as DescribeImages shows it to its owner, deprecated and disabled ones too.
+    pub fn image(&self, ami: &str) -> Option<aws_sdk_ec2::types::Image> {
         self.rt.block_on(async {
             self.aws
                 .ec2
                 .describe_images()
                 .owners("self")
+                .include_deprecated(true)
+                .include_disabled(true)
                 .send()
                 .await
                 .unwrap()
                 .images()
                 .iter()
-                .any(|i| i.image_id() == Some(ami))
+                .find(|i| i.image_id() == Some(ami))
+                .cloned()
         })
     }
 
