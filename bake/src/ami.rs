@@ -758,69 +758,6 @@ pub async fn require_imdsv2(ec2: &aws_sdk_ec2::Client, image: &Image) -> Result<
     Ok(())
 }
 
-/// What `bake prune` decided for one AMI.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct PruneItem {
-    /// The AMI.
-    pub image_id: String,
-    /// Its name.
-    pub name: String,
-    /// Its creation date.
-    pub created: String,
-    /// Its snapshots.
-    pub snapshots: Vec<String>,
-    /// `None`: retired (or would be, with `--dry-run`), in stages; else why it is kept.
-    pub kept_because: Option<String>,
-    /// Its stage before the run: `available`, `deprecated` or `disabled` ([`crate::prune`]).
-    pub stage_before: String,
-    /// What the run did (or, with `--dry-run`, would do) to it, in order.
-    pub steps: Vec<crate::prune::Step>,
-    /// Its stage after the run: `available`, `deprecated`, `disabled` or `deregistered`.
-    pub stage: String,
-    /// What comes next and when (RFC 3339), for an AMI waiting between two stages.
-    pub next: Option<String>,
-}
-
-/// Decides, purely, which of `images` (bake-made) to delete: everything except the newest
-/// `keep` and the ones in `in_use` (image id → why).
-#[must_use]
-pub fn plan_prune(
-    images: &[Image],
-    keep: usize,
-    in_use: &BTreeMap<String, String>,
-) -> Vec<PruneItem> {
-    let mut sorted: Vec<&Image> = images.iter().collect();
-    // Newest first; ISO 8601 strings sort by time.
-    sorted.sort_by(|a, b| {
-        b.creation_date()
-            .cmp(&a.creation_date())
-            .then(a.image_id().cmp(&b.image_id()))
-    });
-    sorted
-        .into_iter()
-        .enumerate()
-        .map(|(i, img)| {
-            let id = img.image_id().unwrap_or_default().to_owned();
-            let kept_because = if i < keep {
-                Some(format!("among the newest {keep}"))
-            } else {
-                in_use.get(&id).cloned()
-            };
-            PruneItem {
-                image_id: id,
-                name: img.name().unwrap_or_default().to_owned(),
-                created: img.creation_date().unwrap_or_default().to_owned(),
-                snapshots: snapshots(img),
-                kept_because,
-                stage_before: String::new(),
-                steps: Vec::new(),
-                stage: String::new(),
-                next: None,
-            }
-        })
-        .collect()
-}
-
 /// Every bake-made AMI of this account (tagged `bake:inputs-hash`), the deprecated and the
 /// disabled ones too (`bake prune` retires in stages: DescribeImages leaves disabled AMIs out
 /// unless asked).
@@ -896,36 +833,6 @@ pub async fn used_by_instances(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn img(id: &str, date: &str) -> Image {
-        Image::builder()
-            .image_id(id)
-            .creation_date(date)
-            .name(id)
-            .build()
-    }
-
-    #[test]
-    fn test_plan_prune_keeps_newest_and_in_use() {
-        let images = vec![
-            img("ami-1", "2026-01-01T00:00:00.000Z"),
-            img("ami-3", "2026-03-01T00:00:00.000Z"),
-            img("ami-2", "2026-02-01T00:00:00.000Z"),
-            img("ami-0", "2025-12-01T00:00:00.000Z"),
-        ];
-        let in_use = BTreeMap::from([("ami-0".to_owned(), "launch template default".to_owned())]);
-        let plan = plan_prune(&images, 1, &in_use);
-        let deleted: Vec<_> = plan
-            .iter()
-            .filter(|p| p.kept_because.is_none())
-            .map(|p| p.image_id.as_str())
-            .collect();
-        assert_eq!(deleted, vec!["ami-2", "ami-1"]);
-        assert_eq!(plan[0].image_id, "ami-3");
-        assert!(plan
-            .iter()
-            .any(|p| p.image_id == "ami-0" && p.kept_because.is_some()));
-    }
 
     fn write(path: &Path, text: &str) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -27,7 +27,7 @@ use aws_sdk_ssm::operation::get_parameter::GetParameterError;
 
 use crate::aws::Aws;
 
-use crate::ami::{self, ec2_err, AmiError, PruneItem};
+use crate::ami::{self, ec2_err, AmiError};
 use crate::targets::Targets;
 
 /// Default of `prune.disable_after` and `prune.deregister_after`.
@@ -203,6 +203,69 @@ pub fn plan_stages(facts: &Facts, kept: bool, now: SystemTime, stages: Stages) -
         after: "deregistered",
         next: None,
     }
+}
+
+/// What `bake prune` decided for one AMI.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PruneItem {
+    /// The AMI.
+    pub image_id: String,
+    /// Its name.
+    pub name: String,
+    /// Its creation date.
+    pub created: String,
+    /// Its snapshots.
+    pub snapshots: Vec<String>,
+    /// `None`: retired (or would be, with `--dry-run`), in stages; else why it is kept.
+    pub kept_because: Option<String>,
+    /// Its stage before the run: `available`, `deprecated` or `disabled` ([this module](self)).
+    pub stage_before: String,
+    /// What the run did (or, with `--dry-run`, would do) to it, in order.
+    pub steps: Vec<Step>,
+    /// Its stage after the run: `available`, `deprecated`, `disabled` or `deregistered`.
+    pub stage: String,
+    /// What comes next and when (RFC 3339), for an AMI waiting between two stages.
+    pub next: Option<String>,
+}
+
+/// Decides, purely, which of `images` (bake-made) to delete: everything except the newest
+/// `keep` and the ones in `in_use` (image id → why).
+#[must_use]
+pub fn plan_prune(
+    images: &[Image],
+    keep: usize,
+    in_use: &BTreeMap<String, String>,
+) -> Vec<PruneItem> {
+    let mut sorted: Vec<&Image> = images.iter().collect();
+    // Newest first; ISO 8601 strings sort by time.
+    sorted.sort_by(|a, b| {
+        b.creation_date()
+            .cmp(&a.creation_date())
+            .then(a.image_id().cmp(&b.image_id()))
+    });
+    sorted
+        .into_iter()
+        .enumerate()
+        .map(|(i, img)| {
+            let id = img.image_id().unwrap_or_default().to_owned();
+            let kept_because = if i < keep {
+                Some(format!("among the newest {keep}"))
+            } else {
+                in_use.get(&id).cloned()
+            };
+            PruneItem {
+                image_id: id,
+                name: img.name().unwrap_or_default().to_owned(),
+                created: img.creation_date().unwrap_or_default().to_owned(),
+                snapshots: ami::snapshots(img),
+                kept_because,
+                stage_before: String::new(),
+                steps: Vec::new(),
+                stage: String::new(),
+                next: None,
+            }
+        })
+        .collect()
 }
 
 /// AMIs that `bake rollback`, a release or a stack update could go back to: the image of every
@@ -410,7 +473,7 @@ pub async fn prune(aws: &Aws, req: Request<'_>) -> anyhow::Result<Vec<PruneItem>
     for (k, v) in more {
         in_use.entry(k).or_insert(v);
     }
-    let mut plan = ami::plan_prune(&images, req.keep, &in_use);
+    let mut plan = plan_prune(&images, req.keep, &in_use);
     let now = SystemTime::now();
     let by_id: BTreeMap<&str, &Image> = images
         .iter()
@@ -614,6 +677,36 @@ mod tests {
         // A version without an image (deleted or image-less) is skipped, as rollback skips it.
         let v = BTreeMap::from([(1, "ami-a".to_owned()), (3, "ami-c".to_owned())]);
         assert_eq!(rollback_choice(&v, 3), Some((1, &"ami-a".to_owned())));
+    }
+
+    fn img(id: &str, date: &str) -> Image {
+        Image::builder()
+            .image_id(id)
+            .creation_date(date)
+            .name(id)
+            .build()
+    }
+
+    #[test]
+    fn test_plan_prune_keeps_newest_and_in_use() {
+        let images = vec![
+            img("ami-1", "2026-01-01T00:00:00.000Z"),
+            img("ami-3", "2026-03-01T00:00:00.000Z"),
+            img("ami-2", "2026-02-01T00:00:00.000Z"),
+            img("ami-0", "2025-12-01T00:00:00.000Z"),
+        ];
+        let in_use = BTreeMap::from([("ami-0".to_owned(), "launch template default".to_owned())]);
+        let plan = plan_prune(&images, 1, &in_use);
+        let deleted: Vec<_> = plan
+            .iter()
+            .filter(|p| p.kept_because.is_none())
+            .map(|p| p.image_id.as_str())
+            .collect();
+        assert_eq!(deleted, vec!["ami-2", "ami-1"]);
+        assert_eq!(plan[0].image_id, "ami-3");
+        assert!(plan
+            .iter()
+            .any(|p| p.image_id == "ami-0" && p.kept_because.is_some()));
     }
 
     const DAY: Duration = Duration::from_secs(24 * 3600);
