@@ -103,7 +103,17 @@ const cpus = (os.availableParallelism ? os.availableParallelism() : os.cpus().le
 // The database, only when configured: lib/db.js requires pg, which a copy of server.js alone
 // does not have (and does not need).
 const db = process.env.DB_CONNECTION_STRING ? require('./lib/db') : null;
-const pool = db ? db.pool() : null;
+let pool = null;
+if (db) {
+  try {
+    pool = db.pool();
+  } catch (err) {
+    // A connection string that cannot work (a CA file that is not there, an ssl parameter
+    // lib/db.js does not honour) will not start working by waiting: say why, and exit.
+    console.error(`database: ${db.describe(err)}`);
+    process.exit(1);
+  }
+}
 /// /health's `SELECT 1` must answer within this (ms), connecting included.
 const HEALTH_DB_TIMEOUT_MS = 2000;
 
