@@ -520,6 +520,7 @@ def test_tls_other_modes_and_the_parameters_kept_from_pg(pg_tls, certs):
         f"{b}?sslmode=disable&x=1": [f"{b}?x=1", False],
         f"{b}?ssl=true": "EDBSSLPARAM: DB_CONNECTION_STRING: the parameter ssl is not supported (sslmode and sslrootcert are)",
         f"{b}?sslmode=verify-full&sslcert=c.pem": "EDBSSLPARAM: DB_CONNECTION_STRING: the parameter sslcert is not supported (sslmode and sslrootcert are)",
+        f"{b}?sslmode=verify-ca": "EDBSSLMODE: DB_CONNECTION_STRING: sslmode verify-ca needs sslrootcert (a CA of your own); with the RDS CAs use verify-full",
         f"{b}?sslmode=allow": "EDBSSLMODE: DB_CONNECTION_STRING: sslmode \"allow\" is not one of disable, prefer, require, verify-ca, verify-full, no-verify",
     }
     r = subprocess.run(["node", "-e", js, json.dumps(list(cases))], cwd=APP, capture_output=True, text=True, timeout=30)

@@ -18,7 +18,8 @@
 //   require, prefer   the same as verify-full, as node-postgres does (libpq's `require` would
 //                     not verify, its `prefer` would fall back to plain TCP: neither does here)
 //   verify-ca         TLS; the chain is verified, the host name is not (a CA of one's own that
-//                     signs only that database's certificate)
+//                     signs only that database's certificate): needs sslrootcert, since any
+//                     RDS instance's certificate chains to the RDS CAs
 //   no-verify         TLS without any verification (node-postgres's mode): encrypted, but a
 //                     man in the middle is not detected
 // Trusted CAs: the PEM file `sslrootcert=PATH` names (relative to the working directory, as
@@ -137,6 +138,11 @@ function pgOptions(url = connectionString()) {
   if (mode === 'disable') return { connectionString: rest, ssl: false };
   if (mode === 'no-verify') return { connectionString: rest, ssl: { rejectUnauthorized: false } };
   let ca;
+  if (rootcert === undefined && mode === 'verify-ca') {
+    // Every RDS instance, anyone's, has a certificate of these CAs: without the host name
+    // check any of them would pass for this database (node-postgres refuses this too).
+    throw new ConfigError('EDBSSLMODE', 'sslmode verify-ca needs sslrootcert (a CA of your own); with the RDS CAs use verify-full');
+  }
   if (rootcert === undefined) {
     ca = rdsCa();
   } else {
