@@ -219,6 +219,27 @@ pub struct RawRefresh {
     pub max_poll_interval: Option<String>,
 }
 
+/// Default of `prune.disable_after` and `prune.deregister_after`.
+pub const DEFAULT_PRUNE_STAGE_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The delays between the stages (`[prune]`; [`crate::prune`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PruneStages {
+    /// From deprecation to disabling.
+    pub disable_after: Duration,
+    /// From disabling to deregistration.
+    pub deregister_after: Duration,
+}
+
+impl Default for PruneStages {
+    fn default() -> Self {
+        Self {
+            disable_after: DEFAULT_PRUNE_STAGE_DELAY,
+            deregister_after: DEFAULT_PRUNE_STAGE_DELAY,
+        }
+    }
+}
+
 /// `[prune]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -319,7 +340,7 @@ pub struct Settings {
     pub prune_keep: u32,
     /// `prune.disable_after`, `prune.deregister_after`: the delays between the stages of an AMI's
     /// retirement ([`crate::prune`]).
-    pub prune_stages: crate::prune::Stages,
+    pub prune_stages: PruneStages,
     /// `target.image_parameter`: the SSM parameter `bake release` and `bake rollback` set to the
     /// image once its refresh ended `Successful` ([`crate::image_parameter`]); `None`: none is
     /// written.
@@ -539,7 +560,7 @@ impl Validator<'_> {
         let raw_prune = raw.prune.unwrap_or_default();
         // At most ten years: EC2 takes no deprecation time further ahead.
         let stage_max = Duration::from_secs(10 * 365 * 24 * 3600);
-        let prune_stages = crate::prune::Stages {
+        let prune_stages = PruneStages {
             disable_after: self
                 .bounded(
                     "prune.disable_after",
@@ -547,7 +568,7 @@ impl Validator<'_> {
                     true,
                     stage_max,
                 )?
-                .unwrap_or(crate::prune::DEFAULT_STAGE_DELAY),
+                .unwrap_or(DEFAULT_PRUNE_STAGE_DELAY),
             deregister_after: self
                 .bounded(
                     "prune.deregister_after",
@@ -555,7 +576,7 @@ impl Validator<'_> {
                     true,
                     stage_max,
                 )?
-                .unwrap_or(crate::prune::DEFAULT_STAGE_DELAY),
+                .unwrap_or(DEFAULT_PRUNE_STAGE_DELAY),
         };
         let prune_keep = match raw_prune.keep {
             None => DEFAULT_PRUNE_KEEP,

@@ -30,29 +30,11 @@ use crate::aws::Aws;
 use crate::ami::{self, ec2_err, AmiError};
 use crate::targets::Targets;
 
-/// Default of `prune.disable_after` and `prune.deregister_after`.
-pub const DEFAULT_STAGE_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How far ahead of now a deprecation is set: EC2 takes no time in the past and rounds to the
 /// minute.
 const DEPRECATE_AHEAD: Duration = Duration::from_secs(60);
 
-/// The delays between the stages (`[prune]`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stages {
-    /// From deprecation to disabling.
-    pub disable_after: Duration,
-    /// From disabling to deregistration.
-    pub deregister_after: Duration,
-}
-
-impl Default for Stages {
-    fn default() -> Self {
-        Self {
-            disable_after: DEFAULT_STAGE_DELAY,
-            deregister_after: DEFAULT_STAGE_DELAY,
-        }
-    }
-}
+pub use crate::config::{PruneStages as Stages, DEFAULT_PRUNE_STAGE_DELAY};
 
 /// One change to one AMI, in the order a run makes them.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
