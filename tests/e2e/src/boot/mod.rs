@@ -611,6 +611,13 @@ impl Instance {
         sh_in(self.leader, script)
     }
 
+    /// [`Instance::sh`] for a script that may take longer than [`EXEC_TIMEOUT`] (an audit): at
+    /// most `timeout`; a script killed at its timeout says so.
+    #[must_use]
+    pub fn sh_for(&self, script: &str, timeout: Duration) -> String {
+        output_text(exec_for(self.leader, &["/bin/sh", "-c", script], timeout))
+    }
+
     /// `systemctl show -P PROP` of the manager itself.
     pub fn show_manager(&self, prop: &str) -> anyhow::Result<String> {
         let o = self.exec(&["systemctl", "show", "-P", prop])?;
@@ -779,12 +786,25 @@ impl Drop for Instance {
     }
 }
 
+/// How long a command run inside an instance may take ([`exec_in`]).
+pub const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Runs `args` inside the container whose PID 1 on the host is `leader` (all its namespaces:
-/// `nsenter -t LEADER -a`), at most 60 s. For callers that hold only the leader's PID (the
-/// fleet hands it out so that a command never runs under its lock).
+/// `nsenter -t LEADER -a`), at most [`EXEC_TIMEOUT`]. For callers that hold only the leader's
+/// PID (the fleet hands it out so that a command never runs under its lock).
 pub fn exec_in(leader: i32, args: &[&str]) -> anyhow::Result<Output> {
+    exec_for(leader, args, EXEC_TIMEOUT)
+}
+
+/// [`exec_in`] with a timeout of its own.
+fn exec_for(leader: i32, args: &[&str], timeout: Duration) -> anyhow::Result<Output> {
     Command::new("timeout")
-        .args(["--kill-after=5", "60", "nsenter", "-t"])
+        .args([
+            "--kill-after=5",
+            &timeout.as_secs().max(1).to_string(),
+            "nsenter",
+            "-t",
+        ])
         .arg(leader.to_string())
         .args(["-a", "--"])
         .args(args)
@@ -801,12 +821,22 @@ pub fn exec_in(leader: i32, args: &[&str]) -> anyhow::Result<Output> {
 /// stderr, trimmed, or the error in parentheses.
 #[must_use]
 pub fn sh_in(leader: i32, script: &str) -> String {
-    exec_in(leader, &["/bin/sh", "-c", script]).map_or_else(
+    output_text(exec_in(leader, &["/bin/sh", "-c", script]))
+}
+
+/// stdout and stderr, trimmed; `(killed at its timeout)` after them when `timeout` ended it
+/// (exit 124, or 137 after `--kill-after`), the error in parentheses when it did not run.
+fn output_text(out: anyhow::Result<Output>) -> String {
+    out.map_or_else(
         |e| format!("({e:#})"),
         |o| {
             let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
             s.push_str(&String::from_utf8_lossy(&o.stderr));
-            s.trim().to_owned()
+            let mut s = s.trim().to_owned();
+            if matches!(o.status.code(), Some(124 | 137)) {
+                s.push_str("\n(killed at its timeout)");
+            }
+            s
         },
     )
 }
