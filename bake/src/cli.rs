@@ -305,11 +305,11 @@ fn parse_account(s: &str) -> Result<String, String> {
 }
 
 fn parse_kms_key(s: &str) -> Result<String, String> {
-    crate::promote::check_kms_key(s).map(|()| s.to_owned())
+    crate::config::check_kms_key(s).map(|()| s.to_owned())
 }
 
 fn parse_stage(s: &str) -> Result<String, String> {
-    crate::promote::check_stage(s).map(|()| s.to_owned())
+    crate::config::check_stage(s).map(|()| s.to_owned())
 }
 
 /// Options of `bake plan`.

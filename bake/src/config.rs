@@ -513,6 +513,39 @@ pub fn check_duration(d: Duration, allow_zero: bool, max: Duration) -> Result<()
     Ok(())
 }
 
+/// A stage name (`--from-stage`, `release.stage`, `release.require_promoted_from`): 1–64 of
+/// `A-Za-z0-9._-`, as a tag value and a word in a sentence.
+pub fn check_stage(s: &str) -> Result<(), String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+    if s.is_empty() || s.len() > 64 || !s.chars().all(ok) {
+        return Err(format!(
+            "{s:?} is not a stage name: 1 to 64 letters, digits, '.', '_' or '-' (e.g. \"staging\")"
+        ));
+    }
+    Ok(())
+}
+
+/// A KMS key as CopyImage takes it ("key ID, key alias, key ARN or alias ARN").
+pub fn check_kms_key(k: &str) -> Result<(), String> {
+    let arn_ok = |rest: &str| {
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        parts.len() == 5
+            && parts[1] == "kms"
+            && (parts[4].starts_with("key/") || parts[4].starts_with("alias/"))
+    };
+    let ok = match k.strip_prefix("arn:") {
+        Some(rest) => arn_ok(rest),
+        None => !k.contains(char::is_whitespace) && !k.contains(':'),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{k:?} is not a KMS key: a key id, alias/NAME, or a key or alias ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)"
+        ))
+    }
+}
+
 struct Validator<'a> {
     file: String,
     base: &'a Path,
@@ -661,7 +694,7 @@ impl Validator<'_> {
     fn release(&self, r: RawRelease) -> Result<ReleaseSettings, ConfigError> {
         let stage = |key: &str, v: Option<String>| {
             v.map(|s| {
-                crate::promote::check_stage(&s)
+                check_stage(&s)
                     .map(|()| s)
                     .map_err(|m| self.invalid(key, m))
             })
@@ -676,7 +709,7 @@ impl Validator<'_> {
     fn promote(&self, p: RawPromote) -> Result<PromoteSettings, ConfigError> {
         let kms_key = self.non_empty("promote.kms_key", p.kms_key)?;
         if let Some(k) = &kms_key {
-            crate::promote::check_kms_key(k).map_err(|m| self.invalid("promote.kms_key", m))?;
+            check_kms_key(k).map_err(|m| self.invalid("promote.kms_key", m))?;
         }
         Ok(PromoteSettings {
             kms_key,

@@ -228,39 +228,6 @@ pub struct PromoteReport {
     pub regions: Vec<Promoted>,
 }
 
-/// A stage name (`--from-stage`, `release.stage`, `release.require_promoted_from`): 1–64 of
-/// `A-Za-z0-9._-`, as a tag value and a word in a sentence.
-pub fn check_stage(s: &str) -> Result<(), String> {
-    let ok = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
-    if s.is_empty() || s.len() > 64 || !s.chars().all(ok) {
-        return Err(format!(
-            "{s:?} is not a stage name: 1 to 64 letters, digits, '.', '_' or '-' (e.g. \"staging\")"
-        ));
-    }
-    Ok(())
-}
-
-/// A KMS key as CopyImage takes it ("key ID, key alias, key ARN or alias ARN").
-pub fn check_kms_key(k: &str) -> Result<(), String> {
-    let arn_ok = |rest: &str| {
-        let parts: Vec<&str> = rest.splitn(5, ':').collect();
-        parts.len() == 5
-            && parts[1] == "kms"
-            && (parts[4].starts_with("key/") || parts[4].starts_with("alias/"))
-    };
-    let ok = match k.strip_prefix("arn:") {
-        Some(rest) => arn_ok(rest),
-        None => !k.contains(char::is_whitespace) && !k.contains(':'),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{k:?} is not a KMS key: a key id, alias/NAME, or a key or alias ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)"
-        ))
-    }
-}
-
 /// The key to encrypt the copy in `region` with, of `key` as given, for `copies` regions in
 /// all. A KMS key belongs to one region: an ARN must name `region`, except a multi-Region key
 /// (`mrk-…`), whose replica in `region` has the same id; a bare key id can serve one region only.
@@ -272,7 +239,7 @@ pub fn kms_key_for(key: &str, region: &str, copies: usize) -> Result<String, Str
     if let Some(rest) = key.strip_prefix("arn:") {
         let parts: Vec<&str> = rest.splitn(5, ':').collect();
         let [partition, _, key_region, account, resource] = parts[..] else {
-            return Err(check_kms_key(key).err().unwrap_or_default());
+            return Err(crate::config::check_kms_key(key).err().unwrap_or_default());
         };
         if key_region == region {
             return Ok(key.to_owned());
@@ -884,6 +851,7 @@ mod tests {
         assert!(why.contains("bake:promoted-from=us-west-2/ami-1"), "{why}");
         let why = not_promoted_from(&image(&[(TAG_INPUTS_HASH, "h")]), "staging").unwrap();
         assert!(why.starts_with("was never promoted"), "{why}");
+        use crate::config::check_stage;
         assert!(check_stage("staging").is_ok());
         assert!(check_stage("prod-eu_1.a").is_ok());
         for bad in ["", "a b", "x/y", &"s".repeat(65)] {
@@ -918,7 +886,7 @@ mod tests {
             "1234abcd",
             "arn:aws:kms:us-east-1:1:alias/x",
         ] {
-            assert!(check_kms_key(ok).is_ok(), "{ok}");
+            assert!(crate::config::check_kms_key(ok).is_ok(), "{ok}");
         }
         for bad in [
             "arn:aws:s3:::bucket",
@@ -926,7 +894,7 @@ mod tests {
             "a b",
             "x:y",
         ] {
-            assert!(check_kms_key(bad).is_err(), "{bad}");
+            assert!(crate::config::check_kms_key(bad).is_err(), "{bad}");
         }
     }
 
