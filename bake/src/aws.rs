@@ -26,6 +26,9 @@ pub struct Aws {
     pub sts: aws_sdk_sts::Client,
     /// The region the clients talk to, if one was resolved.
     pub region: Option<String>,
+    /// The config the clients were built from: [`Aws::ec2_in`] builds another region's client
+    /// from it (same credentials, retries, timeouts and endpoint).
+    conf: aws_config::SdkConfig,
 }
 
 impl Aws {
@@ -41,7 +44,20 @@ impl Aws {
             cw: aws_client!(aws_sdk_cloudwatch, conf),
             sts: aws_client!(aws_sdk_sts, conf),
             region: conf.region().map(ToString::to_string),
+            conf: conf.clone(),
         }
+    }
+
+    /// An EC2 client of `region` (`bake promote`: a cross-region CopyImage is requested in the
+    /// destination region), from the process's one config.
+    #[must_use]
+    pub fn ec2_in(&self, region: &str) -> aws_sdk_ec2::Client {
+        let conf = self
+            .conf
+            .to_builder()
+            .region(aws_config::Region::new(region.to_owned()))
+            .build();
+        aws_client!(aws_sdk_ec2, &conf)
     }
 
     /// The account of the credentials (`GetCallerIdentity`), or `None` if STS does not answer

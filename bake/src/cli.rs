@@ -109,6 +109,10 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Copy a bake-made AMI to other regions, encrypted, tagged with its provenance and
+    /// bake:promoted-from / bake:promoted-stage, and share the copies with other accounts. A
+    /// second run finds the copies it made (bake:promoted-from) instead of copying again.
+    Promote(PromoteArgs),
     /// Check bake.toml and the Packer template (`packer validate`) without touching AWS.
     Validate,
     /// Print a shell completion script: `bake completion bash > ~/.local/share/bash-completion/completions/bake`
@@ -253,6 +257,61 @@ pub struct ReleaseArgs {
     pub skip_migrate: bool,
 }
 
+/// Options of `bake promote`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PromoteArgs {
+    /// The image (`ami-…`), in the command's region (--region, AWS_REGION, aws.region); it must
+    /// carry bake:inputs-hash.
+    pub ami: String,
+    /// Destination regions, comma-separated or repeated. The command's own region gets no copy:
+    /// the source itself is shared there.
+    #[arg(long, required = true, value_delimiter = ',', value_name = "REGION", value_parser = parse_region)]
+    pub to: Vec<String>,
+    /// Share every resulting image (launch permission) and its snapshots (create-volume
+    /// permission) with this account (12 digits); repeatable. Needs --kms-key or
+    /// promote.kms_key for copies: EBS shares no snapshot on the default key.
+    #[arg(long = "account", value_name = "ID", value_parser = parse_account)]
+    pub accounts: Vec<String>,
+    /// KMS key of the copies' snapshots (key id, alias/NAME, key or alias ARN; a multi-Region
+    /// key's ARN serves every region); wins over promote.kms_key. Default: each destination
+    /// region's default EBS key.
+    #[arg(long, value_name = "KEY", value_parser = parse_kms_key)]
+    pub kms_key: Option<String>,
+    /// The stage the image was released to, recorded as bake:promoted-stage (default
+    /// release.stage; one of the two is required).
+    #[arg(long, value_name = "NAME", value_parser = parse_stage)]
+    pub from_stage: Option<String>,
+    /// Longest wait for each copy to become available (e.g. "30m"; default promote.timeout,
+    /// 1h); AWS goes on copying after it.
+    #[arg(long, value_parser = parse_timeout)]
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// A region name (`--to`): lowercase letters, digits and '-', as `us-east-1`.
+fn parse_region(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.contains('-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    ok.then(|| s.to_owned())
+        .ok_or_else(|| format!("{s:?} is not a region name (e.g. us-east-1)"))
+}
+
+/// An AWS account id (`--account`): 12 digits.
+fn parse_account(s: &str) -> Result<String, String> {
+    (s.len() == 12 && s.chars().all(|c| c.is_ascii_digit()))
+        .then(|| s.to_owned())
+        .ok_or_else(|| format!("{s:?} is not an AWS account id (12 digits)"))
+}
+
+fn parse_kms_key(s: &str) -> Result<String, String> {
+    crate::config::check_kms_key(s).map(|()| s.to_owned())
+}
+
+fn parse_stage(s: &str) -> Result<String, String> {
+    crate::config::check_stage(s).map(|()| s.to_owned())
+}
+
 /// Options of `bake plan`.
 #[derive(Debug, Args, Clone, Default)]
 pub struct PlanArgs {
@@ -310,6 +369,51 @@ mod tests {
         let message = doc["error"].as_str().unwrap();
         assert!(message.contains("--nope"), "{message}");
         assert!(!message.starts_with("error"), "{message}");
+    }
+
+    #[test]
+    fn test_promote_arguments_are_checked() {
+        let parse = |a: &[&str]| {
+            let mut argv = vec!["bake", "promote", "ami-1"];
+            argv.extend_from_slice(a);
+            Cli::try_parse_from(argv)
+        };
+        match parse(&[
+            "--to",
+            "us-east-1,eu-west-1",
+            "--to",
+            "ap-south-1",
+            "--account",
+            "111122223333",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Promote(p) => {
+                assert_eq!(p.to, ["us-east-1", "eu-west-1", "ap-south-1"]);
+                assert_eq!(p.accounts, ["111122223333"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        for (args, want) in [
+            (&["--account", "111122223333"][..], "--to"),
+            (&["--to", "US_EAST"], "not a region name"),
+            (
+                &["--to", "us-east-1", "--account", "12345"],
+                "not an AWS account id",
+            ),
+            (
+                &["--to", "us-east-1", "--from-stage", "a b"],
+                "not a stage name",
+            ),
+            (
+                &["--to", "us-east-1", "--kms-key", "arn:aws:s3:::b"],
+                "not a KMS key",
+            ),
+        ] {
+            let e = parse(args).unwrap_err().to_string();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
     }
 
     #[test]

@@ -84,6 +84,30 @@ pub struct RawConfig {
     pub image_test: Option<RawImageTest>,
     /// `[migrate]`: run the release's migration once, from the new image, before the refresh.
     pub migrate: Option<RawMigrate>,
+    /// `[release]`: the environment this file releases to, and where its images must come from.
+    pub release: Option<RawRelease>,
+    /// `[promote]`: how `bake promote` copies images to other regions.
+    pub promote: Option<RawPromote>,
+}
+
+/// `[release]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRelease {
+    /// The name of the environment (stage) this file releases to.
+    pub stage: Option<String>,
+    /// `bake release` refuses an image not promoted from this stage.
+    pub require_promoted_from: Option<String>,
+}
+
+/// `[promote]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPromote {
+    /// The KMS key the copies are encrypted with.
+    pub kms_key: Option<String>,
+    /// How long a copy may take to become available.
+    pub timeout: Option<String>,
 }
 
 /// `[migrate]` as written.
@@ -351,6 +375,46 @@ pub struct Settings {
     pub image_test: ImageTestSettings,
     /// `[migrate]`: `None` when the file has none (a release runs no migration).
     pub migrate: Option<MigrateSettings>,
+    /// `[release]`, with its defaults when the file has none.
+    pub release: ReleaseSettings,
+    /// `[promote]`, with its defaults when the file has none.
+    pub promote: PromoteSettings,
+}
+
+/// `[release]`, validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReleaseSettings {
+    /// `release.stage`: the environment this file releases to (`staging`, `prod`), recorded by
+    /// `bake promote` as the stage its images come from (`bake:promoted-stage`). Default none.
+    pub stage: Option<String>,
+    /// `release.require_promoted_from`: `bake release` refuses an image whose
+    /// `bake:promoted-stage` tag is not this stage (an image never promoted too), exit
+    /// [`crate::exit::Exit::NotPromoted`]. Default none: any image.
+    pub require_promoted_from: Option<String>,
+}
+
+/// `[promote]`, validated ([`crate::promote`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromoteSettings {
+    /// `promote.kms_key`: the KMS key (id, alias or ARN) of the copies' snapshots; `--kms-key`
+    /// wins. Default none: each destination region's default EBS key (`aws/ebs`).
+    pub kms_key: Option<String>,
+    /// `promote.timeout`: longest wait for one copy to become available; `--timeout` wins.
+    /// Default [`DEFAULT_PROMOTE_TIMEOUT`].
+    pub timeout: Duration,
+}
+
+/// Default of `promote.timeout`: AWS copies an AMI's snapshots across regions in minutes to
+/// tens of minutes for a small root volume.
+pub const DEFAULT_PROMOTE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+impl Default for PromoteSettings {
+    fn default() -> Self {
+        Self {
+            kms_key: None,
+            timeout: DEFAULT_PROMOTE_TIMEOUT,
+        }
+    }
 }
 
 /// `[migrate]`, validated ([`crate::migrate`]).
@@ -470,6 +534,39 @@ pub fn check_duration(d: Duration, allow_zero: bool, max: Duration) -> Result<()
     Ok(())
 }
 
+/// A stage name (`--from-stage`, `release.stage`, `release.require_promoted_from`): 1–64 of
+/// `A-Za-z0-9._-`, as a tag value and a word in a sentence.
+pub fn check_stage(s: &str) -> Result<(), String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+    if s.is_empty() || s.len() > 64 || !s.chars().all(ok) {
+        return Err(format!(
+            "{s:?} is not a stage name: 1 to 64 letters, digits, '.', '_' or '-' (e.g. \"staging\")"
+        ));
+    }
+    Ok(())
+}
+
+/// A KMS key as CopyImage takes it ("key ID, key alias, key ARN or alias ARN").
+pub fn check_kms_key(k: &str) -> Result<(), String> {
+    let arn_ok = |rest: &str| {
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        parts.len() == 5
+            && parts[1] == "kms"
+            && (parts[4].starts_with("key/") || parts[4].starts_with("alias/"))
+    };
+    let ok = match k.strip_prefix("arn:") {
+        Some(rest) => arn_ok(rest),
+        None => !k.contains(char::is_whitespace) && !k.contains(':'),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{k:?} is not a KMS key: a key id, alias/NAME, or a key or alias ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)"
+        ))
+    }
+}
+
 struct Validator<'a> {
     file: String,
     base: &'a Path,
@@ -557,6 +654,8 @@ impl Validator<'_> {
         let canary = raw.canary.map(|c| self.canary(c, &refresh)).transpose()?;
         let image_test = self.image_test(raw.image_test.unwrap_or_default())?;
         let migrate = raw.migrate.map(|m| self.migrate(m)).transpose()?;
+        let release = self.release(raw.release.unwrap_or_default())?;
+        let promote = self.promote(raw.promote.unwrap_or_default())?;
         let raw_prune = raw.prune.unwrap_or_default();
         // At most ten years: EC2 takes no deprecation time further ahead.
         let stage_max = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -608,6 +707,36 @@ impl Validator<'_> {
             canary,
             image_test,
             migrate,
+            release,
+            promote,
+        })
+    }
+
+    fn release(&self, r: RawRelease) -> Result<ReleaseSettings, ConfigError> {
+        let stage = |key: &str, v: Option<String>| {
+            v.map(|s| {
+                check_stage(&s)
+                    .map(|()| s)
+                    .map_err(|m| self.invalid(key, m))
+            })
+            .transpose()
+        };
+        Ok(ReleaseSettings {
+            stage: stage("release.stage", r.stage)?,
+            require_promoted_from: stage("release.require_promoted_from", r.require_promoted_from)?,
+        })
+    }
+
+    fn promote(&self, p: RawPromote) -> Result<PromoteSettings, ConfigError> {
+        let kms_key = self.non_empty("promote.kms_key", p.kms_key)?;
+        if let Some(k) = &kms_key {
+            check_kms_key(k).map_err(|m| self.invalid("promote.kms_key", m))?;
+        }
+        Ok(PromoteSettings {
+            kms_key,
+            timeout: self
+                .bounded("promote.timeout", p.timeout, false, MAX_TIMEOUT)?
+                .unwrap_or(DEFAULT_PROMOTE_TIMEOUT),
         })
     }
 
@@ -1141,6 +1270,41 @@ mod tests {
             err("[target]\nstack = \"s\"\nimage_parameter = \"ssm-x\"\n")
                 .starts_with("bake.toml: target.image_parameter: \"ssm-x\" must be a path")
         );
+    }
+
+    #[test]
+    fn test_release_stage_and_promote_are_optional_and_checked() {
+        let s = parse("").unwrap();
+        assert_eq!(s.release, ReleaseSettings::default());
+        assert_eq!(s.promote, PromoteSettings::default());
+        let s = parse("[release]\nstage = \"prod\"\nrequire_promoted_from = \"staging\"\n[promote]\nkms_key = \"alias/bake-ami\"\ntimeout = \"20m\"\n").unwrap();
+        assert_eq!(s.release.stage.as_deref(), Some("prod"));
+        assert_eq!(s.release.require_promoted_from.as_deref(), Some("staging"));
+        assert_eq!(s.promote.kms_key.as_deref(), Some("alias/bake-ami"));
+        assert_eq!(s.promote.timeout, Duration::from_secs(1200));
+        for (text, want) in [
+            ("[release]\nstage = \"\"", "bake.toml: release.stage: "),
+            (
+                "[release]\nrequire_promoted_from = \"stag ing\"",
+                "bake.toml: release.require_promoted_from: \"stag ing\"",
+            ),
+            (
+                "[promote]\nkms_key = \" \"",
+                "bake.toml: promote.kms_key: must not be empty",
+            ),
+            (
+                "[promote]\nkms_key = \"arn:aws:s3:::b\"",
+                "bake.toml: promote.kms_key: ",
+            ),
+            (
+                "[promote]\ntimeout = \"0s\"",
+                "bake.toml: promote.timeout: must be more than 0s",
+            ),
+            ("[release]\nstages = \"x\"", "stages"),
+        ] {
+            let e = err(text);
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub enum Exit {
     /// non-zero, or no result came within `migrate.timeout`, or its instance stopped first);
     /// nothing was changed: no launch template version, no refresh.
     MigrationFailed = 16,
+    /// `release` with `release.require_promoted_from`: the image's `bake:promoted-stage` tag is
+    /// not that stage (or it was never promoted); nothing was changed.
+    NotPromoted = 17,
     /// Interrupted (SIGINT/Ctrl-C, SIGTERM or SIGHUP): a build was stopped and cleaned up, or
     /// watching was detached.
     Interrupted = 130,
@@ -79,6 +82,7 @@ Exit codes:
   14 the image failed its boot test (test-image, --test); it is tagged bake:tested=fail
   15 release refused an image not tagged bake:tested=pass (--test tests it, --untested overrides)
   16 release: the migration ([migrate]) failed or gave no result; nothing was released
+  17 release refused an image not promoted from release.require_promoted_from (bake promote)
   130 interrupted by SIGINT, SIGTERM or SIGHUP (build stopped and cleaned up, or watching detached)
   141 stdout closed before the result was written (as for SIGPIPE); nothing is printed";
 
@@ -104,6 +108,7 @@ impl Exit {
             Self::ImageTestFailed => "image_test_failed",
             Self::Untested => "untested",
             Self::MigrationFailed => "migration_failed",
+            Self::NotPromoted => "not_promoted",
             Self::Interrupted => "interrupted",
             Self::StdoutClosed => "stdout_closed",
         }

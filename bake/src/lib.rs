@@ -38,6 +38,8 @@ pub mod package_index;
 pub mod packer;
 /// `bake plan`.
 pub mod plan;
+/// `bake promote`: copies of an image in other regions, shared with other accounts.
+pub mod promote;
 /// `bake prune`.
 pub mod prune;
 /// The instance refresh state machine and poller.
@@ -272,6 +274,7 @@ fn code_of(e: &(dyn std::error::Error + 'static)) -> Option<Exit> {
             | ReleaseError::CanaryNeedsWait => Exit::Config,
             ReleaseError::CurrentTimedOut { .. } => Exit::TimedOut,
             ReleaseError::Untested { .. } => Exit::Untested,
+            ReleaseError::NotPromoted { .. } => Exit::NotPromoted,
             ReleaseError::TestFailed { .. } => Exit::ImageTestFailed,
             ReleaseError::MigrationFailed { .. } => Exit::MigrationFailed,
             ReleaseError::InterruptedWaiting | ReleaseError::Interrupted => Exit::Interrupted,
@@ -293,6 +296,21 @@ fn code_of(e: &(dyn std::error::Error + 'static)) -> Option<Exit> {
     if let Some(e) = e.downcast_ref::<migrate::MigrateError>() {
         return Some(match e {
             migrate::MigrateError::Interrupted { .. } => Exit::Interrupted,
+        });
+    }
+    if let Some(e) = e.downcast_ref::<promote::PromoteError>() {
+        use promote::PromoteError as P;
+        return Some(match e {
+            P::NotBakeMade { .. }
+            | P::NoStage { .. }
+            | P::DefaultKeyNotShareable { .. }
+            | P::KmsKey { .. } => Exit::Config,
+            P::SourceNotAvailable { .. }
+            | P::HashMismatch { .. }
+            | P::CopyFailed { .. }
+            | P::Call { .. } => Exit::Aws,
+            P::TimedOut { .. } => Exit::TimedOut,
+            P::Interrupted { .. } => Exit::Interrupted,
         });
     }
     if e.downcast_ref::<timeline::TimelineError>().is_some() {
@@ -528,6 +546,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 Exit::Ok if check && drift.drifted() => Exit::Drift,
                 code => code,
             })
+        }
+        Command::Promote(a) => {
+            let opts = promote::PromoteOptions {
+                ami: a.ami,
+                to: a.to,
+                accounts: a.accounts,
+                kms_key: a.kms_key,
+                from_stage: a.from_stage,
+                timeout: a.timeout,
+            };
+            let r = promote::promote(&aws, &settings, &opts).await?;
+            output::emit(output, &serde_json::to_value(&r)?, &promote::render(&r))?;
+            Ok(Exit::Ok)
         }
         Command::Prune { keep, dry_run } => {
             let t = match &settings.target {

@@ -181,6 +181,16 @@ pub enum ReleaseError {
         /// What its tags say ([`crate::image_test::Tested::describe`]).
         state: String,
     },
+    /// `release.require_promoted_from`: the image was not promoted from that stage.
+    #[error("{ami} {why}: release.require_promoted_from = \"{required}\" releases only images `bake promote` copied here from {required}; nothing was released")]
+    NotPromoted {
+        /// The image.
+        ami: String,
+        /// The stage required.
+        required: String,
+        /// What its tags say ([`crate::promote::not_promoted_from`]).
+        why: String,
+    },
     /// `--test`: the image failed its boot test; nothing was released.
     #[error("{ami} failed its boot test on {instance}: {why}; nothing was released")]
     TestFailed {
@@ -709,6 +719,20 @@ pub async fn release(
     };
     if crate::signals::received() > 0 {
         return Err(ReleaseError::Interrupted.into());
+    }
+    if let Some(required) = &settings.release.require_promoted_from {
+        // Before the boot test, which launches an instance: a refused image costs nothing.
+        let image = crate::ami::describe(&aws.ec2, &image_id)
+            .await
+            .map_err(|source| ReleaseError::Ami { source })?;
+        if let Some(why) = crate::promote::not_promoted_from(&image, required) {
+            return Err(ReleaseError::NotPromoted {
+                ami: image_id,
+                required: required.clone(),
+                why,
+            }
+            .into());
+        }
     }
     let (tested, image_test) = boot_tested(aws, settings, t, &image_id, opts).await?;
     if crate::signals::received() > 0 {

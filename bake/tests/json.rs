@@ -60,6 +60,22 @@ fn test_every_json_document_has_a_schema_version() {
     );
     // A command line clap refuses, too.
     check("usage", &["status", "--nope", "-o", "json"], 2);
+    // Promoted to its own region: shared (with nobody), not copied.
+    let ami = seen["build"]["image_id"].as_str().unwrap().to_owned();
+    let args = [
+        "promote",
+        &ami,
+        "--to",
+        "us-east-1",
+        "--from-stage",
+        "staging",
+    ];
+    let doc = w
+        .bake(&[&args[..], &["-o", "json"]].concat())
+        .expect(0)
+        .json();
+    assert_eq!(doc["schema_version"], 1, "promote: {doc}");
+    seen.insert("promote".to_owned(), doc);
     assert_eq!(seen["usage"]["code"], "usage");
     assert_eq!(seen["error"]["code"], "no_group");
     assert_eq!(seen["release"]["result"], "started");

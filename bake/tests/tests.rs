@@ -28,6 +28,8 @@ mod migrate;
 #[cfg(test)]
 mod plan;
 #[cfg(test)]
+mod promote;
+#[cfg(test)]
 mod prune;
 #[cfg(test)]
 mod release;

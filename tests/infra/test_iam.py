@@ -152,3 +152,19 @@ def test_image_parameter_is_the_one_the_fleet_reads():
     # The example bake.toml writes the parameter the fleet stack reads.
     example = tomllib.loads((HERE.parents[1] / "examples" / "bake.toml").read_text())
     assert example["target"]["image_parameter"] == name
+
+
+def test_promotion_is_allowed_in_the_promotion_regions_only():
+    """`bake promote` calls CopyImage, CreateTags, DescribeImages, ModifyImageAttribute and
+    ModifySnapshotAttribute in each destination region, which PackerBuild (this stack's region
+    only) does not cover: the Promotion statement allows exactly what bake/src/promote.rs calls,
+    in the regions of PromotionRegions only (none by default)."""
+    t = _iam()
+    p = t["Parameters"]["PromotionRegions"]
+    assert p["Type"] == "CommaDelimitedList" and p["Default"] == "", p
+    (s,) = [s for s in _statements("ReleaseRole") if s.get("Sid") == "Promotion"]
+    assert s["Condition"] == {"StringEquals": {"aws:RequestedRegion": {"Ref": "PromotionRegions"}}}, s
+    called = {a for a, where in aws_calls.actions("bake").items() if any(w.startswith("bake/src/promote.rs:") for w in where)}
+    assert called == set(_as_list(s["Action"])), (called, s["Action"])
+    packer = [s for s in _statements("ReleaseRole") if s.get("Sid") == "PackerBuild"]
+    assert packer[0]["Condition"] == {"StringEquals": {"aws:RequestedRegion": {"Ref": "AWS::Region"}}}
