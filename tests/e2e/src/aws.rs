@@ -40,6 +40,23 @@ impl Aws {
         }
     }
 
+    /// The names of the SSM parameters under `path`, recursively (one page: the leases and
+    /// reports the tests look for are a handful).
+    pub async fn parameter_names(&self, path: &str) -> anyhow::Result<Vec<String>> {
+        let out = self
+            .ssm
+            .get_parameters_by_path()
+            .path(path)
+            .recursive(true)
+            .send()
+            .await?;
+        Ok(out
+            .parameters()
+            .iter()
+            .filter_map(|p| p.name().map(str::to_owned))
+            .collect())
+    }
+
     /// The instance refreshes of group `asg`, newest first: (id, status).
     pub async fn instance_refreshes(&self, asg: &str) -> anyhow::Result<Vec<(String, String)>> {
         let out = self

@@ -953,19 +953,7 @@ fn timers_do_their_work(
     let job = inst.journal("bake-user-stats.service");
     eprintln!("bake-user-stats.service: {out}\n{job}");
     let lease = format!("/bake/{ENV}/leases/{GROUP}/user-stats");
-    let names: Vec<String> = rt
-        .block_on(
-            aws.ssm
-                .get_parameters_by_path()
-                .path(&lease)
-                .recursive(true)
-                .send(),
-        )
-        .unwrap()
-        .parameters()
-        .iter()
-        .filter_map(|p| p.name().map(str::to_owned))
-        .collect();
+    let names = rt.block_on(aws.parameter_names(&lease)).unwrap();
     assert!(
         names.iter().any(|n| n.ends_with("/attempt-1")),
         "the job took the week's lease under {lease}: {names:?}\n{job}"

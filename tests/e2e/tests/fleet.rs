@@ -1788,20 +1788,7 @@ fn weekly_job_runs_once_for_the_fleet(w: &World, f: &Fleet) {
         "the report counts the database's uploads: {all}"
     );
     let lease = format!("/bake/{}/leases/{}/user-stats", w.env, w.asg);
-    let names: Vec<String> =
-        w.rt.block_on(
-            w.aws
-                .ssm
-                .get_parameters_by_path()
-                .path(&lease)
-                .recursive(true)
-                .send(),
-        )
-        .unwrap()
-        .parameters()
-        .iter()
-        .filter_map(|p| p.name().map(str::to_owned))
-        .collect();
+    let names = w.rt.block_on(w.aws.parameter_names(&lease)).unwrap();
     assert!(
         names.iter().any(|n| n.ends_with("/attempt-1")),
         "the week's lease under {lease}: {names:?}"
