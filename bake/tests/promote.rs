@@ -240,58 +240,50 @@ fn test_promote_refuses_before_copying_anything() {
         args.extend_from_slice(extra);
         w.bake(&args)
     };
+    // `bake promote ARGS` exits 2 and says `why` on stderr.
+    let refused = |extra: &[&str], why: &str| {
+        let r = promote(extra).expect(2);
+        assert!(r.stderr.contains(why), "{why}:\n{}", r.stderr);
+    };
     // Not bake-made: moto's stock image has no bake:inputs-hash.
-    let r = promote(&[BASE_AMI, "--to", "eu-west-1", "--from-stage", "staging"]).expect(2);
-    assert!(
-        r.stderr.contains(&format!(
+    refused(
+        &[BASE_AMI, "--to", "eu-west-1", "--from-stage", "staging"],
+        &format!(
             "{BASE_AMI} in {SOURCE_REGION} has no bake:inputs-hash tag: it was not made by bake"
-        )),
-        "{}",
-        r.stderr
+        ),
     );
     let src = source_image(&w);
     // No stage: neither --from-stage nor release.stage.
-    let r = promote(&[&src, "--to", "eu-west-1"]).expect(2);
-    assert!(
-        r.stderr
-            .contains("give --from-stage NAME or set release.stage"),
-        "{}",
-        r.stderr
+    refused(
+        &[&src, "--to", "eu-west-1"],
+        "give --from-stage NAME or set release.stage",
     );
     // Sharing copies on the default EBS key, which EBS refuses.
-    let r = promote(&[
-        &src,
-        "--to",
-        "eu-west-1",
-        "--from-stage",
-        "s",
-        "--account",
-        ACCOUNT,
-    ])
-    .expect(2);
-    assert!(
-        r.stderr
-            .contains("--account: a copy encrypted with a region's default EBS key"),
-        "{}",
-        r.stderr
+    refused(
+        &[
+            &src,
+            "--to",
+            "eu-west-1",
+            "--from-stage",
+            "s",
+            "--account",
+            ACCOUNT,
+        ],
+        "--account: a copy encrypted with a region's default EBS key",
     );
     // A key of another region.
     let key = "arn:aws:kms:us-west-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
-    let r = promote(&[
-        &src,
-        "--to",
-        "eu-west-1",
-        "--from-stage",
-        "s",
-        "--kms-key",
-        key,
-    ])
-    .expect(2);
-    assert!(
-        r.stderr
-            .contains("a key of us-west-2 cannot encrypt a copy in eu-west-1"),
-        "{}",
-        r.stderr
+    refused(
+        &[
+            &src,
+            "--to",
+            "eu-west-1",
+            "--from-stage",
+            "s",
+            "--kms-key",
+            key,
+        ],
+        "a key of us-west-2 cannot encrypt a copy in eu-west-1",
     );
     assert!(copies_in(&w, "eu-west-1", &format!("{SOURCE_REGION}/{src}")).is_empty());
     // release.stage is the stage recorded when --from-stage is not given; no key: the
