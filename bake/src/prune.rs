@@ -590,46 +590,40 @@ pub fn render(plan: &[PruneItem], dry_run: bool) -> String {
                     None => format!("waits ({})", p.stage),
                 }
             } else {
-                let steps: Vec<&str> = p.steps.iter().map(step_name).collect();
+                let words: Vec<&str> = p
+                    .steps
+                    .iter()
+                    .map(|s| if dry_run { s.words().0 } else { s.words().1 })
+                    .collect();
                 if dry_run {
-                    format!("would {}", steps.join(", "))
+                    format!("would {}", words.join(", "))
                 } else {
-                    steps.iter().map(|s| past(s)).collect::<Vec<_>>().join(", ")
+                    words.join(", ")
                 }
             };
-            let why = match (&p.kept_because, &p.next, p.stage.as_str()) {
-                (Some(why), _, _) => why.clone(),
-                (None, Some(next), _) => next.clone(),
-                (None, None, _) => format!("snapshots {}", p.snapshots.join(",")),
-            };
+            let why = p
+                .kept_because
+                .clone()
+                .or_else(|| p.next.clone())
+                .unwrap_or_else(|| format!("snapshots {}", p.snapshots.join(",")));
             format!("{did}\t{}\t{}\t{why}", p.image_id, p.created)
         })
         .collect::<Vec<_>>()
         .join("\n")
 }
 
-fn step_name(s: &Step) -> &'static str {
-    match s {
-        Step::Deprecate => "deprecate",
-        Step::Disable => "disable",
-        Step::RecordDisabled => "record-disabled",
-        Step::Deregister => "deregister",
-        Step::DeleteSnapshots => "delete-snapshots",
-        Step::Enable => "enable",
-        Step::CancelDeprecation => "cancel-deprecation",
-    }
-}
-
-fn past(s: &str) -> String {
-    match s {
-        "deprecate" => "deprecated".into(),
-        "disable" => "disabled".into(),
-        "record-disabled" => "recorded-disabled".into(),
-        "deregister" => "deregistered".into(),
-        "delete-snapshots" => "deleted-snapshots".into(),
-        "enable" => "enabled".into(),
-        "cancel-deprecation" => "cancelled-deprecation".into(),
-        other => other.into(),
+impl Step {
+    /// Its name (as in the JSON) and how the text output says it was done.
+    fn words(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::Deprecate => ("deprecate", "deprecated"),
+            Self::Disable => ("disable", "disabled"),
+            Self::RecordDisabled => ("record-disabled", "recorded-disabled"),
+            Self::Deregister => ("deregister", "deregistered"),
+            Self::DeleteSnapshots => ("delete-snapshots", "deleted-snapshots"),
+            Self::Enable => ("enable", "enabled"),
+            Self::CancelDeprecation => ("cancel-deprecation", "cancelled-deprecation"),
+        }
     }
 }
 
@@ -838,5 +832,20 @@ mod tests {
         // A deprecation still to come is no deprecation yet.
         let early = humantime::parse_rfc3339("2026-12-31T00:00:00Z").unwrap();
         assert_eq!(Facts::of(&img, early).deprecated_at, None);
+    }
+
+    #[test]
+    fn test_step_names_are_the_json_ones() {
+        for step in [
+            Step::Deprecate,
+            Step::Disable,
+            Step::RecordDisabled,
+            Step::Deregister,
+            Step::DeleteSnapshots,
+            Step::Enable,
+            Step::CancelDeprecation,
+        ] {
+            assert_eq!(serde_json::to_value(&step).unwrap(), step.words().0);
+        }
     }
 }
