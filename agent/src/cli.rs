@@ -149,6 +149,29 @@ pub enum Command {
     /// daemon itself does not mount). Reads the configuration as `run` does (baked file +
     /// userdata); already mounted or no `[efs]`: nothing to do, exit 0; mount failed: exit 6.
     Mount,
+    /// Write the software bill of materials of a root file system (CycloneDX 1.5 JSON): its OS
+    /// packages (dpkg or rpm database), the app's installed npm packages (its
+    /// package-lock.json), the agent's crates (from its lockfile, built in). Run by the image
+    /// build (packer/scripts/cleanup.sh) after the last package change. Exit 2 when the root
+    /// has no package database or a file cannot be read or written.
+    Sbom {
+        /// The root file system to describe.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// The app's directory inside the root.
+        #[arg(long, default_value = "/opt/app")]
+        app_dir: PathBuf,
+        /// Write the document here (0644, replaced atomically); default: stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Also print it framed for `bake build` (gzip, base64, SHA-256: `bake-sbom-begin` …
+        /// `bake-sbom-end`), the way out of an EC2 build instance.
+        #[arg(long)]
+        frame: bool,
+        /// The rpm program (rpm-based roots).
+        #[arg(long, default_value = "rpm")]
+        rpm: PathBuf,
+    },
     /// Print a shell completion script: `bake-agent completion bash >
     /// /etc/bash_completion.d/bake-agent` (zsh: a `_bake-agent` file on `$fpath`; fish:
     /// `~/.config/fish/completions/bake-agent.fish`).

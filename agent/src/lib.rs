@@ -58,6 +58,8 @@ pub mod reap;
 pub mod rollout;
 /// Secret rotation: polling the versions and answering a change.
 pub mod rotation;
+/// `bake-agent sbom`: the image's software bill of materials.
+pub mod sbom;
 /// Secrets from SSM Parameter Store.
 pub mod secrets;
 /// The status line (sd_notify `STATUS=`).
@@ -210,6 +212,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(Exit::Ok.into())
         }
         Command::Mount => Ok(mount::run(config).await?.into()),
+        Command::Sbom {
+            root,
+            app_dir,
+            output,
+            frame,
+            rpm,
+        } => {
+            let opts = sbom::Options { root, app_dir, rpm };
+            Ok(sbom::run(&opts, output.as_deref(), frame)?.into())
+        }
         Command::Completion { shell } => {
             crate::outln!("{}", crate::cli::completion(shell).trim_end());
             Ok(Exit::Ok.into())

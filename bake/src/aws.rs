@@ -21,6 +21,8 @@ pub struct Aws {
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
     /// CloudWatch: the app's metrics by release, for the canary verdict ([`crate::canary`]).
     pub cw: aws_sdk_cloudwatch::Client,
+    /// S3: the images' SBOMs in the artifacts bucket (`[sbom]`, [`crate::sbom`]).
+    pub s3: aws_sdk_s3::Client,
     /// STS: the account the credentials belong to, named in errors (`GetCallerIdentity`, which
     /// needs no permission).
     pub sts: aws_sdk_sts::Client,
@@ -43,6 +45,7 @@ impl Aws {
             elb: aws_client!(aws_sdk_elasticloadbalancingv2, conf),
             cw: aws_client!(aws_sdk_cloudwatch, conf),
             sts: aws_client!(aws_sdk_sts, conf),
+            s3: s3_client(conf),
             region: conf.region().map(ToString::to_string),
             conf: conf.clone(),
         }
@@ -60,6 +63,17 @@ impl Aws {
         aws_client!(aws_sdk_ec2, &conf)
     }
 
+    /// An S3 client of `region` (an SBOM stored in another region's bucket: a promoted image).
+    #[must_use]
+    pub fn s3_in(&self, region: &str) -> aws_sdk_s3::Client {
+        let conf = self
+            .conf
+            .to_builder()
+            .region(aws_config::Region::new(region.to_owned()))
+            .build();
+        s3_client(&conf)
+    }
+
     /// The account of the credentials (`GetCallerIdentity`), or `None` if STS does not answer
     /// within 3 s (it only adds detail to an error: never worth the SDK's retries).
     pub async fn account(&self) -> Option<String> {
@@ -75,4 +89,16 @@ impl Aws {
     pub async fn load(settings: &AwsSettings) -> Self {
         Self::from_conf(&sdk_config(settings).await)
     }
+}
+
+/// S3's client: path-style addressing (`ENDPOINT/BUCKET/KEY`) when an endpoint is overridden
+/// (an emulator answers on one host name, not on `BUCKET.host`), virtual-hosted style on AWS.
+fn s3_client(conf: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let custom = conf.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(conf)
+            .interceptor(bake_common::aws::NameTheEndpoint)
+            .force_path_style(custom)
+            .build(),
+    )
 }

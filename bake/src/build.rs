@@ -41,6 +41,12 @@ pub struct BuildResult {
     /// The inputs that differ from `changed_since`'s (`base AMI ami-a → ami-b`,
     /// `systemd/bake-agent.service`, …).
     pub changes: Vec<String>,
+    /// The image's SBOM as stored ([`crate::sbom`]); `None` when reused, or when there was
+    /// none to store (`sbom_missing` says why).
+    pub sbom: Option<crate::sbom::Stored>,
+    /// Why a new image has no stored SBOM (the build printed none, no `[sbom] bucket`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbom_missing: Option<String>,
     /// Seconds Packer ran.
     pub packer_secs: f64,
     /// Seconds the whole build took.
@@ -139,6 +145,10 @@ fn own_inputs(
     }
     v
 }
+
+/// Where the image build keeps the image's SBOM (`bake-agent sbom --output`, cleanup.sh), in its
+/// root file system.
+const SBOM_IN_IMAGE: &str = "usr/share/bake/sbom.cdx.json";
 
 /// The template's variable with the base AMI id, and its local value with the base image filter.
 const SOURCE_AMI_VARIABLE: &str = "source_ami";
@@ -341,6 +351,8 @@ pub async fn build(
                 base_ami: base,
                 changed_since: None,
                 changes: Vec::new(),
+                sbom: None,
+                sbom_missing: None,
                 packer_secs: 0.0,
                 total_secs: started.elapsed().as_secs_f64(),
             });
@@ -401,6 +413,16 @@ pub async fn build(
         (built, None)
     };
     let packer_elapsed = built.packer_elapsed;
+    // The local image's SBOM is a file of its root; an EC2 build's comes framed on Packer's
+    // output (nothing after cleanup.sh can fetch a file from the build instance).
+    let printed = match &local_rootfs {
+        Some(root) => match std::fs::read(root.join(SBOM_IN_IMAGE)) {
+            Ok(json) => Some(Ok(json)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => Some(Err(format!("{}: {e}", root.join(SBOM_IN_IMAGE).display()))),
+        },
+        None => built.sbom.clone(),
+    };
     let (_, image_id) = built
         .amis
         .iter()
@@ -422,6 +444,24 @@ pub async fn build(
     // What it was built from, on the AMI only (the snapshots keep the provenance).
     ami::tag_image_only(&aws.ec2, &image_id, &manifest.tags()).await?;
     ami::require_imdsv2(&aws.ec2, &image).await?;
+    let (sbom, sbom_missing) = match (printed, &settings.sbom) {
+        (Some(Ok(json)), Some(s)) => {
+            progress.step(&format!("storing the SBOM of {image_id} in s3://{}", s.bucket));
+            (Some(crate::sbom::store(aws, s, &image_id, &json).await?), None)
+        }
+        (Some(Ok(_)), None) => (
+            None,
+            Some("no [sbom] bucket in bake.toml: the build's SBOM is not stored".to_owned()),
+        ),
+        (Some(Err(e)), _) => (None, Some(format!("the build printed an unreadable SBOM: {e}"))),
+        (None, _) => (
+            None,
+            Some("the build printed no SBOM (no provisioning ran: communicator none, or a template without cleanup.sh's bake-agent sbom)".to_owned()),
+        ),
+    };
+    if let Some(why) = &sbom_missing {
+        tracing::warn!(image_id = %image_id, "no SBOM stored for {image_id}: {why}");
+    }
     progress.finish();
     let total = started.elapsed();
     tracing::info!(
@@ -439,6 +479,8 @@ pub async fn build(
         base_ami: base,
         changed_since,
         changes,
+        sbom,
+        sbom_missing,
         packer_secs: packer_elapsed.as_secs_f64(),
         total_secs: total.as_secs_f64(),
     })

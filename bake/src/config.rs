@@ -88,6 +88,8 @@ pub struct RawConfig {
     pub release: Option<RawRelease>,
     /// `[promote]`: how `bake promote` copies images to other regions.
     pub promote: Option<RawPromote>,
+    /// `[sbom]`: where `bake build` stores each image's SBOM.
+    pub sbom: Option<RawSbom>,
 }
 
 /// `[release]` as written.
@@ -98,6 +100,16 @@ pub struct RawRelease {
     pub stage: Option<String>,
     /// `bake release` refuses an image not promoted from this stage.
     pub require_promoted_from: Option<String>,
+}
+
+/// `[sbom]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSbom {
+    /// The artifacts bucket.
+    pub bucket: Option<String>,
+    /// The key prefix in it.
+    pub prefix: Option<String>,
 }
 
 /// `[promote]` as written.
@@ -379,6 +391,8 @@ pub struct Settings {
     pub release: ReleaseSettings,
     /// `[promote]`, with its defaults when the file has none.
     pub promote: PromoteSettings,
+    /// `[sbom]`; `None` without a bucket: SBOMs are not stored.
+    pub sbom: Option<SbomSettings>,
 }
 
 /// `[release]`, validated.
@@ -392,6 +406,19 @@ pub struct ReleaseSettings {
     /// [`crate::exit::Exit::NotPromoted`]. Default none: any image.
     pub require_promoted_from: Option<String>,
 }
+
+/// `[sbom]`, validated ([`crate::sbom`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SbomSettings {
+    /// `sbom.bucket`: the S3 bucket (data.yaml's `ArtifactsBucket` output).
+    pub bucket: String,
+    /// `sbom.prefix`: key prefix, ending in `/` (default `sbom/`); the key is
+    /// `PREFIX<AMI id>.cdx.json`.
+    pub prefix: String,
+}
+
+/// Default of `sbom.prefix` (iam.yaml grants the release role this prefix only).
+pub const DEFAULT_SBOM_PREFIX: &str = "sbom/";
 
 /// `[promote]`, validated ([`crate::promote`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -534,6 +561,25 @@ pub fn check_duration(d: Duration, allow_zero: bool, max: Duration) -> Result<()
     Ok(())
 }
 
+/// An S3 bucket name as AWS allows it: 3–63 of lowercase letters, digits, `.` and `-`,
+/// beginning and ending with a letter or digit.
+fn check_bucket(b: &str) -> Result<(), String> {
+    let ok_chars = b
+        .bytes()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-');
+    let ends = |c: Option<u8>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !(3..=63).contains(&b.len())
+        || !ok_chars
+        || !ends(b.bytes().next())
+        || !ends(b.bytes().last())
+    {
+        return Err(format!(
+            "{b:?} is not an S3 bucket name (3-63 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit)"
+        ));
+    }
+    Ok(())
+}
+
 /// A stage name (`--from-stage`, `release.stage`, `release.require_promoted_from`): 1–64 of
 /// `A-Za-z0-9._-`, as a tag value and a word in a sentence.
 pub fn check_stage(s: &str) -> Result<(), String> {
@@ -656,6 +702,7 @@ impl Validator<'_> {
         let migrate = raw.migrate.map(|m| self.migrate(m)).transpose()?;
         let release = self.release(raw.release.unwrap_or_default())?;
         let promote = self.promote(raw.promote.unwrap_or_default())?;
+        let sbom = raw.sbom.map(|s| self.sbom(s)).transpose()?.flatten();
         let raw_prune = raw.prune.unwrap_or_default();
         // At most ten years: EC2 takes no deprecation time further ahead.
         let stage_max = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -709,7 +756,30 @@ impl Validator<'_> {
             migrate,
             release,
             promote,
+            sbom,
         })
+    }
+
+    fn sbom(&self, s: RawSbom) -> Result<Option<SbomSettings>, ConfigError> {
+        let prefix = match s.prefix {
+            None => DEFAULT_SBOM_PREFIX.to_owned(),
+            Some(p) if p.starts_with('/') || p.contains("//") || p.len() > 512 => {
+                return Err(self.invalid(
+                    "sbom.prefix",
+                    format!("{p:?}: a key prefix must not start with / nor contain //"),
+                ))
+            }
+            Some(p) if p.is_empty() || p.ends_with('/') => p,
+            Some(p) => format!("{p}/"),
+        };
+        let Some(bucket) = s.bucket else {
+            return Err(self.invalid(
+                "sbom.bucket",
+                "missing: the S3 bucket the SBOMs are stored in (data.yaml's ArtifactsBucket output)",
+            ));
+        };
+        check_bucket(&bucket).map_err(|m| self.invalid("sbom.bucket", m))?;
+        Ok(Some(SbomSettings { bucket, prefix }))
     }
 
     fn release(&self, r: RawRelease) -> Result<ReleaseSettings, ConfigError> {
@@ -1270,6 +1340,37 @@ mod tests {
             err("[target]\nstack = \"s\"\nimage_parameter = \"ssm-x\"\n")
                 .starts_with("bake.toml: target.image_parameter: \"ssm-x\" must be a path")
         );
+    }
+
+    #[test]
+    fn test_sbom_section_names_a_bucket_and_a_prefix() {
+        assert_eq!(parse("").unwrap().sbom, None);
+        let s = parse("[sbom]\nbucket = \"bake-prod-eu-west-1-123456789012\"\n").unwrap();
+        assert_eq!(
+            s.sbom,
+            Some(SbomSettings {
+                bucket: "bake-prod-eu-west-1-123456789012".into(),
+                prefix: "sbom/".into()
+            })
+        );
+        let s = parse("[sbom]\nbucket = \"b-1\"\nprefix = \"images/sbom\"\n").unwrap();
+        assert_eq!(s.sbom.unwrap().prefix, "images/sbom/");
+        for (text, want) in [
+            ("[sbom]\nprefix = \"x/\"", "bake.toml: sbom.bucket: missing"),
+            (
+                "[sbom]\nbucket = \"Bad_Bucket\"",
+                "bake.toml: sbom.bucket: \"Bad_Bucket\" is not an S3 bucket name",
+            ),
+            ("[sbom]\nbucket = \"ab\"", "sbom.bucket"),
+            (
+                "[sbom]\nbucket = \"b-1\"\nprefix = \"/abs\"",
+                "bake.toml: sbom.prefix: \"/abs\"",
+            ),
+            ("[sbom]\nbucket = \"b-1\"\nkey = \"x\"", "key"),
+        ] {
+            let e = err(text);
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
     }
 
     #[test]

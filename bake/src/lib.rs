@@ -50,6 +50,8 @@ pub mod release;
 pub mod rollback;
 /// The rollout view: each instance's changes while a refresh is watched.
 pub mod rollout;
+/// Images' SBOMs: stored in S3 by `bake build`, compared by `bake release`.
+pub mod sbom;
 /// SIGINT, SIGTERM and SIGHUP.
 pub mod signals;
 /// `bake status`.

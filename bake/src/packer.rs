@@ -582,6 +582,10 @@ pub struct Built {
     pub amis: Vec<(String, String)>,
     /// Time Packer ran.
     pub packer_elapsed: Duration,
+    /// The image's SBOM as its build printed it (framed, [`bake_common::sbom::frame`]: the
+    /// end of packer/scripts/cleanup.sh), or why it could not be read; `None` when the build
+    /// printed none (nothing was provisioned: communicator none).
+    pub sbom: Option<Result<Vec<u8>, String>>,
 }
 
 /// How a build's wait ended.
@@ -635,6 +639,7 @@ pub async fn build(
     let mut err_lines = BufReader::new(stderr).lines();
     let mut amis = Vec::new();
     let mut errors: Vec<String> = Vec::new();
+    let mut sbom = bake_common::sbom::Unframer::default();
     let mut out_open = true;
     let mut err_open = true;
     // packer.timeout is bounded by config validation; an unrepresentable deadline is none.
@@ -652,7 +657,7 @@ pub async fn build(
     while out_open || err_open {
         tokio::select! {
             line = out_lines.next_line(), if out_open => match line {
-                Ok(Some(line)) => handle_line(&line, progress, &mut amis, &mut errors),
+                Ok(Some(line)) => handle_line(&line, progress, &mut amis, &mut errors, &mut sbom),
                 Ok(None) | Err(_) => out_open = false,
             },
             line = err_lines.next_line(), if err_open => match line {
@@ -705,6 +710,7 @@ pub async fn build(
         Ended::Exited(_) => Ok(Built {
             amis,
             packer_elapsed: started.elapsed(),
+            sbom: sbom.finish(),
         }),
     }
 }
@@ -734,6 +740,7 @@ fn handle_line(
     progress: &Progress,
     amis: &mut Vec<(String, String)>,
     errors: &mut Vec<String>,
+    sbom: &mut bake_common::sbom::Unframer,
 ) {
     let Some(m) = MachineLine::parse(line) else {
         if !line.trim().is_empty() {
@@ -743,6 +750,9 @@ fn handle_line(
     };
     amis.extend(m.artifact_ids());
     if let Some((level, text)) = m.ui_text() {
+        if level == "message" && sbom.feed(&text) {
+            return;
+        }
         match level {
             "say" if !text.is_empty() => progress.step(&text),
             "error" => {

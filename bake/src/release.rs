@@ -115,7 +115,13 @@ pub struct ReleaseReport {
     /// The migration this release ran before its refresh (`[migrate]`); `None` without one
     /// (or with `--skip-migrate`).
     pub migrate: Option<crate::migrate::MigrationReport>,
+    /// What differs between the running image's SBOM and the new one's, printed before the
+    /// refresh starts ([`crate::sbom`]); `None` when the image does not change.
+    pub sbom_diff: Option<crate::sbom::SbomDiff>,
 }
+
+/// How many differences of the SBOMs `bake release` prints (all of them are in its JSON).
+const SBOM_LINES: usize = 60;
 
 /// What can go wrong in a release, besides the errors of the steps it takes (targets, build,
 /// launch template, refresh). The SDK's errors are kept whole (boxed: they are large), so a
@@ -802,6 +808,14 @@ pub async fn release(
     // refresh is to replace.
     let releases = Releases::load(aws, lt).await;
     report.name_images(&releases);
+    // What changes in the image, before the refresh starts; it never holds the release up.
+    if let Some(from) = report.previous_image_id.clone().filter(|p| *p != image_id) {
+        let d = crate::sbom::compare(aws, &from, &image_id).await;
+        for l in d.lines(SBOM_LINES) {
+            eprintln!("{l}");
+        }
+        report.sbom_diff = Some(d);
+    }
     let baseline = match opts.no_wait {
         true => None,
         false => crate::rollout::baseline(&aws.asg, asg).await,

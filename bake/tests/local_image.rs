@@ -179,6 +179,49 @@ fn check_rootfs(root: &Path) {
     );
     // The local build's own policy-rc.d is gone again.
     assert!(!root.join("usr/sbin/policy-rc.d").exists());
+
+    // cleanup.sh's last step: the image's SBOM, with every package installed in the end.
+    let file = root.join("usr/share/bake/sbom.cdx.json");
+    assert_eq!(mode(&file), 0o644);
+    let sbom: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(sbom["bomFormat"], "CycloneDX");
+    assert_eq!(sbom["metadata"]["component"]["name"], "debian");
+    assert_eq!(sbom["metadata"]["component"]["version"], "12");
+    let of = |eco: &str| -> std::collections::BTreeMap<String, String> {
+        sbom["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| {
+                c["purl"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with(&format!("pkg:{eco}/")))
+            })
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_owned(),
+                    c["version"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let debs: Vec<String> = of("deb").into_keys().collect();
+    let mut want = pkgs.clone();
+    want.sort();
+    assert_eq!(debs, want, "the SBOM's Debian packages are not dpkg's");
+    let lock: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo().join("examples/app/package-lock.json")).unwrap(),
+    )
+    .unwrap();
+    let pg = lock["packages"]["node_modules/pg"]["version"]
+        .as_str()
+        .unwrap();
+    assert_eq!(of("npm").get("pg").map(String::as_str), Some(pg));
+    assert!(of("cargo").contains_key("tokio"));
+    assert!(
+        !of("cargo").contains_key("proptest"),
+        "a dev-dependency of the agent"
+    );
 }
 
 /// The lock the e2e harness takes around its builds of the repository's template
@@ -198,6 +241,19 @@ fn test_local_target_bakes_the_real_provisioning_into_a_rootfs_and_reuses_it() {
     let _lock = repository_template_lock();
     let w = World::new("local-image");
     example_config(&w);
+    // With an artifacts bucket: the image's SBOM stored in it (not an input: same image).
+    let bucket = "bake-local-image-sboms";
+    w.rt.block_on(async {
+        w.aws
+            .s3
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+    });
+    let config = std::fs::read_to_string(w.path("bake.toml")).unwrap();
+    w.write_raw_config(&format!("{config}\n[sbom]\nbucket = \"{bucket}\"\n"));
     let started = Instant::now();
     let r = w.bake(&["build", "-o", "json"]).expect(0);
     let first_secs = started.elapsed().as_secs();
@@ -224,6 +280,33 @@ fn test_local_target_bakes_the_real_provisioning_into_a_rootfs_and_reuses_it() {
     assert_eq!(root, repo().join(".work/images").join(&hash).join("rootfs"));
     assert!(root.is_absolute());
     check_rootfs(&root);
+    let stored = w.rt.block_on(async {
+        let key = format!("sbom/{ami}.cdx.json");
+        let o = w
+            .aws
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        o.body.collect().await.unwrap().into_bytes().to_vec()
+    });
+    assert_eq!(
+        stored,
+        std::fs::read(root.join("usr/share/bake/sbom.cdx.json")).unwrap(),
+        "the stored SBOM is not the image's"
+    );
+    assert_eq!(
+        j["sbom"]["components"]["deb"].as_u64(),
+        Some(installed(&root).len() as u64),
+        "{j}"
+    );
+    assert_eq!(
+        tags.get("bake:sbom-sha256"),
+        Some(&bake_common::sbom::sha256_hex(&stored))
+    );
     // Nothing of the build is left beside the image.
     let leftovers: Vec<_> = std::fs::read_dir(repo().join(".work/images"))
         .unwrap()

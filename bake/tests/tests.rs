@@ -36,6 +36,8 @@ mod release;
 #[cfg(test)]
 mod rollout;
 #[cfg(test)]
+mod sbom;
+#[cfg(test)]
 mod status;
 #[cfg(test)]
 mod template;

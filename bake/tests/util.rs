@@ -182,6 +182,11 @@ required = false
 
     /// Writes bake.toml: packer + target + fast polling, then `extra`.
     pub fn write_config(&self, extra: &str) {
+        self.write_config_with("", extra);
+    }
+
+    /// [`World::write_config`] with more `[packer.variables]` lines (`vars`).
+    pub fn write_config_with(&self, vars: &str, extra: &str) {
         let text = format!(
             r#"[packer]
 template = "packer"
@@ -210,7 +215,7 @@ timeout = "2m"
             url = self.emu.url(),
             name = self.name,
             asg = self.asg(),
-            extra_vars = "",
+            extra_vars = vars,
         );
         std::fs::write(self.path("bake.toml"), text).unwrap();
     }

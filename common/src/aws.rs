@@ -544,6 +544,7 @@ mod tests {
                 "aws-sdk-cloudwatch",
                 "aws-sdk-ec2",
                 "aws-sdk-elasticloadbalancingv2",
+                "aws-sdk-s3",
                 "aws-sdk-ssm"
             ])
         );

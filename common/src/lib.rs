@@ -9,7 +9,8 @@
 //! - [`logging`]: the `tracing` subscriber, readable on a terminal or JSON for machines;
 //! - [`version`]: the version string with the git commit, for `--version`;
 //! - [`cli`]: the command-line options both binaries have (verbosity, log format);
-//! - [`exit`]: exit codes carried through an error chain, and result lines on stdout.
+//! - [`exit`]: exit codes carried through an error chain, and result lines on stdout;
+//! - [`sbom`]: an image's software bill of materials (CycloneDX) and the difference of two.
 #![warn(missing_docs)]
 
 pub mod aws;
@@ -18,4 +19,5 @@ pub mod duration;
 pub mod exit;
 pub mod logging;
 pub mod refresh_preferences;
+pub mod sbom;
 pub mod version;

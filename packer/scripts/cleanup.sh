@@ -10,6 +10,11 @@
 # finishes and reports its exit status; nothing after it needs a new session (Packer stops the
 # instance through the EC2 API). (The tests build with communicator none and never run this over
 # SSH; tests/ checks the order statically.)
+#
+# The very last step writes the image's SBOM (bake-agent sbom, after the last package change)
+# to /usr/share/bake/sbom.cdx.json and prints it framed on this script's output, which is how
+# it leaves an EC2 build instance: `bake build` reads it from Packer's output and stores it in
+# S3 (docs/bake.md, "The image's SBOM").
 set -euo pipefail
 log() { printf 'cleanup: %s\n' "$*" >&2; }
 log "caches and instance state"
@@ -44,4 +49,6 @@ elif rpm -q openssh-server >/dev/null 2>&1; then
   dnf -y -q remove openssh-server
   dnf clean all
 fi
+log "software bill of materials"
+/usr/local/bin/bake-agent sbom --output /usr/share/bake/sbom.cdx.json --frame
 sync

@@ -20,6 +20,8 @@ pub struct Aws {
     pub cfn: aws_sdk_cloudformation::Client,
     /// Elastic Load Balancing v2: target groups and their targets.
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    /// S3 (path-style: the emulator answers on one host name): the artifacts bucket.
+    pub s3: aws_sdk_s3::Client,
     /// The region the clients talk to, if one was resolved.
     pub region: Option<String>,
 }
@@ -36,6 +38,11 @@ impl Aws {
             logs: aws_client!(aws_sdk_cloudwatchlogs, conf),
             cfn: aws_client!(aws_sdk_cloudformation, conf),
             elb: aws_client!(aws_sdk_elasticloadbalancingv2, conf),
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(conf)
+                    .force_path_style(true)
+                    .build(),
+            ),
             region: conf.region().map(ToString::to_string),
         }
     }
