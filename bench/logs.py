@@ -77,6 +77,11 @@ def load_avg():
         return " ".join(f.read().split()[:3])
 
 
+def load_label(la):
+    """How the tables name the machine's state: loaded when the 1-minute load average is above 0.5."""
+    return f"measured on a loaded machine: load average {la}" if float(la.split()[0]) > 0.5 else f"load average {la}"
+
+
 def write_lines(path, n):
     pad = "x" * 90
     with open(path, "w") as f:
@@ -335,7 +340,7 @@ initial_position = start_of_file
     return [CWLOGS_AWS, "--endpoint-url", url, "logs", "push", "--config-file", cfg], env
 
 
-def run_one(kind, n, lines_file, ctx, timeout_s, emulator=None, trust=True):
+def run_one(kind, n, lines_file, ctx, timeout_s, emulator=None):
     """One shipper run; a result dict (ok False with the reason when it did not deliver)."""
     work = tempfile.mkdtemp(prefix="run-", dir=ctx["work"])
     os.mkdir(os.path.join(work, "logs"))
@@ -347,13 +352,18 @@ def run_one(kind, n, lines_file, ctx, timeout_s, emulator=None, trust=True):
         sink, url = None, emulator
     else:
         sink, url = start_sink(ctx["bins"]["sink"], work, None if kind == "bake-logship (HTTP)" else tls)
-    argv, env = shipper_argv(kind, work, group, url, tls if trust else None, ctx["fb_dir"], ctx["imds_port"],
-                             ctx["bins"])
-    errlog = open(os.path.join(work, "shipper.err"), "w")
-    poll = None if emulator else Stats(url, tls["ca"])
-    t0 = time.monotonic()
-    p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=errlog)
-    errlog.close()
+    try:
+        argv, env = shipper_argv(kind, work, group, url, tls, ctx["fb_dir"], ctx["imds_port"], ctx["bins"])
+        errlog = open(os.path.join(work, "shipper.err"), "w")
+        poll = None if emulator else Stats(url, tls["ca"])
+        t0 = time.monotonic()
+        p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=errlog)
+        errlog.close()
+    except BaseException:
+        if sink:
+            sink.kill()
+            sink.wait()
+        raise
 
     def distinct():
         if emulator:
@@ -407,7 +417,8 @@ def run_one(kind, n, lines_file, ctx, timeout_s, emulator=None, trust=True):
         why += f" (see {work}/shipper.err)"
     if ok:
         shutil.rmtree(work, ignore_errors=True)  # kept when a check failed
-    return {"lines": n, "secs": secs, "cpu_s": cpu, "hwm_kib": hwm, "threads": threads, "sink_cpu_s": sink_cpu, "sink": s,
+    return {"lines": n, "secs": secs, "cpu_s": cpu, "hwm_kib": hwm, "threads": threads, "sink_cpu_s": sink_cpu,
+            "sink": s,
             "lost": lost, "in_order": in_order, "ok": ok, "error": why}
 
 
@@ -488,7 +499,8 @@ def main():
     imds = restart.QuietServer(("127.0.0.1", 0), restart.Imds)
     threading.Thread(target=imds.serve_forever, daemon=True).start()
     work = tempfile.mkdtemp(prefix="bench-logs-")
-    ctx = {"work": work, "tls": make_certs(work), "bins": bins, "fb_dir": fb_dir, "imds_port": imds.server_port}
+    ctx = {"work": work, "tls": make_certs(work), "bins": bins, "fb_dir": fb_dir, "fb_missing": fb_missing,
+           "imds_port": imds.server_port}
     result = {"fluent_bit": fb_version, "fluent_bit_missing": fb_missing, "sizes": {}}
     every = []
     try:
@@ -522,7 +534,9 @@ def main():
             result["sizes"][str(n)] = {"load_average": la, "runs": runs}
             every += [(k, r) for k, rs in runs.items() for r in rs]
             print_table(runs, f"logsink over HTTPS, {n:,} lines of 100 bytes, medians of {args.repeats} runs "
-                        "(measured on a loaded machine)", "lost/dup")
+                        f"({load_label(la)})", "lost/dup")
+            if fb_missing:
+                print(f"fluent-bit rows missing: {fb_missing}")
             print_targets(runs)
             print_bounds(runs)
         if args.emulator_lines:
@@ -559,7 +573,9 @@ def emulator_part(args, ctx, rows, result):
         bakebench.stop_emulator(emu)
     result["emulator"] = {"load_average": la, "runs": emu_runs}
     print_table(emu_runs, "the emulator (moto behind a TLS front; GetLogEvents reads every line back), "
-                "one run each (measured on a loaded machine)", "lost/dup")
+                f"one run each ({load_label(la)})", "lost/dup")
+    if ctx["fb_missing"]:
+        print(f"fluent-bit rows missing: {ctx['fb_missing']}")
     return [(k, r) for k, rs in emu_runs.items() for r in rs]
 
 
