@@ -25,6 +25,12 @@ line gives what the veth adds to one answered connection.
    same app it has run for --gap seconds (1.2 s:
    runsv, supervise and s6-supervise wait up to 1 s before restarting an app that ran less than
    1 s; supervisord with its default startsecs=1 likewise).
+   --cpu-load N keeps N bounded busy processes running through everything (a machine whose cores
+   are saturated, as /generatecert's CPU peaks make it); the rows "bake-agent nice-10" and
+   "bake-agent rr" (not run by default: --only) are bake-agent under nice -n -10 and chrt --rr 1,
+   the levers a unit's Nice= and CPUSchedulingPolicy= are (the agent starts its app at the
+   default priority whatever its own). "bake-agent (unit)" is the image's own bake-agent.service
+   in the booted instance, running --agent with the bench's app.
 2. Fast crash: a freshly started supervisor, its app killed as soon as it accepts (< 1 s after its
    start): the time to the first restart. Each trial starts the supervisor anew (the in-instance
    rows: their unit, with `systemctl start`; systemd itself runs on).
@@ -211,7 +217,7 @@ stdout_logfile=NONE
 stderr_logfile=NONE
 """)
             return [os.path.join(VENV_BIN, "supervisord"), "-c", conf], env
-        if self.name == "bake-agent":
+        if self.name == "bake-agent" or self.name in AGENT_LEVERS:
             cfg = os.path.join(d, "agent.toml")
             # Restart rounds: an app that ran --gap counts as stable (the agent's default is 60 s).
             supervise = "" if self.fast else """[supervise]
@@ -234,7 +240,7 @@ enabled = false
                 "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_REGION": "us-east-1",
                 "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "RUST_LOG": os.environ.get("BENCH_RUST_LOG", "warn"),
             })
-            return [self.agent, "--config", cfg, "run"], env
+            return AGENT_LEVERS.get(self.name, []) + [self.agent, "--config", cfg, "run"], env
         raise ValueError(self.name)
 
     def start(self):
@@ -300,9 +306,29 @@ IN_INSTANCE = [
     ("systemd", "bench-app.service", 8101, "Restart=always\n"),
     ("systemd RS=0", "bench-app-rs0.service", 8102, "Restart=always\nRestartSec=0\n"),
     ("shell (veth)", "bench-shell.service", 8103, None),
+    # The image's own bake-agent.service (its sandboxing, Type=notify, its priority settings),
+    # running the --agent binary (bound over the image's) with AGENT_IN_INSTANCE_TOML as its
+    # configuration (bound over the baked one): not a unit this script writes.
+    ("bake-agent (unit)", "bake-agent.service", 8104, "agent"),
 ]
 IN_INSTANCE_NAMES = [n for n, *_ in IN_INSTANCE]
 APP_IN_INSTANCE = "/usr/local/bin/bench-app"
+# The in-instance agent's configuration: the restart rounds' (an app that ran 1 s is stable), as
+# the host's bake-agent row; the app as the image's app user. The instance's IMDS stand-in
+# (tests/e2e/src/boot/) answers its identity; no AWS call is made (no secrets, no metrics).
+AGENT_IN_INSTANCE_TOML = f"""[identity]
+standalone = true
+[app]
+user = "app"
+command = ["{APP_IN_INSTANCE}"]
+env = {{ PORT = "8104", ADDR = "0.0.0.0" }}
+[supervise]
+stable_after = "1s"
+crash_loop_count = 100000
+mark_unhealthy = false
+[metrics]
+enabled = false
+"""
 
 
 def unit_text(name, port, service):
@@ -318,21 +344,33 @@ class Booted:
     """One booted instance of the local image for the IN_INSTANCE rows, held by
     `bake-boot-bench hold` (it powers the instance off when its stdin closes)."""
 
-    def __init__(self, helper, app, tmp):
+    def __init__(self, helper, app, tmp, agent=None):
         if not os.path.exists(helper):
             raise SystemExit(f"{helper} is not built (cargo build --workspace --bins): the rows "
                              f"{', '.join(IN_INSTANCE_NAMES)} boot an instance with it")
         argv = [helper, "hold", "--bind-ro", f"{app}:{APP_IN_INSTANCE}"]
         for name, unit, port, service in IN_INSTANCE:
+            if service == "agent":
+                continue
             path = os.path.join(tmp, unit)
             with open(path, "w") as f:
                 f.write(unit_text(name, port, service))
             argv += ["--bind-ro", f"{path}:/etc/systemd/system/{unit}"]
         ports = ", ".join(str(p) for _, _, p, _ in IN_INSTANCE)
-        # No agent in there (the image's bake-agent.service has no userdata to run with); the
-        # apps' ports opened as `bake-agent firewall` opens the app's: in the image's own set.
-        argv += ["--exec", "systemctl mask --runtime --now bake-agent.service",
-                 "--exec", f"nft add element inet filter app_ports {{ {ports} }}"]
+        if agent:
+            # The image's bake-agent.service runs the bench's agent with the bench's app.
+            cfg = os.path.join(tmp, "agent-in-instance.toml")
+            with open(cfg, "w") as f:
+                f.write(AGENT_IN_INSTANCE_TOML)
+            argv += ["--bind-ro", f"{agent}:/usr/local/bin/bake-agent",
+                     "--bind-ro", f"{cfg}:/etc/bake/agent.toml",
+                     "--exec", "systemctl restart bake-agent.service"]
+        else:
+            # No agent in there (the image's baked configuration runs the real app, which needs
+            # the fleet's userdata).
+            argv += ["--exec", "systemctl mask --runtime --now bake-agent.service"]
+        # The apps' ports opened as `bake-agent firewall` opens the app's: in the image's own set.
+        argv += ["--exec", f"nft add element inet filter app_ports {{ {ports} }}"]
         self.log = os.path.join(tmp, "hold.log")
         with open(self.log, "w") as err:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
@@ -434,7 +472,16 @@ def connect_ms(host, port, n):
     return out
 
 
-NAMES = ["shell loop", "bake-agent", "supervisord", "runit", "s6", "daemontools"] + IN_INSTANCE_NAMES
+# Host rows of bake-agent with a raised priority (the levers a unit grants: Nice=, a real-time
+# CPUSchedulingPolicy=), started under nice(1) / chrt(1); the agent starts its app at the default
+# priority whatever its own (supervisor/spawn.rs).
+AGENT_LEVERS = {"bake-agent nice-10": ["nice", "-n", "-10"], "bake-agent rr": ["chrt", "--rr", "1"]}
+NAMES = (["shell loop", "bake-agent"] + list(AGENT_LEVERS) + ["supervisord", "runit", "s6", "daemontools"]
+         + IN_INSTANCE_NAMES)
+DEFAULT_NAMES = [n for n in NAMES if n not in AGENT_LEVERS]
+
+# A bounded busy worker for --cpu-load: spins until its deadline (argv[1], time.time()).
+BUSY = "import sys, time\nend = float(sys.argv[1])\nwhile time.time() < end:\n    sum(range(20000))\n"
 
 
 def pct(xs, p):
@@ -448,7 +495,11 @@ def main():
     ap.add_argument("--gap", type=float, default=1.2)
     ap.add_argument("--fast-trials", type=int, default=10)
     ap.add_argument("--agent", default=os.path.join(ROOT, "target/release/bake-agent"))
-    ap.add_argument("--only", default=",".join(NAMES))
+    ap.add_argument("--only", default=",".join(DEFAULT_NAMES),
+                    help=f"rows (default: all but the priority levers {', '.join(AGENT_LEVERS)})")
+    ap.add_argument("--cpu-load", type=int, default=0,
+                    help="busy worker processes running through every measurement (e.g. 2 per core "
+                         "saturates the machine), each bounded by the run's time limit")
     ap.add_argument("--poll-us", type=float, default=50.0,
                     help="pause between connection attempts while waiting for the new process")
     ap.add_argument("--boot-helper", default=os.path.join(ROOT, "target/debug/bake-boot-bench"),
@@ -472,16 +523,31 @@ def main():
     result = {"kills": args.kills, "gap_s": args.gap, "poll_us": args.poll_us, "agent": args.agent, "restart": {}, "fast": {},
               "rss_idle_kib": {}, "rss_after_kib": {}}
     booted = None
+    busy = []
     try:
         if set(names) & set(IN_INSTANCE_NAMES):
             t = time.monotonic()
-            booted = Booted(os.path.abspath(args.boot_helper), app, tmp)
+            agent = args.agent if "bake-agent (unit)" in names else None
+            booted = Booted(os.path.abspath(args.boot_helper), app, tmp, agent)
             result["instance"] = booted.info
             print(f"booted instance {booted.info['machine']} at {booted.addr} in {time.monotonic() - t:.1f} s "
                   f"(image {booted.info['image_root']}, agent {booted.info['agent_build']} build, not running)",
                   flush=True)
+        result["loadavg_start"] = os.getloadavg()[0]
+        if args.cpu_load:
+            # Bounded by the longest the rounds and the fast trials may take.
+            end = time.time() + args.kills * (args.gap + 0.5) * 2 + 60 + len(names) * args.fast_trials * 12
+            busy = [subprocess.Popen([sys.executable, "-c", BUSY, str(end)]) for _ in range(args.cpu_load)]
+            result["cpu_load"] = args.cpu_load
+            time.sleep(5)
+            result["loadavg_loaded"] = os.getloadavg()[0]
+            print(f"{args.cpu_load} busy workers running; load average {result['loadavg_loaded']:.2f}", flush=True)
         run(args, names, app, tmp, imds, booted, result)
+        result["loadavg_end"] = os.getloadavg()[0]
     finally:
+        for b in busy:
+            b.kill()
+            b.wait()
         if booted:
             booted.close()
         imds.shutdown()
@@ -562,8 +628,11 @@ def floor_of(name, rows):
 def print_tables(r):
     lat = r["restart"]
     # "best other": the loopback anchors only (the in-instance rows also cross the veth).
-    others = [n for n in lat if n not in ["shell loop", "bake-agent"] + IN_INSTANCE_NAMES]
+    others = [n for n in lat if n not in ["shell loop", "bake-agent"] + list(AGENT_LEVERS) + IN_INSTANCE_NAMES]
     best99 = min((pct(lat[n], 99) for n in others), default=None)
+    load = (f"; {r['cpu_load']} busy workers running throughout (load average {r.get('loadavg_loaded', 0):.2f})"
+            if r.get("cpu_load") else "")
+    print(f"\nload average at the start {r.get('loadavg_start', 0):.2f}, at the end {r.get('loadavg_end', 0):.2f}{load}")
     print(f"\nRestart on crash: SIGKILL -> new pid accepting, {r['kills']} kills each, "
           f"apps up {r['gap_s']} s between kills, poller pausing {r.get('poll_us', 0):g} us between "
           "attempts (ms)" + (f"; bake-agent: {r['agent']}" if "bake-agent" in lat else ""))
@@ -578,7 +647,12 @@ def print_tables(r):
         print(f"{', '.join(n for n in IN_INSTANCE_NAMES if n in lat)}: in a booted instance (systemd as PID 1), "
               "polled over its veth; their floor is shell (veth), the shell loop in there. systemd: "
               "Restart=always with the default RestartSec=100ms; systemd RS=0: RestartSec=0; every "
-              "unit StartLimitIntervalSec=0. p99 / best other: the loopback anchors only.")
+              "unit StartLimitIntervalSec=0; bake-agent (unit): the image's bake-agent.service. "
+              "p99 / best other: the loopback anchors only.")
+    if set(lat) & set(AGENT_LEVERS):
+        print(f"{', '.join(n for n in AGENT_LEVERS if n in lat)}: bake-agent started under "
+              + "; ".join(" ".join(AGENT_LEVERS[n]) for n in AGENT_LEVERS if n in lat)
+              + " (its app at the default priority)")
     c = r.get("connect_ms")
     if c:
         lo, ve = c["shell loop"], c["shell (veth)"]

@@ -79,6 +79,7 @@ enum Stage {
     Exec = 8,
     Capabilities = 9,
     Socket = 10,
+    Priority = 11,
 }
 
 impl Stage {
@@ -94,6 +95,7 @@ impl Stage {
             8 => Stage::Exec,
             9 => Stage::Capabilities,
             10 => Stage::Socket,
+            11 => Stage::Priority,
             _ => Stage::None,
         }
     }
@@ -108,6 +110,9 @@ impl Stage {
             Stage::Uid => "setresuid (app.user)",
             Stage::DeathSignal => "prctl(PR_SET_PDEATHSIG)",
             Stage::Chdir => "chdir (app.working_dir)",
+            Stage::Priority => {
+                "resetting the scheduling priority (setpriority, sched_setscheduler)"
+            }
             Stage::Exec => "execve",
             Stage::Socket => "passing app.listen's socket as fd 3",
             Stage::Capabilities => {
@@ -579,6 +584,31 @@ unsafe fn child_main(a: &ChildArgs, failure: *mut Failure) -> isize {
         if libc::setsid() < 0 {
             fail(failure, Stage::Session, errno());
         }
+        // The app runs at the default priority, whatever the agent's own: a supervisor given a
+        // higher one (bake-agent.service's Nice=, or a real-time policy) restarts the app sooner
+        // under CPU load, and that must not make the app itself outrank the machine's other
+        // work. Lowering a priority needs no privilege. (Raw calls: getpriority(2)'s raw value
+        // is 20 - nice, so never -1.)
+        if libc::syscall(libc::SYS_getpriority, libc::PRIO_PROCESS, 0) > 20
+            && libc::syscall(libc::SYS_setpriority, libc::PRIO_PROCESS, 0, 0) < 0
+        {
+            fail(failure, Stage::Priority, errno());
+        }
+        let policy = libc::syscall(libc::SYS_sched_getscheduler, 0);
+        if policy == libc::c_long::from(libc::SCHED_FIFO)
+            || policy == libc::c_long::from(libc::SCHED_RR)
+        {
+            let param = libc::sched_param { sched_priority: 0 };
+            if libc::syscall(
+                libc::SYS_sched_setscheduler,
+                0,
+                libc::SCHED_OTHER,
+                &param as *const libc::sched_param,
+            ) < 0
+            {
+                fail(failure, Stage::Priority, errno());
+            }
+        }
         // The app starts with an empty capability bounding set and no_new_privs, whatever the
         // agent keeps: before the uid change, which takes CAP_SETPCAP from the effective set.
         if let Err(e) = super::privileges::restrict_exec() {
@@ -814,6 +844,64 @@ mod tests {
             .unwrap()
             .unwrap();
         (out, err, status)
+    }
+
+    /// Field `n` (1-based, as in proc(5)) of /proc/PID/stat.
+    fn stat_field(pid: u32, n: usize) -> i64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // After the command's closing parenthesis come fields 3 onwards.
+        let rest = stat.rsplit_once(')').unwrap().1;
+        rest.split_whitespace().nth(n - 3).unwrap().parse().unwrap()
+    }
+
+    /// A supervisor with a raised priority (bake-agent.service's Nice=, a real-time policy)
+    /// starts the app at the default one. Needs root (CI runs as root), like lowering a nice
+    /// value or taking a real-time policy does.
+    #[tokio::test(flavor = "current_thread")]
+    async fn test_the_app_does_not_inherit_a_raised_priority() {
+        let dir = tempfile::tempdir().unwrap();
+        // This thread alone (nice and policy are per thread on Linux): nice -5, then SCHED_RR.
+        // SAFETY: setpriority/sched_setscheduler on the calling thread (who = 0).
+        unsafe {
+            assert_eq!(
+                libc::setpriority(libc::PRIO_PROCESS, 0, -5),
+                0,
+                "needs root"
+            );
+        }
+        let mut p = plan(&["sleep", "5"], &[], dir.path(), None);
+        let child = p.spawn().unwrap();
+        let pid = child.id().unwrap();
+        assert_eq!(stat_field(pid, 19), 0, "nice of the app");
+        assert_eq!(
+            stat_field(pid, 41),
+            i64::from(libc::SCHED_OTHER),
+            "policy of the app"
+        );
+        let param = libc::sched_param { sched_priority: 1 };
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!(
+                libc::sched_setscheduler(0, libc::SCHED_RR, &param),
+                0,
+                "needs root"
+            );
+        }
+        let mut p = plan(&["sleep", "5"], &[], dir.path(), None);
+        let rt = p.spawn().unwrap();
+        let rt_pid = rt.id().unwrap();
+        assert_eq!(stat_field(rt_pid, 41), i64::from(libc::SCHED_OTHER));
+        assert_eq!(stat_field(rt_pid, 40), 0, "real-time priority of the app");
+        // SAFETY: back to the default for this thread.
+        unsafe {
+            let zero = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(0, libc::SCHED_OTHER, &zero);
+            libc::setpriority(libc::PRIO_PROCESS, 0, 0);
+        }
+        for pid in [pid, rt_pid] {
+            // SAFETY: our own children.
+            unsafe { libc::kill(i32::try_from(pid).unwrap(), libc::SIGKILL) };
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]
