@@ -691,28 +691,21 @@ mod tests {
 
     #[test]
     fn test_versions_compare_as_their_ecosystem_does() {
-        // deb-version(7): epoch first, ~ sorts before anything, digits numerically.
-        assert_eq!(compare_versions("deb", "1:1.0", "2.0"), Ordering::Greater);
-        assert_eq!(
-            compare_versions("deb", "3.0.11-1~deb12u2", "3.0.11-1"),
-            Ordering::Less
-        );
-        assert_eq!(
-            compare_versions("deb", "3.0.13-1~deb12u1", "3.0.11-1~deb12u2"),
-            Ordering::Greater
-        );
-        assert_eq!(compare_versions("deb", "1.10", "1.9"), Ordering::Greater);
-        // semver: a pre-release is older than its release (dpkg would say newer).
-        assert_eq!(
-            compare_versions("npm", "1.0.0-rc.1", "1.0.0"),
-            Ordering::Less
-        );
-        assert_eq!(
-            compare_versions("cargo", "0.10.0", "0.9.9"),
-            Ordering::Greater
-        );
-        // Not semver: dpkg's algorithm.
-        assert_eq!(compare_versions("npm", "1.2", "1.10"), Ordering::Less);
+        use Ordering::{Greater, Less};
+        for (eco, a, b, want) in [
+            // deb-version(7): epoch first, ~ sorts before anything, digits numerically.
+            ("deb", "1:1.0", "2.0", Greater),
+            ("deb", "3.0.11-1~deb12u2", "3.0.11-1", Less),
+            ("deb", "3.0.13-1~deb12u1", "3.0.11-1~deb12u2", Greater),
+            ("deb", "1.10", "1.9", Greater),
+            // SemVer: a pre-release is older than its release (dpkg would say newer).
+            ("npm", "1.0.0-rc.1", "1.0.0", Less),
+            ("cargo", "0.10.0", "0.9.9", Greater),
+            // Not SemVer: dpkg's algorithm.
+            ("npm", "1.2", "1.10", Less),
+        ] {
+            assert_eq!(compare_versions(eco, a, b), want, "{eco} {a} vs {b}");
+        }
     }
 
     #[test]
