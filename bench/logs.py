@@ -495,7 +495,7 @@ def main():
         if os.access(CWLOGS_AWS, os.X_OK):
             rows.append(OLD_ROW)
         else:
-            print(f"{OLD_ROW}: skipped, no {CWLOGS_AWS} (bench/run install with CWLOGS_LINES set)")
+            print(f"{OLD_ROW}: not run, no {CWLOGS_AWS} (bench/run install with CWLOGS_LINES set)")
     imds = restart.QuietServer(("127.0.0.1", 0), restart.Imds)
     threading.Thread(target=imds.serve_forever, daemon=True).start()
     work = tempfile.mkdtemp(prefix="bench-logs-")

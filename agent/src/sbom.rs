@@ -109,15 +109,13 @@ fn app_packages(opts: &Options) -> anyhow::Result<Vec<Component>> {
     }
     let text = std::fs::read_to_string(&lock)
         .map_err(|e| anyhow::anyhow!("cannot read '{}': {e}", lock.display()))?;
-    let entries =
-        sbom::npm_lock(&text).map_err(|e| anyhow::anyhow!("'{}': {e}", lock.display()))?;
+    let parsed = sbom::npm_lock(&text).map_err(|e| anyhow::anyhow!("'{}': {e}", lock.display()))?;
     let installed = dir.join("node_modules").is_dir();
-    let mut out = Vec::new();
-    let root: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    let name = root["name"].as_str().unwrap_or("app");
-    let version = root["version"].as_str().unwrap_or("unknown");
-    out.push(application(name, version));
-    for e in entries {
+    let mut out = vec![application(
+        parsed.name.as_deref().unwrap_or("app"),
+        parsed.version.as_deref().unwrap_or("unknown"),
+    )];
+    for e in parsed.packages {
         let keep = if installed {
             dir.join(&e.path).is_dir()
         } else {
@@ -210,14 +208,7 @@ pub fn collect(opts: &Options) -> anyhow::Result<Bom> {
         .collect();
     components.extend(app_packages(opts)?);
     components.extend(agent_crates());
-    let subject = Component {
-        kind: "operating-system".to_owned(),
-        bom_ref: None,
-        name: id,
-        version: Some(version_id),
-        purl: None,
-        hashes: Vec::new(),
-    };
+    let subject = Component::new("operating-system", &id, &version_id);
     let tool = application("bake-agent", env!("CARGO_PKG_VERSION"));
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     Ok(Bom::new(&uuid_v4(), &now, tool, subject, components))

@@ -146,7 +146,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn sha256(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
+    bake_common::sbom::sha256_hex(bytes)
 }
 
 /// Digest of a file's content, or of a directory's files (relative path and content, sorted;

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
-use sha2::{Digest, Sha256};
 
 /// Longest `InRelease` read (Debian's are about 150 KB).
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -66,10 +65,7 @@ pub async fn digest(url: &str) -> Result<String, IndexError> {
         .await
         .map_err(|_| err(format!("no answer within {}", crate::output::secs(TIMEOUT))))?
         .map_err(err)?;
-    Ok(Sha256::digest(&body)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(bake_common::sbom::sha256_hex(&body))
 }
 
 async fn fetch(url: &str) -> Result<Vec<u8>, String> {

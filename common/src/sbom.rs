@@ -99,6 +99,19 @@ pub struct Hash {
 }
 
 impl Component {
+    /// A component without a package URL (the document's subject: the image's OS).
+    #[must_use]
+    pub fn new(kind: &str, name: &str, version: &str) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            bom_ref: None,
+            name: name.to_owned(),
+            version: Some(version.to_owned()),
+            purl: None,
+            hashes: Vec::new(),
+        }
+    }
+
     /// A library (or application) with a purl of `ecosystem` (its type), `namespace` (deb:
     /// `debian`) and `qualifiers` (`arch=amd64`).
     #[must_use]
@@ -433,14 +446,14 @@ pub fn dpkg_installed(status: &str) -> Vec<(String, String, String)> {
     out
 }
 
-/// The packages of an npm lockfile (`package-lock.json`, lockfileVersion 1, 2 or 3) as
-/// `(install path, name, version, integrity)`, sorted by path: v2/v3's `packages` map (not the
-/// root entry `""`, not `link` entries: workspace links are the app's own code), or v1's nested
-/// `dependencies`.
+/// An npm lockfile (`package-lock.json`, lockfileVersion 1, 2 or 3): the app's own name and
+/// version, and its packages as `(install path, name, version, integrity)`, sorted by path:
+/// v2/v3's `packages` map (not the root entry `""`, not `link` entries: workspace links are the
+/// app's own code), or v1's nested `dependencies`.
 ///
 /// # Errors
 /// Not JSON, or neither `packages` nor `dependencies` is an object.
-pub fn npm_lock(text: &str) -> Result<Vec<NpmPackage>, String> {
+pub fn npm_lock(text: &str) -> Result<NpmLock, String> {
     let lock: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     let mut out = Vec::new();
@@ -457,16 +470,7 @@ pub fn npm_lock(text: &str) -> Result<Vec<NpmPackage>, String> {
                 .map(str::to_owned)
                 .or_else(|| path.rsplit_once("node_modules/").map(|(_, n)| n.to_owned()))
                 .unwrap_or_else(|| path.rsplit('/').next().unwrap_or(path).to_owned());
-            out.push(NpmPackage {
-                path: path.clone(),
-                name,
-                version: str_field(entry, "version"),
-                integrity: entry
-                    .get("integrity")
-                    .and_then(|i| i.as_str())
-                    .map(str::to_owned),
-                dev: entry.get("dev").and_then(serde_json::Value::as_bool) == Some(true),
-            });
+            out.push(NpmPackage::of(path.clone(), name, entry));
         }
     } else if let Some(deps) = lock.get("dependencies").and_then(|d| d.as_object()) {
         npm_v1(deps, "", &mut out);
@@ -474,14 +478,12 @@ pub fn npm_lock(text: &str) -> Result<Vec<NpmPackage>, String> {
         return Err("neither \"packages\" nor \"dependencies\" is an object".to_owned());
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
-}
-
-fn str_field(v: &serde_json::Value, key: &str) -> String {
-    v.get(key)
-        .and_then(|x| x.as_str())
-        .unwrap_or_default()
-        .to_owned()
+    let text_of = |key: &str| lock.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    Ok(NpmLock {
+        name: text_of("name"),
+        version: text_of("version"),
+        packages: out,
+    })
 }
 
 fn npm_v1(
@@ -491,18 +493,34 @@ fn npm_v1(
 ) {
     for (name, entry) in deps {
         let path = format!("{parent}node_modules/{name}");
-        out.push(NpmPackage {
-            path: path.clone(),
-            name: name.clone(),
-            version: str_field(entry, "version"),
-            integrity: entry
-                .get("integrity")
-                .and_then(|i| i.as_str())
-                .map(str::to_owned),
-            dev: entry.get("dev").and_then(serde_json::Value::as_bool) == Some(true),
-        });
+        out.push(NpmPackage::of(path.clone(), name.clone(), entry));
         if let Some(nested) = entry.get("dependencies").and_then(|d| d.as_object()) {
             npm_v1(nested, &format!("{path}/"), out);
+        }
+    }
+}
+
+/// An npm lockfile, read by [`npm_lock`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NpmLock {
+    /// The app's name (the lockfile's `name`).
+    pub name: Option<String>,
+    /// The app's version.
+    pub version: Option<String>,
+    /// Its packages, sorted by install path.
+    pub packages: Vec<NpmPackage>,
+}
+
+impl NpmPackage {
+    /// The entry `entry` (its `version`, `integrity`, `dev`) installed at `path` as `name`.
+    fn of(path: String, name: String, entry: &serde_json::Value) -> Self {
+        let text_of = |key: &str| entry.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        Self {
+            path,
+            name,
+            version: text_of("version").unwrap_or_default(),
+            integrity: text_of("integrity"),
+            dev: entry.get("dev").and_then(serde_json::Value::as_bool) == Some(true),
         }
     }
 }
@@ -643,14 +661,7 @@ mod tests {
     use super::*;
 
     fn bom(components: Vec<Component>) -> Bom {
-        let os = Component {
-            kind: "operating-system".to_owned(),
-            bom_ref: None,
-            name: "debian".to_owned(),
-            version: Some("12".to_owned()),
-            purl: None,
-            hashes: Vec::new(),
-        };
+        let os = Component::new("operating-system", "debian", "12");
         Bom::new("0", "2026-12-04T00:00:00Z", os.clone(), os, components)
     }
 
@@ -801,7 +812,9 @@ mod tests {
             "node_modules/pg/node_modules/y":{"version":"2.0.0"},
             "packages/own":{"version":"0.0.1"},
             "node_modules/own":{"resolved":"packages/own","link":true}}}"#;
-        let p = npm_lock(v3).unwrap();
+        let lock = npm_lock(v3).unwrap();
+        assert_eq!(lock.name.as_deref(), Some("app"));
+        let p = lock.packages;
         let names: Vec<(&str, &str, bool)> = p
             .iter()
             .map(|x| (x.path.as_str(), x.name.as_str(), x.dev))
@@ -817,7 +830,7 @@ mod tests {
         );
         assert_eq!(p[1].integrity.as_deref(), Some("sha512-AAA="));
         let v1 = r#"{"lockfileVersion":1,"dependencies":{"a":{"version":"1.0.0","dependencies":{"b":{"version":"2.0.0","dev":true}}}}}"#;
-        let p = npm_lock(v1).unwrap();
+        let p = npm_lock(v1).unwrap().packages;
         assert_eq!(p.len(), 2);
         assert_eq!(p[1].path, "node_modules/a/node_modules/b");
         assert!(p[1].dev);
