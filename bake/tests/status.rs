@@ -409,7 +409,12 @@ fn test_status_timeline_shows_each_instance_of_the_last_rollout() {
     assert_eq!(tl["instance_refresh_id"], j["instance_refresh_id"], "{tl}");
     let rows = tl["instances"].as_array().unwrap();
     assert_eq!(rows.len(), 4, "2 replaced, 2 new: {tl}");
-    let at = |r: &serde_json::Value, k: &str| r[k].as_str().map(ToOwned::to_owned);
+    // RFC 3339 times of different precisions (AWS gives milliseconds for a start, microseconds
+    // for an end): compared as times, not as strings ("…08.021Z" sorts after "…08.021051Z").
+    let at = |r: &serde_json::Value, k: &str| {
+        r[k].as_str()
+            .map(|t| humantime::parse_rfc3339(t).unwrap_or_else(|e| panic!("{k} {t:?}: {e}")))
+    };
     for r in rows {
         let id = r["instance_id"].as_str().unwrap();
         if before.iter().any(|b| b == id) {
